@@ -1,0 +1,260 @@
+//! Backends and their endpoint sets.
+//!
+//! Routes point at a [`Backend`] (a Service port and how to speak to it). A backend that targets
+//! pods holds an [`EndpointSet`]: the pods' socket addresses behind their own swappable pointer,
+//! so the controller can move endpoints without rebuilding the table, and balancer state of the
+//! endpoints that stay carries over.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+
+use arc_swap::ArcSwap;
+
+use crate::NamespacedName;
+
+/// Index of a [`Backend`] in its [`Table`](crate::Table).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BackendId(pub u32);
+
+/// A Service port as an Ingress names it: by number or by name.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum PortRef {
+    Number(u16),
+    Name(Box<str>),
+}
+
+/// How the proxy speaks to a backend (the `backend-protocol` annotation).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Protocol {
+    /// HTTP/1.1 over TCP.
+    #[default]
+    Http,
+    /// HTTP/1.1 or HTTP/2 over TLS.
+    Https,
+    /// HTTP/2 over TCP (h2c), for gRPC.
+    Grpc,
+    /// HTTP/2 over TLS, for gRPC.
+    Grpcs,
+}
+
+/// A Service port requests can be sent to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Backend {
+    pub service: NamespacedName,
+    pub port: PortRef,
+    pub protocol: Protocol,
+    pub target: Target,
+}
+
+/// Where a backend's requests go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// Straight to the Service's pods (never the Service IP).
+    Endpoints(Arc<EndpointSet>),
+    /// An `ExternalName` Service: a DNS name resolved when connecting.
+    ExternalName { host: Box<str>, port: u16 },
+    /// The backend cannot be reached (missing Service, unknown port, unsupported kind): requests
+    /// are answered 503, and a diagnostic says why.
+    Unavailable,
+}
+
+/// Identity of an endpoint set: a Service and one of its ports (by number).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EndpointKey {
+    pub service: NamespacedName,
+    pub port: u16,
+}
+
+/// The current endpoints of one Service port, swappable in place.
+pub struct EndpointSet {
+    key: EndpointKey,
+    current: ArcSwap<Endpoints>,
+}
+
+/// One version of an endpoint set: ready endpoints, sorted by address, no duplicates.
+#[derive(Debug, Default)]
+pub struct Endpoints {
+    list: Box<[Arc<Endpoint>]>,
+    /// Shared cursor for balancers that need one (kept with the list it indexes).
+    cursor: AtomicUsize,
+}
+
+/// A pod's socket address and the live state the balancer keeps for it.
+#[derive(Debug)]
+pub struct Endpoint {
+    pub addr: SocketAddr,
+    in_flight: AtomicU32,
+}
+
+// === impl Backend ===
+
+impl Backend {
+    pub fn endpoint_set(&self) -> Option<&Arc<EndpointSet>> {
+        match &self.target {
+            Target::Endpoints(set) => Some(set),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for PortRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Number(n) => write!(f, "{n}"),
+            Self::Name(name) => f.write_str(name),
+        }
+    }
+}
+
+// === impl EndpointSet ===
+
+impl EndpointSet {
+    pub fn new(key: EndpointKey, addrs: impl IntoIterator<Item = SocketAddr>) -> Self {
+        let set = Self { key, current: ArcSwap::default() };
+        set.replace(addrs);
+        set
+    }
+
+    pub fn key(&self) -> &EndpointKey {
+        &self.key
+    }
+
+    /// The current endpoints (one atomic load).
+    pub fn load(&self) -> Arc<Endpoints> {
+        self.current.load_full()
+    }
+
+    /// The current addresses, sorted.
+    pub fn addrs(&self) -> Vec<SocketAddr> {
+        self.current.load().iter().map(|e| e.addr).collect()
+    }
+
+    /// Swaps in a new list of addresses. Endpoints present before keep their state (in-flight
+    /// counts); requests already in progress keep the list they started with. Returns whether
+    /// anything changed.
+    pub fn replace(&self, addrs: impl IntoIterator<Item = SocketAddr>) -> bool {
+        let mut addrs: Vec<SocketAddr> = addrs.into_iter().collect();
+        addrs.sort_unstable();
+        addrs.dedup();
+        let old = self.current.load();
+        if old.list.len() == addrs.len() && old.iter().zip(&addrs).all(|(e, a)| e.addr == *a) {
+            return false;
+        }
+        let list = addrs
+            .into_iter()
+            .map(|addr| match old.list.binary_search_by_key(&addr, |e| e.addr) {
+                Ok(i) => old.list[i].clone(),
+                Err(_) => Arc::new(Endpoint::new(addr)),
+            })
+            .collect();
+        self.current.store(Arc::new(Endpoints { list, cursor: AtomicUsize::new(0) }));
+        true
+    }
+}
+
+/// Endpoint sets compare by identity (Service and port), not by their current endpoints: the
+/// endpoints move on their own, and a table is not "different" because a pod moved.
+impl PartialEq for EndpointSet {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key
+    }
+}
+
+impl Eq for EndpointSet {}
+
+impl fmt::Debug for EndpointSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EndpointSet").field("key", &self.key).field("addrs", &self.addrs()).finish()
+    }
+}
+
+// === impl Endpoints ===
+
+impl Endpoints {
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Endpoint>> {
+        self.list.iter()
+    }
+
+    pub fn get(&self, i: usize) -> Option<&Arc<Endpoint>> {
+        self.list.get(i)
+    }
+
+    /// Advances the shared cursor and returns its previous value.
+    pub fn next_cursor(&self) -> usize {
+        self.cursor.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+// === impl Endpoint ===
+
+impl Endpoint {
+    pub fn new(addr: SocketAddr) -> Self {
+        Self { addr, in_flight: AtomicU32::new(0) }
+    }
+
+    /// Requests currently outstanding on this endpoint.
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    pub fn start_request(&self) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn finish_request(&self) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> EndpointKey {
+        EndpointKey { service: NamespacedName::new("default", "web"), port: 80 }
+    }
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn endpoints_are_sorted_and_deduplicated() {
+        let set = EndpointSet::new(key(), [addr("10.0.0.2:80"), addr("10.0.0.1:80"), addr("10.0.0.2:80")]);
+        assert_eq!(set.addrs(), vec![addr("10.0.0.1:80"), addr("10.0.0.2:80")]);
+    }
+
+    #[test]
+    fn replace_keeps_state_of_endpoints_that_stay() {
+        let set = EndpointSet::new(key(), [addr("10.0.0.1:80"), addr("10.0.0.2:80")]);
+        let before = set.load();
+        before.get(0).unwrap().start_request();
+
+        assert!(set.replace([addr("10.0.0.1:80"), addr("10.0.0.3:80")]));
+        let after = set.load();
+        assert!(Arc::ptr_eq(before.get(0).unwrap(), after.get(0).unwrap()));
+        assert_eq!(after.get(0).unwrap().in_flight(), 1);
+        assert_eq!(after.get(1).unwrap().addr, addr("10.0.0.3:80"));
+        assert_eq!(after.get(1).unwrap().in_flight(), 0);
+        // The old version is still whole for requests that loaded it.
+        assert_eq!(before.get(1).unwrap().addr, addr("10.0.0.2:80"));
+    }
+
+    #[test]
+    fn replace_with_same_addresses_changes_nothing() {
+        let set = EndpointSet::new(key(), [addr("10.0.0.1:80")]);
+        let before = set.load();
+        assert!(!set.replace([addr("10.0.0.1:80")]));
+        assert!(Arc::ptr_eq(&before, &set.load()));
+    }
+}

@@ -1,0 +1,28 @@
+//! The routing table of ostium.
+//!
+//! A [`Table`] is built once per configuration change (by `ostium-translate`), never mutated
+//! afterwards, and shared by the proxy through a [`TableStore`]. Lookups are synchronous and do
+//! not allocate. The only part that moves on its own is each backend's [`EndpointSet`], which
+//! the controller swaps in place when pods come and go, without rebuilding the table.
+//!
+//! This crate knows nothing of Kubernetes, hyper or tokio: it is data plus lookup.
+
+mod backend;
+mod host;
+mod name;
+mod path;
+mod policy;
+mod store;
+mod table;
+mod tls;
+
+pub use backend::{
+    Backend, BackendId, Endpoint, EndpointKey, EndpointSet, Endpoints, PortRef, Protocol, Target,
+};
+pub use host::{HostMatch, HostRule, InvalidHost, NormalizedHost, normalize_host};
+pub use name::{InvalidName, NamespacedName};
+pub use path::{InvalidPath, PathMatch, PathMatchKind, PathRule, normalize_path};
+pub use policy::Policy;
+pub use store::{TableReader, TableStore};
+pub use table::{Route, RouteConflict, RouteMatch, Table, VirtualHost};
+pub use tls::{Certificate, TlsTable};

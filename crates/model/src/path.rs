@@ -1,0 +1,225 @@
+//! Path rules (`Exact`, `Prefix`) and the normalisation every path goes through before it is
+//! matched.
+//!
+//! See <https://kubernetes.io/docs/concepts/services-networking/ingress/#path-types>.
+
+use std::borrow::Cow;
+use std::fmt;
+
+/// A configured path. Paths are stored normalised (see [`normalize_path`]), so that a rule and a
+/// request are compared in the same form.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum PathRule {
+    /// Matches the whole path, case-sensitively; `/foo` does not match `/foo/`.
+    Exact(Box<str>),
+    /// Matches element-wise: `/foo` matches `/foo`, `/foo/` and `/foo/bar`, not `/foobar`. Stored
+    /// without its trailing slash (`/foo/` and `/foo` are the same rule); the root is `""`.
+    Prefix(Box<str>),
+}
+
+/// How well a path rule matched a request. Ordered by precedence: a longer match wins, and of two
+/// matches of equal length `Exact` wins over `Prefix`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PathMatch {
+    pub len: usize,
+    pub kind: PathMatchKind,
+}
+
+/// The kind of a [`PathMatch`], `Prefix` below `Exact`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum PathMatchKind {
+    Prefix,
+    Exact,
+}
+
+/// Why a path (of a rule or a request) cannot be judged.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum InvalidPath {
+    #[error("path must start with `/`")]
+    NotAbsolute,
+    #[error("path has a malformed percent-escape")]
+    InvalidEscape,
+    #[error("path contains a NUL byte")]
+    Nul,
+    #[error("path is not valid UTF-8 once decoded")]
+    NotUtf8,
+    #[error("path climbs above the root with `..`")]
+    AboveRoot,
+}
+
+/// Normalises a path the way nginx does before it picks a location: percent-escapes decoded
+/// (`%2F` included), runs of `/` merged, `.` and `..` segments resolved. A trailing slash is
+/// kept (`/foo/.` gives `/foo/`). Paths that cannot be judged safely are refused: `..` above
+/// the root, malformed escapes, NUL, bytes that do not decode to UTF-8.
+///
+/// Borrows when the path is already normal, so the common request costs no allocation.
+pub fn normalize_path(raw: &str) -> Result<Cow<'_, str>, InvalidPath> {
+    if !raw.starts_with('/') {
+        return Err(InvalidPath::NotAbsolute);
+    }
+    let needs_work = raw.contains('%') || raw.contains("//") || raw.contains("/.");
+    if !needs_work {
+        return Ok(Cow::Borrowed(raw));
+    }
+    let decoded = String::from_utf8(percent_decode(raw.as_bytes())?).map_err(|_| InvalidPath::NotUtf8)?;
+    let last_segment = decoded.rsplit('/').next().unwrap_or("");
+    let trailing_slash = matches!(last_segment, "" | "." | "..");
+
+    let mut out = String::with_capacity(decoded.len());
+    for segment in decoded.split('/') {
+        match segment {
+            "" | "." => {}
+            ".." => match out.rfind('/') {
+                Some(parent) => out.truncate(parent),
+                None => return Err(InvalidPath::AboveRoot),
+            },
+            s => {
+                out.push('/');
+                out.push_str(s);
+            }
+        }
+    }
+    if out.is_empty() || trailing_slash {
+        out.push('/');
+    }
+    Ok(Cow::Owned(out))
+}
+
+fn percent_decode(raw: &[u8]) -> Result<Vec<u8>, InvalidPath> {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut bytes = raw.iter();
+    while let Some(&b) = bytes.next() {
+        let b = if b == b'%' {
+            let hi = bytes.next().and_then(|&h| hex_value(h));
+            let lo = bytes.next().and_then(|&l| hex_value(l));
+            match (hi, lo) {
+                (Some(hi), Some(lo)) => hi << 4 | lo,
+                _ => return Err(InvalidPath::InvalidEscape),
+            }
+        } else {
+            b
+        };
+        if b == 0 {
+            return Err(InvalidPath::Nul);
+        }
+        out.push(b);
+    }
+    Ok(out)
+}
+
+fn hex_value(b: u8) -> Option<u8> {
+    (b as char).to_digit(16).map(|d| d as u8)
+}
+
+// === impl PathRule ===
+
+impl PathRule {
+    /// An `Exact` rule for a path, normalised.
+    pub fn exact(path: &str) -> Result<Self, InvalidPath> {
+        Ok(Self::Exact(normalize_path(path)?.into()))
+    }
+
+    /// A `Prefix` rule for a path, normalised, trailing slash dropped.
+    pub fn prefix(path: &str) -> Result<Self, InvalidPath> {
+        let path = normalize_path(path)?;
+        Ok(Self::Prefix(path.trim_end_matches('/').into()))
+    }
+
+    /// How this rule matches a normalised request path, if it does. Routing uses hash lookups
+    /// instead (see `VirtualHost`); this is the definition they must agree with.
+    pub fn matches(&self, path: &str) -> Option<PathMatch> {
+        match self {
+            Self::Exact(p) => {
+                (**p == *path).then_some(PathMatch { len: p.len(), kind: PathMatchKind::Exact })
+            }
+            Self::Prefix(p) => {
+                let rest = path.strip_prefix(&**p)?;
+                (rest.is_empty() || rest.starts_with('/'))
+                    .then_some(PathMatch { len: p.len(), kind: PathMatchKind::Prefix })
+            }
+        }
+    }
+}
+
+impl fmt::Display for PathRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Exact(p) => write!(f, "Exact {p}"),
+            Self::Prefix(p) if p.is_empty() => f.write_str("Prefix /"),
+            Self::Prefix(p) => write!(f, "Prefix {p}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normal_paths_are_borrowed() {
+        for p in ["/", "/foo", "/foo/", "/a/b.c/d", "/x{y}*:z"] {
+            assert!(matches!(normalize_path(p), Ok(Cow::Borrowed(q)) if q == p), "{p}");
+        }
+    }
+
+    #[test]
+    fn no_spelling_of_admin_escapes_normalisation() {
+        for p in [
+            "/admin",
+            "//admin",
+            "/./admin",
+            "/x/../admin",
+            "/%61dmin",
+            "/%2e/admin",
+            "/x/%2e%2e/admin",
+            "/x%2F..%2Fadmin",
+            "/x/.%2E/admin",
+            "///admin",
+        ] {
+            assert_eq!(normalize_path(p).unwrap(), "/admin", "{p}");
+        }
+    }
+
+    #[test]
+    fn trailing_slash_is_kept_through_dot_segments() {
+        assert_eq!(normalize_path("/foo/").unwrap(), "/foo/");
+        assert_eq!(normalize_path("/foo//").unwrap(), "/foo/");
+        assert_eq!(normalize_path("/foo/.").unwrap(), "/foo/");
+        assert_eq!(normalize_path("/foo/bar/..").unwrap(), "/foo/");
+        assert_eq!(normalize_path("/foo/..").unwrap(), "/");
+        assert_eq!(normalize_path("/.").unwrap(), "/");
+    }
+
+    #[test]
+    fn unjudgeable_paths_are_refused() {
+        assert_eq!(normalize_path("/.."), Err(InvalidPath::AboveRoot));
+        assert_eq!(normalize_path("/a/../../b"), Err(InvalidPath::AboveRoot));
+        assert_eq!(normalize_path("/%2e%2e/etc"), Err(InvalidPath::AboveRoot));
+        assert_eq!(normalize_path("/%zz"), Err(InvalidPath::InvalidEscape));
+        assert_eq!(normalize_path("/%4"), Err(InvalidPath::InvalidEscape));
+        assert_eq!(normalize_path("/a%00b"), Err(InvalidPath::Nul));
+        assert_eq!(normalize_path("/%ff"), Err(InvalidPath::NotUtf8));
+        assert_eq!(normalize_path("foo"), Err(InvalidPath::NotAbsolute));
+        assert_eq!(normalize_path(""), Err(InvalidPath::NotAbsolute));
+    }
+
+    #[test]
+    fn utf8_escapes_decode() {
+        assert_eq!(normalize_path("/caf%C3%A9").unwrap(), "/café");
+    }
+
+    #[test]
+    fn prefix_ignores_trailing_slash_of_the_rule() {
+        assert_eq!(PathRule::prefix("/foo/").unwrap(), PathRule::prefix("/foo").unwrap());
+        assert_eq!(PathRule::prefix("/").unwrap(), PathRule::Prefix("".into()));
+    }
+
+    #[test]
+    fn exact_beats_prefix_of_same_length_and_longer_beats_shorter() {
+        let exact = PathMatch { len: 4, kind: PathMatchKind::Exact };
+        let prefix = PathMatch { len: 4, kind: PathMatchKind::Prefix };
+        let longer = PathMatch { len: 8, kind: PathMatchKind::Prefix };
+        assert!(exact > prefix);
+        assert!(longer > exact);
+    }
+}

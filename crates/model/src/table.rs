@@ -1,0 +1,271 @@
+//! The routing table: virtual hosts, their routes, backends and certificates.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use crate::backend::{Backend, BackendId, EndpointKey, EndpointSet, Target};
+use crate::host::{HostMatch, HostRule, normalize_host};
+use crate::path::{PathMatch, PathMatchKind, PathRule};
+use crate::{NamespacedName, Policy, TlsTable};
+
+/// One immutable version of the routing configuration.
+///
+/// Request routing ([`Table::route`]) first picks one virtual host — exact name, else one-label
+/// wildcard, else the rules without a host — and then the best path within it. A request whose
+/// virtual host has no matching path goes to that host's fallback (an Ingress's
+/// `spec.defaultBackend`, for the hosts that Ingress defines), else to the table's default
+/// route; it does not fall through to a less specific host (as nginx picks a `server` first and
+/// a `location` second).
+#[derive(Debug, PartialEq)]
+pub struct Table {
+    exact_hosts: HashMap<Box<str>, VirtualHost>,
+    wildcard_hosts: HashMap<Box<str>, VirtualHost>,
+    any_host: Option<VirtualHost>,
+    default_route: Option<Route>,
+    backends: Vec<Backend>,
+    endpoint_sets: BTreeMap<EndpointKey, Arc<EndpointSet>>,
+    tls: TlsTable,
+}
+
+/// The routes of one host (or of the rules with no host).
+#[derive(Debug, PartialEq)]
+pub struct VirtualHost {
+    host: Option<HostRule>,
+    routes: Vec<Route>,
+    /// `Exact` rules by path.
+    exact: HashMap<Box<str>, usize>,
+    /// `Prefix` rules by path without trailing slash (`""` for `/`).
+    prefix: HashMap<Box<str>, usize>,
+    fallback: Option<Route>,
+}
+
+/// A path rule and what to do with the requests it matches.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Route {
+    pub rule: PathRule,
+    /// The Ingress the route comes from; `None` for `--default-backend-service`.
+    pub ingress: Option<NamespacedName>,
+    pub backend: BackendId,
+    pub policy: Policy,
+}
+
+/// The route chosen for a request, with how its host and path matched (`path` is `None` for a
+/// fallback or the default route).
+#[derive(Clone, Copy, Debug)]
+pub struct RouteMatch<'t> {
+    pub route: &'t Route,
+    pub host: HostMatch,
+    pub path: Option<PathMatch>,
+}
+
+/// A rule was already taken; `existing` names the Ingress that holds it.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("already defined by {}", existing.as_ref().map_or_else(|| "a flag".to_owned(), |n| format!("ingress {n}")))]
+pub struct RouteConflict {
+    pub existing: Option<NamespacedName>,
+}
+
+// === impl Table ===
+
+impl Table {
+    /// An empty table: every request gets the built-in 404.
+    pub fn new(tls: TlsTable) -> Self {
+        Self {
+            exact_hosts: HashMap::new(),
+            wildcard_hosts: HashMap::new(),
+            any_host: None,
+            default_route: None,
+            backends: Vec::new(),
+            endpoint_sets: BTreeMap::new(),
+            tls,
+        }
+    }
+
+    /// Routes a request: `authority` is the `Host` header (or `:authority`), `path` the request
+    /// path after [`normalize_path`](crate::normalize_path). `None` means the built-in 404.
+    /// Never allocates.
+    pub fn route(&self, authority: Option<&str>, path: &str) -> Option<RouteMatch<'_>> {
+        let host = authority.and_then(normalize_host);
+        let vhost = host
+            .as_ref()
+            .and_then(|h| {
+                if let Some(v) = self.exact_hosts.get(h.as_str()) {
+                    return Some((v, HostMatch::Exact));
+                }
+                let v = self.wildcard_hosts.get(h.wildcard_suffix()?)?;
+                Some((v, HostMatch::Wildcard))
+            })
+            .or_else(|| self.any_host.as_ref().map(|v| (v, HostMatch::Any)));
+
+        let Some((vhost, host)) = vhost else {
+            return self.default_route();
+        };
+        if let Some((route, path)) = vhost.route(path) {
+            return Some(RouteMatch { route, host, path: Some(path) });
+        }
+        match &vhost.fallback {
+            Some(route) => Some(RouteMatch { route, host, path: None }),
+            None => self.default_route(),
+        }
+    }
+
+    fn default_route(&self) -> Option<RouteMatch<'_>> {
+        let route = self.default_route.as_ref()?;
+        Some(RouteMatch { route, host: HostMatch::Any, path: None })
+    }
+
+    pub fn backend(&self, id: BackendId) -> &Backend {
+        &self.backends[id.0 as usize]
+    }
+
+    pub fn backends(&self) -> &[Backend] {
+        &self.backends
+    }
+
+    pub fn tls(&self) -> &TlsTable {
+        &self.tls
+    }
+
+    pub fn tls_mut(&mut self) -> &mut TlsTable {
+        &mut self.tls
+    }
+
+    pub fn default_route_ref(&self) -> Option<&Route> {
+        self.default_route.as_ref()
+    }
+
+    /// The endpoint set of a Service port, to swap its endpoints in place.
+    pub fn endpoint_set(&self, key: &EndpointKey) -> Option<&Arc<EndpointSet>> {
+        self.endpoint_sets.get(key)
+    }
+
+    pub fn endpoint_sets(&self) -> impl Iterator<Item = &Arc<EndpointSet>> {
+        self.endpoint_sets.values()
+    }
+
+    /// Every virtual host: exact names, then wildcards (each sorted), then the host-less one.
+    pub fn virtual_hosts(&self) -> Vec<&VirtualHost> {
+        let mut exact: Vec<_> = self.exact_hosts.values().collect();
+        let mut wildcard: Vec<_> = self.wildcard_hosts.values().collect();
+        exact.sort_by(|a, b| a.host.cmp(&b.host));
+        wildcard.sort_by(|a, b| a.host.cmp(&b.host));
+        exact.into_iter().chain(wildcard).chain(self.any_host.as_ref()).collect()
+    }
+
+    // --- building ---
+
+    /// Adds a backend; its endpoint set (if any) is registered under its key, and a backend
+    /// added later with the same key shares the first one's set.
+    pub fn add_backend(&mut self, mut backend: Backend) -> BackendId {
+        if let Target::Endpoints(set) = &mut backend.target {
+            *set = self.endpoint_sets.entry(set.key().clone()).or_insert_with(|| set.clone()).clone();
+        }
+        let id = BackendId(u32::try_from(self.backends.len()).expect("fewer than 2^32 backends"));
+        self.backends.push(backend);
+        id
+    }
+
+    /// The virtual host for a host rule (`None`: the rules without a host), created if new.
+    pub fn virtual_host_mut(&mut self, host: Option<HostRule>) -> &mut VirtualHost {
+        let (map, key) = match &host {
+            Some(HostRule::Exact(name)) => (&mut self.exact_hosts, name.clone()),
+            Some(HostRule::Wildcard(suffix)) => (&mut self.wildcard_hosts, suffix.clone()),
+            None => return self.any_host.get_or_insert_with(|| VirtualHost::new(None)),
+        };
+        map.entry(key).or_insert_with(|| VirtualHost::new(host))
+    }
+
+    /// Sets the route for requests that match no host or path. The first one set wins.
+    pub fn set_default_route(&mut self, route: Route) -> Result<(), RouteConflict> {
+        if let Some(existing) = &self.default_route {
+            return Err(RouteConflict { existing: existing.ingress.clone() });
+        }
+        self.default_route = Some(route);
+        Ok(())
+    }
+
+    /// Makes this (new, unpublished) table share the endpoint sets of the previous one for every
+    /// Service port both know: the previous sets receive the new endpoints, so balancer state
+    /// carries over and requests on the old table see the change at once.
+    pub fn adopt_endpoint_sets(&mut self, previous: &Table) {
+        for (key, set) in &mut self.endpoint_sets {
+            if let Some(old) = previous.endpoint_sets.get(key) {
+                old.replace(set.addrs());
+                *set = old.clone();
+            }
+        }
+        for backend in &mut self.backends {
+            if let Target::Endpoints(set) = &mut backend.target
+                && let Some(shared) = self.endpoint_sets.get(set.key())
+            {
+                *set = shared.clone();
+            }
+        }
+    }
+}
+
+// === impl VirtualHost ===
+
+impl VirtualHost {
+    pub fn new(host: Option<HostRule>) -> Self {
+        Self { host, routes: Vec::new(), exact: HashMap::new(), prefix: HashMap::new(), fallback: None }
+    }
+
+    pub fn host(&self) -> Option<&HostRule> {
+        self.host.as_ref()
+    }
+
+    /// Routes in the order they were added.
+    pub fn routes(&self) -> &[Route] {
+        &self.routes
+    }
+
+    pub fn fallback(&self) -> Option<&Route> {
+        self.fallback.as_ref()
+    }
+
+    /// Adds a route. A rule this host already has stays with the route that added it first.
+    pub fn add_route(&mut self, route: Route) -> Result<(), RouteConflict> {
+        let (map, key) = match &route.rule {
+            PathRule::Exact(p) => (&mut self.exact, p),
+            PathRule::Prefix(p) => (&mut self.prefix, p),
+        };
+        if let Some(&i) = map.get(key) {
+            return Err(RouteConflict { existing: self.routes[i].ingress.clone() });
+        }
+        map.insert(key.clone(), self.routes.len());
+        self.routes.push(route);
+        Ok(())
+    }
+
+    /// Sets the route for requests of this host that match no path. The first one set wins.
+    pub fn set_fallback(&mut self, route: Route) -> Result<(), RouteConflict> {
+        if let Some(existing) = &self.fallback {
+            return Err(RouteConflict { existing: existing.ingress.clone() });
+        }
+        self.fallback = Some(route);
+        Ok(())
+    }
+
+    /// The best route for a normalised path: an `Exact` rule equal to the path, else the longest
+    /// `Prefix` rule that is an element-wise prefix of it. A path has one candidate prefix per
+    /// `/`, so this is a few hash lookups, longest first.
+    pub fn route(&self, path: &str) -> Option<(&Route, PathMatch)> {
+        if let Some(&i) = self.exact.get(path) {
+            return Some((&self.routes[i], PathMatch { len: path.len(), kind: PathMatchKind::Exact }));
+        }
+        let mut candidate = path.strip_suffix('/').unwrap_or(path);
+        loop {
+            if let Some(&i) = self.prefix.get(candidate) {
+                return Some((
+                    &self.routes[i],
+                    PathMatch { len: candidate.len(), kind: PathMatchKind::Prefix },
+                ));
+            }
+            candidate = &candidate[..candidate.rfind('/')?];
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
