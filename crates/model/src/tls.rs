@@ -11,7 +11,11 @@ use crate::host::{HostRule, NormalizedHost, normalize_host};
 /// A certificate chain and its private key, parsed and checked when the table is built, so
 /// handshakes only look up.
 #[derive(Clone)]
-pub struct Certificate(pub Arc<CertifiedKey>);
+pub struct Certificate {
+    pub key: Arc<CertifiedKey>,
+    /// Where it came from, for logs and renderings (`default/foo-tls`, `self-signed`).
+    pub source: Box<str>,
+}
 
 /// Certificates for TLS hosts: exact names, one-label wildcards, and the default certificate
 /// for every other name (and for handshakes without SNI).
@@ -47,13 +51,21 @@ impl TlsTable {
     /// default certificate.
     pub fn resolve(&self, sni: Option<&str>) -> &Arc<CertifiedKey> {
         let certificate = sni.and_then(normalize_host).and_then(|host| self.lookup(&host));
-        &certificate.unwrap_or(&self.default).0
+        &certificate.unwrap_or(&self.default).key
     }
 
     /// Whether a host has a certificate of its own (not the default one). The HTTPS redirect
     /// applies only to such hosts.
     pub fn has_certificate(&self, host: &NormalizedHost) -> bool {
         self.lookup(host).is_some()
+    }
+
+    /// The certificate added for exactly this host rule.
+    pub fn certificate(&self, host: &HostRule) -> Option<&Certificate> {
+        match host {
+            HostRule::Exact(name) => self.exact.get(name),
+            HostRule::Wildcard(suffix) => self.wildcard.get(suffix),
+        }
     }
 
     pub fn default_certificate(&self) -> &Certificate {
@@ -82,13 +94,13 @@ impl TlsTable {
 /// the certificate is built, so equal chains imply the same key pair.
 impl PartialEq for Certificate {
     fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.0, &other.0) || self.0.cert == other.0.cert
+        Arc::ptr_eq(&self.key, &other.key) || self.key.cert == other.key.cert
     }
 }
 
 impl fmt::Debug for Certificate {
     // Never print the key.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Certificate").field("chain_len", &self.0.cert.len()).finish_non_exhaustive()
+        f.debug_struct("Certificate").field("source", &self.source).finish_non_exhaustive()
     }
 }

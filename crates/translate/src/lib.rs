@@ -1,1 +1,288 @@
-//! placeholder
+//! Translation of Kubernetes objects into an ostium routing table.
+//!
+//! [`translate`] is a pure function: no I/O, no clock, no environment. It never fails as a
+//! whole; every problem becomes a [`Diagnostic`] tied to its object and only the broken piece is
+//! skipped (a broken backend keeps its route and answers 503, so a path never falls through to a
+//! less specific rule). Output is deterministic: objects are visited in sorted order.
+//!
+//! Ingresses are served oldest first (`creationTimestamp`, then `namespace/name`), and the first
+//! to claim a host + path, a TLS host or the default backend keeps it; later claims get a
+//! diagnostic.
+
+mod backend;
+mod class;
+mod diagnostic;
+mod objects;
+mod render;
+mod tls;
+
+use std::sync::Arc;
+
+use k8s_openapi::api::networking::v1::{HTTPIngressPath, Ingress};
+use ostium_model::{
+    BackendId, Certificate, HostRule, NamespacedName, PathRule, Policy, Route, Table, TlsTable,
+};
+use rustls::crypto::CryptoProvider;
+
+pub use diagnostic::{Diagnostic, ObjectKind, ObjectRef, Reason, Severity};
+pub use objects::{ManifestError, Object, Objects, parse_manifests};
+
+/// What translation cannot decide from the objects alone.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// `--ingress-class`: the value of the legacy `kubernetes.io/ingress.class` annotation we serve.
+    pub ingress_class: String,
+    /// `--controller-name`: IngressClasses whose `spec.controller` is this are ours.
+    pub controller_name: String,
+    /// `--watch-ingress-without-class`.
+    pub watch_ingress_without_class: bool,
+    /// `--watch-namespace`: namespaced objects elsewhere are ignored.
+    pub watch_namespace: Option<String>,
+    /// `--default-backend-service`, used when no Ingress without rules has a `defaultBackend`.
+    pub default_backend_service: Option<NamespacedName>,
+    /// `--default-ssl-certificate`.
+    pub default_ssl_certificate: Option<NamespacedName>,
+    /// Served when `--default-ssl-certificate` is unset or broken (a self-signed certificate
+    /// made at start).
+    pub fallback_certificate: Certificate,
+    /// `--annotations-prefix`.
+    pub annotations_prefix: String,
+    pub crypto_provider: Arc<CryptoProvider>,
+}
+
+/// The result of a translation.
+#[derive(Debug)]
+pub struct Translation {
+    pub table: Table,
+    pub diagnostics: Vec<Diagnostic>,
+    /// The Ingresses this controller serves (its class), sorted.
+    pub ingresses: Vec<NamespacedName>,
+}
+
+/// Builds the routing table for a snapshot of objects.
+pub fn translate(objects: &Objects, options: &Options) -> Translation {
+    let mut translator = Translator::new(objects, options);
+    let mut ingresses: Vec<_> = objects
+        .ingresses
+        .iter()
+        .filter(|(id, _)| options.watch_namespace.as_ref().is_none_or(|ns| *ns == id.namespace))
+        .filter(|(id, ingress)| translator.classes.is_ours(id, ingress, &mut translator.diagnostics))
+        .collect();
+    ingresses.sort_by(|(a_id, a), (b_id, b)| {
+        let age = |i: &Ingress| i.metadata.creation_timestamp.clone();
+        age(a).cmp(&age(b)).then_with(|| a_id.cmp(b_id))
+    });
+    for (id, ingress) in &ingresses {
+        translator.ingress(id, ingress);
+    }
+    translator.default_backend_flag();
+
+    let mut ingresses: Vec<NamespacedName> = ingresses.into_iter().map(|(id, _)| id.clone()).collect();
+    ingresses.sort();
+    Translation { table: translator.table, diagnostics: translator.diagnostics, ingresses }
+}
+
+/// The state of one translation.
+struct Translator<'a> {
+    options: &'a Options,
+    classes: class::Classes,
+    backends: backend::Backends<'a>,
+    certificates: tls::Certificates<'a>,
+    table: Table,
+    diagnostics: Vec<Diagnostic>,
+}
+
+impl<'a> Translator<'a> {
+    fn new(objects: &'a Objects, options: &'a Options) -> Self {
+        let mut diagnostics = Vec::new();
+        let mut certificates = tls::Certificates::new(objects, options);
+        let default_certificate = certificates.default_certificate(&mut diagnostics);
+        Self {
+            options,
+            classes: class::Classes::new(objects, options),
+            backends: backend::Backends::new(objects),
+            certificates,
+            table: Table::new(TlsTable::new(default_certificate)),
+            diagnostics,
+        }
+    }
+
+    fn ingress(&mut self, id: &NamespacedName, ingress: &Ingress) {
+        let object = ObjectRef::new(ObjectKind::Ingress, Some(&id.namespace), &id.name);
+        let Some(spec) = &ingress.spec else {
+            self.error(&object, Reason::NoRules, "no spec: nothing to serve");
+            return;
+        };
+        let rules = spec.rules.as_deref().unwrap_or_default();
+
+        // Hosts this Ingress defines, in order, without repeats (`None`: the rules with no host).
+        let mut hosts: Vec<Option<HostRule>> = Vec::new();
+        for rule in rules {
+            let host = match rule.host.as_deref().filter(|h| !h.is_empty()) {
+                None => None,
+                Some(h) => match h.parse::<HostRule>() {
+                    Ok(host) => Some(host),
+                    Err(e) => {
+                        self.error(&object, Reason::InvalidHost, format!("{e}; the rule is ignored"));
+                        continue;
+                    }
+                },
+            };
+            if !hosts.contains(&host) {
+                hosts.push(host.clone());
+            }
+            for path in rule.http.iter().flat_map(|http| &http.paths) {
+                let Some(rule) = self.path_rule(&object, path) else { continue };
+                let backend =
+                    self.backends.resolve(&object, &path.backend, &mut self.table, &mut self.diagnostics);
+                self.add_route(&object, id, host.clone(), rule, backend);
+            }
+        }
+
+        match &spec.default_backend {
+            Some(default_backend) => {
+                let backend =
+                    self.backends.resolve(&object, default_backend, &mut self.table, &mut self.diagnostics);
+                let route = Route {
+                    rule: PathRule::Prefix("".into()),
+                    ingress: Some(id.clone()),
+                    backend,
+                    policy: Policy::default(),
+                };
+                if rules.is_empty() {
+                    if let Err(conflict) = self.table.set_default_route(route) {
+                        let message = format!("the default backend is {conflict}; this one is ignored");
+                        self.error(&object, Reason::DefaultBackendConflict, message);
+                    }
+                } else {
+                    for host in &hosts {
+                        if let Err(conflict) =
+                            self.table.virtual_host_mut(host.clone()).set_fallback(route.clone())
+                        {
+                            let message = format!(
+                                "the default backend of host {} is {conflict}; this one is ignored",
+                                display_host(host)
+                            );
+                            self.error(&object, Reason::DefaultBackendConflict, message);
+                        }
+                    }
+                }
+            }
+            None if rules.is_empty() => {
+                self.error(&object, Reason::NoRules, "neither rules nor a defaultBackend: nothing to serve")
+            }
+            None => {}
+        }
+
+        for tls in spec.tls.iter().flatten() {
+            self.certificates.apply(&object, tls, &hosts, &mut self.table, &mut self.diagnostics);
+        }
+    }
+
+    /// The rule for one path of an Ingress, or `None` (with a diagnostic) when it is invalid.
+    fn path_rule(&mut self, object: &ObjectRef, path: &HTTPIngressPath) -> Option<PathRule> {
+        // An omitted path matches everything.
+        let written = path.path.as_deref().filter(|p| !p.is_empty()).unwrap_or("/");
+        let rule = match path.path_type.as_str() {
+            "Exact" => PathRule::exact(written),
+            // ImplementationSpecific is Prefix until regex paths are supported.
+            "Prefix" | "ImplementationSpecific" => PathRule::prefix(written),
+            "" => {
+                let message = format!("path `{written}`: pathType is required; the path is ignored");
+                self.error(object, Reason::InvalidPathType, message);
+                return None;
+            }
+            other => {
+                let message = format!("path `{written}`: unknown pathType `{other}`; the path is ignored");
+                self.error(object, Reason::InvalidPathType, message);
+                return None;
+            }
+        };
+        rule.map_err(|e| {
+            self.error(object, Reason::InvalidPath, format!("path `{written}`: {e}; the path is ignored"))
+        })
+        .ok()
+    }
+
+    fn add_route(
+        &mut self,
+        object: &ObjectRef,
+        id: &NamespacedName,
+        host: Option<HostRule>,
+        rule: PathRule,
+        backend: BackendId,
+    ) {
+        let described = format!("{} {rule}", display_host(&host));
+        let route = Route { rule, ingress: Some(id.clone()), backend, policy: Policy::default() };
+        if let Err(conflict) = self.table.virtual_host_mut(host).add_route(route) {
+            self.error(
+                object,
+                Reason::PathConflict,
+                format!("{described} is {conflict}; this path is ignored"),
+            );
+        }
+    }
+
+    /// `--default-backend-service`, when no Ingress set the default route.
+    fn default_backend_flag(&mut self) {
+        let Some(service) = &self.options.default_backend_service else { return };
+        if self.table.default_route_ref().is_some() {
+            return;
+        }
+        let backend = self.backends.resolve_default(service, &mut self.table, &mut self.diagnostics);
+        let route =
+            Route { rule: PathRule::Prefix("".into()), ingress: None, backend, policy: Policy::default() };
+        // The table has no default route yet (checked above), so this cannot conflict.
+        let _ = self.table.set_default_route(route);
+    }
+
+    fn error(&mut self, object: &ObjectRef, reason: Reason, message: impl Into<String>) {
+        self.diagnostics.push(Diagnostic::error(object.clone(), reason, message));
+    }
+}
+
+fn display_host(host: &Option<HostRule>) -> String {
+    host.as_ref().map_or_else(|| "(any host)".to_owned(), |h| h.to_string())
+}
+
+impl Translation {
+    /// A stable, readable rendering of the table and diagnostics (golden tests, `ostium check`).
+    pub fn render(&self) -> String {
+        render::render(self)
+    }
+
+    /// Whether any diagnostic is an error.
+    pub fn has_errors(&self) -> bool {
+        self.diagnostics.iter().any(|d| d.severity == Severity::Error)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::sync::Arc;
+
+    use rustls::crypto::ring::sign::any_supported_type;
+    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+    use rustls::sign::CertifiedKey;
+
+    use super::*;
+
+    /// Options with the CONTRACT defaults and a fresh self-signed fallback certificate.
+    pub(crate) fn options() -> Options {
+        let cert = rcgen::generate_simple_self_signed(vec!["ostium.invalid".to_owned()]).unwrap();
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.signing_key.serialize_der()));
+        let key = any_supported_type(&key).unwrap();
+        let fallback = CertifiedKey::new(vec![cert.cert.der().clone()], key);
+        Options {
+            ingress_class: "ostium".into(),
+            controller_name: "ostium.dev/ingress-controller".into(),
+            watch_ingress_without_class: false,
+            watch_namespace: None,
+            default_backend_service: None,
+            default_ssl_certificate: None,
+            fallback_certificate: Certificate { key: Arc::new(fallback), source: "self-signed".into() },
+            annotations_prefix: "nginx.ingress.kubernetes.io".into(),
+            crypto_provider: Arc::new(rustls::crypto::ring::default_provider()),
+        }
+    }
+}

@@ -13,7 +13,7 @@ fn test_certificate(name: &str) -> Certificate {
     let cert = rcgen::generate_simple_self_signed(vec![name.to_owned()]).unwrap();
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.signing_key.serialize_der()));
     let key = any_supported_type(&key).unwrap();
-    Certificate(Arc::new(CertifiedKey::new(vec![cert.cert.der().clone()], key)))
+    Certificate { key: Arc::new(CertifiedKey::new(vec![cert.cert.der().clone()], key)), source: name.into() }
 }
 
 fn empty_table() -> Table {
@@ -368,9 +368,9 @@ fn tls_resolves_exact_then_wildcard_then_default() {
     assert!(!t.tls_mut().insert(&"foo.bar.com".parse().unwrap(), wildcard.clone()), "first wins");
 
     let tls = t.tls();
-    assert!(Arc::ptr_eq(tls.resolve(Some("foo.bar.com")), &exact.0));
-    assert!(Arc::ptr_eq(tls.resolve(Some("FOO.bar.com")), &exact.0));
-    assert!(Arc::ptr_eq(tls.resolve(Some("baz.bar.com")), &wildcard.0));
-    assert!(Arc::ptr_eq(tls.resolve(Some("a.baz.bar.com")), &tls.default_certificate().0));
-    assert!(Arc::ptr_eq(tls.resolve(None), &tls.default_certificate().0));
+    assert!(Arc::ptr_eq(tls.resolve(Some("foo.bar.com")), &exact.key));
+    assert!(Arc::ptr_eq(tls.resolve(Some("FOO.bar.com")), &exact.key));
+    assert!(Arc::ptr_eq(tls.resolve(Some("baz.bar.com")), &wildcard.key));
+    assert!(Arc::ptr_eq(tls.resolve(Some("a.baz.bar.com")), &tls.default_certificate().key));
+    assert!(Arc::ptr_eq(tls.resolve(None), &tls.default_certificate().key));
 }

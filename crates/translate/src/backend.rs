@@ -1,0 +1,216 @@
+//! Backends: Ingress backend references resolved to Service ports and their endpoints.
+//!
+//! Endpoints come from the EndpointSlices labelled `kubernetes.io/service-name` (ready
+//! endpoints; serving-but-terminating ones only when none is ready; the first address of each;
+//! ports matched by the Service port's name; all slices merged), or from the core/v1 Endpoints
+//! object when the Service has no slice. `ExternalName` Services resolve to their DNS name.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{Service, ServicePort};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::IngressBackend;
+use ostium_model::{
+    Backend, BackendId, EndpointKey, EndpointSet, NamespacedName, PortRef, Protocol, Table, Target,
+};
+
+use crate::{Diagnostic, ObjectKind, ObjectRef, Objects, Reason};
+
+const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// A resolved Service port, and the problem found resolving it (if any).
+type Resolved = (BackendId, Option<(Reason, String)>);
+
+pub(crate) struct Backends<'a> {
+    objects: &'a Objects,
+    slices_by_service: BTreeMap<NamespacedName, Vec<&'a EndpointSlice>>,
+    /// Each Service port is resolved once per translation; the problem found (if any) is kept so
+    /// that every Ingress referring to it gets its own diagnostic.
+    resolved: HashMap<(NamespacedName, PortRef), Resolved>,
+}
+
+impl<'a> Backends<'a> {
+    pub(crate) fn new(objects: &'a Objects) -> Self {
+        let mut slices_by_service: BTreeMap<NamespacedName, Vec<&EndpointSlice>> = BTreeMap::new();
+        for (id, slice) in &objects.endpoint_slices {
+            let labels = slice.metadata.labels.as_ref();
+            if let Some(service) = labels.and_then(|l| l.get(SERVICE_NAME_LABEL)) {
+                slices_by_service.entry(NamespacedName::new(&id.namespace, service)).or_default().push(slice);
+            }
+        }
+        Self { objects, slices_by_service, resolved: HashMap::new() }
+    }
+
+    /// The backend for an Ingress backend reference in `object`'s namespace. Problems give a
+    /// diagnostic on `object` and a backend that answers 503.
+    pub(crate) fn resolve(
+        &mut self,
+        object: &ObjectRef,
+        backend: &IngressBackend,
+        table: &mut Table,
+        diagnostics: &mut Vec<Diagnostic>,
+    ) -> BackendId {
+        let namespace = object.namespace.as_deref().unwrap_or_default();
+        let Some(service) = &backend.service else {
+            let name = backend.resource.as_ref().map_or("", |r| r.name.as_str());
+            let message = format!("resource backend `{name}` is not supported; requests get 503");
+            diagnostics.push(Diagnostic::error(object.clone(), Reason::UnsupportedBackend, message));
+            return table.add_backend(unavailable(NamespacedName::new(namespace, name), PortRef::Number(0)));
+        };
+        let id = NamespacedName::new(namespace, &service.name);
+        let port = service.port.as_ref().and_then(|p| match (&p.name, p.number) {
+            (Some(name), _) if !name.is_empty() => Some(PortRef::Name(name.as_str().into())),
+            (_, Some(number)) => u16::try_from(number).ok().filter(|n| *n != 0).map(PortRef::Number),
+            _ => None,
+        });
+        let Some(port) = port else {
+            let message =
+                format!("service `{}` needs a port number (1-65535) or name; requests get 503", service.name);
+            diagnostics.push(Diagnostic::error(object.clone(), Reason::InvalidBackend, message));
+            return table.add_backend(unavailable(id, PortRef::Number(0)));
+        };
+
+        let key = (id, port);
+        let (backend, problem) = match self.resolved.get(&key) {
+            Some(resolved) => resolved.clone(),
+            None => {
+                let (target, problem) = self.target(&key.0, &key.1);
+                let backend =
+                    Backend { service: key.0.clone(), port: key.1.clone(), protocol: Protocol::Http, target };
+                let resolved = (table.add_backend(backend), problem);
+                self.resolved.insert(key, resolved.clone());
+                resolved
+            }
+        };
+        if let Some((reason, message)) = problem {
+            diagnostics.push(Diagnostic::error(object.clone(), reason, message));
+        }
+        backend
+    }
+
+    /// The backend for `--default-backend-service`: the Service's first port.
+    pub(crate) fn resolve_default(
+        &mut self,
+        service: &NamespacedName,
+        table: &mut Table,
+        diagnostics: &mut Vec<Diagnostic>,
+    ) -> BackendId {
+        let object = ObjectRef::new(ObjectKind::Service, Some(&service.namespace), &service.name);
+        let first_port =
+            self.objects.services.get(service).and_then(|s| s.spec.as_ref()?.ports.as_ref()?.first());
+        let Some(port) = first_port.and_then(|p| u16::try_from(p.port).ok()) else {
+            let message = "--default-backend-service names a service that does not exist or has no port; \
+                           unmatched requests get 503";
+            diagnostics.push(Diagnostic::error(object, Reason::MissingService, message));
+            return table.add_backend(unavailable(service.clone(), PortRef::Number(0)));
+        };
+        let (target, problem) = self.target(service, &PortRef::Number(port));
+        if let Some((reason, message)) = problem {
+            diagnostics.push(Diagnostic::error(object, reason, message));
+        }
+        table.add_backend(Backend {
+            service: service.clone(),
+            port: PortRef::Number(port),
+            protocol: Protocol::Http,
+            target,
+        })
+    }
+
+    fn target(&self, id: &NamespacedName, port: &PortRef) -> (Target, Option<(Reason, String)>) {
+        let Some(spec) = self.objects.services.get(id).and_then(|s: &Arc<Service>| s.spec.as_ref()) else {
+            return (
+                Target::Unavailable,
+                Some((Reason::MissingService, format!("service {id} not found; requests get 503"))),
+            );
+        };
+        let service_port = spec.ports.iter().flatten().find(|p| match port {
+            PortRef::Number(n) => p.port == i32::from(*n),
+            PortRef::Name(name) => p.name.as_deref() == Some(&**name),
+        });
+        let unknown_port = || {
+            let message = match port {
+                PortRef::Number(n) => format!("service {id} has no port {n}; requests get 503"),
+                PortRef::Name(name) => format!("service {id} has no port named `{name}`; requests get 503"),
+            };
+            (Target::Unavailable, Some((Reason::UnknownServicePort, message)))
+        };
+
+        if spec.type_.as_deref() == Some("ExternalName") {
+            let Some(host) = spec.external_name.as_deref().filter(|h| !h.is_empty()) else {
+                let message = format!("ExternalName service {id} has no externalName; requests get 503");
+                return (Target::Unavailable, Some((Reason::InvalidBackend, message)));
+            };
+            let number = match port {
+                PortRef::Number(n) => Some(*n),
+                PortRef::Name(_) => service_port.and_then(|p| u16::try_from(p.port).ok()),
+            };
+            return match number {
+                Some(port) => (Target::ExternalName { host: host.into(), port }, None),
+                None => unknown_port(),
+            };
+        }
+
+        let Some(service_port) = service_port else { return unknown_port() };
+        let Ok(number) = u16::try_from(service_port.port) else { return unknown_port() };
+        let key = EndpointKey { service: id.clone(), port: number };
+        (Target::Endpoints(Arc::new(EndpointSet::new(key, self.endpoints(id, service_port)))), None)
+    }
+
+    /// Ready endpoint addresses of a Service port; serving-but-terminating ones when none is ready.
+    fn endpoints(&self, id: &NamespacedName, service_port: &ServicePort) -> Vec<SocketAddr> {
+        let port_name = service_port.name.as_deref().unwrap_or("");
+        if let Some(slices) = self.slices_by_service.get(id) {
+            let mut ready = Vec::new();
+            let mut terminating = Vec::new();
+            for slice in slices {
+                if slice.address_type == "FQDN" {
+                    continue;
+                }
+                let port = slice.ports.iter().flatten().find(|p| {
+                    p.name.as_deref().unwrap_or("") == port_name
+                        && p.protocol.as_deref().unwrap_or("TCP") == "TCP"
+                });
+                let Some(port) = port.and_then(|p| u16::try_from(p.port?).ok()) else { continue };
+                for endpoint in &slice.endpoints {
+                    // Endpoints are fungible: the first address stands for all.
+                    let Some(ip) = endpoint.addresses.first().and_then(|a| a.parse::<IpAddr>().ok()) else {
+                        continue;
+                    };
+                    // Per the API: `ready` and `serving` default to true, `terminating` to false.
+                    let conditions = endpoint.conditions.as_ref();
+                    let is_ready = conditions.and_then(|c| c.ready).unwrap_or(true);
+                    let is_serving = conditions.and_then(|c| c.serving).unwrap_or(true);
+                    let is_terminating = conditions.and_then(|c| c.terminating).unwrap_or(false);
+                    if is_ready {
+                        ready.push(SocketAddr::new(ip, port));
+                    } else if is_serving && is_terminating {
+                        terminating.push(SocketAddr::new(ip, port));
+                    }
+                }
+            }
+            return if ready.is_empty() { terminating } else { ready };
+        }
+
+        let Some(endpoints) = self.objects.endpoints.get(id) else { return Vec::new() };
+        let mut addrs = Vec::new();
+        for subset in endpoints.subsets.iter().flatten() {
+            let port = subset.ports.iter().flatten().find(|p| {
+                p.name.as_deref().unwrap_or("") == port_name
+                    && p.protocol.as_deref().unwrap_or("TCP") == "TCP"
+            });
+            let Some(port) = port.and_then(|p| u16::try_from(p.port).ok()) else { continue };
+            for address in subset.addresses.iter().flatten() {
+                if let Ok(ip) = address.ip.parse::<IpAddr>() {
+                    addrs.push(SocketAddr::new(ip, port));
+                }
+            }
+        }
+        addrs
+    }
+}
+
+fn unavailable(service: NamespacedName, port: PortRef) -> Backend {
+    Backend { service, port, protocol: Protocol::Http, target: Target::Unavailable }
+}

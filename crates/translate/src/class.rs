@@ -1,0 +1,158 @@
+//! Which Ingresses are ours.
+//!
+//! See <https://kubernetes.io/docs/concepts/services-networking/ingress/#ingress-class>. In order:
+//! 1. `spec.ingressClassName` set: ours when it names an IngressClass whose `spec.controller` is
+//!    `--controller-name` (the legacy annotation is then not consulted);
+//! 2. else the legacy `kubernetes.io/ingress.class` annotation: ours when it equals
+//!    `--ingress-class`;
+//! 3. else (no class at all): ours when `--watch-ingress-without-class` is set or one of our
+//!    IngressClasses is marked `ingressclass.kubernetes.io/is-default-class: "true"`.
+
+use std::collections::BTreeSet;
+
+use k8s_openapi::api::networking::v1::Ingress;
+use ostium_model::NamespacedName;
+
+use crate::{Diagnostic, ObjectKind, ObjectRef, Objects, Options, Reason};
+
+const LEGACY_CLASS_ANNOTATION: &str = "kubernetes.io/ingress.class";
+const DEFAULT_CLASS_ANNOTATION: &str = "ingressclass.kubernetes.io/is-default-class";
+
+pub(crate) struct Classes {
+    /// Names of the IngressClasses whose controller is ours.
+    ours: BTreeSet<String>,
+    /// Names of every IngressClass, ours or not.
+    known: BTreeSet<String>,
+    serve_classless: bool,
+    ingress_class: String,
+}
+
+impl Classes {
+    pub(crate) fn new(objects: &Objects, options: &Options) -> Self {
+        let ours: BTreeSet<String> = objects
+            .ingress_classes
+            .iter()
+            .filter(|(_, class)| {
+                class.spec.as_ref().and_then(|s| s.controller.as_deref()) == Some(&*options.controller_name)
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        let default_is_ours = ours.iter().any(|name| {
+            let annotations = objects.ingress_classes[name].metadata.annotations.as_ref();
+            annotations.and_then(|a| a.get(DEFAULT_CLASS_ANNOTATION)).is_some_and(|v| v == "true")
+        });
+        Self {
+            known: objects.ingress_classes.keys().cloned().collect(),
+            ours,
+            serve_classless: options.watch_ingress_without_class || default_is_ours,
+            ingress_class: options.ingress_class.clone(),
+        }
+    }
+
+    /// Whether we serve this Ingress. An Ingress that names our `--ingress-class` in
+    /// `ingressClassName` while no IngressClass of that name exists gets a warning: it is a common
+    /// mistake in standalone manifests.
+    pub(crate) fn is_ours(
+        &self,
+        id: &NamespacedName,
+        ingress: &Ingress,
+        diagnostics: &mut Vec<Diagnostic>,
+    ) -> bool {
+        if let Some(class) = ingress.spec.as_ref().and_then(|s| s.ingress_class_name.as_deref()) {
+            if class == self.ingress_class && !self.known.contains(class) {
+                diagnostics.push(Diagnostic::warning(
+                    ObjectRef::new(ObjectKind::Ingress, Some(&id.namespace), &id.name),
+                    Reason::UnknownIngressClass,
+                    format!("ingressClassName `{class}` names no IngressClass; the Ingress is not served"),
+                ));
+            }
+            return self.ours.contains(class);
+        }
+        let annotations = ingress.metadata.annotations.as_ref();
+        if let Some(class) = annotations.and_then(|a| a.get(LEGACY_CLASS_ANNOTATION)) {
+            return *class == self.ingress_class;
+        }
+        self.serve_classless
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OURS: &str = "apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: {name: ostium}\nspec: {controller: ostium.dev/ingress-controller}\n";
+    const OURS_DEFAULT: &str = "apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata:\n  name: ostium\n  annotations: {ingressclass.kubernetes.io/is-default-class: \"true\"}\nspec: {controller: ostium.dev/ingress-controller}\n";
+    const THEIRS: &str = "apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: {name: nginx}\nspec: {controller: k8s.io/ingress-nginx}\n";
+
+    fn ingress(class_name: Option<&str>, annotation: Option<&str>) -> Ingress {
+        let mut yaml = "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: i\n".to_owned();
+        if let Some(a) = annotation {
+            yaml += &format!("  annotations: {{kubernetes.io/ingress.class: {a}}}\n");
+        }
+        yaml += "spec: {}\n";
+        let mut ingress: Ingress = serde_saphyr::from_str(&yaml).unwrap();
+        if let Some(c) = class_name {
+            ingress.spec.get_or_insert_default().ingress_class_name = Some(c.to_owned());
+        }
+        ingress
+    }
+
+    fn is_ours(classes_yaml: &str, without_class_flag: bool, ingress: &Ingress) -> bool {
+        let objects = Objects::from_yaml(classes_yaml).unwrap();
+        let options = Options { watch_ingress_without_class: without_class_flag, ..crate::tests::options() };
+        let mut diagnostics = Vec::new();
+        Classes::new(&objects, &options).is_ours(
+            &NamespacedName::new("default", "i"),
+            ingress,
+            &mut diagnostics,
+        )
+    }
+
+    #[test]
+    fn class_name_must_name_an_ingress_class_of_our_controller() {
+        let classes = format!("{OURS}---\n{THEIRS}");
+        assert!(is_ours(&classes, false, &ingress(Some("ostium"), None)));
+        assert!(!is_ours(&classes, false, &ingress(Some("nginx"), None)));
+        assert!(!is_ours(&classes, false, &ingress(Some("missing"), None)));
+        assert!(
+            !is_ours(THEIRS, true, &ingress(Some("ostium"), None)),
+            "no IngressClass object named ostium"
+        );
+    }
+
+    #[test]
+    fn class_name_wins_over_legacy_annotation() {
+        let classes = format!("{OURS}---\n{THEIRS}");
+        assert!(!is_ours(&classes, false, &ingress(Some("nginx"), Some("ostium"))));
+        assert!(is_ours(&classes, false, &ingress(Some("ostium"), Some("nginx"))));
+    }
+
+    #[test]
+    fn legacy_annotation_must_equal_our_ingress_class() {
+        assert!(is_ours(THEIRS, false, &ingress(None, Some("ostium"))));
+        assert!(!is_ours(OURS, true, &ingress(None, Some("nginx"))));
+    }
+
+    #[test]
+    fn classless_ingresses_need_our_default_class_or_the_flag() {
+        assert!(!is_ours(OURS, false, &ingress(None, None)));
+        assert!(is_ours(OURS_DEFAULT, false, &ingress(None, None)));
+        assert!(is_ours(OURS, true, &ingress(None, None)));
+        let theirs_default = THEIRS.replace("metadata: {name: nginx}", "metadata:\n  name: nginx\n  annotations: {ingressclass.kubernetes.io/is-default-class: \"true\"}");
+        assert!(!is_ours(&theirs_default, false, &ingress(None, None)));
+    }
+
+    #[test]
+    fn naming_our_class_without_an_ingress_class_object_is_reported() {
+        let objects = Objects::default();
+        let mut diagnostics = Vec::new();
+        let classes = Classes::new(&objects, &crate::tests::options());
+        assert!(!classes.is_ours(
+            &NamespacedName::new("default", "i"),
+            &ingress(Some("ostium"), None),
+            &mut diagnostics
+        ));
+        assert_eq!(diagnostics.len(), 1);
+        assert_eq!(diagnostics[0].reason, Reason::UnknownIngressClass);
+    }
+}

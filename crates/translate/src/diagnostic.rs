@@ -1,0 +1,131 @@
+//! Problems found in user objects, tied to the object they are about.
+
+use std::fmt;
+
+/// The kinds of object ostium reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ObjectKind {
+    Ingress,
+    IngressClass,
+    Service,
+    EndpointSlice,
+    Endpoints,
+    Secret,
+}
+
+/// A Kubernetes object, by kind and identity (`namespace` is `None` for cluster-scoped kinds).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ObjectRef {
+    pub kind: ObjectKind,
+    pub namespace: Option<String>,
+    pub name: String,
+}
+
+/// One problem with one object. Translation never fails as a whole: the broken piece is skipped
+/// (or, for a backend, answers 503) and a diagnostic says why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub object: ObjectRef,
+    pub severity: Severity,
+    pub reason: Reason,
+    pub message: String,
+}
+
+/// How bad a problem is. An `Error` means some of what the object asks for is not served as
+/// written; a `Warning` means it is, with a caveat.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Severity {
+    Warning,
+    Error,
+}
+
+/// What went wrong, named for the condition. `as_str` is the Kubernetes Event reason.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Reason {
+    InvalidHost,
+    InvalidPath,
+    InvalidPathType,
+    InvalidBackend,
+    UnsupportedBackend,
+    MissingService,
+    UnknownServicePort,
+    MissingSecret,
+    InvalidTlsSecret,
+    CertificateHostMismatch,
+    TlsHostConflict,
+    PathConflict,
+    DefaultBackendConflict,
+    NoRules,
+    UnknownIngressClass,
+}
+
+// === impl Diagnostic ===
+
+impl Diagnostic {
+    pub fn error(object: ObjectRef, reason: Reason, message: impl Into<String>) -> Self {
+        Self { object, severity: Severity::Error, reason, message: message.into() }
+    }
+
+    pub fn warning(object: ObjectRef, reason: Reason, message: impl Into<String>) -> Self {
+        Self { object, severity: Severity::Warning, reason, message: message.into() }
+    }
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let severity = match self.severity {
+            Severity::Warning => "warning",
+            Severity::Error => "error",
+        };
+        write!(f, "{severity}: {}: {}: {}", self.object, self.reason.as_str(), self.message)
+    }
+}
+
+// === impl ObjectRef ===
+
+impl ObjectRef {
+    pub fn new(kind: ObjectKind, namespace: Option<&str>, name: &str) -> Self {
+        Self { kind, namespace: namespace.map(str::to_owned), name: name.to_owned() }
+    }
+}
+
+impl fmt::Display for ObjectRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self.kind {
+            ObjectKind::Ingress => "ingress",
+            ObjectKind::IngressClass => "ingressclass",
+            ObjectKind::Service => "service",
+            ObjectKind::EndpointSlice => "endpointslice",
+            ObjectKind::Endpoints => "endpoints",
+            ObjectKind::Secret => "secret",
+        };
+        match &self.namespace {
+            Some(ns) => write!(f, "{kind} {ns}/{}", self.name),
+            None => write!(f, "{kind} {}", self.name),
+        }
+    }
+}
+
+// === impl Reason ===
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidHost => "InvalidHost",
+            Self::InvalidPath => "InvalidPath",
+            Self::InvalidPathType => "InvalidPathType",
+            Self::InvalidBackend => "InvalidBackend",
+            Self::UnsupportedBackend => "UnsupportedBackend",
+            Self::MissingService => "MissingService",
+            Self::UnknownServicePort => "UnknownServicePort",
+            Self::MissingSecret => "MissingSecret",
+            Self::InvalidTlsSecret => "InvalidTlsSecret",
+            Self::CertificateHostMismatch => "CertificateHostMismatch",
+            Self::TlsHostConflict => "TlsHostConflict",
+            Self::PathConflict => "PathConflict",
+            Self::DefaultBackendConflict => "DefaultBackendConflict",
+            Self::NoRules => "NoRules",
+            Self::UnknownIngressClass => "UnknownIngressClass",
+        }
+    }
+}

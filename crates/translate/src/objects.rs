@@ -1,0 +1,272 @@
+//! The snapshot of Kubernetes objects that translation reads, and its loading from YAML
+//! manifests (standalone `--manifests` mode and test fixtures).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{Endpoints, Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use ostium_model::NamespacedName;
+use serde_json::Value;
+
+/// Every object translation may look at, keyed by identity. Values are `Arc`s so a snapshot is
+/// cheap to take from a cache.
+#[derive(Clone, Default)]
+pub struct Objects {
+    pub ingresses: BTreeMap<NamespacedName, Arc<Ingress>>,
+    /// Cluster-scoped, by name.
+    pub ingress_classes: BTreeMap<String, Arc<IngressClass>>,
+    pub services: BTreeMap<NamespacedName, Arc<Service>>,
+    pub endpoint_slices: BTreeMap<NamespacedName, Arc<EndpointSlice>>,
+    pub endpoints: BTreeMap<NamespacedName, Arc<Endpoints>>,
+    pub secrets: BTreeMap<NamespacedName, Arc<Secret>>,
+}
+
+/// One object of a kind ostium reads.
+#[derive(Clone)]
+#[allow(clippy::large_enum_variant)] // short-lived: each is moved into an `Arc` right away
+pub enum Object {
+    Ingress(Ingress),
+    IngressClass(IngressClass),
+    Service(Service),
+    EndpointSlice(EndpointSlice),
+    Endpoints(Endpoints),
+    Secret(Secret),
+}
+
+/// A manifest that cannot be loaded: a YAML syntax error, or a document of a kind ostium reads
+/// that does not have that kind's shape.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("document {document}: {message}")]
+pub struct ManifestError {
+    /// 1-based position of the document in the file (0 when the YAML itself does not parse).
+    pub document: usize,
+    pub message: String,
+}
+
+/// The namespace objects without one are put in, as `kubectl apply` does.
+const DEFAULT_NAMESPACE: &str = "default";
+
+/// Parses a YAML stream (one or more `---`-separated documents, `kind: List` included) into the
+/// objects ostium reads. Documents of other kinds (Deployments, ConfigMaps …) are skipped, so a
+/// whole application's manifests can be pointed at. Any error fails the whole stream: a
+/// half-read file must not replace a good one.
+pub fn parse_manifests(text: &str) -> Result<Vec<Object>, ManifestError> {
+    let documents: Vec<Value> = serde_saphyr::from_multiple(text)
+        .map_err(|e| ManifestError { document: 0, message: format!("invalid YAML: {e}") })?;
+    let mut objects = Vec::new();
+    for (i, document) in documents.into_iter().enumerate() {
+        let document_number = i + 1;
+        parse_document(document, &mut objects)
+            .map_err(|message| ManifestError { document: document_number, message })?;
+    }
+    Ok(objects)
+}
+
+fn parse_document(document: Value, out: &mut Vec<Object>) -> Result<(), String> {
+    if document.is_null() {
+        return Ok(());
+    }
+    let field = |name: &str| document.get(name).and_then(Value::as_str).map(str::to_owned);
+    let (Some(api_version), Some(kind)) = (field("apiVersion"), field("kind")) else {
+        return Err("not a Kubernetes object: `apiVersion` and `kind` are required".to_owned());
+    };
+    let name = document.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_owned();
+    let describe = |e: serde_json::Error| format!("{api_version} {kind} `{name}`: {e}");
+    let object = match (api_version.as_str(), kind.as_str()) {
+        ("v1", "List") => {
+            let Some(Value::Array(items)) = document.get("items") else {
+                return Err("v1 List without `items`".to_owned());
+            };
+            for item in items.clone() {
+                parse_document(item, out)?;
+            }
+            return Ok(());
+        }
+        ("networking.k8s.io/v1", "Ingress") => {
+            Object::Ingress(serde_json::from_value(document).map_err(describe)?)
+        }
+        ("networking.k8s.io/v1", "IngressClass") => {
+            Object::IngressClass(serde_json::from_value(document).map_err(describe)?)
+        }
+        ("v1", "Service") => Object::Service(serde_json::from_value(document).map_err(describe)?),
+        ("discovery.k8s.io/v1", "EndpointSlice") => {
+            Object::EndpointSlice(serde_json::from_value(document).map_err(describe)?)
+        }
+        ("v1", "Endpoints") => Object::Endpoints(serde_json::from_value(document).map_err(describe)?),
+        ("v1", "Secret") => Object::Secret(serde_json::from_value(document).map_err(describe)?),
+        (_, "Ingress" | "IngressClass" | "Service" | "EndpointSlice" | "Endpoints" | "Secret") => {
+            return Err(format!("{kind} `{name}`: unsupported apiVersion `{api_version}`"));
+        }
+        _ => return Ok(()),
+    };
+    if name.is_empty() {
+        return Err(format!("{kind}: `metadata.name` is required"));
+    }
+    out.push(object);
+    Ok(())
+}
+
+// === impl Objects ===
+
+impl Objects {
+    /// Parses manifests (see [`parse_manifests`]) into a snapshot.
+    pub fn from_yaml(text: &str) -> Result<Self, ManifestError> {
+        let mut objects = Self::default();
+        for object in parse_manifests(text)? {
+            objects.insert(object);
+        }
+        Ok(objects)
+    }
+
+    /// Adds an object, replacing one of the same kind and identity. Namespaced objects without a
+    /// namespace go to `default`; a Secret's `stringData` is merged into `data`, as the API
+    /// server does on write.
+    pub fn insert(&mut self, object: Object) {
+        match object {
+            Object::Ingress(mut o) => {
+                self.ingresses.insert(key(&mut o.metadata), Arc::new(o));
+            }
+            Object::IngressClass(o) => {
+                self.ingress_classes.insert(o.metadata.name.clone().unwrap_or_default(), Arc::new(o));
+            }
+            Object::Service(mut o) => {
+                self.services.insert(key(&mut o.metadata), Arc::new(o));
+            }
+            Object::EndpointSlice(mut o) => {
+                self.endpoint_slices.insert(key(&mut o.metadata), Arc::new(o));
+            }
+            Object::Endpoints(mut o) => {
+                self.endpoints.insert(key(&mut o.metadata), Arc::new(o));
+            }
+            Object::Secret(mut o) => {
+                if let Some(string_data) = o.string_data.take() {
+                    let data = o.data.get_or_insert_with(BTreeMap::new);
+                    for (k, v) in string_data {
+                        data.insert(k, ByteString(v.into_bytes()));
+                    }
+                }
+                self.secrets.insert(key(&mut o.metadata), Arc::new(o));
+            }
+        }
+    }
+
+    /// How many objects of each kind, for logs.
+    pub fn counts(&self) -> String {
+        format!(
+            "{} ingresses, {} ingressclasses, {} services, {} endpointslices, {} endpoints, {} secrets",
+            self.ingresses.len(),
+            self.ingress_classes.len(),
+            self.services.len(),
+            self.endpoint_slices.len(),
+            self.endpoints.len(),
+            self.secrets.len()
+        )
+    }
+}
+
+fn key(meta: &mut ObjectMeta) -> NamespacedName {
+    let namespace = meta.namespace.get_or_insert_with(|| DEFAULT_NAMESPACE.to_owned()).clone();
+    NamespacedName::new(namespace, meta.name.clone().unwrap_or_default())
+}
+
+/// Never prints Secret data.
+impl fmt::Debug for Objects {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.counts())
+    }
+}
+
+/// Never prints Secret data.
+impl fmt::Debug for Object {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (kind, meta) = match self {
+            Self::Ingress(o) => ("Ingress", &o.metadata),
+            Self::IngressClass(o) => ("IngressClass", &o.metadata),
+            Self::Service(o) => ("Service", &o.metadata),
+            Self::EndpointSlice(o) => ("EndpointSlice", &o.metadata),
+            Self::Endpoints(o) => ("Endpoints", &o.metadata),
+            Self::Secret(o) => ("Secret", &o.metadata),
+        };
+        write!(f, "{kind} {}/{}", meta.namespace.as_deref().unwrap_or(""), meta.name.as_deref().unwrap_or(""))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn multi_document_stream_with_list_and_foreign_kinds() {
+        let yaml = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec: {ports: [{port: 80}]}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+---
+apiVersion: v1
+kind: List
+items:
+- apiVersion: v1
+  kind: Secret
+  metadata: {name: s, namespace: other}
+  stringData: {auth: "user:hash"}
+---
+"#;
+        let objects = Objects::from_yaml(yaml).unwrap();
+        assert!(objects.services.contains_key(&NamespacedName::new("default", "web")));
+        let secret = &objects.secrets[&NamespacedName::new("other", "s")];
+        assert_eq!(secret.data.as_ref().unwrap()["auth"].0, b"user:hash");
+        assert!(secret.string_data.is_none());
+    }
+
+    #[test]
+    fn yaml_syntax_error_fails_the_stream() {
+        let err = Objects::from_yaml("kind: [unclosed").unwrap_err();
+        assert_eq!(err.document, 0);
+        assert!(err.message.contains("invalid YAML"), "{err}");
+    }
+
+    #[test]
+    fn malformed_known_kind_names_document_and_object() {
+        let yaml = "apiVersion: v1\nkind: Service\nmetadata: {name: a}\n---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: broken}\nspec: {rules: [{http: {paths: \"not a list\"}}]}\n";
+        let err = Objects::from_yaml(yaml).unwrap_err();
+        assert_eq!(err.document, 2);
+        assert!(err.message.contains("Ingress `broken`") && err.message.contains("invalid type"), "{err}");
+    }
+
+    #[test]
+    fn removed_api_versions_are_refused() {
+        let yaml = "apiVersion: extensions/v1beta1\nkind: Ingress\nmetadata: {name: old}\n";
+        let err = Objects::from_yaml(yaml).unwrap_err();
+        assert!(err.message.contains("unsupported apiVersion"), "{err}");
+    }
+
+    #[test]
+    fn documents_that_are_not_objects_are_refused() {
+        assert!(Objects::from_yaml("- a\n- b\n").is_err());
+        assert!(Objects::from_yaml("apiVersion: v1\nkind: Service\nmetadata: {}\n").is_err());
+    }
+
+    #[test]
+    fn debug_never_shows_secret_data() {
+        let objects = Objects::from_yaml(
+            "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\nstringData: {password: hunter2}\n",
+        )
+        .unwrap();
+        assert!(!format!("{objects:?}").contains("hunter2"));
+        let parsed = parse_manifests(
+            "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\nstringData: {password: hunter2}\n",
+        )
+        .unwrap();
+        assert!(!format!("{parsed:?}").contains("hunter2"));
+    }
+}

@@ -1,0 +1,75 @@
+//! A stable, readable rendering of a translation: what golden tests compare and `ostium check`
+//! prints. Everything is sorted, so equal translations render equally.
+
+use std::fmt::Write;
+
+use ostium_model::{Backend, Protocol, Route, Table, Target};
+
+use crate::Translation;
+
+pub(crate) fn render(translation: &Translation) -> String {
+    let table = &translation.table;
+    let mut out = String::new();
+
+    out.push_str("ingresses:\n");
+    for ingress in &translation.ingresses {
+        let _ = writeln!(out, "  - {ingress}");
+    }
+
+    out.push_str("default:\n");
+    match table.default_route_ref() {
+        Some(route) => {
+            let _ = writeln!(out, "  {}", route_line(table, route));
+        }
+        None => out.push_str("  built-in 404\n"),
+    }
+
+    out.push_str("tls:\n");
+    let _ = writeln!(out, "  default certificate: {}", table.tls().default_certificate().source);
+    for (host, certificate) in table.tls().hosts() {
+        let _ = writeln!(out, "  {host}: {}", certificate.source);
+    }
+
+    out.push_str("hosts:\n");
+    for vhost in table.virtual_hosts() {
+        let name = vhost.host().map_or_else(|| "(any host)".to_owned(), |h| h.to_string());
+        let _ = writeln!(out, "  {name}:");
+        let mut routes: Vec<&Route> = vhost.routes().iter().collect();
+        routes.sort_by(|a, b| a.rule.cmp(&b.rule));
+        for route in routes {
+            let _ = writeln!(out, "    {}", route_line(table, route));
+        }
+        if let Some(fallback) = vhost.fallback() {
+            let _ = writeln!(out, "    fallback {}", route_line(table, fallback));
+        }
+    }
+
+    out.push_str("diagnostics:\n");
+    for diagnostic in &translation.diagnostics {
+        let _ = writeln!(out, "  - {diagnostic}");
+    }
+    out
+}
+
+fn route_line(table: &Table, route: &Route) -> String {
+    let from = route.ingress.as_ref().map_or_else(|| "flag".to_owned(), |i| format!("ingress {i}"));
+    format!("{} -> {} ({from})", route.rule, backend_line(table.backend(route.backend)))
+}
+
+fn backend_line(backend: &Backend) -> String {
+    let protocol = match backend.protocol {
+        Protocol::Http => "",
+        Protocol::Https => " HTTPS",
+        Protocol::Grpc => " GRPC",
+        Protocol::Grpcs => " GRPCS",
+    };
+    let target = match &backend.target {
+        Target::Endpoints(set) => {
+            let addrs: Vec<String> = set.addrs().iter().map(ToString::to_string).collect();
+            format!("endpoints [{}]", addrs.join(", "))
+        }
+        Target::ExternalName { host, port } => format!("external name {host}:{port}"),
+        Target::Unavailable => "unavailable (503)".to_owned(),
+    };
+    format!("service {}:{}{protocol} {target}", backend.service, backend.port)
+}

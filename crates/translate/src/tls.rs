@@ -1,0 +1,155 @@
+//! TLS: `kubernetes.io/tls` Secrets turned into ready-to-serve certificates, assigned to hosts.
+//!
+//! A certificate is parsed once per translation and checked against its key. It is assigned to
+//! each host its Ingress's `tls[].hosts` lists (or, when that list is empty, to each rule host of
+//! the Ingress it covers), provided the certificate is valid for that name; otherwise the host
+//! gets the default certificate, as with ingress-nginx.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use k8s_openapi::api::networking::v1::IngressTLS;
+use ostium_model::{Certificate, HostRule, NamespacedName, Table};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, DnsName, PrivateKeyDer, ServerName};
+use rustls::sign::CertifiedKey;
+
+use crate::{Diagnostic, ObjectKind, ObjectRef, Objects, Options, Reason};
+
+/// A label that stands for "any one label" when checking a wildcard host against a certificate.
+const WILDCARD_PROBE_LABEL: &str = "ostium-wildcard-probe";
+
+pub(crate) struct Certificates<'a> {
+    objects: &'a Objects,
+    options: &'a Options,
+    parsed: HashMap<NamespacedName, Result<Certificate, (Reason, String)>>,
+}
+
+impl<'a> Certificates<'a> {
+    pub(crate) fn new(objects: &'a Objects, options: &'a Options) -> Self {
+        Self { objects, options, parsed: HashMap::new() }
+    }
+
+    /// `--default-ssl-certificate` when set and valid, else the fallback (self-signed) one.
+    pub(crate) fn default_certificate(&mut self, diagnostics: &mut Vec<Diagnostic>) -> Certificate {
+        let Some(id) = &self.options.default_ssl_certificate else {
+            return self.options.fallback_certificate.clone();
+        };
+        match self.certificate(id) {
+            Ok(certificate) => certificate,
+            Err((reason, message)) => {
+                let object = ObjectRef::new(ObjectKind::Secret, Some(&id.namespace), &id.name);
+                let message =
+                    format!("--default-ssl-certificate: {message}; a self-signed certificate is served");
+                diagnostics.push(Diagnostic::error(object, reason, message));
+                self.options.fallback_certificate.clone()
+            }
+        }
+    }
+
+    /// Assigns the certificate of one `tls` entry of an Ingress to its hosts.
+    pub(crate) fn apply(
+        &mut self,
+        object: &ObjectRef,
+        tls: &IngressTLS,
+        rule_hosts: &[Option<HostRule>],
+        table: &mut Table,
+        diagnostics: &mut Vec<Diagnostic>,
+    ) {
+        // Without a secret, TLS is routed by SNI alone: the default certificate serves.
+        let Some(secret) = tls.secret_name.as_deref().filter(|s| !s.is_empty()) else { return };
+        let id = NamespacedName::new(object.namespace.as_deref().unwrap_or_default(), secret);
+        let certificate = match self.certificate(&id) {
+            Ok(certificate) => certificate,
+            Err((reason, message)) => {
+                let message = format!("{message}; its hosts get the default certificate");
+                diagnostics.push(Diagnostic::error(object.clone(), reason, message));
+                return;
+            }
+        };
+
+        let listed = tls.hosts.as_deref().unwrap_or_default();
+        let hosts: Vec<HostRule> = if listed.is_empty() {
+            rule_hosts.iter().flatten().filter(|h| covers(&certificate, h)).cloned().collect()
+        } else {
+            let mut hosts = Vec::new();
+            for host in listed {
+                match host.parse::<HostRule>() {
+                    Ok(h) if covers(&certificate, &h) => hosts.push(h),
+                    Ok(h) => diagnostics.push(Diagnostic::warning(
+                        object.clone(),
+                        Reason::CertificateHostMismatch,
+                        format!("the certificate in secret {id} is not valid for {h}; it gets the default certificate"),
+                    )),
+                    Err(e) => diagnostics.push(Diagnostic::error(
+                        object.clone(),
+                        Reason::InvalidHost,
+                        format!("tls host: {e}; it is ignored"),
+                    )),
+                }
+            }
+            hosts
+        };
+
+        for host in hosts {
+            if table.tls_mut().insert(&host, certificate.clone()) {
+                continue;
+            }
+            let existing = table.tls().certificate(&host).map(|c| c.source.clone()).unwrap_or_default();
+            if *existing != *certificate.source {
+                let message = format!(
+                    "host {host} already has the certificate of secret {existing}; {id} is ignored for it"
+                );
+                diagnostics.push(Diagnostic::error(object.clone(), Reason::TlsHostConflict, message));
+            }
+        }
+    }
+
+    /// The certificate in a Secret, parsed once per translation.
+    fn certificate(&mut self, id: &NamespacedName) -> Result<Certificate, (Reason, String)> {
+        if let Some(parsed) = self.parsed.get(id) {
+            return parsed.clone();
+        }
+        let parsed = self.parse(id);
+        self.parsed.insert(id.clone(), parsed.clone());
+        parsed
+    }
+
+    fn parse(&self, id: &NamespacedName) -> Result<Certificate, (Reason, String)> {
+        let Some(secret) = self.objects.secrets.get(id) else {
+            return Err((Reason::MissingSecret, format!("secret {id} not found")));
+        };
+        let invalid = |what: String| (Reason::InvalidTlsSecret, format!("secret {id}: {what}"));
+        let data = secret.data.as_ref();
+        let (Some(crt), Some(key)) =
+            (data.and_then(|d| d.get("tls.crt")), data.and_then(|d| d.get("tls.key")))
+        else {
+            return Err(invalid("`tls.crt` and `tls.key` are required".to_owned()));
+        };
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&crt.0)
+            .collect::<Result<_, _>>()
+            .map_err(|e| invalid(format!("`tls.crt` is not PEM: {e}")))?;
+        if chain.is_empty() {
+            return Err(invalid("`tls.crt` holds no certificate".to_owned()));
+        }
+        // Errors about the key never include the key.
+        let key = PrivateKeyDer::from_pem_slice(&key.0)
+            .map_err(|_| invalid("`tls.key` is not a PEM private key".to_owned()))?;
+        let certified = CertifiedKey::from_der(chain, key, &self.options.crypto_provider)
+            .map_err(|e| invalid(format!("certificate and key are not usable together: {e}")))?;
+        Ok(Certificate { key: Arc::new(certified), source: id.to_string().into() })
+    }
+}
+
+/// Whether the leaf certificate is valid for a host (for a wildcard host: for any one label).
+fn covers(certificate: &Certificate, host: &HostRule) -> bool {
+    let name = match host {
+        HostRule::Exact(name) => name.to_string(),
+        HostRule::Wildcard(suffix) => format!("{WILDCARD_PROBE_LABEL}.{suffix}"),
+    };
+    let Ok(dns) = DnsName::try_from(name) else { return false };
+    let Some(leaf) = certificate.key.cert.first() else { return false };
+    webpki::EndEntityCert::try_from(leaf)
+        .and_then(|cert| cert.verify_is_valid_for_subject_name(&ServerName::DnsName(dns)))
+        .is_ok()
+}

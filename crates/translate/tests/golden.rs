@@ -1,0 +1,123 @@
+//! Golden tests: each `fixtures/<case>/input.yaml` (a real multi-document manifest, plus an
+//! optional `flags` file with one controller flag per line) is translated, rendered, and
+//! compared with `expected.txt`. Every case is also run with its documents shuffled and must
+//! render the same. `OSTIUM_BLESS=1 cargo test -p ostium-translate --test golden` rewrites the
+//! expectations; review the diff like code.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use ostium_model::Certificate;
+use ostium_translate::{Objects, Options, parse_manifests, translate};
+use rustls::crypto::ring::sign::any_supported_type;
+use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::sign::CertifiedKey;
+
+#[test]
+fn golden_fixtures() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().path()).collect();
+    cases.sort();
+    assert!(cases.len() >= 10, "fixtures missing under {}", root.display());
+    let bless = std::env::var_os("OSTIUM_BLESS").is_some();
+    let mut failures = Vec::new();
+    for case in &cases {
+        if let Err(failure) = run_case(case, bless) {
+            failures.push(failure);
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n\n")
+    );
+}
+
+fn run_case(case: &Path, bless: bool) -> Result<(), String> {
+    let name = case.file_name().unwrap().to_string_lossy().into_owned();
+    let input =
+        std::fs::read_to_string(case.join("input.yaml")).map_err(|e| format!("{name}: input.yaml: {e}"))?;
+    let flags = std::fs::read_to_string(case.join("flags")).unwrap_or_default();
+    let options = options(&flags);
+
+    let documents = parse_manifests(&input).map_err(|e| format!("{name}: {e}"))?;
+    let render = |docs: &[ostium_translate::Object]| {
+        let mut objects = Objects::default();
+        for doc in docs {
+            objects.insert(doc.clone());
+        }
+        translate(&objects, &options).render()
+    };
+    let actual = render(&documents);
+
+    // Shuffled input must give the same output.
+    for seed in 1..=5u64 {
+        let mut shuffled = documents.clone();
+        shuffle(&mut shuffled, seed);
+        if render(&shuffled) != actual {
+            return Err(format!("{name}: output depends on input order (seed {seed})"));
+        }
+    }
+
+    let expected_path = case.join("expected.txt");
+    if bless {
+        std::fs::write(&expected_path, &actual).unwrap();
+        return Ok(());
+    }
+    let expected = std::fs::read_to_string(&expected_path).unwrap_or_default();
+    if expected != actual {
+        return Err(format!("{name}: rendering differs\n--- expected\n{expected}--- actual\n{actual}"));
+    }
+    Ok(())
+}
+
+/// Options as the controller would build them from these flags (defaults otherwise).
+fn options(flags: &str) -> Options {
+    let mut options = Options {
+        ingress_class: "ostium".into(),
+        controller_name: "ostium.dev/ingress-controller".into(),
+        watch_ingress_without_class: false,
+        watch_namespace: None,
+        default_backend_service: None,
+        default_ssl_certificate: None,
+        fallback_certificate: self_signed(),
+        annotations_prefix: "nginx.ingress.kubernetes.io".into(),
+        crypto_provider: Arc::new(rustls::crypto::ring::default_provider()),
+    };
+    for line in flags.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        let (flag, value) = line.split_once(' ').unwrap_or((line, ""));
+        match flag {
+            "--watch-ingress-without-class" => options.watch_ingress_without_class = true,
+            "--watch-namespace" => options.watch_namespace = Some(value.into()),
+            "--ingress-class" => options.ingress_class = value.into(),
+            "--controller-name" => options.controller_name = value.into(),
+            "--default-backend-service" => options.default_backend_service = Some(value.parse().unwrap()),
+            "--default-ssl-certificate" => options.default_ssl_certificate = Some(value.parse().unwrap()),
+            other => panic!("unknown flag in fixture: {other}"),
+        }
+    }
+    options
+}
+
+fn self_signed() -> Certificate {
+    let cert = rcgen::generate_simple_self_signed(vec!["ostium.invalid".to_owned()]).unwrap();
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.signing_key.serialize_der()));
+    let key = any_supported_type(&key).unwrap();
+    Certificate {
+        key: Arc::new(CertifiedKey::new(vec![cert.cert.der().clone()], key)),
+        source: "self-signed".into(),
+    }
+}
+
+/// Fisher-Yates with a small deterministic generator (xorshift64).
+fn shuffle<T>(items: &mut [T], seed: u64) {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    for i in (1..items.len()).rev() {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        items.swap(i, (state % (i as u64 + 1)) as usize);
+    }
+}
