@@ -1,1 +1,39 @@
-fn main() {}
+//! The `ostium` binary: parse, wire, wait.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::Parser;
+use ostium::{Args, Config, LogFormat};
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let config = match Config::try_from(args) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("ostium: {e}");
+            return ExitCode::from(64); // EX_USAGE
+        }
+    };
+    let json = match config.log_format {
+        Some(LogFormat::Json) => true,
+        Some(LogFormat::Text) => false,
+        None => !std::io::stdout().is_terminal(),
+    };
+    ostium::init_logging(json, std::env::var("RUST_LOG").ok().as_deref());
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("ostium: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(ostium::run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

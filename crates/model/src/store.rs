@@ -55,6 +55,11 @@ impl TableReader {
         self.shared.current.load()
     }
 
+    /// The current table, as an owned `Arc` (for holding across an `.await`).
+    pub fn load_full(&self) -> Arc<Table> {
+        self.shared.current.load_full()
+    }
+
     /// Whether a complete table from the source has been published.
     pub fn is_ready(&self) -> bool {
         self.shared.ready.load(Ordering::Acquire)

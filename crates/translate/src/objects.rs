@@ -155,6 +155,16 @@ impl Objects {
         }
     }
 
+    /// Adds every object of `other` (sharing them), replacing objects of the same identity.
+    pub fn extend(&mut self, other: &Objects) {
+        self.ingresses.extend(other.ingresses.iter().map(|(k, v)| (k.clone(), v.clone())));
+        self.ingress_classes.extend(other.ingress_classes.iter().map(|(k, v)| (k.clone(), v.clone())));
+        self.services.extend(other.services.iter().map(|(k, v)| (k.clone(), v.clone())));
+        self.endpoint_slices.extend(other.endpoint_slices.iter().map(|(k, v)| (k.clone(), v.clone())));
+        self.endpoints.extend(other.endpoints.iter().map(|(k, v)| (k.clone(), v.clone())));
+        self.secrets.extend(other.secrets.iter().map(|(k, v)| (k.clone(), v.clone())));
+    }
+
     /// How many objects of each kind, for logs.
     pub fn counts(&self) -> String {
         format!(

@@ -1,0 +1,254 @@
+//! Command-line flags (exactly those of CONTRACT.md) and the `Config` they become.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+use ostium_model::NamespacedName;
+
+/// Kubernetes ingress controller and reverse proxy in one process.
+#[derive(Debug, Parser)]
+#[command(name = "ostium", version, about)]
+pub struct Args {
+    /// Standalone mode: read Kubernetes objects (Ingress, IngressClass, Service, EndpointSlice,
+    /// Endpoints, Secret) from a YAML file or a directory of YAML files (multi-document allowed),
+    /// and re-read them when they change. Without it, ostium talks to the cluster named by
+    /// KUBECONFIG, ~/.kube/config, or the in-cluster service account.
+    #[arg(long, value_name = "PATH")]
+    pub manifests: Option<PathBuf>,
+
+    /// Plain HTTP listener.
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:8080")]
+    pub http_addr: SocketAddr,
+
+    /// TLS listener.
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:8443")]
+    pub https_addr: SocketAddr,
+
+    /// /healthz /readyz /metrics.
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:10254")]
+    pub admin_addr: SocketAddr,
+
+    /// IngressClass name this instance serves (also the value of the legacy
+    /// kubernetes.io/ingress.class annotation it accepts).
+    #[arg(long, value_name = "NAME", default_value = "ostium")]
+    pub ingress_class: String,
+
+    /// Value of IngressClass.spec.controller it owns.
+    #[arg(long, value_name = "NAME", default_value = "ostium.dev/ingress-controller")]
+    pub controller_name: String,
+
+    /// Only this namespace (default: all).
+    #[arg(long, value_name = "NS")]
+    pub watch_namespace: Option<String>,
+
+    /// Also serve Ingresses that name no class.
+    #[arg(long)]
+    pub watch_ingress_without_class: bool,
+
+    /// Where unmatched requests go (default: built-in 404).
+    #[arg(long, value_name = "NS/NAME")]
+    pub default_backend_service: Option<NamespacedName>,
+
+    /// Certificate for TLS hosts with no matching secret.
+    #[arg(long, value_name = "NS/NAME")]
+    pub default_ssl_certificate: Option<NamespacedName>,
+
+    /// Annotation prefix.
+    #[arg(long, value_name = "PREFIX", default_value = "nginx.ingress.kubernetes.io")]
+    pub annotations_prefix: String,
+
+    /// Service whose address is written into Ingress status.loadBalancer.
+    #[arg(long, value_name = "NS/NAME", conflicts_with = "publish_status_address")]
+    pub publish_service: Option<NamespacedName>,
+
+    /// Address written into Ingress status.loadBalancer.
+    #[arg(long, value_name = "ADDR")]
+    pub publish_status_address: Option<String>,
+
+    /// Access and event log format (default: text on a TTY, json otherwise).
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+
+    /// One log line per finished request.
+    #[arg(long, value_enum, value_name = "on|off", default_value = "on")]
+    pub access_log: Switch,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Switch {
+    On,
+    Off,
+}
+
+/// Where `status.loadBalancer` addresses come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StatusSource {
+    Service(NamespacedName),
+    Address(String),
+}
+
+/// The validated configuration the process runs with.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub manifests: Option<PathBuf>,
+    pub http_addr: SocketAddr,
+    pub https_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub ingress_class: String,
+    pub controller_name: String,
+    pub watch_namespace: Option<String>,
+    pub watch_ingress_without_class: bool,
+    pub default_backend_service: Option<NamespacedName>,
+    pub default_ssl_certificate: Option<NamespacedName>,
+    pub annotations_prefix: String,
+    pub status: Option<StatusSource>,
+    pub log_format: Option<LogFormat>,
+    pub access_log: bool,
+}
+
+/// A flag combination that parses but cannot run.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("--{0} must not be empty")]
+    Empty(&'static str),
+    #[error("--http-addr, --https-addr and --admin-addr must differ")]
+    SameAddress,
+}
+
+impl TryFrom<Args> for Config {
+    type Error = ConfigError;
+
+    fn try_from(args: Args) -> Result<Self, Self::Error> {
+        // Destructured so that a new flag cannot be dropped silently.
+        let Args {
+            manifests,
+            http_addr,
+            https_addr,
+            admin_addr,
+            ingress_class,
+            controller_name,
+            watch_namespace,
+            watch_ingress_without_class,
+            default_backend_service,
+            default_ssl_certificate,
+            annotations_prefix,
+            publish_service,
+            publish_status_address,
+            log_format,
+            access_log,
+        } = args;
+        for (flag, value) in [
+            ("ingress-class", &ingress_class),
+            ("controller-name", &controller_name),
+            ("annotations-prefix", &annotations_prefix),
+        ] {
+            if value.is_empty() {
+                return Err(ConfigError::Empty(flag));
+            }
+        }
+        if http_addr == https_addr || http_addr == admin_addr || https_addr == admin_addr {
+            return Err(ConfigError::SameAddress);
+        }
+        let status = match (publish_service, publish_status_address) {
+            (Some(service), _) => Some(StatusSource::Service(service)),
+            (None, Some(address)) => Some(StatusSource::Address(address)),
+            (None, None) => None,
+        };
+        Ok(Self {
+            manifests,
+            http_addr,
+            https_addr,
+            admin_addr,
+            ingress_class,
+            controller_name,
+            watch_namespace: watch_namespace.filter(|ns| !ns.is_empty()),
+            watch_ingress_without_class,
+            default_backend_service,
+            default_ssl_certificate,
+            annotations_prefix,
+            status,
+            log_format,
+            access_log: access_log == Switch::On,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, String> {
+        let args = Args::try_parse_from(std::iter::once("ostium").chain(args.iter().copied()))
+            .map_err(|e| e.to_string())?;
+        Config::try_from(args).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_are_those_of_the_contract() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.http_addr, "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(c.https_addr, "0.0.0.0:8443".parse().unwrap());
+        assert_eq!(c.admin_addr, "0.0.0.0:10254".parse().unwrap());
+        assert_eq!(c.ingress_class, "ostium");
+        assert_eq!(c.controller_name, "ostium.dev/ingress-controller");
+        assert_eq!(c.annotations_prefix, "nginx.ingress.kubernetes.io");
+        assert!(c.access_log);
+        assert!(c.manifests.is_none() && c.watch_namespace.is_none() && c.status.is_none());
+    }
+
+    #[test]
+    fn every_flag_parses() {
+        let c = parse(&[
+            "--manifests",
+            "dir",
+            "--http-addr",
+            "127.0.0.1:1",
+            "--https-addr",
+            "127.0.0.1:2",
+            "--admin-addr",
+            "127.0.0.1:3",
+            "--ingress-class",
+            "nginx",
+            "--controller-name",
+            "k8s.io/ingress-nginx",
+            "--watch-namespace",
+            "apps",
+            "--watch-ingress-without-class",
+            "--default-backend-service",
+            "ingress/default",
+            "--default-ssl-certificate",
+            "ingress/cert",
+            "--annotations-prefix",
+            "x.io",
+            "--publish-status-address",
+            "10.0.0.1",
+            "--log-format",
+            "json",
+            "--access-log",
+            "off",
+        ])
+        .unwrap();
+        assert_eq!(c.manifests, Some(PathBuf::from("dir")));
+        assert_eq!(c.default_backend_service, Some(NamespacedName::new("ingress", "default")));
+        assert_eq!(c.status, Some(StatusSource::Address("10.0.0.1".into())));
+        assert_eq!(c.log_format, Some(LogFormat::Json));
+        assert!(c.watch_ingress_without_class && !c.access_log);
+    }
+
+    #[test]
+    fn malformed_values_are_refused() {
+        assert!(parse(&["--default-backend-service", "no-slash"]).is_err());
+        assert!(parse(&["--http-addr", "localhost"]).is_err());
+        assert!(parse(&["--access-log", "maybe"]).is_err());
+        assert!(parse(&["--publish-service", "a/b", "--publish-status-address", "1.2.3.4"]).is_err());
+        assert!(parse(&["--http-addr", "127.0.0.1:1", "--https-addr", "127.0.0.1:1"]).is_err());
+        assert!(parse(&["--ingress-class", ""]).is_err());
+    }
+}

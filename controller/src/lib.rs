@@ -1,0 +1,108 @@
+//! The `ostium` process: configuration, sources, the rebuild-and-publish step, the admin server,
+//! and the wiring that runs them next to the proxy.
+
+mod admin;
+mod args;
+mod metrics;
+mod publish;
+pub mod source;
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use ostium_model::{Certificate, Table, TableStore, TlsTable};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::sign::CertifiedKey;
+
+pub use args::{Args, Config, ConfigError, LogFormat, StatusSource, Switch};
+pub use metrics::Metrics;
+pub use publish::{Outcome, Publisher};
+
+/// Runs ostium until SIGTERM or Ctrl-C.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let options = translate_options(&config, self_signed_certificate(&provider)?, provider);
+    let store = TableStore::new(Table::new(TlsTable::new(options.fallback_certificate.clone())));
+    let reader = store.reader();
+    let metrics = Metrics::default();
+
+    // The source starts first: a bad --manifests path must fail before any port is bound.
+    let publisher = Publisher::new(store, options, metrics.clone());
+    match &config.manifests {
+        Some(path) => source::manifests::spawn(path.clone(), publisher, metrics.clone())?,
+        None => anyhow::bail!("cluster mode is not available in this build; run with --manifests PATH"),
+    }
+
+    let admin = tokio::net::TcpListener::bind(config.admin_addr)
+        .await
+        .with_context(|| format!("cannot listen on --admin-addr {}", config.admin_addr))?;
+    tracing::info!(addr = %config.admin_addr, "admin server listening");
+    tokio::spawn(admin::serve(admin, reader, metrics));
+
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    Ok(())
+}
+
+/// Translation options from the configuration.
+pub fn translate_options(
+    config: &Config,
+    fallback_certificate: Certificate,
+    crypto_provider: Arc<CryptoProvider>,
+) -> ostium_translate::Options {
+    ostium_translate::Options {
+        ingress_class: config.ingress_class.clone(),
+        controller_name: config.controller_name.clone(),
+        watch_ingress_without_class: config.watch_ingress_without_class,
+        watch_namespace: config.watch_namespace.clone(),
+        default_backend_service: config.default_backend_service.clone(),
+        default_ssl_certificate: config.default_ssl_certificate.clone(),
+        fallback_certificate,
+        annotations_prefix: config.annotations_prefix.clone(),
+        crypto_provider,
+    }
+}
+
+/// The certificate served when nothing better is configured, made fresh at every start.
+pub fn self_signed_certificate(provider: &CryptoProvider) -> anyhow::Result<Certificate> {
+    let generated = rcgen::generate_simple_self_signed(vec!["ostium.invalid".to_owned()])
+        .context("cannot generate the default certificate")?;
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(generated.signing_key.serialize_der()));
+    let key = CertifiedKey::from_der(vec![generated.cert.der().clone()], key, provider)
+        .context("cannot load the default certificate")?;
+    Ok(Certificate { key: Arc::new(key), source: "self-signed".into() })
+}
+
+/// One subscriber for the process: JSON or text, filtered by `RUST_LOG` (default `info`).
+pub fn init_logging(json: bool, filter: Option<&str>) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter.unwrap_or("info"))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().flatten_event(true).init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(e) => {
+                tracing::warn!("cannot listen for SIGTERM: {e}");
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,97 @@
+//! The controller's metrics, served as Prometheus text on the admin address.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// Shared handles to every metric; cloning is cheap.
+#[derive(Clone)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    registry: Registry,
+    pub(crate) table_builds: Counter,
+    pub(crate) table_build_seconds: Histogram,
+    pub(crate) table_swaps: Counter,
+    pub(crate) source_errors: Counter,
+    pub(crate) diagnostics: Family<ReasonLabel, Gauge>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ReasonLabel {
+    pub(crate) reason: &'static str,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("ostium");
+        let table_builds = Counter::default();
+        registry.register("table_builds", "Routing tables built from the source", table_builds.clone());
+        let table_build_seconds = Histogram::new([0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]);
+        registry.register(
+            "table_build_duration_seconds",
+            "Time to translate objects into a routing table",
+            table_build_seconds.clone(),
+        );
+        let table_swaps = Counter::default();
+        registry.register("table_swaps", "Routing tables published to the proxy", table_swaps.clone());
+        let source_errors = Counter::default();
+        registry.register(
+            "source_errors",
+            "Source reads that failed (the last good table stays)",
+            source_errors.clone(),
+        );
+        let diagnostics = Family::<ReasonLabel, Gauge>::default();
+        registry.register(
+            "diagnostics",
+            "Translation diagnostics in the current table, by reason",
+            diagnostics.clone(),
+        );
+        let inner =
+            Inner { registry, table_builds, table_build_seconds, table_swaps, source_errors, diagnostics };
+        Self { inner: Arc::new(inner) }
+    }
+}
+
+impl Metrics {
+    /// The exposition text.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.inner.registry);
+        out
+    }
+
+    pub(crate) fn table_built(&self, seconds: f64) {
+        self.inner.table_builds.inc();
+        self.inner.table_build_seconds.observe(seconds);
+    }
+
+    pub(crate) fn table_swapped(&self) {
+        self.inner.table_swaps.inc();
+    }
+
+    pub(crate) fn source_error(&self) {
+        self.inner.source_errors.inc();
+    }
+
+    pub(crate) fn set_diagnostics(&self, counts: &[(&'static str, i64)]) {
+        self.inner.diagnostics.clear();
+        for (reason, count) in counts {
+            self.inner.diagnostics.get_or_create(&ReasonLabel { reason }).set(*count);
+        }
+    }
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}

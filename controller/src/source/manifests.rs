@@ -1,0 +1,215 @@
+//! Standalone source: Kubernetes objects from a YAML file or a directory of YAML files.
+//!
+//! The files are read at start and again whenever the file system reports a change. A change
+//! that arrives while a read is in progress triggers exactly one more read when it ends (no timer
+//! debounce). A file that fails to parse keeps the last good snapshot in service and is reported
+//! once until it changes. Each file's objects are cached by its identity and modification time,
+//! so a change to one file re-parses only that file.
+
+use std::collections::HashMap;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc;
+
+use anyhow::Context;
+use notify::event::{AccessKind, AccessMode};
+use notify::{EventKind, RecursiveMode, Watcher};
+use ostium_translate::{Objects, parse_manifests};
+
+use crate::{Metrics, Publisher};
+
+/// Starts watching `path` on a thread of its own; the first table is published from there.
+pub fn spawn(path: PathBuf, mut publisher: Publisher, metrics: Metrics) -> anyhow::Result<()> {
+    let metadata = fs::metadata(&path).with_context(|| format!("--manifests {}", path.display()))?;
+    let watched = if metadata.is_dir() { path.clone() } else { parent(&path) };
+
+    let (tx, rx) = mpsc::channel();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if event.as_ref().map_or(true, |e| is_change(&e.kind)) {
+            let _ = tx.send(());
+        }
+    })
+    .context("cannot watch the manifests")?;
+    watcher
+        .watch(&watched, RecursiveMode::NonRecursive)
+        .with_context(|| format!("cannot watch {}", watched.display()))?;
+
+    std::thread::Builder::new().name("manifests".into()).spawn(move || {
+        let _watcher = watcher; // dropping it would stop the events
+        let mut manifests = Manifests::new(path);
+        let mut last_error = None;
+        loop {
+            match manifests.load() {
+                Ok(objects) => {
+                    last_error = None;
+                    publisher.update(&objects);
+                }
+                Err(e) => {
+                    metrics.source_error();
+                    let message = format!("{e:#}");
+                    if last_error.as_ref() != Some(&message) {
+                        let serving =
+                            if publisher.reader().is_ready() { "the last good table" } else { "nothing yet" };
+                        tracing::error!("manifests not loaded, serving {serving}: {message}");
+                    }
+                    last_error = Some(message);
+                }
+            }
+            // Wait for a change, then take every change already queued with it.
+            if rx.recv().is_err() {
+                return;
+            }
+            while rx.try_recv().is_ok() {}
+        }
+    })?;
+    Ok(())
+}
+
+/// Reads of the manifest files, with each file's parsed objects cached.
+#[derive(Debug)]
+pub struct Manifests {
+    path: PathBuf,
+    cache: HashMap<PathBuf, (FileStamp, Arc<Objects>)>,
+}
+
+/// What identifies one version of a file: a rewrite or a rename onto it changes one of these.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FileStamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: i64,
+    mtime_nsec: i64,
+}
+
+impl Manifests {
+    pub fn new(path: PathBuf) -> Self {
+        Self { path, cache: HashMap::new() }
+    }
+
+    /// Reads every manifest file into one snapshot. Any file failing fails the whole read.
+    pub fn load(&mut self) -> anyhow::Result<Objects> {
+        let files = self.files()?;
+        let mut objects = Objects::default();
+        let mut cache = HashMap::with_capacity(files.len());
+        for file in files {
+            let metadata = fs::metadata(&file).with_context(|| file.display().to_string())?;
+            let stamp = FileStamp {
+                dev: metadata.dev(),
+                ino: metadata.ino(),
+                len: metadata.len(),
+                mtime: metadata.mtime(),
+                mtime_nsec: metadata.mtime_nsec(),
+            };
+            let parsed = match self.cache.remove(&file) {
+                Some((cached, parsed)) if cached == stamp => parsed,
+                _ => {
+                    let text = fs::read_to_string(&file).with_context(|| file.display().to_string())?;
+                    let mut parsed = Objects::default();
+                    for object in parse_manifests(&text).with_context(|| file.display().to_string())? {
+                        parsed.insert(object);
+                    }
+                    Arc::new(parsed)
+                }
+            };
+            objects.extend(&parsed);
+            cache.insert(file, (stamp, parsed));
+        }
+        self.cache = cache;
+        Ok(objects)
+    }
+
+    /// The manifest files: the path itself, or the YAML and JSON files of the directory (not
+    /// hidden, not in subdirectories), sorted by name.
+    fn files(&self) -> anyhow::Result<Vec<PathBuf>> {
+        if !fs::metadata(&self.path).with_context(|| self.path.display().to_string())?.is_dir() {
+            return Ok(vec![self.path.clone()]);
+        }
+        let mut files = Vec::new();
+        for entry in fs::read_dir(&self.path).with_context(|| self.path.display().to_string())? {
+            let path = entry?.path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            let is_manifest = [".yaml", ".yml", ".json"].iter().any(|ext| name.ends_with(ext));
+            // Follows symlinks, as Kubernetes volume mounts use them.
+            if is_manifest && !name.starts_with('.') && path.is_file() {
+                files.push(path);
+            }
+        }
+        files.sort();
+        Ok(files)
+    }
+}
+
+/// Events that may change what the files say (not our own reads).
+fn is_change(kind: &EventKind) -> bool {
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) | EventKind::Other => false,
+        _ => true,
+    }
+}
+
+fn parent(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ostium_model::NamespacedName;
+
+    use super::*;
+
+    const SERVICE: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec: {ports: [{port: 80}]}\n";
+
+    #[test]
+    fn reads_yaml_files_of_a_directory_and_skips_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("a.yaml"), SERVICE).unwrap();
+        fs::write(dir.path().join("b.yml"), SERVICE.replace("name: a", "name: b")).unwrap();
+        fs::write(dir.path().join(".c.yaml"), "not: [valid").unwrap();
+        fs::write(dir.path().join("README.md"), "# not a manifest").unwrap();
+        fs::create_dir(dir.path().join("sub.yaml")).unwrap();
+        let objects = Manifests::new(dir.path().to_owned()).load().unwrap();
+        assert_eq!(objects.services.len(), 2);
+    }
+
+    #[test]
+    fn a_broken_file_fails_the_read_and_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("a.yaml"), SERVICE).unwrap();
+        fs::write(dir.path().join("b.yaml"), "kind: [").unwrap();
+        let err = Manifests::new(dir.path().to_owned()).load().unwrap_err();
+        assert!(format!("{err:#}").contains("b.yaml"), "{err:#}");
+    }
+
+    #[test]
+    fn unchanged_files_are_not_parsed_again_and_changed_ones_are() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("a.yaml"), SERVICE).unwrap();
+        fs::write(dir.path().join("b.yaml"), SERVICE.replace("name: a", "name: b")).unwrap();
+        let mut manifests = Manifests::new(dir.path().to_owned());
+        let first = manifests.load().unwrap();
+        // Replace b.yaml by rename, as editors and the benchmarks do.
+        fs::write(dir.path().join("tmp"), SERVICE.replace("name: a", "name: c")).unwrap();
+        fs::rename(dir.path().join("tmp"), dir.path().join("b.yaml")).unwrap();
+        let second = manifests.load().unwrap();
+
+        let a = NamespacedName::new("default", "a");
+        assert!(Arc::ptr_eq(&first.services[&a], &second.services[&a]), "a.yaml was parsed again");
+        assert!(second.services.contains_key(&NamespacedName::new("default", "c")));
+        assert!(!second.services.contains_key(&NamespacedName::new("default", "b")));
+    }
+
+    #[test]
+    fn a_single_file_can_be_the_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("all.yaml");
+        fs::write(&file, SERVICE).unwrap();
+        assert_eq!(Manifests::new(file).load().unwrap().services.len(), 1);
+    }
+}
