@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use ostium_model::{Certificate, Table, TableStore, TlsTable};
+use ostium_proxy::{Proxy, ProxyConfig};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::sign::CertifiedKey;
@@ -34,14 +35,30 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         None => anyhow::bail!("cluster mode is not available in this build; run with --manifests PATH"),
     }
 
-    let admin = tokio::net::TcpListener::bind(config.admin_addr)
-        .await
-        .with_context(|| format!("cannot listen on --admin-addr {}", config.admin_addr))?;
-    tracing::info!(addr = %config.admin_addr, "admin server listening");
-    tokio::spawn(admin::serve(admin, reader, metrics));
+    let bind = |addr: std::net::SocketAddr, flag: &'static str| async move {
+        tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {flag} {addr}"))
+    };
+    let admin = bind(config.admin_addr, "--admin-addr").await?;
+    let http = bind(config.http_addr, "--http-addr").await?;
+    let https = bind(config.https_addr, "--https-addr").await?;
+    tokio::spawn(admin::serve(admin, reader.clone(), metrics));
+
+    let proxy =
+        Proxy::new(reader.clone(), ProxyConfig { access_log: config.access_log, ..ProxyConfig::default() });
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+    };
+    let http = tokio::spawn(ostium_proxy::serve_http(proxy.clone(), http, until_stopped(stopped.clone())));
+    let tls = ostium_proxy::server_config(reader);
+    let https = tokio::spawn(ostium_proxy::serve_https(proxy, https, tls, until_stopped(stopped)));
+    tracing::info!(http = %config.http_addr, https = %config.https_addr, admin = %config.admin_addr, "listening");
 
     shutdown_signal().await;
-    tracing::info!("shutting down");
+    tracing::info!("shutting down: no new connections, draining requests in flight");
+    let _ = stop.send(true);
+    let _ = tokio::join!(http, https);
+    tracing::info!("stopped");
     Ok(())
 }
 

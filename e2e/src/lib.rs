@@ -1,1 +1,126 @@
-//! placeholder
+//! Harness for black-box tests of the built `ostium` binary.
+//!
+//! The tests themselves live in `controller/tests/`, the one place Cargo tells a test where the
+//! binary is (`CARGO_BIN_EXE_ostium`); they start it with [`Ostium::start`] on free loopback
+//! ports, wait for `/readyz`, and speak plain HTTP to it.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running `ostium` process, killed on drop.
+#[derive(Debug)]
+pub struct Ostium {
+    child: Child,
+    pub http: SocketAddr,
+    pub https: SocketAddr,
+    pub admin: SocketAddr,
+    log: PathBuf,
+}
+
+impl Ostium {
+    /// Starts `binary --manifests <manifests> <extra>` on free ports of 127.0.0.1. Does not wait.
+    pub fn spawn(binary: &Path, manifests: &Path, extra: &[&str]) -> Self {
+        let (http, https, admin) = (free_addr(), free_addr(), free_addr());
+        let log =
+            std::env::temp_dir().join(format!("ostium-e2e-{}-{}.log", std::process::id(), admin.port()));
+        let log_file = std::fs::File::create(&log).expect("create the log file");
+        let child = Command::new(binary)
+            .arg("--manifests")
+            .arg(manifests)
+            .args(["--http-addr", &http.to_string(), "--https-addr", &https.to_string()])
+            .args(["--admin-addr", &admin.to_string(), "--log-format", "text"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().expect("clone the log file"))
+            .stderr(log_file)
+            .env("RUST_LOG", "info")
+            .spawn()
+            .expect("start ostium");
+        Self { child, http, https, admin, log }
+    }
+
+    /// Starts ostium and waits (up to 30 s) until `/readyz` answers 200.
+    pub fn start(binary: &Path, manifests: &Path, extra: &[&str]) -> Self {
+        let mut ostium = Self::spawn(binary, manifests, extra);
+        ostium.wait_ready(Duration::from_secs(30));
+        ostium
+    }
+
+    /// Polls `/readyz` every 20 ms until it answers 200; panics with the log after `timeout`.
+    pub fn wait_ready(&mut self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("ostium exited with {status} before it was ready; log:\n{}", self.log());
+            }
+            if get(self.admin, "/readyz", None).is_ok_and(|r| r.status == 200) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("ostium was not ready after {timeout:?}; log:\n{}", self.log());
+    }
+
+    /// Everything ostium wrote to stdout and stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Ostium {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// A response as the tests need it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    pub status: u16,
+    pub head: String,
+    pub body: String,
+}
+
+impl Response {
+    /// The first value of a header (name compared case-insensitively).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().skip(1).find_map(|line| {
+            let (n, v) = line.split_once(':')?;
+            n.trim().eq_ignore_ascii_case(name).then_some(v.trim())
+        })
+    }
+}
+
+/// `GET path` over a fresh HTTP/1.1 connection with `Connection: close`.
+pub fn get(addr: SocketAddr, path: &str, host: Option<&str>) -> std::io::Result<Response> {
+    let host = host.unwrap_or("localhost");
+    request(addr, &format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"))
+}
+
+/// Sends raw bytes and reads until the server closes (5 s timeout).
+pub fn request(addr: SocketAddr, raw: &str) -> std::io::Result<Response> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.write_all(raw.as_bytes())?;
+    let mut bytes = Vec::new();
+    stream.read_to_end(&mut bytes)?;
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    Ok(Response { status, head: head.to_owned(), body: body.to_owned() })
+}
+
+/// An address on 127.0.0.1 that was free a moment ago.
+pub fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("bind 127.0.0.1:0")
+}
+
+/// The workspace root, for paths such as `examples/quickstart`.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("e2e sits in the workspace").to_owned()
+}

@@ -8,9 +8,10 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use arc_swap::ArcSwap;
+use http::uri::Authority;
 
 use crate::NamespacedName;
 
@@ -85,8 +86,16 @@ pub struct Endpoints {
 #[derive(Debug)]
 pub struct Endpoint {
     pub addr: SocketAddr,
+    /// `addr` as a URI authority, built once so requests need not format it.
+    pub authority: Authority,
     in_flight: AtomicU32,
+    consecutive_failures: AtomicU32,
+    /// Milliseconds on the caller's clock until which the endpoint is skipped; 0 when healthy.
+    ejected_until_ms: AtomicU64,
 }
+
+/// Connection failures in a row that eject an endpoint.
+const EJECT_AFTER_FAILURES: u32 = 3;
 
 // === impl Backend ===
 
@@ -199,7 +208,15 @@ impl Endpoints {
 
 impl Endpoint {
     pub fn new(addr: SocketAddr) -> Self {
-        Self { addr, in_flight: AtomicU32::new(0) }
+        // A socket address always renders as a valid authority.
+        let authority = Authority::try_from(addr.to_string()).expect("a socket address is a valid authority");
+        Self {
+            addr,
+            authority,
+            in_flight: AtomicU32::new(0),
+            consecutive_failures: AtomicU32::new(0),
+            ejected_until_ms: AtomicU64::new(0),
+        }
     }
 
     /// Requests currently outstanding on this endpoint.
@@ -213,6 +230,30 @@ impl Endpoint {
 
     pub fn finish_request(&self) {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Whether the endpoint is ejected at `now_ms` (passive health: it kept refusing).
+    pub fn is_ejected(&self, now_ms: u64) -> bool {
+        self.ejected_until_ms.load(Ordering::Relaxed) > now_ms
+    }
+
+    /// Records a failed connection. After a few in a row the endpoint is ejected until
+    /// `now_ms + eject_for_ms`; returns whether this failure ejected it.
+    pub fn record_failure(&self, now_ms: u64, eject_for_ms: u64) -> bool {
+        let failures = self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if failures < EJECT_AFTER_FAILURES {
+            return false;
+        }
+        self.consecutive_failures.store(0, Ordering::Relaxed);
+        self.ejected_until_ms.store(now_ms + eject_for_ms, Ordering::Relaxed);
+        true
+    }
+
+    /// Records a successful connection: the failure count starts again.
+    pub fn record_success(&self) {
+        if self.consecutive_failures.load(Ordering::Relaxed) != 0 {
+            self.consecutive_failures.store(0, Ordering::Relaxed);
+        }
     }
 }
 
@@ -248,6 +289,19 @@ mod tests {
         assert_eq!(after.get(1).unwrap().in_flight(), 0);
         // The old version is still whole for requests that loaded it.
         assert_eq!(before.get(1).unwrap().addr, addr("10.0.0.2:80"));
+    }
+
+    #[test]
+    fn repeated_failures_eject_for_a_while_and_success_resets() {
+        let e = Endpoint::new(addr("10.0.0.1:80"));
+        assert_eq!(e.authority.as_str(), "10.0.0.1:80");
+        assert!(!e.record_failure(1_000, 5_000));
+        e.record_success();
+        assert!(!e.record_failure(1_000, 5_000));
+        assert!(!e.record_failure(1_000, 5_000));
+        assert!(e.record_failure(1_000, 5_000), "third failure in a row ejects");
+        assert!(e.is_ejected(5_999));
+        assert!(!e.is_ejected(6_000));
     }
 
     #[test]

@@ -22,7 +22,11 @@ pub use backend::{
 pub use host::{HostMatch, HostRule, InvalidHost, NormalizedHost, normalize_host};
 pub use name::{InvalidName, NamespacedName};
 pub use path::{InvalidPath, PathMatch, PathMatchKind, PathRule, normalize_path};
-pub use policy::Policy;
+pub use policy::{DEFAULT_MAX_BODY_SIZE, Policy};
 pub use store::{TableReader, TableStore};
 pub use table::{Route, RouteConflict, RouteMatch, Table, VirtualHost};
 pub use tls::{Certificate, TlsTable};
+
+/// Hash maps of the table: a fast hasher, randomly seeded per process (keys come from the
+/// configuration, lookups from requests).
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;

@@ -1,12 +1,12 @@
 //! The routing table: virtual hosts, their routes, backends and certificates.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::backend::{Backend, BackendId, EndpointKey, EndpointSet, Target};
 use crate::host::{HostMatch, HostRule, normalize_host};
 use crate::path::{PathMatch, PathMatchKind, PathRule};
-use crate::{NamespacedName, Policy, TlsTable};
+use crate::{HashMap, NamespacedName, Policy, TlsTable};
 
 /// One immutable version of the routing configuration.
 ///
@@ -36,6 +36,8 @@ pub struct VirtualHost {
     exact: HashMap<Box<str>, usize>,
     /// `Prefix` rules by path without trailing slash (`""` for `/`).
     prefix: HashMap<Box<str>, usize>,
+    /// The longest `Prefix` rule: no longer candidate can match.
+    max_prefix_len: usize,
     fallback: Option<Route>,
 }
 
@@ -44,7 +46,7 @@ pub struct VirtualHost {
 pub struct Route {
     pub rule: PathRule,
     /// The Ingress the route comes from; `None` for `--default-backend-service`.
-    pub ingress: Option<NamespacedName>,
+    pub ingress: Option<Arc<NamespacedName>>,
     pub backend: BackendId,
     pub policy: Policy,
 }
@@ -58,11 +60,13 @@ pub struct RouteMatch<'t> {
     pub path: Option<PathMatch>,
 }
 
-/// A rule was already taken; `existing` names the Ingress that holds it.
+/// A rule was already taken; `existing` names the Ingress that holds it, `rule` is the rule of
+/// the route that was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("already defined by {}", existing.as_ref().map_or_else(|| "a flag".to_owned(), |n| format!("ingress {n}")))]
 pub struct RouteConflict {
-    pub existing: Option<NamespacedName>,
+    pub existing: Option<Arc<NamespacedName>>,
+    pub rule: PathRule,
 }
 
 // === impl Table ===
@@ -71,8 +75,8 @@ impl Table {
     /// An empty table: every request gets the built-in 404.
     pub fn new(tls: TlsTable) -> Self {
         Self {
-            exact_hosts: HashMap::new(),
-            wildcard_hosts: HashMap::new(),
+            exact_hosts: HashMap::default(),
+            wildcard_hosts: HashMap::default(),
             any_host: None,
             default_route: None,
             backends: Vec::new(),
@@ -166,19 +170,23 @@ impl Table {
     }
 
     /// The virtual host for a host rule (`None`: the rules without a host), created if new.
-    pub fn virtual_host_mut(&mut self, host: Option<HostRule>) -> &mut VirtualHost {
-        let (map, key) = match &host {
-            Some(HostRule::Exact(name)) => (&mut self.exact_hosts, name.clone()),
-            Some(HostRule::Wildcard(suffix)) => (&mut self.wildcard_hosts, suffix.clone()),
+    pub fn virtual_host_mut(&mut self, host: Option<&HostRule>) -> &mut VirtualHost {
+        let (map, key) = match host {
+            Some(HostRule::Exact(name)) => (&mut self.exact_hosts, name),
+            Some(HostRule::Wildcard(suffix)) => (&mut self.wildcard_hosts, suffix),
             None => return self.any_host.get_or_insert_with(|| VirtualHost::new(None)),
         };
-        map.entry(key).or_insert_with(|| VirtualHost::new(host))
+        if !map.contains_key(key) {
+            map.insert(key.clone(), VirtualHost::new(host.cloned()));
+        }
+        // Present: inserted just above if it was not.
+        map.get_mut(key).expect("virtual host present")
     }
 
     /// Sets the route for requests that match no host or path. The first one set wins.
     pub fn set_default_route(&mut self, route: Route) -> Result<(), RouteConflict> {
         if let Some(existing) = &self.default_route {
-            return Err(RouteConflict { existing: existing.ingress.clone() });
+            return Err(RouteConflict { existing: existing.ingress.clone(), rule: route.rule });
         }
         self.default_route = Some(route);
         Ok(())
@@ -208,7 +216,14 @@ impl Table {
 
 impl VirtualHost {
     pub fn new(host: Option<HostRule>) -> Self {
-        Self { host, routes: Vec::new(), exact: HashMap::new(), prefix: HashMap::new(), fallback: None }
+        Self {
+            host,
+            routes: Vec::new(),
+            exact: HashMap::default(),
+            prefix: HashMap::default(),
+            max_prefix_len: 0,
+            fallback: None,
+        }
     }
 
     pub fn host(&self) -> Option<&HostRule> {
@@ -228,10 +243,13 @@ impl VirtualHost {
     pub fn add_route(&mut self, route: Route) -> Result<(), RouteConflict> {
         let (map, key) = match &route.rule {
             PathRule::Exact(p) => (&mut self.exact, p),
-            PathRule::Prefix(p) => (&mut self.prefix, p),
+            PathRule::Prefix(p) => {
+                self.max_prefix_len = self.max_prefix_len.max(p.len());
+                (&mut self.prefix, p)
+            }
         };
         if let Some(&i) = map.get(key) {
-            return Err(RouteConflict { existing: self.routes[i].ingress.clone() });
+            return Err(RouteConflict { existing: self.routes[i].ingress.clone(), rule: route.rule });
         }
         map.insert(key.clone(), self.routes.len());
         self.routes.push(route);
@@ -241,7 +259,7 @@ impl VirtualHost {
     /// Sets the route for requests of this host that match no path. The first one set wins.
     pub fn set_fallback(&mut self, route: Route) -> Result<(), RouteConflict> {
         if let Some(existing) = &self.fallback {
-            return Err(RouteConflict { existing: existing.ingress.clone() });
+            return Err(RouteConflict { existing: existing.ingress.clone(), rule: route.rule });
         }
         self.fallback = Some(route);
         Ok(())
@@ -251,10 +269,22 @@ impl VirtualHost {
     /// `Prefix` rule that is an element-wise prefix of it. A path has one candidate prefix per
     /// `/`, so this is a few hash lookups, longest first.
     pub fn route(&self, path: &str) -> Option<(&Route, PathMatch)> {
-        if let Some(&i) = self.exact.get(path) {
+        if !self.exact.is_empty()
+            && let Some(&i) = self.exact.get(path)
+        {
             return Some((&self.routes[i], PathMatch { len: path.len(), kind: PathMatchKind::Exact }));
         }
+        if self.prefix.is_empty() {
+            return None;
+        }
         let mut candidate = path.strip_suffix('/').unwrap_or(path);
+        // A rule of length L can only match at a `/` boundary no further than L.
+        if candidate.len() > self.max_prefix_len {
+            candidate = match candidate.as_bytes()[self.max_prefix_len] {
+                b'/' => &candidate[..self.max_prefix_len],
+                _ => &candidate[..candidate[..self.max_prefix_len].rfind('/')?],
+            };
+        }
         loop {
             if let Some(&i) = self.prefix.get(candidate) {
                 return Some((

@@ -1,11 +1,11 @@
 //! Server certificates by host name, ready to serve.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
 use rustls::sign::CertifiedKey;
 
+use crate::HashMap;
 use crate::host::{HostRule, NormalizedHost, normalize_host};
 
 /// A certificate chain and its private key, parsed and checked when the table is built, so
@@ -30,7 +30,7 @@ pub struct TlsTable {
 
 impl TlsTable {
     pub fn new(default: Certificate) -> Self {
-        Self { exact: HashMap::new(), wildcard: HashMap::new(), default }
+        Self { exact: HashMap::default(), wildcard: HashMap::default(), default }
     }
 
     /// Adds the certificate for a host. The first certificate added for a host wins; `false`

@@ -109,6 +109,7 @@ impl<'a> Translator<'a> {
 
     fn ingress(&mut self, id: &NamespacedName, ingress: &Ingress) {
         let object = ObjectRef::new(ObjectKind::Ingress, Some(&id.namespace), &id.name);
+        let id = &Arc::new(id.clone());
         let Some(spec) = &ingress.spec else {
             self.error(&object, Reason::NoRules, "no spec: nothing to serve");
             return;
@@ -135,7 +136,7 @@ impl<'a> Translator<'a> {
                 let Some(rule) = self.path_rule(&object, path) else { continue };
                 let backend =
                     self.backends.resolve(&object, &path.backend, &mut self.table, &mut self.diagnostics);
-                self.add_route(&object, id, host.clone(), rule, backend);
+                self.add_route(&object, id, host.as_ref(), rule, backend);
             }
         }
 
@@ -157,11 +158,11 @@ impl<'a> Translator<'a> {
                 } else {
                     for host in &hosts {
                         if let Err(conflict) =
-                            self.table.virtual_host_mut(host.clone()).set_fallback(route.clone())
+                            self.table.virtual_host_mut(host.as_ref()).set_fallback(route.clone())
                         {
                             let message = format!(
                                 "the default backend of host {} is {conflict}; this one is ignored",
-                                display_host(host)
+                                display_host(host.as_ref())
                             );
                             self.error(&object, Reason::DefaultBackendConflict, message);
                         }
@@ -207,19 +208,16 @@ impl<'a> Translator<'a> {
     fn add_route(
         &mut self,
         object: &ObjectRef,
-        id: &NamespacedName,
-        host: Option<HostRule>,
+        id: &Arc<NamespacedName>,
+        host: Option<&HostRule>,
         rule: PathRule,
         backend: BackendId,
     ) {
-        let described = format!("{} {rule}", display_host(&host));
         let route = Route { rule, ingress: Some(id.clone()), backend, policy: Policy::default() };
         if let Err(conflict) = self.table.virtual_host_mut(host).add_route(route) {
-            self.error(
-                object,
-                Reason::PathConflict,
-                format!("{described} is {conflict}; this path is ignored"),
-            );
+            let message =
+                format!("{} {} is {conflict}; this path is ignored", display_host(host), conflict.rule);
+            self.error(object, Reason::PathConflict, message);
         }
     }
 
@@ -241,7 +239,7 @@ impl<'a> Translator<'a> {
     }
 }
 
-fn display_host(host: &Option<HostRule>) -> String {
+fn display_host(host: Option<&HostRule>) -> String {
     host.as_ref().map_or_else(|| "(any host)".to_owned(), |h| h.to_string())
 }
 

@@ -32,7 +32,7 @@ fn unavailable(service: &str) -> Backend {
 fn route(rule: PathRule, ingress: Option<&str>, backend: BackendId) -> Route {
     Route {
         rule,
-        ingress: ingress.map(|n| NamespacedName::new("default", n)),
+        ingress: ingress.map(|n| Arc::new(NamespacedName::new("default", n))),
         backend,
         policy: Policy::default(),
     }
@@ -52,7 +52,7 @@ impl Builder {
     fn route(mut self, host: Option<&str>, rule: PathRule, service: &str) -> Self {
         let backend = self.table.add_backend(unavailable(service));
         let host = host.map(|h| h.parse::<HostRule>().unwrap());
-        self.table.virtual_host_mut(host).add_route(route(rule, Some(service), backend)).unwrap();
+        self.table.virtual_host_mut(host.as_ref()).add_route(route(rule, Some(service), backend)).unwrap();
         self
     }
 
@@ -235,9 +235,12 @@ fn host_fallback_then_default_route_catch_unmatched_paths() {
     let fb = t.add_backend(unavailable("fallback"));
     let df = t.add_backend(unavailable("default"));
     let root = || PathRule::prefix("/").unwrap();
-    t.virtual_host_mut(Some("foo.com".parse().unwrap())).set_fallback(route(root(), None, fb)).unwrap();
+    t.virtual_host_mut(Some(&"foo.com".parse().unwrap())).set_fallback(route(root(), None, fb)).unwrap();
     t.set_default_route(route(root(), None, df)).unwrap();
-    assert_eq!(t.set_default_route(route(root(), None, df)), Err(RouteConflict { existing: None }));
+    assert_eq!(
+        t.set_default_route(route(root(), None, df)),
+        Err(RouteConflict { existing: None, rule: root() })
+    );
 
     assert_eq!(served_by(&t, Some("foo.com"), "/api/x").as_deref(), Some("api"));
     assert_eq!(served_by(&t, Some("foo.com"), "/other").as_deref(), Some("fallback"));
@@ -251,7 +254,7 @@ fn a_real_root_rule_beats_the_host_fallback() {
     let mut t = Builder::new().prefix(Some("foo.com"), "/", "root").build();
     let fb = t.add_backend(unavailable("fallback"));
     let fallback = route(PathRule::prefix("/").unwrap(), None, fb);
-    t.virtual_host_mut(Some("foo.com".parse().unwrap())).set_fallback(fallback).unwrap();
+    t.virtual_host_mut(Some(&"foo.com".parse().unwrap())).set_fallback(fallback).unwrap();
     assert_eq!(served_by(&t, Some("foo.com"), "/x").as_deref(), Some("root"));
 }
 
@@ -260,10 +263,10 @@ fn the_same_rule_twice_on_a_host_is_a_conflict_and_the_first_stays() {
     let mut t = Builder::new().prefix(Some("foo.com"), "/a/", "first").build();
     let second = t.add_backend(unavailable("second"));
     let err = t
-        .virtual_host_mut(Some("foo.com".parse().unwrap()))
+        .virtual_host_mut(Some(&"foo.com".parse().unwrap()))
         .add_route(route(PathRule::prefix("/a").unwrap(), Some("second"), second))
         .unwrap_err();
-    assert_eq!(err.existing, Some(NamespacedName::new("default", "first")));
+    assert_eq!(err.existing.as_deref(), Some(&NamespacedName::new("default", "first")));
     assert_eq!(served_by(&t, Some("foo.com"), "/a").as_deref(), Some("first"));
 }
 

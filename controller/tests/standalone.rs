@@ -1,0 +1,62 @@
+//! The binary in standalone mode: readiness, reloads, bad input.
+
+use std::time::Duration;
+
+use ostium_e2e::{Ostium, get, workspace_root};
+
+const BIN: &str = env!("CARGO_BIN_EXE_ostium");
+
+#[test]
+fn quickstart_manifests_become_ready() {
+    let ostium = Ostium::start(BIN.as_ref(), &workspace_root().join("examples/quickstart"), &[]);
+    assert_eq!(get(ostium.admin, "/healthz", None).unwrap().status, 200);
+    assert!(!ostium.log().contains("WARN"), "the quickstart has diagnostics:\n{}", ostium.log());
+}
+
+#[test]
+fn broken_manifests_at_start_keep_it_unready_until_fixed() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.yaml"), "kind: [").unwrap();
+    let mut ostium = Ostium::spawn(BIN.as_ref(), dir.path(), &[]);
+    // Alive (healthz) but not ready while the only manifest is broken.
+    let mut healthy = false;
+    for _ in 0..250 {
+        if get(ostium.admin, "/healthz", None).is_ok_and(|r| r.status == 200) {
+            healthy = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(healthy, "no /healthz; log:\n{}", ostium.log());
+    assert_eq!(get(ostium.admin, "/readyz", None).unwrap().status, 503);
+
+    std::fs::write(dir.path().join("b.tmp"), "apiVersion: v1\nkind: Service\nmetadata: {name: a}\n").unwrap();
+    std::fs::rename(dir.path().join("b.tmp"), dir.path().join("a.yaml")).unwrap();
+    ostium.wait_ready(Duration::from_secs(10));
+}
+
+#[test]
+fn missing_manifests_path_exits_with_an_error() {
+    let output = std::process::Command::new(BIN)
+        .args(["--manifests", "/nonexistent/ostium", "--admin-addr", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("/nonexistent/ostium"));
+}
+
+#[test]
+fn bad_flag_values_exit_with_usage_errors() {
+    let status = std::process::Command::new(BIN)
+        .args(["--default-backend-service", "no-slash"])
+        .output()
+        .unwrap()
+        .status;
+    assert_eq!(status.code(), Some(2), "clap usage error");
+    let status = std::process::Command::new(BIN)
+        .args(["--http-addr", "127.0.0.1:1", "--https-addr", "127.0.0.1:1"])
+        .output()
+        .unwrap()
+        .status;
+    assert_eq!(status.code(), Some(64), "EX_USAGE");
+}

@@ -1,0 +1,58 @@
+//! A synthetic cluster for benchmarks: `n` Ingresses (host `h<i>.bench.local`, `Prefix /api` and
+//! `Exact /healthz`), each with its own Service and an EndpointSlice of 5 ready endpoints.
+
+use std::sync::Arc;
+
+use ostium_model::Certificate;
+use ostium_translate::{Object, Objects, Options};
+use rustls::crypto::ring::sign::any_supported_type;
+use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::sign::CertifiedKey;
+use serde_json::json;
+
+pub fn objects(n: usize) -> Objects {
+    let mut objects = Objects::default();
+    let class = json!({"apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
+        "metadata": {"name": "ostium"}, "spec": {"controller": "ostium.dev/ingress-controller"}});
+    objects.insert(Object::IngressClass(serde_json::from_value(class).unwrap()));
+    for i in 0..n {
+        let name = format!("svc-{i}");
+        let service = json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": name, "namespace": "bench"},
+            "spec": {"ports": [{"name": "http", "port": 80}]}});
+        let endpoints: Vec<_> = (0..5)
+            .map(|j| json!({"addresses": [format!("10.{}.{}.{j}", i >> 8 & 255, i & 255)], "conditions": {"ready": true}}))
+            .collect();
+        let slice = json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": format!("{name}-x1"), "namespace": "bench",
+                         "labels": {"kubernetes.io/service-name": name}},
+            "addressType": "IPv4", "ports": [{"name": "http", "port": 8080}], "endpoints": endpoints});
+        let backend = json!({"service": {"name": name, "port": {"name": "http"}}});
+        let ingress = json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+            "metadata": {"name": format!("ing-{i}"), "namespace": "bench"},
+            "spec": {"ingressClassName": "ostium", "rules": [{"host": format!("h{i}.bench.local"), "http": {"paths": [
+                {"path": "/api", "pathType": "Prefix", "backend": backend},
+                {"path": "/healthz", "pathType": "Exact", "backend": backend}]}}]}});
+        objects.insert(Object::Service(serde_json::from_value(service).unwrap()));
+        objects.insert(Object::EndpointSlice(serde_json::from_value(slice).unwrap()));
+        objects.insert(Object::Ingress(serde_json::from_value(ingress).unwrap()));
+    }
+    objects
+}
+
+pub fn options() -> Options {
+    let cert = rcgen::generate_simple_self_signed(vec!["bench.invalid".to_owned()]).unwrap();
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.signing_key.serialize_der()));
+    let key = CertifiedKey::new(vec![cert.cert.der().clone()], any_supported_type(&key).unwrap());
+    Options {
+        ingress_class: "ostium".into(),
+        controller_name: "ostium.dev/ingress-controller".into(),
+        watch_ingress_without_class: false,
+        watch_namespace: None,
+        default_backend_service: None,
+        default_ssl_certificate: None,
+        fallback_certificate: Certificate { key: Arc::new(key), source: "self-signed".into() },
+        annotations_prefix: "nginx.ingress.kubernetes.io".into(),
+        crypto_provider: Arc::new(rustls::crypto::ring::default_provider()),
+    }
+}

@@ -1,0 +1,61 @@
+//! Everything that can go wrong with a request, and the one place it becomes a response.
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+
+use crate::ProxyBody;
+
+/// Why a request was not forwarded, or failed on the way. Client mistakes are 4xx, upstream
+/// failures 502/503/504, our own bugs 500.
+#[derive(Debug, thiserror::Error, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyError {
+    #[error("no route for this host and path")]
+    NoRoute,
+    #[error("malformed request: {0}")]
+    BadRequest(&'static str),
+    #[error("request body larger than the route allows")]
+    BodyTooLarge,
+    #[error("the backend has no ready endpoints")]
+    NoEndpoints,
+    #[error("the backend is unavailable (see the Ingress diagnostics)")]
+    BackendUnavailable,
+    #[error("could not connect to the endpoint")]
+    ConnectFailed,
+    #[error("the endpoint closed or reset the connection")]
+    UpstreamReset,
+    #[error("the endpoint did not answer in time")]
+    UpstreamTimeout,
+    #[error("unsupported backend protocol")]
+    UnsupportedProtocol,
+}
+
+impl ProxyError {
+    pub fn status(self) -> StatusCode {
+        match self {
+            Self::NoRoute => StatusCode::NOT_FOUND,
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::NoEndpoints | Self::BackendUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::ConnectFailed | Self::UpstreamReset | Self::UnsupportedProtocol => StatusCode::BAD_GATEWAY,
+            Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// The response sent to the client: the status and a short static body.
+    pub fn into_response(self) -> Response<ProxyBody> {
+        let body: &'static str = match self {
+            Self::NoRoute => "404 Not Found\n",
+            Self::BadRequest(_) => "400 Bad Request\n",
+            Self::BodyTooLarge => "413 Request Entity Too Large\n",
+            Self::NoEndpoints | Self::BackendUnavailable => "503 Service Temporarily Unavailable\n",
+            Self::ConnectFailed | Self::UpstreamReset | Self::UnsupportedProtocol => "502 Bad Gateway\n",
+            Self::UpstreamTimeout => "504 Gateway Time-out\n",
+        };
+        let mut response = Response::new(crate::forward::full(Bytes::from_static(body.as_bytes())));
+        *response.status_mut() = self.status();
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        response
+    }
+}

@@ -1,0 +1,261 @@
+//! Header rewriting, as ingress-nginx does it by default.
+//!
+//! Sent upstream: `X-Forwarded-For` and `X-Real-IP` set to the peer address (client-sent values
+//! are replaced, never appended to), `X-Forwarded-Host` (the `Host` as sent),
+//! `X-Forwarded-Port`, `X-Forwarded-Proto`/`X-Forwarded-Scheme`/`X-Scheme`, `X-Request-ID` (the
+//! client's, else generated), `X-Original-Forwarded-For` (what the client sent as
+//! `X-Forwarded-For`, under a name that says so), and no `Proxy` header (httpoxy).
+//!
+//! Order matters: hop-by-hop headers (and every header the client lists in `Connection`) are
+//! removed first and our headers are set last, so `Connection: X-Forwarded-For` cannot strip
+//! them. Headers with `_` in their name are dropped, as nginx does by default
+//! (`underscores_in_headers off`), so `X_Forwarded_For` never reaches a backend that folds `_`
+//! into `-`.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// What the forwarded headers say about the client connection.
+#[derive(Debug)]
+pub(crate) struct Forwarded<'a> {
+    /// The peer address, rendered once per connection.
+    pub(crate) client_ip: &'a HeaderValue,
+    pub(crate) host: Option<HeaderValue>,
+    pub(crate) port: HeaderValue,
+    pub(crate) is_tls: bool,
+}
+
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHORIZATION,
+];
+
+/// Client-sent headers that would claim something about the client or the proxy.
+const CLIENT_MAY_NOT_SET: [HeaderName; 10] = [
+    header::FORWARDED,
+    HeaderName::from_static("x-forwarded-for"),
+    HeaderName::from_static("x-forwarded-host"),
+    HeaderName::from_static("x-forwarded-port"),
+    HeaderName::from_static("x-forwarded-proto"),
+    HeaderName::from_static("x-forwarded-scheme"),
+    HeaderName::from_static("x-scheme"),
+    HeaderName::from_static("x-real-ip"),
+    HeaderName::from_static("x-original-forwarded-for"),
+    HeaderName::from_static("proxy"),
+];
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Rewrites request headers for the upstream. `upgrade` is the `Upgrade` value to keep for a
+/// protocol upgrade (WebSocket), which is hop-by-hop but must reach the backend.
+pub(crate) fn rewrite_request(
+    headers: &mut HeaderMap,
+    forwarded: Forwarded<'_>,
+    upgrade: Option<HeaderValue>,
+) {
+    remove_hop_by_hop(headers);
+    if headers.keys().any(|name| name.as_str().contains('_')) {
+        let underscored: Vec<HeaderName> =
+            headers.keys().filter(|name| name.as_str().contains('_')).cloned().collect();
+        for name in underscored {
+            headers.remove(name);
+        }
+    }
+    let original_forwarded_for = headers.get(X_FORWARDED_FOR).cloned();
+    for name in CLIENT_MAY_NOT_SET {
+        headers.remove(name);
+    }
+    let request_id = match headers.get(X_REQUEST_ID) {
+        Some(id) if is_valid_request_id(id) => None,
+        _ => Some(generate_request_id()),
+    };
+
+    headers.insert(X_FORWARDED_FOR, forwarded.client_ip.clone());
+    headers.insert(HeaderName::from_static("x-real-ip"), forwarded.client_ip.clone());
+    if let Some(host) = forwarded.host {
+        headers.insert(HeaderName::from_static("x-forwarded-host"), host);
+    }
+    headers.insert(HeaderName::from_static("x-forwarded-port"), forwarded.port);
+    let scheme = HeaderValue::from_static(if forwarded.is_tls { "https" } else { "http" });
+    headers.insert(HeaderName::from_static("x-forwarded-proto"), scheme.clone());
+    headers.insert(HeaderName::from_static("x-forwarded-scheme"), scheme.clone());
+    headers.insert(HeaderName::from_static("x-scheme"), scheme);
+    if let Some(id) = request_id {
+        headers.insert(X_REQUEST_ID, id);
+    }
+    if let Some(original) = original_forwarded_for {
+        headers.insert(HeaderName::from_static("x-original-forwarded-for"), original);
+    }
+    if let Some(upgrade) = upgrade {
+        headers.insert(header::UPGRADE, upgrade);
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+/// Removes hop-by-hop headers from a response; a `101` keeps its `Upgrade` and `Connection`.
+pub(crate) fn rewrite_response(headers: &mut HeaderMap, is_upgrade: bool) {
+    if is_upgrade {
+        headers.remove("keep-alive");
+        headers.remove(header::TRANSFER_ENCODING);
+        return;
+    }
+    remove_hop_by_hop(headers);
+}
+
+/// The request's `Upgrade` value when it asks for one (`Connection: upgrade` and `Upgrade`).
+pub(crate) fn requested_upgrade(headers: &HeaderMap) -> Option<HeaderValue> {
+    let wants = connection_tokens(headers).any(|token| token.eq_ignore_ascii_case("upgrade"));
+    if wants { headers.get(header::UPGRADE).cloned() } else { None }
+}
+
+fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(header::CONNECTION) {
+        let listed: Vec<HeaderName> =
+            connection_tokens(headers).filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok()).collect();
+        for name in listed {
+            headers.remove(name);
+        }
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+/// A client's request id is passed on when it is short and printable.
+fn is_valid_request_id(id: &HeaderValue) -> bool {
+    !id.is_empty() && id.len() <= 200 && id.as_bytes().iter().all(|b| b.is_ascii_graphic())
+}
+
+/// 32 hex digits, as nginx's `$request_id`.
+fn generate_request_id() -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let random = fastrand::u128(..);
+    let mut id = [0u8; 32];
+    for (i, byte) in id.iter_mut().enumerate() {
+        *byte = HEX[(random >> (i * 4) & 0xf) as usize];
+    }
+    // Hex digits are always a valid header value.
+    HeaderValue::from_bytes(&id).expect("hex is a valid header value")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn forwarded(ip: &HeaderValue) -> Forwarded<'_> {
+        Forwarded {
+            client_ip: ip,
+            host: Some(HeaderValue::from_static("app.example.com")),
+            port: HeaderValue::from_static("80"),
+            is_tls: false,
+        }
+    }
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(n, v)| (HeaderName::from_bytes(n.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn client_forwarded_headers_are_replaced_not_trusted() {
+        let ip = HeaderValue::from_static("192.0.2.7");
+        let mut h = headers(&[
+            ("x-forwarded-for", "1.2.3.4"),
+            ("x-real-ip", "1.2.3.4"),
+            ("forwarded", "for=1.2.3.4"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "evil.example.com"),
+            ("proxy", "http://evil:3128"),
+        ]);
+        rewrite_request(&mut h, forwarded(&ip), None);
+        assert_eq!(h["x-forwarded-for"], "192.0.2.7");
+        assert_eq!(h["x-real-ip"], "192.0.2.7");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-scheme"], "http");
+        assert_eq!(h["x-scheme"], "http");
+        assert_eq!(h["x-forwarded-host"], "app.example.com");
+        assert_eq!(h["x-forwarded-port"], "80");
+        assert_eq!(h["x-original-forwarded-for"], "1.2.3.4");
+        assert!(h.get("forwarded").is_none() && h.get("proxy").is_none());
+        assert_eq!(h["x-request-id"].len(), 32);
+    }
+
+    #[test]
+    fn connection_cannot_strip_our_forwarded_headers() {
+        let ip = HeaderValue::from_static("192.0.2.7");
+        let mut h =
+            headers(&[("connection", "close, X-Forwarded-For, X-Real-IP, x-request-id"), ("x-custom", "1")]);
+        rewrite_request(&mut h, forwarded(&ip), None);
+        assert_eq!(h["x-forwarded-for"], "192.0.2.7");
+        assert_eq!(h["x-real-ip"], "192.0.2.7");
+        assert!(h.get("x-request-id").is_some());
+        assert!(h.get("connection").is_none());
+        assert_eq!(h["x-custom"], "1");
+    }
+
+    #[test]
+    fn connection_listed_headers_are_removed() {
+        let ip = HeaderValue::from_static("192.0.2.7");
+        let mut h = headers(&[
+            ("connection", "x-secret"),
+            ("x-secret", "1"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+        ]);
+        rewrite_request(&mut h, forwarded(&ip), None);
+        assert!(h.get("x-secret").is_none() && h.get("keep-alive").is_none() && h.get("te").is_none());
+    }
+
+    #[test]
+    fn underscore_spellings_never_reach_the_backend() {
+        let ip = HeaderValue::from_static("192.0.2.7");
+        let mut h = headers(&[
+            ("x_forwarded_for", "1.2.3.4"),
+            ("X_Real_IP", "1.2.3.4"),
+            ("x_forwarded_proto", "https"),
+        ]);
+        rewrite_request(&mut h, forwarded(&ip), None);
+        assert!(h.keys().all(|k| !k.as_str().contains('_')), "{h:?}");
+        assert_eq!(h["x-forwarded-for"], "192.0.2.7");
+    }
+
+    #[test]
+    fn a_valid_client_request_id_is_kept_and_a_bad_one_replaced() {
+        let ip = HeaderValue::from_static("192.0.2.7");
+        let mut h = headers(&[("x-request-id", "abc-123")]);
+        rewrite_request(&mut h, forwarded(&ip), None);
+        assert_eq!(h["x-request-id"], "abc-123");
+        let mut h = headers(&[("x-request-id", "has space")]);
+        rewrite_request(&mut h, forwarded(&ip), None);
+        assert_ne!(h["x-request-id"], "has space");
+    }
+
+    #[test]
+    fn upgrade_survives_for_websockets() {
+        let ip = HeaderValue::from_static("192.0.2.7");
+        let mut h = headers(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
+        let upgrade = requested_upgrade(&h);
+        assert_eq!(upgrade.as_ref().unwrap(), "websocket");
+        rewrite_request(&mut h, forwarded(&ip), upgrade);
+        assert_eq!(h["upgrade"], "websocket");
+        assert_eq!(h["connection"], "upgrade");
+    }
+}
