@@ -1,0 +1,386 @@
+//! The proxy on real loopback sockets: routing, headers, TLS/SNI, upstream failures, balancing,
+//! framing, limits, upgrades, table swaps and shutdown.
+
+mod support;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use ostium_model::{PathRule, Policy, Target};
+use ostium_proxy::ProxyConfig;
+use ostium_test_support::{EchoBackend, echoed, echoed_header};
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+// --- Routing ---
+
+#[tokio::test]
+async fn routes_by_host_and_path_to_endpoints() {
+    let (a, b) = (EchoBackend::start("a").await, EchoBackend::start("b").await);
+    let table = TableBuilder::new()
+        .route(Some("app.example.com"), "/", "a", endpoints("a", &[a.addr]))
+        .route(Some("app.example.com"), "/api", "b", endpoints("b", &[b.addr]))
+        .build();
+    let proxy = Harness::start(table).await;
+
+    let answer = get(proxy.http, "app.example.com", "/api/users?id=7").await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(echoed(&answer.body, "backend"), Some("b"));
+    assert_eq!(echoed(&answer.body, "target"), Some("/api/users?id=7"));
+    assert_eq!(echoed(&answer.body, "version"), Some("HTTP/1.1"));
+    assert_eq!(echoed(&get(proxy.http, "APP.example.com:80", "/apix").await.body, "backend"), Some("a"));
+    assert_eq!(get(proxy.http, "other.example.com", "/").await.status, 404);
+}
+
+#[tokio::test]
+async fn no_spelling_of_a_path_escapes_its_rule_and_the_backend_sees_the_judged_path() {
+    let (admin, public) = (EchoBackend::start("admin").await, EchoBackend::start("public").await);
+    let table = TableBuilder::new()
+        .route(None, "/", "public", endpoints("public", &[public.addr]))
+        .route(None, "/admin", "admin", endpoints("admin", &[admin.addr]))
+        .build();
+    let proxy = Harness::start(table).await;
+    for path in ["/admin", "//admin", "/x/../admin", "/%61dmin/x", "/public/%2e%2e/admin", "/x%2F..%2Fadmin"]
+    {
+        let answer = get(proxy.http, "h", path).await;
+        assert_eq!(echoed(&answer.body, "backend"), Some("admin"), "{path}");
+        let target = echoed(&answer.body, "target").unwrap();
+        assert!(target.starts_with("/admin"), "{path} reached the backend as {target}");
+    }
+    assert_eq!(get(proxy.http, "h", "/../etc/passwd").await.status, 400);
+    assert_eq!(get(proxy.http, "h", "/%zz").await.status, 400);
+}
+
+#[tokio::test]
+async fn http2_prior_knowledge_is_served_and_forwarded_as_http1() {
+    let backend = EchoBackend::start("a").await;
+    let table =
+        TableBuilder::new().route(Some("app.example.com"), "/", "a", endpoints("a", &[backend.addr])).build();
+    let proxy = Harness::start(table).await;
+
+    let stream = TcpStream::connect(proxy.http).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let request = http::Request::get("http://app.example.com/h2").body(Empty::<Bytes>::new()).unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let body = String::from_utf8(response.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+    assert_eq!(echoed(&body, "version"), Some("HTTP/1.1"));
+    assert_eq!(echoed_header(&body, "host"), ["app.example.com"]);
+}
+
+// --- Errors ---
+
+#[tokio::test]
+async fn upstream_failures_map_to_502_503_504() {
+    let slow = EchoBackend::start("slow").await;
+    let refused = closed_port().await;
+    let table = TableBuilder::new()
+        .route(None, "/empty", "empty", endpoints("empty", &[]))
+        .route(None, "/unavailable", "gone", Target::Unavailable)
+        .route(None, "/refused", "refused", endpoints("refused", &[refused]))
+        .route(None, "/slow", "slow", endpoints("slow", &[slow.addr]))
+        .build();
+    let config = ProxyConfig {
+        access_log: false,
+        upstream_timeout: Duration::from_millis(200),
+        ..ProxyConfig::default()
+    };
+    let proxy = Harness::start_with(table, config).await;
+
+    assert_eq!(get(proxy.http, "h", "/empty").await.status, 503);
+    assert_eq!(get(proxy.http, "h", "/unavailable").await.status, 503);
+    assert_eq!(get(proxy.http, "h", "/refused").await.status, 502);
+    assert_eq!(
+        get(proxy.http, "h", "/slow/delay/1000").await.status,
+        200,
+        "path is /slow/delay/1000, not /delay"
+    );
+    let table = TableBuilder::new().route(None, "/", "slow", endpoints("slow", &[slow.addr])).build();
+    proxy.publish(table);
+    assert_eq!(get(proxy.http, "h", "/delay/1000").await.status, 504);
+}
+
+#[tokio::test]
+async fn refused_connection_is_retried_on_another_endpoint_and_the_endpoint_ejected() {
+    let good = EchoBackend::start("good").await;
+    let refused = closed_port().await;
+    let table =
+        TableBuilder::new().route(None, "/", "mixed", endpoints("mixed", &[good.addr, refused])).build();
+    let proxy = Harness::start(table).await;
+    for i in 0..20 {
+        assert_eq!(get(proxy.http, "h", "/").await.status, 200, "request {i}");
+    }
+    assert_eq!(good.requests(), 20);
+    // A body cannot be replayed: a POST to the refusing endpoint fails rather than being sent twice,
+    // but after three refusals the endpoint is ejected, so POSTs all land on the good one now.
+    for _ in 0..10 {
+        let answer = raw(
+            proxy.http,
+            b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi",
+        )
+        .await;
+        assert_eq!(answer.status, 200);
+    }
+}
+
+// --- Headers ---
+
+#[tokio::test]
+async fn forwarded_headers_are_ours_and_host_is_preserved() {
+    let backend = EchoBackend::start("a").await;
+    let table = TableBuilder::new().route(None, "/", "a", endpoints("a", &[backend.addr])).build();
+    let proxy = Harness::start(table).await;
+    let request = "GET / HTTP/1.1\r\nHost: shop.example.com:8080\r\nX-Forwarded-For: 6.6.6.6\r\nX-Real-IP: 6.6.6.6\r\n\
+                   X_Forwarded_For: 6.6.6.6\r\nForwarded: for=6.6.6.6\r\nX-Forwarded-Proto: https\r\n\
+                   Connection: close, X-Forwarded-For, X-Real-IP\r\nProxy: http://evil\r\n\r\n";
+    let answer = raw(proxy.http, request.as_bytes()).await;
+    let body = &answer.body;
+    assert_eq!(echoed_header(body, "host"), ["shop.example.com:8080"]);
+    assert_eq!(echoed_header(body, "x-forwarded-for"), ["127.0.0.1"]);
+    assert_eq!(echoed_header(body, "x-real-ip"), ["127.0.0.1"]);
+    assert_eq!(echoed_header(body, "x-forwarded-host"), ["shop.example.com:8080"]);
+    assert_eq!(echoed_header(body, "x-forwarded-port"), ["8080"]);
+    assert_eq!(echoed_header(body, "x-forwarded-proto"), ["http"]);
+    assert_eq!(echoed_header(body, "x-request-id")[0].len(), 32);
+    assert!(echoed_header(body, "forwarded").is_empty());
+    assert!(echoed_header(body, "proxy").is_empty());
+    assert!(!body.to_ascii_lowercase().contains("x_forwarded_for"), "{body}");
+
+    // What the client claimed is passed on only under a name that says so.
+    let answer = get_with(proxy.http, "X-Forwarded-For: 6.6.6.6, 7.7.7.7").await;
+    assert_eq!(echoed_header(&answer.body, "x-forwarded-for"), ["127.0.0.1"]);
+    assert_eq!(echoed_header(&answer.body, "x-original-forwarded-for"), ["6.6.6.6, 7.7.7.7"]);
+    let answer = get_with(proxy.http, "X-Request-ID: trace-42").await;
+    assert_eq!(echoed_header(&answer.body, "x-request-id"), ["trace-42"]);
+}
+
+async fn get_with(addr: std::net::SocketAddr, header: &str) -> Answer {
+    raw(addr, format!("GET / HTTP/1.1\r\nHost: h\r\n{header}\r\nConnection: close\r\n\r\n").as_bytes()).await
+}
+
+// --- TLS ---
+
+#[tokio::test]
+async fn sni_picks_exact_then_wildcard_then_default_and_follows_table_swaps() {
+    let backend = EchoBackend::start("a").await;
+    let (default, exact, wildcard) = (
+        certificate(&["default.invalid"]),
+        certificate(&["app.example.com"]),
+        certificate(&["*.example.com"]),
+    );
+    let table = || {
+        TableBuilder::with_default_certificate(default.clone())
+            .route(None, "/", "a", endpoints("a", &[backend.addr]))
+            .tls("app.example.com", exact.clone())
+            .tls("*.example.com", wildcard.clone())
+    };
+    let proxy = Harness::start(table().build()).await;
+    let leaf = |c: &ostium_model::Certificate| c.key.cert[0].clone();
+
+    assert_eq!(handshake(proxy.https, "app.example.com", &[]).await.0, leaf(&exact));
+    assert_eq!(handshake(proxy.https, "other.example.com", &[]).await.0, leaf(&wildcard));
+    assert_eq!(handshake(proxy.https, "a.b.example.com", &[]).await.0, leaf(&default));
+    assert_eq!(handshake(proxy.https, "unknown.org", &[]).await.0, leaf(&default));
+
+    let rotated = certificate(&["app.example.com"]);
+    proxy.publish(
+        TableBuilder::with_default_certificate(default.clone())
+            .route(None, "/", "a", endpoints("a2", &[backend.addr]))
+            .tls("app.example.com", rotated.clone())
+            .build(),
+    );
+    assert_eq!(
+        handshake(proxy.https, "app.example.com", &[]).await.0,
+        leaf(&rotated),
+        "new handshakes see the new table"
+    );
+}
+
+#[tokio::test]
+async fn tls_negotiates_h2_and_http1_by_alpn_and_forwards_https_scheme() {
+    let backend = EchoBackend::start("a").await;
+    let table = TableBuilder::new()
+        .route(Some("app.example.com"), "/", "a", endpoints("a", &[backend.addr]))
+        .tls("app.example.com", certificate(&["app.example.com"]))
+        .build();
+    let proxy = Harness::start(table).await;
+    assert_eq!(
+        handshake(proxy.https, "app.example.com", &[b"h2", b"http/1.1"]).await.1.as_deref(),
+        Some(&b"h2"[..])
+    );
+
+    let stream = TcpStream::connect(proxy.https).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("app.example.com").unwrap();
+    let mut tls = tls_client(&[b"http/1.1"]).connect(name, stream).await.unwrap();
+    tls.write_all(b"GET /secure HTTP/1.1\r\nHost: app.example.com\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut bytes = Vec::new();
+    let _ = tls.read_to_end(&mut bytes).await;
+    let answer = parse(&bytes);
+    assert_eq!(answer.status, 200);
+    assert_eq!(echoed_header(&answer.body, "x-forwarded-proto"), ["https"]);
+    assert_eq!(echoed_header(&answer.body, "x-forwarded-port"), ["443"]);
+}
+
+// --- Balancing ---
+
+#[tokio::test]
+async fn equal_endpoints_share_requests_evenly() {
+    let backends =
+        [EchoBackend::start("a").await, EchoBackend::start("b").await, EchoBackend::start("c").await];
+    let addrs: Vec<_> = backends.iter().map(|b| b.addr).collect();
+    let table = TableBuilder::new().route(None, "/", "abc", endpoints("abc", &addrs)).build();
+    let proxy = Harness::start(table).await;
+    for _ in 0..60 {
+        assert_eq!(get(proxy.http, "h", "/").await.status, 200);
+    }
+    let counts: Vec<_> = backends.iter().map(EchoBackend::requests).collect();
+    assert_eq!(counts, [20, 20, 20], "round robin is the floor for evenness");
+}
+
+// --- Framing and limits ---
+
+#[tokio::test]
+async fn ambiguous_or_malformed_requests_get_400_or_431() {
+    let backend = EchoBackend::start("a").await;
+    let table = TableBuilder::new().route(None, "/", "a", endpoints("a", &[backend.addr])).build();
+    let proxy = Harness::start(table).await;
+
+    let two_hosts = b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n";
+    assert_eq!(raw(proxy.http, two_hosts).await.status, 400, "two Host headers");
+    assert_eq!(raw(proxy.http, b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n").await.status, 400, "no Host");
+    let huge = format!(
+        "GET / HTTP/1.1\r\nHost: h\r\nX-Big: {}\r\nConnection: close\r\n\r\n",
+        "a".repeat(100 * 1024)
+    );
+    assert_eq!(raw(proxy.http, huge.as_bytes()).await.status, 431);
+    assert_eq!(backend.requests(), 0, "none of these reached the backend");
+}
+
+/// With both Content-Length and Transfer-Encoding, hyper frames the request by Transfer-Encoding
+/// alone, drops Content-Length and closes the connection after answering (RFC 9112 §6.1), so
+/// bytes smuggled after the chunked body are never read as a request.
+#[tokio::test]
+async fn content_length_with_transfer_encoding_cannot_smuggle_a_request() {
+    let backend = EchoBackend::start("a").await;
+    let table = TableBuilder::new().route(None, "/", "a", endpoints("a", &[backend.addr])).build();
+    let proxy = Harness::start(table).await;
+    let smuggle = b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /admin HTTP/1.1\r\nHost: h\r\n\r\n";
+    let answer = raw(proxy.http, smuggle).await;
+    assert_eq!(
+        answer.head.matches("HTTP/1.1").count() + answer.body.matches("HTTP/1.1 ").count(),
+        1,
+        "one response only"
+    );
+    assert_eq!(answer.header("connection"), Some("close"));
+    assert_eq!(echoed(&answer.body, "method"), Some("POST"));
+    assert_eq!(backend.requests(), 1, "the smuggled GET /admin never reached the backend");
+}
+
+#[tokio::test]
+async fn bodies_over_the_route_limit_get_413() {
+    let backend = EchoBackend::start("a").await;
+    let small = Policy { max_body_size: Some(16) };
+    let table = TableBuilder::new()
+        .route_with(None, PathRule::prefix("/").unwrap(), "a", endpoints("a", &[backend.addr]), small)
+        .build();
+    let proxy = Harness::start(table).await;
+
+    let declared = b"POST /upload HTTP/1.1\r\nHost: h\r\nContent-Length: 17\r\nConnection: close\r\n\r\n01234567890123456";
+    assert_eq!(raw(proxy.http, declared).await.status, 413);
+    let chunked = b"POST /upload HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n10\r\n0123456789012345\r\n10\r\n0123456789012345\r\n0\r\n\r\n";
+    assert_eq!(raw(proxy.http, chunked).await.status, 413);
+    let fits = b"POST /upload HTTP/1.1\r\nHost: h\r\nContent-Length: 16\r\nConnection: close\r\n\r\n0123456789012345";
+    let answer = raw(proxy.http, fits).await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(echoed(&answer.body, "received"), Some("16"));
+}
+
+#[tokio::test]
+async fn slow_clients_are_cut_off_by_the_header_timeout() {
+    let backend = EchoBackend::start("a").await;
+    let table = TableBuilder::new().route(None, "/", "a", endpoints("a", &[backend.addr])).build();
+    let config = ProxyConfig {
+        access_log: false,
+        header_read_timeout: Duration::from_millis(300),
+        ..ProxyConfig::default()
+    };
+    let proxy = Harness::start_with(table, config).await;
+    let mut stream = TcpStream::connect(proxy.http).await.unwrap();
+    stream.write_all(b"GET / HTTP/1.1\r\nHost: h\r\n").await.unwrap(); // never finishes the head
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "the connection was not closed");
+    assert_eq!(backend.requests(), 0);
+}
+
+// --- Upgrades ---
+
+#[tokio::test]
+async fn upgrades_are_tunnelled_both_ways() {
+    let backend = EchoBackend::start("ws").await;
+    let table = TableBuilder::new().route(None, "/", "ws", endpoints("ws", &[backend.addr])).build();
+    let proxy = Harness::start(table).await;
+    let mut stream = TcpStream::connect(proxy.http).await.unwrap();
+    stream
+        .write_all(b"GET /chat HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        stream.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(head.to_ascii_lowercase().contains("upgrade: websocket"), "{head}");
+    for message in [&b"hello"[..], b"second frame"] {
+        stream.write_all(message).await.unwrap();
+        let mut echoed = vec![0u8; message.len()];
+        tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut echoed)).await.unwrap().unwrap();
+        assert_eq!(echoed, message);
+    }
+}
+
+// --- Table swaps and shutdown ---
+
+#[tokio::test]
+async fn table_swap_keeps_in_flight_requests_and_applies_to_new_ones() {
+    let (old, new) = (EchoBackend::start("old").await, EchoBackend::start("new").await);
+    let proxy =
+        Harness::start(TableBuilder::new().route(None, "/", "old", endpoints("old", &[old.addr])).build())
+            .await;
+    let in_flight: Vec<_> = (0..5).map(|_| tokio::spawn(get(proxy.http, "h", "/delay/400"))).collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    proxy.publish(TableBuilder::new().route(None, "/", "new", endpoints("new", &[new.addr])).build());
+
+    assert_eq!(echoed(&get(proxy.http, "h", "/").await.body, "backend"), Some("new"));
+    for request in in_flight {
+        let answer = request.await.unwrap();
+        assert_eq!(answer.status, 200);
+        assert_eq!(echoed(&answer.body, "backend"), Some("old"));
+    }
+}
+
+#[tokio::test]
+async fn shutdown_drains_in_flight_requests_and_stops_accepting() {
+    let backend = EchoBackend::start("a").await;
+    let proxy =
+        Harness::start(TableBuilder::new().route(None, "/", "a", endpoints("a", &[backend.addr])).build())
+            .await;
+    let http = proxy.http;
+    let slow = tokio::spawn(get(http, "h", "/delay/500"));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    proxy.shutdown().await;
+    assert_eq!(slow.await.unwrap().status, 200, "the request in flight finished");
+    assert!(TcpStream::connect(http).await.is_err(), "no longer accepting");
+}

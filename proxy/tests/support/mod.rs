@@ -1,0 +1,253 @@
+//! Loopback harness for proxy tests: a proxy on port 0 fed a hand-built table, echo backends,
+//! and small clients that speak raw HTTP/1.1, HTTP/2 and TLS.
+
+#![allow(dead_code)] // each test file uses a different part
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ostium_model::{
+    Backend, Certificate, EndpointKey, EndpointSet, HostRule, NamespacedName, PathRule, Policy, PortRef,
+    Protocol, Route, Table, TableStore, Target, TlsTable,
+};
+use ostium_proxy::{Proxy, ProxyConfig};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::ring::sign::any_supported_type;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use rustls::sign::CertifiedKey;
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// A proxy serving on 127.0.0.1 (HTTP and HTTPS), stopped by [`Harness::shutdown`] or on drop.
+pub struct Harness {
+    pub store: TableStore,
+    pub http: SocketAddr,
+    pub https: SocketAddr,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Harness {
+    pub async fn start(table: Table) -> Self {
+        Self::start_with(table, ProxyConfig { access_log: false, ..ProxyConfig::default() }).await
+    }
+
+    pub async fn start_with(table: Table, config: ProxyConfig) -> Self {
+        let store = TableStore::new(table);
+        store.publish(store.current());
+        let proxy = Proxy::new(store.reader(), config);
+        let http_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let https_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (http, https) = (http_listener.local_addr().unwrap(), https_listener.local_addr().unwrap());
+        let (stop, stopped) = watch::channel(false);
+        let until = |mut rx: watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let tls = ostium_proxy::server_config(store.reader());
+        let tasks = vec![
+            tokio::spawn(ostium_proxy::serve_http(proxy.clone(), http_listener, until(stopped.clone()))),
+            tokio::spawn(ostium_proxy::serve_https(proxy, https_listener, tls, until(stopped))),
+        ];
+        Self { store, http, https, stop, tasks }
+    }
+
+    /// Replaces the table being served.
+    pub fn publish(&self, table: Table) {
+        self.store.publish(Arc::new(table));
+    }
+
+    /// Stops accepting and waits until in-flight requests are drained.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        for task in self.tasks.drain(..) {
+            task.await.unwrap();
+        }
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+// --- Tables ---
+
+pub fn certificate(names: &[&str]) -> Certificate {
+    let cert =
+        rcgen::generate_simple_self_signed(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.signing_key.serialize_der()));
+    let key = CertifiedKey::new(vec![cert.cert.der().clone()], any_supported_type(&key).unwrap());
+    Certificate { key: Arc::new(key), source: names.join(",").into() }
+}
+
+/// Builds tables route by route; each route gets its own backend named after its service.
+pub struct TableBuilder {
+    table: Table,
+}
+
+impl TableBuilder {
+    pub fn new() -> Self {
+        Self::with_default_certificate(certificate(&["default.invalid"]))
+    }
+
+    pub fn with_default_certificate(default: Certificate) -> Self {
+        Self { table: Table::new(TlsTable::new(default)) }
+    }
+
+    pub fn route(self, host: Option<&str>, path: &str, service: &str, target: Target) -> Self {
+        self.route_with(host, PathRule::prefix(path).unwrap(), service, target, Policy::default())
+    }
+
+    pub fn route_with(
+        mut self,
+        host: Option<&str>,
+        rule: PathRule,
+        service: &str,
+        target: Target,
+        policy: Policy,
+    ) -> Self {
+        let backend = self.table.add_backend(Backend {
+            service: NamespacedName::new("default", service),
+            port: PortRef::Number(80),
+            protocol: Protocol::Http,
+            target,
+        });
+        let host = host.map(|h| h.parse::<HostRule>().unwrap());
+        let route =
+            Route { rule, ingress: Some(Arc::new(NamespacedName::new("default", service))), backend, policy };
+        self.table.virtual_host_mut(host.as_ref()).add_route(route).unwrap();
+        self
+    }
+
+    pub fn tls(mut self, host: &str, certificate: Certificate) -> Self {
+        assert!(self.table.tls_mut().insert(&host.parse().unwrap(), certificate));
+        self
+    }
+
+    pub fn build(self) -> Table {
+        self.table
+    }
+}
+
+/// Endpoints for a service (each call makes a new set; use a distinct service per call).
+pub fn endpoints(service: &str, addrs: &[SocketAddr]) -> Target {
+    let key = EndpointKey { service: NamespacedName::new("default", service), port: 80 };
+    Target::Endpoints(Arc::new(EndpointSet::new(key, addrs.iter().copied())))
+}
+
+/// An address nothing listens on (a port bound and released).
+pub async fn closed_port() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap()
+}
+
+// --- Raw HTTP/1.1 ---
+
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub head: String,
+    pub body: String,
+}
+
+impl Answer {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().skip(1).find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+}
+
+/// Sends raw bytes on a new connection and reads until the server closes (10 s at most).
+pub async fn raw(addr: SocketAddr, request: &[u8]) -> Answer {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut bytes = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut bytes)).await;
+    parse(&bytes)
+}
+
+pub fn parse(bytes: &[u8]) -> Answer {
+    let text = String::from_utf8_lossy(bytes).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    Answer { status, head: head.to_owned(), body: body.to_owned() }
+}
+
+/// `GET path` with `Host: host` and `Connection: close`.
+pub async fn get(addr: SocketAddr, host: &str, path: &str) -> Answer {
+    raw(addr, format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes()).await
+}
+
+// --- TLS ---
+
+/// A TLS client that accepts any certificate, so tests can look at which one was presented.
+pub fn tls_client(alpn: &[&[u8]]) -> tokio_rustls::TlsConnector {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAny(provider)))
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
+/// Handshakes with `sni` and returns the leaf certificate presented and the ALPN protocol.
+pub async fn handshake(
+    addr: SocketAddr,
+    sni: &str,
+    alpn: &[&[u8]],
+) -> (CertificateDer<'static>, Option<Vec<u8>>) {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let tls = tls_client(alpn).connect(ServerName::try_from(sni.to_owned()).unwrap(), stream).await.unwrap();
+    let (_, connection) = tls.get_ref();
+    (connection.peer_certificates().unwrap()[0].clone(), connection.alpn_protocol().map(<[u8]>::to_vec))
+}
+
+#[derive(Debug)]
+struct AcceptAny(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for AcceptAny {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
