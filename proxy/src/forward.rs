@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
+use http::header::{CONTENT_LENGTH, HOST};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{Either, Empty, Full, Limited};
@@ -86,10 +86,9 @@ impl Proxy {
         if request.method() == Method::CONNECT {
             return Err(ProxyError::BadRequest("CONNECT is not supported"));
         }
-        // hyper refuses most ambiguous framing itself; a request with both lengths is refused
-        // here so that no backend can read it differently (request smuggling).
-        if request.headers().contains_key(TRANSFER_ENCODING) && request.headers().contains_key(CONTENT_LENGTH)
-        {
+        // Both Content-Length and Transfer-Encoding: no backend may read this request differently
+        // from us (request smuggling), so it is refused; hyper closes the connection after.
+        if connection.has_ambiguous_framing() {
             return Err(ProxyError::BadRequest("both Content-Length and Transfer-Encoding"));
         }
         let host = request_host(&request)?;

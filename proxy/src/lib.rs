@@ -10,6 +10,7 @@
 
 mod error;
 mod forward;
+mod framing;
 mod headers;
 mod listener;
 mod tls;
@@ -82,6 +83,14 @@ pub struct ConnectionInfo {
     pub is_tls: bool,
     /// `remote`'s IP as a header value, rendered once per connection.
     pub client_ip: http::HeaderValue,
+    /// Raised by the framing guard of an HTTP/1 connection (see `framing`).
+    ambiguous_framing: Option<framing::AmbiguityFlag>,
+}
+
+impl ConnectionInfo {
+    fn has_ambiguous_framing(&self) -> bool {
+        self.ambiguous_framing.as_ref().is_some_and(|flag| flag.load(std::sync::atomic::Ordering::Relaxed))
+    }
 }
 
 impl Proxy {

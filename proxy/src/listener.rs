@@ -16,13 +16,15 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
+use crate::framing::{AmbiguityFlag, FramingGuard};
 use crate::{ConnectionInfo, Proxy};
 
 /// Serves plain HTTP (HTTP/1.1, and HTTP/2 with prior knowledge) until `shutdown` completes,
 /// then lets in-flight requests finish within the drain timeout.
 pub async fn serve_http(proxy: Proxy, listener: TcpListener, shutdown: impl Future<Output = ()>) {
     accept_loop(proxy, listener, shutdown, |proxy, builder, watcher, stream, remote| async move {
-        serve_connection(proxy, builder, watcher, stream, remote, false).await;
+        let (stream, flag) = FramingGuard::new(stream);
+        serve_connection(proxy, builder, watcher, stream, Some(flag), remote, false).await;
     })
     .await;
 }
@@ -50,7 +52,13 @@ pub async fn serve_https(
                     return;
                 }
             };
-            serve_connection(proxy, builder, watcher, stream, remote, true).await;
+            let is_h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+            if is_h2 {
+                serve_connection(proxy, builder, watcher, stream, None, remote, true).await;
+            } else {
+                let (stream, flag) = FramingGuard::new(stream);
+                serve_connection(proxy, builder, watcher, stream, Some(flag), remote, true).await;
+            }
         }
     })
     .await;
@@ -108,6 +116,7 @@ async fn serve_connection<S>(
     builder: auto::Builder<TokioExecutor>,
     watcher: Watcher,
     stream: S,
+    ambiguous_framing: Option<AmbiguityFlag>,
     remote: SocketAddr,
     is_tls: bool,
 ) where
@@ -116,7 +125,7 @@ async fn serve_connection<S>(
     // Rendered once per connection, shared by every request on it.
     let client_ip =
         HeaderValue::from_str(&remote.ip().to_string()).expect("an IP address is a valid header value");
-    let info = Arc::new(ConnectionInfo { remote, is_tls, client_ip });
+    let info = Arc::new(ConnectionInfo { remote, is_tls, client_ip, ambiguous_framing });
     let service = service_fn(move |request| {
         let proxy = proxy.clone();
         let info = info.clone();
