@@ -25,8 +25,6 @@ pub enum ProxyError {
     UpstreamReset,
     #[error("the endpoint did not answer in time")]
     UpstreamTimeout,
-    #[error("unsupported backend protocol")]
-    UnsupportedProtocol,
 }
 
 impl ProxyError {
@@ -36,7 +34,7 @@ impl ProxyError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::NoEndpoints | Self::BackendUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-            Self::ConnectFailed | Self::UpstreamReset | Self::UnsupportedProtocol => StatusCode::BAD_GATEWAY,
+            Self::ConnectFailed | Self::UpstreamReset => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
     }
@@ -48,7 +46,7 @@ impl ProxyError {
             Self::BadRequest(_) => "400 Bad Request\n",
             Self::BodyTooLarge => "413 Request Entity Too Large\n",
             Self::NoEndpoints | Self::BackendUnavailable => "503 Service Temporarily Unavailable\n",
-            Self::ConnectFailed | Self::UpstreamReset | Self::UnsupportedProtocol => "502 Bad Gateway\n",
+            Self::ConnectFailed | Self::UpstreamReset => "502 Bad Gateway\n",
             Self::UpstreamTimeout => "504 Gateway Time-out\n",
         };
         let mut response = Response::new(crate::forward::full(Bytes::from_static(body.as_bytes())));

@@ -13,8 +13,6 @@ use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{Either, Empty, Full, Limited};
 use hyper::body::{Body as _, Incoming};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioIo;
 use ostium_model::{Endpoint, NamespacedName, Protocol, Target, normalize_path};
 
@@ -119,7 +117,7 @@ impl Proxy {
             Some(limit) => usize::try_from(limit).unwrap_or(usize::MAX),
             None => usize::MAX,
         };
-        let client = self.inner.upstream.client(protocol).ok_or(ProxyError::UnsupportedProtocol)?;
+        let (scheme, version) = upstream::scheme(protocol);
 
         let upgrade = match request.version() {
             Version::HTTP_11 => headers::requested_upgrade(request.headers()),
@@ -142,7 +140,7 @@ impl Proxy {
             parts.headers.insert(HOST, host); // HTTP/2 clients send :authority instead
         }
         trace.request_id = parts.headers.get("x-request-id").cloned();
-        parts.version = if protocol == Protocol::Grpc { Version::HTTP_2 } else { Version::HTTP_11 };
+        parts.version = version;
         let path_and_query = match rewritten {
             Some(pq) => pq,
             None => parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/")),
@@ -156,8 +154,8 @@ impl Proxy {
             Target::ExternalName { host, port } => {
                 let authority = Authority::try_from(format!("{host}:{port}"))
                     .map_err(|_| ProxyError::BackendUnavailable)?;
-                parts.uri = upstream_uri(authority, path_and_query)?;
-                self.send(client, None, Request::from_parts(parts, body), trace).await?
+                parts.uri = upstream_uri(scheme, authority, path_and_query)?;
+                self.send(protocol, None, Request::from_parts(parts, body), trace).await?
             }
             Target::Endpoints(set) => {
                 let endpoints = set.load();
@@ -167,8 +165,8 @@ impl Proxy {
                 // no body to replay.
                 let retry = (body_is_empty && endpoints.len() > 1)
                     .then(|| (parts.method.clone(), parts.headers.clone(), path_and_query.clone()));
-                parts.uri = upstream_uri(first.authority.clone(), path_and_query)?;
-                match self.send(client, Some(&first), Request::from_parts(parts, body), trace).await {
+                parts.uri = upstream_uri(scheme.clone(), first.authority.clone(), path_and_query)?;
+                match self.send(protocol, Some(&first), Request::from_parts(parts, body), trace).await {
                     Err(ProxyError::ConnectFailed) if retry.is_some() => {
                         let Some(second) = upstream::pick(&endpoints, now, Some(first.addr)) else {
                             return Err(ProxyError::ConnectFailed);
@@ -177,10 +175,9 @@ impl Proxy {
                         let mut request = Request::new(Either::Right(Empty::new()));
                         *request.method_mut() = method;
                         *request.headers_mut() = headers;
-                        *request.version_mut() =
-                            if protocol == Protocol::Grpc { Version::HTTP_2 } else { Version::HTTP_11 };
-                        *request.uri_mut() = upstream_uri(second.authority.clone(), path_and_query)?;
-                        self.send(client, Some(&second), request, trace).await?
+                        *request.version_mut() = version;
+                        *request.uri_mut() = upstream_uri(scheme, second.authority.clone(), path_and_query)?;
+                        self.send(protocol, Some(&second), request, trace).await?
                     }
                     other => other?,
                 }
@@ -191,7 +188,7 @@ impl Proxy {
 
     async fn send(
         &self,
-        client: &Client<HttpConnector, UpstreamBody>,
+        protocol: Protocol,
         endpoint: Option<&Arc<Endpoint>>,
         request: Request<UpstreamBody>,
         trace: &mut Trace,
@@ -199,7 +196,8 @@ impl Proxy {
         let started = Instant::now();
         let _in_flight = endpoint.map(|e| InFlight::start(e));
         trace.upstream = endpoint.map(|e| e.addr);
-        let result = tokio::time::timeout(self.inner.config.upstream_timeout, client.request(request)).await;
+        let upstream = self.inner.upstream.request(protocol, request);
+        let result = tokio::time::timeout(self.inner.config.upstream_timeout, upstream).await;
         trace.upstream_duration = Some(started.elapsed());
         let upstream = &self.inner.upstream;
         match result {
@@ -314,9 +312,13 @@ fn content_length(request: &Request<Incoming>) -> Option<u64> {
     request.headers().get(CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
 
-fn upstream_uri(authority: Authority, path_and_query: PathAndQuery) -> Result<Uri, ProxyError> {
+fn upstream_uri(
+    scheme: Scheme,
+    authority: Authority,
+    path_and_query: PathAndQuery,
+) -> Result<Uri, ProxyError> {
     let mut parts = http::uri::Parts::default();
-    parts.scheme = Some(Scheme::HTTP);
+    parts.scheme = Some(scheme);
     parts.authority = Some(authority);
     parts.path_and_query = Some(path_and_query);
     Uri::from_parts(parts).map_err(|_| ProxyError::BadRequest("URI"))

@@ -6,22 +6,31 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use http::uri::Scheme;
+use http::{Request, Version};
 use http_body_util::{Either, Empty, Limited};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::{Client, ResponseFuture};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use ostium_model::{Endpoint, Endpoints, Protocol};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
 
 use crate::ProxyConfig;
 
 /// A request body on its way upstream: the client's (under the route's size limit), or none.
 pub(crate) type UpstreamBody = Either<Limited<Incoming>, Empty<Bytes>>;
 
+/// One client per backend protocol, each pooling connections per endpoint address.
 #[derive(Debug)]
 pub(crate) struct Upstream {
     http1: Client<HttpConnector, UpstreamBody>,
     h2c: Client<HttpConnector, UpstreamBody>,
+    https: Client<HttpsConnector<HttpConnector>, UpstreamBody>,
+    h2s: Client<HttpsConnector<HttpConnector>, UpstreamBody>,
     started: Instant,
     eject_for_ms: u64,
 }
@@ -31,29 +40,37 @@ impl Upstream {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(config.connect_timeout));
-        let client = |http2_only: bool| {
-            Client::builder(TokioExecutor::new())
+        connector.enforce_http(false); // the TLS connectors hand it https URIs
+        let builder = |http2_only: bool| {
+            let mut builder = Client::builder(TokioExecutor::new());
+            builder
                 .pool_idle_timeout(Duration::from_secs(60))
                 .pool_max_idle_per_host(320)
                 .pool_timer(TokioTimer::new())
                 .timer(TokioTimer::new())
-                .http2_only(http2_only)
-                .build(connector.clone())
+                .http2_only(http2_only);
+            builder
         };
+        // hyper-rustls offers ALPN `http/1.1` or `h2` from the version enabled.
+        let tls = || HttpsConnectorBuilder::new().with_tls_config(upstream_tls_config()).https_only();
         Self {
-            http1: client(false),
-            h2c: client(true),
+            http1: builder(false).build(connector.clone()),
+            h2c: builder(true).build(connector.clone()),
+            https: builder(false).build(tls().enable_http1().wrap_connector(connector.clone())),
+            h2s: builder(true).build(tls().enable_http2().wrap_connector(connector.clone())),
             started: Instant::now(),
             eject_for_ms: config.eject_for.as_millis() as u64,
         }
     }
 
-    /// The client for a backend protocol; `None` for protocols not served yet (TLS upstreams).
-    pub(crate) fn client(&self, protocol: Protocol) -> Option<&Client<HttpConnector, UpstreamBody>> {
+    /// Sends a request with the client for a backend protocol. The URI's scheme must be
+    /// [`scheme`]'s for that protocol.
+    pub(crate) fn request(&self, protocol: Protocol, request: Request<UpstreamBody>) -> ResponseFuture {
         match protocol {
-            Protocol::Http => Some(&self.http1),
-            Protocol::Grpc => Some(&self.h2c),
-            Protocol::Https | Protocol::Grpcs => None,
+            Protocol::Http => self.http1.request(request),
+            Protocol::Grpc => self.h2c.request(request),
+            Protocol::Https => self.https.request(request),
+            Protocol::Grpcs => self.h2s.request(request),
         }
     }
 
@@ -64,6 +81,68 @@ impl Upstream {
 
     pub(crate) fn eject_for_ms(&self) -> u64 {
         self.eject_for_ms
+    }
+}
+
+/// The URI scheme and HTTP version a backend protocol is spoken with.
+pub(crate) fn scheme(protocol: Protocol) -> (Scheme, Version) {
+    match protocol {
+        Protocol::Http => (Scheme::HTTP, Version::HTTP_11),
+        Protocol::Https => (Scheme::HTTPS, Version::HTTP_11),
+        Protocol::Grpc => (Scheme::HTTP, Version::HTTP_2),
+        Protocol::Grpcs => (Scheme::HTTPS, Version::HTTP_2),
+    }
+}
+
+/// TLS to backends, as ingress-nginx does by default (`proxy-ssl-verify: off`): encrypted, the
+/// backend's certificate not verified, no SNI (endpoints are dialled by address).
+fn upstream_tls_config() -> rustls::ClientConfig {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        // The ring provider supports the default versions.
+        .expect("default TLS versions are supported")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
+        .with_no_client_auth()
+}
+
+/// Accepts any backend certificate (the signature over the handshake is still checked).
+#[derive(Debug)]
+struct NoVerification(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for NoVerification {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 

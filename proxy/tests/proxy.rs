@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
-use ostium_model::{PathRule, Policy, Target};
+use ostium_model::{PathRule, Policy, Protocol, Target};
 use ostium_proxy::ProxyConfig;
 use ostium_test_support::{EchoBackend, echoed, echoed_header};
 use support::*;
@@ -73,6 +73,30 @@ async fn http2_prior_knowledge_is_served_and_forwarded_as_http1() {
     let body = String::from_utf8(response.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
     assert_eq!(echoed(&body, "version"), Some("HTTP/1.1"));
     assert_eq!(echoed_header(&body, "host"), ["app.example.com"]);
+}
+
+#[tokio::test]
+async fn backend_protocols_http1_h2c_https_and_h2_over_tls() {
+    let plain = EchoBackend::start("plain").await;
+    let tls = EchoBackend::start_tls("tls", backend_tls("backend.internal")).await;
+    let table = TableBuilder::new()
+        .route_protocol("/http", "http", endpoints("http", &[plain.addr]), Protocol::Http)
+        .route_protocol("/grpc", "grpc", endpoints("grpc", &[plain.addr]), Protocol::Grpc)
+        .route_protocol("/https", "https", endpoints("https", &[tls.addr]), Protocol::Https)
+        .route_protocol("/grpcs", "grpcs", endpoints("grpcs", &[tls.addr]), Protocol::Grpcs)
+        .build();
+    let proxy = Harness::start(table).await;
+    for (path, backend, version) in [
+        ("/http", "plain", "HTTP/1.1"),
+        ("/grpc", "plain", "HTTP/2.0"),
+        ("/https", "tls", "HTTP/1.1"),
+        ("/grpcs", "tls", "HTTP/2.0"),
+    ] {
+        let answer = get(proxy.http, "h", path).await;
+        assert_eq!(answer.status, 200, "{path}: {}", answer.head);
+        assert_eq!(echoed(&answer.body, "backend"), Some(backend), "{path}");
+        assert_eq!(echoed(&answer.body, "version"), Some(version), "{path}");
+    }
 }
 
 // --- Errors ---

@@ -50,12 +50,28 @@ impl EchoBackend {
 
     /// Starts a backend on a given address.
     pub async fn start_on(name: &str, addr: SocketAddr) -> std::io::Result<Self> {
+        Self::start_inner(name, addr, None).await
+    }
+
+    /// Starts a backend on `127.0.0.1:0` that speaks TLS (HTTP/1.1 or HTTP/2 by ALPN).
+    pub async fn start_tls(name: &str, tls: Arc<rustls::ServerConfig>) -> Self {
+        let addr = "127.0.0.1:0".parse().expect("an address");
+        Self::start_inner(name, addr, Some(tokio_rustls::TlsAcceptor::from(tls)))
+            .await
+            .expect("bind 127.0.0.1:0")
+    }
+
+    async fn start_inner(
+        name: &str,
+        addr: SocketAddr,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> std::io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let requests = Arc::new(AtomicUsize::new(0));
         let panicked = Arc::new(AtomicBool::new(false));
         let name: Arc<str> = name.into();
-        let accept = tokio::spawn(accept(listener, name, requests.clone(), panicked.clone()));
+        let accept = tokio::spawn(accept(listener, tls, name, requests.clone(), panicked.clone()));
         Ok(Self { addr, requests, panicked, accept })
     }
 
@@ -76,6 +92,7 @@ impl Drop for EchoBackend {
 
 async fn accept(
     listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     name: Arc<str>,
     requests: Arc<AtomicUsize>,
     panicked: Arc<AtomicBool>,
@@ -85,15 +102,22 @@ async fn accept(
         tokio::select! {
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
-                let (name, requests) = (name.clone(), requests.clone());
+                let (name, requests, tls) = (name.clone(), requests.clone(), tls.clone());
                 connections.spawn(async move {
                     let service = service_fn(move |request| {
                         requests.fetch_add(1, Ordering::Relaxed);
                         respond(name.clone(), request)
                     });
-                    let _ = auto::Builder::new(TokioExecutor::new())
-                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                        .await;
+                    let builder = auto::Builder::new(TokioExecutor::new());
+                    match tls {
+                        None => {
+                            let _ = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).await;
+                        }
+                        Some(tls) => {
+                            let Ok(stream) = tls.accept(stream).await else { return };
+                            let _ = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).await;
+                        }
+                    }
                 });
             }
             Some(done) = connections.join_next(), if !connections.is_empty() => {

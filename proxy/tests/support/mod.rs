@@ -106,17 +106,33 @@ impl TableBuilder {
     }
 
     pub fn route_with(
-        mut self,
+        self,
         host: Option<&str>,
         rule: PathRule,
         service: &str,
         target: Target,
         policy: Policy,
     ) -> Self {
+        self.route_full(host, rule, service, target, policy, Protocol::Http)
+    }
+
+    pub fn route_protocol(self, path: &str, service: &str, target: Target, protocol: Protocol) -> Self {
+        self.route_full(None, PathRule::prefix(path).unwrap(), service, target, Policy::default(), protocol)
+    }
+
+    fn route_full(
+        mut self,
+        host: Option<&str>,
+        rule: PathRule,
+        service: &str,
+        target: Target,
+        policy: Policy,
+        protocol: Protocol,
+    ) -> Self {
         let backend = self.table.add_backend(Backend {
             service: NamespacedName::new("default", service),
             port: PortRef::Number(80),
-            protocol: Protocol::Http,
+            protocol,
             target,
         });
         let host = host.map(|h| h.parse::<HostRule>().unwrap());
@@ -134,6 +150,21 @@ impl TableBuilder {
     pub fn build(self) -> Table {
         self.table
     }
+}
+
+/// A TLS server config for a backend (HTTP/1.1 and HTTP/2 by ALPN).
+pub fn backend_tls(name: &str) -> Arc<rustls::ServerConfig> {
+    let cert = rcgen::generate_simple_self_signed(vec![name.to_owned()]).unwrap();
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.signing_key.serialize_der()));
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.cert.der().clone()], key)
+        .unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Arc::new(config)
 }
 
 /// Endpoints for a service (each call makes a new set; use a distinct service per call).
