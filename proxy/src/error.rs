@@ -15,6 +15,8 @@ pub enum ProxyError {
     BadRequest(&'static str),
     #[error("request body larger than the route allows")]
     BodyTooLarge,
+    #[error("the route's authentication is misconfigured (see the Ingress diagnostics)")]
+    AuthMisconfigured,
     #[error("the backend has no ready endpoints")]
     NoEndpoints,
     #[error("the backend is unavailable (see the Ingress diagnostics)")]
@@ -33,7 +35,9 @@ impl ProxyError {
             Self::NoRoute => StatusCode::NOT_FOUND,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::NoEndpoints | Self::BackendUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::NoEndpoints | Self::BackendUnavailable | Self::AuthMisconfigured => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::ConnectFailed | Self::UpstreamReset => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -45,7 +49,9 @@ impl ProxyError {
             Self::NoRoute => "404 Not Found\n",
             Self::BadRequest(_) => "400 Bad Request\n",
             Self::BodyTooLarge => "413 Request Entity Too Large\n",
-            Self::NoEndpoints | Self::BackendUnavailable => "503 Service Temporarily Unavailable\n",
+            Self::NoEndpoints | Self::BackendUnavailable | Self::AuthMisconfigured => {
+                "503 Service Temporarily Unavailable\n"
+            }
             Self::ConnectFailed | Self::UpstreamReset => "502 Bad Gateway\n",
             Self::UpstreamTimeout => "504 Gateway Time-out\n",
         };

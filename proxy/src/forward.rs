@@ -14,7 +14,9 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{Either, Empty, Full, Limited};
 use hyper::body::{Body as _, Incoming};
 use hyper_util::rt::TokioIo;
-use ostium_model::{Endpoint, NamespacedName, Protocol, Target, normalize_path};
+use ostium_model::{Endpoint, HttpsRedirect, NamespacedName, Protocol, Target, normalize_path};
+
+use crate::auth::{self, Verdict};
 
 use crate::headers::{self, Forwarded};
 use crate::upstream::{self, UpstreamBody};
@@ -97,13 +99,47 @@ impl Proxy {
         let path = normalize_path(request.uri().path()).map_err(|_| ProxyError::BadRequest("path"))?;
 
         // Route on the current table; keep only what forwarding needs.
-        let (target, protocol, max_body_size) = {
+        let (target, protocol, policy, host_has_certificate) = {
             let table = self.inner.tables.load();
             let matched = table.route(host_str, &path).ok_or(ProxyError::NoRoute)?;
             trace.ingress = matched.route.ingress.clone();
             let backend = table.backend(matched.route.backend);
-            (backend.target.clone(), backend.protocol, matched.route.policy.max_body_size)
+            let has_certificate = host_str
+                .and_then(ostium_model::normalize_host)
+                .is_some_and(|h| table.tls().has_certificate(&h));
+            (backend.target.clone(), backend.protocol, matched.route.policy.clone(), has_certificate)
         };
+
+        // Redirects and authentication, in ingress-nginx's order.
+        if let Some(root) = &policy.app_root
+            && path == "/"
+        {
+            let scheme = if connection.is_tls { "https" } else { "http" };
+            let location = format!("{scheme}://{}{}", host_str.unwrap_or(""), root.to_str().unwrap_or("/"));
+            return redirect(302, &location);
+        }
+        if let Some(fixed) = &policy.redirect {
+            return Ok(redirect_response(fixed.status, fixed.location.clone()));
+        }
+        let to_https = match policy.https_redirect {
+            HttpsRedirect::Always => true,
+            HttpsRedirect::WhenHostHasCertificate => host_has_certificate,
+            HttpsRedirect::Never => false,
+        };
+        if to_https && !connection.is_tls && !path.starts_with(ACME_CHALLENGE) {
+            let target = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
+            let target = target.strip_suffix('/').unwrap_or(target); // as ingress-nginx does
+            return redirect(308, &format!("https://{}{target}", host_without_port(host_str.unwrap_or(""))));
+        }
+        if let Some(auth) = &policy.auth {
+            match auth::check(auth, request.headers()).await {
+                Verdict::Allow => {}
+                Verdict::Challenge => return Ok(unauthorized(&auth.challenge)),
+                Verdict::Deny => return Err(ProxyError::AuthMisconfigured),
+            }
+        }
+        let max_body_size = policy.max_body_size;
+        let hsts = connection.is_tls && host_has_certificate;
 
         // The backend gets the path the router judged.
         let rewritten = match path {
@@ -183,7 +219,7 @@ impl Proxy {
                 }
             }
         };
-        self.respond(response, client_upgrade)
+        self.respond(response, client_upgrade, hsts)
     }
 
     async fn send(
@@ -231,6 +267,7 @@ impl Proxy {
         &self,
         mut response: Response<Incoming>,
         client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+        hsts: bool,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
         if switching {
@@ -252,7 +289,47 @@ impl Proxy {
             });
         }
         headers::rewrite_response(response.headers_mut(), switching);
+        if hsts {
+            // ingress-nginx's defaults: hsts, hsts-max-age 31536000, hsts-include-subdomains.
+            response.headers_mut().insert(
+                http::header::STRICT_TRANSPORT_SECURITY,
+                HeaderValue::from_static("max-age=31536000; includeSubDomains"),
+            );
+        }
         Ok(response.map(Either::Left))
+    }
+}
+
+/// Let's Encrypt HTTP-01 challenges stay on plain HTTP (`no-tls-redirect-locations`).
+const ACME_CHALLENGE: &str = "/.well-known/acme-challenge";
+
+fn redirect(status: u16, location: &str) -> Result<Response<ProxyBody>, ProxyError> {
+    let location = HeaderValue::from_str(location).map_err(|_| ProxyError::BadRequest("Host"))?;
+    Ok(redirect_response(status, location))
+}
+
+fn redirect_response(status: u16, location: HeaderValue) -> Response<ProxyBody> {
+    let mut response = Response::new(full(Bytes::new()));
+    *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::FOUND);
+    response.headers_mut().insert(http::header::LOCATION, location);
+    response
+}
+
+fn unauthorized(challenge: &HeaderValue) -> Response<ProxyBody> {
+    let mut response = Response::new(full(Bytes::from_static(b"401 Authorization Required\n")));
+    *response.status_mut() = StatusCode::UNAUTHORIZED;
+    response.headers_mut().insert(http::header::WWW_AUTHENTICATE, challenge.clone());
+    response
+        .headers_mut()
+        .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response
+}
+
+/// `host[:port]` without the port (IPv6 literals keep their brackets).
+fn host_without_port(host: &str) -> &str {
+    match host.rfind(':') {
+        Some(colon) if !host[colon..].contains(']') => &host[..colon],
+        _ => host,
     }
 }
 

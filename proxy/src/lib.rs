@@ -8,6 +8,7 @@
 //! Per request: load the table once, route synchronously, keep only the `Arc`s needed, then
 //! forward (no table guard is held across an `.await`).
 
+mod auth;
 mod error;
 mod forward;
 mod framing;

@@ -322,7 +322,7 @@ async fn content_length_with_transfer_encoding_gets_400_and_smuggles_nothing() {
 #[tokio::test]
 async fn bodies_over_the_route_limit_get_413() {
     let backend = EchoBackend::start("a").await;
-    let small = Policy { max_body_size: Some(16) };
+    let small = Policy { max_body_size: Some(16), ..Policy::default() };
     let table = TableBuilder::new()
         .route_with(None, PathRule::prefix("/").unwrap(), "a", endpoints("a", &[backend.addr]), small)
         .build();

@@ -15,7 +15,7 @@ const CHUNK: usize = 64 * 1024;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_upload_streams_with_flat_memory() {
     let backend = EchoBackend::start("sink").await;
-    let unlimited = Policy { max_body_size: None };
+    let unlimited = Policy { max_body_size: None, ..Policy::default() };
     let table = TableBuilder::new()
         .route_with(
             None,

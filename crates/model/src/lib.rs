@@ -22,7 +22,9 @@ pub use backend::{
 pub use host::{HostMatch, HostRule, InvalidHost, NormalizedHost, normalize_host};
 pub use name::{InvalidName, NamespacedName};
 pub use path::{InvalidPath, PathMatch, PathMatchKind, PathRule, normalize_path};
-pub use policy::{DEFAULT_MAX_BODY_SIZE, Policy};
+pub use policy::{
+    BasicAuth, Credentials, DEFAULT_MAX_BODY_SIZE, HttpsRedirect, PasswordHash, Policy, Redirect,
+};
 pub use store::{TableReader, TableStore};
 pub use table::{Route, RouteConflict, RouteMatch, Table, VirtualHost};
 pub use tls::{Certificate, TlsTable};

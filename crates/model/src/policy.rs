@@ -1,18 +1,198 @@
-//! Per-route policy: what a route does to a request besides picking a backend.
+//! Per-route policy: what a route does to a request besides picking a backend. Built from
+//! annotations at translation time (typed, validated), only read by the proxy.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use http::HeaderValue;
 
 /// ingress-nginx's default `proxy-body-size`: 1 MiB.
 pub const DEFAULT_MAX_BODY_SIZE: u64 = 1024 * 1024;
 
-/// The typed result of a route's annotations, built at translation time and only read by the
-/// proxy. A default policy forwards as is, with ingress-nginx's default body limit.
+/// What a route does besides forwarding. The default forwards, with ingress-nginx's default
+/// body limit and HTTPS redirect for hosts that have a certificate.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Policy {
     /// Largest request body accepted (413 beyond); `None` for no limit.
     pub max_body_size: Option<u64>,
+    /// `permanent-redirect` / `temporal-redirect`: every request answered with this redirect.
+    pub redirect: Option<Redirect>,
+    /// `app-root`: a request for exactly `/` is redirected (302) to this path.
+    pub app_root: Option<HeaderValue>,
+    /// `ssl-redirect` / `force-ssl-redirect`.
+    pub https_redirect: HttpsRedirect,
+    /// `auth-type: basic`: requests need credentials; `Deny` when misconfigured (fail closed).
+    pub auth: Option<std::sync::Arc<BasicAuth>>,
 }
+
+/// A fixed redirect: status and `Location`, used verbatim (no path or query appended).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Redirect {
+    pub status: u16,
+    pub location: HeaderValue,
+}
+
+/// When plain HTTP requests are redirected to HTTPS (308, path and query kept).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HttpsRedirect {
+    Never,
+    /// ingress-nginx's default (`ssl-redirect: "true"`): when the host has a certificate of its
+    /// own.
+    WhenHostHasCertificate,
+    /// `force-ssl-redirect: "true"`: always.
+    Always,
+}
+
+/// Basic authentication for a route.
+pub struct BasicAuth {
+    /// `WWW-Authenticate` of the 401 challenge, `Basic realm="<auth-realm>"`.
+    pub challenge: HeaderValue,
+    pub credentials: Credentials,
+    cache: VerifiedCache,
+}
+
+/// Who may pass.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Credentials {
+    /// Users and their password hashes.
+    Users(HashMap<String, PasswordHash>),
+    /// The configuration cannot be used (missing Secret or key, nothing parsable): every
+    /// request is refused with 503, never let through.
+    Deny,
+}
+
+/// A password hash from an htpasswd line, by scheme.
+#[derive(Clone, PartialEq, Eq)]
+pub enum PasswordHash {
+    /// `$2a$`, `$2b$`, `$2y$`: the whole hash string.
+    Bcrypt(Box<str>),
+    /// `$apr1$salt$hash` (Apache MD5).
+    Apr1 { salt: Box<str>, hash: Box<str> },
+    /// `{SHA}` + base64 of SHA-1: the decoded digest.
+    Sha1([u8; 20]),
+    /// `$5$` (SHA-256 crypt) or `$6$` (SHA-512 crypt): the whole hash string.
+    ShaCrypt(Box<str>),
+}
+
+/// Slots in the cache of verified credentials.
+const CACHE_SLOTS: usize = 1024;
+
+/// A bounded, lock-free cache of credentials that verified, so a slow hash (bcrypt) is paid once
+/// per user rather than per request. It holds keyed 64-bit hashes of `user:password` (a random
+/// key per cache), never the password; a new `BasicAuth` (any change of its Secret) starts
+/// empty. Direct-mapped: a colliding entry just evicts the older one.
+struct VerifiedCache {
+    key: RandomState,
+    slots: Box<[AtomicU64]>,
+}
+
+// === impl Policy ===
 
 impl Default for Policy {
     fn default() -> Self {
-        Self { max_body_size: Some(DEFAULT_MAX_BODY_SIZE) }
+        Self {
+            max_body_size: Some(DEFAULT_MAX_BODY_SIZE),
+            redirect: None,
+            app_root: None,
+            https_redirect: HttpsRedirect::WhenHostHasCertificate,
+            auth: None,
+        }
+    }
+}
+
+// === impl BasicAuth ===
+
+impl BasicAuth {
+    pub fn new(challenge: HeaderValue, credentials: Credentials) -> Self {
+        let slots = (0..CACHE_SLOTS).map(|_| AtomicU64::new(0)).collect();
+        Self { challenge, credentials, cache: VerifiedCache { key: RandomState::new(), slots } }
+    }
+
+    /// Whether these credentials verified before.
+    pub fn is_cached(&self, user: &str, password: &[u8]) -> bool {
+        let (slot, tag) = self.cache.locate(user, password);
+        self.cache.slots[slot].load(Ordering::Relaxed) == tag
+    }
+
+    /// Remembers credentials that verified.
+    pub fn remember(&self, user: &str, password: &[u8]) {
+        let (slot, tag) = self.cache.locate(user, password);
+        self.cache.slots[slot].store(tag, Ordering::Relaxed);
+    }
+}
+
+impl VerifiedCache {
+    fn locate(&self, user: &str, password: &[u8]) -> (usize, u64) {
+        let tag = self.key.hash_one((user, password)) | 1; // never 0, the empty slot
+        ((tag >> 32) as usize % self.slots.len(), tag)
+    }
+}
+
+/// Two `BasicAuth`s are equal when they challenge and admit alike; the cache does not count.
+impl PartialEq for BasicAuth {
+    fn eq(&self, other: &Self) -> bool {
+        self.challenge == other.challenge && self.credentials == other.credentials
+    }
+}
+
+impl Eq for BasicAuth {}
+
+// Never print hashes.
+impl fmt::Debug for BasicAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BasicAuth")
+            .field("challenge", &self.challenge)
+            .field("credentials", &self.credentials)
+            .finish()
+    }
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Users(users) => {
+                let mut names: Vec<_> = users.keys().collect();
+                names.sort();
+                f.debug_tuple("Users").field(&names).finish()
+            }
+            Self::Deny => f.write_str("Deny"),
+        }
+    }
+}
+
+impl fmt::Debug for PasswordHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Bcrypt(_) => "Bcrypt(..)",
+            Self::Apr1 { .. } => "Apr1(..)",
+            Self::Sha1(_) => "Sha1(..)",
+            Self::ShaCrypt(_) => "ShaCrypt(..)",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_remembers_exact_credentials_only() {
+        let auth = BasicAuth::new(HeaderValue::from_static("Basic realm=\"\""), Credentials::Deny);
+        assert!(!auth.is_cached("alice", b"secret"));
+        auth.remember("alice", b"secret");
+        assert!(auth.is_cached("alice", b"secret"));
+        assert!(!auth.is_cached("alice", b"Secret"));
+        assert!(!auth.is_cached("alic", b"esecret"));
+    }
+
+    #[test]
+    fn debug_never_shows_hashes() {
+        let users =
+            HashMap::from([("alice".to_owned(), PasswordHash::Bcrypt("$2y$10$abcdefghijklmnop".into()))]);
+        let auth = BasicAuth::new(HeaderValue::from_static("Basic realm=\"x\""), Credentials::Users(users));
+        let shown = format!("{auth:?}");
+        assert!(shown.contains("alice") && !shown.contains("$2y$"), "{shown}");
     }
 }

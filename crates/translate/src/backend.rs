@@ -28,7 +28,7 @@ pub(crate) struct Backends<'a> {
     slices_by_service: BTreeMap<NamespacedName, Vec<&'a EndpointSlice>>,
     /// Each Service port is resolved once per translation; the problem found (if any) is kept so
     /// that every Ingress referring to it gets its own diagnostic.
-    resolved: HashMap<(NamespacedName, PortRef), Resolved>,
+    resolved: HashMap<(NamespacedName, PortRef, Protocol), Resolved>,
 }
 
 impl<'a> Backends<'a> {
@@ -49,6 +49,7 @@ impl<'a> Backends<'a> {
         &mut self,
         object: &ObjectRef,
         backend: &IngressBackend,
+        protocol: Protocol,
         table: &mut Table,
         diagnostics: &mut Vec<Diagnostic>,
     ) -> BackendId {
@@ -57,7 +58,11 @@ impl<'a> Backends<'a> {
             let name = backend.resource.as_ref().map_or("", |r| r.name.as_str());
             let message = format!("resource backend `{name}` is not supported; requests get 503");
             diagnostics.push(Diagnostic::error(object.clone(), Reason::UnsupportedBackend, message));
-            return table.add_backend(unavailable(NamespacedName::new(namespace, name), PortRef::Number(0)));
+            return table.add_backend(unavailable(
+                NamespacedName::new(namespace, name),
+                PortRef::Number(0),
+                protocol,
+            ));
         };
         let id = NamespacedName::new(namespace, &service.name);
         let port = service.port.as_ref().and_then(|p| match (&p.name, p.number) {
@@ -69,16 +74,15 @@ impl<'a> Backends<'a> {
             let message =
                 format!("service `{}` needs a port number (1-65535) or name; requests get 503", service.name);
             diagnostics.push(Diagnostic::error(object.clone(), Reason::InvalidBackend, message));
-            return table.add_backend(unavailable(id, PortRef::Number(0)));
+            return table.add_backend(unavailable(id, PortRef::Number(0), protocol));
         };
 
-        let key = (id, port);
+        let key = (id, port, protocol);
         let (backend, problem) = match self.resolved.get(&key) {
             Some(resolved) => resolved.clone(),
             None => {
                 let (target, problem) = self.target(&key.0, &key.1);
-                let backend =
-                    Backend { service: key.0.clone(), port: key.1.clone(), protocol: Protocol::Http, target };
+                let backend = Backend { service: key.0.clone(), port: key.1.clone(), protocol, target };
                 let resolved = (table.add_backend(backend), problem);
                 self.resolved.insert(key, resolved.clone());
                 resolved
@@ -104,7 +108,7 @@ impl<'a> Backends<'a> {
             let message = "--default-backend-service names a service that does not exist or has no port; \
                            unmatched requests get 503";
             diagnostics.push(Diagnostic::error(object, Reason::MissingService, message));
-            return table.add_backend(unavailable(service.clone(), PortRef::Number(0)));
+            return table.add_backend(unavailable(service.clone(), PortRef::Number(0), Protocol::Http));
         };
         let (target, problem) = self.target(service, &PortRef::Number(port));
         if let Some((reason, message)) = problem {
@@ -211,6 +215,6 @@ impl<'a> Backends<'a> {
     }
 }
 
-fn unavailable(service: NamespacedName, port: PortRef) -> Backend {
-    Backend { service, port, protocol: Protocol::Http, target: Target::Unavailable }
+fn unavailable(service: NamespacedName, port: PortRef, protocol: Protocol) -> Backend {
+    Backend { service, port, protocol, target: Target::Unavailable }
 }

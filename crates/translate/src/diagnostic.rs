@@ -57,6 +57,10 @@ pub enum Reason {
     DefaultBackendConflict,
     NoRules,
     UnknownIngressClass,
+    InvalidAnnotation,
+    UnsupportedAnnotation,
+    RefusedAnnotation,
+    AuthMisconfigured,
 }
 
 // === impl Diagnostic ===
@@ -126,6 +130,10 @@ impl Reason {
             Self::DefaultBackendConflict => "DefaultBackendConflict",
             Self::NoRules => "NoRules",
             Self::UnknownIngressClass => "UnknownIngressClass",
+            Self::InvalidAnnotation => "InvalidAnnotation",
+            Self::UnsupportedAnnotation => "UnsupportedAnnotation",
+            Self::RefusedAnnotation => "RefusedAnnotation",
+            Self::AuthMisconfigured => "AuthMisconfigured",
         }
     }
 }

@@ -9,6 +9,7 @@
 //! to claim a host + path, a TLS host or the default backend keeps it; later claims get a
 //! diagnostic.
 
+mod annotations;
 mod backend;
 mod class;
 mod diagnostic;
@@ -84,6 +85,7 @@ pub fn translate(objects: &Objects, options: &Options) -> Translation {
 
 /// The state of one translation.
 struct Translator<'a> {
+    objects: &'a Objects,
     options: &'a Options,
     classes: class::Classes,
     backends: backend::Backends<'a>,
@@ -98,6 +100,7 @@ impl<'a> Translator<'a> {
         let mut certificates = tls::Certificates::new(objects, options);
         let default_certificate = certificates.default_certificate(&mut diagnostics);
         Self {
+            objects,
             options,
             classes: class::Classes::new(objects, options),
             backends: backend::Backends::new(objects),
@@ -115,6 +118,14 @@ impl<'a> Translator<'a> {
             return;
         };
         let rules = spec.rules.as_deref().unwrap_or_default();
+        let annotated = annotations::parse(
+            &object,
+            ingress,
+            &self.options.annotations_prefix,
+            self.objects,
+            &mut self.diagnostics,
+        );
+        let (policy, protocol) = (annotated.policy, annotated.protocol);
 
         // Hosts this Ingress defines, in order, without repeats (`None`: the rules with no host).
         let mut hosts: Vec<Option<HostRule>> = Vec::new();
@@ -134,21 +145,31 @@ impl<'a> Translator<'a> {
             }
             for path in rule.http.iter().flat_map(|http| &http.paths) {
                 let Some(rule) = self.path_rule(&object, path) else { continue };
-                let backend =
-                    self.backends.resolve(&object, &path.backend, &mut self.table, &mut self.diagnostics);
-                self.add_route(&object, id, host.as_ref(), rule, backend);
+                let backend = self.backends.resolve(
+                    &object,
+                    &path.backend,
+                    protocol,
+                    &mut self.table,
+                    &mut self.diagnostics,
+                );
+                self.add_route(&object, id, host.as_ref(), rule, backend, &policy);
             }
         }
 
         match &spec.default_backend {
             Some(default_backend) => {
-                let backend =
-                    self.backends.resolve(&object, default_backend, &mut self.table, &mut self.diagnostics);
+                let backend = self.backends.resolve(
+                    &object,
+                    default_backend,
+                    protocol,
+                    &mut self.table,
+                    &mut self.diagnostics,
+                );
                 let route = Route {
                     rule: PathRule::Prefix("".into()),
                     ingress: Some(id.clone()),
                     backend,
-                    policy: Policy::default(),
+                    policy: policy.clone(),
                 };
                 if rules.is_empty() {
                     if let Err(conflict) = self.table.set_default_route(route) {
@@ -212,8 +233,9 @@ impl<'a> Translator<'a> {
         host: Option<&HostRule>,
         rule: PathRule,
         backend: BackendId,
+        policy: &Policy,
     ) {
-        let route = Route { rule, ingress: Some(id.clone()), backend, policy: Policy::default() };
+        let route = Route { rule, ingress: Some(id.clone()), backend, policy: policy.clone() };
         if let Err(conflict) = self.table.virtual_host_mut(host).add_route(route) {
             let message =
                 format!("{} {} is {conflict}; this path is ignored", display_host(host), conflict.rule);

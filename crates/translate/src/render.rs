@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use ostium_model::{Backend, Protocol, Route, Table, Target};
+use ostium_model::{Backend, Credentials, HttpsRedirect, Policy, Protocol, Route, Table, Target};
 
 use crate::Translation;
 
@@ -53,7 +53,43 @@ pub(crate) fn render(translation: &Translation) -> String {
 
 fn route_line(table: &Table, route: &Route) -> String {
     let from = route.ingress.as_ref().map_or_else(|| "flag".to_owned(), |i| format!("ingress {i}"));
-    format!("{} -> {} ({from})", route.rule, backend_line(table.backend(route.backend)))
+    format!(
+        "{} -> {} ({from}){}",
+        route.rule,
+        backend_line(table.backend(route.backend)),
+        policy_line(&route.policy)
+    )
+}
+
+/// What a route's policy changes from the default, or nothing.
+fn policy_line(policy: &Policy) -> String {
+    let mut parts = Vec::new();
+    if policy.max_body_size != Policy::default().max_body_size {
+        parts.push(policy.max_body_size.map_or("no body limit".to_owned(), |n| format!("body limit {n}")));
+    }
+    if let Some(redirect) = &policy.redirect {
+        parts.push(format!("redirect {} {}", redirect.status, redirect.location.to_str().unwrap_or("?")));
+    }
+    if let Some(root) = &policy.app_root {
+        parts.push(format!("app root {}", root.to_str().unwrap_or("?")));
+    }
+    match policy.https_redirect {
+        HttpsRedirect::WhenHostHasCertificate => {}
+        HttpsRedirect::Never => parts.push("no https redirect".to_owned()),
+        HttpsRedirect::Always => parts.push("https redirect always".to_owned()),
+    }
+    if let Some(auth) = &policy.auth {
+        let challenge = auth.challenge.to_str().unwrap_or("?");
+        match &auth.credentials {
+            Credentials::Users(users) => {
+                let mut names: Vec<&str> = users.keys().map(String::as_str).collect();
+                names.sort_unstable();
+                parts.push(format!("auth {challenge} users {}", names.join(",")));
+            }
+            Credentials::Deny => parts.push("auth misconfigured: deny (503)".to_owned()),
+        }
+    }
+    if parts.is_empty() { String::new() } else { format!(" [{}]", parts.join("; ")) }
 }
 
 fn backend_line(backend: &Backend) -> String {

@@ -95,6 +95,7 @@ fn options(flags: &str) -> Options {
             "--controller-name" => options.controller_name = value.into(),
             "--default-backend-service" => options.default_backend_service = Some(value.parse().unwrap()),
             "--default-ssl-certificate" => options.default_ssl_certificate = Some(value.parse().unwrap()),
+            "--annotations-prefix" => options.annotations_prefix = value.into(),
             other => panic!("unknown flag in fixture: {other}"),
         }
     }

@@ -1,0 +1,350 @@
+//! ingress-nginx annotations (under `--annotations-prefix`) parsed into typed route policy.
+//!
+//! Values are validated here, once, into Rust values; nothing is ever templated into text that
+//! something interprets later. Semantics follow ingress-nginx (see docs/annotations.md):
+//! - `auth-type: basic`, `auth-secret` (`name` or `namespace/name`, same namespace only),
+//!   `auth-secret-type` (`auth-file`: htpasswd in key `auth`; `auth-map`: a key per user),
+//!   `auth-realm`. Any problem makes the route deny (503), never serve unauthenticated.
+//! - `permanent-redirect` (+ `-code`, 300–308, default 301), `temporal-redirect` (+ `-code`,
+//!   300–307, default 302; wins over permanent), `app-root`, `ssl-redirect` (default true),
+//!   `force-ssl-redirect`.
+//! - `proxy-body-size` (nginx sizes: `8m`, `512k`, `0` for no limit), `backend-protocol`.
+//! - Snippet annotations are refused; every other annotation with the prefix is reported as not
+//!   supported (the migration report).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use base64::Engine as _;
+use http::HeaderValue;
+use k8s_openapi::api::networking::v1::Ingress;
+use ostium_model::{
+    BasicAuth, Credentials, HttpsRedirect, NamespacedName, PasswordHash, Policy, Protocol, Redirect,
+};
+
+use crate::{Diagnostic, ObjectRef, Objects, Reason};
+
+/// Annotations that would inject raw nginx configuration: refused, never interpreted.
+const SNIPPETS: [&str; 5] =
+    ["configuration-snippet", "server-snippet", "stream-snippet", "auth-snippet", "modsecurity-snippet"];
+
+/// Annotations this module reads.
+const SUPPORTED: [&str; 13] = [
+    "auth-type",
+    "auth-secret",
+    "auth-secret-type",
+    "auth-realm",
+    "permanent-redirect",
+    "permanent-redirect-code",
+    "temporal-redirect",
+    "temporal-redirect-code",
+    "app-root",
+    "ssl-redirect",
+    "force-ssl-redirect",
+    "proxy-body-size",
+    "backend-protocol",
+];
+
+/// What an Ingress's annotations ask of its routes and backends.
+pub(crate) struct Annotated {
+    pub(crate) policy: Policy,
+    pub(crate) protocol: Protocol,
+}
+
+/// Parses the annotations of one Ingress. Invalid values are reported and leave the default.
+pub(crate) fn parse(
+    object: &ObjectRef,
+    ingress: &Ingress,
+    prefix: &str,
+    objects: &Objects,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Annotated {
+    let mut ours: BTreeMap<&str, &str> = BTreeMap::new();
+    for (key, value) in ingress.metadata.annotations.iter().flatten() {
+        let Some(name) = key.strip_prefix(prefix).and_then(|k| k.strip_prefix('/')) else { continue };
+        if SNIPPETS.contains(&name) {
+            let message =
+                format!("annotation {key} is refused: ostium never interprets configuration snippets");
+            diagnostics.push(Diagnostic::error(object.clone(), Reason::RefusedAnnotation, message));
+        } else if SUPPORTED.contains(&name) {
+            ours.insert(name, value.as_str());
+        } else {
+            let message = format!("annotation {key} is not supported and was ignored");
+            diagnostics.push(Diagnostic::warning(object.clone(), Reason::UnsupportedAnnotation, message));
+        }
+    }
+    let mut parser = Parser { object, ours, prefix, diagnostics };
+    let mut policy = Policy::default();
+
+    if let Some(size) = parser.value("proxy-body-size") {
+        match parse_size(size) {
+            Some(0) => policy.max_body_size = None,
+            Some(bytes) => policy.max_body_size = Some(bytes),
+            None => parser.invalid("proxy-body-size", "a size such as 8m, 512k or 0"),
+        }
+    }
+    let protocol = match parser.value("backend-protocol").map(str::to_ascii_uppercase).as_deref() {
+        None | Some("HTTP") => Protocol::Http,
+        Some("HTTPS") => Protocol::Https,
+        Some("GRPC") => Protocol::Grpc,
+        Some("GRPCS") => Protocol::Grpcs,
+        Some(_) => {
+            parser.invalid(
+                "backend-protocol",
+                "HTTP, HTTPS, GRPC or GRPCS (AUTO_HTTP and FCGI are not supported)",
+            );
+            Protocol::Http
+        }
+    };
+
+    policy.redirect = parser.redirect();
+    if let Some(root) = parser.value("app-root") {
+        match HeaderValue::from_str(root) {
+            Ok(value) if root.starts_with('/') && !root.contains("..") => policy.app_root = Some(value),
+            _ => parser.invalid("app-root", "an absolute path such as /app"),
+        }
+    }
+    let ssl_redirect = parser.flag("ssl-redirect").unwrap_or(true);
+    let force_ssl_redirect = parser.flag("force-ssl-redirect").unwrap_or(false);
+    policy.https_redirect = match (force_ssl_redirect, ssl_redirect) {
+        (true, _) => HttpsRedirect::Always,
+        (false, true) => HttpsRedirect::WhenHostHasCertificate,
+        (false, false) => HttpsRedirect::Never,
+    };
+    policy.auth = parser.basic_auth(objects).map(Arc::new);
+    Annotated { policy, protocol }
+}
+
+struct Parser<'a> {
+    object: &'a ObjectRef,
+    ours: BTreeMap<&'a str, &'a str>,
+    prefix: &'a str,
+    diagnostics: &'a mut Vec<Diagnostic>,
+}
+
+impl<'a> Parser<'a> {
+    fn value(&self, name: &str) -> Option<&'a str> {
+        self.ours.get(name).copied()
+    }
+
+    fn invalid(&mut self, name: &str, expected: &str) {
+        let message = format!("annotation {}/{name}: expected {expected}; it was ignored", self.prefix);
+        self.diagnostics.push(Diagnostic::error(self.object.clone(), Reason::InvalidAnnotation, message));
+    }
+
+    /// Booleans as ingress-nginx reads them (Go's `strconv.ParseBool`).
+    fn flag(&mut self, name: &str) -> Option<bool> {
+        let value = self.value(name)?;
+        match value {
+            "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(true),
+            "0" | "f" | "F" | "false" | "FALSE" | "False" => Some(false),
+            _ => {
+                self.invalid(name, "true or false");
+                None
+            }
+        }
+    }
+
+    /// `temporal-redirect` (302, codes 300–307) wins over `permanent-redirect` (301, 300–308). An
+    /// out-of-range code falls back to the default, as ingress-nginx does, with a warning.
+    fn redirect(&mut self) -> Option<Redirect> {
+        let (name, default, range) = if self.value("temporal-redirect").is_some() {
+            ("temporal-redirect", 302, 300..=307)
+        } else if self.value("permanent-redirect").is_some() {
+            ("permanent-redirect", 301, 300..=308)
+        } else {
+            return None;
+        };
+        let url = self.value(name)?;
+        let valid = url.parse::<http::Uri>().ok().filter(|u| {
+            matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some_and(|h| !h.is_empty())
+        });
+        let (Some(_), Ok(location)) = (valid, HeaderValue::from_str(url)) else {
+            self.invalid(name, "an absolute http:// or https:// URL");
+            return None;
+        };
+        let code_name = format!("{name}-code");
+        let status = match self.value(&code_name).map(str::parse::<u16>) {
+            None => default,
+            Some(Ok(code)) if range.contains(&code) => code,
+            Some(_) => {
+                let message = format!(
+                    "annotation {}/{code_name}: expected a code from {} to {}; {default} is used",
+                    self.prefix,
+                    range.start(),
+                    range.end()
+                );
+                self.diagnostics.push(Diagnostic::warning(
+                    self.object.clone(),
+                    Reason::InvalidAnnotation,
+                    message,
+                ));
+                default
+            }
+        };
+        Some(Redirect { status, location })
+    }
+
+    /// Basic authentication, failing closed: once `auth-type` is set, any problem gives a route
+    /// that denies every request.
+    fn basic_auth(&mut self, objects: &Objects) -> Option<BasicAuth> {
+        let auth_type = self.value("auth-type")?;
+        let realm = self.value("auth-realm").unwrap_or("");
+        let challenge = match HeaderValue::from_str(&format!("Basic realm=\"{realm}\"")) {
+            Ok(challenge) if !realm.contains(['"', '\\']) => challenge,
+            _ => {
+                self.invalid("auth-realm", "printable text without quotes or backslashes");
+                HeaderValue::from_static("Basic realm=\"\"")
+            }
+        };
+        let credentials = match self.credentials(auth_type, objects) {
+            Ok(users) => Credentials::Users(users),
+            Err(message) => {
+                let message = format!("{message}; every request to these paths is refused (503)");
+                self.diagnostics.push(Diagnostic::error(
+                    self.object.clone(),
+                    Reason::AuthMisconfigured,
+                    message,
+                ));
+                Credentials::Deny
+            }
+        };
+        Some(BasicAuth::new(challenge, credentials))
+    }
+
+    fn credentials(
+        &mut self,
+        auth_type: &str,
+        objects: &Objects,
+    ) -> Result<HashMap<String, PasswordHash>, String> {
+        let prefix = self.prefix;
+        match auth_type {
+            "basic" => {}
+            "digest" => return Err(format!("{prefix}/auth-type: digest is not supported")),
+            other => return Err(format!("{prefix}/auth-type `{other}` is neither basic nor digest")),
+        }
+        let namespace = self.object.namespace.as_deref().unwrap_or_default();
+        let reference = self.value("auth-secret").ok_or(format!("{prefix}/auth-secret is required"))?;
+        let secret = match reference.split_once('/') {
+            None => NamespacedName::new(namespace, reference),
+            Some((ns, name)) if ns == namespace => NamespacedName::new(ns, name),
+            Some(_) => return Err(format!("{prefix}/auth-secret `{reference}` is in another namespace")),
+        };
+        let data = objects
+            .secrets
+            .get(&secret)
+            .ok_or(format!("secret {secret} not found"))?
+            .data
+            .clone()
+            .unwrap_or_default();
+        let entries: Vec<(String, String)> = match self.value("auth-secret-type").unwrap_or("auth-file") {
+            "auth-file" => {
+                let file = data.get("auth").ok_or(format!("secret {secret} has no key `auth`"))?;
+                let text = std::str::from_utf8(&file.0)
+                    .map_err(|_| format!("secret {secret}: `auth` is not text"))?;
+                text.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                    .filter_map(|l| l.split_once(':'))
+                    .map(|(user, rest)| (user.to_owned(), rest.split(':').next().unwrap_or("").to_owned()))
+                    .collect()
+            }
+            "auth-map" => data
+                .iter()
+                .map(|(user, hash)| (user.clone(), String::from_utf8_lossy(&hash.0).trim().to_owned()))
+                .collect(),
+            other => {
+                return Err(format!("{prefix}/auth-secret-type `{other}` is neither auth-file nor auth-map"));
+            }
+        };
+        let mut users = HashMap::new();
+        for (user, hash) in entries {
+            match parse_hash(&hash) {
+                Some(hash) => {
+                    users.insert(user, hash);
+                }
+                None => {
+                    // Names the user, never the hash.
+                    let message = format!(
+                        "secret {secret}: the password hash of user `{user}` is not bcrypt, $apr1$, {{SHA}}, $5$ or $6$; the user is ignored"
+                    );
+                    self.diagnostics.push(Diagnostic::error(
+                        self.object.clone(),
+                        Reason::AuthMisconfigured,
+                        message,
+                    ));
+                }
+            }
+        }
+        if users.is_empty() {
+            return Err(format!("secret {secret} holds no usable user"));
+        }
+        Ok(users)
+    }
+}
+
+/// An htpasswd password hash, by its scheme prefix.
+fn parse_hash(hash: &str) -> Option<PasswordHash> {
+    if ["$2a$", "$2b$", "$2y$"].iter().any(|p| hash.starts_with(p)) && hash.len() == 60 {
+        return Some(PasswordHash::Bcrypt(hash.into()));
+    }
+    if let Some(rest) = hash.strip_prefix("$apr1$") {
+        let (salt, digest) = rest.split_once('$')?;
+        return (!salt.is_empty() && digest.len() == 22)
+            .then(|| PasswordHash::Apr1 { salt: salt.into(), hash: digest.into() });
+    }
+    if let Some(encoded) = hash.strip_prefix("{SHA}") {
+        let digest = base64::engine::general_purpose::STANDARD.decode(encoded).ok()?;
+        return Some(PasswordHash::Sha1(digest.try_into().ok()?));
+    }
+    if (hash.starts_with("$5$") || hash.starts_with("$6$")) && hash.matches('$').count() >= 3 {
+        return Some(PasswordHash::ShaCrypt(hash.into()));
+    }
+    None
+}
+
+/// nginx sizes: bytes, or a number with `k`/`m`/`g` (either case).
+fn parse_size(size: &str) -> Option<u64> {
+    let size = size.trim();
+    let (number, unit) = match size.char_indices().last()? {
+        (i, 'k' | 'K') => (&size[..i], 1 << 10),
+        (i, 'm' | 'M') => (&size[..i], 1 << 20),
+        (i, 'g' | 'G') => (&size[..i], 1 << 30),
+        _ => (size, 1),
+    };
+    number.parse::<u64>().ok()?.checked_mul(unit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_follow_nginx() {
+        assert_eq!(parse_size("1m"), Some(1 << 20));
+        assert_eq!(parse_size("512K"), Some(512 << 10));
+        assert_eq!(parse_size("2g"), Some(2 << 30));
+        assert_eq!(parse_size("1000"), Some(1000));
+        assert_eq!(parse_size("0"), Some(0));
+        for bad in ["", "m", "1.5m", "-1", "10 mb", "1t"] {
+            assert_eq!(parse_size(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn hash_schemes_are_recognised() {
+        assert!(matches!(
+            parse_hash("$apr1$OS747Rix$RkHZvvgkwtXvJEPl1Ymc60"),
+            Some(PasswordHash::Apr1 { .. })
+        ));
+        assert!(matches!(parse_hash("{SHA}5en6G6MezRroT3XKqkdPOmY/BfQ="), Some(PasswordHash::Sha1(_))));
+        let bcrypt = "$2y$10$abcdefghijklmnopqrstuu5s2v8.iXieOjg/.AySBTTZIIVFJeBui";
+        assert!(matches!(parse_hash(bcrypt), Some(PasswordHash::Bcrypt(_))));
+        assert!(matches!(parse_hash("$6$salt$abc"), Some(PasswordHash::ShaCrypt(_))));
+        for unsupported in
+            ["{PLAIN}secret", "{SSHA}abc", "$1$salt$hash", "rl5pGNTDw0NE.", "secret", "$2y$10$short"]
+        {
+            assert!(parse_hash(unsupported).is_none(), "{unsupported}");
+        }
+    }
+}

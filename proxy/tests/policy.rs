@@ -1,0 +1,175 @@
+//! Route policy on loopback: basic authentication (failing closed), redirects, HTTPS redirect
+//! and HSTS, as ingress-nginx behaves (codes and headers per its annotation docs and Lua:
+//! rootfs/etc/nginx/lua/lua_ingress.lua, internal/ingress/annotations/{auth,redirect}).
+
+mod support;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use http::HeaderValue;
+use ostium_model::{BasicAuth, Credentials, HttpsRedirect, PasswordHash, PathRule, Policy, Redirect};
+use ostium_test_support::{EchoBackend, echoed, echoed_header};
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn policy(change: impl FnOnce(&mut Policy)) -> Policy {
+    let mut policy = Policy::default();
+    change(&mut policy);
+    policy
+}
+
+fn basic_auth(users: &[(&str, PasswordHash)]) -> Arc<BasicAuth> {
+    let users: HashMap<String, PasswordHash> =
+        users.iter().map(|(u, h)| (u.to_string(), h.clone())).collect();
+    Arc::new(BasicAuth::new(HeaderValue::from_static("Basic realm=\"team\""), Credentials::Users(users)))
+}
+
+fn authorization(user: &str, password: &str) -> String {
+    format!(
+        "Authorization: Basic {}\r\n",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    )
+}
+
+async fn get_with(addr: std::net::SocketAddr, host: &str, path: &str, extra: &str) -> Answer {
+    raw(addr, format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\n\r\n").as_bytes())
+        .await
+}
+
+#[tokio::test]
+async fn basic_auth_challenges_checks_and_passes_authorization_on() {
+    let backend = EchoBackend::start("a").await;
+    let bcrypt = bcrypt::hash("s3cret", 4).unwrap();
+    let auth = basic_auth(&[
+        ("alice", PasswordHash::Bcrypt(bcrypt.into())),
+        ("bob", PasswordHash::Apr1 { salt: "OS747Rix".into(), hash: "RkHZvvgkwtXvJEPl1Ymc60".into() }),
+    ]);
+    let table = TableBuilder::new()
+        .route_with(
+            None,
+            PathRule::prefix("/").unwrap(),
+            "a",
+            endpoints("a", &[backend.addr]),
+            policy(|p| p.auth = Some(auth)),
+        )
+        .build();
+    let proxy = Harness::start(table).await;
+
+    let answer = get_with(proxy.http, "h", "/", "").await;
+    assert_eq!(answer.status, 401);
+    assert_eq!(answer.header("www-authenticate"), Some("Basic realm=\"team\""));
+    for wrong in [
+        authorization("alice", "wrong"),
+        authorization("nobody", "s3cret"),
+        "Authorization: Bearer x\r\n".into(),
+    ] {
+        assert_eq!(get_with(proxy.http, "h", "/", &wrong).await.status, 401, "{wrong}");
+    }
+    assert_eq!(backend.requests(), 0, "nothing unauthenticated reached the backend");
+
+    for _ in 0..2 {
+        // the second time from the cache of verified credentials
+        let answer = get_with(proxy.http, "h", "/", &authorization("alice", "s3cret")).await;
+        assert_eq!(answer.status, 200);
+        assert_eq!(echoed_header(&answer.body, "authorization").len(), 1, "Authorization is passed on");
+    }
+    assert_eq!(get_with(proxy.http, "h", "/", &authorization("bob", "secret")).await.status, 200);
+}
+
+#[tokio::test]
+async fn misconfigured_auth_denies_with_503() {
+    let backend = EchoBackend::start("a").await;
+    let deny = Arc::new(BasicAuth::new(HeaderValue::from_static("Basic realm=\"\""), Credentials::Deny));
+    let table = TableBuilder::new()
+        .route_with(
+            None,
+            PathRule::prefix("/").unwrap(),
+            "a",
+            endpoints("a", &[backend.addr]),
+            policy(|p| p.auth = Some(deny)),
+        )
+        .build();
+    let proxy = Harness::start(table).await;
+    assert_eq!(get_with(proxy.http, "h", "/", "").await.status, 503);
+    assert_eq!(get_with(proxy.http, "h", "/", &authorization("alice", "anything")).await.status, 503);
+    assert_eq!(backend.requests(), 0);
+}
+
+#[tokio::test]
+async fn fixed_redirects_and_app_root() {
+    let backend = EchoBackend::start("a").await;
+    let moved = Redirect { status: 308, location: HeaderValue::from_static("https://www.example.com/new") };
+    let table = TableBuilder::new()
+        .route_with(
+            Some("old.example.com"),
+            PathRule::prefix("/").unwrap(),
+            "a",
+            endpoints("a", &[backend.addr]),
+            policy(|p| p.redirect = Some(moved)),
+        )
+        .route_with(
+            Some("app.example.com"),
+            PathRule::prefix("/").unwrap(),
+            "b",
+            endpoints("b", &[backend.addr]),
+            policy(|p| p.app_root = Some(HeaderValue::from_static("/app1"))),
+        )
+        .build();
+    let proxy = Harness::start(table).await;
+
+    let answer = get(proxy.http, "old.example.com", "/any/path?q=1").await;
+    assert_eq!(answer.status, 308);
+    assert_eq!(answer.header("location"), Some("https://www.example.com/new"), "used verbatim");
+    let answer = get(proxy.http, "app.example.com:8080", "/").await;
+    assert_eq!(answer.status, 302);
+    assert_eq!(answer.header("location"), Some("http://app.example.com:8080/app1"));
+    assert_eq!(get(proxy.http, "app.example.com", "/other").await.status, 200, "only / is redirected");
+}
+
+#[tokio::test]
+async fn https_redirect_for_hosts_with_a_certificate_and_hsts_over_tls() {
+    let backend = EchoBackend::start("a").await;
+    let route = |b: TableBuilder, host: &'static str, https: HttpsRedirect| {
+        b.route_with(
+            Some(host),
+            PathRule::prefix("/").unwrap(),
+            host,
+            endpoints(host, &[backend.addr]),
+            policy(|p| p.https_redirect = https),
+        )
+    };
+    let mut builder = TableBuilder::new();
+    builder = route(builder, "secure.example.com", HttpsRedirect::WhenHostHasCertificate);
+    builder = route(builder, "plain.example.com", HttpsRedirect::WhenHostHasCertificate);
+    builder = route(builder, "forced.example.com", HttpsRedirect::Always);
+    builder = route(builder, "optout.example.com", HttpsRedirect::Never);
+    let table = builder
+        .tls("secure.example.com", certificate(&["secure.example.com"]))
+        .tls("optout.example.com", certificate(&["optout.example.com"]))
+        .build();
+    let proxy = Harness::start(table).await;
+
+    let answer = get(proxy.http, "secure.example.com:8080", "/a/b/?x=1").await;
+    assert_eq!(answer.status, 308);
+    assert_eq!(answer.header("location"), Some("https://secure.example.com/a/b/?x=1"));
+    let answer = get(proxy.http, "secure.example.com", "/dir/").await;
+    assert_eq!(answer.header("location"), Some("https://secure.example.com/dir"), "a final / is dropped");
+    assert_eq!(get(proxy.http, "secure.example.com", "/.well-known/acme-challenge/t").await.status, 200);
+    assert_eq!(get(proxy.http, "plain.example.com", "/").await.status, 200, "no certificate, no redirect");
+    assert_eq!(get(proxy.http, "forced.example.com", "/").await.status, 308);
+    assert_eq!(get(proxy.http, "optout.example.com", "/").await.status, 200);
+
+    let stream = TcpStream::connect(proxy.https).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("secure.example.com").unwrap();
+    let mut tls = tls_client(&[b"http/1.1"]).connect(name, stream).await.unwrap();
+    tls.write_all(b"GET / HTTP/1.1\r\nHost: secure.example.com\r\nConnection: close\r\n\r\n").await.unwrap();
+    let mut bytes = Vec::new();
+    let _ = tls.read_to_end(&mut bytes).await;
+    let answer = parse(&bytes);
+    assert_eq!(answer.status, 200, "no redirect over TLS");
+    assert_eq!(answer.header("strict-transport-security"), Some("max-age=31536000; includeSubDomains"));
+    assert_eq!(echoed(&answer.body, "backend"), Some("a"));
+}
