@@ -192,6 +192,18 @@ async fn respond(
     Ok(response)
 }
 
+/// A fresh self-signed certificate for `names`, ready to serve (its `source` is the names).
+pub fn certificate(names: &[&str]) -> ostium_model::Certificate {
+    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+    let generated =
+        rcgen::generate_simple_self_signed(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+            .expect("rcgen generates a certificate");
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(generated.signing_key.serialize_der()));
+    let key = rustls::crypto::ring::sign::any_supported_type(&key).expect("rcgen keys are supported");
+    let key = rustls::sign::CertifiedKey::new(vec![generated.cert.der().clone()], key);
+    ostium_model::Certificate { key: Arc::new(key), source: names.join(",").into() }
+}
+
 /// The value of an `echo` line (`backend`, `method`, `target`, `version`), or of a header the
 /// backend saw (`header: name`), from an echo response body.
 pub fn echoed<'a>(body: &'a str, key: &str) -> Option<&'a str> {

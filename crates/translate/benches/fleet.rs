@@ -3,11 +3,7 @@
 
 use std::sync::Arc;
 
-use ostium_model::Certificate;
 use ostium_translate::{Object, Objects, Options};
-use rustls::crypto::ring::sign::any_supported_type;
-use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
-use rustls::sign::CertifiedKey;
 use serde_json::json;
 
 pub fn objects(n: usize) -> Objects {
@@ -41,9 +37,6 @@ pub fn objects(n: usize) -> Objects {
 }
 
 pub fn options() -> Options {
-    let cert = rcgen::generate_simple_self_signed(vec!["bench.invalid".to_owned()]).unwrap();
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.signing_key.serialize_der()));
-    let key = CertifiedKey::new(vec![cert.cert.der().clone()], any_supported_type(&key).unwrap());
     Options {
         ingress_class: "ostium".into(),
         controller_name: "ostium.dev/ingress-controller".into(),
@@ -51,7 +44,7 @@ pub fn options() -> Options {
         watch_namespace: None,
         default_backend_service: None,
         default_ssl_certificate: None,
-        fallback_certificate: Certificate { key: Arc::new(key), source: "self-signed".into() },
+        fallback_certificate: ostium_test_support::certificate(&["bench.invalid"]),
         annotations_prefix: "nginx.ingress.kubernetes.io".into(),
         crypto_provider: Arc::new(rustls::crypto::ring::default_provider()),
     }

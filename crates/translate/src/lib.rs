@@ -281,18 +281,12 @@ impl Translation {
 pub(crate) mod tests {
     use std::sync::Arc;
 
-    use rustls::crypto::ring::sign::any_supported_type;
-    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
-    use rustls::sign::CertifiedKey;
-
     use super::*;
 
     /// Options with the CONTRACT defaults and a fresh self-signed fallback certificate.
     pub(crate) fn options() -> Options {
-        let cert = rcgen::generate_simple_self_signed(vec!["ostium.invalid".to_owned()]).unwrap();
-        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.signing_key.serialize_der()));
-        let key = any_supported_type(&key).unwrap();
-        let fallback = CertifiedKey::new(vec![cert.cert.der().clone()], key);
+        let mut fallback = ostium_test_support::certificate(&["ostium.invalid"]);
+        fallback.source = "self-signed".into();
         Options {
             ingress_class: "ostium".into(),
             controller_name: "ostium.dev/ingress-controller".into(),
@@ -300,7 +294,7 @@ pub(crate) mod tests {
             watch_namespace: None,
             default_backend_service: None,
             default_ssl_certificate: None,
-            fallback_certificate: Certificate { key: Arc::new(fallback), source: "self-signed".into() },
+            fallback_certificate: fallback,
             annotations_prefix: "nginx.ingress.kubernetes.io".into(),
             crypto_provider: Arc::new(rustls::crypto::ring::default_provider()),
         }

@@ -9,9 +9,6 @@ use std::sync::Arc;
 
 use ostium_model::Certificate;
 use ostium_translate::{Objects, Options, parse_manifests, translate};
-use rustls::crypto::ring::sign::any_supported_type;
-use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
-use rustls::sign::CertifiedKey;
 
 #[test]
 fn golden_fixtures() {
@@ -82,7 +79,10 @@ fn options(flags: &str) -> Options {
         watch_namespace: None,
         default_backend_service: None,
         default_ssl_certificate: None,
-        fallback_certificate: self_signed(),
+        fallback_certificate: Certificate {
+            source: "self-signed".into(),
+            ..ostium_test_support::certificate(&["ostium.invalid"])
+        },
         annotations_prefix: "nginx.ingress.kubernetes.io".into(),
         crypto_provider: Arc::new(rustls::crypto::ring::default_provider()),
     };
@@ -100,16 +100,6 @@ fn options(flags: &str) -> Options {
         }
     }
     options
-}
-
-fn self_signed() -> Certificate {
-    let cert = rcgen::generate_simple_self_signed(vec!["ostium.invalid".to_owned()]).unwrap();
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.signing_key.serialize_der()));
-    let key = any_supported_type(&key).unwrap();
-    Certificate {
-        key: Arc::new(CertifiedKey::new(vec![cert.cert.der().clone()], key)),
-        source: "self-signed".into(),
-    }
 }
 
 /// Fisher-Yates with a small deterministic generator (xorshift64).

@@ -13,9 +13,7 @@ use ostium_model::{
 };
 use ostium_proxy::{Proxy, ProxyConfig};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::ring::sign::any_supported_type;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
-use rustls::sign::CertifiedKey;
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -79,13 +77,7 @@ impl Drop for Harness {
 
 // --- Tables ---
 
-pub fn certificate(names: &[&str]) -> Certificate {
-    let cert =
-        rcgen::generate_simple_self_signed(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.signing_key.serialize_der()));
-    let key = CertifiedKey::new(vec![cert.cert.der().clone()], any_supported_type(&key).unwrap());
-    Certificate { key: Arc::new(key), source: names.join(",").into() }
-}
+pub use ostium_test_support::certificate;
 
 /// Builds tables route by route; each route gets its own backend named after its service.
 pub struct TableBuilder {
