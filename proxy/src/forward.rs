@@ -141,11 +141,21 @@ impl Proxy {
         let max_body_size = policy.max_body_size;
         let hsts = connection.is_tls && host_has_certificate;
 
-        // The backend gets the path the router judged.
-        let rewritten = match path {
-            Cow::Borrowed(_) => None,
-            Cow::Owned(normal) => Some(encode_path(&normal, request.uri().query())?),
+        // The backend gets the path the router judged, or the rewrite of it.
+        let query = request.uri().query();
+        let rewritten = match (&policy.rewrite, &path) {
+            (Some(rewrite), _) => {
+                let mut target = String::new();
+                match rewrite.pattern.regex().captures(&path) {
+                    Some(captures) => captures.expand(&rewrite.target, &mut target),
+                    None => target.push_str(&rewrite.target),
+                }
+                Some(rewrite_path(&target, query)?)
+            }
+            (None, Cow::Owned(normal)) => Some(encode_path(normal, query)?),
+            (None, Cow::Borrowed(_)) => None,
         };
+        let forwarded_prefix = policy.rewrite.as_ref().and_then(|r| r.forwarded_prefix.clone());
         let limit = match max_body_size {
             Some(limit) if content_length(&request).is_some_and(|len| len > limit) => {
                 return Err(ProxyError::BodyTooLarge);
@@ -170,6 +180,9 @@ impl Proxy {
 
         let (mut parts, body) = request.into_parts();
         headers::rewrite_request(&mut parts.headers, forwarded, upgrade);
+        if let Some(prefix) = forwarded_prefix {
+            parts.headers.insert("x-forwarded-prefix", prefix);
+        }
         if !parts.headers.contains_key(HOST)
             && let Some(host) = host
         {
@@ -420,6 +433,20 @@ fn encode_path(path: &str, query: Option<&str>) -> Result<PathAndQuery, ProxyErr
     PathAndQuery::try_from(out).map_err(|_| ProxyError::BadRequest("path"))
 }
 
+/// The path and query of a rewritten request, as nginx's `rewrite … break` leaves them: the
+/// request's query is appended, after the target's own arguments if it has any, and dropped when
+/// the target ends with `?`.
+fn rewrite_path(target: &str, query: Option<&str>) -> Result<PathAndQuery, ProxyError> {
+    match target.split_once('?') {
+        None => encode_path(target, query),
+        Some((path, "")) => encode_path(path, None),
+        Some((path, arguments)) => match query {
+            Some(query) => encode_path(path, Some(&format!("{arguments}&{query}"))),
+            None => encode_path(path, Some(arguments)),
+        },
+    }
+}
+
 /// Whether an error's source chain holds an `E` for which `test` holds.
 fn caused_by<E: std::error::Error + 'static>(
     error: &(dyn std::error::Error + 'static),
@@ -444,6 +471,14 @@ mod tests {
         assert_eq!(encode_path("/a b/c%d", Some("x=1%20")).unwrap().as_str(), "/a%20b/c%25d?x=1%20");
         assert_eq!(encode_path("/café", None).unwrap().as_str(), "/caf%C3%A9");
         assert_eq!(encode_path("/a/?#", None).unwrap().as_str(), "/a/%3F%23");
+    }
+
+    #[test]
+    fn rewrites_keep_the_query_as_nginx_does() {
+        assert_eq!(rewrite_path("/new", Some("a=1")).unwrap().as_str(), "/new?a=1");
+        assert_eq!(rewrite_path("/new?x=2", Some("a=1")).unwrap().as_str(), "/new?x=2&a=1");
+        assert_eq!(rewrite_path("/new?", Some("a=1")).unwrap().as_str(), "/new");
+        assert_eq!(rewrite_path("/new", None).unwrap().as_str(), "/new");
     }
 
     #[test]

@@ -71,6 +71,15 @@ pub(crate) fn rewrite_request(
     for name in CLIENT_MAY_NOT_SET {
         headers.remove(name);
     }
+    // Any other X-Forwarded-* a client sends (X-Forwarded-Prefix, -Server, -Ssl …) is not ours to
+    // pass on either.
+    if headers.keys().any(|name| name.as_str().starts_with("x-forwarded-")) {
+        let forwarded: Vec<HeaderName> =
+            headers.keys().filter(|name| name.as_str().starts_with("x-forwarded-")).cloned().collect();
+        for name in forwarded {
+            headers.remove(name);
+        }
+    }
     let request_id = match headers.get(X_REQUEST_ID) {
         Some(id) if is_valid_request_id(id) => None,
         _ => Some(generate_request_id()),
@@ -184,6 +193,8 @@ mod tests {
             ("x-forwarded-proto", "https"),
             ("x-forwarded-host", "evil.example.com"),
             ("proxy", "http://evil:3128"),
+            ("x-forwarded-prefix", "/evil"),
+            ("x-forwarded-ssl", "on"),
         ]);
         rewrite_request(&mut h, forwarded(&ip), None);
         assert_eq!(h["x-forwarded-for"], "192.0.2.7");
@@ -195,6 +206,7 @@ mod tests {
         assert_eq!(h["x-forwarded-port"], "80");
         assert_eq!(h["x-original-forwarded-for"], "1.2.3.4");
         assert!(h.get("forwarded").is_none() && h.get("proxy").is_none());
+        assert!(h.get("x-forwarded-prefix").is_none() && h.get("x-forwarded-ssl").is_none());
         assert_eq!(h["x-request-id"].len(), 32);
     }
 

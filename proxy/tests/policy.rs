@@ -173,3 +173,28 @@ async fn https_redirect_for_hosts_with_a_certificate_and_hsts_over_tls() {
     assert_eq!(answer.header("strict-transport-security"), Some("max-age=31536000; includeSubDomains"));
     assert_eq!(echoed(&answer.body, "backend"), Some("a"));
 }
+
+#[tokio::test]
+async fn rewrite_target_with_captures_and_forwarded_prefix() {
+    let backend = EchoBackend::start("a").await;
+    let rule = PathRule::regex("/something(/|$)(.*)").unwrap();
+    let PathRule::Regex(pattern) = rule.clone() else { unreachable!() };
+    let rewrite = ostium_model::Rewrite {
+        pattern,
+        target: "/${2}".into(),
+        forwarded_prefix: Some(HeaderValue::from_static("/something")),
+    };
+    let table = TableBuilder::new()
+        .route_with(None, rule, "a", endpoints("a", &[backend.addr]), policy(|p| p.rewrite = Some(rewrite)))
+        .build();
+    let proxy = Harness::start(table).await;
+    for (request, upstream) in
+        [("/something/new/x?y=1", "/new/x?y=1"), ("/something", "/"), ("/SOMETHING/a%20b", "/a%20b")]
+    {
+        let answer = get_with(proxy.http, "h", request, "X-Forwarded-Prefix: /evil\r\n").await;
+        assert_eq!(answer.status, 200, "{request}");
+        assert_eq!(echoed(&answer.body, "target"), Some(upstream), "{request}");
+        assert_eq!(echoed_header(&answer.body, "x-forwarded-prefix"), ["/something"], "{request}");
+    }
+    assert_eq!(get(proxy.http, "h", "/somethingelse").await.status, 404, "(/|$) needs a separator");
+}

@@ -21,9 +21,9 @@ pub use backend::{
 };
 pub use host::{HostMatch, HostRule, InvalidHost, NormalizedHost, normalize_host};
 pub use name::{InvalidName, NamespacedName};
-pub use path::{InvalidPath, PathMatch, PathMatchKind, PathRule, normalize_path};
+pub use path::{InvalidPath, PathMatch, PathMatchKind, PathRegex, PathRule, normalize_path};
 pub use policy::{
-    BasicAuth, Credentials, DEFAULT_MAX_BODY_SIZE, HttpsRedirect, PasswordHash, Policy, Redirect,
+    BasicAuth, Credentials, DEFAULT_MAX_BODY_SIZE, HttpsRedirect, PasswordHash, Policy, Redirect, Rewrite,
 };
 pub use store::{TableReader, TableStore};
 pub use table::{Route, RouteConflict, RouteMatch, Table, VirtualHost};

@@ -6,8 +6,8 @@
 use std::borrow::Cow;
 use std::fmt;
 
-/// A configured path. Paths are stored normalised (see [`normalize_path`]), so that a rule and a
-/// request are compared in the same form.
+/// A configured path. Exact and Prefix paths are stored normalised (see [`normalize_path`]), so
+/// that a rule and a request are compared in the same form.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum PathRule {
     /// Matches the whole path, case-sensitively; `/foo` does not match `/foo/`.
@@ -15,22 +15,37 @@ pub enum PathRule {
     /// Matches element-wise: `/foo` matches `/foo`, `/foo/` and `/foo/bar`, not `/foobar`. Stored
     /// without its trailing slash (`/foo/` and `/foo` are the same rule); the root is `""`.
     Prefix(Box<str>),
+    /// A regular expression (`use-regex`), matched as nginx's `~* "^…"`: case-insensitive,
+    /// anchored at the start of the normalised path.
+    Regex(PathRegex),
 }
 
-/// How well a path rule matched a request. Ordered by precedence: a longer match wins, and of two
-/// matches of equal length `Exact` wins over `Prefix`.
+/// A compiled path regex, compared and ordered by its pattern. Linear-time (the `regex` crate)
+/// and size-capped, so no pattern can make matching expensive.
+#[derive(Clone, Debug)]
+pub struct PathRegex {
+    pattern: Box<str>,
+    regex: regex::Regex,
+}
+
+/// How well a path rule matched a request. Ordered by precedence, as nginx picks a location: an
+/// `Exact` match, then a regex (the longest pattern first), then the longest `Prefix`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PathMatch {
-    pub len: usize,
     pub kind: PathMatchKind,
+    pub len: usize,
 }
 
-/// The kind of a [`PathMatch`], `Prefix` below `Exact`.
+/// The kind of a [`PathMatch`], in increasing precedence.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum PathMatchKind {
     Prefix,
+    Regex,
     Exact,
 }
+
+/// Longest regex pattern accepted.
+const MAX_PATTERN_LEN: usize = 1024;
 
 /// Why a path (of a rule or a request) cannot be judged.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -45,6 +60,8 @@ pub enum InvalidPath {
     NotUtf8,
     #[error("path climbs above the root with `..`")]
     AboveRoot,
+    #[error("invalid regular expression: {0}")]
+    InvalidRegex(String),
 }
 
 /// Normalises a path the way nginx does before it picks a location: percent-escapes decoded
@@ -125,10 +142,19 @@ impl PathRule {
         Ok(Self::Prefix(path.trim_end_matches('/').into()))
     }
 
+    /// A `Regex` rule for a pattern.
+    pub fn regex(pattern: &str) -> Result<Self, InvalidPath> {
+        PathRegex::new(pattern).map(Self::Regex)
+    }
+
     /// How this rule matches a normalised request path, if it does. Routing uses hash lookups
     /// instead (see `VirtualHost`); this is the definition they must agree with.
     pub fn matches(&self, path: &str) -> Option<PathMatch> {
         match self {
+            Self::Regex(r) => r
+                .regex
+                .is_match(path)
+                .then_some(PathMatch { len: r.pattern.len(), kind: PathMatchKind::Regex }),
             Self::Exact(p) => {
                 (**p == *path).then_some(PathMatch { len: p.len(), kind: PathMatchKind::Exact })
             }
@@ -147,7 +173,71 @@ impl fmt::Display for PathRule {
             Self::Exact(p) => write!(f, "Exact {p}"),
             Self::Prefix(p) if p.is_empty() => f.write_str("Prefix /"),
             Self::Prefix(p) => write!(f, "Prefix {p}"),
+            Self::Regex(r) => write!(f, "Regex {}", r.pattern),
         }
+    }
+}
+
+// === impl PathRegex ===
+
+impl PathRegex {
+    /// Compiles `pattern` as `(?i)^(?:pattern)`. The pattern must start with `/`.
+    pub fn new(pattern: &str) -> Result<Self, InvalidPath> {
+        if !pattern.starts_with('/') {
+            return Err(InvalidPath::NotAbsolute);
+        }
+        if pattern.len() > MAX_PATTERN_LEN {
+            return Err(InvalidPath::InvalidRegex(format!("longer than {MAX_PATTERN_LEN} characters")));
+        }
+        let regex = regex::RegexBuilder::new(&format!("^(?:{pattern})"))
+            .case_insensitive(true)
+            .size_limit(1 << 20)
+            .build()
+            .map_err(|e| {
+                InvalidPath::InvalidRegex(e.to_string().lines().last().unwrap_or("").trim().to_owned())
+            })?;
+        Ok(Self { pattern: pattern.into(), regex })
+    }
+
+    /// A regex matching `path` literally at the start (for rewrites of non-regex paths).
+    pub fn literal(path: &str) -> Self {
+        let regex = regex::Regex::new(&format!("^{}", regex::escape(path)))
+            .expect("an escaped literal is a valid regex");
+        Self { pattern: path.into(), regex }
+    }
+
+    pub fn pattern(&self) -> &str {
+        &self.pattern
+    }
+
+    pub fn regex(&self) -> &regex::Regex {
+        &self.regex
+    }
+}
+
+impl PartialEq for PathRegex {
+    fn eq(&self, other: &Self) -> bool {
+        self.pattern == other.pattern
+    }
+}
+
+impl Eq for PathRegex {}
+
+impl PartialOrd for PathRegex {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for PathRegex {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.pattern.cmp(&other.pattern)
+    }
+}
+
+impl std::hash::Hash for PathRegex {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.pattern.hash(state);
     }
 }
 
@@ -215,11 +305,22 @@ mod tests {
     }
 
     #[test]
-    fn exact_beats_prefix_of_same_length_and_longer_beats_shorter() {
+    fn exact_beats_regex_beats_prefix_and_longer_beats_shorter() {
         let exact = PathMatch { len: 4, kind: PathMatchKind::Exact };
+        let regex = PathMatch { len: 9, kind: PathMatchKind::Regex };
         let prefix = PathMatch { len: 4, kind: PathMatchKind::Prefix };
         let longer = PathMatch { len: 8, kind: PathMatchKind::Prefix };
-        assert!(exact > prefix);
-        assert!(longer > exact);
+        assert!(exact > regex && regex > longer && longer > prefix);
+    }
+
+    #[test]
+    fn regex_rules_are_anchored_case_insensitive_and_bounded() {
+        let rule = PathRule::regex("/api/v[0-9]+|/legacy").unwrap();
+        assert!(rule.matches("/API/v2/users").is_some());
+        assert!(rule.matches("/legacy/x").is_some());
+        assert!(rule.matches("/x/legacy").is_none(), "alternatives are anchored too");
+        assert!(PathRule::regex("/a(").is_err());
+        assert!(PathRule::regex("api").is_err());
+        assert!(PathRule::regex(&format!("/{}", "a".repeat(2000))).is_err());
     }
 }

@@ -25,6 +25,20 @@ pub struct Policy {
     pub https_redirect: HttpsRedirect,
     /// `auth-type: basic`: requests need credentials; `Deny` when misconfigured (fail closed).
     pub auth: Option<std::sync::Arc<BasicAuth>>,
+    /// `rewrite-target`: the path sent upstream instead of the request's.
+    pub rewrite: Option<Rewrite>,
+}
+
+/// `rewrite-target`, as nginx's `rewrite "(?i)<path>" <target> break;`: the whole path is
+/// replaced by the target, with `$1`… taken from the route's pattern; the query is kept.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rewrite {
+    /// Matched against the normalised request path for the captures.
+    pub pattern: crate::PathRegex,
+    /// The target, its references written `${1}` so that `$1abc` means group 1, then `abc`.
+    pub target: Box<str>,
+    /// `x-forwarded-prefix`: sent upstream with rewritten requests.
+    pub forwarded_prefix: Option<HeaderValue>,
 }
 
 /// A fixed redirect: status and `Location`, used verbatim (no path or query appended).
@@ -98,6 +112,7 @@ impl Default for Policy {
             app_root: None,
             https_redirect: HttpsRedirect::WhenHostHasCertificate,
             auth: None,
+            rewrite: None,
         }
     }
 }

@@ -38,6 +38,8 @@ pub struct VirtualHost {
     prefix: HashMap<Box<str>, usize>,
     /// The longest `Prefix` rule: no longer candidate can match.
     max_prefix_len: usize,
+    /// `Regex` rules, longest pattern first (insertion order among equals).
+    regex: Vec<usize>,
     fallback: Option<Route>,
 }
 
@@ -222,6 +224,7 @@ impl VirtualHost {
             exact: HashMap::default(),
             prefix: HashMap::default(),
             max_prefix_len: 0,
+            regex: Vec::new(),
             fallback: None,
         }
     }
@@ -242,6 +245,20 @@ impl VirtualHost {
     /// Adds a route. A rule this host already has stays with the route that added it first.
     pub fn add_route(&mut self, route: Route) -> Result<(), RouteConflict> {
         let (map, key) = match &route.rule {
+            PathRule::Regex(regex) => {
+                if let Some(&i) = self.regex.iter().find(|&&i| self.routes[i].rule == route.rule) {
+                    return Err(RouteConflict { existing: self.routes[i].ingress.clone(), rule: route.rule });
+                }
+                let len = regex.pattern().len();
+                let at = self
+                    .regex
+                    .iter()
+                    .position(|&i| rule_len(&self.routes[i].rule) < len)
+                    .unwrap_or(self.regex.len());
+                self.regex.insert(at, self.routes.len());
+                self.routes.push(route);
+                return Ok(());
+            }
             PathRule::Exact(p) => (&mut self.exact, p),
             PathRule::Prefix(p) => {
                 self.max_prefix_len = self.max_prefix_len.max(p.len());
@@ -265,14 +282,25 @@ impl VirtualHost {
         Ok(())
     }
 
-    /// The best route for a normalised path: an `Exact` rule equal to the path, else the longest
-    /// `Prefix` rule that is an element-wise prefix of it. A path has one candidate prefix per
-    /// `/`, so this is a few hash lookups, longest first.
+    /// The best route for a normalised path: an `Exact` rule equal to the path, else the first
+    /// matching `Regex` rule (longest pattern first), else the longest `Prefix` rule that is an
+    /// element-wise prefix of it. A path has one candidate prefix per `/`, so the last step is a
+    /// few hash lookups, longest first.
     pub fn route(&self, path: &str) -> Option<(&Route, PathMatch)> {
         if !self.exact.is_empty()
             && let Some(&i) = self.exact.get(path)
         {
             return Some((&self.routes[i], PathMatch { len: path.len(), kind: PathMatchKind::Exact }));
+        }
+        for &i in &self.regex {
+            if let PathRule::Regex(regex) = &self.routes[i].rule
+                && regex.regex().is_match(path)
+            {
+                return Some((
+                    &self.routes[i],
+                    PathMatch { len: regex.pattern().len(), kind: PathMatchKind::Regex },
+                ));
+            }
         }
         if self.prefix.is_empty() {
             return None;
@@ -294,6 +322,13 @@ impl VirtualHost {
             }
             candidate = &candidate[..candidate.rfind('/')?];
         }
+    }
+}
+
+fn rule_len(rule: &PathRule) -> usize {
+    match rule {
+        PathRule::Exact(p) | PathRule::Prefix(p) => p.len(),
+        PathRule::Regex(r) => r.pattern().len(),
     }
 }
 

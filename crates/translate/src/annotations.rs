@@ -29,7 +29,10 @@ const SNIPPETS: [&str; 5] =
     ["configuration-snippet", "server-snippet", "stream-snippet", "auth-snippet", "modsecurity-snippet"];
 
 /// Annotations this module reads.
-const SUPPORTED: [&str; 13] = [
+const SUPPORTED: [&str; 16] = [
+    "use-regex",
+    "rewrite-target",
+    "x-forwarded-prefix",
     "auth-type",
     "auth-secret",
     "auth-secret-type",
@@ -49,6 +52,10 @@ const SUPPORTED: [&str; 13] = [
 pub(crate) struct Annotated {
     pub(crate) policy: Policy,
     pub(crate) protocol: Protocol,
+    /// `ImplementationSpecific` paths are regexes (`use-regex`, or `rewrite-target`).
+    pub(crate) use_regex: bool,
+    /// `rewrite-target` (references as `${n}`) and `x-forwarded-prefix`, attached per route.
+    pub(crate) rewrite: Option<(Box<str>, Option<HeaderValue>)>,
 }
 
 /// Parses the annotations of one Ingress. Invalid values are reported and leave the default.
@@ -112,7 +119,50 @@ pub(crate) fn parse(
         (false, false) => HttpsRedirect::Never,
     };
     policy.auth = parser.basic_auth(objects).map(Arc::new);
-    Annotated { policy, protocol }
+
+    let rewrite = parser.value("rewrite-target").and_then(|target| match rewrite_target(target) {
+        Some(target) => Some(target),
+        None => {
+            parser.invalid("rewrite-target", "a path starting with / using only $1…$9 references");
+            None
+        }
+    });
+    let forwarded_prefix =
+        parser.value("x-forwarded-prefix").and_then(|prefix| match HeaderValue::from_str(prefix) {
+            Ok(value) if prefix.starts_with('/') => Some(value),
+            _ => {
+                parser.invalid("x-forwarded-prefix", "a path starting with /");
+                None
+            }
+        });
+    if forwarded_prefix.is_some() && rewrite.is_none() {
+        let message = format!("annotation {prefix}/x-forwarded-prefix has no effect without rewrite-target");
+        parser.diagnostics.push(Diagnostic::warning(object.clone(), Reason::InvalidAnnotation, message));
+    }
+    let use_regex = parser.flag("use-regex").unwrap_or(false) || rewrite.is_some();
+    Annotated { policy, protocol, use_regex, rewrite: rewrite.map(|target| (target, forwarded_prefix)) }
+}
+
+/// A rewrite target in the `regex` crate's replacement syntax: `$1` becomes `${1}` (so `$1abc`
+/// is group 1 then `abc`, as in nginx). `None` for anything else with a `$` (nginx variables are
+/// not supported), or a target that is not a path.
+fn rewrite_target(target: &str) -> Option<Box<str>> {
+    if !target.starts_with('/') || target.chars().any(|c| c.is_control() || c == ' ') {
+        return None;
+    }
+    let mut out = String::with_capacity(target.len() + 8);
+    let mut chars = target.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '$' {
+            out.push(c);
+            continue;
+        }
+        let digit = chars.next_if(char::is_ascii_digit)?;
+        out.push_str("${");
+        out.push(digit);
+        out.push('}');
+    }
+    Some(out.into())
 }
 
 struct Parser<'a> {
@@ -328,6 +378,16 @@ mod tests {
         assert_eq!(parse_size("0"), Some(0));
         for bad in ["", "m", "1.5m", "-1", "10 mb", "1t"] {
             assert_eq!(parse_size(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn rewrite_targets_use_numbered_groups_only() {
+        assert_eq!(rewrite_target("/$2").as_deref(), Some("/${2}"));
+        assert_eq!(rewrite_target("/app/$1abc").as_deref(), Some("/app/${1}abc"));
+        assert_eq!(rewrite_target("/").as_deref(), Some("/"));
+        for bad in ["$1", "/$request_uri", "/a$", "https://evil/$1", "/a b"] {
+            assert_eq!(rewrite_target(bad), None, "{bad}");
         }
     }
 

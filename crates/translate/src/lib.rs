@@ -19,9 +19,11 @@ mod tls;
 
 use std::sync::Arc;
 
+use http::HeaderValue;
 use k8s_openapi::api::networking::v1::{HTTPIngressPath, Ingress};
 use ostium_model::{
-    BackendId, Certificate, HostRule, NamespacedName, PathRule, Policy, Route, Table, TlsTable,
+    BackendId, Certificate, HostRule, NamespacedName, PathRegex, PathRule, Policy, Rewrite, Route, Table,
+    TlsTable,
 };
 use rustls::crypto::CryptoProvider;
 
@@ -125,7 +127,8 @@ impl<'a> Translator<'a> {
             self.objects,
             &mut self.diagnostics,
         );
-        let (policy, protocol) = (annotated.policy, annotated.protocol);
+        let (policy, protocol, use_regex) = (annotated.policy, annotated.protocol, annotated.use_regex);
+        let rewrite = annotated.rewrite;
 
         // Hosts this Ingress defines, in order, without repeats (`None`: the rules with no host).
         let mut hosts: Vec<Option<HostRule>> = Vec::new();
@@ -144,7 +147,8 @@ impl<'a> Translator<'a> {
                 hosts.push(host.clone());
             }
             for path in rule.http.iter().flat_map(|http| &http.paths) {
-                let Some(rule) = self.path_rule(&object, path) else { continue };
+                let Some(rule) = self.path_rule(&object, path, use_regex) else { continue };
+                let policy = with_rewrite(&policy, &rule, rewrite.as_ref());
                 let backend = self.backends.resolve(
                     &object,
                     &path.backend,
@@ -202,12 +206,13 @@ impl<'a> Translator<'a> {
     }
 
     /// The rule for one path of an Ingress, or `None` (with a diagnostic) when it is invalid.
-    fn path_rule(&mut self, object: &ObjectRef, path: &HTTPIngressPath) -> Option<PathRule> {
+    /// With `use_regex`, `ImplementationSpecific` paths are regexes; otherwise they are `Prefix`.
+    fn path_rule(&mut self, object: &ObjectRef, path: &HTTPIngressPath, use_regex: bool) -> Option<PathRule> {
         // An omitted path matches everything.
         let written = path.path.as_deref().filter(|p| !p.is_empty()).unwrap_or("/");
         let rule = match path.path_type.as_str() {
             "Exact" => PathRule::exact(written),
-            // ImplementationSpecific is Prefix until regex paths are supported.
+            "ImplementationSpecific" if use_regex => PathRule::regex(written),
             "Prefix" | "ImplementationSpecific" => PathRule::prefix(written),
             "" => {
                 let message = format!("path `{written}`: pathType is required; the path is ignored");
@@ -258,6 +263,27 @@ impl<'a> Translator<'a> {
 
     fn error(&mut self, object: &ObjectRef, reason: Reason, message: impl Into<String>) {
         self.diagnostics.push(Diagnostic::error(object.clone(), reason, message));
+    }
+}
+
+/// The policy of a route, with its `rewrite-target` (which captures from the route's own path).
+fn with_rewrite(
+    policy: &Policy,
+    rule: &PathRule,
+    rewrite: Option<&(Box<str>, Option<HeaderValue>)>,
+) -> Policy {
+    let Some((target, forwarded_prefix)) = rewrite else { return policy.clone() };
+    let pattern = match rule {
+        PathRule::Regex(regex) => regex.clone(),
+        PathRule::Exact(path) | PathRule::Prefix(path) => PathRegex::literal(path),
+    };
+    Policy {
+        rewrite: Some(Rewrite {
+            pattern,
+            target: target.clone(),
+            forwarded_prefix: forwarded_prefix.clone(),
+        }),
+        ..policy.clone()
     }
 }
 

@@ -89,6 +89,14 @@ fn policy_line(policy: &Policy) -> String {
             Credentials::Deny => parts.push("auth misconfigured: deny (503)".to_owned()),
         }
     }
+    if let Some(rewrite) = &policy.rewrite {
+        let prefix = rewrite.forwarded_prefix.as_ref().and_then(|p| p.to_str().ok());
+        parts.push(format!(
+            "rewrite to {}{}",
+            rewrite.target,
+            prefix.map_or(String::new(), |p| format!(" prefix {p}"))
+        ));
+    }
     if parts.is_empty() { String::new() } else { format!(" [{}]", parts.join("; ")) }
 }
 

@@ -377,3 +377,17 @@ fn tls_resolves_exact_then_wildcard_then_default() {
     assert!(Arc::ptr_eq(tls.resolve(Some("a.baz.bar.com")), &tls.default_certificate().key));
     assert!(Arc::ptr_eq(tls.resolve(None), &tls.default_certificate().key));
 }
+
+#[test]
+fn exact_beats_regex_beats_prefix_and_the_longest_regex_is_tried_first() {
+    let t = Builder::new()
+        .prefix(None, "/api", "prefix")
+        .route(None, PathRule::regex("/api/.*").unwrap(), "short-regex")
+        .route(None, PathRule::regex("/api/v[0-9]+/.*").unwrap(), "long-regex")
+        .exact(None, "/api/v1/health", "exact")
+        .build();
+    assert_eq!(served_by(&t, None, "/api/v1/health").as_deref(), Some("exact"));
+    assert_eq!(served_by(&t, None, "/api/v1/users").as_deref(), Some("long-regex"));
+    assert_eq!(served_by(&t, None, "/API/other").as_deref(), Some("short-regex"), "case-insensitive");
+    assert_eq!(served_by(&t, None, "/api").as_deref(), Some("prefix"));
+}
