@@ -111,6 +111,13 @@ impl Proxy {
         };
 
         // Redirects and authentication, in ingress-nginx's order.
+        if let Some(target) = &policy.host_redirect {
+            // from-to-www-redirect: another server block in ingress-nginx, so nothing else applies.
+            let scheme = if connection.is_tls { "https" } else { "http" };
+            let uri = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
+            let uri = uri.strip_suffix('/').unwrap_or(uri);
+            return redirect(308, &format!("{scheme}://{}{uri}", target.to_str().unwrap_or("")));
+        }
         if let Some(root) = &policy.app_root
             && path == "/"
         {

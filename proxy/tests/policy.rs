@@ -198,3 +198,25 @@ async fn rewrite_target_with_captures_and_forwarded_prefix() {
     }
     assert_eq!(get(proxy.http, "h", "/somethingelse").await.status, 404, "(/|$) needs a separator");
 }
+
+#[tokio::test]
+async fn from_to_www_redirect_keeps_the_path_and_drops_a_final_slash() {
+    let backend = EchoBackend::start("a").await;
+    let www = policy(|p| p.host_redirect = Some(HeaderValue::from_static("www.shop.example.com")));
+    let table = TableBuilder::new()
+        .route_with(
+            Some("shop.example.com"),
+            PathRule::prefix("/").unwrap(),
+            "a",
+            endpoints("a", &[backend.addr]),
+            www,
+        )
+        .build();
+    let proxy = Harness::start(table).await;
+    let answer = get(proxy.http, "shop.example.com", "/cart/?id=3").await;
+    assert_eq!(answer.status, 308);
+    assert_eq!(answer.header("location"), Some("http://www.shop.example.com/cart/?id=3"));
+    let answer = get(proxy.http, "shop.example.com", "/cart/").await;
+    assert_eq!(answer.header("location"), Some("http://www.shop.example.com/cart"));
+    assert_eq!(backend.requests(), 0);
+}

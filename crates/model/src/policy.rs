@@ -27,6 +27,8 @@ pub struct Policy {
     pub auth: Option<std::sync::Arc<BasicAuth>>,
     /// `rewrite-target`: the path sent upstream instead of the request's.
     pub rewrite: Option<Rewrite>,
+    /// `from-to-www-redirect`: every request is redirected (308) to this host, path kept.
+    pub host_redirect: Option<HeaderValue>,
 }
 
 /// `rewrite-target`, as nginx's `rewrite "(?i)<path>" <target> break;`: the whole path is
@@ -113,6 +115,7 @@ impl Default for Policy {
             https_redirect: HttpsRedirect::WhenHostHasCertificate,
             auth: None,
             rewrite: None,
+            host_redirect: None,
         }
     }
 }

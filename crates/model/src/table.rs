@@ -171,6 +171,14 @@ impl Table {
         id
     }
 
+    /// Whether some rule defines this host.
+    pub fn has_virtual_host(&self, host: &HostRule) -> bool {
+        match host {
+            HostRule::Exact(name) => self.exact_hosts.contains_key(name),
+            HostRule::Wildcard(suffix) => self.wildcard_hosts.contains_key(suffix),
+        }
+    }
+
     /// The virtual host for a host rule (`None`: the rules without a host), created if new.
     pub fn virtual_host_mut(&mut self, host: Option<&HostRule>) -> &mut VirtualHost {
         let (map, key) = match host {

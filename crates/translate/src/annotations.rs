@@ -29,7 +29,8 @@ const SNIPPETS: [&str; 5] =
     ["configuration-snippet", "server-snippet", "stream-snippet", "auth-snippet", "modsecurity-snippet"];
 
 /// Annotations this module reads.
-const SUPPORTED: [&str; 16] = [
+const SUPPORTED: [&str; 17] = [
+    "from-to-www-redirect",
     "use-regex",
     "rewrite-target",
     "x-forwarded-prefix",
@@ -56,6 +57,8 @@ pub(crate) struct Annotated {
     pub(crate) use_regex: bool,
     /// `rewrite-target` (references as `${n}`) and `x-forwarded-prefix`, attached per route.
     pub(crate) rewrite: Option<(Box<str>, Option<HeaderValue>)>,
+    /// `from-to-www-redirect`.
+    pub(crate) www_redirect: bool,
 }
 
 /// Parses the annotations of one Ingress. Invalid values are reported and leave the default.
@@ -140,7 +143,9 @@ pub(crate) fn parse(
         parser.diagnostics.push(Diagnostic::warning(object.clone(), Reason::InvalidAnnotation, message));
     }
     let use_regex = parser.flag("use-regex").unwrap_or(false) || rewrite.is_some();
-    Annotated { policy, protocol, use_regex, rewrite: rewrite.map(|target| (target, forwarded_prefix)) }
+    let www_redirect = parser.flag("from-to-www-redirect").unwrap_or(false);
+    let rewrite = rewrite.map(|target| (target, forwarded_prefix));
+    Annotated { policy, protocol, use_regex, rewrite, www_redirect }
 }
 
 /// A rewrite target in the `regex` crate's replacement syntax: `$1` becomes `${1}` (so `$1abc`

@@ -78,6 +78,7 @@ pub fn translate(objects: &Objects, options: &Options) -> Translation {
     for (id, ingress) in &ingresses {
         translator.ingress(id, ingress);
     }
+    translator.www_redirects();
     translator.default_backend_flag();
 
     let mut ingresses: Vec<NamespacedName> = ingresses.into_iter().map(|(id, _)| id.clone()).collect();
@@ -88,6 +89,9 @@ pub fn translate(objects: &Objects, options: &Options) -> Translation {
 /// The state of one translation.
 struct Translator<'a> {
     objects: &'a Objects,
+    /// `from-to-www-redirect` requests (alias host, target host, the Ingress), applied once every
+    /// Ingress is in, since an alias some Ingress defines itself is left alone.
+    www_redirects: Vec<(HostRule, HostRule, ObjectRef)>,
     options: &'a Options,
     classes: class::Classes,
     backends: backend::Backends<'a>,
@@ -103,6 +107,7 @@ impl<'a> Translator<'a> {
         let default_certificate = certificates.default_certificate(&mut diagnostics);
         Self {
             objects,
+            www_redirects: Vec::new(),
             options,
             classes: class::Classes::new(objects, options),
             backends: backend::Backends::new(objects),
@@ -129,6 +134,7 @@ impl<'a> Translator<'a> {
         );
         let (policy, protocol, use_regex) = (annotated.policy, annotated.protocol, annotated.use_regex);
         let rewrite = annotated.rewrite;
+        let www_redirect = annotated.www_redirect;
 
         // Hosts this Ingress defines, in order, without repeats (`None`: the rules with no host).
         let mut hosts: Vec<Option<HostRule>> = Vec::new();
@@ -145,6 +151,15 @@ impl<'a> Translator<'a> {
             };
             if !hosts.contains(&host) {
                 hosts.push(host.clone());
+            }
+            if www_redirect && let Some(HostRule::Exact(name)) = &host {
+                let alias = match name.strip_prefix("www.") {
+                    Some(bare) => bare.to_owned(),
+                    None => format!("www.{name}"),
+                };
+                if let Ok(alias) = alias.parse::<HostRule>() {
+                    self.www_redirects.push((alias, HostRule::Exact(name.clone()), object.clone()));
+                }
             }
             for path in rule.http.iter().flat_map(|http| &http.paths) {
                 let Some(rule) = self.path_rule(&object, path, use_regex) else { continue };
@@ -245,6 +260,37 @@ impl<'a> Translator<'a> {
             let message =
                 format!("{} {} is {conflict}; this path is ignored", display_host(host), conflict.rule);
             self.error(object, Reason::PathConflict, message);
+        }
+    }
+
+    /// `from-to-www-redirect`: the other name of each host redirects to it, unless some Ingress
+    /// defines that name itself (as ingress-nginx).
+    fn www_redirects(&mut self) {
+        for (alias, target, object) in std::mem::take(&mut self.www_redirects) {
+            if self.table.has_virtual_host(&alias) {
+                let message =
+                    format!("from-to-www-redirect: {alias} is defined by an Ingress; it is not redirected");
+                self.diagnostics.push(Diagnostic::warning(object, Reason::InvalidAnnotation, message));
+                continue;
+            }
+            let ingress =
+                NamespacedName::new(object.namespace.clone().unwrap_or_default(), object.name.clone());
+            let backend = self.table.add_backend(ostium_model::Backend {
+                service: ingress.clone(),
+                port: ostium_model::PortRef::Number(0),
+                protocol: ostium_model::Protocol::Http,
+                target: ostium_model::Target::Unavailable,
+            });
+            let location =
+                HeaderValue::from_str(&target.to_string()).expect("a host rule is a valid header value");
+            let route = Route {
+                rule: PathRule::Prefix("".into()),
+                ingress: Some(Arc::new(ingress)),
+                backend,
+                policy: Policy { host_redirect: Some(location), ..Policy::default() },
+            };
+            // The alias has no virtual host yet (checked above), so this is its only route.
+            let _ = self.table.virtual_host_mut(Some(&alias)).set_fallback(route);
         }
     }
 

@@ -89,6 +89,9 @@ fn policy_line(policy: &Policy) -> String {
             Credentials::Deny => parts.push("auth misconfigured: deny (503)".to_owned()),
         }
     }
+    if let Some(host) = &policy.host_redirect {
+        parts.push(format!("redirect to host {}", host.to_str().unwrap_or("?")));
+    }
     if let Some(rewrite) = &policy.rewrite {
         let prefix = rewrite.forwarded_prefix.as_ref().and_then(|p| p.to_str().ok());
         parts.push(format!(
