@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 use ostium_model::NamespacedName;
 
 /// Kubernetes ingress controller and reverse proxy in one process.
@@ -73,6 +73,36 @@ pub struct Args {
     /// One log line per finished request.
     #[arg(long, value_enum, value_name = "on|off", default_value = "on")]
     pub access_log: Switch,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Offline tools that read manifests the way the controller does (the flags above that shape
+/// translation — class, controller name, annotation prefix, defaults — apply to them too).
+#[derive(Clone, Debug, PartialEq, Eq, Subcommand)]
+pub enum Command {
+    /// Lint manifests: print every diagnostic; exit 1 if any is an error.
+    Check {
+        /// A YAML file or a directory of YAML files.
+        #[arg(value_name = "PATH")]
+        manifests: PathBuf,
+    },
+    /// Explain which rule, backend and policies a request would get.
+    Route {
+        /// A YAML file or a directory of YAML files.
+        #[arg(value_name = "PATH")]
+        manifests: PathBuf,
+        /// The request's Host.
+        #[arg(long, value_name = "H")]
+        host: String,
+        /// The request's path.
+        #[arg(long, value_name = "P", default_value = "/")]
+        path: String,
+        /// The request arrives over TLS.
+        #[arg(long)]
+        https: bool,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -111,6 +141,7 @@ pub struct Config {
     pub status: Option<StatusSource>,
     pub log_format: Option<LogFormat>,
     pub access_log: bool,
+    pub command: Option<Command>,
 }
 
 /// A flag combination that parses but cannot run.
@@ -143,6 +174,7 @@ impl TryFrom<Args> for Config {
             publish_status_address,
             log_format,
             access_log,
+            command,
         } = args;
         for (flag, value) in [
             ("ingress-class", &ingress_class),
@@ -176,6 +208,7 @@ impl TryFrom<Args> for Config {
             status,
             log_format,
             access_log: access_log == Switch::On,
+            command,
         })
     }
 }
@@ -240,6 +273,36 @@ mod tests {
         assert_eq!(c.status, Some(StatusSource::Address("10.0.0.1".into())));
         assert_eq!(c.log_format, Some(LogFormat::Json));
         assert!(c.watch_ingress_without_class && !c.access_log);
+    }
+
+    #[test]
+    fn check_and_route_take_flags_before_them() {
+        let c = parse(&[
+            "--ingress-class",
+            "nginx",
+            "route",
+            "dir",
+            "--host",
+            "a.example.com",
+            "--path",
+            "/x",
+            "--https",
+        ])
+        .unwrap();
+        assert_eq!(c.ingress_class, "nginx");
+        assert_eq!(
+            c.command,
+            Some(Command::Route {
+                manifests: "dir".into(),
+                host: "a.example.com".into(),
+                path: "/x".into(),
+                https: true
+            })
+        );
+        assert_eq!(
+            parse(&["check", "dir"]).unwrap().command,
+            Some(Command::Check { manifests: "dir".into() })
+        );
     }
 
     #[test]

@@ -16,7 +16,7 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::sign::CertifiedKey;
 
-pub use args::{Args, Config, ConfigError, LogFormat, StatusSource, Switch};
+pub use args::{Args, Command, Config, ConfigError, LogFormat, StatusSource, Switch};
 pub use metrics::Metrics;
 pub use publish::{Outcome, Publisher};
 
@@ -60,6 +60,41 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let _ = tokio::join!(http, https);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// `ostium check` and `ostium route`: translate manifests offline and report. Returns the
+/// process exit code.
+pub fn run_tool(config: &Config, command: &Command) -> anyhow::Result<u8> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let options = translate_options(config, self_signed_certificate(&provider)?, provider);
+    let manifests = match command {
+        Command::Check { manifests } | Command::Route { manifests, .. } => manifests,
+    };
+    let objects = source::manifests::Manifests::new(manifests.clone()).load()?;
+    let translation = ostium_translate::translate(&objects, &options);
+    match command {
+        Command::Check { .. } => {
+            for diagnostic in &translation.diagnostics {
+                println!("{diagnostic}");
+            }
+            let errors = translation
+                .diagnostics
+                .iter()
+                .filter(|d| d.severity == ostium_translate::Severity::Error)
+                .count();
+            println!(
+                "{} ingresses served, {} hosts, {errors} errors, {} warnings",
+                translation.ingresses.len(),
+                translation.table.virtual_hosts().len(),
+                translation.diagnostics.len() - errors
+            );
+            Ok(if errors > 0 { 1 } else { 0 })
+        }
+        Command::Route { host, path, https, .. } => {
+            print!("{}", translation.explain(host, path, *https));
+            Ok(0)
+        }
+    }
 }
 
 /// Translation options from the configuration.

@@ -15,6 +15,15 @@ fn main() -> ExitCode {
             return ExitCode::from(64); // EX_USAGE
         }
     };
+    if let Some(command) = &config.command {
+        return match ostium::run_tool(&config, command) {
+            Ok(code) => ExitCode::from(code),
+            Err(e) => {
+                eprintln!("ostium: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let json = match config.log_format {
         Some(LogFormat::Json) => true,
         Some(LogFormat::Text) => false,

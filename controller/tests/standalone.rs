@@ -60,3 +60,39 @@ fn bad_flag_values_exit_with_usage_errors() {
         .status;
     assert_eq!(status.code(), Some(64), "EX_USAGE");
 }
+
+#[test]
+fn check_lists_diagnostics_and_fails_on_errors() {
+    let good = std::process::Command::new(BIN)
+        .arg("check")
+        .arg(workspace_root().join("examples/quickstart"))
+        .output()
+        .unwrap();
+    assert!(good.status.success(), "{}", String::from_utf8_lossy(&good.stdout));
+    assert!(String::from_utf8_lossy(&good.stdout).contains("0 errors"));
+
+    let broken = workspace_root()
+        .join("crates/translate/tests/fixtures/backend-problems-answer-503-with-a-diagnostic");
+    let bad = std::process::Command::new(BIN).arg("check").arg(broken).output().unwrap();
+    let out = String::from_utf8_lossy(&bad.stdout);
+    assert_eq!(bad.status.code(), Some(1), "{out}");
+    assert!(out.contains("MissingService: service default/nope not found"), "{out}");
+}
+
+#[test]
+fn route_explains_what_a_request_gets() {
+    let quickstart = workspace_root().join("examples/quickstart");
+    let explain = |args: &[&str]| {
+        let out = std::process::Command::new(BIN).arg("route").arg(&quickstart).args(args).output().unwrap();
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let admin = explain(&["--host", "api.localhost", "--path", "/admin/users"]);
+    assert!(admin.contains("ingress default/api-admin") && admin.contains("auth Basic"), "{admin}");
+    let tls = explain(&["--host", "hello.localhost", "--path", "/x/../y", "--https"]);
+    assert!(
+        tls.contains("hello.localhost/y") && tls.contains("certificate: default/quickstart-tls"),
+        "{tls}"
+    );
+    assert!(explain(&["--host", "unknown.localhost"]).contains("built-in 404"));
+}

@@ -343,6 +343,11 @@ impl Translation {
         render::render(self)
     }
 
+    /// What a request for `host` and `path` would get (`ostium route`).
+    pub fn explain(&self, host: &str, path: &str, https: bool) -> String {
+        render::explain(self, host, path, https)
+    }
+
     /// Whether any diagnostic is an error.
     pub fn has_errors(&self) -> bool {
         self.diagnostics.iter().any(|d| d.severity == Severity::Error)

@@ -120,3 +120,37 @@ fn backend_line(backend: &Backend) -> String {
     };
     format!("service {}:{}{protocol} {target}", backend.service, backend.port)
 }
+
+/// What a request would get, in words.
+pub(crate) fn explain(translation: &Translation, host: &str, path: &str, https: bool) -> String {
+    let table = &translation.table;
+    let mut out = String::new();
+    let normal = match ostium_model::normalize_path(path) {
+        Ok(normal) => normal,
+        Err(e) => return format!("400 Bad Request: {e}\n"),
+    };
+    let _ = writeln!(out, "request: {} {host}{normal}", if https { "https" } else { "http" });
+    if https {
+        let certificate = table.tls().resolve(Some(host));
+        let source = table
+            .tls()
+            .hosts()
+            .into_iter()
+            .find(|(_, c)| std::sync::Arc::ptr_eq(&c.key, certificate))
+            .map_or_else(
+                || table.tls().default_certificate().source.to_string(),
+                |(_, c)| c.source.to_string(),
+            );
+        let _ = writeln!(out, "certificate: {source}");
+    }
+    let Some(matched) = table.route(Some(host), &normal) else {
+        out.push_str("no route: built-in 404\n");
+        return out;
+    };
+    let how = match matched.path {
+        Some(path) => format!("{:?} host, {:?} path", matched.host, path.kind),
+        None => "no path matched: fallback or default backend".to_owned(),
+    };
+    let _ = writeln!(out, "route: {} ({how})", route_line(table, matched.route));
+    out
+}
