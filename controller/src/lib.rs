@@ -41,10 +41,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let admin = bind(config.admin_addr, "--admin-addr").await?;
     let http = bind(config.http_addr, "--http-addr").await?;
     let https = bind(config.https_addr, "--https-addr").await?;
+    let proxy_metrics = metrics.proxy();
     tokio::spawn(admin::serve(admin, reader.clone(), metrics));
 
-    let proxy =
-        Proxy::new(reader.clone(), ProxyConfig { access_log: config.access_log, ..ProxyConfig::default() });
+    let proxy_config = ProxyConfig { access_log: config.access_log, ..ProxyConfig::default() };
+    let proxy = Proxy::new(reader.clone(), proxy_config, proxy_metrics);
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
         let _ = stopped.wait_for(|stop| *stop).await;

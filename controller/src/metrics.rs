@@ -17,6 +17,8 @@ pub struct Metrics {
 
 struct Inner {
     registry: Registry,
+    proxy: ostium_proxy::ProxyMetrics,
+    pub(crate) endpoint_swaps: Counter,
     pub(crate) table_builds: Counter,
     pub(crate) table_build_seconds: Histogram,
     pub(crate) table_swaps: Counter,
@@ -54,8 +56,23 @@ impl Default for Metrics {
             "Translation diagnostics in the current table, by reason",
             diagnostics.clone(),
         );
-        let inner =
-            Inner { registry, table_builds, table_build_seconds, table_swaps, source_errors, diagnostics };
+        let endpoint_swaps = Counter::default();
+        registry.register(
+            "endpoint_set_swaps",
+            "Endpoint sets whose endpoints changed in place, without a new table",
+            endpoint_swaps.clone(),
+        );
+        let proxy = ostium_proxy::ProxyMetrics::register(&mut registry);
+        let inner = Inner {
+            registry,
+            proxy,
+            endpoint_swaps,
+            table_builds,
+            table_build_seconds,
+            table_swaps,
+            source_errors,
+            diagnostics,
+        };
         Self { inner: Arc::new(inner) }
     }
 }
@@ -72,6 +89,15 @@ impl Metrics {
     pub(crate) fn table_built(&self, seconds: f64) {
         self.inner.table_builds.inc();
         self.inner.table_build_seconds.observe(seconds);
+    }
+
+    /// The data plane's metrics, registered with these.
+    pub fn proxy(&self) -> ostium_proxy::ProxyMetrics {
+        self.inner.proxy.clone()
+    }
+
+    pub(crate) fn endpoints_swapped(&self, count: usize) {
+        self.inner.endpoint_swaps.inc_by(count as u64);
     }
 
     pub(crate) fn table_swapped(&self) {

@@ -42,7 +42,8 @@ impl Publisher {
         let started = Instant::now();
         let Translation { mut table, diagnostics, ingresses } = translate(objects, &self.options);
         let current = self.store.current();
-        table.adopt_endpoint_sets(&current);
+        let swapped = table.adopt_endpoint_sets(&current);
+        self.metrics.endpoints_swapped(swapped);
         let seconds = started.elapsed().as_secs_f64();
         self.metrics.table_built(seconds);
         self.report(&diagnostics);

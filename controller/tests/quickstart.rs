@@ -83,4 +83,42 @@ async fn printed_curl_commands_work() {
     assert!(body.contains("backend: hello"), "{body}");
     assert!(head.contains("strict-transport-security"), "{head}");
     assert!(!ostium.log().contains("WARN"), "the quickstart has diagnostics:\n{}", ostium.log());
+
+    // The traffic above shows in /metrics, which a Prometheus parser reads, and every family
+    // exposed is documented (and the other way round).
+    let (status, _, text) = curl(&[&format!("http://{}/metrics", ostium.admin)]);
+    assert_eq!(status, 200);
+    let scrape =
+        prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).expect("valid exposition");
+    let requests = |class: &str| -> f64 {
+        scrape
+            .samples
+            .iter()
+            .filter(|s| s.metric == "ostium_requests_total" && s.labels.get("class") == Some(class))
+            .filter(|s| s.labels.get("ingress") == Some("default/api-admin"))
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) => v,
+                _ => 0.0,
+            })
+            .sum()
+    };
+    assert_eq!(requests("2xx"), 1.0, "{text}");
+    assert_eq!(requests("4xx"), 1.0, "{text}");
+    let exposed: std::collections::BTreeSet<&str> = scrape.docs.keys().map(String::as_str).collect();
+    let docs = std::fs::read_to_string(workspace_root().join("docs/metrics.md")).unwrap();
+    // Rows: | `family` | type | labels | meaning |
+    let rows: Vec<(&str, bool)> = docs
+        .lines()
+        .filter_map(|l| {
+            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+            let name = cells.get(1)?.strip_prefix('`')?.strip_suffix('`')?;
+            name.starts_with("ostium_").then(|| (name, !cells.get(3).unwrap_or(&"").is_empty()))
+        })
+        .collect();
+    let documented: std::collections::BTreeSet<&str> = rows.iter().map(|(name, _)| *name).collect();
+    assert!(exposed.is_subset(&documented), "undocumented: {:?}", exposed.difference(&documented));
+    for (family, labelled) in rows {
+        // A labelled family appears once it has a series (no diagnostics here, for one).
+        assert!(labelled || exposed.contains(family), "{family} is documented but not exposed");
+    }
 }

@@ -33,6 +33,7 @@ pub(crate) fn full(bytes: Bytes) -> ProxyBody {
 #[derive(Debug, Default)]
 struct Trace {
     ingress: Option<Arc<NamespacedName>>,
+    service: Option<String>,
     upstream: Option<SocketAddr>,
     upstream_duration: Option<Duration>,
     request_id: Option<HeaderValue>,
@@ -58,6 +59,14 @@ impl Proxy {
                 error.into_response()
             }
         };
+        let label = |name: Option<String>| name.unwrap_or_default();
+        self.inner.metrics.request(
+            label(trace.ingress.as_deref().map(ToString::to_string)),
+            label(trace.service.take()),
+            response.status().as_u16(),
+            started.elapsed(),
+            trace.upstream_duration,
+        );
         if let Some((method, uri, host)) = logged {
             let host = uri.authority().map(Authority::as_str).or(host.as_ref().and_then(|h| h.to_str().ok()));
             tracing::info!(
@@ -104,6 +113,7 @@ impl Proxy {
             let matched = table.route(host_str, &path).ok_or(ProxyError::NoRoute)?;
             trace.ingress = matched.route.ingress.clone();
             let backend = table.backend(matched.route.backend);
+            trace.service = Some(backend.service.to_string());
             let has_certificate = host_str
                 .and_then(ostium_model::normalize_host)
                 .is_some_and(|h| table.tls().has_certificate(&h));
@@ -224,6 +234,7 @@ impl Proxy {
                 parts.uri = upstream_uri(scheme.clone(), first.authority.clone(), path_and_query)?;
                 match self.send(protocol, Some(&first), Request::from_parts(parts, body), trace).await {
                     Err(ProxyError::ConnectFailed) if retry.is_some() => {
+                        self.inner.metrics.retry();
                         let Some(second) = upstream::pick(&endpoints, now, Some(first.addr)) else {
                             return Err(ProxyError::ConnectFailed);
                         };
@@ -263,6 +274,7 @@ impl Proxy {
                 Ok(response)
             }
             Ok(Err(error)) if error.is_connect() => {
+                self.inner.metrics.connect_error();
                 if let Some(e) = endpoint
                     && e.record_failure(upstream.now_ms(), upstream.eject_for_ms())
                 {

@@ -14,6 +14,7 @@ mod forward;
 mod framing;
 mod headers;
 mod listener;
+mod metrics;
 mod tls;
 mod upstream;
 
@@ -26,6 +27,7 @@ use ostium_model::TableReader;
 pub use error::ProxyError;
 pub use forward::ProxyBody;
 pub use listener::{serve_http, serve_https};
+pub use metrics::ProxyMetrics;
 pub use tls::server_config;
 
 /// How the proxy behaves; the defaults are ingress-nginx's.
@@ -75,6 +77,7 @@ struct Inner {
     tables: TableReader,
     upstream: upstream::Upstream,
     config: ProxyConfig,
+    metrics: ProxyMetrics,
 }
 
 /// What the proxy knows of the connection a request arrived on.
@@ -95,9 +98,13 @@ impl ConnectionInfo {
 }
 
 impl Proxy {
-    pub fn new(tables: TableReader, config: ProxyConfig) -> Self {
+    pub fn new(tables: TableReader, config: ProxyConfig, metrics: ProxyMetrics) -> Self {
         let upstream = upstream::Upstream::new(&config);
-        Self { inner: Arc::new(Inner { tables, upstream, config }) }
+        Self { inner: Arc::new(Inner { tables, upstream, config, metrics }) }
+    }
+
+    pub(crate) fn metrics(&self) -> &ProxyMetrics {
+        &self.inner.metrics
     }
 
     pub fn config(&self) -> &ProxyConfig {

@@ -45,10 +45,12 @@ pub async fn serve_https(
                 Ok(Ok(stream)) => stream,
                 Ok(Err(error)) => {
                     tracing::debug!(%remote, %error, "TLS handshake failed");
+                    proxy.metrics().tls_handshake_error();
                     return;
                 }
                 Err(_) => {
                     tracing::debug!(%remote, "TLS handshake timed out");
+                    proxy.metrics().tls_handshake_error();
                     return;
                 }
             };
@@ -122,6 +124,7 @@ async fn serve_connection<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let _open = proxy.metrics().connection();
     // Rendered once per connection, shared by every request on it.
     let client_ip =
         HeaderValue::from_str(&remote.ip().to_string()).expect("an IP address is a valid header value");

@@ -204,11 +204,13 @@ impl Table {
 
     /// Makes this (new, unpublished) table share the endpoint sets of the previous one for every
     /// Service port both know: the previous sets receive the new endpoints, so balancer state
-    /// carries over and requests on the old table see the change at once.
-    pub fn adopt_endpoint_sets(&mut self, previous: &Table) {
+    /// carries over and requests on the old table see the change at once. Returns how many of
+    /// those sets changed their endpoints.
+    pub fn adopt_endpoint_sets(&mut self, previous: &Table) -> usize {
+        let mut swapped = 0;
         for (key, set) in &mut self.endpoint_sets {
             if let Some(old) = previous.endpoint_sets.get(key) {
-                old.replace(set.addrs());
+                swapped += usize::from(old.replace(set.addrs()));
                 *set = old.clone();
             }
         }
@@ -219,6 +221,7 @@ impl Table {
                 *set = shared.clone();
             }
         }
+        swapped
     }
 }
 

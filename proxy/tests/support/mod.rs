@@ -37,7 +37,7 @@ impl Harness {
     pub async fn start_with(table: Table, config: ProxyConfig) -> Self {
         let store = TableStore::new(table);
         store.publish(store.current());
-        let proxy = Proxy::new(store.reader(), config);
+        let proxy = Proxy::new(store.reader(), config, ostium_proxy::ProxyMetrics::default());
         let http_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let https_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let (http, https) = (http_listener.local_addr().unwrap(), https_listener.local_addr().unwrap());
