@@ -111,9 +111,8 @@ pub fn translate_options(
         watch_namespace: config.watch_namespace.clone(),
         default_backend_service: config.default_backend_service.clone(),
         default_ssl_certificate: config.default_ssl_certificate.clone(),
-        fallback_certificate,
         annotations_prefix: config.annotations_prefix.clone(),
-        crypto_provider,
+        ..ostium_translate::Options::new(fallback_certificate, crypto_provider)
     }
 }
 

@@ -37,15 +37,6 @@ pub fn objects(n: usize) -> Objects {
 }
 
 pub fn options() -> Options {
-    Options {
-        ingress_class: "ostium".into(),
-        controller_name: "ostium.dev/ingress-controller".into(),
-        watch_ingress_without_class: false,
-        watch_namespace: None,
-        default_backend_service: None,
-        default_ssl_certificate: None,
-        fallback_certificate: ostium_test_support::certificate(&["bench.invalid"]),
-        annotations_prefix: "nginx.ingress.kubernetes.io".into(),
-        crypto_provider: Arc::new(rustls::crypto::ring::default_provider()),
-    }
+    let certificate = ostium_test_support::certificate(&["bench.invalid"]);
+    Options::new(certificate, Arc::new(rustls::crypto::ring::default_provider()))
 }

@@ -53,6 +53,24 @@ pub struct Options {
     pub crypto_provider: Arc<CryptoProvider>,
 }
 
+impl Options {
+    /// The CONTRACT's defaults: class `ostium`, controller `ostium.dev/ingress-controller`,
+    /// prefix `nginx.ingress.kubernetes.io`, all namespaces, no default backend or certificate.
+    pub fn new(fallback_certificate: Certificate, crypto_provider: Arc<CryptoProvider>) -> Self {
+        Self {
+            ingress_class: "ostium".into(),
+            controller_name: "ostium.dev/ingress-controller".into(),
+            watch_ingress_without_class: false,
+            watch_namespace: None,
+            default_backend_service: None,
+            default_ssl_certificate: None,
+            fallback_certificate,
+            annotations_prefix: "nginx.ingress.kubernetes.io".into(),
+            crypto_provider,
+        }
+    }
+}
+
 /// The result of a translation.
 #[derive(Debug)]
 pub struct Translation {
@@ -364,16 +382,6 @@ pub(crate) mod tests {
     pub(crate) fn options() -> Options {
         let mut fallback = ostium_test_support::certificate(&["ostium.invalid"]);
         fallback.source = "self-signed".into();
-        Options {
-            ingress_class: "ostium".into(),
-            controller_name: "ostium.dev/ingress-controller".into(),
-            watch_ingress_without_class: false,
-            watch_namespace: None,
-            default_backend_service: None,
-            default_ssl_certificate: None,
-            fallback_certificate: fallback,
-            annotations_prefix: "nginx.ingress.kubernetes.io".into(),
-            crypto_provider: Arc::new(rustls::crypto::ring::default_provider()),
-        }
+        Options::new(fallback, Arc::new(rustls::crypto::ring::default_provider()))
     }
 }

@@ -72,20 +72,9 @@ fn run_case(case: &Path, bless: bool) -> Result<(), String> {
 
 /// Options as the controller would build them from these flags (defaults otherwise).
 fn options(flags: &str) -> Options {
-    let mut options = Options {
-        ingress_class: "ostium".into(),
-        controller_name: "ostium.dev/ingress-controller".into(),
-        watch_ingress_without_class: false,
-        watch_namespace: None,
-        default_backend_service: None,
-        default_ssl_certificate: None,
-        fallback_certificate: Certificate {
-            source: "self-signed".into(),
-            ..ostium_test_support::certificate(&["ostium.invalid"])
-        },
-        annotations_prefix: "nginx.ingress.kubernetes.io".into(),
-        crypto_provider: Arc::new(rustls::crypto::ring::default_provider()),
-    };
+    let fallback =
+        Certificate { source: "self-signed".into(), ..ostium_test_support::certificate(&["ostium.invalid"]) };
+    let mut options = Options::new(fallback, Arc::new(rustls::crypto::ring::default_provider()));
     for line in flags.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
         let (flag, value) = line.split_once(' ').unwrap_or((line, ""));
         match flag {
