@@ -5,8 +5,8 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
 use ostium_model::{
-    Backend, Certificate, EndpointKey, EndpointSet, HostRule, NamespacedName, PathRule, Policy, PortRef,
-    Protocol, Route, Table, Target, TlsTable,
+    Backend, Certificate, EndpointKey, EndpointSet, HostRule, NamespacedName, PathRule, PortRef, Protocol,
+    Route, Table, Target, TlsTable,
 };
 use rustls::crypto::ring::sign::any_supported_type;
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -30,7 +30,7 @@ pub fn table(n: usize) -> Table {
         let host: HostRule = format!("h{i}.bench.local").parse().unwrap();
         let vhost = table.virtual_host_mut(Some(&host));
         for rule in [PathRule::exact("/healthz").unwrap(), PathRule::prefix("/api").unwrap()] {
-            vhost.add_route(Route { rule, ingress: None, backend, policy: Policy::default() }).unwrap();
+            vhost.add_route(Route { rule, ingress: None, backend, policy: Arc::default() }).unwrap();
         }
     }
     let any = table.virtual_host_mut(None);
@@ -39,7 +39,7 @@ pub fn table(n: usize) -> Table {
         rule: PathRule::prefix("/").unwrap(),
         ingress: None,
         backend,
-        policy: Policy::default(),
+        policy: Arc::default(),
     })
     .unwrap();
     table

@@ -50,7 +50,8 @@ pub struct Route {
     /// The Ingress the route comes from; `None` for `--default-backend-service`.
     pub ingress: Option<Arc<NamespacedName>>,
     pub backend: BackendId,
-    pub policy: Policy,
+    /// Shared by the routes of an Ingress, so a request takes it with one reference count.
+    pub policy: Arc<Policy>,
 }
 
 /// The route chosen for a request, with how its host and path matched (`path` is `None` for a

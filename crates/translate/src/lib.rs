@@ -150,7 +150,8 @@ impl<'a> Translator<'a> {
             self.objects,
             &mut self.diagnostics,
         );
-        let (policy, protocol, use_regex) = (annotated.policy, annotated.protocol, annotated.use_regex);
+        let (policy, protocol, use_regex) =
+            (Arc::new(annotated.policy), annotated.protocol, annotated.use_regex);
         let rewrite = annotated.rewrite;
         let www_redirect = annotated.www_redirect;
 
@@ -271,7 +272,7 @@ impl<'a> Translator<'a> {
         host: Option<&HostRule>,
         rule: PathRule,
         backend: BackendId,
-        policy: &Policy,
+        policy: &Arc<Policy>,
     ) {
         let route = Route { rule, ingress: Some(id.clone()), backend, policy: policy.clone() };
         if let Err(conflict) = self.table.virtual_host_mut(host).add_route(route) {
@@ -305,7 +306,7 @@ impl<'a> Translator<'a> {
                 rule: PathRule::Prefix("".into()),
                 ingress: Some(Arc::new(ingress)),
                 backend,
-                policy: Policy { host_redirect: Some(location), ..Policy::default() },
+                policy: Arc::new(Policy { host_redirect: Some(location), ..Policy::default() }),
             };
             // The alias has no virtual host yet (checked above), so this is its only route.
             let _ = self.table.virtual_host_mut(Some(&alias)).set_fallback(route);
@@ -320,7 +321,7 @@ impl<'a> Translator<'a> {
         }
         let backend = self.backends.resolve_default(service, &mut self.table, &mut self.diagnostics);
         let route =
-            Route { rule: PathRule::Prefix("".into()), ingress: None, backend, policy: Policy::default() };
+            Route { rule: PathRule::Prefix("".into()), ingress: None, backend, policy: Arc::default() };
         // The table has no default route yet (checked above), so this cannot conflict.
         let _ = self.table.set_default_route(route);
     }
@@ -332,23 +333,23 @@ impl<'a> Translator<'a> {
 
 /// The policy of a route, with its `rewrite-target` (which captures from the route's own path).
 fn with_rewrite(
-    policy: &Policy,
+    policy: &Arc<Policy>,
     rule: &PathRule,
     rewrite: Option<&(Box<str>, Option<HeaderValue>)>,
-) -> Policy {
+) -> Arc<Policy> {
     let Some((target, forwarded_prefix)) = rewrite else { return policy.clone() };
     let pattern = match rule {
         PathRule::Regex(regex) => regex.clone(),
         PathRule::Exact(path) | PathRule::Prefix(path) => PathRegex::literal(path),
     };
-    Policy {
+    Arc::new(Policy {
         rewrite: Some(Rewrite {
             pattern,
             target: target.clone(),
             forwarded_prefix: forwarded_prefix.clone(),
         }),
-        ..policy.clone()
-    }
+        ..Policy::clone(policy)
+    })
 }
 
 fn display_host(host: Option<&HostRule>) -> String {

@@ -128,8 +128,12 @@ impl TableBuilder {
             target,
         });
         let host = host.map(|h| h.parse::<HostRule>().unwrap());
-        let route =
-            Route { rule, ingress: Some(Arc::new(NamespacedName::new("default", service))), backend, policy };
+        let route = Route {
+            rule,
+            ingress: Some(Arc::new(NamespacedName::new("default", service))),
+            backend,
+            policy: Arc::new(policy),
+        };
         self.table.virtual_host_mut(host.as_ref()).add_route(route).unwrap();
         self
     }

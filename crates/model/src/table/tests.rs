@@ -34,7 +34,7 @@ fn route(rule: PathRule, ingress: Option<&str>, backend: BackendId) -> Route {
         rule,
         ingress: ingress.map(|n| Arc::new(NamespacedName::new("default", n))),
         backend,
-        policy: Policy::default(),
+        policy: Arc::default(),
     }
 }
 
