@@ -33,7 +33,7 @@ pub(crate) fn full(bytes: Bytes) -> ProxyBody {
 #[derive(Debug, Default)]
 struct Trace {
     ingress: Option<Arc<NamespacedName>>,
-    service: Option<String>,
+    service: Option<Arc<NamespacedName>>,
     upstream: Option<SocketAddr>,
     upstream_duration: Option<Duration>,
     request_id: Option<HeaderValue>,
@@ -59,10 +59,9 @@ impl Proxy {
                 error.into_response()
             }
         };
-        let label = |name: Option<String>| name.unwrap_or_default();
         self.inner.metrics.request(
-            label(trace.ingress.as_deref().map(ToString::to_string)),
-            label(trace.service.take()),
+            trace.ingress.clone(),
+            trace.service.take(),
             response.status().as_u16(),
             started.elapsed(),
             trace.upstream_duration,
@@ -113,7 +112,7 @@ impl Proxy {
             let matched = table.route(host_str, &path).ok_or(ProxyError::NoRoute)?;
             trace.ingress = matched.route.ingress.clone();
             let backend = table.backend(matched.route.backend);
-            trace.service = Some(backend.service.to_string());
+            trace.service = Some(backend.service.clone());
             let has_certificate = host_str
                 .and_then(ostium_model::normalize_host)
                 .is_some_and(|h| table.tls().has_certificate(&h));

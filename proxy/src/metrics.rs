@@ -4,7 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use prometheus_client::encoding::EncodeLabelSet;
+use ostium_model::NamespacedName;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -30,12 +31,27 @@ struct Inner {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
-    /// `namespace/name`, or empty when no Ingress route matched.
-    ingress: String,
-    /// `namespace/name`, or empty when no backend was chosen.
-    service: String,
+    /// Empty when no Ingress route matched.
+    ingress: Name,
+    /// Empty when no backend was chosen.
+    service: Name,
     /// `1xx` … `5xx`.
     class: &'static str,
+}
+
+/// A label holding a name the table already shares: `namespace/name`, or empty. Labelling a
+/// request clones a reference count, not a string.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+struct Name(Option<Arc<NamespacedName>>);
+
+impl EncodeLabelValue for Name {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        use std::fmt::Write as _;
+        match &self.0 {
+            Some(name) => write!(encoder, "{name}"),
+            None => Ok(()),
+        }
+    }
 }
 
 fn latency_buckets() -> Histogram {
@@ -98,8 +114,8 @@ impl ProxyMetrics {
 
     pub(crate) fn request(
         &self,
-        ingress: String,
-        service: String,
+        ingress: Option<Arc<NamespacedName>>,
+        service: Option<Arc<NamespacedName>>,
         status: u16,
         took: Duration,
         upstream: Option<Duration>,
@@ -111,7 +127,8 @@ impl ProxyMetrics {
             400..=499 => "4xx",
             _ => "5xx",
         };
-        self.inner.requests.get_or_create(&RequestLabels { ingress, service, class }).inc();
+        let labels = RequestLabels { ingress: Name(ingress), service: Name(service), class };
+        self.inner.requests.get_or_create(&labels).inc();
         self.inner.request_seconds.observe(took.as_secs_f64());
         if let Some(upstream) = upstream {
             self.inner.upstream_seconds.observe(upstream.as_secs_f64());

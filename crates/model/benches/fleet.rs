@@ -22,7 +22,7 @@ pub fn table(n: usize) -> Table {
         let addrs = (0..5u8).map(|j| SocketAddr::from((Ipv4Addr::new(10, (i >> 8) as u8, i as u8, j), 8080)));
         let set = EndpointSet::new(EndpointKey { service: service.clone(), port: 80 }, addrs);
         let backend = table.add_backend(Backend {
-            service,
+            service: Arc::new(service),
             port: PortRef::Number(80),
             protocol: Protocol::Http,
             target: Target::Endpoints(Arc::new(set)),

@@ -43,7 +43,8 @@ pub enum Protocol {
 /// A Service port requests can be sent to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Backend {
-    pub service: NamespacedName,
+    /// Shared, so a request can name it (logs, metrics) without copying it.
+    pub service: Arc<NamespacedName>,
     pub port: PortRef,
     pub protocol: Protocol,
     pub target: Target,

@@ -82,7 +82,8 @@ impl<'a> Backends<'a> {
             Some(resolved) => resolved.clone(),
             None => {
                 let (target, problem) = self.target(&key.0, &key.1);
-                let backend = Backend { service: key.0.clone(), port: key.1.clone(), protocol, target };
+                let backend =
+                    Backend { service: Arc::new(key.0.clone()), port: key.1.clone(), protocol, target };
                 let resolved = (table.add_backend(backend), problem);
                 self.resolved.insert(key, resolved.clone());
                 resolved
@@ -115,7 +116,7 @@ impl<'a> Backends<'a> {
             diagnostics.push(Diagnostic::error(object, reason, message));
         }
         table.add_backend(Backend {
-            service: service.clone(),
+            service: Arc::new(service.clone()),
             port: PortRef::Number(port),
             protocol: Protocol::Http,
             target,
@@ -216,5 +217,5 @@ impl<'a> Backends<'a> {
 }
 
 fn unavailable(service: NamespacedName, port: PortRef, protocol: Protocol) -> Backend {
-    Backend { service, port, protocol, target: Target::Unavailable }
+    Backend { service: Arc::new(service), port, protocol, target: Target::Unavailable }
 }

@@ -295,7 +295,7 @@ impl<'a> Translator<'a> {
             let ingress =
                 NamespacedName::new(object.namespace.clone().unwrap_or_default(), object.name.clone());
             let backend = self.table.add_backend(ostium_model::Backend {
-                service: ingress.clone(),
+                service: Arc::new(ingress.clone()),
                 port: ostium_model::PortRef::Number(0),
                 protocol: ostium_model::Protocol::Http,
                 target: ostium_model::Target::Unavailable,

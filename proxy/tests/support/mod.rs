@@ -122,7 +122,7 @@ impl TableBuilder {
         protocol: Protocol,
     ) -> Self {
         let backend = self.table.add_backend(Backend {
-            service: NamespacedName::new("default", service),
+            service: Arc::new(NamespacedName::new("default", service)),
             port: PortRef::Number(80),
             protocol,
             target,

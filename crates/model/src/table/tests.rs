@@ -22,7 +22,7 @@ fn empty_table() -> Table {
 
 fn unavailable(service: &str) -> Backend {
     Backend {
-        service: NamespacedName::new("default", service),
+        service: Arc::new(NamespacedName::new("default", service)),
         port: PortRef::Number(80),
         protocol: Protocol::Http,
         target: Target::Unavailable,
