@@ -111,7 +111,4 @@ impl Proxy {
         &self.inner.config
     }
 
-    pub fn tables(&self) -> &TableReader {
-        &self.inner.tables
-    }
 }

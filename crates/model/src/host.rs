@@ -104,10 +104,6 @@ impl HostRule {
             Self::Wildcard(suffix) => host.wildcard_suffix() == Some(&**suffix),
         }
     }
-
-    pub fn is_wildcard(&self) -> bool {
-        matches!(self, Self::Wildcard(_))
-    }
 }
 
 impl FromStr for HostRule {

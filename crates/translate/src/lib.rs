@@ -367,10 +367,6 @@ impl Translation {
         render::explain(self, host, path, https)
     }
 
-    /// Whether any diagnostic is an error.
-    pub fn has_errors(&self) -> bool {
-        self.diagnostics.iter().any(|d| d.severity == Severity::Error)
-    }
 }
 
 #[cfg(test)]
