@@ -110,5 +110,4 @@ impl Proxy {
     pub fn config(&self) -> &ProxyConfig {
         &self.inner.config
     }
-
 }

@@ -366,7 +366,6 @@ impl Translation {
     pub fn explain(&self, host: &str, path: &str, https: bool) -> String {
         render::explain(self, host, path, https)
     }
-
 }
 
 #[cfg(test)]
