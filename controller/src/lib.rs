@@ -5,7 +5,9 @@ mod admin;
 mod args;
 mod metrics;
 mod publish;
+pub mod rebuild;
 pub mod source;
+pub mod store;
 
 use std::sync::Arc;
 
@@ -18,7 +20,7 @@ use rustls::sign::CertifiedKey;
 
 pub use args::{Args, Command, Config, ConfigError, LogFormat, StatusSource, Switch};
 pub use metrics::Metrics;
-pub use publish::{Outcome, Publisher};
+pub use publish::{Build, Outcome, Publisher};
 
 /// Runs ostium until SIGTERM or Ctrl-C.
 pub async fn run(config: Config) -> anyhow::Result<()> {
@@ -29,11 +31,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let metrics = Metrics::default();
 
     // The source starts first: a bad --manifests path must fail before any port is bound.
-    let publisher = Publisher::new(store, options, metrics.clone());
-    match &config.manifests {
-        Some(path) => source::manifests::spawn(path.clone(), publisher, metrics.clone())?,
+    let publisher = Publisher::new(store, options.clone(), metrics.clone());
+    let (updates, updates_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (outputs, _served) = rebuild::Outputs::new();
+    let store = match &config.manifests {
+        Some(path) => {
+            source::manifests::spawn(path.clone(), updates, reader.clone(), metrics.clone())?;
+            store::Store::new(options, &[], false)
+        }
         None => anyhow::bail!("cluster mode is not available in this build; run with --manifests PATH"),
-    }
+    };
+    tokio::spawn(rebuild::run(store, publisher, updates_rx, outputs));
 
     let bind = |addr: std::net::SocketAddr, flag: &'static str| async move {
         tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {flag} {addr}"))

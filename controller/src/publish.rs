@@ -4,10 +4,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Instant;
 
-use ostium_model::{TableReader, TableStore};
-use ostium_translate::{Objects, Options, Severity, Translation, translate};
+use ostium_model::{NamespacedName, TableReader, TableStore};
+use ostium_translate::{Diagnostic, Objects, Options, Severity, Translation, translate};
 
 use crate::Metrics;
+use crate::store::Store;
 
 /// The one writer of the routing table.
 pub struct Publisher {
@@ -25,6 +26,16 @@ pub enum Outcome {
     Unchanged,
 }
 
+/// The result of one build.
+#[derive(Debug)]
+pub struct Build {
+    pub outcome: Outcome,
+    /// The Ingresses the table serves, sorted.
+    pub served: Vec<NamespacedName>,
+    /// Diagnostics that the previous build did not have.
+    pub new_diagnostics: Vec<Diagnostic>,
+}
+
 impl Publisher {
     pub fn new(store: TableStore, options: Options, metrics: Metrics) -> Self {
         Self { store, options, metrics, reported: BTreeSet::new() }
@@ -38,7 +49,7 @@ impl Publisher {
     /// Endpoint sets the current table already has are kept (their endpoints updated in place),
     /// so an endpoint-only change moves traffic without a new table. The first update always
     /// publishes, which makes the store ready.
-    pub fn update(&mut self, objects: &Objects) -> Outcome {
+    pub fn update(&mut self, objects: &Objects) -> Build {
         let started = Instant::now();
         let Translation { mut table, diagnostics, ingresses } = translate(objects, &self.options);
         let current = self.store.current();
@@ -46,11 +57,11 @@ impl Publisher {
         self.metrics.endpoints_swapped(swapped);
         let seconds = started.elapsed().as_secs_f64();
         self.metrics.table_built(seconds);
-        self.report(&diagnostics);
+        let new_diagnostics = self.report(diagnostics);
 
         if self.reader().is_ready() && *current == table {
             tracing::debug!(build_ms = seconds * 1e3, "table unchanged");
-            return Outcome::Unchanged;
+            return Build { outcome: Outcome::Unchanged, served: ingresses, new_diagnostics };
         }
         let hosts = table.virtual_hosts().len();
         let backends = table.backends().len();
@@ -63,23 +74,45 @@ impl Publisher {
             build_ms = seconds * 1e3,
             "table published"
         );
-        Outcome::Published
+        Build { outcome: Outcome::Published, served: ingresses, new_diagnostics }
     }
 
-    fn report(&mut self, diagnostics: &[ostium_translate::Diagnostic]) {
+    /// Moves the endpoints of these Services in place, in the current table. Returns `false`
+    /// when that is not enough (a Service or port the table uses is gone): then rebuild.
+    pub fn refresh_endpoints(&self, store: &Store, services: &BTreeSet<NamespacedName>) -> bool {
+        let current = self.store.current();
+        let mut swapped = 0;
+        for service in services {
+            for set in current.endpoint_sets_of(service) {
+                match ostium_translate::endpoint_addrs(store.objects(), set.key(), store.slices_of(service)) {
+                    Some(addrs) => swapped += usize::from(set.replace(addrs)),
+                    None => return false,
+                }
+            }
+        }
+        self.metrics.endpoints_swapped(swapped);
+        tracing::debug!(services = services.len(), swapped, "endpoints moved");
+        true
+    }
+
+    /// Logs each diagnostic once while it lasts; returns the new ones.
+    fn report(&mut self, diagnostics: Vec<Diagnostic>) -> Vec<Diagnostic> {
         let mut now = BTreeSet::new();
         let mut counts: BTreeMap<&'static str, i64> = BTreeMap::new();
+        let mut new = Vec::new();
         for d in diagnostics {
             *counts.entry(d.reason.as_str()).or_default() += 1;
             let rendered = d.to_string();
             if !self.reported.contains(&rendered) {
                 let severity = if d.severity == Severity::Error { "error" } else { "warning" };
                 tracing::warn!(object = %d.object, reason = d.reason.as_str(), severity, "{}", d.message);
+                new.push(d);
             }
             now.insert(rendered);
         }
         self.reported = now;
         self.metrics.set_diagnostics(&counts.into_iter().collect::<Vec<_>>());
+        new
     }
 }
 
@@ -121,9 +154,9 @@ mod tests {
     fn first_update_publishes_and_makes_ready_even_when_empty() {
         let mut p = publisher();
         assert!(!p.reader().is_ready());
-        assert_eq!(p.update(&Objects::default()), Outcome::Published);
+        assert_eq!(p.update(&Objects::default()).outcome, Outcome::Published);
         assert!(p.reader().is_ready());
-        assert_eq!(p.update(&Objects::default()), Outcome::Unchanged);
+        assert_eq!(p.update(&Objects::default()).outcome, Outcome::Unchanged);
     }
 
     #[test]
@@ -133,7 +166,7 @@ mod tests {
         let before = p.reader().load_full();
         let key = EndpointKey { service: NamespacedName::new("default", "web"), port: 80 };
 
-        assert_eq!(p.update(&objects("a.example.com", "10.0.0.2")), Outcome::Unchanged);
+        assert_eq!(p.update(&objects("a.example.com", "10.0.0.2")).outcome, Outcome::Unchanged);
         let after = p.reader().load_full();
         assert!(Arc::ptr_eq(&before, &after), "no new table");
         assert_eq!(
@@ -147,7 +180,7 @@ mod tests {
         let mut p = publisher();
         p.update(&objects("a.example.com", "10.0.0.1"));
         let before = p.reader().load_full();
-        assert_eq!(p.update(&objects("b.example.com", "10.0.0.1")), Outcome::Published);
+        assert_eq!(p.update(&objects("b.example.com", "10.0.0.1")).outcome, Outcome::Published);
         let after = p.reader().load_full();
         assert!(after.route(Some("b.example.com"), "/").is_some());
         assert!(after.route(Some("a.example.com"), "/").is_none());

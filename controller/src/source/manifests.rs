@@ -18,10 +18,19 @@ use notify::event::{AccessKind, AccessMode};
 use notify::{EventKind, RecursiveMode, Watcher};
 use ostium_translate::{Objects, parse_manifests};
 
-use crate::{Metrics, Publisher};
+use ostium_model::TableReader;
+use tokio::sync::mpsc::UnboundedSender;
 
-/// Starts watching `path` on a thread of its own; the first table is published from there.
-pub fn spawn(path: PathBuf, mut publisher: Publisher, metrics: Metrics) -> anyhow::Result<()> {
+use crate::Metrics;
+use crate::store::Update;
+
+/// Starts watching `path` on a thread of its own, sending a snapshot after each good read.
+pub fn spawn(
+    path: PathBuf,
+    updates: UnboundedSender<Update>,
+    reader: TableReader,
+    metrics: Metrics,
+) -> anyhow::Result<()> {
     let metadata = fs::metadata(&path).with_context(|| format!("--manifests {}", path.display()))?;
     let watched = if metadata.is_dir() { path.clone() } else { parent(&path) };
 
@@ -44,14 +53,16 @@ pub fn spawn(path: PathBuf, mut publisher: Publisher, metrics: Metrics) -> anyho
             match manifests.load() {
                 Ok(objects) => {
                     last_error = None;
-                    publisher.update(&objects);
+                    if updates.send(Update::Snapshot(objects)).is_err() {
+                        return;
+                    }
                 }
                 Err(e) => {
                     metrics.source_error();
                     let message = format!("{e:#}");
                     if last_error.as_ref() != Some(&message) {
                         let serving =
-                            if publisher.reader().is_ready() { "the last good table" } else { "nothing yet" };
+                            if reader.is_ready() { "the last good table" } else { "nothing yet" };
                         tracing::error!("manifests not loaded, serving {serving}: {message}");
                     }
                     last_error = Some(message);

@@ -150,6 +150,12 @@ impl Table {
         self.endpoint_sets.values()
     }
 
+    /// The endpoint sets of one Service, one per port the table uses.
+    pub fn endpoint_sets_of(&self, service: &NamespacedName) -> impl Iterator<Item = &Arc<EndpointSet>> {
+        let key = |port| EndpointKey { service: service.clone(), port };
+        self.endpoint_sets.range(key(0)..=key(u16::MAX)).map(|(_, set)| set)
+    }
+
     /// Every virtual host: exact names, then wildcards (each sorted), then the host-less one.
     pub fn virtual_hosts(&self) -> Vec<&VirtualHost> {
         let mut exact: Vec<_> = self.exact_hosts.values().collect();

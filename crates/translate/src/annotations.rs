@@ -148,6 +148,16 @@ pub(crate) fn parse(
     Annotated { policy, protocol, use_regex, rewrite, www_redirect }
 }
 
+/// The Secret an `auth-secret` value names: `name` or `namespace/name`, in the Ingress's own
+/// namespace only (there is no flag to allow others).
+pub(crate) fn auth_secret(namespace: &str, reference: &str) -> Result<NamespacedName, String> {
+    match reference.split_once('/') {
+        None => Ok(NamespacedName::new(namespace, reference)),
+        Some((ns, name)) if ns == namespace => Ok(NamespacedName::new(ns, name)),
+        Some(_) => Err(format!("`{reference}` is in another namespace")),
+    }
+}
+
 /// A rewrite target in the `regex` crate's replacement syntax: `$1` becomes `${1}` (so `$1abc`
 /// is group 1 then `abc`, as in nginx). `None` for anything else with a `$` (nginx variables are
 /// not supported), or a target that is not a path.
@@ -280,11 +290,7 @@ impl<'a> Parser<'a> {
         }
         let namespace = self.object.namespace.as_deref().unwrap_or_default();
         let reference = self.value("auth-secret").ok_or(format!("{prefix}/auth-secret is required"))?;
-        let secret = match reference.split_once('/') {
-            None => NamespacedName::new(namespace, reference),
-            Some((ns, name)) if ns == namespace => NamespacedName::new(ns, name),
-            Some(_) => return Err(format!("{prefix}/auth-secret `{reference}` is in another namespace")),
-        };
+        let secret = auth_secret(namespace, reference).map_err(|e| format!("{prefix}/auth-secret {e}"))?;
         let data = objects
             .secrets
             .get(&secret)

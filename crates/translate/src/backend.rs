@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Service, ServicePort};
+use k8s_openapi::api::core::v1::{Endpoints, Service, ServicePort};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::IngressBackend;
 use ostium_model::{
@@ -18,7 +18,7 @@ use ostium_model::{
 
 use crate::{Diagnostic, ObjectKind, ObjectRef, Objects, Reason};
 
-const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
 /// A resolved Service port, and the problem found resolving it (if any).
 type Resolved = (BackendId, Option<(Reason, String)>);
@@ -160,60 +160,66 @@ impl<'a> Backends<'a> {
         let Some(service_port) = service_port else { return unknown_port() };
         let Ok(number) = u16::try_from(service_port.port) else { return unknown_port() };
         let key = EndpointKey { service: id.clone(), port: number };
-        (Target::Endpoints(Arc::new(EndpointSet::new(key, self.endpoints(id, service_port)))), None)
+        let slices = self.slices_by_service.get(id).map(Vec::as_slice);
+        let addrs = addrs(slices, self.objects.endpoints.get(id).map(|e| &**e), service_port);
+        (Target::Endpoints(Arc::new(EndpointSet::new(key, addrs))), None)
     }
+}
 
-    /// Ready endpoint addresses of a Service port; serving-but-terminating ones when none is ready.
-    fn endpoints(&self, id: &NamespacedName, service_port: &ServicePort) -> Vec<SocketAddr> {
-        let port_name = service_port.name.as_deref().unwrap_or("");
-        if let Some(slices) = self.slices_by_service.get(id) {
-            let mut ready = Vec::new();
-            let mut terminating = Vec::new();
-            for slice in slices {
-                if slice.address_type == "FQDN" {
-                    continue;
-                }
-                let port = slice.ports.iter().flatten().find(|p| {
-                    p.name.as_deref().unwrap_or("") == port_name
-                        && p.protocol.as_deref().unwrap_or("TCP") == "TCP"
-                });
-                let Some(port) = port.and_then(|p| u16::try_from(p.port?).ok()) else { continue };
-                for endpoint in &slice.endpoints {
-                    // Endpoints are fungible: the first address stands for all.
-                    let Some(ip) = endpoint.addresses.first().and_then(|a| a.parse::<IpAddr>().ok()) else {
-                        continue;
-                    };
-                    // Per the API: `ready` and `serving` default to true, `terminating` to false.
-                    let conditions = endpoint.conditions.as_ref();
-                    let is_ready = conditions.and_then(|c| c.ready).unwrap_or(true);
-                    let is_serving = conditions.and_then(|c| c.serving).unwrap_or(true);
-                    let is_terminating = conditions.and_then(|c| c.terminating).unwrap_or(false);
-                    if is_ready {
-                        ready.push(SocketAddr::new(ip, port));
-                    } else if is_serving && is_terminating {
-                        terminating.push(SocketAddr::new(ip, port));
-                    }
-                }
+/// Ready endpoint addresses of a Service port from its EndpointSlices (serving-but-terminating
+/// ones when none is ready), or, when it has no slice, from its Endpoints object.
+pub(crate) fn addrs(
+    slices: Option<&[&EndpointSlice]>,
+    endpoints: Option<&Endpoints>,
+    service_port: &ServicePort,
+) -> Vec<SocketAddr> {
+    let port_name = service_port.name.as_deref().unwrap_or("");
+    if let Some(slices) = slices {
+        let mut ready = Vec::new();
+        let mut terminating = Vec::new();
+        for slice in slices {
+            if slice.address_type == "FQDN" {
+                continue;
             }
-            return if ready.is_empty() { terminating } else { ready };
-        }
-
-        let Some(endpoints) = self.objects.endpoints.get(id) else { return Vec::new() };
-        let mut addrs = Vec::new();
-        for subset in endpoints.subsets.iter().flatten() {
-            let port = subset.ports.iter().flatten().find(|p| {
+            let port = slice.ports.iter().flatten().find(|p| {
                 p.name.as_deref().unwrap_or("") == port_name
                     && p.protocol.as_deref().unwrap_or("TCP") == "TCP"
             });
-            let Some(port) = port.and_then(|p| u16::try_from(p.port).ok()) else { continue };
-            for address in subset.addresses.iter().flatten() {
-                if let Ok(ip) = address.ip.parse::<IpAddr>() {
-                    addrs.push(SocketAddr::new(ip, port));
+            let Some(port) = port.and_then(|p| u16::try_from(p.port?).ok()) else { continue };
+            for endpoint in &slice.endpoints {
+                // Endpoints are fungible: the first address stands for all.
+                let Some(ip) = endpoint.addresses.first().and_then(|a| a.parse::<IpAddr>().ok()) else {
+                    continue;
+                };
+                // Per the API: `ready` and `serving` default to true, `terminating` to false.
+                let conditions = endpoint.conditions.as_ref();
+                let is_ready = conditions.and_then(|c| c.ready).unwrap_or(true);
+                let is_serving = conditions.and_then(|c| c.serving).unwrap_or(true);
+                let is_terminating = conditions.and_then(|c| c.terminating).unwrap_or(false);
+                if is_ready {
+                    ready.push(SocketAddr::new(ip, port));
+                } else if is_serving && is_terminating {
+                    terminating.push(SocketAddr::new(ip, port));
                 }
             }
         }
-        addrs
+        return if ready.is_empty() { terminating } else { ready };
     }
+
+    let Some(endpoints) = endpoints else { return Vec::new() };
+    let mut addrs = Vec::new();
+    for subset in endpoints.subsets.iter().flatten() {
+        let port = subset.ports.iter().flatten().find(|p| {
+            p.name.as_deref().unwrap_or("") == port_name && p.protocol.as_deref().unwrap_or("TCP") == "TCP"
+        });
+        let Some(port) = port.and_then(|p| u16::try_from(p.port).ok()) else { continue };
+        for address in subset.addresses.iter().flatten() {
+            if let Ok(ip) = address.ip.parse::<IpAddr>() {
+                addrs.push(SocketAddr::new(ip, port));
+            }
+        }
+    }
+    addrs
 }
 
 fn unavailable(service: NamespacedName, port: PortRef, protocol: Protocol) -> Backend {

@@ -17,16 +17,19 @@ mod objects;
 mod render;
 mod tls;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::HeaderValue;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{HTTPIngressPath, Ingress};
 use ostium_model::{
-    BackendId, Certificate, HostRule, NamespacedName, PathRegex, PathRule, Policy, Rewrite, Route, Table,
-    TlsTable,
+    BackendId, Certificate, EndpointKey, HostRule, NamespacedName, PathRegex, PathRule, Policy, Rewrite,
+    Route, Table, TlsTable,
 };
 use rustls::crypto::CryptoProvider;
 
+pub use backend::SERVICE_NAME_LABEL;
 pub use diagnostic::{Diagnostic, ObjectKind, ObjectRef, Reason, Severity};
 pub use objects::{ManifestError, Object, Objects, parse_manifests};
 
@@ -80,6 +83,44 @@ pub struct Translation {
     pub ingresses: Vec<NamespacedName>,
 }
 
+/// The objects an Ingress refers to by name: a change to one of these may change the table.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct References {
+    pub services: Vec<NamespacedName>,
+    pub secrets: Vec<NamespacedName>,
+}
+
+/// What an Ingress refers to (its backends' Services, its TLS and auth Secrets), read straight
+/// from the object, whatever its class. Cheap enough to ask on every watch event.
+pub fn references(id: &NamespacedName, ingress: &Ingress, options: &Options) -> References {
+    let mut refs = References::default();
+    let Some(spec) = &ingress.spec else { return refs };
+    let backends = spec.rules.iter().flatten().flat_map(|r| r.http.iter().flat_map(|h| &h.paths));
+    for backend in backends.map(|p| &p.backend).chain(&spec.default_backend) {
+        if let Some(service) = &backend.service {
+            refs.services.push(NamespacedName::new(&id.namespace, &service.name));
+        }
+    }
+    for tls in spec.tls.iter().flatten() {
+        if let Some(secret) = tls.secret_name.as_deref().filter(|s| !s.is_empty()) {
+            refs.secrets.push(NamespacedName::new(&id.namespace, secret));
+        }
+    }
+    let auth_secret = ingress
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(&format!("{}/auth-secret", options.annotations_prefix)));
+    if let Some(Ok(secret)) = auth_secret.map(|value| annotations::auth_secret(&id.namespace, value)) {
+        refs.secrets.push(secret);
+    }
+    refs.services.sort();
+    refs.services.dedup();
+    refs.secrets.sort();
+    refs.secrets.dedup();
+    refs
+}
+
 /// Builds the routing table for a snapshot of objects.
 pub fn translate(objects: &Objects, options: &Options) -> Translation {
     let mut translator = Translator::new(objects, options);
@@ -102,6 +143,29 @@ pub fn translate(objects: &Objects, options: &Options) -> Translation {
     let mut ingresses: Vec<NamespacedName> = ingresses.into_iter().map(|(id, _)| id.clone()).collect();
     ingresses.sort();
     Translation { table: translator.table, diagnostics: translator.diagnostics, ingresses }
+}
+
+/// Whether an Ingress is of our class, given the IngressClasses in `objects` (its own entry in
+/// `objects` is not consulted). Cheap enough to ask on every watch event.
+pub fn is_ours(objects: &Objects, options: &Options, id: &NamespacedName, ingress: &Ingress) -> bool {
+    options.watch_namespace.as_ref().is_none_or(|ns| *ns == id.namespace)
+        && class::Classes::new(objects, options).is_ours(id, ingress, &mut Vec::new())
+}
+
+/// The current addresses of an endpoint set, from the Service and the given EndpointSlices (the
+/// Service's, found by label) or else its Endpoints object: what a full translation would give,
+/// for moving endpoints without one. `None` when the Service or its port is gone, which only a
+/// new translation can answer.
+pub fn endpoint_addrs<'a>(
+    objects: &Objects,
+    key: &EndpointKey,
+    slices: impl IntoIterator<Item = &'a EndpointSlice>,
+) -> Option<Vec<SocketAddr>> {
+    let spec = objects.services.get(&key.service)?.spec.as_ref()?;
+    let port = spec.ports.iter().flatten().find(|p| p.port == i32::from(key.port))?;
+    let slices: Vec<&EndpointSlice> = slices.into_iter().collect();
+    let slices = (!slices.is_empty()).then_some(&slices[..]);
+    Some(backend::addrs(slices, objects.endpoints.get(&key.service).map(|e| &**e), port))
 }
 
 /// The state of one translation.

@@ -9,7 +9,6 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Endpoints, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use ostium_model::NamespacedName;
 use serde_json::Value;
 
@@ -123,34 +122,27 @@ impl Objects {
         Ok(objects)
     }
 
-    /// Adds an object, replacing one of the same kind and identity. Namespaced objects without a
-    /// namespace go to `default`; a Secret's `stringData` is merged into `data`, as the API
-    /// server does on write.
-    pub fn insert(&mut self, object: Object) {
+    /// Adds an object, replacing one of the same kind and identity (see [`Object::normalize`]).
+    pub fn insert(&mut self, mut object: Object) {
+        let key = object.normalize();
         match object {
-            Object::Ingress(mut o) => {
-                self.ingresses.insert(key(&mut o.metadata), Arc::new(o));
+            Object::Ingress(o) => {
+                self.ingresses.insert(key, Arc::new(o));
             }
             Object::IngressClass(o) => {
-                self.ingress_classes.insert(o.metadata.name.clone().unwrap_or_default(), Arc::new(o));
+                self.ingress_classes.insert(key.name, Arc::new(o));
             }
-            Object::Service(mut o) => {
-                self.services.insert(key(&mut o.metadata), Arc::new(o));
+            Object::Service(o) => {
+                self.services.insert(key, Arc::new(o));
             }
-            Object::EndpointSlice(mut o) => {
-                self.endpoint_slices.insert(key(&mut o.metadata), Arc::new(o));
+            Object::EndpointSlice(o) => {
+                self.endpoint_slices.insert(key, Arc::new(o));
             }
-            Object::Endpoints(mut o) => {
-                self.endpoints.insert(key(&mut o.metadata), Arc::new(o));
+            Object::Endpoints(o) => {
+                self.endpoints.insert(key, Arc::new(o));
             }
-            Object::Secret(mut o) => {
-                if let Some(string_data) = o.string_data.take() {
-                    let data = o.data.get_or_insert_with(BTreeMap::new);
-                    for (k, v) in string_data {
-                        data.insert(k, ByteString(v.into_bytes()));
-                    }
-                }
-                self.secrets.insert(key(&mut o.metadata), Arc::new(o));
+            Object::Secret(o) => {
+                self.secrets.insert(key, Arc::new(o));
             }
         }
     }
@@ -179,9 +171,34 @@ impl Objects {
     }
 }
 
-fn key(meta: &mut ObjectMeta) -> NamespacedName {
-    let namespace = meta.namespace.get_or_insert_with(|| DEFAULT_NAMESPACE.to_owned()).clone();
-    NamespacedName::new(namespace, meta.name.clone().unwrap_or_default())
+// === impl Object ===
+
+impl Object {
+    /// Puts a namespaced object without a namespace in `default` and merges a Secret's
+    /// `stringData` into `data`, as the API server does on write. Returns the object's key
+    /// (an IngressClass's has an empty namespace).
+    pub fn normalize(&mut self) -> NamespacedName {
+        let meta = match self {
+            Self::IngressClass(o) => {
+                return NamespacedName::new("", o.metadata.name.clone().unwrap_or_default());
+            }
+            Self::Secret(o) => {
+                if let Some(string_data) = o.string_data.take() {
+                    let data = o.data.get_or_insert_with(BTreeMap::new);
+                    for (k, v) in string_data {
+                        data.insert(k, ByteString(v.into_bytes()));
+                    }
+                }
+                &mut o.metadata
+            }
+            Self::Ingress(o) => &mut o.metadata,
+            Self::Service(o) => &mut o.metadata,
+            Self::EndpointSlice(o) => &mut o.metadata,
+            Self::Endpoints(o) => &mut o.metadata,
+        };
+        let namespace = meta.namespace.get_or_insert_with(|| DEFAULT_NAMESPACE.to_owned()).clone();
+        NamespacedName::new(namespace, meta.name.clone().unwrap_or_default())
+    }
 }
 
 /// Never prints Secret data.
