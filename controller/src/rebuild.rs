@@ -84,3 +84,169 @@ fn take_queued(store: &mut Store, updates: &mut mpsc::UnboundedReceiver<Update>,
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use ostium_model::{EndpointKey, Table, TableReader, TableStore, TlsTable};
+    use ostium_translate::{ObjectKind, Options};
+
+    use super::*;
+    use crate::Metrics;
+    use crate::store::tests::{CLASS, ingress, one, options, secret, service, slice};
+
+    struct Harness {
+        updates: mpsc::UnboundedSender<Update>,
+        reader: TableReader,
+        served: watch::Receiver<Arc<[NamespacedName]>>,
+        fetches: mpsc::UnboundedReceiver<NamespacedName>,
+        task: tokio::task::JoinHandle<Publisher>,
+    }
+
+    /// The loop over a store that waits for lists of `kinds`, with the updates already queued.
+    fn start(kinds: &[ObjectKind], queued: Vec<Update>) -> Harness {
+        let options: Options = options();
+        let store = TableStore::new(Table::new(TlsTable::new(options.fallback_certificate.clone())));
+        let reader = store.reader();
+        let publisher = Publisher::new(store, options.clone(), Metrics::default());
+        let (updates, rx) = mpsc::unbounded_channel();
+        for update in queued {
+            updates.send(update).unwrap();
+        }
+        let (mut outputs, served) = Outputs::new();
+        let (fetch_tx, fetches) = mpsc::unbounded_channel();
+        outputs.secret_fetches = Some(fetch_tx);
+        let task = tokio::spawn(run(Store::new(options, kinds, true), publisher, rx, outputs));
+        Harness { updates, reader, served, fetches, task }
+    }
+
+    impl Harness {
+        /// Sends an update and waits until the loop has acted on everything sent.
+        async fn send(&mut self, update: Update) {
+            self.updates.send(update).unwrap();
+            self.settle().await;
+        }
+
+        /// With time paused, a sleep ends only once every task is idle and no build is running
+        /// on the blocking pool: the loop has acted on everything.
+        async fn settle(&mut self) {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+
+        /// Stops the loop and counts the builds it made.
+        async fn stop_builds(self) -> u64 {
+            drop(self.updates);
+            self.task.await.unwrap().builds()
+        }
+    }
+
+    fn all_kinds() -> Vec<ObjectKind> {
+        vec![
+            ObjectKind::Ingress,
+            ObjectKind::IngressClass,
+            ObjectKind::Service,
+            ObjectKind::EndpointSlice,
+            ObjectKind::Endpoints,
+            ObjectKind::Secret,
+        ]
+    }
+
+    fn listed(kind: ObjectKind, objects: Vec<ostium_translate::Object>) -> Update {
+        Update::Listed(kind, objects)
+    }
+
+    fn web_key() -> EndpointKey {
+        EndpointKey { service: NamespacedName::new("default", "web"), port: 80 }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn nothing_is_built_before_every_initial_list_then_the_first_build_makes_ready() {
+        let mut h = start(&all_kinds(), vec![]);
+        h.send(listed(ObjectKind::IngressClass, vec![one(CLASS)])).await;
+        h.send(listed(ObjectKind::Ingress, vec![ingress("a", "ostium", "web", "")])).await;
+        h.send(listed(ObjectKind::Service, vec![service("web")])).await;
+        h.send(listed(ObjectKind::EndpointSlice, vec![slice("web", "10.0.0.1")])).await;
+        h.send(listed(ObjectKind::Endpoints, vec![])).await;
+        assert!(!h.reader.is_ready(), "a kind is still listing");
+        assert_eq!(h.stop_builds().await, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_last_initial_list_builds_and_publishes() {
+        let mut h = start(
+            &all_kinds(),
+            vec![
+                listed(ObjectKind::IngressClass, vec![one(CLASS)]),
+                listed(ObjectKind::Ingress, vec![ingress("a", "ostium", "web", "")]),
+                listed(ObjectKind::Service, vec![service("web")]),
+                listed(ObjectKind::EndpointSlice, vec![slice("web", "10.0.0.1")]),
+                listed(ObjectKind::Endpoints, vec![]),
+            ],
+        );
+        h.send(listed(ObjectKind::Secret, vec![])).await;
+        assert!(h.reader.is_ready());
+        assert!(h.reader.load().route(Some("a.example.com"), "/").is_some());
+        assert_eq!(&**h.served.borrow(), &[NamespacedName::new("default", "a")]);
+        assert_eq!(h.stop_builds().await, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn updates_queued_together_make_one_build() {
+        let mut queued = vec![listed(ObjectKind::IngressClass, vec![one(CLASS)])];
+        for i in 0..50 {
+            queued.push(Update::Apply(ingress(&format!("i{i}"), "ostium", "web", "")));
+            queued.push(Update::Apply(service("web")));
+        }
+        let mut h = start(&[ObjectKind::IngressClass], queued);
+        h.settle().await;
+        assert_eq!(h.reader.load().virtual_hosts().len(), 50);
+        assert_eq!(h.stop_builds().await, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn endpoint_changes_move_endpoints_in_the_served_table() {
+        let mut h = start(
+            &[ObjectKind::IngressClass],
+            vec![
+                Update::Apply(ingress("a", "ostium", "web", "")),
+                Update::Apply(service("web")),
+                Update::Apply(slice("web", "10.0.0.1")),
+                listed(ObjectKind::IngressClass, vec![one(CLASS)]),
+            ],
+        );
+        h.settle().await;
+        let table = h.reader.load_full();
+        h.send(Update::Apply(slice("web", "10.0.0.2"))).await;
+        assert!(Arc::ptr_eq(&table, &h.reader.load_full()), "the same table");
+        let addrs = table.endpoint_set(&web_key()).unwrap().addrs();
+        assert_eq!(addrs, vec!["10.0.0.2:8080".parse::<SocketAddr>().unwrap()]);
+
+        // The Service losing its port is more than endpoints: a new table.
+        h.send(Update::Apply(one(
+            "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: default}\nspec: {ports: [{name: http, port: 81}]}\n",
+        )))
+        .await;
+        assert!(!Arc::ptr_eq(&table, &h.reader.load_full()));
+        assert_eq!(h.stop_builds().await, 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_referenced_secret_is_fetched_before_the_first_build() {
+        let mut h = start(
+            &[ObjectKind::Secret, ObjectKind::IngressClass],
+            vec![
+                listed(ObjectKind::Secret, vec![secret("a-tls", "x")]),
+                listed(ObjectKind::IngressClass, vec![one(CLASS)]),
+                Update::Apply(ingress("a", "ostium", "web", "")),
+            ],
+        );
+        h.settle().await;
+        let wanted = NamespacedName::new("default", "a-tls");
+        assert_eq!(h.fetches.recv().await, Some(wanted.clone()));
+        assert!(!h.reader.is_ready(), "waits for the Secret");
+        h.send(Update::Fetched(wanted, None)).await;
+        assert!(h.reader.is_ready());
+        assert_eq!(h.stop_builds().await, 1);
+    }
+}

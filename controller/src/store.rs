@@ -465,3 +465,163 @@ impl From<Object> for Entry {
         }
     }
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use ostium_translate::parse_manifests;
+
+    use super::*;
+
+    pub(crate) const CLASS: &str = "apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: {name: ostium}\nspec: {controller: ostium.dev/ingress-controller}\n";
+
+    pub(crate) fn ingress(name: &str, class: &str, service: &str, extra_metadata: &str) -> Object {
+        one(&format!(
+            "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: {name}, namespace: default{extra_metadata}}}\nspec:\n  ingressClassName: {class}\n  tls: [{{secretName: {name}-tls}}]\n  rules: [{{host: {name}.example.com, http: {{paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: {service}, port: {{number: 80}}}}}}}}]}}}}]\n"
+        ))
+    }
+
+    pub(crate) fn service(name: &str) -> Object {
+        one(&format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: default}}\nspec: {{ports: [{{name: http, port: 80}}]}}\n"
+        ))
+    }
+
+    pub(crate) fn slice(service: &str, ip: &str) -> Object {
+        one(&format!(
+            "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {service}-1, namespace: default, labels: {{kubernetes.io/service-name: {service}}}}}\naddressType: IPv4\nports: [{{name: http, port: 8080}}]\nendpoints: [{{addresses: [\"{ip}\"]}}]\n"
+        ))
+    }
+
+    pub(crate) fn secret(name: &str, value: &str) -> Object {
+        one(&format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: default}}\nstringData: {{tls.crt: {value}, tls.key: {value}}}\n"
+        ))
+    }
+
+    pub(crate) fn one(yaml: &str) -> Object {
+        parse_manifests(yaml).unwrap().pop().unwrap()
+    }
+
+    pub(crate) fn options() -> Options {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        Options::new(crate::self_signed_certificate(&provider).unwrap(), provider)
+    }
+
+    /// A synced store that has built once, serving `served`.
+    fn store(objects: Vec<Object>, served: &[&str]) -> Store {
+        let mut store = Store::new(options(), &[ObjectKind::Ingress], true);
+        for object in objects {
+            store.update(Update::Apply(object));
+        }
+        store.update(Update::Listed(ObjectKind::Ingress, store.listed_ingresses()));
+        assert!(store.take_pending().is_some(), "the first build is always pending");
+        store.built(&served.iter().map(|n| NamespacedName::new("default", *n)).collect::<Vec<_>>());
+        store
+    }
+
+    impl Store {
+        fn listed_ingresses(&self) -> Vec<Object> {
+            self.objects.ingresses.values().map(|i| Object::Ingress((**i).clone())).collect()
+        }
+    }
+
+    #[test]
+    fn not_synced_until_every_kind_is_listed() {
+        let mut store = Store::new(options(), &[ObjectKind::Ingress, ObjectKind::Service], false);
+        store.update(Update::Apply(service("web")));
+        assert!(!store.is_synced());
+        store.update(Update::Listed(ObjectKind::Ingress, vec![]));
+        assert!(!store.is_synced());
+        assert_eq!(store.take_pending(), None, "nothing is built before the lists are in");
+        store.update(Update::Listed(ObjectKind::Service, vec![service("web")]));
+        assert!(store.is_synced());
+        assert!(store.take_pending().is_some_and(|p| p.rebuild));
+    }
+
+    #[test]
+    fn a_status_only_change_to_an_ingress_asks_for_nothing() {
+        let mut store = store(vec![one(CLASS), ingress("a", "ostium", "web", "")], &["a"]);
+        let Object::Ingress(mut with_status) = ingress("a", "ostium", "web", "") else { unreachable!() };
+        with_status.status =
+            serde_json::from_str(r#"{"loadBalancer": {"ingress": [{"ip": "10.0.0.1"}]}}"#).unwrap();
+        with_status.metadata.resource_version = Some("2".into());
+        store.update(Update::Apply(Object::Ingress(with_status)));
+        assert_eq!(store.take_pending(), None);
+
+        store.update(Update::Apply(ingress("a", "ostium", "web", ", annotations: {x: \"z\"}")));
+        assert!(store.take_pending().is_some_and(|p| p.rebuild), "annotations count");
+    }
+
+    #[test]
+    fn ingresses_of_other_classes_ask_for_nothing_until_they_become_ours() {
+        let mut store = store(vec![one(CLASS)], &[]);
+        store.update(Update::Apply(ingress("other", "nginx", "web", "")));
+        assert_eq!(store.take_pending(), None);
+        store.update(Update::Apply(ingress("other", "ostium", "web", "")));
+        assert!(store.take_pending().is_some_and(|p| p.rebuild));
+        store.built(&[NamespacedName::new("default", "other")]);
+        // Leaving our class must drop its routes.
+        store.update(Update::Apply(ingress("other", "nginx", "web", "")));
+        assert!(store.take_pending().is_some_and(|p| p.rebuild));
+    }
+
+    #[test]
+    fn endpoints_of_referenced_services_move_without_a_rebuild() {
+        let mut store = store(vec![one(CLASS), ingress("a", "ostium", "web", ""), service("web")], &["a"]);
+        store.update(Update::Apply(slice("web", "10.0.0.1")));
+        store.update(Update::Apply(slice("unrelated", "10.0.0.2")));
+        let pending = store.take_pending().unwrap();
+        assert!(!pending.rebuild);
+        assert_eq!(pending.endpoints, BTreeSet::from([NamespacedName::new("default", "web")]));
+        assert_eq!(store.slices_of(&NamespacedName::new("default", "web")).count(), 1);
+
+        store.update(Update::Delete(ObjectKind::EndpointSlice, NamespacedName::new("default", "web-1")));
+        assert!(store.take_pending().is_some_and(|p| p.endpoints.len() == 1));
+        assert_eq!(store.slices_of(&NamespacedName::new("default", "web")).count(), 0);
+    }
+
+    #[test]
+    fn services_and_secrets_count_only_when_referenced() {
+        let mut store = store(vec![one(CLASS), ingress("a", "ostium", "web", "")], &["a"]);
+        store.update(Update::Apply(service("unrelated")));
+        store.update(Update::Apply(secret("unrelated", "x")));
+        assert_eq!(store.take_pending(), None);
+        store.update(Update::Apply(service("web")));
+        assert!(store.take_pending().is_some_and(|p| p.rebuild));
+        store.update(Update::Apply(secret("a-tls", "x")));
+        assert!(store.take_pending().is_some_and(|p| p.rebuild));
+    }
+
+    #[test]
+    fn unreferenced_secrets_are_held_without_data_and_fetched_once_referenced() {
+        let mut store = store(vec![one(CLASS), secret("b-tls", "payload")], &[]);
+        let key = NamespacedName::new("default", "b-tls");
+        assert!(store.objects().secrets[&key].data.is_none(), "payload dropped");
+        assert!(store.take_secret_fetches().is_empty());
+
+        store.update(Update::Apply(ingress("b", "ostium", "web", "")));
+        assert_eq!(store.take_secret_fetches(), vec![key.clone()]);
+        assert!(!store.is_synced(), "no build without the Secret's data");
+        assert_eq!(store.take_pending(), None);
+
+        let mut full = secret("b-tls", "payload");
+        full.normalize();
+        let Object::Secret(full) = full else { unreachable!() };
+        store.update(Update::Fetched(key.clone(), Some(Box::new(full))));
+        assert!(store.is_synced());
+        assert!(store.objects().secrets[&key].data.is_some());
+        assert!(store.take_pending().is_some_and(|p| p.rebuild));
+
+        // No longer referenced: the data goes again.
+        store.update(Update::Delete(ObjectKind::Ingress, NamespacedName::new("default", "b")));
+        assert!(store.objects().secrets[&key].data.is_none());
+    }
+
+    #[test]
+    fn a_list_removes_what_it_no_longer_has() {
+        let mut store = store(vec![one(CLASS), ingress("a", "ostium", "web", ""), service("web")], &["a"]);
+        store.update(Update::Listed(ObjectKind::Ingress, vec![]));
+        assert!(store.objects().ingresses.is_empty());
+        assert!(store.take_pending().is_some_and(|p| p.rebuild));
+    }
+}

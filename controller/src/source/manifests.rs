@@ -61,8 +61,7 @@ pub fn spawn(
                     metrics.source_error();
                     let message = format!("{e:#}");
                     if last_error.as_ref() != Some(&message) {
-                        let serving =
-                            if reader.is_ready() { "the last good table" } else { "nothing yet" };
+                        let serving = if reader.is_ready() { "the last good table" } else { "nothing yet" };
                         tracing::error!("manifests not loaded, serving {serving}: {message}");
                     }
                     last_error = Some(message);
