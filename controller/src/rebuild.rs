@@ -195,8 +195,8 @@ mod tests {
     async fn updates_queued_together_make_one_build() {
         let mut queued = vec![listed(ObjectKind::IngressClass, vec![one(CLASS)])];
         for i in 0..50 {
-            queued.push(Update::Apply(ingress(&format!("i{i}"), "ostium", "web", "")));
-            queued.push(Update::Apply(service("web")));
+            queued.push(Update::Apply(Box::new(ingress(&format!("i{i}"), "ostium", "web", ""))));
+            queued.push(Update::Apply(Box::new(service("web"))));
         }
         let mut h = start(&[ObjectKind::IngressClass], queued);
         h.settle().await;
@@ -209,23 +209,23 @@ mod tests {
         let mut h = start(
             &[ObjectKind::IngressClass],
             vec![
-                Update::Apply(ingress("a", "ostium", "web", "")),
-                Update::Apply(service("web")),
-                Update::Apply(slice("web", "10.0.0.1")),
+                Update::Apply(Box::new(ingress("a", "ostium", "web", ""))),
+                Update::Apply(Box::new(service("web"))),
+                Update::Apply(Box::new(slice("web", "10.0.0.1"))),
                 listed(ObjectKind::IngressClass, vec![one(CLASS)]),
             ],
         );
         h.settle().await;
         let table = h.reader.load_full();
-        h.send(Update::Apply(slice("web", "10.0.0.2"))).await;
+        h.send(Update::Apply(Box::new(slice("web", "10.0.0.2")))).await;
         assert!(Arc::ptr_eq(&table, &h.reader.load_full()), "the same table");
         let addrs = table.endpoint_set(&web_key()).unwrap().addrs();
         assert_eq!(addrs, vec!["10.0.0.2:8080".parse::<SocketAddr>().unwrap()]);
 
         // The Service losing its port is more than endpoints: a new table.
-        h.send(Update::Apply(one(
+        h.send(Update::Apply(Box::new(one(
             "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: default}\nspec: {ports: [{name: http, port: 81}]}\n",
-        )))
+        ))))
         .await;
         assert!(!Arc::ptr_eq(&table, &h.reader.load_full()));
         assert_eq!(h.stop_builds().await, 2);
@@ -238,7 +238,7 @@ mod tests {
             vec![
                 listed(ObjectKind::Secret, vec![secret("a-tls", "x")]),
                 listed(ObjectKind::IngressClass, vec![one(CLASS)]),
-                Update::Apply(ingress("a", "ostium", "web", "")),
+                Update::Apply(Box::new(ingress("a", "ostium", "web", ""))),
             ],
         );
         h.settle().await;

@@ -24,7 +24,7 @@ use ostium_translate::{Object, ObjectKind, Objects, Options, References, SERVICE
 #[derive(Debug)]
 pub enum Update {
     /// An object added or changed.
-    Apply(Object),
+    Apply(Box<Object>),
     /// An object removed.
     Delete(ObjectKind, NamespacedName),
     /// The complete list of one kind, from a watcher's (re)list: objects not in it are gone.
@@ -144,7 +144,7 @@ impl Store {
 
     pub fn update(&mut self, update: Update) {
         match update {
-            Update::Apply(object) => self.apply(object),
+            Update::Apply(object) => self.put(Entry::from(*object)),
             Update::Delete(kind, key) => self.delete(kind, &key),
             Update::Listed(kind, objects) => {
                 self.replace_kind(kind, objects);
@@ -213,10 +213,6 @@ impl Store {
             ObjectKind::Endpoints => o.endpoints.keys().cloned().collect(),
             ObjectKind::Secret => o.secrets.keys().cloned().collect(),
         }
-    }
-
-    fn apply(&mut self, object: Object) {
-        self.put(Entry::from(object));
     }
 
     fn put(&mut self, entry: Entry) {
@@ -323,10 +319,10 @@ impl Store {
                 }
             }
             ObjectKind::EndpointSlice => {
-                if let Some(old) = self.objects.endpoint_slices.remove(key) {
-                    if let Some(service) = self.unindex_slice(key, &old) {
-                        self.endpoints_changed(service);
-                    }
+                if let Some(old) = self.objects.endpoint_slices.remove(key)
+                    && let Some(service) = self.unindex_slice(key, &old)
+                {
+                    self.endpoints_changed(service);
                 }
             }
             ObjectKind::Endpoints => {
@@ -511,7 +507,7 @@ pub(crate) mod tests {
     fn store(objects: Vec<Object>, served: &[&str]) -> Store {
         let mut store = Store::new(options(), &[ObjectKind::Ingress], true);
         for object in objects {
-            store.update(Update::Apply(object));
+            store.update(Update::Apply(Box::new(object)));
         }
         store.update(Update::Listed(ObjectKind::Ingress, store.listed_ingresses()));
         assert!(store.take_pending().is_some(), "the first build is always pending");
@@ -528,7 +524,7 @@ pub(crate) mod tests {
     #[test]
     fn not_synced_until_every_kind_is_listed() {
         let mut store = Store::new(options(), &[ObjectKind::Ingress, ObjectKind::Service], false);
-        store.update(Update::Apply(service("web")));
+        store.update(Update::Apply(Box::new(service("web"))));
         assert!(!store.is_synced());
         store.update(Update::Listed(ObjectKind::Ingress, vec![]));
         assert!(!store.is_synced());
@@ -545,31 +541,31 @@ pub(crate) mod tests {
         with_status.status =
             serde_json::from_str(r#"{"loadBalancer": {"ingress": [{"ip": "10.0.0.1"}]}}"#).unwrap();
         with_status.metadata.resource_version = Some("2".into());
-        store.update(Update::Apply(Object::Ingress(with_status)));
+        store.update(Update::Apply(Box::new(Object::Ingress(with_status))));
         assert_eq!(store.take_pending(), None);
 
-        store.update(Update::Apply(ingress("a", "ostium", "web", ", annotations: {x: \"z\"}")));
+        store.update(Update::Apply(Box::new(ingress("a", "ostium", "web", ", annotations: {x: \"z\"}"))));
         assert!(store.take_pending().is_some_and(|p| p.rebuild), "annotations count");
     }
 
     #[test]
     fn ingresses_of_other_classes_ask_for_nothing_until_they_become_ours() {
         let mut store = store(vec![one(CLASS)], &[]);
-        store.update(Update::Apply(ingress("other", "nginx", "web", "")));
+        store.update(Update::Apply(Box::new(ingress("other", "nginx", "web", ""))));
         assert_eq!(store.take_pending(), None);
-        store.update(Update::Apply(ingress("other", "ostium", "web", "")));
+        store.update(Update::Apply(Box::new(ingress("other", "ostium", "web", ""))));
         assert!(store.take_pending().is_some_and(|p| p.rebuild));
         store.built(&[NamespacedName::new("default", "other")]);
         // Leaving our class must drop its routes.
-        store.update(Update::Apply(ingress("other", "nginx", "web", "")));
+        store.update(Update::Apply(Box::new(ingress("other", "nginx", "web", ""))));
         assert!(store.take_pending().is_some_and(|p| p.rebuild));
     }
 
     #[test]
     fn endpoints_of_referenced_services_move_without_a_rebuild() {
         let mut store = store(vec![one(CLASS), ingress("a", "ostium", "web", ""), service("web")], &["a"]);
-        store.update(Update::Apply(slice("web", "10.0.0.1")));
-        store.update(Update::Apply(slice("unrelated", "10.0.0.2")));
+        store.update(Update::Apply(Box::new(slice("web", "10.0.0.1"))));
+        store.update(Update::Apply(Box::new(slice("unrelated", "10.0.0.2"))));
         let pending = store.take_pending().unwrap();
         assert!(!pending.rebuild);
         assert_eq!(pending.endpoints, BTreeSet::from([NamespacedName::new("default", "web")]));
@@ -583,12 +579,12 @@ pub(crate) mod tests {
     #[test]
     fn services_and_secrets_count_only_when_referenced() {
         let mut store = store(vec![one(CLASS), ingress("a", "ostium", "web", "")], &["a"]);
-        store.update(Update::Apply(service("unrelated")));
-        store.update(Update::Apply(secret("unrelated", "x")));
+        store.update(Update::Apply(Box::new(service("unrelated"))));
+        store.update(Update::Apply(Box::new(secret("unrelated", "x"))));
         assert_eq!(store.take_pending(), None);
-        store.update(Update::Apply(service("web")));
+        store.update(Update::Apply(Box::new(service("web"))));
         assert!(store.take_pending().is_some_and(|p| p.rebuild));
-        store.update(Update::Apply(secret("a-tls", "x")));
+        store.update(Update::Apply(Box::new(secret("a-tls", "x"))));
         assert!(store.take_pending().is_some_and(|p| p.rebuild));
     }
 
@@ -599,7 +595,7 @@ pub(crate) mod tests {
         assert!(store.objects().secrets[&key].data.is_none(), "payload dropped");
         assert!(store.take_secret_fetches().is_empty());
 
-        store.update(Update::Apply(ingress("b", "ostium", "web", "")));
+        store.update(Update::Apply(Box::new(ingress("b", "ostium", "web", ""))));
         assert_eq!(store.take_secret_fetches(), vec![key.clone()]);
         assert!(!store.is_synced(), "no build without the Secret's data");
         assert_eq!(store.take_pending(), None);
