@@ -66,6 +66,11 @@ pub struct Args {
     #[arg(long, value_name = "ADDR")]
     pub publish_status_address: Option<String>,
 
+    /// Cluster mode: name of the Lease (in the controller's namespace) that elects the replica
+    /// writing Ingress status and Events.
+    #[arg(long, value_name = "NAME", default_value = "ostium-leader")]
+    pub election_id: String,
+
     /// Access and event log format (default: text on a TTY, json otherwise).
     #[arg(long, value_enum, value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -139,6 +144,7 @@ pub struct Config {
     pub default_ssl_certificate: Option<NamespacedName>,
     pub annotations_prefix: String,
     pub status: Option<StatusSource>,
+    pub election_id: String,
     pub log_format: Option<LogFormat>,
     pub access_log: bool,
     pub command: Option<Command>,
@@ -172,6 +178,7 @@ impl TryFrom<Args> for Config {
             annotations_prefix,
             publish_service,
             publish_status_address,
+            election_id,
             log_format,
             access_log,
             command,
@@ -180,6 +187,7 @@ impl TryFrom<Args> for Config {
             ("ingress-class", &ingress_class),
             ("controller-name", &controller_name),
             ("annotations-prefix", &annotations_prefix),
+            ("election-id", &election_id),
         ] {
             if value.is_empty() {
                 return Err(ConfigError::Empty(flag));
@@ -206,6 +214,7 @@ impl TryFrom<Args> for Config {
             default_ssl_certificate,
             annotations_prefix,
             status,
+            election_id,
             log_format,
             access_log: access_log == Switch::On,
             command,

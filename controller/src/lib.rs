@@ -3,10 +3,13 @@
 
 mod admin;
 mod args;
+mod events;
+pub mod leader;
 mod metrics;
 mod publish;
 pub mod rebuild;
 pub mod source;
+pub mod status;
 pub mod store;
 
 use std::sync::Arc;
@@ -33,13 +36,28 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // The source starts first: a bad --manifests path must fail before any port is bound.
     let publisher = Publisher::new(store, options.clone(), metrics.clone());
     let (updates, updates_rx) = tokio::sync::mpsc::unbounded_channel();
-    let (outputs, _served) = rebuild::Outputs::new();
+    let (mut outputs, served) = rebuild::Outputs::new();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut leader = None;
     let store = match &config.manifests {
         Some(path) => {
             source::manifests::spawn(path.clone(), updates, reader.clone(), metrics.clone())?;
             store::Store::new(options, &[], false)
         }
-        None => anyhow::bail!("cluster mode is not available in this build; run with --manifests PATH"),
+        None => {
+            let client = kube::Client::try_default()
+                .await
+                .context("no Kubernetes API to talk to (KUBECONFIG, ~/.kube/config, in-cluster); use --manifests PATH to run without one")?;
+            let (fetch, fetches) = tokio::sync::mpsc::unbounded_channel();
+            outputs.secret_fetches = Some(fetch);
+            let namespace = config.watch_namespace.as_deref();
+            let kinds =
+                source::cluster::spawn(client.clone(), namespace, updates, fetches, metrics.clone()).await;
+            leader =
+                Some(spawn_leader_duties(&config, client, served, &mut outputs, &metrics, stopped.clone()));
+            tracing::info!(namespace = namespace.unwrap_or("(all)"), "watching the cluster");
+            store::Store::new(options, &kinds, true)
+        }
     };
     tokio::spawn(rebuild::run(store, publisher, updates_rx, outputs));
 
@@ -54,7 +72,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let proxy_config = ProxyConfig { access_log: config.access_log, ..ProxyConfig::default() };
     let proxy = Proxy::new(reader.clone(), proxy_config, proxy_metrics);
-    let (stop, stopped) = tokio::sync::watch::channel(false);
     let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
         let _ = stopped.wait_for(|stop| *stop).await;
     };
@@ -66,9 +83,50 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     shutdown_signal().await;
     tracing::info!("shutting down: no new connections, draining requests in flight");
     let _ = stop.send(true);
+    if let Some(leader) = leader {
+        // A leader hands its Lease over before draining ends.
+        let _ = leader.await;
+    }
     let _ = tokio::join!(http, https);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Cluster mode: the leader election, and the status writer and Event recorder that act only
+/// while this replica leads. Returns the election task, which ends (releasing the Lease) once
+/// `stop` turns true.
+fn spawn_leader_duties(
+    config: &Config,
+    client: kube::Client,
+    served: tokio::sync::watch::Receiver<Arc<[ostium_model::NamespacedName]>>,
+    outputs: &mut rebuild::Outputs,
+    metrics: &Metrics,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    let identity = std::env::var("POD_NAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|h| h.trim().to_owned()))
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| format!("ostium-{}", std::process::id()));
+    let namespace = std::env::var("POD_NAMESPACE").unwrap_or_else(|_| client.default_namespace().to_owned());
+    let (leads, leader) = tokio::sync::watch::channel(false);
+
+    let (diagnostics, reports) = tokio::sync::mpsc::unbounded_channel();
+    outputs.diagnostics = Some(diagnostics);
+    tokio::spawn(events::run(client.clone(), identity.clone(), reports, leader.clone()));
+    if let Some(source) = &config.status {
+        let writer = status::StatusWriter::new(
+            client.clone(),
+            source.clone(),
+            config.watch_namespace.clone(),
+            metrics.clone(),
+        );
+        tokio::spawn(writer.run(leader, served));
+    }
+    tracing::info!(lease = %format!("{namespace}/{}", config.election_id), identity, "campaigning for leader");
+    let elector =
+        leader::Elector::new(kube::Api::namespaced(client, &namespace), &config.election_id, identity);
+    tokio::spawn(elector.run(leads, metrics.clone(), stop))
 }
 
 /// `ostium check` and `ostium route`: translate manifests offline and report. Returns the

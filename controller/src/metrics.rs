@@ -24,6 +24,21 @@ struct Inner {
     pub(crate) table_swaps: Counter,
     pub(crate) source_errors: Counter,
     pub(crate) diagnostics: Family<ReasonLabel, Gauge>,
+    watch_restarts: Family<KindLabel, Counter>,
+    watch_errors: Family<KindLabel, Counter>,
+    malformed_objects: Family<KindLabel, Counter>,
+    status_writes: Family<ResultLabel, Counter>,
+    is_leader: Gauge,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -62,6 +77,32 @@ impl Default for Metrics {
             "Endpoint sets whose endpoints changed in place, without a new table",
             endpoint_swaps.clone(),
         );
+        let watch_restarts = Family::<KindLabel, Counter>::default();
+        registry.register(
+            "watch_restarts",
+            "Cluster mode: watches that had to list their kind again (after an expiry or outage)",
+            watch_restarts.clone(),
+        );
+        let watch_errors = Family::<KindLabel, Counter>::default();
+        registry.register(
+            "watch_errors",
+            "Cluster mode: failed watch or list calls (each is retried with backoff)",
+            watch_errors.clone(),
+        );
+        let malformed_objects = Family::<KindLabel, Counter>::default();
+        registry.register(
+            "malformed_objects",
+            "Cluster mode: objects skipped because they do not have their kind's shape",
+            malformed_objects.clone(),
+        );
+        let status_writes = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "ingress_status_writes",
+            "Cluster mode: Ingress status updates by the leader, by result",
+            status_writes.clone(),
+        );
+        let is_leader = Gauge::default();
+        registry.register("leader", "1 while this replica holds the leader Lease", is_leader.clone());
         let proxy = ostium_proxy::ProxyMetrics::register(&mut registry);
         let inner = Inner {
             registry,
@@ -72,6 +113,11 @@ impl Default for Metrics {
             table_swaps,
             source_errors,
             diagnostics,
+            watch_restarts,
+            watch_errors,
+            malformed_objects,
+            status_writes,
+            is_leader,
         };
         Self { inner: Arc::new(inner) }
     }
@@ -106,6 +152,27 @@ impl Metrics {
 
     pub(crate) fn source_error(&self) {
         self.inner.source_errors.inc();
+    }
+
+    pub(crate) fn watch_restarted(&self, kind: &'static str) {
+        self.inner.watch_restarts.get_or_create(&KindLabel { kind }).inc();
+    }
+
+    pub(crate) fn watch_error(&self, kind: &'static str) {
+        self.inner.watch_errors.get_or_create(&KindLabel { kind }).inc();
+    }
+
+    pub(crate) fn malformed_object(&self, kind: &'static str) {
+        self.inner.malformed_objects.get_or_create(&KindLabel { kind }).inc();
+    }
+
+    pub(crate) fn status_written(&self, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.inner.status_writes.get_or_create(&ResultLabel { result }).inc();
+    }
+
+    pub(crate) fn set_leader(&self, leader: bool) {
+        self.inner.is_leader.set(i64::from(leader));
     }
 
     pub(crate) fn set_diagnostics(&self, counts: &[(&'static str, i64)]) {

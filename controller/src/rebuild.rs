@@ -9,10 +9,10 @@
 use std::sync::Arc;
 
 use ostium_model::NamespacedName;
-use ostium_translate::Diagnostic;
 use tokio::sync::{mpsc, watch};
 
 use crate::Publisher;
+use crate::events::Report;
 use crate::store::{Store, Update};
 
 /// Where the loop reports what it did, for the status writer, events and Secret fetches.
@@ -20,8 +20,8 @@ use crate::store::{Store, Update};
 pub struct Outputs {
     /// The Ingresses the current table serves, after each build.
     pub served: watch::Sender<Arc<[NamespacedName]>>,
-    /// Diagnostics new with a build.
-    pub diagnostics: Option<mpsc::UnboundedSender<Vec<Diagnostic>>>,
+    /// Diagnostics new with a build, with the uid of their object.
+    pub diagnostics: Option<mpsc::UnboundedSender<Vec<Report>>>,
     /// Secrets whose data must be fetched and sent back as [`Update::Fetched`].
     pub secret_fetches: Option<mpsc::UnboundedSender<NamespacedName>>,
 }
@@ -65,7 +65,11 @@ pub async fn run(
             if let Some(diagnostics) = &outputs.diagnostics
                 && !build.new_diagnostics.is_empty()
             {
-                let _ = diagnostics.send(build.new_diagnostics);
+                let reports = build.new_diagnostics.into_iter().map(|d| {
+                    let uid = store.uid(&d.object);
+                    (d, uid)
+                });
+                let _ = diagnostics.send(reports.collect());
             }
             // Updates that came in during the build are taken before deciding again.
             take_queued(&mut store, &mut updates, &outputs);

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use ostium_model::NamespacedName;
-use ostium_translate::{Object, ObjectKind, Objects, Options, References, SERVICE_NAME_LABEL};
+use ostium_translate::{Object, ObjectKind, ObjectRef, Objects, Options, References, SERVICE_NAME_LABEL};
 
 /// One change reported by a source.
 #[derive(Debug)]
@@ -130,6 +130,20 @@ impl Store {
     pub fn slices_of<'a>(&'a self, service: &NamespacedName) -> impl Iterator<Item = &'a EndpointSlice> + 'a {
         let keys = self.slices_by_service.get(service).into_iter().flatten();
         keys.filter_map(|key| self.objects.endpoint_slices.get(key).map(|s| &**s))
+    }
+
+    /// The uid of an object, for Events about it.
+    pub fn uid(&self, object: &ObjectRef) -> Option<String> {
+        let key = NamespacedName::new(object.namespace.as_deref().unwrap_or(""), &object.name);
+        let o = &self.objects;
+        match object.kind {
+            ObjectKind::Ingress => o.ingresses.get(&key)?.metadata.uid.clone(),
+            ObjectKind::IngressClass => o.ingress_classes.get(&object.name)?.metadata.uid.clone(),
+            ObjectKind::Service => o.services.get(&key)?.metadata.uid.clone(),
+            ObjectKind::EndpointSlice => o.endpoint_slices.get(&key)?.metadata.uid.clone(),
+            ObjectKind::Endpoints => o.endpoints.get(&key)?.metadata.uid.clone(),
+            ObjectKind::Secret => o.secrets.get(&key)?.metadata.uid.clone(),
+        }
     }
 
     /// The last table was built from the current objects and serves these Ingresses.

@@ -1,3 +1,4 @@
 //! Where objects come from.
 
+pub mod cluster;
 pub mod manifests;

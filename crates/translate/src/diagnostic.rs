@@ -87,6 +87,20 @@ impl fmt::Display for Diagnostic {
 
 // === impl ObjectRef ===
 
+impl ObjectKind {
+    /// Lower case, as `kubectl get` spells resources.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ingress => "ingress",
+            Self::IngressClass => "ingressclass",
+            Self::Service => "service",
+            Self::EndpointSlice => "endpointslice",
+            Self::Endpoints => "endpoints",
+            Self::Secret => "secret",
+        }
+    }
+}
+
 impl ObjectRef {
     pub fn new(kind: ObjectKind, namespace: Option<&str>, name: &str) -> Self {
         Self { kind, namespace: namespace.map(str::to_owned), name: name.to_owned() }
@@ -95,14 +109,7 @@ impl ObjectRef {
 
 impl fmt::Display for ObjectRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let kind = match self.kind {
-            ObjectKind::Ingress => "ingress",
-            ObjectKind::IngressClass => "ingressclass",
-            ObjectKind::Service => "service",
-            ObjectKind::EndpointSlice => "endpointslice",
-            ObjectKind::Endpoints => "endpoints",
-            ObjectKind::Secret => "secret",
-        };
+        let kind = self.kind.as_str();
         match &self.namespace {
             Some(ns) => write!(f, "{kind} {ns}/{}", self.name),
             None => write!(f, "{kind} {}", self.name),

@@ -174,6 +174,17 @@ impl Objects {
 // === impl Object ===
 
 impl Object {
+    /// One object from its JSON form (as the API server sends it, `apiVersion` and `kind`
+    /// included), checked as [`parse_manifests`] checks a document.
+    pub fn from_value(value: Value) -> Result<Self, String> {
+        let mut out = Vec::new();
+        parse_document(value, &mut out)?;
+        match (out.pop(), out.is_empty()) {
+            (Some(object), true) => Ok(object),
+            _ => Err("not one object of a kind ostium reads".to_owned()),
+        }
+    }
+
     /// Puts a namespaced object without a namespace in `default` and merges a Secret's
     /// `stringData` into `data`, as the API server does on write. Returns the object's key
     /// (an IngressClass's has an empty namespace).
