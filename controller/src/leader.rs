@@ -32,6 +32,10 @@ pub struct Elector {
     last_renewed: Option<Instant>,
 }
 
+fn timed_out() -> kube::Error {
+    kube::Error::Service(format!("no answer within {RENEW_DEADLINE:?}").into())
+}
+
 /// What identifies one renewal of a Lease.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Record {
@@ -53,7 +57,8 @@ impl Elector {
         mut stop: watch::Receiver<bool>,
     ) {
         loop {
-            let leads = match self.try_acquire_or_renew().await {
+            let round = tokio::time::timeout(RENEW_DEADLINE, self.try_acquire_or_renew()).await;
+            let leads = match round.unwrap_or_else(|_| Err(timed_out())) {
                 Ok(leads) => leads,
                 Err(e) => {
                     tracing::warn!(lease = self.name, "leader election: {e}");

@@ -45,9 +45,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             store::Store::new(options, &[], false)
         }
         None => {
-            let client = kube::Client::try_default()
+            let mut kube_config = kube::Config::infer()
                 .await
                 .context("no Kubernetes API to talk to (KUBECONFIG, ~/.kube/config, in-cluster); use --manifests PATH to run without one")?;
+            // Our own loops retry with backoff and must see failures when they happen: a leader
+            // has to notice it cannot renew, and an outage has to show in logs and metrics.
+            kube_config.default_retry = false;
+            let client =
+                kube::Client::try_from(kube_config).context("cannot set up the Kubernetes client")?;
             let (fetch, fetches) = tokio::sync::mpsc::unbounded_channel();
             outputs.secret_fetches = Some(fetch);
             let namespace = config.watch_namespace.as_deref();
@@ -192,9 +197,12 @@ pub fn self_signed_certificate(provider: &CryptoProvider) -> anyhow::Result<Cert
     Ok(Certificate { key: Arc::new(key), source: "self-signed".into() })
 }
 
-/// One subscriber for the process: JSON or text, filtered by `RUST_LOG` (default `info`).
+const DEFAULT_LOG_FILTER: &str = "info,kube_client::client::builder=off";
+
+/// One subscriber for the process: JSON or text, filtered by `RUST_LOG` (default: `info`, without kube-client's per-call errors).
 pub fn init_logging(json: bool, filter: Option<&str>) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter.unwrap_or("info"))
+    // kube-client logs every failed API call as an error; ours say what failed, once per outage.
+    let filter = tracing_subscriber::EnvFilter::try_new(filter.unwrap_or(DEFAULT_LOG_FILTER))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if json {

@@ -80,7 +80,7 @@ impl Default for Metrics {
         let watch_restarts = Family::<KindLabel, Counter>::default();
         registry.register(
             "watch_restarts",
-            "Cluster mode: watches that had to list their kind again (after an expiry or outage)",
+            "Cluster mode: watches started again, after a failure or an expiry",
             watch_restarts.clone(),
         );
         let watch_errors = Family::<KindLabel, Counter>::default();

@@ -23,16 +23,23 @@ pub struct Ostium {
 impl Ostium {
     /// Starts `binary --manifests <manifests> <extra>` on free ports of 127.0.0.1. Does not wait.
     pub fn spawn(binary: &Path, manifests: &Path, extra: &[&str]) -> Self {
+        let manifests = manifests.to_str().expect("a UTF-8 path");
+        let args: Vec<&str> = ["--manifests", manifests].into_iter().chain(extra.iter().copied()).collect();
+        Self::spawn_with(binary, &args, &[])
+    }
+
+    /// Starts `binary <args>` with extra environment variables, on free ports of 127.0.0.1.
+    /// Does not wait.
+    pub fn spawn_with(binary: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
         let (http, https, admin) = (free_addr(), free_addr(), free_addr());
         let log =
             std::env::temp_dir().join(format!("ostium-e2e-{}-{}.log", std::process::id(), admin.port()));
         let log_file = std::fs::File::create(&log).expect("create the log file");
         let child = Command::new(binary)
-            .arg("--manifests")
-            .arg(manifests)
             .args(["--http-addr", &http.to_string(), "--https-addr", &https.to_string()])
             .args(["--admin-addr", &admin.to_string(), "--log-format", "text"])
-            .args(extra)
+            .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().expect("clone the log file"))
             .stderr(log_file)
@@ -62,6 +69,11 @@ impl Ostium {
             std::thread::sleep(Duration::from_millis(20));
         }
         panic!("ostium was not ready after {timeout:?}; log:\n{}", self.log());
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     /// Everything ostium wrote to stdout and stderr so far.

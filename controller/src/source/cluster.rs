@@ -96,41 +96,8 @@ async fn watch(
     let mut lists = 0u64;
     let mut failing = false;
     while let Some(event) = stream.next().await {
-        let update = match event {
-            Ok(watcher::Event::Init) => {
-                listed.clear();
-                if lists > 0 {
-                    metrics.watch_restarted(kind_name);
-                    tracing::info!(kind = kind_name, "watch restarted: listing again");
-                }
-                continue;
-            }
-            Ok(watcher::Event::InitApply(object)) => {
-                listed.extend(convert(kind, &resource, object, &metrics));
-                continue;
-            }
-            Ok(watcher::Event::InitDone) => {
-                lists += 1;
-                if std::mem::take(&mut failing) {
-                    tracing::info!(kind = kind_name, "watch reconnected");
-                }
-                tracing::debug!(kind = kind_name, objects = listed.len(), "listed");
-                Update::Listed(kind, std::mem::take(&mut listed))
-            }
-            Ok(watcher::Event::Apply(object)) => match convert(kind, &resource, object, &metrics) {
-                Some(object) => Update::Apply(Box::new(object)),
-                None => continue,
-            },
-            Ok(watcher::Event::Delete(object)) => {
-                let meta = &object.metadata;
-                let namespace = if kind == ObjectKind::IngressClass {
-                    ""
-                } else {
-                    meta.namespace.as_deref().unwrap_or_default()
-                };
-                let name = meta.name.as_deref().unwrap_or_default();
-                Update::Delete(kind, NamespacedName::new(namespace, name))
-            }
+        let event = match event {
+            Ok(event) => event,
             Err(e) => {
                 metrics.watch_error(kind_name);
                 // Logged once per outage; the backoff retries meanwhile.
@@ -140,6 +107,42 @@ async fn watch(
                     tracing::debug!(kind = kind_name, "watch still failing: {e}");
                 }
                 continue;
+            }
+        };
+        if std::mem::take(&mut failing) {
+            metrics.watch_restarted(kind_name);
+            tracing::info!(kind = kind_name, "watch reconnected");
+        } else if matches!(event, watcher::Event::Init) && lists > 0 {
+            metrics.watch_restarted(kind_name);
+            tracing::info!(kind = kind_name, "watch expired: listing again");
+        }
+        let update = match event {
+            watcher::Event::Init => {
+                listed.clear();
+                continue;
+            }
+            watcher::Event::InitApply(object) => {
+                listed.extend(convert(kind, &resource, object, &metrics));
+                continue;
+            }
+            watcher::Event::InitDone => {
+                lists += 1;
+                tracing::debug!(kind = kind_name, objects = listed.len(), "listed");
+                Update::Listed(kind, std::mem::take(&mut listed))
+            }
+            watcher::Event::Apply(object) => match convert(kind, &resource, object, &metrics) {
+                Some(object) => Update::Apply(Box::new(object)),
+                None => continue,
+            },
+            watcher::Event::Delete(object) => {
+                let meta = &object.metadata;
+                let namespace = if kind == ObjectKind::IngressClass {
+                    ""
+                } else {
+                    meta.namespace.as_deref().unwrap_or_default()
+                };
+                let name = meta.name.as_deref().unwrap_or_default();
+                Update::Delete(kind, NamespacedName::new(namespace, name))
             }
         };
         if updates.send(update).is_err() {

@@ -1,0 +1,235 @@
+//! Cluster mode against an in-memory API server on loopback (`ostium_test_support::kube_api`):
+//! the real binary, its kube-rs watchers, Lease election and status writes. The same scenarios
+//! against a real kube-apiserver are in `envtest.rs`.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use ostium_e2e::{Ostium, get, request};
+use ostium_test_support::EchoBackend;
+use ostium_test_support::kube_api::KubeApi;
+use serde_json::{Value, json};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_ostium");
+
+/// Waits (up to `timeout`) for `check` to hold, polling every 20 ms.
+fn eventually(timeout: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if check() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("not within {timeout:?}: {what}");
+}
+
+struct Cluster {
+    api: KubeApi,
+    kubeconfig: tempfile::NamedTempFile,
+}
+
+impl Cluster {
+    async fn start() -> Self {
+        let api = KubeApi::start().await;
+        let kubeconfig = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(kubeconfig.path(), api.kubeconfig()).unwrap();
+        api.apply(json!({
+            "apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
+            "metadata": {"name": "ostium"}, "spec": {"controller": "ostium.dev/ingress-controller"},
+        }));
+        Self { api, kubeconfig }
+    }
+
+    fn ostium(&self, pod: &str, extra: &[&str]) -> Ostium {
+        let env = [("KUBECONFIG", self.kubeconfig.path().to_str().unwrap()), ("POD_NAME", pod)];
+        let mut args = vec!["--publish-status-address", "10.1.2.3"];
+        args.extend(extra);
+        Ostium::spawn_with(Path::new(BINARY), &args, &env)
+    }
+
+    fn service(&self, name: &str) {
+        self.api.apply(json!({
+            "apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": "default"},
+            "spec": {"ports": [{"name": "http", "port": 80}]},
+        }));
+    }
+
+    fn slice(&self, service: &str, backend: &EchoBackend) {
+        self.api.apply(json!({
+            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": format!("{service}-1"), "namespace": "default",
+                         "labels": {"kubernetes.io/service-name": service}},
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": backend.addr.port()}],
+            "endpoints": [{"addresses": [backend.addr.ip().to_string()]}],
+        }));
+    }
+
+    fn ingress(&self, name: &str, host: &str, service: &str, annotations: Value) {
+        self.api.apply(json!({
+            "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+            "metadata": {"name": name, "namespace": "default", "annotations": annotations},
+            "spec": {"ingressClassName": "ostium", "rules": [{"host": host, "http": {"paths": [
+                {"path": "/", "pathType": "Prefix",
+                 "backend": {"service": {"name": service, "port": {"number": 80}}}}]}}]},
+        }));
+    }
+
+    fn status_ips(&self, ingress: &str) -> Vec<String> {
+        let Some(object) = self.api.get("ingresses", "default", ingress) else { return vec![] };
+        let entries = object.pointer("/status/loadBalancer/ingress").and_then(Value::as_array).cloned();
+        entries.unwrap_or_default().iter().filter_map(|e| e["ip"].as_str().map(str::to_owned)).collect()
+    }
+
+    fn lease_holder(&self) -> Option<String> {
+        let lease = self.api.get("leases", "default", "ostium-leader")?;
+        lease.pointer("/spec/holderIdentity")?.as_str().map(str::to_owned)
+    }
+}
+
+fn backend_of(ostium: &Ostium, host: &str) -> Option<String> {
+    let response = get(ostium.http, "/", Some(host)).ok()?;
+    response.header("x-backend").map(str::to_owned)
+}
+
+fn metric(ostium: &Ostium, name: &str) -> f64 {
+    let text = get(ostium.admin, "/metrics", None).map(|r| r.body).unwrap_or_default();
+    text.lines()
+        .filter(|line| line.starts_with(name))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_endpoints_secrets_and_status_follow_the_api() {
+    let cluster = Cluster::start().await;
+    let (a, b) = (EchoBackend::start("a").await, EchoBackend::start("b").await);
+    cluster.service("web");
+    cluster.slice("web", &a);
+    cluster.ingress("web", "web.example.com", "web", json!({}));
+    // An unrelated Secret: its payload is not kept (checked through the fetch path below).
+    cluster.api.apply(json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "users", "namespace": "default"},
+        "data": {"auth": "ZGVtbzp7U0hBfWllU1Y1NVFjK2VRT2FZRFJTaGEvQWp6TlRKRT0="}}));
+
+    let mut ostium = tokio::task::block_in_place(|| {
+        let mut ostium = cluster.ostium("one", &[]);
+        ostium.wait_ready(Duration::from_secs(30));
+        ostium
+    });
+    tokio::task::block_in_place(|| {
+        assert_eq!(backend_of(&ostium, "web.example.com").as_deref(), Some("a"), "{}", ostium.log());
+
+        // Endpoints move.
+        cluster.slice("web", &b);
+        eventually(Duration::from_secs(10), "the endpoint moves to b", || {
+            backend_of(&ostium, "web.example.com").as_deref() == Some("b")
+        });
+
+        // Status: written by the leader with the published address.
+        eventually(Duration::from_secs(20), "status written", || cluster.status_ips("web") == ["10.1.2.3"]);
+
+        // A new Ingress that refers to the existing Secret: the Secret is fetched, auth applies.
+        cluster.ingress(
+            "admin",
+            "admin.example.com",
+            "web",
+            json!({"nginx.ingress.kubernetes.io/auth-type": "basic",
+                   "nginx.ingress.kubernetes.io/auth-secret": "users"}),
+        );
+        eventually(Duration::from_secs(10), "the admin route asks for credentials", || {
+            get(ostium.http, "/", Some("admin.example.com")).is_ok_and(|r| r.status == 401)
+        });
+        // demo:demo, {SHA} hash.
+        let with_credentials = "GET / HTTP/1.1\r\nHost: admin.example.com\r\nAuthorization: Basic ZGVtbzpkZW1v\r\nConnection: close\r\n\r\n";
+        assert_eq!(request(ostium.http, with_credentials).unwrap().status, 200, "{}", ostium.log());
+
+        // Deleting an Ingress removes its routes and our address from its status... and it is
+        // gone, so only the route matters here.
+        cluster.api.delete("ingresses", "default", "admin");
+        eventually(Duration::from_secs(10), "the admin route is gone", || {
+            get(ostium.http, "/", Some("admin.example.com")).is_ok_and(|r| r.status == 404)
+        });
+
+        // An Ingress that leaves our class loses our address.
+        cluster.ingress("other", "other.example.com", "web", json!({}));
+        eventually(Duration::from_secs(20), "status of other", || {
+            cluster.status_ips("other") == ["10.1.2.3"]
+        });
+        let mut object = cluster.api.get("ingresses", "default", "other").unwrap();
+        object["spec"]["ingressClassName"] = "nginx".into();
+        cluster.api.apply(object);
+        eventually(Duration::from_secs(20), "our address removed", || cluster.status_ips("other").is_empty());
+
+        assert!(ostium.is_running());
+        assert_eq!(metric(&ostium, "ostium_malformed_objects_total"), 0.0);
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_outage_keeps_serving_and_changes_resume_after_it() {
+    let cluster = Cluster::start().await;
+    let a = EchoBackend::start("a").await;
+    cluster.service("web");
+    cluster.slice("web", &a);
+    cluster.ingress("web", "web.example.com", "web", json!({}));
+    tokio::task::block_in_place(|| {
+        let mut ostium = cluster.ostium("one", &[]);
+        ostium.wait_ready(Duration::from_secs(30));
+
+        cluster.api.set_down(true);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while metric(&ostium, "ostium_watch_errors_total") == 0.0 {
+            assert!(Instant::now() < deadline, "no watch error counted; log:\n{}", ostium.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(backend_of(&ostium, "web.example.com").as_deref(), Some("a"), "still serving");
+        assert_eq!(get(ostium.admin, "/readyz", None).unwrap().status, 200);
+
+        cluster.ingress("new", "new.example.com", "web", json!({}));
+        cluster.api.set_down(false);
+        eventually(Duration::from_secs(30), "the change made during the outage arrives", || {
+            backend_of(&ostium, "new.example.com").as_deref() == Some("a")
+        });
+        assert!(metric(&ostium, "ostium_watch_restarts_total") > 0.0, "{}", ostium.log());
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_of_two_replicas_writes_status_and_the_other_takes_over_when_it_dies() {
+    let cluster = Cluster::start().await;
+    let a = EchoBackend::start("a").await;
+    cluster.service("web");
+    cluster.slice("web", &a);
+    cluster.ingress("web", "web.example.com", "web", json!({}));
+    tokio::task::block_in_place(|| {
+        let mut one = cluster.ostium("one", &[]);
+        let mut two = cluster.ostium("two", &[]);
+        one.wait_ready(Duration::from_secs(30));
+        two.wait_ready(Duration::from_secs(30));
+        eventually(Duration::from_secs(20), "a leader", || cluster.lease_holder().is_some());
+        eventually(Duration::from_secs(20), "status written", || cluster.status_ips("web") == ["10.1.2.3"]);
+
+        let holder = cluster.lease_holder().unwrap();
+        let (leader, follower) = if holder == "one" { (one, two) } else { (two, one) };
+        assert!(metric(&leader, "ostium_ingress_status_writes_total") >= 1.0);
+        assert_eq!(metric(&follower, "ostium_ingress_status_writes_total"), 0.0, "followers never write");
+        assert_eq!(metric(&follower, "ostium_leader "), 0.0);
+
+        // Killed without a chance to release: the follower waits out the Lease (15 s).
+        let killed_at = Instant::now();
+        drop(leader);
+        eventually(Duration::from_secs(30), "the follower takes over", || {
+            cluster.lease_holder().is_some_and(|h| h != holder)
+        });
+        let takeover = killed_at.elapsed();
+        assert!(takeover <= Duration::from_secs(15 + 2 + 2), "took {takeover:?}");
+
+        cluster.ingress("later", "later.example.com", "web", json!({}));
+        eventually(Duration::from_secs(20), "the new leader writes status", || {
+            cluster.status_ips("later") == ["10.1.2.3"]
+        });
+        assert!(metric(&follower, "ostium_ingress_status_writes_total") >= 1.0);
+    });
+}
