@@ -6,6 +6,11 @@ use std::process::ExitCode;
 use clap::Parser;
 use ostium::{Args, Config, LogFormat};
 
+// Table builds allocate and free hundreds of thousands of small objects; mimalloc does that with
+// less time in free-list upkeep than glibc's allocator, and without its fragmentation growth.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let args = Args::parse();
     let config = match Config::try_from(args) {

@@ -10,6 +10,8 @@ use k8s_openapi::api::core::v1::{Endpoints, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use ostium_model::NamespacedName;
+
+use crate::ObjectKind;
 use serde_json::Value;
 
 /// Every object translation may look at, keyed by identity. Values are `Arc`s so a snapshot is
@@ -155,6 +157,53 @@ impl Objects {
         self.endpoint_slices.extend(other.endpoint_slices.iter().map(|(k, v)| (k.clone(), v.clone())));
         self.endpoints.extend(other.endpoints.iter().map(|(k, v)| (k.clone(), v.clone())));
         self.secrets.extend(other.secrets.iter().map(|(k, v)| (k.clone(), v.clone())));
+    }
+
+    /// Every object, copied out, with its kind and key (an IngressClass's namespace is empty).
+    pub fn to_objects(&self) -> Vec<(ObjectKind, NamespacedName, Object)> {
+        let mut out = Vec::new();
+        let cluster_key = |name: &String| NamespacedName::new("", name);
+        out.extend(
+            self.ingresses
+                .iter()
+                .map(|(k, o)| (ObjectKind::Ingress, k.clone(), Object::Ingress((**o).clone()))),
+        );
+        out.extend(
+            self.ingress_classes.iter().map(|(k, o)| {
+                (ObjectKind::IngressClass, cluster_key(k), Object::IngressClass((**o).clone()))
+            }),
+        );
+        out.extend(
+            self.services
+                .iter()
+                .map(|(k, o)| (ObjectKind::Service, k.clone(), Object::Service((**o).clone()))),
+        );
+        out.extend(
+            self.endpoint_slices
+                .iter()
+                .map(|(k, o)| (ObjectKind::EndpointSlice, k.clone(), Object::EndpointSlice((**o).clone()))),
+        );
+        out.extend(
+            self.endpoints
+                .iter()
+                .map(|(k, o)| (ObjectKind::Endpoints, k.clone(), Object::Endpoints((**o).clone()))),
+        );
+        out.extend(
+            self.secrets.iter().map(|(k, o)| (ObjectKind::Secret, k.clone(), Object::Secret((**o).clone()))),
+        );
+        out
+    }
+
+    /// Whether an object of this kind and key is here.
+    pub fn contains(&self, kind: ObjectKind, key: &NamespacedName) -> bool {
+        match kind {
+            ObjectKind::Ingress => self.ingresses.contains_key(key),
+            ObjectKind::IngressClass => self.ingress_classes.contains_key(&key.name),
+            ObjectKind::Service => self.services.contains_key(key),
+            ObjectKind::EndpointSlice => self.endpoint_slices.contains_key(key),
+            ObjectKind::Endpoints => self.endpoints.contains_key(key),
+            ObjectKind::Secret => self.secrets.contains_key(key),
+        }
     }
 
     /// How many objects of each kind, for logs.
