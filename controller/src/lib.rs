@@ -157,7 +157,7 @@ pub fn run_tool(config: &Config, command: &Command) -> anyhow::Result<u8> {
             println!(
                 "{} ingresses served, {} hosts, {errors} errors, {} warnings",
                 translation.ingresses.len(),
-                translation.table.virtual_hosts().len(),
+                translation.table.host_count(),
                 translation.diagnostics.len() - errors
             );
             Ok(if errors > 0 { 1 } else { 0 })

@@ -156,6 +156,11 @@ impl Table {
         self.endpoint_sets.range(key(0)..=key(u16::MAX)).map(|(_, set)| set)
     }
 
+    /// How many virtual hosts there are (the host-less one included).
+    pub fn host_count(&self) -> usize {
+        self.exact_hosts.len() + self.wildcard_hosts.len() + usize::from(self.any_host.is_some())
+    }
+
     /// Every virtual host: exact names, then wildcards (each sorted), then the host-less one.
     pub fn virtual_hosts(&self) -> Vec<&VirtualHost> {
         let mut exact: Vec<_> = self.exact_hosts.values().collect();

@@ -131,8 +131,8 @@ pub fn translate(objects: &Objects, options: &Options) -> Translation {
         .filter(|(id, ingress)| translator.classes.is_ours(id, ingress, &mut translator.diagnostics))
         .collect();
     ingresses.sort_by(|(a_id, a), (b_id, b)| {
-        let age = |i: &Ingress| i.metadata.creation_timestamp.clone();
-        age(a).cmp(&age(b)).then_with(|| a_id.cmp(b_id))
+        let (a_age, b_age) = (&a.metadata.creation_timestamp, &b.metadata.creation_timestamp);
+        a_age.cmp(b_age).then_with(|| a_id.cmp(b_id))
     });
     for (id, ingress) in &ingresses {
         translator.ingress(id, ingress);
