@@ -57,7 +57,16 @@ const DEFAULT_NAMESPACE: &str = "default";
 /// whole application's manifests can be pointed at. Any error fails the whole stream: a
 /// half-read file must not replace a good one.
 pub fn parse_manifests(text: &str) -> Result<Vec<Object>, ManifestError> {
-    let documents: Vec<Value> = serde_saphyr::from_multiple(text)
+    // The default budget stops at 1 024 documents and 250 000 nodes, which a fleet's worth of
+    // Ingresses in one file passes. Alias expansion keeps its default limits (the YAML bomb guard).
+    let options = serde_saphyr::options! {
+        budget: serde_saphyr::budget! {
+            max_documents: 1_000_000,
+            max_nodes: 50_000_000,
+            max_events: 100_000_000,
+        },
+    };
+    let documents: Vec<Value> = serde_saphyr::from_multiple_with_options(text, options)
         .map_err(|e| ManifestError { document: 0, message: format!("invalid YAML: {e}") })?;
     let mut objects = Vec::new();
     for (i, document) in documents.into_iter().enumerate() {
@@ -313,6 +322,14 @@ items:
         let secret = &objects.secrets[&NamespacedName::new("other", "s")];
         assert_eq!(secret.data.as_ref().unwrap()["auth"].0, b"user:hash");
         assert!(secret.string_data.is_none());
+    }
+
+    #[test]
+    fn files_with_thousands_of_documents_load() {
+        let one = "apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {ports: [{port: 80}]}\n";
+        let text: String =
+            (0..5000).map(|i| format!("---\n{}", one.replace("name: s", &format!("name: s{i}")))).collect();
+        assert_eq!(Objects::from_yaml(&text).unwrap().services.len(), 5000);
     }
 
     #[test]
