@@ -96,3 +96,51 @@ fn route_explains_what_a_request_gets() {
     );
     assert!(explain(&["--host", "unknown.localhost"]).contains("built-in 404"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_access_log_counts_bytes_both_ways() {
+    let backend = ostium_test_support::EchoBackend::start("a").await;
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = format!(
+        "apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: {{name: ostium}}\nspec: {{controller: ostium.dev/ingress-controller}}\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: web}}\nspec: {{ports: [{{name: http, port: 80}}]}}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: web-1, labels: {{kubernetes.io/service-name: web}}}}\naddressType: IPv4\nports: [{{name: http, port: {}}}]\nendpoints: [{{addresses: [\"{}\"]}}]\n---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: web}}\nspec:\n  ingressClassName: ostium\n  rules: [{{host: web.example.com, http: {{paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: web, port: {{number: 80}}}}}}}}]}}}}]\n",
+        backend.addr.port(),
+        backend.addr.ip()
+    );
+    std::fs::write(dir.path().join("all.yaml"), manifest).unwrap();
+    tokio::task::block_in_place(|| {
+        let ostium = Ostium::start(BIN.as_ref(), dir.path(), &[]);
+        let raw = "POST /upload HTTP/1.1\r\nHost: web.example.com\r\nContent-Length: 11\r\nConnection: close\r\n\r\nhello world";
+        let response = ostium_e2e::request(ostium.http, raw).unwrap();
+        assert_eq!(response.status, 200, "{}", ostium.log());
+        let expected = format!("bytes_out={}", response.body.len());
+        let mut line = String::new();
+        for _ in 0..100 {
+            let log = strip_ansi(&ostium.log());
+            if let Some(found) = log.lines().find(|l| l.contains("ostium::access") && l.contains("/upload")) {
+                line = found.to_owned();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(line.contains("bytes_in=11"), "{line}");
+        assert!(line.contains(&expected), "{line} ({expected})");
+    });
+}
+
+/// The log without terminal colour codes.
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}

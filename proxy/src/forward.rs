@@ -5,28 +5,27 @@ use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, HOST};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
-use http_body_util::{Either, Empty, Full, Limited};
+use http_body_util::{Either, Empty, Limited};
 use hyper::body::{Body as _, Incoming};
 use hyper_util::rt::TokioIo;
 use ostium_model::{Endpoint, HttpsRedirect, NamespacedName, Protocol, Target, normalize_path};
 
 use crate::auth::{self, Verdict};
 
+use crate::body::{AccessEntry, CountedRequest, ProxyBody};
 use crate::headers::{self, Forwarded};
 use crate::upstream::{self, UpstreamBody};
 use crate::{ConnectionInfo, Proxy, ProxyError};
 
-/// Every response body: streamed from an endpoint, or a short one of our own.
-pub type ProxyBody = Either<Incoming, Full<Bytes>>;
-
 pub(crate) fn full(bytes: Bytes) -> ProxyBody {
-    Either::Right(Full::new(bytes))
+    ProxyBody::full(bytes)
 }
 
 /// What the access log says about a request besides the request itself.
@@ -37,6 +36,8 @@ struct Trace {
     upstream: Option<SocketAddr>,
     upstream_duration: Option<Duration>,
     request_id: Option<HeaderValue>,
+    /// Request body bytes read so far.
+    bytes_in: Arc<AtomicU64>,
 }
 
 impl Proxy {
@@ -66,23 +67,21 @@ impl Proxy {
             started.elapsed(),
             trace.upstream_duration,
         );
-        if let Some((method, uri, host)) = logged {
-            let host = uri.authority().map(Authority::as_str).or(host.as_ref().and_then(|h| h.to_str().ok()));
-            tracing::info!(
-                target: "ostium::access",
-                client = %connection.remote,
-                method = %method,
-                host,
-                path = uri.path(),
-                status = response.status().as_u16(),
-                duration_ms = started.elapsed().as_secs_f64() * 1e3,
-                upstream = trace.upstream.map(tracing::field::display),
-                upstream_ms = trace.upstream_duration.map(|d| d.as_secs_f64() * 1e3),
-                ingress = trace.ingress.as_deref().map(tracing::field::display),
-                request_id = trace.request_id.as_ref().and_then(|v| v.to_str().ok()),
-            );
-        }
-        response
+        let Some((method, uri, host)) = logged else { return response };
+        let entry = AccessEntry {
+            started,
+            client: connection.remote,
+            method,
+            uri,
+            host,
+            status: response.status().as_u16(),
+            bytes_in: trace.bytes_in,
+            upstream: trace.upstream,
+            upstream_duration: trace.upstream_duration,
+            ingress: trace.ingress,
+            request_id: trace.request_id,
+        };
+        response.map(|body| body.logged(entry))
     }
 
     async fn forward(
@@ -211,8 +210,11 @@ impl Proxy {
             None => parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/")),
         };
         let body_is_empty = body.is_end_stream();
-        let body: UpstreamBody =
-            if body_is_empty { Either::Right(Empty::new()) } else { Either::Left(Limited::new(body, limit)) };
+        let body: UpstreamBody = if body_is_empty {
+            Either::Right(Empty::new())
+        } else {
+            Either::Left(Limited::new(CountedRequest::new(body, trace.bytes_in.clone()), limit))
+        };
 
         let response = match target {
             Target::Unavailable => return Err(ProxyError::BackendUnavailable),
@@ -327,7 +329,7 @@ impl Proxy {
                 HeaderValue::from_static("max-age=31536000; includeSubDomains"),
             );
         }
-        Ok(response.map(Either::Left))
+        Ok(response.map(ProxyBody::upstream))
     }
 }
 

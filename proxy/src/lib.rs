@@ -9,6 +9,7 @@
 //! forward (no table guard is held across an `.await`).
 
 mod auth;
+mod body;
 mod error;
 mod forward;
 mod framing;
@@ -24,8 +25,8 @@ use std::time::Duration;
 
 use ostium_model::TableReader;
 
+pub use body::ProxyBody;
 pub use error::ProxyError;
-pub use forward::ProxyBody;
 pub use listener::{serve_http, serve_https};
 pub use metrics::ProxyMetrics;
 pub use tls::server_config;
