@@ -71,3 +71,95 @@ fn the_deployment_runs_ostium_with_valid_flags_probes_and_hardening() {
     assert_eq!(deployment["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"], true);
     assert_eq!(deployment["spec"]["replicas"], 2);
 }
+
+/// The Helm chart cannot be rendered here (no helm binary), so it is checked for what can go
+/// wrong without one: its YAML, its value references, its flags, and its RBAC against deploy/.
+mod helm {
+    use std::path::PathBuf;
+
+    use clap::CommandFactory;
+    use ostium_e2e::workspace_root;
+    use serde_json::Value;
+
+    fn chart() -> PathBuf {
+        workspace_root().join("deploy/helm/ostium")
+    }
+
+    fn templates() -> Vec<(String, String)> {
+        let mut files: Vec<_> = std::fs::read_dir(chart().join("templates"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+            .collect();
+        files.sort();
+        files.into_iter().map(|f| (f.display().to_string(), std::fs::read_to_string(&f).unwrap())).collect()
+    }
+
+    fn values() -> Value {
+        serde_saphyr::from_str(&std::fs::read_to_string(chart().join("values.yaml")).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn chart_metadata_and_values_parse() {
+        let chart: Value =
+            serde_saphyr::from_str(&std::fs::read_to_string(chart().join("Chart.yaml")).unwrap()).unwrap();
+        assert_eq!(chart["apiVersion"], "v2");
+        assert_eq!(chart["name"], "ostium");
+        assert_eq!(values()["controller"]["name"], "ostium.dev/ingress-controller");
+    }
+
+    #[test]
+    fn every_value_a_template_uses_is_defined() {
+        let values = values();
+        for (file, text) in templates() {
+            for (at, _) in text.match_indices(".Values.") {
+                let path: String = text[at + ".Values.".len()..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '.' || *c == '_')
+                    .collect();
+                let pointer = format!("/{}", path.trim_end_matches('.').replace('.', "/"));
+                assert!(values.pointer(&pointer).is_some(), "{file}: .Values.{path} is not in values.yaml");
+            }
+        }
+    }
+
+    #[test]
+    fn the_deployment_passes_only_flags_ostium_has() {
+        let command = ostium::Args::command();
+        let flags: Vec<&str> = command.get_arguments().filter_map(|a| a.get_long()).collect();
+        let (_, deployment) = templates().into_iter().find(|(f, _)| f.ends_with("deployment.yaml")).unwrap();
+        let used: Vec<&str> = deployment
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("- --"))
+            .map(|l| l.split('=').next().unwrap())
+            .collect();
+        assert!(used.len() >= 8, "{used:?}");
+        for flag in used {
+            assert!(flags.contains(&flag), "--{flag} is not an ostium flag");
+        }
+    }
+
+    #[test]
+    fn the_chart_grants_what_deploy_grants() {
+        let rules = |text: &str| -> Vec<String> {
+            let start = text.find("rules:").unwrap();
+            text[start..]
+                .lines()
+                .skip(1)
+                .take_while(|l| l.starts_with('-') || l.starts_with(' '))
+                .map(str::to_owned)
+                .collect()
+        };
+        let deploy = std::fs::read_to_string(workspace_root().join("deploy/10-rbac.yaml")).unwrap();
+        let (_, chart) = templates().into_iter().find(|(f, _)| f.ends_with("rbac.yaml")).unwrap();
+        assert_eq!(rules(&chart), rules(&deploy), "ClusterRole rules differ");
+        let lease_rules = |text: &str| {
+            text[text.find("coordination.k8s.io").unwrap()..]
+                .lines()
+                .take(3)
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(lease_rules(&chart), lease_rules(&deploy), "Lease rules differ");
+    }
+}
