@@ -33,7 +33,7 @@ pub struct Elector {
 }
 
 fn timed_out() -> kube::Error {
-    kube::Error::Service(format!("no answer within {RENEW_DEADLINE:?}").into())
+    kube::Error::Service("the API server did not answer in time".into())
 }
 
 /// What identifies one renewal of a Lease.
@@ -82,7 +82,11 @@ impl Elector {
             if stopping {
                 let leads = *leader.borrow();
                 if leads {
-                    match self.release().await {
+                    // Bounded: shutting down must not wait on an API server that does not answer.
+                    match tokio::time::timeout(RETRY, self.release())
+                        .await
+                        .unwrap_or_else(|_| Err(timed_out()))
+                    {
                         Ok(()) => tracing::info!(lease = self.name, "leader lease released"),
                         Err(e) => tracing::warn!(lease = self.name, "cannot release the leader lease: {e}"),
                     }

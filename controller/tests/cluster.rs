@@ -233,3 +233,31 @@ async fn one_of_two_replicas_writes_status_and_the_other_takes_over_when_it_dies
         assert!(metric(&follower, "ostium_ingress_status_writes_total") >= 1.0);
     });
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_shut_down_hands_over_at_once() {
+    let cluster = Cluster::start().await;
+    let a = EchoBackend::start("a").await;
+    cluster.service("web");
+    cluster.slice("web", &a);
+    cluster.ingress("web", "web.example.com", "web", json!({}));
+    tokio::task::block_in_place(|| {
+        let mut one = cluster.ostium("one", &[]);
+        let mut two = cluster.ostium("two", &[]);
+        one.wait_ready(Duration::from_secs(30));
+        two.wait_ready(Duration::from_secs(30));
+        eventually(Duration::from_secs(20), "a leader", || cluster.lease_holder().is_some());
+        let holder = cluster.lease_holder().unwrap();
+        let (mut leader, follower) = if holder == "one" { (one, two) } else { (two, one) };
+
+        let stopped_at = Instant::now();
+        assert!(leader.terminate(Duration::from_secs(40)), "exit 0 after SIGTERM; log:\n{}", leader.log());
+        assert!(leader.log().contains("leader lease released"), "{}", leader.log());
+        eventually(Duration::from_secs(10), "the follower takes over", || {
+            cluster.lease_holder().is_some_and(|h| h != holder)
+        });
+        // Well within the 15 s a killed leader's Lease takes to expire.
+        assert!(stopped_at.elapsed() < Duration::from_secs(8), "took {:?}", stopped_at.elapsed());
+        drop(follower);
+    });
+}

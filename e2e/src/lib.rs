@@ -71,6 +71,20 @@ impl Ostium {
         panic!("ostium was not ready after {timeout:?}; log:\n{}", self.log());
     }
 
+    /// Sends SIGTERM and waits (up to `timeout`) for the process to exit; returns whether it
+    /// exited successfully.
+    pub fn terminate(&mut self, timeout: Duration) -> bool {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
