@@ -5,24 +5,12 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use ostium_e2e::{Ostium, get, request};
+use ostium_e2e::{Ostium, eventually, get, request};
 use ostium_test_support::EchoBackend;
 use ostium_test_support::kube_api::KubeApi;
 use serde_json::{Value, json};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_ostium");
-
-/// Waits (up to `timeout`) for `check` to hold, polling every 20 ms.
-fn eventually(timeout: Duration, what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if check() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("not within {timeout:?}: {what}");
-}
 
 struct Cluster {
     api: KubeApi,
@@ -80,6 +68,25 @@ impl Cluster {
         let Some(object) = self.api.get("ingresses", "default", ingress) else { return vec![] };
         let entries = object.pointer("/status/loadBalancer/ingress").and_then(Value::as_array).cloned();
         entries.unwrap_or_default().iter().filter_map(|e| e["ip"].as_str().map(str::to_owned)).collect()
+    }
+
+    /// The Service `web` with its one endpoint on `backend`, and the Ingress `web` routing
+    /// `web.example.com` to it.
+    fn seed_web(&self, backend: &EchoBackend) {
+        self.service("web");
+        self.slice("web", backend);
+        self.ingress("web", "web.example.com", "web", json!({}));
+    }
+
+    /// Two ready replicas, once one leads: (leader, follower, the leader's identity).
+    fn two_replicas(&self) -> (Ostium, Ostium, String) {
+        let mut one = self.ostium("one", &[]);
+        let mut two = self.ostium("two", &[]);
+        one.wait_ready(Duration::from_secs(30));
+        two.wait_ready(Duration::from_secs(30));
+        eventually(Duration::from_secs(20), "a leader", || self.lease_holder().is_some());
+        let holder = self.lease_holder().unwrap();
+        if holder == "one" { (one, two, holder) } else { (two, one, holder) }
     }
 
     fn lease_holder(&self) -> Option<String> {
@@ -171,9 +178,7 @@ async fn routes_endpoints_secrets_and_status_follow_the_api() {
 async fn an_api_outage_keeps_serving_and_changes_resume_after_it() {
     let cluster = Cluster::start().await;
     let a = EchoBackend::start("a").await;
-    cluster.service("web");
-    cluster.slice("web", &a);
-    cluster.ingress("web", "web.example.com", "web", json!({}));
+    cluster.seed_web(&a);
     tokio::task::block_in_place(|| {
         let mut ostium = cluster.ostium("one", &[]);
         ostium.wait_ready(Duration::from_secs(30));
@@ -200,19 +205,10 @@ async fn an_api_outage_keeps_serving_and_changes_resume_after_it() {
 async fn one_of_two_replicas_writes_status_and_the_other_takes_over_when_it_dies() {
     let cluster = Cluster::start().await;
     let a = EchoBackend::start("a").await;
-    cluster.service("web");
-    cluster.slice("web", &a);
-    cluster.ingress("web", "web.example.com", "web", json!({}));
+    cluster.seed_web(&a);
     tokio::task::block_in_place(|| {
-        let mut one = cluster.ostium("one", &[]);
-        let mut two = cluster.ostium("two", &[]);
-        one.wait_ready(Duration::from_secs(30));
-        two.wait_ready(Duration::from_secs(30));
-        eventually(Duration::from_secs(20), "a leader", || cluster.lease_holder().is_some());
+        let (leader, follower, holder) = cluster.two_replicas();
         eventually(Duration::from_secs(20), "status written", || cluster.status_ips("web") == ["10.1.2.3"]);
-
-        let holder = cluster.lease_holder().unwrap();
-        let (leader, follower) = if holder == "one" { (one, two) } else { (two, one) };
         assert!(metric(&leader, "ostium_ingress_status_writes_total") >= 1.0);
         assert_eq!(metric(&follower, "ostium_ingress_status_writes_total"), 0.0, "followers never write");
         assert_eq!(metric(&follower, "ostium_leader "), 0.0);
@@ -238,17 +234,9 @@ async fn one_of_two_replicas_writes_status_and_the_other_takes_over_when_it_dies
 async fn a_leader_shut_down_hands_over_at_once() {
     let cluster = Cluster::start().await;
     let a = EchoBackend::start("a").await;
-    cluster.service("web");
-    cluster.slice("web", &a);
-    cluster.ingress("web", "web.example.com", "web", json!({}));
+    cluster.seed_web(&a);
     tokio::task::block_in_place(|| {
-        let mut one = cluster.ostium("one", &[]);
-        let mut two = cluster.ostium("two", &[]);
-        one.wait_ready(Duration::from_secs(30));
-        two.wait_ready(Duration::from_secs(30));
-        eventually(Duration::from_secs(20), "a leader", || cluster.lease_holder().is_some());
-        let holder = cluster.lease_holder().unwrap();
-        let (mut leader, follower) = if holder == "one" { (one, two) } else { (two, one) };
+        let (mut leader, follower, holder) = cluster.two_replicas();
 
         let stopped_at = Instant::now();
         assert!(leader.terminate(Duration::from_secs(40)), "exit 0 after SIGTERM; log:\n{}", leader.log());

@@ -141,6 +141,18 @@ pub fn request(addr: SocketAddr, raw: &str) -> std::io::Result<Response> {
     Ok(Response { status, head: head.to_owned(), body: body.to_owned() })
 }
 
+/// Waits (up to `timeout`) for `check` to hold, polling every 20 ms; panics naming `what`.
+pub fn eventually(timeout: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if check() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("not within {timeout:?}: {what}");
+}
+
 /// An address on 127.0.0.1 that was free a moment ago.
 pub fn free_addr() -> SocketAddr {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("bind 127.0.0.1:0")
