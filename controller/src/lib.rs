@@ -4,13 +4,13 @@
 mod admin;
 mod args;
 mod events;
-pub mod leader;
+mod leader;
 mod metrics;
 mod publish;
-pub mod rebuild;
+mod rebuild;
 pub mod source;
-pub mod status;
-pub mod store;
+mod status;
+mod store;
 
 use std::sync::Arc;
 
