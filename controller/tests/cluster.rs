@@ -220,7 +220,8 @@ async fn one_of_two_replicas_writes_status_and_the_other_takes_over_when_it_dies
             cluster.lease_holder().is_some_and(|h| h != holder)
         });
         let takeover = killed_at.elapsed();
-        assert!(takeover <= Duration::from_secs(15 + 2 + 2), "took {takeover:?}");
+        // The Lease (15 s) from the last renewal seen, plus a round (2 s), plus slack for a busy machine.
+        assert!(takeover <= Duration::from_secs(15 + 2 + 5), "took {takeover:?}");
 
         cluster.ingress("later", "later.example.com", "web", json!({}));
         eventually(Duration::from_secs(20), "the new leader writes status", || {
