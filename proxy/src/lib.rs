@@ -30,6 +30,7 @@ pub use error::ProxyError;
 pub use listener::{serve_http, serve_https};
 pub use metrics::ProxyMetrics;
 pub use tls::server_config;
+pub use upstream::upstream_tls_config;
 
 /// How the proxy behaves; the defaults are ingress-nginx's.
 #[derive(Clone, Debug)]

@@ -97,7 +97,7 @@ pub(crate) fn scheme(protocol: Protocol) -> (Scheme, Version) {
 
 /// TLS to backends, as ingress-nginx does by default (`proxy-ssl-verify: off`): encrypted, the
 /// backend's certificate not verified, no SNI (endpoints are dialled by address).
-fn upstream_tls_config() -> rustls::ClientConfig {
+pub fn upstream_tls_config() -> rustls::ClientConfig {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()

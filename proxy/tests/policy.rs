@@ -47,15 +47,7 @@ async fn basic_auth_challenges_checks_and_passes_authorization_on() {
         ("alice", PasswordHash::Bcrypt(bcrypt.into())),
         ("bob", PasswordHash::Apr1 { salt: "OS747Rix".into(), hash: "RkHZvvgkwtXvJEPl1Ymc60".into() }),
     ]);
-    let table = TableBuilder::new()
-        .route_with(
-            None,
-            PathRule::prefix("/").unwrap(),
-            "a",
-            endpoints("a", &[backend.addr]),
-            policy(|p| p.auth = Some(auth)),
-        )
-        .build();
+    let table = TableBuilder::new().site(None, "a", backend.addr, policy(|p| p.auth = Some(auth))).build();
     let proxy = Harness::start(table).await;
 
     let answer = get_with(proxy.http, "h", "/", "").await;
@@ -83,15 +75,7 @@ async fn basic_auth_challenges_checks_and_passes_authorization_on() {
 async fn misconfigured_auth_denies_with_503() {
     let backend = EchoBackend::start("a").await;
     let deny = Arc::new(BasicAuth::new(HeaderValue::from_static("Basic realm=\"\""), Credentials::Deny));
-    let table = TableBuilder::new()
-        .route_with(
-            None,
-            PathRule::prefix("/").unwrap(),
-            "a",
-            endpoints("a", &[backend.addr]),
-            policy(|p| p.auth = Some(deny)),
-        )
-        .build();
+    let table = TableBuilder::new().site(None, "a", backend.addr, policy(|p| p.auth = Some(deny))).build();
     let proxy = Harness::start(table).await;
     assert_eq!(get_with(proxy.http, "h", "/", "").await.status, 503);
     assert_eq!(get_with(proxy.http, "h", "/", &authorization("alice", "anything")).await.status, 503);
@@ -103,18 +87,11 @@ async fn fixed_redirects_and_app_root() {
     let backend = EchoBackend::start("a").await;
     let moved = Redirect { status: 308, location: HeaderValue::from_static("https://www.example.com/new") };
     let table = TableBuilder::new()
-        .route_with(
-            Some("old.example.com"),
-            PathRule::prefix("/").unwrap(),
-            "a",
-            endpoints("a", &[backend.addr]),
-            policy(|p| p.redirect = Some(moved)),
-        )
-        .route_with(
+        .site(Some("old.example.com"), "a", backend.addr, policy(|p| p.redirect = Some(moved)))
+        .site(
             Some("app.example.com"),
-            PathRule::prefix("/").unwrap(),
             "b",
-            endpoints("b", &[backend.addr]),
+            backend.addr,
             policy(|p| p.app_root = Some(HeaderValue::from_static("/app1"))),
         )
         .build();
@@ -133,13 +110,7 @@ async fn fixed_redirects_and_app_root() {
 async fn https_redirect_for_hosts_with_a_certificate_and_hsts_over_tls() {
     let backend = EchoBackend::start("a").await;
     let route = |b: TableBuilder, host: &'static str, https: HttpsRedirect| {
-        b.route_with(
-            Some(host),
-            PathRule::prefix("/").unwrap(),
-            host,
-            endpoints(host, &[backend.addr]),
-            policy(|p| p.https_redirect = https),
-        )
+        b.site(Some(host), host, backend.addr, policy(|p| p.https_redirect = https))
     };
     let mut builder = TableBuilder::new();
     builder = route(builder, "secure.example.com", HttpsRedirect::WhenHostHasCertificate);
@@ -203,15 +174,7 @@ async fn rewrite_target_with_captures_and_forwarded_prefix() {
 async fn from_to_www_redirect_keeps_the_path_and_drops_a_final_slash() {
     let backend = EchoBackend::start("a").await;
     let www = policy(|p| p.host_redirect = Some(HeaderValue::from_static("www.shop.example.com")));
-    let table = TableBuilder::new()
-        .route_with(
-            Some("shop.example.com"),
-            PathRule::prefix("/").unwrap(),
-            "a",
-            endpoints("a", &[backend.addr]),
-            www,
-        )
-        .build();
+    let table = TableBuilder::new().site(Some("shop.example.com"), "a", backend.addr, www).build();
     let proxy = Harness::start(table).await;
     let answer = get(proxy.http, "shop.example.com", "/cart/?id=3").await;
     assert_eq!(answer.status, 308);

@@ -3,7 +3,7 @@
 
 mod support;
 
-use ostium_model::{PathRule, Policy};
+use ostium_model::Policy;
 use ostium_test_support::{EchoBackend, echoed};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -16,15 +16,7 @@ const CHUNK: usize = 64 * 1024;
 async fn a_large_upload_streams_with_flat_memory() {
     let backend = EchoBackend::start("sink").await;
     let unlimited = Policy { max_body_size: None, ..Policy::default() };
-    let table = TableBuilder::new()
-        .route_with(
-            None,
-            PathRule::prefix("/").unwrap(),
-            "sink",
-            endpoints("sink", &[backend.addr]),
-            unlimited,
-        )
-        .build();
+    let table = TableBuilder::new().site(None, "sink", backend.addr, unlimited).build();
     let proxy = Harness::start(table).await;
     let measured = std::fs::write("/proc/self/clear_refs", "5").is_ok();
     let before = status_kib("VmHWM");

@@ -12,9 +12,7 @@ use ostium_model::{
     Protocol, Route, Table, TableStore, Target, TlsTable,
 };
 use ostium_proxy::{Proxy, ProxyConfig};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -106,6 +104,11 @@ impl TableBuilder {
         policy: Policy,
     ) -> Self {
         self.route_full(host, rule, service, target, policy, Protocol::Http)
+    }
+
+    /// Everything under `/` of `host` to `service` at `addr`, with `policy`.
+    pub fn site(self, host: Option<&str>, service: &str, addr: SocketAddr, policy: Policy) -> Self {
+        self.route_with(host, PathRule::prefix("/").unwrap(), service, endpoints(service, &[addr]), policy)
     }
 
     pub fn route_protocol(self, path: &str, service: &str, target: Target, protocol: Protocol) -> Self {
@@ -218,13 +221,9 @@ pub async fn get(addr: SocketAddr, host: &str, path: &str) -> Answer {
 
 /// A TLS client that accepts any certificate, so tests can look at which one was presented.
 pub fn tls_client(alpn: &[&[u8]]) -> tokio_rustls::TlsConnector {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AcceptAny(provider)))
-        .with_no_client_auth();
+    // The proxy's own client configuration toward backends accepts any certificate, as a test
+    // client must here.
+    let mut config = ostium_proxy::upstream_tls_config();
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     tokio_rustls::TlsConnector::from(Arc::new(config))
 }
@@ -239,42 +238,4 @@ pub async fn handshake(
     let tls = tls_client(alpn).connect(ServerName::try_from(sni.to_owned()).unwrap(), stream).await.unwrap();
     let (_, connection) = tls.get_ref();
     (connection.peer_certificates().unwrap()[0].clone(), connection.alpn_protocol().map(<[u8]>::to_vec))
-}
-
-#[derive(Debug)]
-struct AcceptAny(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for AcceptAny {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
 }
