@@ -16,16 +16,25 @@ use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use ostium_model::NamespacedName;
 
-/// A request body that adds the length of each data frame to a shared counter.
+/// A request body that adds the length of each data frame to a shared counter, when there is
+/// one (only requests that get an access log line have one).
 #[derive(Debug)]
 pub(crate) struct CountedRequest {
     inner: Incoming,
-    bytes: Arc<AtomicU64>,
+    bytes: Option<Arc<AtomicU64>>,
 }
 
 impl CountedRequest {
-    pub(crate) fn new(inner: Incoming, bytes: Arc<AtomicU64>) -> Self {
+    pub(crate) fn new(inner: Incoming, bytes: Option<Arc<AtomicU64>>) -> Self {
         Self { inner, bytes }
+    }
+}
+
+/// The data bytes in a polled frame.
+fn data_len<E>(polled: &Poll<Option<Result<Frame<Bytes>, E>>>) -> u64 {
+    match polled {
+        Poll::Ready(Some(Ok(frame))) => frame.data_ref().map_or(0, |data| data.len() as u64),
+        _ => 0,
     }
 }
 
@@ -38,10 +47,8 @@ impl Body for CountedRequest {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled
-            && let Some(data) = frame.data_ref()
-        {
-            self.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+        if let Some(bytes) = &self.bytes {
+            bytes.fetch_add(data_len(&polled), Ordering::Relaxed);
         }
         polled
     }
@@ -64,7 +71,7 @@ pub(crate) struct AccessEntry {
     pub(crate) uri: Uri,
     pub(crate) host: Option<HeaderValue>,
     pub(crate) status: u16,
-    pub(crate) bytes_in: Arc<AtomicU64>,
+    pub(crate) bytes_in: Option<Arc<AtomicU64>>,
     pub(crate) upstream: Option<SocketAddr>,
     pub(crate) upstream_duration: Option<Duration>,
     pub(crate) ingress: Option<Arc<NamespacedName>>,
@@ -82,7 +89,7 @@ impl AccessEntry {
             host,
             path = self.uri.path(),
             status = self.status,
-            bytes_in = self.bytes_in.load(Ordering::Relaxed),
+            bytes_in = self.bytes_in.as_ref().map_or(0, |b| b.load(Ordering::Relaxed)),
             bytes_out,
             duration_ms = self.started.elapsed().as_secs_f64() * 1e3,
             upstream = self.upstream.map(tracing::field::display),
@@ -130,11 +137,7 @@ impl Body for ProxyBody {
             Either::Left(body) => Pin::new(body).poll_frame(cx),
             Either::Right(body) => Pin::new(body).poll_frame(cx).map_err(|never| match never {}),
         };
-        if let Poll::Ready(Some(Ok(frame))) = &polled
-            && let Some(data) = frame.data_ref()
-        {
-            this.bytes_out += data.len() as u64;
-        }
+        this.bytes_out += data_len(&polled);
         polled
     }
 

@@ -36,8 +36,8 @@ struct Trace {
     upstream: Option<SocketAddr>,
     upstream_duration: Option<Duration>,
     request_id: Option<HeaderValue>,
-    /// Request body bytes read so far.
-    bytes_in: Arc<AtomicU64>,
+    /// Request body bytes read so far, counted only for the access log.
+    bytes_in: Option<Arc<AtomicU64>>,
 }
 
 impl Proxy {
@@ -52,7 +52,7 @@ impl Proxy {
             self.inner.config.access_log.then(|| {
                 (request.method().clone(), request.uri().clone(), request.headers().get(HOST).cloned())
             });
-        let mut trace = Trace::default();
+        let mut trace = Trace { bytes_in: logged.is_some().then(Arc::default), ..Trace::default() };
         let response = match self.forward(request, connection, &mut trace).await {
             Ok(response) => response,
             Err(error) => {
