@@ -132,6 +132,10 @@ impl Metrics {
         out
     }
 
+    pub(crate) fn table_builds(&self) -> u64 {
+        self.inner.table_builds.get()
+    }
+
     pub(crate) fn table_built(&self, seconds: f64) {
         self.inner.table_builds.inc();
         self.inner.table_build_seconds.observe(seconds);

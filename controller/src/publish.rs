@@ -17,7 +17,6 @@ pub struct Publisher {
     metrics: Metrics,
     /// Diagnostics of the last build, rendered, so each is logged once while it lasts.
     reported: BTreeSet<String>,
-    builds: u64,
 }
 
 /// What an update did.
@@ -39,7 +38,7 @@ pub struct Build {
 
 impl Publisher {
     pub fn new(store: TableStore, options: Options, metrics: Metrics) -> Self {
-        Self { store, options, metrics, reported: BTreeSet::new(), builds: 0 }
+        Self { store, options, metrics, reported: BTreeSet::new() }
     }
 
     pub fn reader(&self) -> TableReader {
@@ -48,7 +47,7 @@ impl Publisher {
 
     /// How many tables this publisher has built.
     pub fn builds(&self) -> u64 {
-        self.builds
+        self.metrics.table_builds()
     }
 
     /// Builds a table from a complete snapshot and serves it if it differs from the current one.
@@ -57,7 +56,6 @@ impl Publisher {
     /// publishes, which makes the store ready.
     pub fn update(&mut self, objects: &Objects) -> Build {
         let started = Instant::now();
-        self.builds += 1;
         let Translation { mut table, diagnostics, ingresses } = translate(objects, &self.options);
         let current = self.store.current();
         let swapped = table.adopt_endpoint_sets(&current);
