@@ -12,9 +12,9 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Endpoints, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use kube::Client;
 use kube::api::{Api, ApiResource, DynamicObject, ListParams};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Client, Resource};
 use ostium_model::NamespacedName;
 use ostium_translate::{Object, ObjectKind};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
@@ -31,10 +31,18 @@ pub async fn spawn(
     secret_fetches: UnboundedReceiver<NamespacedName>,
     metrics: Metrics,
 ) -> Vec<ObjectKind> {
+    let api = |kind| {
+        let resource = resource(kind);
+        let api = match (kind, namespace) {
+            (ObjectKind::IngressClass, _) | (_, None) => Api::all_with(client.clone(), &resource),
+            (_, Some(ns)) => Api::namespaced_with(client.clone(), ns, &resource),
+        };
+        (api, resource)
+    };
     let mut kinds =
         vec![ObjectKind::Ingress, ObjectKind::IngressClass, ObjectKind::Service, ObjectKind::Secret];
     // EndpointSlices, or the Endpoints they replaced on API servers too old to have them.
-    let slices: Api<EndpointSlice> = scoped(&client, namespace);
+    let (slices, _) = api(ObjectKind::EndpointSlice);
     let endpoint_kind = match slices.list(&ListParams::default().limit(1)).await {
         Err(kube::Error::Api(e)) if e.code == 404 => {
             tracing::warn!("the API server has no discovery.k8s.io/v1 EndpointSlices; watching Endpoints");
@@ -45,28 +53,11 @@ pub async fn spawn(
     kinds.push(endpoint_kind);
 
     for &kind in &kinds {
-        let resource = resource(kind);
-        let api = match (kind, namespace) {
-            (ObjectKind::IngressClass, _) | (_, None) => Api::all_with(client.clone(), &resource),
-            (_, Some(ns)) => Api::namespaced_with(client.clone(), ns, &resource),
-        };
+        let (api, resource) = api(kind);
         tokio::spawn(watch(kind, api, resource, updates.clone(), metrics.clone()));
     }
     tokio::spawn(fetch_secrets(client, secret_fetches, updates));
     kinds
-}
-
-fn scoped<K: Resource<Scope = k8s_openapi::NamespaceResourceScope>>(
-    client: &Client,
-    namespace: Option<&str>,
-) -> Api<K>
-where
-    K::DynamicType: Default,
-{
-    match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    }
 }
 
 fn resource(kind: ObjectKind) -> ApiResource {
