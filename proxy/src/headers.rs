@@ -60,26 +60,14 @@ pub(crate) fn rewrite_request(
     upgrade: Option<HeaderValue>,
 ) {
     remove_hop_by_hop(headers);
-    if headers.keys().any(|name| name.as_str().contains('_')) {
-        let underscored: Vec<HeaderName> =
-            headers.keys().filter(|name| name.as_str().contains('_')).cloned().collect();
-        for name in underscored {
-            headers.remove(name);
-        }
-    }
+    remove_matching(headers, |name| name.contains('_'));
     let original_forwarded_for = headers.get(X_FORWARDED_FOR).cloned();
     for name in CLIENT_MAY_NOT_SET {
         headers.remove(name);
     }
     // Any other X-Forwarded-* a client sends (X-Forwarded-Prefix, -Server, -Ssl …) is not ours to
     // pass on either.
-    if headers.keys().any(|name| name.as_str().starts_with("x-forwarded-")) {
-        let forwarded: Vec<HeaderName> =
-            headers.keys().filter(|name| name.as_str().starts_with("x-forwarded-")).cloned().collect();
-        for name in forwarded {
-            headers.remove(name);
-        }
-    }
+    remove_matching(headers, |name| name.starts_with("x-forwarded-"));
     let request_id = match headers.get(X_REQUEST_ID) {
         Some(id) if is_valid_request_id(id) => None,
         _ => Some(generate_request_id()),
@@ -133,6 +121,16 @@ fn remove_hop_by_hop(headers: &mut HeaderMap) {
     }
     for name in HOP_BY_HOP {
         headers.remove(name);
+    }
+}
+
+/// Removes every header whose name matches, allocating only when one does.
+fn remove_matching(headers: &mut HeaderMap, matches: impl Fn(&str) -> bool) {
+    if headers.keys().any(|name| matches(name.as_str())) {
+        let names: Vec<HeaderName> = headers.keys().filter(|name| matches(name.as_str())).cloned().collect();
+        for name in names {
+            headers.remove(name);
+        }
     }
 }
 
