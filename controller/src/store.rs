@@ -158,7 +158,10 @@ impl Store {
 
     pub fn update(&mut self, update: Update) {
         match update {
-            Update::Apply(object) => self.put(Entry::from(*object)),
+            Update::Apply(object) => {
+                let (key, entry) = entry(*object);
+                self.put(key, entry);
+            }
             Update::Delete(kind, key) => self.delete(kind, &key),
             Update::Listed(kind, objects) => {
                 self.replace_kind(kind, objects);
@@ -179,36 +182,35 @@ impl Store {
                 let Objects { ingresses, ingress_classes, services, endpoint_slices, endpoints, secrets } =
                     objects;
                 // Classes and Services first, so Ingress relevance is judged against them.
+                let classes = ingress_classes.into_iter().map(|(name, o)| (NamespacedName::new("", name), o));
+                self.replace(ObjectKind::IngressClass, classes.map(|(k, o)| (k, Entry::IngressClass(o))));
+                self.replace(ObjectKind::Service, services.into_iter().map(|(k, o)| (k, Entry::Service(o))));
+                self.replace(ObjectKind::Secret, secrets.into_iter().map(|(k, o)| (k, Entry::Secret(o))));
+                let slices = endpoint_slices.into_iter().map(|(k, o)| (k, Entry::EndpointSlice(o)));
+                self.replace(ObjectKind::EndpointSlice, slices);
                 self.replace(
-                    ObjectKind::IngressClass,
-                    ingress_classes.into_values().map(Entry::IngressClass),
+                    ObjectKind::Endpoints,
+                    endpoints.into_iter().map(|(k, o)| (k, Entry::Endpoints(o))),
                 );
-                self.replace(ObjectKind::Service, services.into_values().map(Entry::Service));
-                self.replace(ObjectKind::Secret, secrets.into_values().map(Entry::Secret));
-                self.replace(
-                    ObjectKind::EndpointSlice,
-                    endpoint_slices.into_values().map(Entry::EndpointSlice),
-                );
-                self.replace(ObjectKind::Endpoints, endpoints.into_values().map(Entry::Endpoints));
-                self.replace(ObjectKind::Ingress, ingresses.into_values().map(Entry::Ingress));
+                self.replace(ObjectKind::Ingress, ingresses.into_iter().map(|(k, o)| (k, Entry::Ingress(o))));
                 self.unlisted.clear();
             }
         }
     }
 
     fn replace_kind(&mut self, kind: ObjectKind, objects: Vec<Object>) {
-        self.replace(kind, objects.into_iter().map(Entry::from));
+        self.replace(kind, objects.into_iter().map(entry));
     }
 
     /// Makes the objects of `kind` exactly `entries`, judging each difference as a change.
-    fn replace(&mut self, kind: ObjectKind, entries: impl Iterator<Item = Entry>) {
+    fn replace(&mut self, kind: ObjectKind, entries: impl Iterator<Item = (NamespacedName, Entry)>) {
         let mut gone = self.keys(kind);
-        for entry in entries {
+        for (key, entry) in entries {
             if entry.kind() != kind {
                 continue;
             }
-            gone.remove(&entry.key());
-            self.put(entry);
+            gone.remove(&key);
+            self.put(key, entry);
         }
         for key in gone {
             self.delete(kind, &key);
@@ -229,8 +231,7 @@ impl Store {
         }
     }
 
-    fn put(&mut self, entry: Entry) {
-        let key = entry.key();
+    fn put(&mut self, key: NamespacedName, entry: Entry) {
         match entry {
             Entry::Ingress(new) => {
                 let old = self.objects.ingresses.insert(key.clone(), new.clone());
@@ -447,33 +448,21 @@ impl Entry {
             Self::Secret(_) => ObjectKind::Secret,
         }
     }
-
-    /// Namespaced kinds by namespace and name; IngressClasses by name, namespace empty.
-    fn key(&self) -> NamespacedName {
-        let meta = match self {
-            Self::Ingress(o) => &o.metadata,
-            Self::IngressClass(o) => &o.metadata,
-            Self::Service(o) => &o.metadata,
-            Self::EndpointSlice(o) => &o.metadata,
-            Self::Endpoints(o) => &o.metadata,
-            Self::Secret(o) => &o.metadata,
-        };
-        NamespacedName::new(meta.namespace.as_deref().unwrap_or(""), meta.name.as_deref().unwrap_or(""))
-    }
 }
 
-impl From<Object> for Entry {
-    fn from(mut object: Object) -> Self {
-        object.normalize();
-        match object {
-            Object::Ingress(o) => Self::Ingress(Arc::new(o)),
-            Object::IngressClass(o) => Self::IngressClass(Arc::new(o)),
-            Object::Service(o) => Self::Service(Arc::new(o)),
-            Object::EndpointSlice(o) => Self::EndpointSlice(Arc::new(o)),
-            Object::Endpoints(o) => Self::Endpoints(Arc::new(o)),
-            Object::Secret(o) => Self::Secret(Arc::new(o)),
-        }
-    }
+/// An object from a source, shared, with its key (namespaced kinds by namespace and name;
+/// IngressClasses by name, namespace empty).
+fn entry(mut object: Object) -> (NamespacedName, Entry) {
+    let key = object.normalize();
+    let entry = match object {
+        Object::Ingress(o) => Entry::Ingress(Arc::new(o)),
+        Object::IngressClass(o) => Entry::IngressClass(Arc::new(o)),
+        Object::Service(o) => Entry::Service(Arc::new(o)),
+        Object::EndpointSlice(o) => Entry::EndpointSlice(Arc::new(o)),
+        Object::Endpoints(o) => Entry::Endpoints(Arc::new(o)),
+        Object::Secret(o) => Entry::Secret(Arc::new(o)),
+    };
+    (key, entry)
 }
 
 #[cfg(test)]
