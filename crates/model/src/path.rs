@@ -167,6 +167,24 @@ impl PathRule {
     }
 }
 
+impl PathRule {
+    /// How this rule matches on a host that has `Regex` rules, where ingress-nginx writes every
+    /// location as `~* "^<path>"`: `Exact` and `Prefix` paths match any path that starts with
+    /// them, ignoring ASCII case (so `Exact /foo` also matches `/FOO/bar`), and regexes as
+    /// always. The match's `len` is the rule's length, the order the rules are tried in.
+    pub fn matches_on_regex_host(&self, path: &str) -> Option<PathMatch> {
+        match self {
+            Self::Regex(_) => self.matches(path),
+            Self::Exact(p) | Self::Prefix(p) => {
+                let head = path.as_bytes().get(..p.len())?;
+                let kind =
+                    if matches!(self, Self::Exact(_)) { PathMatchKind::Exact } else { PathMatchKind::Prefix };
+                head.eq_ignore_ascii_case(p.as_bytes()).then_some(PathMatch { len: p.len(), kind })
+            }
+        }
+    }
+}
+
 impl fmt::Display for PathRule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -38,8 +38,10 @@ pub struct VirtualHost {
     prefix: HashMap<Box<str>, usize>,
     /// The longest `Prefix` rule: no longer candidate can match.
     max_prefix_len: usize,
-    /// `Regex` rules, longest pattern first (insertion order among equals).
-    regex: Vec<usize>,
+    /// Every rule, longest path or pattern first (insertion order among equals). Used instead
+    /// of the maps once the host has a `Regex` rule (see [`VirtualHost::route`]).
+    by_length: Vec<usize>,
+    has_regex: bool,
     fallback: Option<Route>,
 }
 
@@ -247,7 +249,8 @@ impl VirtualHost {
             exact: HashMap::default(),
             prefix: HashMap::default(),
             max_prefix_len: 0,
-            regex: Vec::new(),
+            by_length: Vec::new(),
+            has_regex: false,
             fallback: None,
         }
     }
@@ -267,31 +270,34 @@ impl VirtualHost {
 
     /// Adds a route. A rule this host already has stays with the route that added it first.
     pub fn add_route(&mut self, route: Route) -> Result<(), RouteConflict> {
-        let (map, key) = match &route.rule {
-            PathRule::Regex(regex) => {
-                if let Some(&i) = self.regex.iter().find(|&&i| self.routes[i].rule == route.rule) {
+        match &route.rule {
+            PathRule::Regex(_) => {
+                if let Some(existing) = self.routes.iter().find(|r| r.rule == route.rule) {
+                    return Err(RouteConflict { existing: existing.ingress.clone(), rule: route.rule });
+                }
+                self.has_regex = true;
+            }
+            PathRule::Exact(p) | PathRule::Prefix(p) => {
+                let map = if matches!(route.rule, PathRule::Exact(_)) { &self.exact } else { &self.prefix };
+                if let Some(&i) = map.get(p) {
                     return Err(RouteConflict { existing: self.routes[i].ingress.clone(), rule: route.rule });
                 }
-                let len = regex.pattern().len();
-                let at = self
-                    .regex
-                    .iter()
-                    .position(|&i| rule_len(&self.routes[i].rule) < len)
-                    .unwrap_or(self.regex.len());
-                self.regex.insert(at, self.routes.len());
-                self.routes.push(route);
-                return Ok(());
+                let i = self.routes.len();
+                if let PathRule::Prefix(p) = &route.rule {
+                    self.max_prefix_len = self.max_prefix_len.max(p.len());
+                    self.prefix.insert(p.clone(), i);
+                } else {
+                    self.exact.insert(p.clone(), i);
+                }
             }
-            PathRule::Exact(p) => (&mut self.exact, p),
-            PathRule::Prefix(p) => {
-                self.max_prefix_len = self.max_prefix_len.max(p.len());
-                (&mut self.prefix, p)
-            }
-        };
-        if let Some(&i) = map.get(key) {
-            return Err(RouteConflict { existing: self.routes[i].ingress.clone(), rule: route.rule });
         }
-        map.insert(key.clone(), self.routes.len());
+        let len = rule_len(&route.rule);
+        let at = self
+            .by_length
+            .iter()
+            .position(|&i| rule_len(&self.routes[i].rule) < len)
+            .unwrap_or(self.by_length.len());
+        self.by_length.insert(at, self.routes.len());
         self.routes.push(route);
         Ok(())
     }
@@ -305,36 +311,43 @@ impl VirtualHost {
         Ok(())
     }
 
-    /// The best route for a normalised path: an `Exact` rule equal to the path, else the first
-    /// matching `Regex` rule (longest pattern first), else the longest `Prefix` rule that is an
-    /// element-wise prefix of it. A path has one candidate prefix per `/`, so the last step is a
-    /// few hash lookups, longest first.
+    /// The best route for a normalised path.
+    ///
+    /// On a host without `Regex` rules: an `Exact` rule equal to the path, else the longest
+    /// `Prefix` rule that is an element-wise prefix of it (the Ingress spec). A path has one
+    /// candidate prefix per `/`, so this is a few hash lookups, longest first.
+    ///
+    /// On a host with a `Regex` rule, as ingress-nginx does once any Ingress of the host uses
+    /// `use-regex` or `rewrite-target`: every rule of the host becomes a case-insensitive regex
+    /// anchored at the start (`Exact` and `Prefix` paths match as a string prefix, see
+    /// [`PathRule::matches_on_regex_host`]) and the rules are tried longest first, the first
+    /// match winning. So a longer `/admin` is tried before another Ingress's `/.*`.
     pub fn route(&self, path: &str) -> Option<(&Route, PathMatch)> {
+        if self.has_regex {
+            return self.by_length.iter().find_map(|&i| {
+                let route = &self.routes[i];
+                route.rule.matches_on_regex_host(path).map(|m| (route, m))
+            });
+        }
         if !self.exact.is_empty()
             && let Some(&i) = self.exact.get(path)
         {
             return Some((&self.routes[i], PathMatch { len: path.len(), kind: PathMatchKind::Exact }));
-        }
-        for &i in &self.regex {
-            if let PathRule::Regex(regex) = &self.routes[i].rule
-                && regex.regex().is_match(path)
-            {
-                return Some((
-                    &self.routes[i],
-                    PathMatch { len: regex.pattern().len(), kind: PathMatchKind::Regex },
-                ));
-            }
         }
         if self.prefix.is_empty() {
             return None;
         }
         let mut candidate = path.strip_suffix('/').unwrap_or(path);
         // A rule of length L can only match at a `/` boundary no further than L.
+        // Cuts are made only at a `/` byte, which is always a character boundary: the path may
+        // hold multi-byte characters, so `max_prefix_len` itself may fall inside one.
         if candidate.len() > self.max_prefix_len {
-            candidate = match candidate.as_bytes()[self.max_prefix_len] {
-                b'/' => &candidate[..self.max_prefix_len],
-                _ => &candidate[..candidate[..self.max_prefix_len].rfind('/')?],
+            let bytes = candidate.as_bytes();
+            let cut = match bytes[self.max_prefix_len] {
+                b'/' => self.max_prefix_len,
+                _ => bytes[..self.max_prefix_len].iter().rposition(|&b| b == b'/')?,
             };
+            candidate = &candidate[..cut];
         }
         loop {
             if let Some(&i) = self.prefix.get(candidate) {

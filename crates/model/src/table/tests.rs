@@ -379,15 +379,59 @@ fn tls_resolves_exact_then_wildcard_then_default() {
 }
 
 #[test]
-fn exact_beats_regex_beats_prefix_and_the_longest_regex_is_tried_first() {
+fn on_a_regex_host_every_rule_is_tried_longest_first() {
     let t = Builder::new()
         .prefix(None, "/api", "prefix")
         .route(None, PathRule::regex("/api/.*").unwrap(), "short-regex")
         .route(None, PathRule::regex("/api/v[0-9]+/.*").unwrap(), "long-regex")
         .exact(None, "/api/v1/health", "exact")
         .build();
-    assert_eq!(served_by(&t, None, "/api/v1/health").as_deref(), Some("exact"));
+    // `/api/v[0-9]+/.*` (15) before `/api/v1/health` (14) before `/api/.*` (7) before `/api` (4).
+    assert_eq!(served_by(&t, None, "/api/v1/health").as_deref(), Some("long-regex"));
     assert_eq!(served_by(&t, None, "/api/v1/users").as_deref(), Some("long-regex"));
     assert_eq!(served_by(&t, None, "/API/other").as_deref(), Some("short-regex"), "case-insensitive");
     assert_eq!(served_by(&t, None, "/api").as_deref(), Some("prefix"));
+}
+
+#[test]
+fn a_catch_all_regex_never_overrides_a_longer_protected_prefix() {
+    let t = Builder::new()
+        .route(None, PathRule::regex("/.*").unwrap(), "open")
+        .prefix(None, "/admin", "protected")
+        .build();
+    for path in ["/admin", "/admin/", "/admin/users", "/ADMIN/users", "/Admin"] {
+        assert_eq!(served_by(&t, None, path).as_deref(), Some("protected"), "{path}");
+    }
+    assert_eq!(served_by(&t, None, "/public").as_deref(), Some("open"));
+}
+
+#[test]
+fn on_a_regex_host_exact_and_prefix_paths_match_as_case_insensitive_string_prefixes() {
+    let t = Builder::new()
+        .route(None, PathRule::regex("/x").unwrap(), "regex")
+        .exact(None, "/foo", "exact")
+        .prefix(None, "/bar", "prefix")
+        .build();
+    assert_eq!(served_by(&t, None, "/FOO/bar").as_deref(), Some("exact"));
+    assert_eq!(served_by(&t, None, "/barn").as_deref(), Some("prefix"));
+    assert_eq!(served_by(&t, None, "/other"), None);
+}
+
+/// Without regex rules, the spec's semantics stand: `Exact` first, then the longest `Prefix`.
+#[test]
+fn without_regex_rules_exact_beats_a_longer_prefix() {
+    let t =
+        Builder::new().prefix(None, "/api/v1/health/x", "long-prefix").exact(None, "/api", "exact").build();
+    assert_eq!(served_by(&t, None, "/api").as_deref(), Some("exact"));
+    assert_eq!(served_by(&t, None, "/API"), None, "case-sensitive");
+}
+
+#[test]
+fn a_multi_byte_character_at_the_longest_prefix_length_does_not_panic() {
+    let t = Builder::new().prefix(None, "/admin", "admin").prefix(None, "/", "root").build();
+    // `/admi` + `é` (two bytes): the longest rule's length falls inside the character.
+    assert_eq!(served_by(&t, None, "/admié").as_deref(), Some("root"));
+    assert_eq!(served_by(&t, None, "/admié/x").as_deref(), Some("root"));
+    assert_eq!(served_by(&t, None, "/ééééé").as_deref(), Some("root"));
+    assert_eq!(served_by(&t, None, "/admin/é").as_deref(), Some("admin"));
 }
