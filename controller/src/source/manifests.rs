@@ -254,6 +254,20 @@ mod tests {
     }
 
     #[test]
+    fn a_broken_secret_is_reported_without_its_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = "apiVersion: v1\nkind: Secret\nmetadata: {name: tls}\ndata: \"tls.key: -----BEGIN EC PRIVATE KEY----- SECRETMARKER\"\n";
+        let not_yaml = "apiVersion: v1\nkind: Secret\nstringData: {tls.key: \"-----BEGIN EC PRIVATE KEY----- SECRETMARKER\"\n";
+        for (file, text) in [("secret.yaml", secret), ("not-yaml.yaml", not_yaml)] {
+            fs::write(dir.path().join(file), text).unwrap();
+            let err = Manifests::new(dir.path().join(file)).load().unwrap_err();
+            for shown in [format!("{err:#}"), format!("{err:?}")] {
+                assert!(shown.contains(file) && !shown.contains("SECRETMARKER"), "{shown}");
+            }
+        }
+    }
+
+    #[test]
     fn unchanged_files_are_not_parsed_again_and_changed_ones_are() {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("a.yaml"), SERVICE).unwrap();

@@ -21,9 +21,10 @@ pub use backend::{
 };
 pub use host::{HostMatch, HostRule, InvalidHost, NormalizedHost, normalize_host};
 pub use name::{InvalidName, NamespacedName};
-pub use path::{InvalidPath, PathMatch, PathMatchKind, PathRegex, PathRule, normalize_path};
+pub use path::{InvalidPath, PathMatch, PathMatchKind, PathRegex, PathRule, forwarded_path, normalize_path};
 pub use policy::{
-    BasicAuth, Credentials, DEFAULT_MAX_BODY_SIZE, HttpsRedirect, PasswordHash, Policy, Redirect, Rewrite,
+    BasicAuth, Credentials, DEFAULT_MAX_BODY_SIZE, Denial, HttpsRedirect, PasswordHash, Policy, Redirect,
+    Rewrite, UpgradeProtocol,
 };
 pub use store::{TableReader, TableStore};
 pub use table::{Route, RouteConflict, RouteMatch, Table, VirtualHost};
@@ -32,3 +33,4 @@ pub use tls::{Certificate, TlsTable};
 /// Hash maps of the table: a fast hasher, randomly seeded per process (keys come from the
 /// configuration, lookups from requests).
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+type HashSet<T> = std::collections::HashSet<T, foldhash::fast::RandomState>;

@@ -12,7 +12,8 @@ use http::HeaderValue;
 pub const DEFAULT_MAX_BODY_SIZE: u64 = 1024 * 1024;
 
 /// What a route does besides forwarding. The default forwards, with ingress-nginx's default
-/// body limit and HTTPS redirect for hosts that have a certificate.
+/// body limit and HTTPS redirect for TLS hosts; a route with a [`Denial`] answers every request
+/// with 503 before any other policy applies.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Policy {
     /// Largest request body accepted (413 beyond); `None` for no limit.
@@ -29,6 +30,43 @@ pub struct Policy {
     pub rewrite: Option<Rewrite>,
     /// `from-to-www-redirect`: every request is redirected (308) to this host, path kept.
     pub host_redirect: Option<HeaderValue>,
+    /// Every request is refused with 503, before any other policy: the route's Ingress asks for
+    /// an access restriction ostium cannot apply (fail closed). `None` by default.
+    pub denied: Option<Denial>,
+    /// Protocols a client may switch to with `Upgrade` (tunnelled to the backend after its
+    /// `101`); other `Upgrade` tokens are removed. WebSocket only by default.
+    pub upgrades: Vec<UpgradeProtocol>,
+}
+
+/// A protocol a request may ask to switch to with `Upgrade`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UpgradeProtocol {
+    /// `websocket` (RFC 6455).
+    WebSocket,
+}
+
+impl UpgradeProtocol {
+    /// The protocol an `Upgrade` token names, compared case-insensitively.
+    pub fn from_token(token: &str) -> Option<Self> {
+        token.eq_ignore_ascii_case("websocket").then_some(Self::WebSocket)
+    }
+}
+
+/// Why a route refuses every request (503). ingress-nginx denies a location whose annotation
+/// cannot be applied; serving it instead would be less strict than the Ingress asks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Denial {
+    /// An annotation that restricts access (source ranges, external or client-certificate
+    /// auth, rate limits, WAF …) and that ostium does not implement yet.
+    UnimplementedAnnotation {
+        /// The full key, prefix included.
+        annotation: Box<str>,
+    },
+    /// A configuration snippet: never interpreted, and it may hold `deny all;`.
+    RefusedSnippet {
+        /// The full key, prefix included.
+        annotation: Box<str>,
+    },
 }
 
 /// `rewrite-target`, as nginx's `rewrite "(?i)<path>" <target> break;`: the whole path is
@@ -54,8 +92,8 @@ pub struct Redirect {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HttpsRedirect {
     Never,
-    /// ingress-nginx's default (`ssl-redirect: "true"`): when the host has a certificate of its
-    /// own.
+    /// ingress-nginx's default (`ssl-redirect: "true"`): when the host is a TLS host, with a
+    /// certificate of its own or served with the default one ([`crate::TlsTable::has_certificate`]).
     WhenHostHasCertificate,
     /// `force-ssl-redirect: "true"`: always.
     Always,
@@ -116,6 +154,32 @@ impl Default for Policy {
             auth: None,
             rewrite: None,
             host_redirect: None,
+            denied: None,
+            upgrades: vec![UpgradeProtocol::WebSocket],
+        }
+    }
+}
+
+// === impl Denial ===
+
+impl Denial {
+    /// The annotation that causes the denial, prefix included.
+    pub fn annotation(&self) -> &str {
+        match self {
+            Self::UnimplementedAnnotation { annotation } | Self::RefusedSnippet { annotation } => annotation,
+        }
+    }
+}
+
+impl fmt::Display for Denial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::UnimplementedAnnotation { annotation } => {
+                write!(f, "annotation {annotation} is not implemented")
+            }
+            Self::RefusedSnippet { annotation } => {
+                write!(f, "annotation {annotation} is a configuration snippet, never interpreted")
+            }
         }
     }
 }

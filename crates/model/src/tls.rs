@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use rustls::sign::CertifiedKey;
 
-use crate::HashMap;
 use crate::host::{HostRule, NormalizedHost, normalize_host};
+use crate::{HashMap, HashSet};
 
 /// A certificate chain and its private key, parsed and checked when the table is built, so
 /// handshakes only look up.
@@ -19,10 +19,18 @@ pub struct Certificate {
 
 /// Certificates for TLS hosts: exact names, one-label wildcards, and the default certificate
 /// for every other name (and for handshakes without SNI).
+///
+/// A TLS host is a host some Ingress lists in its `spec.tls`. Most have a certificate of their
+/// own; those whose Secret is missing, unusable or not valid for them (or whose entry names no
+/// Secret) are served with the default certificate, and are TLS hosts all the same: they keep
+/// the HTTPS redirect and HSTS, as with ingress-nginx, rather than fall back to plain HTTP.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TlsTable {
     exact: HashMap<Box<str>, Certificate>,
     wildcard: HashMap<Box<str>, Certificate>,
+    /// TLS hosts served with the default certificate, by exact name and by wildcard suffix.
+    exact_default: HashSet<Box<str>>,
+    wildcard_default: HashSet<Box<str>>,
     default: Certificate,
 }
 
@@ -30,7 +38,13 @@ pub struct TlsTable {
 
 impl TlsTable {
     pub fn new(default: Certificate) -> Self {
-        Self { exact: HashMap::default(), wildcard: HashMap::default(), default }
+        Self {
+            exact: HashMap::default(),
+            wildcard: HashMap::default(),
+            exact_default: HashSet::default(),
+            wildcard_default: HashSet::default(),
+            default,
+        }
     }
 
     /// Adds the certificate for a host. The first certificate added for a host wins; `false`
@@ -47,17 +61,32 @@ impl TlsTable {
         true
     }
 
+    /// Records a TLS host served with the default certificate. A certificate of its own, added
+    /// before or after, is what SNI presents for it; either way it stays a TLS host.
+    pub fn insert_default(&mut self, host: &HostRule) {
+        match host {
+            HostRule::Exact(name) => self.exact_default.insert(name.clone()),
+            HostRule::Wildcard(suffix) => self.wildcard_default.insert(suffix.clone()),
+        };
+    }
+
     /// The certificate to present for an SNI name: exact name, then one-label wildcard, then the
-    /// default certificate.
+    /// default certificate (which TLS hosts without a certificate of their own get).
     pub fn resolve(&self, sni: Option<&str>) -> &Arc<CertifiedKey> {
         let certificate = sni.and_then(normalize_host).and_then(|host| self.lookup(&host));
         &certificate.unwrap_or(&self.default).key
     }
 
-    /// Whether a host has a certificate of its own (not the default one). The HTTPS redirect
-    /// applies only to such hosts.
+    /// Whether a host is a TLS host of some Ingress (exact name or one-label wildcard): it has a
+    /// certificate of its own or is served with the default one. The default HTTPS redirect and
+    /// HSTS apply to such hosts only.
     pub fn has_certificate(&self, host: &NormalizedHost) -> bool {
-        self.lookup(host).is_some()
+        let name = host.as_str();
+        self.exact.contains_key(name)
+            || self.exact_default.contains(name)
+            || host.wildcard_suffix().is_some_and(|suffix| {
+                self.wildcard.contains_key(suffix) || self.wildcard_default.contains(suffix)
+            })
     }
 
     /// The certificate added for exactly this host rule.
@@ -78,6 +107,17 @@ impl TlsTable {
             .chain(self.wildcard.iter().map(|(s, c)| (HostRule::Wildcard(s.clone()), c)))
             .collect();
         hosts.sort_by(|a, b| a.0.cmp(&b.0));
+        hosts
+    }
+
+    /// Every TLS host served with the default certificate (none of its own), sorted.
+    pub fn default_hosts(&self) -> Vec<HostRule> {
+        let exact = self.exact_default.iter().filter(|n| !self.exact.contains_key(*n));
+        let wildcard = self.wildcard_default.iter().filter(|s| !self.wildcard.contains_key(*s));
+        let mut hosts: Vec<HostRule> = (exact.map(|n| HostRule::Exact(n.clone())))
+            .chain(wildcard.map(|s| HostRule::Wildcard(s.clone())))
+            .collect();
+        hosts.sort();
         hosts
     }
 
@@ -102,5 +142,63 @@ impl fmt::Debug for Certificate {
     // Never print the key.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Certificate").field("source", &self.source).finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rustls::crypto::ring::sign::any_supported_type;
+    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+
+    use super::*;
+
+    fn certificate(name: &str) -> Certificate {
+        let cert = rcgen::generate_simple_self_signed(vec![name.to_owned()]).unwrap();
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.signing_key.serialize_der()));
+        let key = any_supported_type(&key).unwrap();
+        Certificate {
+            key: Arc::new(CertifiedKey::new(vec![cert.cert.der().clone()], key)),
+            source: name.into(),
+        }
+    }
+
+    fn is_tls_host(tls: &TlsTable, host: &str) -> bool {
+        tls.has_certificate(&normalize_host(host).unwrap())
+    }
+
+    #[test]
+    fn hosts_served_with_the_default_certificate_are_tls_hosts() {
+        let mut tls = TlsTable::new(certificate("default.invalid"));
+        tls.insert_default(&"broken.example.com".parse().unwrap());
+        tls.insert_default(&"*.broken.example.com".parse().unwrap());
+
+        assert!(is_tls_host(&tls, "broken.example.com"));
+        assert!(is_tls_host(&tls, "BROKEN.example.com."));
+        assert!(is_tls_host(&tls, "a.broken.example.com"));
+        assert!(!is_tls_host(&tls, "a.b.broken.example.com"));
+        assert!(!is_tls_host(&tls, "other.example.com"));
+        for sni in ["broken.example.com", "a.broken.example.com"] {
+            assert!(Arc::ptr_eq(tls.resolve(Some(sni)), &tls.default_certificate().key), "{sni}");
+        }
+        let mut expected: Vec<HostRule> =
+            vec!["broken.example.com".parse().unwrap(), "*.broken.example.com".parse().unwrap()];
+        expected.sort();
+        assert_eq!(tls.default_hosts(), expected);
+    }
+
+    #[test]
+    fn a_certificate_of_its_own_wins_over_the_default_one() {
+        let mut tls = TlsTable::new(certificate("default.invalid"));
+        let own = certificate("foo.example.com");
+        let wildcard = certificate("*.example.com");
+        tls.insert_default(&"foo.example.com".parse().unwrap());
+        assert!(tls.insert(&"foo.example.com".parse().unwrap(), own.clone()));
+        assert!(tls.insert(&"*.example.com".parse().unwrap(), wildcard.clone()));
+        tls.insert_default(&"bar.example.com".parse().unwrap());
+
+        assert!(Arc::ptr_eq(tls.resolve(Some("foo.example.com")), &own.key));
+        // An exact host without a certificate of its own still gets a covering wildcard one.
+        assert!(Arc::ptr_eq(tls.resolve(Some("bar.example.com")), &wildcard.key));
+        assert_eq!(tls.default_hosts(), vec!["bar.example.com".parse::<HostRule>().unwrap()]);
     }
 }

@@ -9,24 +9,60 @@
 //!   300–307, default 302; wins over permanent), `app-root`, `ssl-redirect` (default true),
 //!   `force-ssl-redirect`.
 //! - `proxy-body-size` (nginx sizes: `8m`, `512k`, `0` for no limit), `backend-protocol`.
-//! - Snippet annotations are refused; every other annotation with the prefix is reported as not
-//!   supported (the migration report).
+//! - Snippet annotations are refused, never interpreted. They and the access restrictions ostium
+//!   does not implement yet ([`DENIED_UNTIL_IMPLEMENTED`]) deny every route of their Ingress
+//!   (503): serving the routes without them would be more open than asked. Every other
+//!   annotation with the prefix is reported as not supported and ignored (the migration report).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use base64::Engine as _;
 use http::HeaderValue;
 use k8s_openapi::api::networking::v1::Ingress;
 use ostium_model::{
-    BasicAuth, Credentials, HttpsRedirect, NamespacedName, PasswordHash, Policy, Protocol, Redirect,
+    BasicAuth, Credentials, Denial, HttpsRedirect, NamespacedName, PasswordHash, Policy, Protocol, Redirect,
 };
 
 use crate::{Diagnostic, ObjectRef, Objects, Reason};
 
-/// Annotations that would inject raw nginx configuration: refused, never interpreted.
+/// Annotations that would inject raw nginx configuration: refused, never interpreted. A snippet
+/// may hold `deny all;`, so its Ingress's routes deny (503).
 const SNIPPETS: [&str; 5] =
     ["configuration-snippet", "server-snippet", "stream-snippet", "auth-snippet", "modsecurity-snippet"];
+
+/// Annotations that restrict access and that ostium does not implement yet. Ignoring one would
+/// serve its Ingress's routes more openly than asked, so they deny every request (503) instead,
+/// as ingress-nginx denies a location whose annotation cannot be applied. A trailing `*` matches
+/// by prefix. A key leaves this list when it is implemented.
+const DENIED_UNTIL_IMPLEMENTED: [&str; 21] = [
+    // Client address allow and deny lists.
+    "whitelist-source-range",
+    "allowlist-source-range",
+    "denylist-source-range",
+    "satisfy",
+    // External authentication.
+    "auth-url",
+    "auth-signin",
+    "auth-signin-redirect-param",
+    "auth-method",
+    "auth-response-headers",
+    "auth-request-redirect",
+    "auth-proxy-set-headers",
+    "auth-cache-key",
+    "auth-cache-duration",
+    "auth-always-set-cookie",
+    "auth-keepalive*",
+    // Client certificate authentication.
+    "auth-tls-*",
+    // Rate limits.
+    "limit-*",
+    "global-rate-limit*",
+    // Web application firewall.
+    "enable-modsecurity",
+    "enable-owasp-core-rules",
+    "modsecurity-transaction-id",
+];
 
 /// Annotations this module reads.
 const SUPPORTED: [&str; 17] = [
@@ -70,12 +106,22 @@ pub(crate) fn parse(
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Annotated {
     let mut ours: BTreeMap<&str, &str> = BTreeMap::new();
+    // The first denying annotation, in key order.
+    let mut denied = None;
     for (key, value) in ingress.metadata.annotations.iter().flatten() {
         let Some(name) = key.strip_prefix(prefix).and_then(|k| k.strip_prefix('/')) else { continue };
         if SNIPPETS.contains(&name) {
-            let message =
-                format!("annotation {key} is refused: ostium never interprets configuration snippets");
+            let message = format!(
+                "annotation {key} is refused: ostium never interprets configuration snippets; every request to these paths is refused (503)"
+            );
             diagnostics.push(Diagnostic::error(object.clone(), Reason::RefusedAnnotation, message));
+            denied.get_or_insert(Denial::RefusedSnippet { annotation: key.as_str().into() });
+        } else if is_denied_until_implemented(name) {
+            let message = format!(
+                "annotation {key} restricts access and is not implemented; every request to these paths is refused (503)"
+            );
+            diagnostics.push(Diagnostic::error(object.clone(), Reason::UnsupportedAccessControl, message));
+            denied.get_or_insert(Denial::UnimplementedAnnotation { annotation: key.as_str().into() });
         } else if SUPPORTED.contains(&name) {
             ours.insert(name, value.as_str());
         } else {
@@ -84,7 +130,7 @@ pub(crate) fn parse(
         }
     }
     let mut parser = Parser { object, ours, prefix, diagnostics };
-    let mut policy = Policy::default();
+    let mut policy = Policy { denied, ..Policy::default() };
 
     if let Some(size) = parser.value("proxy-body-size") {
         match parse_size(size) {
@@ -146,6 +192,14 @@ pub(crate) fn parse(
     let www_redirect = parser.flag("from-to-www-redirect").unwrap_or(false);
     let rewrite = rewrite.map(|target| (target, forwarded_prefix));
     Annotated { policy, protocol, use_regex, rewrite, www_redirect }
+}
+
+/// Whether an annotation (its name without the prefix) is in [`DENIED_UNTIL_IMPLEMENTED`].
+fn is_denied_until_implemented(name: &str) -> bool {
+    DENIED_UNTIL_IMPLEMENTED.iter().any(|entry| match entry.strip_suffix('*') {
+        Some(prefix) => name.starts_with(prefix),
+        None => name == *entry,
+    })
 }
 
 /// The Secret an `auth-secret` value names: `name` or `namespace/name`, in the Ingress's own
@@ -319,7 +373,13 @@ impl<'a> Parser<'a> {
             }
         };
         let mut users = HashMap::new();
+        // The first line of a user is the one that counts, as with nginx, even when its hash is
+        // unusable.
+        let mut seen = HashSet::new();
         for (user, hash) in entries {
+            if !seen.insert(user.clone()) {
+                continue;
+            }
             match parse_hash(&hash) {
                 Some(hash) => {
                     users.insert(user, hash);
@@ -379,6 +439,98 @@ fn parse_size(size: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ObjectKind;
+
+    const PREFIX: &str = "nginx.ingress.kubernetes.io";
+
+    /// The annotations of an Ingress `default/web` whose Secret `default/htpasswd` holds `auth`.
+    fn annotated(annotations: &str, auth: &str) -> (Annotated, Vec<Diagnostic>) {
+        let yaml = format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: htpasswd}}\nstringData:\n  auth: |\n{}\n---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: web\n  annotations: {{{annotations}}}\n",
+            auth.lines().map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n")
+        );
+        let objects = Objects::from_yaml(&yaml).unwrap();
+        let ingress = &objects.ingresses[&NamespacedName::new("default", "web")];
+        let object = ObjectRef::new(ObjectKind::Ingress, Some("default"), "web");
+        let mut diagnostics = Vec::new();
+        let annotated = parse(&object, ingress, PREFIX, &objects, &mut diagnostics);
+        (annotated, diagnostics)
+    }
+
+    fn users(annotated: &Annotated) -> &HashMap<String, PasswordHash> {
+        match &annotated.policy.auth.as_ref().expect("auth is configured").credentials {
+            Credentials::Users(users) => users,
+            Credentials::Deny => panic!("auth denies"),
+        }
+    }
+
+    const BASIC_AUTH: &str =
+        "nginx.ingress.kubernetes.io/auth-type: basic, nginx.ingress.kubernetes.io/auth-secret: htpasswd";
+
+    #[test]
+    fn htpasswd_first_line_of_a_user_wins() {
+        let auth = "alice:{SHA}5en6G6MezRroT3XKqkdPOmY/BfQ=\nbob:$apr1$OS747Rix$RkHZvvgkwtXvJEPl1Ymc60\nalice:$apr1$OS747Rix$RkHZvvgkwtXvJEPl1Ymc60";
+        let (annotated, _) = annotated(BASIC_AUTH, auth);
+        let users = users(&annotated);
+        assert_eq!(users.len(), 2);
+        assert_eq!(users["alice"], parse_hash("{SHA}5en6G6MezRroT3XKqkdPOmY/BfQ=").unwrap());
+    }
+
+    #[test]
+    fn htpasswd_first_line_of_a_user_decides_even_when_its_hash_is_unusable() {
+        let auth = "alice:{PLAIN}secret\nbob:$apr1$OS747Rix$RkHZvvgkwtXvJEPl1Ymc60\nalice:$apr1$OS747Rix$RkHZvvgkwtXvJEPl1Ymc60";
+        let (annotated, diagnostics) = annotated(BASIC_AUTH, auth);
+        assert_eq!(users(&annotated).keys().collect::<Vec<_>>(), ["bob"]);
+        assert!(diagnostics.iter().any(|d| d.message.contains("user `alice`")), "{diagnostics:?}");
+    }
+
+    #[test]
+    fn unimplemented_access_control_and_snippets_deny_the_ingress() {
+        let cases = [
+            ("whitelist-source-range", "10.0.0.0/8", false),
+            ("auth-url", "http://auth.example.com/", false),
+            ("auth-tls-verify-client", "on", false),
+            ("auth-keepalive-timeout", "10", false),
+            ("limit-rps", "5", false),
+            ("global-rate-limit-window", "1m", false),
+            ("enable-modsecurity", "true", false),
+            ("configuration-snippet", "deny all;", true),
+            ("server-snippet", "deny all;", true),
+        ];
+        for (name, value, snippet) in cases {
+            let (annotated, diagnostics) = annotated(&format!("{PREFIX}/{name}: \"{value}\""), "");
+            let annotation: Box<str> = format!("{PREFIX}/{name}").into();
+            let expected = if snippet {
+                Denial::RefusedSnippet { annotation }
+            } else {
+                Denial::UnimplementedAnnotation { annotation }
+            };
+            assert_eq!(annotated.policy.denied, Some(expected), "{name}");
+            assert!(
+                diagnostics.iter().any(|d| d.severity == crate::Severity::Error
+                    && d.message.contains(&format!("{PREFIX}/{name}"))
+                    && d.message.contains("(503)")),
+                "{name}: {diagnostics:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn annotations_that_do_not_restrict_access_do_not_deny() {
+        for name in
+            ["enable-opentelemetry", "ssl-ciphers", "enable-cors", "canary", "auth-type", "auth-realm"]
+        {
+            let (annotated, _) = annotated(&format!("{PREFIX}/{name}: \"x\""), "");
+            assert_eq!(annotated.policy.denied, None, "{name}");
+        }
+    }
+
+    #[test]
+    fn no_read_or_snippet_annotation_is_in_the_denied_list() {
+        for name in SUPPORTED.iter().chain(&SNIPPETS) {
+            assert!(!is_denied_until_implemented(name), "{name}");
+        }
+    }
 
     #[test]
     fn sizes_follow_nginx() {

@@ -60,6 +60,8 @@ pub enum Reason {
     InvalidAnnotation,
     UnsupportedAnnotation,
     RefusedAnnotation,
+    /// An annotation that restricts access and is not implemented: its routes deny (503).
+    UnsupportedAccessControl,
     AuthMisconfigured,
 }
 
@@ -140,6 +142,7 @@ impl Reason {
             Self::InvalidAnnotation => "InvalidAnnotation",
             Self::UnsupportedAnnotation => "UnsupportedAnnotation",
             Self::RefusedAnnotation => "RefusedAnnotation",
+            Self::UnsupportedAccessControl => "UnsupportedAccessControl",
             Self::AuthMisconfigured => "AuthMisconfigured",
         }
     }

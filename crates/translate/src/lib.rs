@@ -298,9 +298,8 @@ impl<'a> Translator<'a> {
             None => {}
         }
 
-        for tls in spec.tls.iter().flatten() {
-            self.certificates.apply(&object, tls, &hosts, &mut self.table, &mut self.diagnostics);
-        }
+        let tls = spec.tls.as_deref().unwrap_or_default();
+        self.certificates.apply(&object, tls, &hosts, &mut self.table, &mut self.diagnostics);
     }
 
     /// The rule for one path of an Ingress, or `None` (with a diagnostic) when it is invalid.

@@ -40,7 +40,8 @@ pub enum Object {
 }
 
 /// A manifest that cannot be loaded: a YAML syntax error, or a document of a kind ostium reads
-/// that does not have that kind's shape.
+/// that does not have that kind's shape. The message says where and what kind of problem, never
+/// the text of the document: that may be Secret data.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("document {document}: {message}")]
 pub struct ManifestError {
@@ -65,9 +66,10 @@ pub fn parse_manifests(text: &str) -> Result<Vec<Object>, ManifestError> {
             max_nodes: 50_000_000,
             max_events: 100_000_000,
         },
+        with_snippet: false,
     };
     let documents: Vec<Value> = serde_saphyr::from_multiple_with_options(text, options)
-        .map_err(|e| ManifestError { document: 0, message: format!("invalid YAML: {e}") })?;
+        .map_err(|e| ManifestError { document: 0, message: yaml_error(&e) })?;
     let mut objects = Vec::new();
     for (i, document) in documents.into_iter().enumerate() {
         let document_number = i + 1;
@@ -86,7 +88,7 @@ fn parse_document(document: Value, out: &mut Vec<Object>) -> Result<(), String> 
         return Err("not a Kubernetes object: `apiVersion` and `kind` are required".to_owned());
     };
     let name = document.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_owned();
-    let describe = |e: serde_json::Error| format!("{api_version} {kind} `{name}`: {e}");
+    let describe = |e: serde_json::Error| format!("{api_version} {kind} `{name}`: {}", shape_error(&e));
     let object = match (api_version.as_str(), kind.as_str()) {
         ("v1", "List") => {
             let Some(Value::Array(items)) = document.get("items") else {
@@ -119,6 +121,78 @@ fn parse_document(document: Value, out: &mut Vec<Object>) -> Result<(), String> 
     }
     out.push(object);
     Ok(())
+}
+
+/// A YAML syntax error by position and kind only: the parser's message and snippet may quote
+/// the document.
+fn yaml_error(error: &serde_saphyr::Error) -> String {
+    use serde_saphyr::Error;
+    let what = match error.without_snippet() {
+        Error::Eof { .. } => "unexpected end of input",
+        Error::InvalidUtf8Input => "not UTF-8",
+        Error::DuplicateMappingKey { .. } => "a key appears twice in one mapping",
+        Error::UnknownAnchor { .. } => "an alias names an unknown anchor",
+        Error::Budget { .. }
+        | Error::AliasReplayLimitExceeded { .. }
+        | Error::AliasExpansionLimitExceeded { .. }
+        | Error::AliasReplayStackDepthExceeded { .. } => "too large or too deeply nested",
+        _ => "syntax error",
+    };
+    match error.location() {
+        Some(at) => format!("invalid YAML at line {}, column {}: {what}", at.line(), at.column()),
+        None => format!("invalid YAML: {what}"),
+    }
+}
+
+/// The kinds of value serde names in "invalid type" and "invalid value" errors, before quoting
+/// the value itself.
+const VALUE_KINDS: [&str; 16] = [
+    "string",
+    "integer",
+    "floating point",
+    "boolean",
+    "character",
+    "byte array",
+    "unit value",
+    "Option value",
+    "newtype struct",
+    "sequence",
+    "map",
+    "enum",
+    "unit variant",
+    "newtype variant",
+    "tuple variant",
+    "struct variant",
+];
+
+/// A document that does not have its kind's shape, described without the offending value: serde
+/// quotes it (`invalid type: string "…", expected a map`), and it may be Secret data. Kept:
+/// the kind of value found, what was expected, and the names of missing or repeated fields (which
+/// come from the type, not the document). Any other message (a custom one from a field's own
+/// parser, such as a base64 error) may hold input and becomes "invalid value".
+fn shape_error(error: &serde_json::Error) -> String {
+    let message = error.to_string();
+    // What follows the last ", expected " comes from the type; anything before it may be input.
+    let expected = message.rfind(", expected ").map(|i| &message[i + 2..]);
+    for kind in ["invalid type", "invalid value"] {
+        let Some(rest) = message.strip_prefix(kind).and_then(|r| r.strip_prefix(": ")) else { continue };
+        let found = VALUE_KINDS.iter().find(|found| rest.starts_with(*found));
+        return match (found, expected) {
+            (Some(found), Some(expected)) => format!("{kind}: {found}, {expected}"),
+            (None, Some(expected)) => format!("{kind}, {expected}"),
+            (Some(found), None) => format!("{kind}: {found}"),
+            (None, None) => kind.to_owned(),
+        };
+    }
+    if message.starts_with("missing field `") || message.starts_with("duplicate field `") {
+        return message;
+    }
+    for kind in ["unknown variant", "unknown field", "invalid length"] {
+        if message.starts_with(kind) {
+            return expected.map_or_else(|| kind.to_owned(), |expected| format!("{kind}, {expected}"));
+        }
+    }
+    "invalid value".to_owned()
 }
 
 // === impl Objects ===
@@ -358,6 +432,58 @@ items:
     fn documents_that_are_not_objects_are_refused() {
         assert!(Objects::from_yaml("- a\n- b\n").is_err());
         assert!(Objects::from_yaml("apiVersion: v1\nkind: Service\nmetadata: {}\n").is_err());
+    }
+
+    /// Asserts that neither the Display nor the Debug form of an error quotes the marker.
+    fn assert_redacted(err: &ManifestError) {
+        for shown in [err.to_string(), format!("{err:?}")] {
+            assert!(!shown.contains("SECRETMARKER") && !shown.contains("PRIVATE KEY"), "{shown}");
+        }
+    }
+
+    #[test]
+    fn shape_errors_never_quote_secret_data() {
+        let yaml = "apiVersion: v1\nkind: Service\nmetadata: {name: a}\n---\napiVersion: v1\nkind: Secret\nmetadata: {name: tls}\ndata: \"tls.key: -----BEGIN EC PRIVATE KEY----- SECRETMARKER\"\n";
+        let err = Objects::from_yaml(yaml).unwrap_err();
+        assert_redacted(&err);
+        assert_eq!(err.document, 2);
+        assert_eq!(err.message, "v1 Secret `tls`: invalid type: string, expected a map");
+    }
+
+    #[test]
+    fn secret_values_that_are_not_base64_are_not_quoted() {
+        let yaml = "apiVersion: v1\nkind: Secret\nmetadata: {name: tls}\ndata:\n  tls.key: \"-----BEGIN EC PRIVATE KEY----- SECRETMARKER\"\n";
+        let err = Objects::from_yaml(yaml).unwrap_err();
+        assert_redacted(&err);
+        assert_eq!(err.message, "v1 Secret `tls`: invalid value");
+    }
+
+    #[test]
+    fn yaml_syntax_errors_never_quote_the_document() {
+        for yaml in [
+            "apiVersion: v1\nkind: Secret\nmetadata: {name: tls}\nstringData: {tls.key: \"-----BEGIN EC PRIVATE KEY----- SECRETMARKER\"\n",
+            "apiVersion: v1\nkind: Secret\nmetadata: {name: tls}\nstringData:\n  tls.key: -----BEGIN EC PRIVATE KEY----- SECRETMARKER\n   bad: [indent\n",
+            "apiVersion: v1\nkind: Secret\nstringData:\n  tls.key: \"SECRETMARKER\\q\"\n",
+            "stringData: {a: 1, a: SECRETMARKER}\n",
+        ] {
+            let err = Objects::from_yaml(yaml).unwrap_err();
+            assert_redacted(&err);
+            assert_eq!(err.document, 0, "{err}");
+            assert!(err.message.starts_with("invalid YAML at line "), "{err}");
+        }
+    }
+
+    #[test]
+    fn objects_from_the_api_are_checked_without_quoting_them() {
+        let value = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "tls"},
+            "data": ["-----BEGIN EC PRIVATE KEY----- SECRETMARKER"],
+        });
+        let err = Object::from_value(value).unwrap_err();
+        assert!(!err.contains("SECRETMARKER"), "{err}");
+        assert_eq!(err, "v1 Secret `tls`: invalid type: sequence, expected a map");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use ostium_model::{Backend, Credentials, HttpsRedirect, Policy, Protocol, Route, Table, Target};
+use ostium_model::{Backend, Credentials, HostRule, HttpsRedirect, Policy, Protocol, Route, Table, Target};
 
 use crate::Translation;
 
@@ -26,8 +26,12 @@ pub(crate) fn render(translation: &Translation) -> String {
 
     out.push_str("tls:\n");
     let _ = writeln!(out, "  default certificate: {}", table.tls().default_certificate().source);
-    for (host, certificate) in table.tls().hosts() {
-        let _ = writeln!(out, "  {host}: {}", certificate.source);
+    let mut tls_hosts: Vec<(HostRule, &str)> =
+        table.tls().hosts().into_iter().map(|(host, c)| (host, &*c.source)).collect();
+    tls_hosts.extend(table.tls().default_hosts().into_iter().map(|host| (host, "default certificate")));
+    tls_hosts.sort();
+    for (host, source) in tls_hosts {
+        let _ = writeln!(out, "  {host}: {source}");
     }
 
     out.push_str("hosts:\n");
@@ -64,6 +68,9 @@ fn route_line(table: &Table, route: &Route) -> String {
 /// What a route's policy changes from the default, or nothing.
 fn policy_line(policy: &Policy) -> String {
     let mut parts = Vec::new();
+    if let Some(denial) = &policy.denied {
+        parts.push(format!("denied: {denial}"));
+    }
     if policy.max_body_size != Policy::default().max_body_size {
         parts.push(policy.max_body_size.map_or("no body limit".to_owned(), |n| format!("body limit {n}")));
     }

@@ -1,9 +1,11 @@
 //! TLS: `kubernetes.io/tls` Secrets turned into ready-to-serve certificates, assigned to hosts.
 //!
-//! A certificate is parsed once per translation and checked against its key. It is assigned to
-//! each host its Ingress's `tls[].hosts` lists (or, when that list is empty, to each rule host of
-//! the Ingress it covers), provided the certificate is valid for that name; otherwise the host
-//! gets the default certificate, as with ingress-nginx.
+//! A certificate is parsed once per translation and checked against its key. The hosts of a
+//! `tls` entry are those its `hosts` lists (or, when that list is empty, every rule host of its
+//! Ingress). Each gets the entry's certificate when it is valid for that name. Otherwise (no
+//! Secret named, Secret missing or unusable, certificate not valid for the name) the host is
+//! served with the default certificate and stays a TLS host, keeping its HTTPS redirect and HSTS
+//! rather than silently falling back to plain HTTP, as with ingress-nginx.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -47,51 +49,100 @@ impl<'a> Certificates<'a> {
         }
     }
 
-    /// Assigns the certificate of one `tls` entry of an Ingress to its hosts.
+    /// Assigns the certificates of an Ingress's `tls` entries to their hosts.
     pub(crate) fn apply(
+        &mut self,
+        object: &ObjectRef,
+        entries: &[IngressTLS],
+        rule_hosts: &[Option<HostRule>],
+        table: &mut Table,
+        diagnostics: &mut Vec<Diagnostic>,
+    ) {
+        // Rule hosts that an entry without `hosts` has no valid certificate for: another entry
+        // may well cover them, so they are only reported if none does.
+        let mut uncovered = Vec::new();
+        for tls in entries {
+            self.apply_entry(object, tls, rule_hosts, table, &mut uncovered, diagnostics);
+        }
+        uncovered.sort();
+        uncovered.dedup();
+        for host in uncovered {
+            if table.tls().certificate(&host).is_none() {
+                let message = format!(
+                    "no certificate of its tls entries is valid for {host}; the host keeps its HTTPS redirect and HSTS and is served with the default certificate"
+                );
+                diagnostics.push(Diagnostic::warning(
+                    object.clone(),
+                    Reason::CertificateHostMismatch,
+                    message,
+                ));
+            }
+        }
+    }
+
+    fn apply_entry(
         &mut self,
         object: &ObjectRef,
         tls: &IngressTLS,
         rule_hosts: &[Option<HostRule>],
         table: &mut Table,
+        uncovered: &mut Vec<HostRule>,
         diagnostics: &mut Vec<Diagnostic>,
     ) {
-        // Without a secret, TLS is routed by SNI alone: the default certificate serves.
-        let Some(secret) = tls.secret_name.as_deref().filter(|s| !s.is_empty()) else { return };
+        let listed = tls.hosts.as_deref().unwrap_or_default();
+        let mut hosts: Vec<HostRule> = Vec::new();
+        if listed.is_empty() {
+            hosts.extend(rule_hosts.iter().flatten().cloned());
+        }
+        for host in listed {
+            match host.parse::<HostRule>() {
+                Ok(h) => hosts.push(h),
+                Err(e) => diagnostics.push(Diagnostic::error(
+                    object.clone(),
+                    Reason::InvalidHost,
+                    format!("tls host: {e}; it is ignored"),
+                )),
+            }
+        }
+
+        // Without a secret the default certificate serves; the hosts are TLS hosts all the same.
+        let Some(secret) = tls.secret_name.as_deref().filter(|s| !s.is_empty()) else {
+            hosts.iter().for_each(|host| table.tls_mut().insert_default(host));
+            return;
+        };
         let id = NamespacedName::new(object.namespace.as_deref().unwrap_or_default(), secret);
         let certificate = match self.certificate(&id) {
             Ok(certificate) => certificate,
             Err((reason, message)) => {
-                let message = format!("{message}; its hosts get the default certificate");
+                let message = format!(
+                    "{message}; its hosts keep their HTTPS redirect and HSTS and are served with the default certificate"
+                );
                 diagnostics.push(Diagnostic::error(object.clone(), reason, message));
+                hosts.iter().for_each(|host| table.tls_mut().insert_default(host));
                 return;
             }
         };
 
-        let listed = tls.hosts.as_deref().unwrap_or_default();
-        let hosts: Vec<HostRule> = if listed.is_empty() {
-            rule_hosts.iter().flatten().filter(|h| covers(&certificate, h)).cloned().collect()
-        } else {
-            let mut hosts = Vec::new();
-            for host in listed {
-                match host.parse::<HostRule>() {
-                    Ok(h) if covers(&certificate, &h) => hosts.push(h),
-                    Ok(h) => diagnostics.push(Diagnostic::warning(
-                        object.clone(),
-                        Reason::CertificateHostMismatch,
-                        format!("the certificate in secret {id} is not valid for {h}; it gets the default certificate"),
-                    )),
-                    Err(e) => diagnostics.push(Diagnostic::error(
-                        object.clone(),
-                        Reason::InvalidHost,
-                        format!("tls host: {e}; it is ignored"),
-                    )),
-                }
-            }
-            hosts
-        };
-
         for host in hosts {
+            if !covers(&certificate, &host) {
+                table.tls_mut().insert_default(&host);
+                if listed.is_empty() {
+                    uncovered.push(host);
+                    continue;
+                }
+                let outcome = match table.tls().certificate(&host) {
+                    Some(existing) => format!("the host keeps the certificate of secret {}", existing.source),
+                    None => "the host keeps its HTTPS redirect and HSTS and is served with the default certificate"
+                        .to_owned(),
+                };
+                let message = format!("the certificate in secret {id} is not valid for {host}; {outcome}");
+                diagnostics.push(Diagnostic::warning(
+                    object.clone(),
+                    Reason::CertificateHostMismatch,
+                    message,
+                ));
+                continue;
+            }
             if table.tls_mut().insert(&host, certificate.clone()) {
                 continue;
             }
