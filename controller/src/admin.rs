@@ -1,40 +1,26 @@
 //! The admin server: `/healthz`, `/readyz`, `/metrics`.
 
-use std::convert::Infallible;
-
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use ostium_model::TableReader;
+use ostium_proxy::ConnectionLimits;
 use tokio::net::TcpListener;
 
 use crate::Metrics;
 
-pub(crate) async fn serve(listener: TcpListener, reader: TableReader, metrics: Metrics) {
-    loop {
-        let (stream, _) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                tracing::warn!("admin accept failed: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let reader = reader.clone();
-        let metrics = metrics.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |request| {
-                let response = respond(&request, &reader, &metrics);
-                async move { Ok::<_, Infallible>(response) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
+/// Serves the admin endpoints under the proxy's connection timeouts, with a connection cap of
+/// their own, until `shutdown` completes.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    limits: ConnectionLimits,
+    reader: TableReader,
+    metrics: Metrics,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let handler = move |request: &Request<Incoming>| respond(request, &reader, &metrics);
+    ostium_proxy::serve_admin(listener, limits, handler, shutdown).await;
 }
 
 fn respond(request: &Request<Incoming>, reader: &TableReader, metrics: &Metrics) -> Response<Full<Bytes>> {

@@ -2,9 +2,12 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use ostium_model::NamespacedName;
+use ostium_proxy::ConnectionLimits;
 
 /// Kubernetes ingress controller and reverse proxy in one process.
 #[derive(Debug, Parser)]
@@ -79,6 +82,28 @@ pub struct Args {
     #[arg(long, value_enum, value_name = "on|off", default_value = "on")]
     pub access_log: Switch,
 
+    /// From accept (TLS handshake and protocol detection included) to a complete request head.
+    /// D: a number of seconds or a duration with unit: 500ms, 2s, 3m.
+    #[arg(long, value_name = "D", default_value = "60s")]
+    pub client_header_timeout: TimeSpan,
+
+    /// Between two reads of a request body (408 when it runs out).
+    #[arg(long, value_name = "D", default_value = "60s")]
+    pub client_body_timeout: TimeSpan,
+
+    /// Idle HTTP/1 keep-alive connection.
+    #[arg(long, value_name = "D", default_value = "75s")]
+    pub keepalive_timeout: TimeSpan,
+
+    /// Idle HTTP/2 connection, no open stream.
+    #[arg(long, value_name = "D", default_value = "3m")]
+    pub http2_idle_timeout: TimeSpan,
+
+    /// Open client connections per listener before new ones are refused (default: a quarter
+    /// of the process's file-descriptor limit).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: Option<u32>,
+
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -108,6 +133,32 @@ pub enum Command {
         #[arg(long)]
         https: bool,
     },
+}
+
+/// A positive duration: seconds (`60`) or a number with a unit (`500ms`, `2s`, `3m`, `1h`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimeSpan(pub Duration);
+
+impl FromStr for TimeSpan {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let digits = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+        let (number, unit) = text.split_at(digits);
+        let number: u64 =
+            number.parse().map_err(|_| format!("`{text}` is not a duration such as 60, 500ms, 2s or 3m"))?;
+        let duration = match unit {
+            "ms" => Duration::from_millis(number),
+            "" | "s" => Duration::from_secs(number),
+            "m" => Duration::from_secs(number.saturating_mul(60)),
+            "h" => Duration::from_secs(number.saturating_mul(3600)),
+            _ => return Err(format!("`{text}`: the unit must be ms, s, m or h")),
+        };
+        if duration.is_zero() {
+            return Err(format!("`{text}` must be longer than zero"));
+        }
+        Ok(Self(duration))
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -147,6 +198,8 @@ pub struct Config {
     pub election_id: String,
     pub log_format: Option<LogFormat>,
     pub access_log: bool,
+    /// Client connection timeouts and limits.
+    pub connections: ConnectionLimits,
     pub command: Option<Command>,
 }
 
@@ -181,6 +234,11 @@ impl TryFrom<Args> for Config {
             election_id,
             log_format,
             access_log,
+            client_header_timeout,
+            client_body_timeout,
+            keepalive_timeout,
+            http2_idle_timeout,
+            max_connections,
             command,
         } = args;
         for (flag, value) in [
@@ -217,6 +275,15 @@ impl TryFrom<Args> for Config {
             election_id,
             log_format,
             access_log: access_log == Switch::On,
+            connections: ConnectionLimits {
+                client_header_timeout: client_header_timeout.0,
+                client_body_timeout: client_body_timeout.0,
+                keepalive_timeout: keepalive_timeout.0,
+                http2_idle_timeout: http2_idle_timeout.0,
+                max_connections: max_connections
+                    .map_or_else(ostium_proxy::default_max_connections, |n| n as usize),
+                ..ConnectionLimits::default()
+            },
             command,
         })
     }
@@ -243,6 +310,37 @@ mod tests {
         assert_eq!(c.annotations_prefix, "nginx.ingress.kubernetes.io");
         assert!(c.access_log);
         assert!(c.manifests.is_none() && c.watch_namespace.is_none() && c.status.is_none());
+        assert_eq!(c.connections.client_header_timeout, Duration::from_secs(60));
+        assert_eq!(c.connections.client_body_timeout, Duration::from_secs(60));
+        assert_eq!(c.connections.keepalive_timeout, Duration::from_secs(75));
+        assert_eq!(c.connections.http2_idle_timeout, Duration::from_secs(180));
+        assert_eq!(c.connections.max_connections, ostium_proxy::default_max_connections());
+    }
+
+    #[test]
+    fn durations_take_seconds_or_a_unit() {
+        let c = parse(&[
+            "--client-header-timeout",
+            "500ms",
+            "--client-body-timeout",
+            "7",
+            "--keepalive-timeout",
+            "2s",
+            "--http2-idle-timeout",
+            "3m",
+            "--max-connections",
+            "100",
+        ])
+        .unwrap();
+        assert_eq!(c.connections.client_header_timeout, Duration::from_millis(500));
+        assert_eq!(c.connections.client_body_timeout, Duration::from_secs(7));
+        assert_eq!(c.connections.keepalive_timeout, Duration::from_secs(2));
+        assert_eq!(c.connections.http2_idle_timeout, Duration::from_secs(180));
+        assert_eq!(c.connections.max_connections, 100);
+        for bad in ["0", "0s", "1.5s", "10x", "", "-1", "s"] {
+            assert!(parse(&["--keepalive-timeout", bad]).is_err(), "{bad}");
+        }
+        assert!(parse(&["--max-connections", "0"]).is_err());
     }
 
     #[test]

@@ -73,13 +73,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let http = bind(config.http_addr, "--http-addr").await?;
     let https = bind(config.https_addr, "--https-addr").await?;
     let proxy_metrics = metrics.proxy();
-    tokio::spawn(admin::serve(admin, reader.clone(), metrics));
-
-    let proxy_config = ProxyConfig { access_log: config.access_log, ..ProxyConfig::default() };
-    let proxy = Proxy::new(reader.clone(), proxy_config, proxy_metrics);
     let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
         let _ = stopped.wait_for(|stop| *stop).await;
     };
+    // The admin server answers probes until the process exits, draining included.
+    let admin_limits = config.connections.clone();
+    tokio::spawn(admin::serve(admin, admin_limits, reader.clone(), metrics, std::future::pending()));
+
+    let proxy_config = ProxyConfig {
+        access_log: config.access_log,
+        connections: config.connections.clone(),
+        ..ProxyConfig::default()
+    };
+    let proxy = Proxy::new(reader.clone(), proxy_config, proxy_metrics);
     let http = tokio::spawn(ostium_proxy::serve_http(proxy.clone(), http, until_stopped(stopped.clone())));
     let tls = ostium_proxy::server_config(reader);
     let https = tokio::spawn(ostium_proxy::serve_https(proxy, https, tls, until_stopped(stopped)));
@@ -197,11 +203,15 @@ pub fn self_signed_certificate(provider: &CryptoProvider) -> anyhow::Result<Cert
     Ok(Certificate { key: Arc::new(key), source: "self-signed".into() })
 }
 
-const DEFAULT_LOG_FILTER: &str = "info,kube_client::client::builder=off";
+/// kube-client logs every failed API call as an error (ours say what failed, once per outage);
+/// h2 logs some client-triggered events (an unsolicited PING ACK) as warnings, one per event, so a
+/// client could flood the log: its errors are kept, the rest go.
+const DEFAULT_LOG_FILTER: &str = "info,kube_client::client::builder=off,h2=error";
 
-/// One subscriber for the process: JSON or text, filtered by `RUST_LOG` (default: `info`, without kube-client's per-call errors).
+/// One subscriber for the process: JSON or text, filtered by `RUST_LOG` (default: `info`, without
+/// kube-client's per-call errors and h2's client-triggered warnings). Panics are logged through it
+/// as one escaped line.
 pub fn init_logging(json: bool, filter: Option<&str>) {
-    // kube-client logs every failed API call as an error; ours say what failed, once per outage.
     let filter = tracing_subscriber::EnvFilter::try_new(filter.unwrap_or(DEFAULT_LOG_FILTER))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
@@ -210,6 +220,20 @@ pub fn init_logging(json: bool, filter: Option<&str>) {
     } else {
         builder.init();
     }
+    std::panic::set_hook(Box::new(log_panic));
+}
+
+/// A panic costs one connection (the task unwinds); it is logged as one event whose message is
+/// Debug-escaped, so text copied from a request (a path, a header) cannot forge log lines.
+fn log_panic(info: &std::panic::PanicHookInfo<'_>) {
+    let payload = info
+        .payload()
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| info.payload().downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)");
+    let location = info.location().map(|l| format!("{}:{}", l.file(), l.line()));
+    tracing::error!(panic = ?payload, location = location.as_deref().unwrap_or("unknown"), "panic");
 }
 
 async fn shutdown_signal() {

@@ -10,6 +10,7 @@
 
 mod auth;
 mod body;
+mod connection;
 mod error;
 mod forward;
 mod framing;
@@ -26,8 +27,9 @@ use std::time::Duration;
 use ostium_model::TableReader;
 
 pub use body::ProxyBody;
+pub use connection::{ConnectionLimits, default_max_connections};
 pub use error::ProxyError;
-pub use listener::{serve_http, serve_https};
+pub use listener::{serve_admin, serve_http, serve_https};
 pub use metrics::ProxyMetrics;
 pub use tls::server_config;
 pub use upstream::upstream_tls_config;
@@ -39,18 +41,18 @@ pub struct ProxyConfig {
     pub access_log: bool,
     /// Time to establish a connection to an endpoint (`proxy-connect-timeout`, 5 s).
     pub connect_timeout: Duration,
-    /// Time to wait for an endpoint's response headers (`proxy-read-timeout`, 60 s).
-    pub upstream_timeout: Duration,
-    /// Time a client has to send its request headers (`client-header-timeout`, 60 s).
-    pub header_read_timeout: Duration,
-    /// Time to complete a TLS handshake.
-    pub tls_handshake_timeout: Duration,
+    /// Longest pause between two writes of the request to an endpoint (`proxy-send-timeout`,
+    /// 60 s): an endpoint that stops reading the request gets 504.
+    pub send_timeout: Duration,
+    /// Longest pause between two reads of an endpoint's response, from the end of the request
+    /// on (`proxy-read-timeout`, 60 s): 504 before the response head, a cut connection after.
+    pub read_timeout: Duration,
     /// How long an endpoint that keeps refusing connections is skipped.
     pub eject_for: Duration,
-    /// Largest request head accepted (431 beyond).
-    pub max_header_bytes: usize,
     /// How long in-flight requests may run after shutdown begins.
     pub drain_timeout: Duration,
+    /// The client side: timeouts and limits of client connections.
+    pub connections: ConnectionLimits,
 }
 
 impl Default for ProxyConfig {
@@ -58,12 +60,11 @@ impl Default for ProxyConfig {
         Self {
             access_log: true,
             connect_timeout: Duration::from_secs(5),
-            upstream_timeout: Duration::from_secs(60),
-            header_read_timeout: Duration::from_secs(60),
-            tls_handshake_timeout: Duration::from_secs(10),
+            send_timeout: Duration::from_secs(60),
+            read_timeout: Duration::from_secs(60),
             eject_for: Duration::from_secs(10),
-            max_header_bytes: 64 * 1024,
             drain_timeout: Duration::from_secs(30),
+            connections: ConnectionLimits::default(),
         }
     }
 }
@@ -89,13 +90,14 @@ pub struct ConnectionInfo {
     pub is_tls: bool,
     /// `remote`'s IP as a header value, rendered once per connection.
     pub client_ip: http::HeaderValue,
-    /// Raised by the framing guard of an HTTP/1 connection (see `framing`).
-    ambiguous_framing: Option<framing::AmbiguityFlag>,
+    /// What the framing guard of an HTTP/1 connection saw of the request heads (see `framing`).
+    framing: Option<framing::FramingFlags>,
 }
 
 impl ConnectionInfo {
-    fn has_ambiguous_framing(&self) -> bool {
-        self.ambiguous_framing.as_ref().is_some_and(|flag| flag.load(std::sync::atomic::Ordering::Relaxed))
+    /// What the framing guard found wrong with the current request head, if anything.
+    fn framing_fault(&self) -> Option<framing::Fault> {
+        self.framing.as_ref().and_then(|flags| flags.fault())
     }
 }
 

@@ -1,35 +1,58 @@
-//! Listeners: accept connections, serve HTTP/1.1 and HTTP/2 on them, drain on shutdown.
+//! Listeners: accept connections up to a cap, serve HTTP/1.1 and HTTP/2 on them under the
+//! connection clocks of `connection`, drain on shutdown.
+//!
+//! On the plain port the protocol is detected (HTTP/1.1, or HTTP/2 with prior knowledge); on
+//! TLS, ALPN decides alone: `h2` speaks only HTTP/2, anything else only HTTP/1.1.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::HeaderValue;
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response};
+use http_body_util::Full;
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use rustls::ServerConfig;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
-use crate::framing::{AmbiguityFlag, FramingGuard};
+use crate::connection::{Activity, ConnectionLimits};
+use crate::framing::{FramingFlags, FramingGuard};
 use crate::{ConnectionInfo, Proxy};
+
+/// How long a connection told to shut down may take to close before it is dropped.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// Connections the admin server keeps open at once.
+const ADMIN_MAX_CONNECTIONS: usize = 256;
 
 /// Serves plain HTTP (HTTP/1.1, and HTTP/2 with prior knowledge) until `shutdown` completes,
 /// then lets in-flight requests finish within the drain timeout.
 pub async fn serve_http(proxy: Proxy, listener: TcpListener, shutdown: impl Future<Output = ()>) {
-    accept_loop(proxy, listener, shutdown, |proxy, builder, watcher, stream, remote| async move {
-        let (stream, flag) = FramingGuard::new(stream);
-        serve_connection(proxy, builder, watcher, stream, Some(flag), remote, false).await;
+    let builder = Arc::new(connection_builder(&proxy.config().connections));
+    let limits = proxy.config().connections.clone();
+    let drain = proxy.config().drain_timeout;
+    let metrics = proxy.metrics().clone();
+    accept_loop(listener, &limits, drain, Some(&metrics), shutdown, move |stream, remote, context| {
+        let (proxy, builder) = (proxy.clone(), builder.clone());
+        async move {
+            let (stream, flags) = FramingGuard::new(stream);
+            let service = proxy_service(&proxy, &context, remote, false, Some(flags.clone()));
+            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service.service);
+            serve_proxied(proxy, connection, service.activity, Some(flags), remote, context).await;
+        }
     })
     .await;
 }
 
-/// Serves HTTPS: TLS with certificates chosen by SNI, then HTTP/1.1 or HTTP/2 by ALPN.
+/// Serves HTTPS: TLS with certificates chosen by SNI, then HTTP/2 or HTTP/1.1 as ALPN says.
 pub async fn serve_https(
     proxy: Proxy,
     listener: TcpListener,
@@ -37,11 +60,18 @@ pub async fn serve_https(
     shutdown: impl Future<Output = ()>,
 ) {
     let acceptor = TlsAcceptor::from(tls);
-    accept_loop(proxy, listener, shutdown, move |proxy, builder, watcher, stream, remote| {
-        let acceptor = acceptor.clone();
+    let limits = proxy.config().connections.clone();
+    // HTTP/1.1 connections are served by the detecting builder behind a guard that refuses an
+    // HTTP/2 preface (it would otherwise detect HTTP/2); `h2` ones by HTTP/2 alone.
+    let builders = Arc::new((connection_builder(&limits), http2_builder(&limits)));
+    let drain = proxy.config().drain_timeout;
+    let metrics = proxy.metrics().clone();
+    accept_loop(listener, &limits, drain, Some(&metrics), shutdown, move |stream, remote, context| {
+        let (proxy, acceptor, builders) = (proxy.clone(), acceptor.clone(), builders.clone());
         async move {
-            let timeout = proxy.config().tls_handshake_timeout;
-            let stream = match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+            // The handshake counts against the time allowed for the first request head.
+            let deadline = context.accepted + proxy.config().connections.client_header_timeout;
+            let stream = match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
                 Ok(Ok(stream)) => stream,
                 Ok(Err(error)) => {
                     tracing::debug!(%remote, %error, "TLS handshake failed");
@@ -54,88 +84,313 @@ pub async fn serve_https(
                     return;
                 }
             };
-            let is_h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-            if is_h2 {
-                serve_connection(proxy, builder, watcher, stream, None, remote, true).await;
+            if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                let service = proxy_service(&proxy, &context, remote, true, None);
+                let connection = builders.1.serve_connection(TokioIo::new(stream), service.service);
+                serve_proxied(proxy, connection, service.activity, None, remote, context).await;
             } else {
-                let (stream, flag) = FramingGuard::new(stream);
-                serve_connection(proxy, builder, watcher, stream, Some(flag), remote, true).await;
+                let (stream, flags) = FramingGuard::http1_only(stream);
+                let service = proxy_service(&proxy, &context, remote, true, Some(flags.clone()));
+                let connection =
+                    builders.0.serve_connection_with_upgrades(TokioIo::new(stream), service.service);
+                serve_proxied(proxy, connection, service.activity, Some(flags), remote, context).await;
             }
         }
     })
     .await;
 }
 
-async fn accept_loop<F, Fut>(
-    proxy: Proxy,
+/// Serves a small HTTP/1.1 service (the admin endpoints) under the same connection clocks as
+/// the proxy, with a cap of its own.
+pub async fn serve_admin<H>(
     listener: TcpListener,
+    limits: ConnectionLimits,
+    handler: H,
+    shutdown: impl Future<Output = ()>,
+) where
+    H: Fn(&Request<Incoming>) -> Response<Full<Bytes>> + Clone + Send + Sync + 'static,
+{
+    let limits = ConnectionLimits { max_connections: ADMIN_MAX_CONNECTIONS, ..limits };
+    let mut builder = connection_builder(&limits);
+    builder = builder.http1_only();
+    let builder = Arc::new(builder);
+    let per_connection = limits.clone();
+    accept_loop(listener, &limits, Duration::ZERO, None, shutdown, move |stream, remote, context| {
+        let (builder, handler, limits) = (builder.clone(), handler.clone(), per_connection.clone());
+        async move {
+            let (stream, flags) = FramingGuard::new(stream);
+            let activity = Arc::new(Activity::new(context.accepted));
+            let service = {
+                let activity = activity.clone();
+                service_fn(move |request: Request<Incoming>| {
+                    let _active = activity.start_request(false);
+                    let response = handler(&request);
+                    async move { Ok::<_, Infallible>(response) }
+                })
+            };
+            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            let _ = drive(connection, &activity, &limits, Some(&flags), remote, context).await;
+        }
+    })
+    .await;
+}
+
+/// What a connection task gets from the accept loop.
+pub(crate) struct Accepted {
+    accepted: Instant,
+    /// Changes to `true` when the listener starts draining.
+    draining: watch::Receiver<bool>,
+    /// Held while the connection is open: one of the listener's `max_connections`.
+    _permit: OwnedSemaphorePermit,
+}
+
+async fn accept_loop<F, Fut>(
+    listener: TcpListener,
+    limits: &ConnectionLimits,
+    drain_timeout: Duration,
+    metrics: Option<&crate::ProxyMetrics>,
     shutdown: impl Future<Output = ()>,
     on_connection: F,
 ) where
-    F: Fn(Proxy, auto::Builder<TokioExecutor>, Watcher, TcpStream, SocketAddr) -> Fut,
+    F: Fn(TcpStream, SocketAddr, Accepted) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let builder = connection_builder(&proxy);
-    let graceful = GracefulShutdown::new();
-    tokio::pin!(shutdown);
+    let max = limits.max_connections.clamp(1, Semaphore::MAX_PERMITS);
+    let permits = Arc::new(Semaphore::new(max));
+    let (drain, draining) = watch::channel(false);
+    let mut accept_errors = Backoff::default();
+    let mut refusals = RateLimitedLog::default();
+    let mut shutdown = pin!(shutdown);
     loop {
         let (stream, remote) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(error) => {
-                    // Usually out of file descriptors: pause rather than spin.
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    // Usually out of file descriptors: back off rather than spin or flood the log.
+                    accept_errors.failed(&error).await;
                     continue;
                 }
             },
             () = &mut shutdown => break,
         };
+        accept_errors.succeeded();
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            // Full: closing at once keeps the backlog moving and tells the client now.
+            if let Some(metrics) = metrics {
+                metrics.connection_refused();
+            }
+            refusals.log(|suppressed| {
+                tracing::warn!(
+                    max_connections = max,
+                    suppressed,
+                    "connection limit reached; closing new connections"
+                );
+            });
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
-        tokio::spawn(on_connection(proxy.clone(), builder.clone(), graceful.watcher(), stream, remote));
+        let accepted = Accepted { accepted: Instant::now(), draining: draining.clone(), _permit: permit };
+        tokio::spawn(on_connection(stream, remote, accepted));
     }
     drop(listener);
-    let drain = proxy.config().drain_timeout;
-    if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
-        tracing::warn!(?drain, "drain deadline passed with requests still in flight");
+    let _ = drain.send(true);
+    let all = u32::try_from(max).unwrap_or(u32::MAX);
+    if tokio::time::timeout(drain_timeout, permits.acquire_many(all)).await.is_err() {
+        tracing::warn!(?drain_timeout, "drain deadline passed with requests still in flight");
     }
 }
 
-fn connection_builder(proxy: &Proxy) -> auto::Builder<TokioExecutor> {
-    let config = proxy.config();
+fn connection_builder(limits: &ConnectionLimits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
+    // hyper's own header timer runs from the moment a connection goes idle; the connection clock
+    // times heads and idle time separately, so hyper's is only a backstop behind it.
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(config.header_read_timeout)
-        .max_buf_size(config.max_header_bytes);
-    builder.http2().timer(TokioTimer::new()).max_header_list_size(config.max_header_bytes as u32);
+        .header_read_timeout(limits.keepalive_timeout + limits.client_header_timeout)
+        .max_buf_size(limits.max_header_bytes);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .keep_alive_interval(Some(H2_PING_INTERVAL))
+        .keep_alive_timeout(H2_PING_TIMEOUT);
     builder
 }
 
-async fn serve_connection<S>(
-    proxy: Proxy,
-    builder: auto::Builder<TokioExecutor>,
-    watcher: Watcher,
-    stream: S,
-    ambiguous_framing: Option<AmbiguityFlag>,
+/// An HTTP/2 peer that does not answer a PING within the timeout is gone: the connection is
+/// closed without waiting for the idle timeout.
+const H2_PING_INTERVAL: Duration = Duration::from_secs(30);
+const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
+
+fn http2_builder(limits: &ConnectionLimits) -> hyper::server::conn::http2::Builder<TokioExecutor> {
+    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .keep_alive_interval(Some(H2_PING_INTERVAL))
+        .keep_alive_timeout(H2_PING_TIMEOUT);
+    builder
+}
+
+/// The service of one proxied connection, and the activity its requests report to.
+struct ProxyService<S> {
+    service: S,
+    activity: Arc<Activity>,
+}
+
+fn proxy_service(
+    proxy: &Proxy,
+    context: &Accepted,
     remote: SocketAddr,
     is_tls: bool,
-) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let _open = proxy.metrics().connection();
+    framing: Option<FramingFlags>,
+) -> ProxyService<
+    impl hyper::service::Service<
+        Request<Incoming>,
+        Response = Response<crate::ProxyBody>,
+        Error = Infallible,
+        Future = impl Future<Output = Result<Response<crate::ProxyBody>, Infallible>> + Send + 'static,
+    > + Clone
+    + Send
+    + 'static,
+> {
     // Rendered once per connection, shared by every request on it.
     let client_ip =
         HeaderValue::from_str(&remote.ip().to_string()).expect("an IP address is a valid header value");
-    let info = Arc::new(ConnectionInfo { remote, is_tls, client_ip, ambiguous_framing });
-    let service = service_fn(move |request| {
-        let proxy = proxy.clone();
-        let info = info.clone();
-        async move { Ok::<_, Infallible>(proxy.handle(request, &info).await) }
+    let activity = Arc::new(Activity::new(context.accepted));
+    let info = Arc::new(ConnectionInfo { remote, is_tls, client_ip, framing });
+    let (proxy, requests) = (proxy.clone(), activity.clone());
+    let service = service_fn(move |request: Request<Incoming>| {
+        let active = requests.start_request(request.version() == http::Version::HTTP_2);
+        let (proxy, info) = (proxy.clone(), info.clone());
+        async move {
+            Ok::<_, Infallible>(proxy.handle(request, &info).await.map(|body| body.while_active(active)))
+        }
     });
-    let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
-    if let Err(error) = watcher.watch(connection).await {
-        tracing::debug!(%remote, error = %error, "connection ended with an error");
+    ProxyService { service, activity }
+}
+
+async fn serve_proxied<C>(
+    proxy: Proxy,
+    connection: C,
+    activity: Arc<Activity>,
+    framing: Option<FramingFlags>,
+    remote: SocketAddr,
+    context: Accepted,
+) where
+    C: hyper_util::server::graceful::GracefulConnection,
+    C::Error: std::fmt::Display + Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let _open = proxy.metrics().connection();
+    let limits = &proxy.config().connections;
+    if let Err(error) = drive(connection, &activity, limits, framing.as_ref(), remote, context).await {
+        let error: Box<dyn std::error::Error + Send + Sync> = error.into();
+        if let Some(error) = error.downcast_ref::<hyper::Error>() {
+            proxy.refused_by_protocol(error, remote);
+        }
+    }
+}
+
+/// Runs a connection until it ends, shutting it down gracefully when its clock runs out or the
+/// listener drains, and dropping it if it has not closed `CLOSE_GRACE` after that.
+async fn drive<C, E>(
+    connection: C,
+    activity: &Activity,
+    limits: &ConnectionLimits,
+    framing: Option<&FramingFlags>,
+    remote: SocketAddr,
+    mut context: Accepted,
+) -> Result<(), E>
+where
+    C: hyper_util::server::graceful::GracefulConnection<Error = E>,
+    E: std::fmt::Display,
+{
+    let mut connection = pin!(connection);
+    let expired = activity.expired(limits, framing);
+    let mut expired = pin!(expired);
+    let draining = context.draining.wait_for(|&draining| draining);
+    let mut draining = pin!(draining);
+    let mut closing = false;
+    // Set when the clock ran out; draining instead waits for the listener's drain timeout.
+    let mut close_by: Option<Instant> = None;
+    let result = loop {
+        tokio::select! {
+            result = connection.as_mut() => break Some(result),
+            () = &mut expired, if !closing => {
+                tracing::debug!(%remote, "connection timed out");
+                if !activity.has_had_requests() {
+                    break None; // nothing to finish politely: no request ever came
+                }
+                connection.as_mut().graceful_shutdown();
+                closing = true;
+                close_by = Some(Instant::now() + CLOSE_GRACE);
+            }
+            _ = &mut draining, if !closing => {
+                connection.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            () = sleep_until_some(close_by) => break None,
+        }
+    };
+    match result {
+        Some(Err(error)) => {
+            tracing::debug!(%remote, %error, "connection ended with an error");
+            Err(error)
+        }
+        None => {
+            tracing::debug!(%remote, "connection dropped");
+            Ok(())
+        }
+        Some(Ok(())) => Ok(()),
+    }
+}
+
+async fn sleep_until_some(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Exponential back-off after accept errors (5 ms doubling to 1 s), logged at most once a
+/// second with the number of errors not logged.
+#[derive(Debug, Default)]
+struct Backoff {
+    delay: Option<Duration>,
+    log: RateLimitedLog,
+}
+
+impl Backoff {
+    async fn failed(&mut self, error: &std::io::Error) {
+        let delay = self.delay.map_or(Duration::from_millis(5), |d| (d * 2).min(Duration::from_secs(1)));
+        self.delay = Some(delay);
+        self.log.log(|suppressed| tracing::warn!(%error, suppressed, "accept failed; backing off"));
+        tokio::time::sleep(delay).await;
+    }
+
+    fn succeeded(&mut self) {
+        self.delay = None;
+    }
+}
+
+/// Lets one line through per second and counts the others.
+#[derive(Debug, Default)]
+struct RateLimitedLog {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl RateLimitedLog {
+    fn log(&mut self, write: impl FnOnce(u64)) {
+        let now = Instant::now();
+        if self.last.is_some_and(|last| now < last + Duration::from_secs(1)) {
+            self.suppressed += 1;
+            return;
+        }
+        write(self.suppressed);
+        self.last = Some(now);
+        self.suppressed = 0;
     }
 }
