@@ -2,9 +2,11 @@
 //!
 //! As ingress-nginx: no or wrong credentials get 401 with `WWW-Authenticate: Basic realm="…"`, a
 //! misconfigured route (missing Secret, nothing usable in it) gets 503 and never lets a request
-//! through, and the `Authorization` header is passed on to the backend. Hash comparisons are
-//! constant-time. Slow hashes run on the blocking pool, and credentials that verified are
-//! remembered (see `BasicAuth`), so bcrypt is paid once per user, not per request.
+//! through, and the `Authorization` header is removed before the request is forwarded. Hash
+//! comparisons are constant-time, and an unknown user name costs a verification against another
+//! user's hash, so the time taken does not tell which names exist. Slow hashes run on the
+//! blocking pool, and credentials that verified are remembered (see `BasicAuth`), so bcrypt is
+//! paid once per user, not per request.
 
 use base64::Engine as _;
 use http::HeaderMap;
@@ -32,7 +34,14 @@ pub(crate) async fn check(auth: &std::sync::Arc<BasicAuth>, headers: &HeaderMap)
     if auth.is_cached(&user, &password) {
         return Verdict::Allow;
     }
-    let Some(hash) = users.get(&user) else { return Verdict::Challenge };
+    let (hash, is_known) = match users.get(&user) {
+        Some(hash) => (hash, true),
+        // `Users` is never empty (translation refuses that), so there is a hash to spend time on.
+        None => match users.values().next() {
+            Some(hash) => (hash, false),
+            None => return Verdict::Challenge,
+        },
+    };
     let verified = match hash {
         PasswordHash::Sha1(_) => verify(hash, &password),
         // The others cost from a fraction of a millisecond (apr1) to ~100 ms (bcrypt): keep them
@@ -42,7 +51,7 @@ pub(crate) async fn check(auth: &std::sync::Arc<BasicAuth>, headers: &HeaderMap)
             tokio::task::spawn_blocking(move || verify(&hash, &password)).await.unwrap_or(false)
         }
     };
-    if !verified {
+    if !(verified && is_known) {
         return Verdict::Challenge;
     }
     auth.remember(&user, &password);

@@ -1,10 +1,18 @@
-//! Bodies that count their bytes, so the access log can say how much went each way. The log
-//! line is written when the response body is finished with (sent in full, or dropped when the
-//! client went away), which is also when the request's duration ends.
+//! Bodies on their way through the proxy, with nginx's clocks and the access log's counts.
+//!
+//! - A request body times the client's pauses (`client_body_timeout`: 408) and tells the
+//!   upstream exchange, through a [`BodyClock`], whether the endpoint is taking the body
+//!   (`proxy_send_timeout`) or has it all (`proxy_read_timeout` runs).
+//! - A response body from an endpoint times the endpoint's pauses (`proxy_read_timeout`: the
+//!   client's connection is cut, as nginx does once the head is sent).
+//! - Both count bytes for the access log, whose line is written when the response body is
+//!   finished with (sent in full, or dropped when the client went away), which is also when
+//!   the request's duration ends, and when the connection's request stops being in flight.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU8;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -15,18 +23,121 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use ostium_model::NamespacedName;
+use tokio::time::Sleep;
 
-/// A request body that adds the length of each data frame to a shared counter, when there is
-/// one (only requests that get an access log line have one).
+use crate::ProxyError;
+use crate::connection::RequestGuard;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A request body under `client_body_timeout`, reporting to its [`BodyClock`], and adding the
+/// length of each data frame to a shared counter when there is one (only requests that get an
+/// access log line have one).
 #[derive(Debug)]
-pub(crate) struct CountedRequest {
+pub(crate) struct RequestBody {
     inner: Incoming,
     bytes: Option<Arc<AtomicU64>>,
+    clock: Arc<BodyClock>,
+    idle: IdleTimer,
 }
 
-impl CountedRequest {
-    pub(crate) fn new(inner: Incoming, bytes: Option<Arc<AtomicU64>>) -> Self {
-        Self { inner, bytes }
+/// Why a request body could not be read; the request gets 408 or 400.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ClientBodyError {
+    #[error("the client paused longer than client_body_timeout while sending the body")]
+    TimedOut,
+    #[error("malformed or truncated request body")]
+    Malformed(#[source] hyper::Error),
+}
+
+/// Where a request body is, shared between the body (which moves it) and the upstream
+/// exchange (which times the endpoint by it).
+#[derive(Debug)]
+pub(crate) struct BodyClock {
+    epoch: tokio::time::Instant,
+    phase: AtomicU8,
+    /// Milliseconds since `epoch` when `phase` last changed.
+    since: AtomicU64,
+}
+
+const WAITING_FOR_CLIENT: u8 = 0;
+const WITH_UPSTREAM: u8 = 1;
+const COMPLETE: u8 = 2;
+
+impl BodyClock {
+    pub(crate) fn new(has_body: bool) -> Self {
+        let phase = if has_body { WAITING_FOR_CLIENT } else { COMPLETE };
+        Self { epoch: tokio::time::Instant::now(), phase: AtomicU8::new(phase), since: AtomicU64::new(0) }
+    }
+
+    /// Records progress: each frame handed upstream restarts the send clock.
+    fn enter(&self, phase: u8) {
+        self.since.store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+        self.phase.store(phase, Ordering::Relaxed);
+    }
+
+    /// Resolves when the endpoint has stalled: it has not taken the next piece of the body for
+    /// `send_timeout`, or has not answered for `read_timeout` after the whole request. Time
+    /// spent waiting for the client does not count.
+    pub(crate) async fn upstream_stalled(&self, send_timeout: Duration, read_timeout: Duration) {
+        loop {
+            let phase = self.phase.load(Ordering::Relaxed);
+            let since = self.epoch + Duration::from_millis(self.since.load(Ordering::Relaxed));
+            let now = tokio::time::Instant::now();
+            let deadline = match phase {
+                WITH_UPSTREAM => since + send_timeout,
+                COMPLETE => since + read_timeout,
+                // The body's own timer watches the client; look again later.
+                _ => now + send_timeout.min(read_timeout),
+            };
+            if phase != WAITING_FOR_CLIENT && now >= deadline {
+                return;
+            }
+            // Progress made meanwhile moves the deadline when it is computed again.
+            tokio::time::sleep_until(deadline).await;
+        }
+    }
+}
+
+/// A timer for the pause since the last frame, armed when a poll finds no frame ready.
+#[derive(Debug)]
+struct IdleTimer {
+    timeout: Duration,
+    sleep: Option<Pin<Box<Sleep>>>,
+    armed: bool,
+}
+
+impl IdleTimer {
+    fn new(timeout: Duration) -> Self {
+        Self { timeout, sleep: None, armed: false }
+    }
+
+    /// A frame arrived: the next pause starts from scratch.
+    fn disarm(&mut self) {
+        self.armed = false;
+    }
+
+    /// Nothing arrived: whether the pause has lasted the timeout (the task is woken when it
+    /// does).
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let sleep = self.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if !self.armed {
+            sleep.as_mut().reset(deadline);
+            self.armed = true;
+        }
+        sleep.as_mut().poll(cx).is_ready()
+    }
+}
+
+impl RequestBody {
+    pub(crate) fn new(
+        inner: Incoming,
+        bytes: Option<Arc<AtomicU64>>,
+        clock: Arc<BodyClock>,
+        timeout: Duration,
+    ) -> Self {
+        Self { inner, bytes, clock, idle: IdleTimer::new(timeout) }
     }
 }
 
@@ -38,19 +149,38 @@ fn data_len<E>(polled: &Poll<Option<Result<Frame<Bytes>, E>>>) -> u64 {
     }
 }
 
-impl Body for CountedRequest {
+impl Body for RequestBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = ClientBodyError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Some(bytes) = &self.bytes {
+    ) -> Poll<Option<Result<Frame<Bytes>, ClientBodyError>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if let Some(bytes) = &this.bytes {
             bytes.fetch_add(data_len(&polled), Ordering::Relaxed);
         }
-        polled
+        match polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                this.idle.disarm();
+                this.clock.enter(WITH_UPSTREAM);
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(error))) => Poll::Ready(Some(Err(ClientBodyError::Malformed(error)))),
+            Poll::Ready(None) => {
+                this.clock.enter(COMPLETE);
+                Poll::Ready(None)
+            }
+            Poll::Pending => {
+                this.clock.enter(WAITING_FOR_CLIENT);
+                if this.idle.expired(cx) {
+                    return Poll::Ready(Some(Err(ClientBodyError::TimedOut)));
+                }
+                Poll::Pending
+            }
+        }
     }
 
     fn is_end_stream(&self) -> bool {
@@ -76,6 +206,8 @@ pub(crate) struct AccessEntry {
     pub(crate) upstream_duration: Option<Duration>,
     pub(crate) ingress: Option<Arc<NamespacedName>>,
     pub(crate) request_id: Option<HeaderValue>,
+    /// Why the request was refused or failed.
+    pub(crate) error: Option<ProxyError>,
 }
 
 impl AccessEntry {
@@ -96,6 +228,7 @@ impl AccessEntry {
             upstream_ms = self.upstream_duration.map(|d| d.as_secs_f64() * 1e3),
             ingress = self.ingress.as_deref().map(tracing::field::display),
             request_id = self.request_id.as_ref().and_then(|v| v.to_str().ok()),
+            error = self.error.map(tracing::field::display),
         );
     }
 }
@@ -105,40 +238,70 @@ impl AccessEntry {
 #[derive(Debug)]
 pub struct ProxyBody {
     inner: Either<Incoming, Full<Bytes>>,
+    /// `proxy_read_timeout` between two reads of an endpoint's body.
+    read_timer: Option<IdleTimer>,
     log: Option<Box<AccessEntry>>,
     bytes_out: u64,
+    /// The request counts as in flight on its connection until its response body is done.
+    active: Option<RequestGuard>,
 }
 
+/// An endpoint paused longer than `proxy_read_timeout` in the middle of a response body.
+#[derive(Debug, thiserror::Error)]
+#[error("the endpoint paused longer than proxy_read_timeout in the response body")]
+pub(crate) struct UpstreamBodyTimeout;
+
 impl ProxyBody {
-    pub(crate) fn upstream(body: Incoming) -> Self {
-        Self { inner: Either::Left(body), log: None, bytes_out: 0 }
+    pub(crate) fn upstream(body: Incoming, read_timeout: Duration) -> Self {
+        let read_timer = Some(IdleTimer::new(read_timeout));
+        Self { inner: Either::Left(body), read_timer, log: None, bytes_out: 0, active: None }
     }
 
     pub(crate) fn full(bytes: Bytes) -> Self {
-        Self { inner: Either::Right(Full::new(bytes)), log: None, bytes_out: 0 }
+        Self {
+            inner: Either::Right(Full::new(bytes)),
+            read_timer: None,
+            log: None,
+            bytes_out: 0,
+            active: None,
+        }
     }
 
     pub(crate) fn logged(mut self, entry: AccessEntry) -> Self {
         self.log = Some(Box::new(entry));
         self
     }
+
+    pub(crate) fn while_active(mut self, guard: RequestGuard) -> Self {
+        self.active = Some(guard);
+        self
+    }
 }
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         let polled = match &mut this.inner {
             Either::Left(body) => Pin::new(body).poll_frame(cx),
             Either::Right(body) => Pin::new(body).poll_frame(cx).map_err(|never| match never {}),
         };
         this.bytes_out += data_len(&polled);
-        polled
+        if let Some(timer) = &mut this.read_timer {
+            match polled {
+                Poll::Pending if timer.expired(cx) => {
+                    return Poll::Ready(Some(Err(UpstreamBodyTimeout.into())));
+                }
+                Poll::Pending => {}
+                _ => timer.disarm(),
+            }
+        }
+        polled.map_err(Into::into)
     }
 
     fn is_end_stream(&self) -> bool {

@@ -13,6 +13,16 @@ pub enum ProxyError {
     NoRoute,
     #[error("malformed request: {0}")]
     BadRequest(&'static str),
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("request target longer than 8 KiB")]
+    UriTooLong,
+    #[error("transfer coding other than chunked")]
+    UnsupportedTransferEncoding,
+    #[error("the client paused longer than client_body_timeout while sending the body")]
+    ClientBodyTimeout,
+    #[error("the route denies every request (see the Ingress diagnostics)")]
+    RouteDenied,
     #[error("request body larger than the route allows")]
     BodyTooLarge,
     #[error("the route's authentication is misconfigured (see the Ingress diagnostics)")]
@@ -34,8 +44,12 @@ impl ProxyError {
         match self {
             Self::NoRoute => StatusCode::NOT_FOUND,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::UriTooLong => StatusCode::URI_TOO_LONG,
+            Self::UnsupportedTransferEncoding => StatusCode::NOT_IMPLEMENTED,
+            Self::ClientBodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::NoEndpoints | Self::BackendUnavailable | Self::AuthMisconfigured => {
+            Self::NoEndpoints | Self::BackendUnavailable | Self::AuthMisconfigured | Self::RouteDenied => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             Self::ConnectFailed | Self::UpstreamReset => StatusCode::BAD_GATEWAY,
@@ -43,13 +57,29 @@ impl ProxyError {
         }
     }
 
+    /// Whether an HTTP/1 connection must close after this answer: the rest of what the client
+    /// sent cannot be trusted to frame the next request.
+    pub fn closes_connection(self) -> bool {
+        matches!(
+            self,
+            Self::BadRequest(_)
+                | Self::UriTooLong
+                | Self::UnsupportedTransferEncoding
+                | Self::ClientBodyTimeout
+        )
+    }
+
     /// The response sent to the client: the status and a short static body.
     pub fn into_response(self) -> Response<ProxyBody> {
         let body: &'static str = match self {
             Self::NoRoute => "404 Not Found\n",
             Self::BadRequest(_) => "400 Bad Request\n",
+            Self::MethodNotAllowed => "405 Not Allowed\n",
+            Self::UriTooLong => "414 Request-URI Too Large\n",
+            Self::UnsupportedTransferEncoding => "501 Not Implemented\n",
+            Self::ClientBodyTimeout => "408 Request Time-out\n",
             Self::BodyTooLarge => "413 Request Entity Too Large\n",
-            Self::NoEndpoints | Self::BackendUnavailable | Self::AuthMisconfigured => {
+            Self::NoEndpoints | Self::BackendUnavailable | Self::AuthMisconfigured | Self::RouteDenied => {
                 "503 Service Temporarily Unavailable\n"
             }
             Self::ConnectFailed | Self::UpstreamReset => "502 Bad Gateway\n",

@@ -9,17 +9,20 @@ use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::header::{CONTENT_LENGTH, HOST};
+use http::header::{AUTHORIZATION, CONNECTION, CONTENT_LENGTH, HOST};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{Either, Empty, Limited};
 use hyper::body::{Body as _, Incoming};
 use hyper_util::rt::TokioIo;
-use ostium_model::{Endpoint, HttpsRedirect, NamespacedName, Protocol, Target, normalize_path};
+use ostium_model::{
+    Endpoint, HttpsRedirect, NamespacedName, Protocol, Rewrite, Target, forwarded_path, normalize_path,
+};
 
 use crate::auth::{self, Verdict};
 
-use crate::body::{AccessEntry, CountedRequest, ProxyBody};
+use crate::body::{AccessEntry, BodyClock, ClientBodyError, ProxyBody, RequestBody};
+use crate::framing::Fault;
 use crate::headers::{self, Forwarded};
 use crate::upstream::{self, UpstreamBody};
 use crate::{ConnectionInfo, Proxy, ProxyError};
@@ -38,6 +41,8 @@ struct Trace {
     request_id: Option<HeaderValue>,
     /// Request body bytes read so far, counted only for the access log.
     bytes_in: Option<Arc<AtomicU64>>,
+    /// Why the request was refused or failed, for the access log.
+    error: Option<ProxyError>,
 }
 
 impl Proxy {
@@ -48,6 +53,7 @@ impl Proxy {
         connection: &ConnectionInfo,
     ) -> Response<ProxyBody> {
         let started = Instant::now();
+        let version = request.version();
         let logged =
             self.inner.config.access_log.then(|| {
                 (request.method().clone(), request.uri().clone(), request.headers().get(HOST).cloned())
@@ -56,8 +62,14 @@ impl Proxy {
         let response = match self.forward(request, connection, &mut trace).await {
             Ok(response) => response,
             Err(error) => {
-                tracing::debug!(%error, "request failed");
-                error.into_response()
+                tracing::debug!(%error, "request refused or failed");
+                trace.error = Some(error);
+                let mut response = error.into_response();
+                if error.closes_connection() && version < Version::HTTP_2 {
+                    // What follows on the connection cannot be trusted to be a request.
+                    response.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+                }
+                response
             }
         };
         self.inner.metrics.request(
@@ -80,8 +92,29 @@ impl Proxy {
             upstream_duration: trace.upstream_duration,
             ingress: trace.ingress,
             request_id: trace.request_id,
+            error: trace.error,
         };
         response.map(|body| body.logged(entry))
+    }
+
+    /// Counts and logs a request hyper refused before it reached [`Proxy::handle`] (a malformed
+    /// or oversized HTTP/1 head, answered 400 or 431 by hyper itself).
+    pub(crate) fn refused_by_protocol(&self, error: &hyper::Error, remote: SocketAddr) {
+        let status = match () {
+            () if error.is_parse_too_large() => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            () if error.is_parse() && !error.is_parse_version_h2() => StatusCode::BAD_REQUEST,
+            () => return,
+        };
+        self.inner.metrics.request(None, None, status.as_u16(), Duration::ZERO, None);
+        if self.inner.config.access_log {
+            tracing::info!(
+                target: "ostium::access",
+                client = %remote,
+                status = status.as_u16(),
+                error = %error,
+                "request head refused"
+            );
+        }
     }
 
     async fn forward(
@@ -90,20 +123,15 @@ impl Proxy {
         connection: &ConnectionInfo,
         trace: &mut Trace,
     ) -> Result<Response<ProxyBody>, ProxyError> {
-        if request.method() == Method::CONNECT {
-            return Err(ProxyError::BadRequest("CONNECT is not supported"));
-        }
-        // Both Content-Length and Transfer-Encoding: no backend may read this request differently
-        // from us (request smuggling), so it is refused; hyper closes the connection after.
-        if connection.has_ambiguous_framing() {
-            return Err(ProxyError::BadRequest("both Content-Length and Transfer-Encoding"));
-        }
+        check_request(&request, connection)?;
         let host = request_host(&request)?;
         let host_str = match &host {
             Some(h) => Some(h.to_str().map_err(|_| ProxyError::BadRequest("Host is not ASCII"))?),
             None => None,
         };
-        let path = normalize_path(request.uri().path()).map_err(|_| ProxyError::BadRequest("path"))?;
+        let raw_path = request.uri().path();
+        let path = normalize_path(raw_path).map_err(|_| ProxyError::BadRequest("path"))?;
+        let sent_path = forwarded_path(raw_path).map_err(|_| ProxyError::BadRequest("path"))?;
 
         // Route on the current table; keep only what forwarding needs.
         let (target, protocol, policy, host_has_certificate) = {
@@ -118,6 +146,10 @@ impl Proxy {
             (backend.target.clone(), backend.protocol, matched.route.policy.clone(), has_certificate)
         };
 
+        // A route whose Ingress asks for a restriction that cannot be applied serves nobody.
+        if policy.denied.is_some() {
+            return Err(ProxyError::RouteDenied);
+        }
         // Redirects and authentication, in ingress-nginx's order.
         if let Some(target) = &policy.host_redirect {
             // from-to-www-redirect: another server block in ingress-nginx, so nothing else applies.
@@ -156,18 +188,11 @@ impl Proxy {
         let max_body_size = policy.max_body_size;
         let hsts = connection.is_tls && host_has_certificate;
 
-        // The backend gets the path the router judged, or the rewrite of it.
+        // The backend gets the path the router judged (escapes as sent), or its rewrite.
         let query = request.uri().query();
-        let rewritten = match (&policy.rewrite, &path) {
-            (Some(rewrite), _) => {
-                let mut target = String::new();
-                match rewrite.pattern.regex().captures(&path) {
-                    Some(captures) => captures.expand(&rewrite.target, &mut target),
-                    None => target.push_str(&rewrite.target),
-                }
-                Some(rewrite_path(&target, query)?)
-            }
-            (None, Cow::Owned(normal)) => Some(encode_path(normal, query)?),
+        let rewritten = match (&policy.rewrite, &sent_path) {
+            (Some(rewrite), _) => Some(rewrite_path(rewrite, &path, query)?),
+            (None, Cow::Owned(sent)) => Some(with_query(sent, query)?),
             (None, Cow::Borrowed(_)) => None,
         };
         let forwarded_prefix = policy.rewrite.as_ref().and_then(|r| r.forwarded_prefix.clone());
@@ -181,11 +206,12 @@ impl Proxy {
         let (scheme, version) = upstream::scheme(protocol);
 
         let upgrade = match request.version() {
-            Version::HTTP_11 => headers::requested_upgrade(request.headers()),
+            Version::HTTP_11 => headers::requested_upgrade(request.headers(), &policy.upgrades),
             _ => None,
         };
         let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut request));
         let port = forwarded_port(host_str, connection.is_tls);
+        let client_version = request.version();
         let forwarded = Forwarded {
             client_ip: &connection.client_ip,
             host: host.clone(),
@@ -195,13 +221,19 @@ impl Proxy {
 
         let (mut parts, body) = request.into_parts();
         headers::rewrite_request(&mut parts.headers, forwarded, upgrade);
+        if policy.auth.is_some() {
+            // The credentials were for us (ingress-nginx: `proxy_set_header Authorization "";`).
+            parts.headers.remove(AUTHORIZATION);
+        }
         if let Some(prefix) = forwarded_prefix {
             parts.headers.insert("x-forwarded-prefix", prefix);
         }
-        if !parts.headers.contains_key(HOST)
-            && let Some(host) = host
-        {
-            parts.headers.insert(HOST, host); // HTTP/2 clients send :authority instead
+        if let Some(host) = host {
+            // The host routed on, whatever the client put in `Host` (RFC 9112 §3.2.2).
+            parts.headers.insert(HOST, host);
+        }
+        if client_version == Version::HTTP_2 && version != Version::HTTP_2 {
+            headers::join_cookies(&mut parts.headers);
         }
         trace.request_id = parts.headers.get("x-request-id").cloned();
         parts.version = version;
@@ -210,10 +242,13 @@ impl Proxy {
             None => parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/")),
         };
         let body_is_empty = body.is_end_stream();
+        let clock = Arc::new(BodyClock::new(!body_is_empty));
         let body: UpstreamBody = if body_is_empty {
             Either::Right(Empty::new())
         } else {
-            Either::Left(Limited::new(CountedRequest::new(body, trace.bytes_in.clone()), limit))
+            let timeout = self.inner.config.connections.client_body_timeout;
+            let body = RequestBody::new(body, trace.bytes_in.clone(), clock.clone(), timeout);
+            Either::Left(Limited::new(body, limit))
         };
 
         let response = match target {
@@ -222,7 +257,7 @@ impl Proxy {
                 let authority = Authority::try_from(format!("{host}:{port}"))
                     .map_err(|_| ProxyError::BackendUnavailable)?;
                 parts.uri = upstream_uri(scheme, authority, path_and_query)?;
-                self.send(protocol, None, Request::from_parts(parts, body), trace).await?
+                self.send(protocol, None, Request::from_parts(parts, body), &clock, trace).await?
             }
             Target::Endpoints(set) => {
                 let endpoints = set.load();
@@ -233,7 +268,8 @@ impl Proxy {
                 let retry = (body_is_empty && endpoints.len() > 1)
                     .then(|| (parts.method.clone(), parts.headers.clone(), path_and_query.clone()));
                 parts.uri = upstream_uri(scheme.clone(), first.authority.clone(), path_and_query)?;
-                match self.send(protocol, Some(&first), Request::from_parts(parts, body), trace).await {
+                let request = Request::from_parts(parts, body);
+                match self.send(protocol, Some(&first), request, &clock, trace).await {
                     Err(ProxyError::ConnectFailed) if retry.is_some() => {
                         self.inner.metrics.retry();
                         let Some(second) = upstream::pick(&endpoints, now, Some(first.addr)) else {
@@ -245,7 +281,7 @@ impl Proxy {
                         *request.headers_mut() = headers;
                         *request.version_mut() = version;
                         *request.uri_mut() = upstream_uri(scheme, second.authority.clone(), path_and_query)?;
-                        self.send(protocol, Some(&second), request, trace).await?
+                        self.send(protocol, Some(&second), request, &clock, trace).await?
                     }
                     other => other?,
                 }
@@ -254,27 +290,45 @@ impl Proxy {
         self.respond(response, client_upgrade, hsts)
     }
 
+    /// Sends a request upstream under nginx's clocks: `proxy_send_timeout` while the endpoint
+    /// is not taking the body, `proxy_read_timeout` from the end of the request to the response
+    /// head (the client's own pauses are timed by the request body itself).
     async fn send(
         &self,
         protocol: Protocol,
         endpoint: Option<&Arc<Endpoint>>,
         request: Request<UpstreamBody>,
+        clock: &BodyClock,
         trace: &mut Trace,
     ) -> Result<Response<Incoming>, ProxyError> {
         let started = Instant::now();
         let _in_flight = endpoint.map(|e| InFlight::start(e));
         trace.upstream = endpoint.map(|e| e.addr);
         let upstream = self.inner.upstream.request(protocol, request);
-        let result = tokio::time::timeout(self.inner.config.upstream_timeout, upstream).await;
+        let config = &self.inner.config;
+        let result = tokio::select! {
+            result = upstream => Ok(result),
+            () = clock.upstream_stalled(config.send_timeout, config.read_timeout) => Err(ProxyError::UpstreamTimeout),
+        };
         trace.upstream_duration = Some(started.elapsed());
         let upstream = &self.inner.upstream;
-        match result {
-            Err(_) => Err(ProxyError::UpstreamTimeout),
-            Ok(Ok(response)) => {
+        match result? {
+            Ok(response) => {
                 endpoint.inspect(|e| e.record_success());
                 Ok(response)
             }
-            Ok(Err(error)) if error.is_connect() => {
+            Err(error) if caused_by(&error, |_: &ClientBodyError| true) => {
+                let client = caused_by(&error, |e: &ClientBodyError| matches!(e, ClientBodyError::TimedOut));
+                Err(if client {
+                    ProxyError::ClientBodyTimeout
+                } else {
+                    ProxyError::BadRequest("request body")
+                })
+            }
+            Err(error) if caused_by(&error, |_: &http_body_util::LengthLimitError| true) => {
+                Err(ProxyError::BodyTooLarge)
+            }
+            Err(error) if error.is_connect() => {
                 self.inner.metrics.connect_error();
                 if let Some(e) = endpoint
                     && e.record_failure(upstream.now_ms(), upstream.eject_for_ms())
@@ -286,10 +340,7 @@ impl Proxy {
                 }
                 Err(ProxyError::ConnectFailed)
             }
-            Ok(Err(error)) if caused_by(&error, |_: &http_body_util::LengthLimitError| true) => {
-                Err(ProxyError::BodyTooLarge)
-            }
-            Ok(Err(error)) => {
+            Err(error) => {
                 tracing::debug!(%error, "upstream request failed");
                 Err(ProxyError::UpstreamReset)
             }
@@ -322,6 +373,8 @@ impl Proxy {
             });
         }
         headers::rewrite_response(response.headers_mut(), switching);
+        // HTTP/1.1 to the client, whatever the endpoint spoke (hyper writes this version).
+        *response.version_mut() = Version::HTTP_11;
         if hsts {
             // ingress-nginx's defaults: hsts, hsts-max-age 31536000, hsts-include-subdomains.
             response.headers_mut().insert(
@@ -329,9 +382,41 @@ impl Proxy {
                 HeaderValue::from_static("max-age=31536000; includeSubDomains"),
             );
         }
-        Ok(response.map(ProxyBody::upstream))
+        let read_timeout = self.inner.config.read_timeout;
+        Ok(response.map(|body| ProxyBody::upstream(body, read_timeout)))
     }
 }
+
+/// Refusals that need no route: framing the guard found ambiguous, methods nginx refuses,
+/// over-long targets, ambiguous credentials.
+fn check_request(request: &Request<Incoming>, connection: &ConnectionInfo) -> Result<(), ProxyError> {
+    match connection.framing_fault() {
+        // Both Content-Length and Transfer-Encoding: no backend may read this request
+        // differently from us (request smuggling), so it is refused and the connection closed.
+        Some(Fault::AmbiguousLength) => {
+            return Err(ProxyError::BadRequest("both Content-Length and Transfer-Encoding"));
+        }
+        Some(Fault::UnsupportedTransferEncoding) => return Err(ProxyError::UnsupportedTransferEncoding),
+        None => {}
+    }
+    if request.method() == Method::CONNECT {
+        return Err(ProxyError::BadRequest("CONNECT is not supported"));
+    }
+    if request.method() == Method::TRACE {
+        return Err(ProxyError::MethodNotAllowed);
+    }
+    let target_len = request.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
+    if target_len > MAX_REQUEST_TARGET {
+        return Err(ProxyError::UriTooLong);
+    }
+    if request.headers().get_all(AUTHORIZATION).iter().nth(1).is_some() {
+        return Err(ProxyError::BadRequest("more than one Authorization header"));
+    }
+    Ok(())
+}
+
+/// nginx's `large_client_header_buffers 4 8k`: a longer request line gets 414.
+const MAX_REQUEST_TARGET: usize = 8 * 1024;
 
 /// Let's Encrypt HTTP-01 challenges stay on plain HTTP (`no-tls-redirect-locations`).
 const ACME_CHALLENGE: &str = "/.well-known/acme-challenge";
@@ -382,9 +467,10 @@ impl Drop for InFlight<'_> {
     }
 }
 
-/// The host a request is for: the URI's authority (HTTP/2 `:authority`, or HTTP/1 absolute
-/// form, which overrides `Host`), else the one `Host` header. Two `Host` headers, or none on
-/// HTTP/1.1, are malformed.
+/// The host a request is for: the URI's authority (HTTP/2 `:authority`, or the HTTP/1 absolute
+/// form, which overrides `Host`), else the one `Host` header. Two `Host` headers, none on
+/// HTTP/1.1, user information in the authority, and an HTTP/2 `host` header that disagrees with
+/// `:authority` (RFC 9113 §8.3.1) are malformed.
 fn request_host(request: &Request<Incoming>) -> Result<Option<HeaderValue>, ProxyError> {
     let mut hosts = request.headers().get_all(HOST).iter();
     let header = hosts.next();
@@ -392,6 +478,14 @@ fn request_host(request: &Request<Incoming>) -> Result<Option<HeaderValue>, Prox
         return Err(ProxyError::BadRequest("more than one Host header"));
     }
     if let Some(authority) = request.uri().authority() {
+        if authority.as_str().contains('@') {
+            return Err(ProxyError::BadRequest("user information in the authority"));
+        }
+        if request.version() == Version::HTTP_2
+            && header.is_some_and(|h| !h.as_bytes().eq_ignore_ascii_case(authority.as_str().as_bytes()))
+        {
+            return Err(ProxyError::BadRequest("host disagrees with :authority"));
+        }
         return HeaderValue::from_str(authority.as_str())
             .map(Some)
             .map_err(|_| ProxyError::BadRequest("authority"));
@@ -434,37 +528,74 @@ fn upstream_uri(
     Uri::from_parts(parts).map_err(|_| ProxyError::BadRequest("URI"))
 }
 
-/// Percent-encodes a normalised (decoded) path for the request line, keeping the characters a
-/// path may hold as they are, and appends the query unchanged.
-fn encode_path(path: &str, query: Option<&str>) -> Result<PathAndQuery, ProxyError> {
-    let mut out = String::with_capacity(path.len() + query.map_or(0, |q| q.len() + 1) + 8);
-    for byte in path.bytes() {
-        let keep = byte.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/".contains(&byte);
-        if keep {
+/// A path for the request line, with the query appended unchanged.
+fn with_query(path: &str, query: Option<&str>) -> Result<PathAndQuery, ProxyError> {
+    let path_and_query = match query {
+        Some(query) => format!("{path}?{query}"),
+        None => path.to_owned(),
+    };
+    PathAndQuery::try_from(path_and_query).map_err(|_| ProxyError::BadRequest("path"))
+}
+
+/// Appends `text` to `out`, percent-encoding every byte outside `keep` (and outside letters and
+/// digits).
+fn push_encoded(out: &mut String, text: &str, keep: &[u8]) {
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || keep.contains(&byte) {
             out.push(byte as char);
         } else {
             let _ = write!(out, "%{byte:02X}");
         }
     }
-    if let Some(query) = query {
-        out.push('?');
-        out.push_str(query);
-    }
-    PathAndQuery::try_from(out).map_err(|_| ProxyError::BadRequest("path"))
 }
 
-/// The path and query of a rewritten request, as nginx's `rewrite … break` leaves them: the
-/// request's query is appended, after the target's own arguments if it has any, and dropped when
-/// the target ends with `?`.
-fn rewrite_path(target: &str, query: Option<&str>) -> Result<PathAndQuery, ProxyError> {
-    match target.split_once('?') {
-        None => encode_path(target, query),
-        Some((path, "")) => encode_path(path, None),
-        Some((path, arguments)) => match query {
-            Some(query) => encode_path(path, Some(&format!("{arguments}&{query}"))),
-            None => encode_path(path, Some(arguments)),
-        },
+/// What a path segment may hold unencoded (RFC 3986 `pchar`), and `/`.
+const PATH_SAFE: &[u8] = b"-._~!$'()*+,;=:@/";
+/// What a capture may put into the query unencoded: no `&`, `=`, `+` or `#`, which would change
+/// the arguments.
+const QUERY_SAFE: &[u8] = b"-._~!$'()*,;:@/?";
+
+/// The path and query of a rewritten request, as nginx's `rewrite … break` leaves them. The
+/// target's `${n}` references are filled with the captures of the route's pattern on the
+/// normalised path, percent-encoded, so a `%3F` or `%23` the client sent stays part of the path
+/// and never starts a query or fragment. The request's query is appended, after the target's own
+/// arguments if it has any, and dropped when the target ends with `?`.
+fn rewrite_path(rewrite: &Rewrite, path: &str, query: Option<&str>) -> Result<PathAndQuery, ProxyError> {
+    let captures = rewrite.pattern.regex().captures(path);
+    let expand = |template: &str, safe: &[u8], out: &mut String| {
+        let mut rest = template;
+        while let Some(at) = rest.find("${") {
+            out.push_str(&rest[..at]);
+            let Some(end) = rest[at..].find('}') else { break };
+            let group = rest[at + 2..at + end].parse::<usize>().ok();
+            let text = captures.as_ref().zip(group).and_then(|(c, g)| c.get(g)).map_or("", |m| m.as_str());
+            push_encoded(out, text, safe);
+            rest = &rest[at + end + 1..];
+        }
+        out.push_str(rest);
+    };
+    let (path_template, arguments) = match rewrite.target.split_once('?') {
+        Some((path, arguments)) => (path, Some(arguments)),
+        None => (&*rewrite.target, None),
+    };
+    let mut out = String::with_capacity(rewrite.target.len() + path.len() + query.map_or(0, str::len) + 2);
+    expand(path_template, PATH_SAFE, &mut out);
+    match (arguments, query) {
+        (Some(""), _) | (None, None) => {}
+        (None, Some(query)) => {
+            out.push('?');
+            out.push_str(query);
+        }
+        (Some(arguments), query) => {
+            out.push('?');
+            expand(arguments, QUERY_SAFE, &mut out);
+            if let Some(query) = query {
+                out.push('&');
+                out.push_str(query);
+            }
+        }
     }
+    PathAndQuery::try_from(out).map_err(|_| ProxyError::BadRequest("path"))
 }
 
 /// Whether an error's source chain holds an `E` for which `test` holds.
@@ -486,19 +617,34 @@ fn caused_by<E: std::error::Error + 'static>(
 mod tests {
     use super::*;
 
-    #[test]
-    fn normalised_paths_are_reencoded_for_the_request_line() {
-        assert_eq!(encode_path("/a b/c%d", Some("x=1%20")).unwrap().as_str(), "/a%20b/c%25d?x=1%20");
-        assert_eq!(encode_path("/café", None).unwrap().as_str(), "/caf%C3%A9");
-        assert_eq!(encode_path("/a/?#", None).unwrap().as_str(), "/a/%3F%23");
+    fn rewrite(pattern: &str, target: &str) -> Rewrite {
+        Rewrite {
+            pattern: ostium_model::PathRegex::new(pattern).unwrap(),
+            target: target.into(),
+            forwarded_prefix: None,
+        }
     }
 
     #[test]
     fn rewrites_keep_the_query_as_nginx_does() {
-        assert_eq!(rewrite_path("/new", Some("a=1")).unwrap().as_str(), "/new?a=1");
-        assert_eq!(rewrite_path("/new?x=2", Some("a=1")).unwrap().as_str(), "/new?x=2&a=1");
-        assert_eq!(rewrite_path("/new?", Some("a=1")).unwrap().as_str(), "/new");
-        assert_eq!(rewrite_path("/new", None).unwrap().as_str(), "/new");
+        let r = |target| rewrite("/old", target);
+        assert_eq!(rewrite_path(&r("/new"), "/old", Some("a=1")).unwrap().as_str(), "/new?a=1");
+        assert_eq!(rewrite_path(&r("/new?x=2"), "/old", Some("a=1")).unwrap().as_str(), "/new?x=2&a=1");
+        assert_eq!(rewrite_path(&r("/new?"), "/old", Some("a=1")).unwrap().as_str(), "/new");
+        assert_eq!(rewrite_path(&r("/new"), "/old", None).unwrap().as_str(), "/new");
+    }
+
+    #[test]
+    fn rewrite_captures_are_encoded_so_they_cannot_start_a_query_or_fragment() {
+        let r = rewrite("/api/(.*)", "/v2/${1}?fixed=1");
+        // `/api/x%3Fadmin=1%23` arrives decoded as `/api/x?admin=1#`.
+        let pq = rewrite_path(&r, "/api/x?admin=1#", Some("q=2")).unwrap();
+        assert_eq!(pq.as_str(), "/v2/x%3Fadmin=1%23?fixed=1&q=2");
+        let r = rewrite("/api/(.*)", "/v2?name=${1}");
+        let pq = rewrite_path(&r, "/api/a&admin=true", None).unwrap();
+        assert_eq!(pq.as_str(), "/v2?name=a%26admin%3Dtrue");
+        let r = rewrite("/(.*)", "/${1}");
+        assert_eq!(rewrite_path(&r, "/café b", None).unwrap().as_str(), "/caf%C3%A9%20b");
     }
 
     #[test]

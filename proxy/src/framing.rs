@@ -4,19 +4,30 @@
 //! `Transfer-Encoding` alone and closes the connection afterwards (RFC 9112 §6.1), but it drops
 //! `Content-Length` before the request reaches us, so we could not refuse it. This wrapper reads
 //! along with hyper: it follows request heads and body framing (`Content-Length` bytes, chunked
-//! chunks and trailers) and raises a flag when a head carries both headers. The request handler
-//! answers 400 while the flag is up, and hyper closes the connection after it.
+//! chunks and trailers) and records a [`Fault`] when a head carries both headers (400), or a
+//! `Transfer-Encoding` other than exactly `chunked` (501, as nginx). The request handler refuses
+//! the request while a fault is recorded, and the connection is closed after it.
 //!
-//! Tracking stops (conservatively, leaving hyper's own safe handling) at an HTTP/2 preface, a
-//! protocol upgrade, or a head too large to be valid.
+//! It also tells the connection's clock when a request head is being read (from its first byte
+//! to its blank line), so that a slow head is timed by `client_header_timeout` and an idle
+//! connection by the keep-alive timeout.
+//!
+//! Tracking continues after a request that asked for a protocol upgrade: if the upgrade is
+//! refused, the next request on the connection is judged like any other; if it is accepted,
+//! the connection is a tunnel and no request head is read from it again, so whatever the
+//! tracker makes of the tunnelled bytes is never consulted. Tracking stops only at an HTTP/2
+//! preface or a head line too long to be valid (hyper refuses those itself). On a connection
+//! that must speak HTTP/1.1 only (TLS without ALPN `h2`), an HTTP/2 preface is a read error, so
+//! the connection closes before anything detects HTTP/2 in it.
 
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Instant;
 
 /// Longest head line tracked; hyper refuses longer heads anyway.
 const MAX_LINE: usize = 64 * 1024;
@@ -28,15 +39,35 @@ pub(crate) struct FramingGuard<S> {
     tracker: Tracker,
 }
 
-/// Shared with the request handler: set once a request with both lengths was read.
-pub(crate) type AmbiguityFlag = Arc<AtomicBool>;
+/// What a request head did wrong; the connection does not outlive it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Fault {
+    /// `Content-Length` and `Transfer-Encoding` together, or `Transfer-Encoding` twice.
+    AmbiguousLength,
+    /// A `Transfer-Encoding` other than exactly `chunked`.
+    UnsupportedTransferEncoding,
+}
+
+/// Shared with the request handler and the connection's clock.
+#[derive(Clone, Debug)]
+pub(crate) struct FramingFlags(Arc<Flags>);
+
+#[derive(Debug)]
+struct Flags {
+    epoch: Instant,
+    /// 0, or 1 + the `Fault` discriminant.
+    fault: AtomicU8,
+    /// 0 while no head is being read, else 1 + milliseconds since `epoch` at its first byte.
+    head_started: AtomicU64,
+}
 
 #[derive(Debug)]
 struct Tracker {
+    refuse_http2: bool,
     state: State,
     line: Vec<u8>,
     head: Head,
-    flag: AmbiguityFlag,
+    flags: FramingFlags,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,26 +85,70 @@ enum State {
     Trailers,
     /// No longer following the stream.
     Stopped,
+    /// An HTTP/2 preface where only HTTP/1.1 may be spoken.
+    RefusedHttp2,
 }
 
 #[derive(Debug, Default)]
 struct Head {
     content_length: Option<u64>,
+    /// The `Transfer-Encoding` values seen, if any.
+    transfer_encodings: u8,
+    /// The last `Transfer-Encoding` value is exactly `chunked`.
     chunked: bool,
-    transfer_encoding: bool,
-    upgrade: bool,
+    /// hyper frames the body as chunked (`chunked` is the last coding).
+    ends_chunked: bool,
 }
 
 impl<S> FramingGuard<S> {
-    pub(crate) fn new(inner: S) -> (Self, AmbiguityFlag) {
-        let flag = AmbiguityFlag::default();
+    /// A guard for a connection that speaks HTTP/1.1 only: an HTTP/2 preface is a read error.
+    pub(crate) fn http1_only(inner: S) -> (Self, FramingFlags) {
+        let (mut guard, flags) = Self::new(inner);
+        guard.tracker.refuse_http2 = true;
+        (guard, flags)
+    }
+
+    pub(crate) fn new(inner: S) -> (Self, FramingFlags) {
+        let flags = FramingFlags(Arc::new(Flags {
+            epoch: Instant::now(),
+            fault: AtomicU8::new(0),
+            head_started: AtomicU64::new(0),
+        }));
         let tracker = Tracker {
+            refuse_http2: false,
             state: State::Head { first: true },
             line: Vec::new(),
             head: Head::default(),
-            flag: flag.clone(),
+            flags: flags.clone(),
         };
-        (Self { inner, tracker }, flag)
+        (Self { inner, tracker }, flags)
+    }
+}
+
+impl FramingFlags {
+    pub(crate) fn fault(&self) -> Option<Fault> {
+        match self.0.fault.load(Ordering::Relaxed) {
+            0 => None,
+            1 => Some(Fault::AmbiguousLength),
+            _ => Some(Fault::UnsupportedTransferEncoding),
+        }
+    }
+
+    /// When the request head being read began to arrive, if one is being read.
+    pub(crate) fn head_started(&self) -> Option<Instant> {
+        match self.0.head_started.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(self.0.epoch + std::time::Duration::from_millis(ms - 1)),
+        }
+    }
+
+    fn raise(&self, fault: Fault) {
+        let _ = self.0.fault.compare_exchange(0, 1 + fault as u8, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    fn set_head_started(&self, reading: bool) {
+        let value = if reading { 1 + self.0.epoch.elapsed().as_millis() as u64 } else { 0 };
+        self.0.head_started.store(value, Ordering::Relaxed);
     }
 }
 
@@ -88,6 +163,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for FramingGuard<S> {
         if let Poll::Ready(Ok(())) = result {
             let this = &mut *self;
             this.tracker.feed(&buf.filled()[before..]);
+            if this.tracker.state == State::RefusedHttp2 {
+                let refused =
+                    io::Error::new(io::ErrorKind::InvalidData, "HTTP/2 preface on an HTTP/1.1 connection");
+                return Poll::Ready(Err(refused));
+            }
         }
         result
     }
@@ -123,7 +203,7 @@ impl Tracker {
     fn feed(&mut self, mut bytes: &[u8]) {
         while !bytes.is_empty() {
             match self.state {
-                State::Stopped => return,
+                State::Stopped | State::RefusedHttp2 => return,
                 State::Body(remaining) | State::ChunkData(remaining) => {
                     let take = remaining.min(bytes.len() as u64);
                     bytes = &bytes[take as usize..];
@@ -136,6 +216,9 @@ impl Tracker {
                     };
                 }
                 _ => {
+                    if self.state == (State::Head { first: true }) && self.line.is_empty() {
+                        self.flags.set_head_started(true);
+                    }
                     let Some(end) = bytes.iter().position(|&b| b == b'\n') else {
                         self.push_line(bytes);
                         return;
@@ -163,8 +246,14 @@ impl Tracker {
     fn on_line(&mut self, line: &[u8]) {
         self.state = match self.state {
             // Empty lines before a request line are tolerated (RFC 9112 §2.2).
-            State::Head { first: true } if line.is_empty() => State::Head { first: true },
-            State::Head { first: true } if line.starts_with(b"PRI * HTTP/2.0") => State::Stopped,
+            State::Head { first: true } if line.is_empty() => {
+                self.flags.set_head_started(false);
+                State::Head { first: true }
+            }
+            State::Head { first: true } if line.starts_with(b"PRI * HTTP/2.0") => {
+                self.flags.set_head_started(false);
+                if self.refuse_http2 { State::RefusedHttp2 } else { State::Stopped }
+            }
             State::Head { first: true } => {
                 self.head = Head::default();
                 State::Head { first: false }
@@ -196,22 +285,25 @@ impl Tracker {
             self.head.content_length =
                 std::str::from_utf8(value).ok().and_then(|v| v.parse().ok()).or(Some(0));
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            self.head.transfer_encoding = true;
-            self.head.chunked = value.to_ascii_lowercase().ends_with(b"chunked");
-        } else if name.eq_ignore_ascii_case(b"upgrade") {
-            self.head.upgrade = true;
+            self.head.transfer_encodings = self.head.transfer_encodings.saturating_add(1);
+            self.head.chunked = value.eq_ignore_ascii_case(b"chunked");
+            let last = value.rsplit(|&b| b == b',').next().unwrap_or_default().trim_ascii();
+            self.head.ends_chunked = last.eq_ignore_ascii_case(b"chunked");
         }
     }
 
     fn end_of_head(&mut self) -> State {
-        if self.head.transfer_encoding && self.head.content_length.is_some() {
-            self.flag.store(true, Ordering::Relaxed);
-            return State::Stopped; // hyper closes the connection after this request
+        self.flags.set_head_started(false);
+        let head = &self.head;
+        if head.transfer_encodings > 0 && head.content_length.is_some() || head.transfer_encodings > 1 {
+            self.flags.raise(Fault::AmbiguousLength);
+            return State::Stopped; // the connection is closed after this request
         }
-        if self.head.upgrade {
-            return State::Stopped; // what follows may be another protocol
+        if head.transfer_encodings == 1 && !head.chunked {
+            self.flags.raise(Fault::UnsupportedTransferEncoding);
+            return State::Stopped;
         }
-        match (self.head.chunked, self.head.content_length) {
+        match (self.head.ends_chunked, self.head.content_length) {
             (true, _) => State::ChunkSize,
             (false, Some(0) | None) => State::Head { first: true },
             (false, Some(n)) => State::Body(n),
@@ -223,12 +315,16 @@ impl Tracker {
 mod tests {
     use super::*;
 
-    fn flagged(chunks: &[&[u8]]) -> bool {
-        let (mut guard, flag) = FramingGuard::new(());
+    fn fault(chunks: &[&[u8]]) -> Option<Fault> {
+        let (mut guard, flags) = FramingGuard::new(());
         for chunk in chunks {
             guard.tracker.feed(chunk);
         }
-        flag.load(Ordering::Relaxed)
+        flags.fault()
+    }
+
+    fn flagged(chunks: &[&[u8]]) -> bool {
+        fault(chunks) == Some(Fault::AmbiguousLength)
     }
 
     #[test]
@@ -263,10 +359,39 @@ mod tests {
     }
 
     #[test]
-    fn http2_and_upgrades_stop_tracking() {
+    fn http2_preface_stops_tracking() {
         assert!(!flagged(&[
             b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"
         ]));
-        assert!(!flagged(&[b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\nPOST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"]));
+    }
+
+    #[test]
+    fn tracking_goes_on_after_a_request_that_asked_for_an_upgrade() {
+        assert!(flagged(&[b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\nPOST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"]));
+    }
+
+    #[test]
+    fn transfer_encodings_other_than_chunked_are_unsupported() {
+        for te in ["gzip", "gzip, chunked", "chunked, chunked", "identity", "xchunked"] {
+            let head = format!("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: {te}\r\n\r\n");
+            assert_eq!(fault(&[head.as_bytes()]), Some(Fault::UnsupportedTransferEncoding), "{te}");
+        }
+        assert_eq!(fault(&[b"POST / HTTP/1.1\r\nTransfer-Encoding: Chunked\r\n\r\n0\r\n\r\n"]), None);
+        let twice = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(fault(&[twice]), Some(Fault::AmbiguousLength));
+    }
+
+    #[test]
+    fn a_head_is_timed_from_its_first_byte_to_its_blank_line() {
+        let (mut guard, flags) = FramingGuard::new(());
+        assert!(flags.head_started().is_none());
+        guard.tracker.feed(b"GE");
+        assert!(flags.head_started().is_some());
+        guard.tracker.feed(b"T / HTTP/1.1\r\nHost: h\r\n\r\n");
+        assert!(flags.head_started().is_none(), "complete");
+        guard.tracker.feed(b"\r\n");
+        assert!(flags.head_started().is_none(), "blank lines between requests are not a head");
     }
 }
+#[cfg(test)]
+mod fuzz;

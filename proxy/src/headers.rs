@@ -10,9 +10,14 @@
 //! removed first and our headers are set last, so `Connection: X-Forwarded-For` cannot strip
 //! them. Headers with `_` in their name are dropped, as nginx does by default
 //! (`underscores_in_headers off`), so `X_Forwarded_For` never reaches a backend that folds `_`
-//! into `-`.
+//! into `-`. `Upgrade` survives only for the protocols the route allows (WebSocket by default):
+//! a backend that would accept `Upgrade: h2c` must not receive a raw, unrouted tunnel.
+//!
+//! Sent to the client: no hop-by-hop headers, and neither the endpoint's `Server` nor its
+//! `Date` (nginx's `proxy_hide_header` defaults; hyper writes our own `Date`).
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use ostium_model::UpgradeProtocol;
 
 /// What the forwarded headers say about the client connection.
 #[derive(Debug)]
@@ -95,8 +100,11 @@ pub(crate) fn rewrite_request(
     }
 }
 
-/// Removes hop-by-hop headers from a response; a `101` keeps its `Upgrade` and `Connection`.
+/// Removes hop-by-hop headers from a response (a `101` keeps its `Upgrade` and `Connection`),
+/// and the endpoint's `Server` and `Date`.
 pub(crate) fn rewrite_response(headers: &mut HeaderMap, is_upgrade: bool) {
+    headers.remove(header::SERVER);
+    headers.remove(header::DATE);
     if is_upgrade {
         headers.remove("keep-alive");
         headers.remove(header::TRANSFER_ENCODING);
@@ -105,10 +113,38 @@ pub(crate) fn rewrite_response(headers: &mut HeaderMap, is_upgrade: bool) {
     remove_hop_by_hop(headers);
 }
 
-/// The request's `Upgrade` value when it asks for one (`Connection: upgrade` and `Upgrade`).
-pub(crate) fn requested_upgrade(headers: &HeaderMap) -> Option<HeaderValue> {
-    let wants = connection_tokens(headers).any(|token| token.eq_ignore_ascii_case("upgrade"));
-    if wants { headers.get(header::UPGRADE).cloned() } else { None }
+/// The `Upgrade` value to pass on when the request asks for one (`Connection: upgrade` and
+/// `Upgrade`) that `allowed` holds; other tokens are dropped.
+pub(crate) fn requested_upgrade(headers: &HeaderMap, allowed: &[UpgradeProtocol]) -> Option<HeaderValue> {
+    if !connection_tokens(headers).any(|token| token.eq_ignore_ascii_case("upgrade")) {
+        return None;
+    }
+    let protocol = headers
+        .get_all(header::UPGRADE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|token| UpgradeProtocol::from_token(token.trim()))
+        .find(|protocol| allowed.contains(protocol))?;
+    Some(HeaderValue::from_static(match protocol {
+        UpgradeProtocol::WebSocket => "websocket",
+    }))
+}
+
+/// HTTP/2 clients may split `Cookie` into one field per cookie; an HTTP/1 upstream needs them
+/// joined with `; ` into one (RFC 9113 §8.2.3).
+pub(crate) fn join_cookies(headers: &mut HeaderMap) {
+    let mut cookies = headers.get_all(header::COOKIE).iter();
+    let (Some(first), Some(_)) = (cookies.next(), cookies.next()) else { return };
+    let mut joined = first.as_bytes().to_vec();
+    for cookie in headers.get_all(header::COOKIE).iter().skip(1) {
+        joined.extend_from_slice(b"; ");
+        joined.extend_from_slice(cookie.as_bytes());
+    }
+    // Joining valid header values with `; ` gives a valid header value.
+    if let Ok(joined) = HeaderValue::from_bytes(&joined) {
+        headers.insert(header::COOKIE, joined);
+    }
 }
 
 fn remove_hop_by_hop(headers: &mut HeaderMap) {
@@ -259,10 +295,37 @@ mod tests {
     }
 
     #[test]
+    fn only_allowed_upgrades_survive() {
+        let allowed = [UpgradeProtocol::WebSocket];
+        let h = headers(&[("connection", "Upgrade"), ("upgrade", "h2c")]);
+        assert_eq!(requested_upgrade(&h, &allowed), None);
+        let h = headers(&[("connection", "Upgrade"), ("upgrade", "h2c, WebSocket")]);
+        assert_eq!(requested_upgrade(&h, &allowed).unwrap(), "websocket");
+        let h = headers(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
+        assert_eq!(requested_upgrade(&h, &[]), None);
+    }
+
+    #[test]
+    fn cookie_crumbs_are_joined() {
+        let mut h = headers(&[("cookie", "a=1"), ("cookie", "b=2"), ("cookie", "c=3")]);
+        join_cookies(&mut h);
+        assert_eq!(h.get_all("cookie").iter().collect::<Vec<_>>(), ["a=1; b=2; c=3"]);
+    }
+
+    #[test]
+    fn endpoint_server_and_date_are_not_passed_on() {
+        let mut h =
+            headers(&[("server", "Apache/2.4.1"), ("date", "Mon, 01 Jan 2024 00:00:00 GMT"), ("x-app", "1")]);
+        rewrite_response(&mut h, false);
+        assert!(h.get("server").is_none() && h.get("date").is_none());
+        assert_eq!(h["x-app"], "1");
+    }
+
+    #[test]
     fn upgrade_survives_for_websockets() {
         let ip = HeaderValue::from_static("192.0.2.7");
         let mut h = headers(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
-        let upgrade = requested_upgrade(&h);
+        let upgrade = requested_upgrade(&h, &[UpgradeProtocol::WebSocket]);
         assert_eq!(upgrade.as_ref().unwrap(), "websocket");
         rewrite_request(&mut h, forwarded(&ip), upgrade);
         assert_eq!(h["upgrade"], "websocket");

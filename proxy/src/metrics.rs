@@ -26,6 +26,7 @@ struct Inner {
     upstream_connect_errors: Counter,
     upstream_retries: Counter,
     connections: Gauge,
+    connections_refused: Counter,
     tls_handshake_errors: Counter,
 }
 
@@ -67,6 +68,7 @@ impl Default for ProxyMetrics {
             upstream_connect_errors: Counter::default(),
             upstream_retries: Counter::default(),
             connections: Gauge::default(),
+            connections_refused: Counter::default(),
             tls_handshake_errors: Counter::default(),
         };
         Self { inner: Arc::new(inner) }
@@ -105,6 +107,11 @@ impl ProxyMetrics {
         );
         registry.register("connections_active", "Client connections open", m.connections.clone());
         registry.register(
+            "connections_refused",
+            "Client connections closed at once because the listener had max-connections open",
+            m.connections_refused.clone(),
+        );
+        registry.register(
             "tls_handshake_errors",
             "TLS handshakes that failed or timed out",
             m.tls_handshake_errors.clone(),
@@ -141,6 +148,10 @@ impl ProxyMetrics {
 
     pub(crate) fn retry(&self) {
         self.inner.upstream_retries.inc();
+    }
+
+    pub(crate) fn connection_refused(&self) {
+        self.inner.connections_refused.inc();
     }
 
     pub(crate) fn tls_handshake_error(&self) {

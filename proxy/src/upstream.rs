@@ -10,7 +10,7 @@ use http::uri::Scheme;
 use http::{Request, Version};
 use http_body_util::{Either, Empty, Limited};
 
-use crate::body::CountedRequest;
+use crate::body::RequestBody;
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::{Client, ResponseFuture};
@@ -23,7 +23,7 @@ use rustls::{DigitallySignedStruct, SignatureScheme};
 use crate::ProxyConfig;
 
 /// A request body on its way upstream: the client's (under the route's size limit), or none.
-pub(crate) type UpstreamBody = Either<Limited<CountedRequest>, Empty<Bytes>>;
+pub(crate) type UpstreamBody = Either<Limited<RequestBody>, Empty<Bytes>>;
 
 /// One client per backend protocol, each pooling connections per endpoint address.
 #[derive(Debug)]

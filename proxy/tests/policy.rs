@@ -40,7 +40,7 @@ async fn get_with(addr: std::net::SocketAddr, host: &str, path: &str, extra: &st
 }
 
 #[tokio::test]
-async fn basic_auth_challenges_checks_and_passes_authorization_on() {
+async fn basic_auth_challenges_checks_and_removes_the_credentials_before_forwarding() {
     let backend = EchoBackend::start("a").await;
     let bcrypt = bcrypt::hash("s3cret", 4).unwrap();
     let auth = basic_auth(&[
@@ -66,7 +66,10 @@ async fn basic_auth_challenges_checks_and_passes_authorization_on() {
         // the second time from the cache of verified credentials
         let answer = get_with(proxy.http, "h", "/", &authorization("alice", "s3cret")).await;
         assert_eq!(answer.status, 200);
-        assert_eq!(echoed_header(&answer.body, "authorization").len(), 1, "Authorization is passed on");
+        assert!(
+            echoed_header(&answer.body, "authorization").is_empty(),
+            "the credentials were for the proxy"
+        );
     }
     assert_eq!(get_with(proxy.http, "h", "/", &authorization("bob", "secret")).await.status, 200);
 }
