@@ -62,6 +62,8 @@ pub enum InvalidPath {
     AboveRoot,
     #[error("invalid regular expression: {0}")]
     InvalidRegex(String),
+    #[error("path mixes an encoded `/` with dot segments")]
+    EncodedSlashWithDotSegments,
 }
 
 /// Normalises a path the way nginx does before it picks a location: percent-escapes decoded
@@ -100,6 +102,82 @@ pub fn normalize_path(raw: &str) -> Result<Cow<'_, str>, InvalidPath> {
         out.push('/');
     }
     Ok(Cow::Owned(out))
+}
+
+/// The path to send upstream: the client's, with escapes of unreserved characters decoded
+/// (`%61` is `a`, `%2E` is `.`, RFC 3986 §6.2.2.2) and empty and dot segments then resolved as
+/// [`normalize_path`] resolves them, but with every other escape left as sent: `%2F` stays
+/// inside its segment, so `/api/group%2Fproject` reaches the backend as it was written (as
+/// nginx forwards the request URI).
+///
+/// Decoding the result gives what [`normalize_path`] gives for `raw`: the backend is sent the
+/// request the router judged. Where the two readings could part — a segment holding an encoded
+/// `/` and a dot segment inside it, or a `..` that would remove such a segment — the path is
+/// refused. A path [`normalize_path`] refuses is refused too.
+pub fn forwarded_path(raw: &str) -> Result<Cow<'_, str>, InvalidPath> {
+    normalize_path(raw)?;
+    if !raw.contains('%') && !raw.contains("//") && !raw.contains("/.") {
+        return Ok(Cow::Borrowed(raw));
+    }
+    let path = decode_unreserved(raw);
+    let has_encoded_slash = |segment: &str| segment.contains("%2F") || segment.contains("%2f");
+    let last = path.rsplit('/').next().unwrap_or("");
+    let trailing_slash = matches!(last, "" | "." | "..");
+
+    let mut out = String::with_capacity(path.len());
+    for segment in path.split('/') {
+        match segment {
+            "" | "." => {}
+            ".." => {
+                let parent = out.rfind('/').ok_or(InvalidPath::AboveRoot)?;
+                if has_encoded_slash(&out[parent..]) {
+                    return Err(InvalidPath::EncodedSlashWithDotSegments);
+                }
+                out.truncate(parent);
+            }
+            segment => {
+                if has_encoded_slash(segment) {
+                    let decoded = percent_decode(segment.as_bytes())?;
+                    if decoded.split(|&b| b == b'/').any(|part| part == b"." || part == b"..") {
+                        return Err(InvalidPath::EncodedSlashWithDotSegments);
+                    }
+                }
+                out.push('/');
+                out.push_str(segment);
+            }
+        }
+    }
+    if out.is_empty() || trailing_slash {
+        out.push('/');
+    }
+    Ok(Cow::Owned(out))
+}
+
+/// Decodes the escapes of unreserved characters (letters, digits, `-._~`) and keeps the others
+/// as written. The escapes are well-formed: [`normalize_path`] checked them.
+fn decode_unreserved(raw: &str) -> String {
+    let bytes = raw.as_bytes();
+    let mut out = String::with_capacity(raw.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let (Some(hi), Some(lo)) =
+                (bytes.get(i + 1).and_then(|&b| hex_value(b)), bytes.get(i + 2).and_then(|&b| hex_value(b)))
+        {
+            let byte = hi << 4 | lo;
+            if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+                out.push(byte as char);
+            } else {
+                out.push_str(&raw[i..i + 3]);
+            }
+            i += 3;
+            continue;
+        }
+        let char_len = raw[i..].chars().next().map_or(1, char::len_utf8);
+        out.push_str(&raw[i..i + char_len]);
+        i += char_len;
+    }
+    out
 }
 
 fn percent_decode(raw: &[u8]) -> Result<Vec<u8>, InvalidPath> {
@@ -309,6 +387,32 @@ mod tests {
         assert_eq!(normalize_path("/%ff"), Err(InvalidPath::NotUtf8));
         assert_eq!(normalize_path("foo"), Err(InvalidPath::NotAbsolute));
         assert_eq!(normalize_path(""), Err(InvalidPath::NotAbsolute));
+    }
+
+    #[test]
+    fn forwarded_paths_keep_escapes_but_resolve_segments() {
+        let cases = [
+            ("/api/group%2Fproject", "/api/group%2Fproject"),
+            ("/a//b/./c/../d", "/a/b/d"),
+            ("/caf%C3%A9/%2e/x", "/caf%C3%A9/x"),
+            ("/%61dmin/x", "/admin/x"),
+            ("/a/%2E%2E/b/", "/b/"),
+            ("/a/b/.", "/a/b/"),
+            ("/admin%2Fx", "/admin%2Fx"),
+            ("/x%20y", "/x%20y"),
+            ("/plain", "/plain"),
+        ];
+        for (raw, expected) in cases {
+            assert_eq!(forwarded_path(raw).unwrap(), expected, "{raw}");
+            assert_eq!(normalize_path(expected).unwrap(), normalize_path(raw).unwrap(), "{raw}");
+        }
+    }
+
+    #[test]
+    fn forwarded_paths_refuse_what_the_backend_could_read_otherwise() {
+        for raw in ["/a%2Fb/../c", "/x%2F..%2Fadmin", "/a/%2e%2E%2fb", "/.."] {
+            assert!(forwarded_path(raw).is_err(), "{raw}");
+        }
     }
 
     #[test]
