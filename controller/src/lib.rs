@@ -220,6 +220,11 @@ pub fn init_logging(json: bool, filter: Option<&str>) {
     } else {
         builder.init();
     }
+    install_panic_hook();
+}
+
+/// Logs panics through the subscriber instead of the default hook's raw stderr text.
+pub fn install_panic_hook() {
     std::panic::set_hook(Box::new(log_panic));
 }
 

@@ -24,6 +24,7 @@ use crate::auth::{self, Verdict};
 use crate::body::{AccessEntry, BodyClock, ClientBodyError, ProxyBody, RequestBody};
 use crate::framing::Fault;
 use crate::headers::{self, Forwarded};
+use crate::tunnel::tunnel;
 use crate::upstream::{self, UpstreamBody};
 use crate::{ConnectionInfo, Proxy, ProxyError};
 
@@ -358,6 +359,7 @@ impl Proxy {
             // The backend may only switch protocols when the client asked to.
             let client_upgrade = client_upgrade.ok_or(ProxyError::UpstreamReset)?;
             let upstream_upgrade = hyper::upgrade::on(&mut response);
+            let idle = self.inner.config.read_timeout;
             tokio::spawn(async move {
                 let (client, upstream) = match tokio::try_join!(client_upgrade, upstream_upgrade) {
                     Ok(both) => both,
@@ -366,8 +368,7 @@ impl Proxy {
                         return;
                     }
                 };
-                let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
-                if let Err(error) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+                if let Err(error) = tunnel(TokioIo::new(client), TokioIo::new(upstream), idle).await {
                     tracing::debug!(%error, "upgraded connection ended");
                 }
             });

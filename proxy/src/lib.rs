@@ -18,6 +18,7 @@ mod headers;
 mod listener;
 mod metrics;
 mod tls;
+mod tunnel;
 mod upstream;
 
 use std::net::SocketAddr;

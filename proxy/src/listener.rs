@@ -394,3 +394,37 @@ impl RateLimitedLog {
         self.suppressed = 0;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_flood_of_the_same_warning_is_logged_once_a_second_with_a_count() {
+        let mut log = RateLimitedLog::default();
+        let mut written = Vec::new();
+        for _ in 0..10 {
+            log.log(|suppressed| written.push(suppressed));
+            tokio::time::advance(Duration::from_millis(250)).await;
+        }
+        // At 0 s, 1 s and 2 s: the first line, then one a second saying how many were held back.
+        assert_eq!(written, [0, 3, 3]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn accept_errors_back_off_exponentially_up_to_a_second() {
+        let mut backoff = Backoff::default();
+        let error = std::io::Error::other("too many open files");
+        let mut delays = Vec::new();
+        for _ in 0..10 {
+            let started = Instant::now();
+            backoff.failed(&error).await;
+            delays.push(started.elapsed().as_millis());
+        }
+        assert_eq!(delays, [5, 10, 20, 40, 80, 160, 320, 640, 1000, 1000]);
+        backoff.succeeded();
+        let started = Instant::now();
+        backoff.failed(&error).await;
+        assert_eq!(started.elapsed(), Duration::from_millis(5), "a success resets it");
+    }
+}

@@ -584,3 +584,17 @@ async fn requests_hyper_refuses_before_routing_are_counted() {
     prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
     assert!(text.contains(r#"ostium_requests_total{ingress="",service="",class="4xx"} 2"#), "{text}");
 }
+
+#[tokio::test]
+async fn an_idle_websocket_is_closed_after_the_read_timeout() {
+    let backend = EchoBackend::start("ws").await;
+    let config = config(|c| c.read_timeout = Duration::from_millis(300));
+    let proxy = Harness::start_with(site_table(backend.addr), config).await;
+    let mut stream = TcpStream::connect(proxy.http).await.unwrap();
+    stream
+        .write_all(b"GET /chat HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+        .await
+        .unwrap();
+    let bytes = closed_within(&mut stream, Duration::from_secs(5)).await.expect("closed when idle");
+    assert!(bytes.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&bytes));
+}
