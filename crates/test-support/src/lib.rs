@@ -14,6 +14,7 @@
 //! `/delay/<ms>` waits first, `/upload` reads the whole body and answers its length, and a
 //! request with `Connection: upgrade` is switched (101) and then echoes raw bytes.
 
+pub mod fuzz;
 pub mod kube_api;
 
 use std::convert::Infallible;
