@@ -28,7 +28,7 @@ pub use publish::{Build, Outcome, Publisher};
 /// Runs ostium until SIGTERM or Ctrl-C.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let options = translate_options(&config, self_signed_certificate(&provider)?, provider);
+    let options = translate_options(&config, self_signed_certificate(&provider)?, provider.clone());
     let store = TableStore::new(Table::new(TlsTable::new(options.fallback_certificate.clone())));
     let reader = store.reader();
     let metrics = Metrics::default();
@@ -85,9 +85,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         connections: config.connections.clone(),
         ..ProxyConfig::default()
     };
-    let proxy = Proxy::new(reader.clone(), proxy_config, proxy_metrics);
+    let proxy = Proxy::new(reader.clone(), proxy_config, proxy_metrics, provider.clone());
     let http = tokio::spawn(ostium_proxy::serve_http(proxy.clone(), http, until_stopped(stopped.clone())));
-    let tls = ostium_proxy::server_config(reader);
+    let tls = ostium_proxy::server_config(reader, provider);
     let https = tokio::spawn(ostium_proxy::serve_https(proxy, https, tls, until_stopped(stopped)));
     tracing::info!(http = %config.http_addr, https = %config.https_addr, admin = %config.admin_addr, "listening");
 

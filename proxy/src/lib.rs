@@ -103,8 +103,15 @@ impl ConnectionInfo {
 }
 
 impl Proxy {
-    pub fn new(tables: TableReader, config: ProxyConfig, metrics: ProxyMetrics) -> Self {
-        let upstream = upstream::Upstream::new(&config);
+    /// A proxy serving `tables`; `provider` is the process's one crypto provider, used for TLS
+    /// to backends.
+    pub fn new(
+        tables: TableReader,
+        config: ProxyConfig,
+        metrics: ProxyMetrics,
+        provider: Arc<rustls::crypto::CryptoProvider>,
+    ) -> Self {
+        let upstream = upstream::Upstream::new(&config, provider);
         Self { inner: Arc::new(Inner { tables, upstream, config, metrics }) }
     }
 

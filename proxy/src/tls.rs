@@ -7,12 +7,12 @@ use std::sync::Arc;
 
 use ostium_model::TableReader;
 use rustls::ServerConfig;
+use rustls::crypto::CryptoProvider;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
 /// TLS 1.2 and 1.3, ALPN `h2` then `http/1.1`, certificates by SNI from the current table.
-pub fn server_config(tables: TableReader) -> Arc<ServerConfig> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+pub fn server_config(tables: TableReader, provider: Arc<CryptoProvider>) -> Arc<ServerConfig> {
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         // The ring provider supports both versions.

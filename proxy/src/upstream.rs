@@ -37,7 +37,7 @@ pub(crate) struct Upstream {
 }
 
 impl Upstream {
-    pub(crate) fn new(config: &ProxyConfig) -> Self {
+    pub(crate) fn new(config: &ProxyConfig, provider: Arc<rustls::crypto::CryptoProvider>) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(config.connect_timeout));
@@ -53,7 +53,9 @@ impl Upstream {
             builder
         };
         // hyper-rustls offers ALPN `http/1.1` or `h2` from the version enabled.
-        let tls = || HttpsConnectorBuilder::new().with_tls_config(upstream_tls_config()).https_only();
+        let tls = || {
+            HttpsConnectorBuilder::new().with_tls_config(upstream_tls_config(provider.clone())).https_only()
+        };
         Self {
             http1: builder(false).build(connector.clone()),
             h2c: builder(true).build(connector.clone()),
@@ -97,8 +99,7 @@ pub(crate) fn scheme(protocol: Protocol) -> (Scheme, Version) {
 
 /// TLS to backends, as ingress-nginx does by default (`proxy-ssl-verify: off`): encrypted, the
 /// backend's certificate not verified, no SNI (endpoints are dialled by address).
-pub fn upstream_tls_config() -> rustls::ClientConfig {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+pub fn upstream_tls_config(provider: Arc<rustls::crypto::CryptoProvider>) -> rustls::ClientConfig {
     rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         // The ring provider supports the default versions.

@@ -162,7 +162,8 @@ async fn connections_beyond_the_cap_are_closed_at_once_and_counted() {
     let metrics = ProxyMetrics::register(&mut registry);
     let store = ostium_model::TableStore::new(TableBuilder::new().build());
     let limits = ConnectionLimits { max_connections: 2, ..ConnectionLimits::default() };
-    let proxy = ostium_proxy::Proxy::new(store.reader(), config(|c| c.connections = limits), metrics);
+    let proxy =
+        ostium_proxy::Proxy::new(store.reader(), config(|c| c.connections = limits), metrics, provider());
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(ostium_proxy::serve_http(proxy, listener, std::future::pending()));
@@ -572,7 +573,7 @@ async fn requests_hyper_refuses_before_routing_are_counted() {
     let mut registry = prometheus_client::registry::Registry::with_prefix("ostium");
     let metrics = ProxyMetrics::register(&mut registry);
     let store = ostium_model::TableStore::new(TableBuilder::new().build());
-    let proxy = ostium_proxy::Proxy::new(store.reader(), config(|_| {}), metrics);
+    let proxy = ostium_proxy::Proxy::new(store.reader(), config(|_| {}), metrics, provider());
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(ostium_proxy::serve_http(proxy, listener, std::future::pending()));

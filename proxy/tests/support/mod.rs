@@ -35,7 +35,7 @@ impl Harness {
     pub async fn start_with(table: Table, config: ProxyConfig) -> Self {
         let store = TableStore::new(table);
         store.publish(store.current());
-        let proxy = Proxy::new(store.reader(), config, ostium_proxy::ProxyMetrics::default());
+        let proxy = Proxy::new(store.reader(), config, ostium_proxy::ProxyMetrics::default(), provider());
         let http_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let https_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let (http, https) = (http_listener.local_addr().unwrap(), https_listener.local_addr().unwrap());
@@ -43,7 +43,7 @@ impl Harness {
         let until = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
         };
-        let tls = ostium_proxy::server_config(store.reader());
+        let tls = ostium_proxy::server_config(store.reader(), provider());
         let tasks = vec![
             tokio::spawn(ostium_proxy::serve_http(proxy.clone(), http_listener, until(stopped.clone()))),
             tokio::spawn(ostium_proxy::serve_https(proxy, https_listener, tls, until(stopped))),
@@ -71,6 +71,11 @@ impl Drop for Harness {
             task.abort();
         }
     }
+}
+
+/// The crypto provider the proxy is given (one per process in the binary).
+pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
 }
 
 // --- Tables ---
@@ -223,7 +228,7 @@ pub async fn get(addr: SocketAddr, host: &str, path: &str) -> Answer {
 pub fn tls_client(alpn: &[&[u8]]) -> tokio_rustls::TlsConnector {
     // The proxy's own client configuration toward backends accepts any certificate, as a test
     // client must here.
-    let mut config = ostium_proxy::upstream_tls_config();
+    let mut config = ostium_proxy::upstream_tls_config(provider());
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     tokio_rustls::TlsConnector::from(Arc::new(config))
 }
