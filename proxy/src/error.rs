@@ -1,9 +1,6 @@
-//! Everything that can go wrong with a request, and the one place it becomes a response.
+//! Everything that can go wrong with a request (it becomes a response in `outcome`).
 
-use bytes::Bytes;
-use http::{HeaderValue, Response, StatusCode, header};
-
-use crate::ProxyBody;
+use http::StatusCode;
 
 /// Why a request was not forwarded, or failed on the way. Client mistakes are 4xx, upstream
 /// failures 502/503/504, our own bugs 500.
@@ -69,9 +66,9 @@ impl ProxyError {
         )
     }
 
-    /// The response sent to the client: the status and a short static body.
-    pub fn into_response(self) -> Response<ProxyBody> {
-        let body: &'static str = match self {
+    /// The short static body sent with the status.
+    pub fn body(self) -> &'static str {
+        match self {
             Self::NoRoute => "404 Not Found\n",
             Self::BadRequest(_) => "400 Bad Request\n",
             Self::MethodNotAllowed => "405 Not Allowed\n",
@@ -84,12 +81,6 @@ impl ProxyError {
             }
             Self::ConnectFailed | Self::UpstreamReset => "502 Bad Gateway\n",
             Self::UpstreamTimeout => "504 Gateway Time-out\n",
-        };
-        let mut response = Response::new(crate::forward::full(Bytes::from_static(body.as_bytes())));
-        *response.status_mut() = self.status();
-        response
-            .headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
-        response
+        }
     }
 }

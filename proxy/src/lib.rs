@@ -8,7 +8,6 @@
 //! Per request: load the table once, route synchronously, keep only the `Arc`s needed, then
 //! forward (no table guard is held across an `.await`).
 
-mod auth;
 mod body;
 mod connection;
 mod error;
@@ -17,6 +16,11 @@ mod framing;
 mod headers;
 mod listener;
 mod metrics;
+mod outcome;
+mod policy;
+mod request;
+mod rewrite;
+mod route;
 mod tls;
 mod tunnel;
 mod upstream;

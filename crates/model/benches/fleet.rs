@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use ostium_model::{
     Backend, Certificate, EndpointKey, EndpointSet, HostRule, NamespacedName, PathRule, PortRef, Protocol,
-    Route, Table, Target, TlsTable,
+    Route, RouteAction, Table, TableBuilder, Target, TlsTable,
 };
 use rustls::crypto::ring::sign::any_supported_type;
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -16,7 +16,8 @@ pub fn table(n: usize) -> Table {
     let cert = rcgen::generate_simple_self_signed(vec!["bench.invalid".to_owned()]).unwrap();
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.signing_key.serialize_der()));
     let key = CertifiedKey::new(vec![cert.cert.der().clone()], any_supported_type(&key).unwrap());
-    let mut table = Table::new(TlsTable::new(Certificate { key: Arc::new(key), source: "bench".into() }));
+    let mut table =
+        TableBuilder::new(TlsTable::new(Certificate { key: Arc::new(key), source: "bench".into() }));
     for i in 0..n {
         let service = NamespacedName::new("bench", format!("svc-{i}"));
         let addrs = (0..5u8).map(|j| SocketAddr::from((Ipv4Addr::new(10, (i >> 8) as u8, i as u8, j), 8080)));
@@ -30,7 +31,14 @@ pub fn table(n: usize) -> Table {
         let host: HostRule = format!("h{i}.bench.local").parse().unwrap();
         let vhost = table.virtual_host_mut(Some(&host));
         for rule in [PathRule::exact("/healthz").unwrap(), PathRule::prefix("/api").unwrap()] {
-            vhost.add_route(Route { rule, ingress: None, backend, policy: Arc::default() }).unwrap();
+            vhost
+                .add_route(Route {
+                    rule,
+                    ingress: None,
+                    action: RouteAction::Forward(backend),
+                    policy: Arc::default(),
+                })
+                .unwrap();
         }
     }
     let any = table.virtual_host_mut(None);
@@ -38,9 +46,9 @@ pub fn table(n: usize) -> Table {
     any.add_route(Route {
         rule: PathRule::prefix("/").unwrap(),
         ingress: None,
-        backend,
+        action: RouteAction::Forward(backend),
         policy: Arc::default(),
     })
     .unwrap();
-    table
+    table.build()
 }

@@ -55,8 +55,8 @@ pub struct Backend {
 pub enum Target {
     /// Straight to the Service's pods (never the Service IP).
     Endpoints(Arc<EndpointSet>),
-    /// An `ExternalName` Service: a DNS name resolved when connecting.
-    ExternalName { host: Box<str>, port: u16 },
+    /// An `ExternalName` Service: a DNS name resolved when connecting, with the Service port.
+    ExternalName(Authority),
     /// The backend cannot be reached (missing Service, unknown port, unsupported kind): requests
     /// are answered 503, and a diagnostic says why.
     Unavailable,

@@ -12,6 +12,7 @@ mod host;
 mod name;
 mod path;
 mod policy;
+mod redirect;
 mod store;
 mod table;
 mod tls;
@@ -26,8 +27,9 @@ pub use policy::{
     BasicAuth, Credentials, DEFAULT_MAX_BODY_SIZE, Denial, HttpsRedirect, PasswordHash, Policy, Redirect,
     Rewrite, UpgradeProtocol,
 };
+pub use redirect::{HostRedirect, RedirectContext, Redirection, redirection};
 pub use store::{TableReader, TableStore};
-pub use table::{Route, RouteConflict, RouteMatch, Table, VirtualHost};
+pub use table::{Route, RouteAction, RouteConflict, RouteMatch, Table, TableBuilder, VirtualHost};
 pub use tls::{Certificate, TlsTable};
 
 /// Hash maps of the table: a fast hasher, randomly seeded per process (keys come from the

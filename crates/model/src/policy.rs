@@ -28,8 +28,6 @@ pub struct Policy {
     pub auth: Option<std::sync::Arc<BasicAuth>>,
     /// `rewrite-target`: the path sent upstream instead of the request's.
     pub rewrite: Option<Rewrite>,
-    /// `from-to-www-redirect`: every request is redirected (308) to this host, path kept.
-    pub host_redirect: Option<HeaderValue>,
     /// Every request is refused with 503, before any other policy: the route's Ingress asks for
     /// an access restriction ostium cannot apply (fail closed). `None` by default.
     pub denied: Option<Denial>,
@@ -153,7 +151,6 @@ impl Default for Policy {
             https_redirect: HttpsRedirect::WhenHostHasCertificate,
             auth: None,
             rewrite: None,
-            host_redirect: None,
             denied: None,
             upgrades: vec![UpgradeProtocol::WebSocket],
         }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use crate::backend::{Backend, BackendId, EndpointKey, EndpointSet, Target};
 use crate::host::{HostMatch, HostRule, normalize_host};
 use crate::path::{PathMatch, PathMatchKind, PathRule};
-use crate::{HashMap, NamespacedName, Policy, TlsTable};
+use crate::{HashMap, HostRedirect, NamespacedName, Policy, TlsTable};
 
 /// One immutable version of the routing configuration.
 ///
@@ -25,6 +25,13 @@ pub struct Table {
     backends: Vec<Backend>,
     endpoint_sets: BTreeMap<EndpointKey, Arc<EndpointSet>>,
     tls: TlsTable,
+}
+
+/// A [`Table`] being filled by translation; [`TableBuilder::build`] turns it into the immutable
+/// table that is served.
+#[derive(Debug)]
+pub struct TableBuilder {
+    table: Table,
 }
 
 /// The routes of one host (or of the rules with no host).
@@ -51,9 +58,18 @@ pub struct Route {
     pub rule: PathRule,
     /// The Ingress the route comes from; `None` for `--default-backend-service`.
     pub ingress: Option<Arc<NamespacedName>>,
-    pub backend: BackendId,
+    pub action: RouteAction,
     /// Shared by the routes of an Ingress, so a request takes it with one reference count.
     pub policy: Arc<Policy>,
+}
+
+/// What a route does with a request its policies let through.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RouteAction {
+    /// Forward it to a backend of the table.
+    Forward(BackendId),
+    /// Redirect it to another host (`from-to-www-redirect`): there is no backend.
+    Redirect(HostRedirect),
 }
 
 /// The route chosen for a request, with how its host and path matched (`path` is `None` for a
@@ -135,10 +151,6 @@ impl Table {
         &self.tls
     }
 
-    pub fn tls_mut(&mut self) -> &mut TlsTable {
-        &mut self.tls
-    }
-
     pub fn default_route_ref(&self) -> Option<&Route> {
         self.default_route.as_ref()
     }
@@ -172,50 +184,6 @@ impl Table {
         exact.into_iter().chain(wildcard).chain(self.any_host.as_ref()).collect()
     }
 
-    // --- building ---
-
-    /// Adds a backend; its endpoint set (if any) is registered under its key, and a backend
-    /// added later with the same key shares the first one's set.
-    pub fn add_backend(&mut self, mut backend: Backend) -> BackendId {
-        if let Target::Endpoints(set) = &mut backend.target {
-            *set = self.endpoint_sets.entry(set.key().clone()).or_insert_with(|| set.clone()).clone();
-        }
-        let id = BackendId(u32::try_from(self.backends.len()).expect("fewer than 2^32 backends"));
-        self.backends.push(backend);
-        id
-    }
-
-    /// Whether some rule defines this host.
-    pub fn has_virtual_host(&self, host: &HostRule) -> bool {
-        match host {
-            HostRule::Exact(name) => self.exact_hosts.contains_key(name),
-            HostRule::Wildcard(suffix) => self.wildcard_hosts.contains_key(suffix),
-        }
-    }
-
-    /// The virtual host for a host rule (`None`: the rules without a host), created if new.
-    pub fn virtual_host_mut(&mut self, host: Option<&HostRule>) -> &mut VirtualHost {
-        let (map, key) = match host {
-            Some(HostRule::Exact(name)) => (&mut self.exact_hosts, name),
-            Some(HostRule::Wildcard(suffix)) => (&mut self.wildcard_hosts, suffix),
-            None => return self.any_host.get_or_insert_with(|| VirtualHost::new(None)),
-        };
-        if !map.contains_key(key) {
-            map.insert(key.clone(), VirtualHost::new(host.cloned()));
-        }
-        // Present: inserted just above if it was not.
-        map.get_mut(key).expect("virtual host present")
-    }
-
-    /// Sets the route for requests that match no host or path. The first one set wins.
-    pub fn set_default_route(&mut self, route: Route) -> Result<(), RouteConflict> {
-        if let Some(existing) = &self.default_route {
-            return Err(RouteConflict { existing: existing.ingress.clone(), rule: route.rule });
-        }
-        self.default_route = Some(route);
-        Ok(())
-    }
-
     /// Makes this (new, unpublished) table share the endpoint sets of the previous one for every
     /// Service port both know: the previous sets receive the new endpoints, so balancer state
     /// carries over and requests on the old table see the change at once. Returns how many of
@@ -236,6 +204,74 @@ impl Table {
             }
         }
         swapped
+    }
+}
+
+// === impl TableBuilder ===
+
+impl TableBuilder {
+    /// An empty table to fill, serving `tls`'s default certificate.
+    pub fn new(tls: TlsTable) -> Self {
+        Self { table: Table::new(tls) }
+    }
+
+    /// The table, immutable from now on.
+    pub fn build(self) -> Table {
+        self.table
+    }
+
+    pub fn tls(&self) -> &TlsTable {
+        &self.table.tls
+    }
+
+    pub fn tls_mut(&mut self) -> &mut TlsTable {
+        &mut self.table.tls
+    }
+
+    pub fn default_route(&self) -> Option<&Route> {
+        self.table.default_route.as_ref()
+    }
+
+    /// Adds a backend; its endpoint set (if any) is registered under its key, and a backend
+    /// added later with the same key shares the first one's set.
+    pub fn add_backend(&mut self, mut backend: Backend) -> BackendId {
+        if let Target::Endpoints(set) = &mut backend.target {
+            *set = self.table.endpoint_sets.entry(set.key().clone()).or_insert_with(|| set.clone()).clone();
+        }
+        let id = BackendId(u32::try_from(self.table.backends.len()).expect("fewer than 2^32 backends"));
+        self.table.backends.push(backend);
+        id
+    }
+
+    /// Whether some rule defines this host.
+    pub fn has_virtual_host(&self, host: &HostRule) -> bool {
+        match host {
+            HostRule::Exact(name) => self.table.exact_hosts.contains_key(name),
+            HostRule::Wildcard(suffix) => self.table.wildcard_hosts.contains_key(suffix),
+        }
+    }
+
+    /// The virtual host for a host rule (`None`: the rules without a host), created if new.
+    pub fn virtual_host_mut(&mut self, host: Option<&HostRule>) -> &mut VirtualHost {
+        let (map, key) = match host {
+            Some(HostRule::Exact(name)) => (&mut self.table.exact_hosts, name),
+            Some(HostRule::Wildcard(suffix)) => (&mut self.table.wildcard_hosts, suffix),
+            None => return self.table.any_host.get_or_insert_with(|| VirtualHost::new(None)),
+        };
+        if !map.contains_key(key) {
+            map.insert(key.clone(), VirtualHost::new(host.cloned()));
+        }
+        // Present: inserted just above if it was not.
+        map.get_mut(key).expect("virtual host present")
+    }
+
+    /// Sets the route for requests that match no host or path. The first one set wins.
+    pub fn set_default_route(&mut self, route: Route) -> Result<(), RouteConflict> {
+        if let Some(existing) = &self.table.default_route {
+            return Err(RouteConflict { existing: existing.ingress.clone(), rule: route.rule });
+        }
+        self.table.default_route = Some(route);
+        Ok(())
     }
 }
 

@@ -9,7 +9,8 @@ use std::fmt;
 use std::sync::{Arc, OnceLock};
 
 use ostium_model::{
-    BackendId, Certificate, HostRule, PathMatch, PathRule, Route, Table, TlsTable, normalize_path,
+    BackendId, Certificate, HostRule, PathMatch, PathRule, Route, RouteAction, Table, TableBuilder, TlsTable,
+    normalize_path,
 };
 use ostium_test_support::fuzz;
 use proptest::prelude::*;
@@ -166,14 +167,15 @@ fn build(extra_rules: &[ExtraRule]) -> (Table, Vec<PathRule>, Vec<PathRule>) {
         Kind::Regex(suffix) => PathRule::regex(&format!("{}{suffix}", regex::escape(&r.path))).ok(),
     });
     let rules: Vec<PathRule> = fixed_rules().iter().cloned().chain(extra).collect();
-    let mut table = Table::new(TlsTable::new(certificate()));
+    let mut table = TableBuilder::new(TlsTable::new(certificate()));
     let mut add = |host: &str, rules: &mut dyn Iterator<Item = &PathRule>| {
         let host: HostRule = host.parse().unwrap();
         let vhost = table.virtual_host_mut(Some(&host));
         let mut added = Vec::new();
         for rule in rules {
             let backend = BackendId(added.len() as u32);
-            let route = Route { rule: rule.clone(), ingress: None, backend, policy: Arc::default() };
+            let action = RouteAction::Forward(backend);
+            let route = Route { rule: rule.clone(), ingress: None, action, policy: Arc::default() };
             if vhost.add_route(route).is_ok() {
                 added.push(rule.clone());
             }
@@ -182,7 +184,7 @@ fn build(extra_rules: &[ExtraRule]) -> (Table, Vec<PathRule>, Vec<PathRule>) {
     };
     let plain = add(PLAIN_HOST, &mut rules.iter().filter(|r| !matches!(r, PathRule::Regex(_))));
     let regex = add(REGEX_HOST, &mut rules.iter());
-    (table, plain, regex)
+    (table.build(), plain, regex)
 }
 
 fn rule_len(rule: &PathRule) -> usize {
@@ -209,7 +211,8 @@ fn expected(rules: &[PathRule], path: &str) -> Option<(usize, PathMatch)> {
 
 fn routed(table: &Table, host: &str, path: &str) -> Option<(usize, PathMatch)> {
     let m = table.route(Some(host), path)?;
-    Some((m.route.backend.0 as usize, m.path.expect("no fallback or default route is set")))
+    let RouteAction::Forward(backend) = m.route.action else { panic!("a redirect route") };
+    Some((backend.0 as usize, m.path.expect("no fallback or default route is set")))
 }
 
 fn check(case: Case) -> Result<(), TestCaseError> {

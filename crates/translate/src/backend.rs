@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::{Endpoints, Service, ServicePort};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::IngressBackend;
 use ostium_model::{
-    Backend, BackendId, EndpointKey, EndpointSet, NamespacedName, PortRef, Protocol, Table, Target,
+    Backend, BackendId, EndpointKey, EndpointSet, NamespacedName, PortRef, Protocol, TableBuilder, Target,
 };
 
 use crate::{Diagnostic, ObjectKind, ObjectRef, Objects, Reason};
@@ -50,7 +50,7 @@ impl<'a> Backends<'a> {
         object: &ObjectRef,
         backend: &IngressBackend,
         protocol: Protocol,
-        table: &mut Table,
+        table: &mut TableBuilder,
         diagnostics: &mut Vec<Diagnostic>,
     ) -> BackendId {
         let namespace = object.namespace.as_deref().unwrap_or_default();
@@ -99,7 +99,7 @@ impl<'a> Backends<'a> {
     pub(crate) fn resolve_default(
         &mut self,
         service: &NamespacedName,
-        table: &mut Table,
+        table: &mut TableBuilder,
         diagnostics: &mut Vec<Diagnostic>,
     ) -> BackendId {
         let object = ObjectRef::new(ObjectKind::Service, Some(&service.namespace), &service.name);
@@ -152,7 +152,15 @@ impl<'a> Backends<'a> {
                 PortRef::Name(_) => service_port.and_then(|p| u16::try_from(p.port).ok()),
             };
             return match number {
-                Some(port) => (Target::ExternalName { host: host.into(), port }, None),
+                Some(port) => match http::uri::Authority::try_from(format!("{host}:{port}")) {
+                    Ok(authority) => (Target::ExternalName(authority), None),
+                    Err(_) => {
+                        let message = format!(
+                            "ExternalName service {id}: `{host}` is not a host name; requests get 503"
+                        );
+                        (Target::Unavailable, Some((Reason::InvalidBackend, message)))
+                    }
+                },
                 None => unknown_port(),
             };
         }

@@ -24,8 +24,8 @@ use http::HeaderValue;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{HTTPIngressPath, Ingress};
 use ostium_model::{
-    BackendId, Certificate, EndpointKey, HostRule, NamespacedName, PathRegex, PathRule, Policy, Rewrite,
-    Route, Table, TlsTable,
+    BackendId, Certificate, EndpointKey, HostRedirect, HostRule, NamespacedName, PathRegex, PathRule, Policy,
+    Rewrite, Route, RouteAction, Table, TableBuilder, TlsTable,
 };
 use rustls::crypto::CryptoProvider;
 
@@ -142,7 +142,7 @@ pub fn translate(objects: &Objects, options: &Options) -> Translation {
 
     let mut ingresses: Vec<NamespacedName> = ingresses.into_iter().map(|(id, _)| id.clone()).collect();
     ingresses.sort();
-    Translation { table: translator.table, diagnostics: translator.diagnostics, ingresses }
+    Translation { table: translator.table.build(), diagnostics: translator.diagnostics, ingresses }
 }
 
 /// Whether an Ingress is of our class, given the IngressClasses in `objects` (its own entry in
@@ -178,7 +178,7 @@ struct Translator<'a> {
     classes: class::Classes,
     backends: backend::Backends<'a>,
     certificates: tls::Certificates<'a>,
-    table: Table,
+    table: TableBuilder,
     diagnostics: Vec<Diagnostic>,
 }
 
@@ -194,7 +194,7 @@ impl<'a> Translator<'a> {
             classes: class::Classes::new(objects, options),
             backends: backend::Backends::new(objects),
             certificates,
-            table: Table::new(TlsTable::new(default_certificate)),
+            table: TableBuilder::new(TlsTable::new(default_certificate)),
             diagnostics,
         }
     }
@@ -270,7 +270,7 @@ impl<'a> Translator<'a> {
                 let route = Route {
                     rule: PathRule::Prefix("".into()),
                     ingress: Some(id.clone()),
-                    backend,
+                    action: RouteAction::Forward(backend),
                     policy: policy.clone(),
                 };
                 if rules.is_empty() {
@@ -337,7 +337,12 @@ impl<'a> Translator<'a> {
         backend: BackendId,
         policy: &Arc<Policy>,
     ) {
-        let route = Route { rule, ingress: Some(id.clone()), backend, policy: policy.clone() };
+        let route = Route {
+            rule,
+            ingress: Some(id.clone()),
+            action: RouteAction::Forward(backend),
+            policy: policy.clone(),
+        };
         if let Err(conflict) = self.table.virtual_host_mut(host).add_route(route) {
             let message =
                 format!("{} {} is {conflict}; this path is ignored", display_host(host), conflict.rule);
@@ -357,19 +362,11 @@ impl<'a> Translator<'a> {
             }
             let ingress =
                 NamespacedName::new(object.namespace.clone().unwrap_or_default(), object.name.clone());
-            let backend = self.table.add_backend(ostium_model::Backend {
-                service: Arc::new(ingress.clone()),
-                port: ostium_model::PortRef::Number(0),
-                protocol: ostium_model::Protocol::Http,
-                target: ostium_model::Target::Unavailable,
-            });
-            let location =
-                HeaderValue::from_str(&target.to_string()).expect("a host rule is a valid header value");
             let route = Route {
                 rule: PathRule::Prefix("".into()),
                 ingress: Some(Arc::new(ingress)),
-                backend,
-                policy: Arc::new(Policy { host_redirect: Some(location), ..Policy::default() }),
+                action: RouteAction::Redirect(HostRedirect::new(&target.to_string())),
+                policy: Arc::default(),
             };
             // The alias has no virtual host yet (checked above), so this is its only route.
             let _ = self.table.virtual_host_mut(Some(&alias)).set_fallback(route);
@@ -379,12 +376,16 @@ impl<'a> Translator<'a> {
     /// `--default-backend-service`, when no Ingress set the default route.
     fn default_backend_flag(&mut self) {
         let Some(service) = &self.options.default_backend_service else { return };
-        if self.table.default_route_ref().is_some() {
+        if self.table.default_route().is_some() {
             return;
         }
         let backend = self.backends.resolve_default(service, &mut self.table, &mut self.diagnostics);
-        let route =
-            Route { rule: PathRule::Prefix("".into()), ingress: None, backend, policy: Arc::default() };
+        let route = Route {
+            rule: PathRule::Prefix("".into()),
+            ingress: None,
+            action: RouteAction::Forward(backend),
+            policy: Arc::default(),
+        };
         // The table has no default route yet (checked above), so this cannot conflict.
         let _ = self.table.set_default_route(route);
     }

@@ -3,7 +3,9 @@
 
 use std::fmt::Write;
 
-use ostium_model::{Backend, Credentials, HostRule, HttpsRedirect, Policy, Protocol, Route, Table, Target};
+use ostium_model::{
+    Backend, Credentials, HostRule, HttpsRedirect, Policy, Protocol, Route, RouteAction, Table, Target,
+};
 
 use crate::Translation;
 
@@ -57,12 +59,11 @@ pub(crate) fn render(translation: &Translation) -> String {
 
 fn route_line(table: &Table, route: &Route) -> String {
     let from = route.ingress.as_ref().map_or_else(|| "flag".to_owned(), |i| format!("ingress {i}"));
-    format!(
-        "{} -> {} ({from}){}",
-        route.rule,
-        backend_line(table.backend(route.backend)),
-        policy_line(&route.policy)
-    )
+    let action = match &route.action {
+        RouteAction::Forward(backend) => backend_line(table.backend(*backend)),
+        RouteAction::Redirect(to) => format!("redirect 308 to host {}", to.host()),
+    };
+    format!("{} -> {action} ({from}){}", route.rule, policy_line(&route.policy))
 }
 
 /// What a route's policy changes from the default, or nothing.
@@ -96,9 +97,6 @@ fn policy_line(policy: &Policy) -> String {
             Credentials::Deny => parts.push("auth misconfigured: deny (503)".to_owned()),
         }
     }
-    if let Some(host) = &policy.host_redirect {
-        parts.push(format!("redirect to host {}", host.to_str().unwrap_or("?")));
-    }
     if let Some(rewrite) = &policy.rewrite {
         let prefix = rewrite.forwarded_prefix.as_ref().and_then(|p| p.to_str().ok());
         parts.push(format!(
@@ -122,7 +120,7 @@ fn backend_line(backend: &Backend) -> String {
             let addrs: Vec<String> = set.addrs().iter().map(ToString::to_string).collect();
             format!("endpoints [{}]", addrs.join(", "))
         }
-        Target::ExternalName { host, port } => format!("external name {host}:{port}"),
+        Target::ExternalName(authority) => format!("external name {authority}"),
         Target::Unavailable => "unavailable (503)".to_owned(),
     };
     format!("service {}:{}{protocol} {target}", backend.service, backend.port)

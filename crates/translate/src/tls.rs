@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::networking::v1::IngressTLS;
-use ostium_model::{Certificate, HostRule, NamespacedName, Table};
+use ostium_model::{Certificate, HostRule, NamespacedName, TableBuilder};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, DnsName, PrivateKeyDer, ServerName};
 use rustls::sign::CertifiedKey;
@@ -55,7 +55,7 @@ impl<'a> Certificates<'a> {
         object: &ObjectRef,
         entries: &[IngressTLS],
         rule_hosts: &[Option<HostRule>],
-        table: &mut Table,
+        table: &mut TableBuilder,
         diagnostics: &mut Vec<Diagnostic>,
     ) {
         // Rule hosts that an entry without `hosts` has no valid certificate for: another entry
@@ -85,7 +85,7 @@ impl<'a> Certificates<'a> {
         object: &ObjectRef,
         tls: &IngressTLS,
         rule_hosts: &[Option<HostRule>],
-        table: &mut Table,
+        table: &mut TableBuilder,
         uncovered: &mut Vec<HostRule>,
         diagnostics: &mut Vec<Diagnostic>,
     ) {

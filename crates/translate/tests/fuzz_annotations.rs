@@ -306,8 +306,8 @@ fn check_translation(
         let Some(id) = &route.ingress else { continue };
         let annotations = &ingresses[&id.name];
         let Some(kind) = annotations.get(&auth_type) else { continue };
-        if route.policy.host_redirect.is_some() {
-            continue;
+        if matches!(route.action, ostium_model::RouteAction::Redirect(_)) {
+            continue; // the other name of a from-to-www-redirect host: nothing is served there
         }
         let auth = route.policy.auth.as_ref();
         prop_assert!(auth.is_some(), "route {} of {id} has no authentication", route.rule);

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use ostium_model::{
     Backend, Certificate, EndpointKey, EndpointSet, HostRule, NamespacedName, PathRule, Policy, PortRef,
-    Protocol, Route, Table, TableStore, Target, TlsTable,
+    Protocol, Route, RouteAction, Table, TableStore, Target, TlsTable,
 };
 use ostium_proxy::{Proxy, ProxyConfig};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
@@ -84,7 +84,7 @@ pub use ostium_test_support::certificate;
 
 /// Builds tables route by route; each route gets its own backend named after its service.
 pub struct TableBuilder {
-    table: Table,
+    table: ostium_model::TableBuilder,
 }
 
 impl TableBuilder {
@@ -93,7 +93,7 @@ impl TableBuilder {
     }
 
     pub fn with_default_certificate(default: Certificate) -> Self {
-        Self { table: Table::new(TlsTable::new(default)) }
+        Self { table: ostium_model::TableBuilder::new(TlsTable::new(default)) }
     }
 
     pub fn route(self, host: Option<&str>, path: &str, service: &str, target: Target) -> Self {
@@ -139,10 +139,23 @@ impl TableBuilder {
         let route = Route {
             rule,
             ingress: Some(Arc::new(NamespacedName::new("default", service))),
-            backend,
+            action: RouteAction::Forward(backend),
             policy: Arc::new(policy),
         };
         self.table.virtual_host_mut(host.as_ref()).add_route(route).unwrap();
+        self
+    }
+
+    /// Every request for `host` redirected to `to` (`from-to-www-redirect`'s other name).
+    pub fn redirect_host(mut self, host: &str, to: &str) -> Self {
+        let host = host.parse::<HostRule>().unwrap();
+        let route = Route {
+            rule: PathRule::prefix("/").unwrap(),
+            ingress: None,
+            action: RouteAction::Redirect(ostium_model::HostRedirect::new(to)),
+            policy: Arc::default(),
+        };
+        self.table.virtual_host_mut(Some(&host)).set_fallback(route).unwrap();
         self
     }
 
@@ -152,7 +165,7 @@ impl TableBuilder {
     }
 
     pub fn build(self) -> Table {
-        self.table
+        self.table.build()
     }
 }
 

@@ -16,8 +16,8 @@ fn test_certificate(name: &str) -> Certificate {
     Certificate { key: Arc::new(CertifiedKey::new(vec![cert.cert.der().clone()], key)), source: name.into() }
 }
 
-fn empty_table() -> Table {
-    Table::new(TlsTable::new(test_certificate("default.invalid")))
+fn empty_table() -> TableBuilder {
+    TableBuilder::new(TlsTable::new(test_certificate("default.invalid")))
 }
 
 fn unavailable(service: &str) -> Backend {
@@ -33,7 +33,7 @@ fn route(rule: PathRule, ingress: Option<&str>, backend: BackendId) -> Route {
     Route {
         rule,
         ingress: ingress.map(|n| Arc::new(NamespacedName::new("default", n))),
-        backend,
+        action: RouteAction::Forward(backend),
         policy: Arc::default(),
     }
 }
@@ -41,7 +41,7 @@ fn route(rule: PathRule, ingress: Option<&str>, backend: BackendId) -> Route {
 /// A table whose routes each have their own backend, named after the service, so tests can say
 /// which rule won by name.
 struct Builder {
-    table: Table,
+    table: TableBuilder,
 }
 
 impl Builder {
@@ -65,6 +65,11 @@ impl Builder {
     }
 
     fn build(self) -> Table {
+        self.table.build()
+    }
+
+    /// The table still open, for a test to add to.
+    fn open(self) -> TableBuilder {
         self.table
     }
 }
@@ -72,7 +77,8 @@ impl Builder {
 /// The name of the service a request is routed to, or `None` for the built-in 404.
 fn served_by(table: &Table, host: Option<&str>, path: &str) -> Option<String> {
     let m = table.route(host, path)?;
-    Some(table.backend(m.route.backend).service.name.clone())
+    let RouteAction::Forward(backend) = m.route.action else { return Some("redirect".into()) };
+    Some(table.backend(backend).service.name.clone())
 }
 
 fn prefix_table(paths: &[&str]) -> Table {
@@ -231,7 +237,7 @@ fn chosen_host_without_matching_path_does_not_fall_through_to_less_specific_host
 #[test]
 fn host_fallback_then_default_route_catch_unmatched_paths() {
     let mut t =
-        Builder::new().prefix(Some("foo.com"), "/api", "api").prefix(Some("bar.com"), "/api", "api2").build();
+        Builder::new().prefix(Some("foo.com"), "/api", "api").prefix(Some("bar.com"), "/api", "api2").open();
     let fb = t.add_backend(unavailable("fallback"));
     let df = t.add_backend(unavailable("default"));
     let root = || PathRule::prefix("/").unwrap();
@@ -241,6 +247,7 @@ fn host_fallback_then_default_route_catch_unmatched_paths() {
         t.set_default_route(route(root(), None, df)),
         Err(RouteConflict { existing: None, rule: root() })
     );
+    let t = t.build();
 
     assert_eq!(served_by(&t, Some("foo.com"), "/api/x").as_deref(), Some("api"));
     assert_eq!(served_by(&t, Some("foo.com"), "/other").as_deref(), Some("fallback"));
@@ -251,23 +258,24 @@ fn host_fallback_then_default_route_catch_unmatched_paths() {
 
 #[test]
 fn a_real_root_rule_beats_the_host_fallback() {
-    let mut t = Builder::new().prefix(Some("foo.com"), "/", "root").build();
+    let mut t = Builder::new().prefix(Some("foo.com"), "/", "root").open();
     let fb = t.add_backend(unavailable("fallback"));
     let fallback = route(PathRule::prefix("/").unwrap(), None, fb);
     t.virtual_host_mut(Some(&"foo.com".parse().unwrap())).set_fallback(fallback).unwrap();
+    let t = t.build();
     assert_eq!(served_by(&t, Some("foo.com"), "/x").as_deref(), Some("root"));
 }
 
 #[test]
 fn the_same_rule_twice_on_a_host_is_a_conflict_and_the_first_stays() {
-    let mut t = Builder::new().prefix(Some("foo.com"), "/a/", "first").build();
+    let mut t = Builder::new().prefix(Some("foo.com"), "/a/", "first").open();
     let second = t.add_backend(unavailable("second"));
     let err = t
         .virtual_host_mut(Some(&"foo.com".parse().unwrap()))
         .add_route(route(PathRule::prefix("/a").unwrap(), Some("second"), second))
         .unwrap_err();
     assert_eq!(err.existing.as_deref(), Some(&NamespacedName::new("default", "first")));
-    assert_eq!(served_by(&t, Some("foo.com"), "/a").as_deref(), Some("first"));
+    assert_eq!(served_by(&t.build(), Some("foo.com"), "/a").as_deref(), Some("first"));
 }
 
 #[test]
@@ -333,12 +341,14 @@ fn adopting_endpoint_sets_keeps_previous_sets_and_moves_their_endpoints() {
     };
 
     let tls = TlsTable::new(test_certificate("default.invalid"));
-    let mut old = Table::new(tls.clone());
+    let mut old = TableBuilder::new(tls.clone());
     old.add_backend(backend([addr("10.0.0.1:8080")]));
+    let old = old.build();
     let old_set = old.endpoint_set(&key).unwrap().clone();
 
-    let mut new = Table::new(tls);
+    let mut new = TableBuilder::new(tls);
     let id = new.add_backend(backend([addr("10.0.0.2:8080")]));
+    let mut new = new.build();
     new.adopt_endpoint_sets(&old);
 
     assert!(Arc::ptr_eq(new.endpoint_set(&key).unwrap(), &old_set));
@@ -358,6 +368,7 @@ fn backends_with_the_same_service_port_share_one_endpoint_set() {
     };
     let a = t.add_backend(mk(Protocol::Http));
     let b = t.add_backend(mk(Protocol::Grpc));
+    let t = t.build();
     assert!(Arc::ptr_eq(t.backend(a).endpoint_set().unwrap(), t.backend(b).endpoint_set().unwrap()));
 }
 

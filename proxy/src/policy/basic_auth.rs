@@ -8,6 +8,9 @@
 //! blocking pool, and credentials that verified are remembered (see `BasicAuth`), so bcrypt is
 //! paid once per user, not per request.
 
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
 use base64::Engine as _;
 use http::HeaderMap;
 use http::header::AUTHORIZATION;
@@ -17,9 +20,23 @@ use sha_crypt::{PasswordVerifier as _, ShaCrypt};
 use sha1::Sha1;
 use subtle::ConstantTimeEq;
 
+use crate::ProxyError;
+use crate::outcome::Outcome;
+
+/// Lets a request with valid credentials through; challenges (401) one without, and refuses
+/// (503) every request when the route's configuration cannot be evaluated.
+pub(super) async fn check(auth: Option<&Arc<BasicAuth>>, headers: &HeaderMap) -> ControlFlow<Outcome> {
+    let Some(auth) = auth else { return ControlFlow::Continue(()) };
+    match verdict(auth, headers).await {
+        Verdict::Allow => ControlFlow::Continue(()),
+        Verdict::Challenge => ControlFlow::Break(Outcome::Challenge(auth.challenge.clone())),
+        Verdict::Deny => ControlFlow::Break(Outcome::Refuse(ProxyError::AuthMisconfigured)),
+    }
+}
+
 /// The outcome of checking a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Verdict {
+enum Verdict {
     Allow,
     /// 401 with the route's challenge.
     Challenge,
@@ -28,7 +45,7 @@ pub(crate) enum Verdict {
 }
 
 /// Checks a request's credentials.
-pub(crate) async fn check(auth: &std::sync::Arc<BasicAuth>, headers: &HeaderMap) -> Verdict {
+async fn verdict(auth: &BasicAuth, headers: &HeaderMap) -> Verdict {
     let Credentials::Users(users) = &auth.credentials else { return Verdict::Deny };
     let Some((user, password)) = basic_credentials(headers) else { return Verdict::Challenge };
     if auth.is_cached(&user, &password) {
@@ -72,7 +89,7 @@ fn basic_credentials(headers: &HeaderMap) -> Option<(String, Vec<u8>)> {
 }
 
 /// Whether a password matches a hash.
-pub(crate) fn verify(hash: &PasswordHash, password: &[u8]) -> bool {
+fn verify(hash: &PasswordHash, password: &[u8]) -> bool {
     match hash {
         PasswordHash::Bcrypt(hash) => bcrypt::verify(password, hash).unwrap_or(false),
         PasswordHash::ShaCrypt(hash) => ShaCrypt::default().verify_password(password, hash.as_ref()).is_ok(),

@@ -1,0 +1,164 @@
+//! Redirects, and their precedence: which one a request gets instead of being forwarded.
+//!
+//! In ingress-nginx's order: the other name of a `from-to-www-redirect` host (a server block of
+//! its own, so nothing else applies), `app-root` for `/`, a fixed `permanent-redirect` or
+//! `temporal-redirect`, then the HTTPS redirect (`ssl-redirect`, `force-ssl-redirect`).
+
+use std::borrow::Cow;
+
+use http::HeaderValue;
+
+use crate::{HttpsRedirect, Policy, Route, RouteAction};
+
+/// `from-to-www-redirect`'s other name: every request is redirected (308) to the host, its path
+/// and query kept. The `Location` prefix of each scheme is built once, with the table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostRedirect {
+    host: Box<str>,
+    http: Box<str>,
+    https: Box<str>,
+}
+
+/// What [`Route::redirect`] needs to know of a request.
+#[derive(Clone, Copy, Debug)]
+pub struct RedirectContext<'a> {
+    pub is_tls: bool,
+    /// The host as the client sent it (`Host` or `:authority`), port included.
+    pub host: &'a str,
+    /// The normalised path the route was chosen by.
+    pub path: &'a str,
+    /// The request target as the client sent it: path and query.
+    pub target: &'a str,
+    /// The host is a TLS host of some Ingress (see [`TlsTable::has_certificate`](crate::TlsTable::has_certificate)).
+    pub host_has_certificate: bool,
+}
+
+/// A redirect to answer with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Redirection {
+    pub status: u16,
+    pub location: Cow<'static, str>,
+}
+
+/// Let's Encrypt HTTP-01 challenges stay on plain HTTP (`no-tls-redirect-locations`).
+const ACME_CHALLENGE: &str = "/.well-known/acme-challenge";
+
+impl HostRedirect {
+    /// A redirect to `host` (a valid host name).
+    pub fn new(host: &str) -> Self {
+        Self {
+            host: host.into(),
+            http: format!("http://{host}").into(),
+            https: format!("https://{host}").into(),
+        }
+    }
+
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+}
+
+impl Route {
+    /// The redirect a request gets instead of being forwarded, if any (see [`redirection`]).
+    pub fn redirect(&self, request: &RedirectContext<'_>) -> Option<Redirection> {
+        redirection(&self.action, &self.policy, request)
+    }
+}
+
+/// The redirect a request for a route (its action and policy) gets instead of being forwarded,
+/// if any, by the precedence of the module documentation.
+pub fn redirection(
+    action: &RouteAction,
+    policy: &Policy,
+    request: &RedirectContext<'_>,
+) -> Option<Redirection> {
+    // ingress-nginx drops a final `/` of the target in its redirects.
+    let target = request.target.strip_suffix('/').unwrap_or(request.target);
+    let scheme = if request.is_tls { "https" } else { "http" };
+    if let RouteAction::Redirect(to) = action {
+        let prefix = if request.is_tls { &to.https } else { &to.http };
+        return Some(Redirection { status: 308, location: format!("{prefix}{target}").into() });
+    }
+    if let Some(root) = &policy.app_root
+        && request.path == "/"
+    {
+        let location = format!("{scheme}://{}{}", request.host, root.to_str().unwrap_or("/"));
+        return Some(Redirection { status: 302, location: location.into() });
+    }
+    if let Some(fixed) = &policy.redirect {
+        let location = fixed.location.to_str().unwrap_or_default().to_owned();
+        return Some(Redirection { status: fixed.status, location: location.into() });
+    }
+    let to_https = match policy.https_redirect {
+        HttpsRedirect::Always => true,
+        HttpsRedirect::WhenHostHasCertificate => request.host_has_certificate,
+        HttpsRedirect::Never => false,
+    };
+    if to_https && !request.is_tls && !request.path.starts_with(ACME_CHALLENGE) {
+        let location = format!("https://{}{target}", host_without_port(request.host));
+        return Some(Redirection { status: 308, location: location.into() });
+    }
+    None
+}
+
+/// `host[:port]` without the port (IPv6 literals keep their brackets).
+fn host_without_port(host: &str) -> &str {
+    match host.rfind(':') {
+        Some(colon) if !host[colon..].contains(']') => &host[..colon],
+        _ => host,
+    }
+}
+
+/// A `Location` value for a redirection, when it is a valid header value.
+impl Redirection {
+    pub fn location_header(&self) -> Option<HeaderValue> {
+        HeaderValue::from_str(&self.location).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::{BackendId, PathRule, Redirect};
+
+    fn route(action: RouteAction, policy: Policy) -> Route {
+        Route { rule: PathRule::prefix("/").unwrap(), ingress: None, action, policy: Arc::new(policy) }
+    }
+
+    fn request<'a>(is_tls: bool, path: &'a str, target: &'a str) -> RedirectContext<'a> {
+        RedirectContext { is_tls, host: "shop.example.com:8080", path, target, host_has_certificate: true }
+    }
+
+    #[test]
+    fn the_www_host_redirect_wins_over_everything() {
+        let to = HostRedirect::new("www.shop.example.com");
+        let r = route(RouteAction::Redirect(to), Policy::default());
+        let got = r.redirect(&request(true, "/a/", "/a/?x=1/")).unwrap();
+        assert_eq!(got, Redirection { status: 308, location: "https://www.shop.example.com/a/?x=1".into() });
+    }
+
+    #[test]
+    fn app_root_then_fixed_redirect_then_https() {
+        let fixed =
+            Redirect { status: 301, location: HeaderValue::from_static("https://elsewhere.example/") };
+        let policy = Policy {
+            app_root: Some(HeaderValue::from_static("/app")),
+            redirect: Some(fixed),
+            ..Policy::default()
+        };
+        let r = route(RouteAction::Forward(BackendId(0)), policy.clone());
+        assert_eq!(
+            r.redirect(&request(false, "/", "/")).unwrap().location,
+            "http://shop.example.com:8080/app"
+        );
+        assert_eq!(r.redirect(&request(false, "/x", "/x")).unwrap().location, "https://elsewhere.example/");
+        let r = route(RouteAction::Forward(BackendId(0)), Policy::default());
+        let https = r.redirect(&request(false, "/x/", "/x/?q=1")).unwrap();
+        assert_eq!(https, Redirection { status: 308, location: "https://shop.example.com/x/?q=1".into() });
+        assert_eq!(r.redirect(&request(true, "/x", "/x")), None, "already on TLS");
+        let acme = request(false, "/.well-known/acme-challenge/t", "/.well-known/acme-challenge/t");
+        assert_eq!(r.redirect(&acme), None);
+    }
+}

@@ -1,0 +1,51 @@
+//! The second phase: the route for a request, on the current table, keeping only what the
+//! later phases need (no table guard outlives this).
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use ostium_model::{Policy, Protocol, RouteAction, Target};
+
+use crate::forward::Trace;
+use crate::request::RequestHead;
+use crate::{Proxy, ProxyError};
+
+/// What routing decided for a request.
+#[derive(Debug)]
+pub(crate) struct Routed<'h> {
+    /// The normalised path the route was chosen by.
+    pub(crate) path: Cow<'h, str>,
+    pub(crate) action: RouteAction,
+    pub(crate) policy: Arc<Policy>,
+    /// Where a forwarded request goes, and how it is spoken to; `None` for a redirect route.
+    pub(crate) backend: Option<(Target, Protocol)>,
+    /// The host is a TLS host of some Ingress (HTTPS redirect, HSTS).
+    pub(crate) host_has_certificate: bool,
+}
+
+impl Proxy {
+    pub(crate) fn route<'h>(
+        &self,
+        head: &'h RequestHead,
+        trace: &mut Trace,
+    ) -> Result<Routed<'h>, ProxyError> {
+        let path = head.routed_path()?;
+        let table = self.inner.tables.load();
+        let matched = table.route(head.host(), &path).ok_or(ProxyError::NoRoute)?;
+        trace.ingress = matched.route.ingress.clone();
+        let backend = match &matched.route.action {
+            RouteAction::Forward(id) => {
+                let backend = table.backend(*id);
+                trace.service = Some(backend.service.clone());
+                Some((backend.target.clone(), backend.protocol))
+            }
+            RouteAction::Redirect(_) => None,
+        };
+        let host_has_certificate = head
+            .host()
+            .and_then(ostium_model::normalize_host)
+            .is_some_and(|h| table.tls().has_certificate(&h));
+        let (action, policy) = (matched.route.action.clone(), matched.route.policy.clone());
+        Ok(Routed { path, action, policy, backend, host_has_certificate })
+    }
+}
