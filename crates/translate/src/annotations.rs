@@ -202,13 +202,37 @@ fn is_denied_until_implemented(name: &str) -> bool {
     })
 }
 
+/// Why a route's basic authentication cannot be evaluated (the route then denies). `prefix`
+/// is the annotation prefix, so messages name the keys as the user wrote them.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum AuthError {
+    #[error("{prefix}/auth-type: digest is not supported")]
+    DigestUnsupported { prefix: String },
+    #[error("{prefix}/auth-type `{value}` is neither basic nor digest")]
+    UnknownAuthType { prefix: String, value: String },
+    #[error("{prefix}/auth-secret is required")]
+    MissingAuthSecret { prefix: String },
+    #[error("{prefix}/auth-secret `{reference}` is in another namespace")]
+    OtherNamespace { prefix: String, reference: String },
+    #[error("secret {0} not found")]
+    SecretNotFound(NamespacedName),
+    #[error("secret {0} has no key `auth`")]
+    NoAuthKey(NamespacedName),
+    #[error("secret {0}: `auth` is not text")]
+    AuthNotText(NamespacedName),
+    #[error("{prefix}/auth-secret-type `{value}` is neither auth-file nor auth-map")]
+    UnknownSecretType { prefix: String, value: String },
+    #[error("secret {0} holds no usable user")]
+    NoUsableUser(NamespacedName),
+}
+
 /// The Secret an `auth-secret` value names: `name` or `namespace/name`, in the Ingress's own
-/// namespace only (there is no flag to allow others).
-pub(crate) fn auth_secret(namespace: &str, reference: &str) -> Result<NamespacedName, String> {
+/// namespace only (there is no flag to allow others). `None` for another namespace.
+pub(crate) fn auth_secret(namespace: &str, reference: &str) -> Option<NamespacedName> {
     match reference.split_once('/') {
-        None => Ok(NamespacedName::new(namespace, reference)),
-        Some((ns, name)) if ns == namespace => Ok(NamespacedName::new(ns, name)),
-        Some(_) => Err(format!("`{reference}` is in another namespace")),
+        None => Some(NamespacedName::new(namespace, reference)),
+        Some((ns, name)) if ns == namespace => Some(NamespacedName::new(ns, name)),
+        Some(_) => None,
     }
 }
 
@@ -318,8 +342,8 @@ impl<'a> Parser<'a> {
         };
         let credentials = match self.credentials(auth_type, objects) {
             Ok(users) => Credentials::Users(users),
-            Err(message) => {
-                let message = format!("{message}; every request to these paths is refused (503)");
+            Err(error) => {
+                let message = format!("{error}; every request to these paths is refused (503)");
                 self.diagnostics.push(Diagnostic::error(
                     self.object.clone(),
                     Reason::AuthMisconfigured,
@@ -335,28 +359,30 @@ impl<'a> Parser<'a> {
         &mut self,
         auth_type: &str,
         objects: &Objects,
-    ) -> Result<HashMap<String, PasswordHash>, String> {
-        let prefix = self.prefix;
+    ) -> Result<HashMap<String, PasswordHash>, AuthError> {
+        let prefix = || self.prefix.to_owned();
         match auth_type {
             "basic" => {}
-            "digest" => return Err(format!("{prefix}/auth-type: digest is not supported")),
-            other => return Err(format!("{prefix}/auth-type `{other}` is neither basic nor digest")),
+            "digest" => return Err(AuthError::DigestUnsupported { prefix: prefix() }),
+            other => return Err(AuthError::UnknownAuthType { prefix: prefix(), value: other.to_owned() }),
         }
         let namespace = self.object.namespace.as_deref().unwrap_or_default();
-        let reference = self.value("auth-secret").ok_or(format!("{prefix}/auth-secret is required"))?;
-        let secret = auth_secret(namespace, reference).map_err(|e| format!("{prefix}/auth-secret {e}"))?;
+        let reference =
+            self.value("auth-secret").ok_or_else(|| AuthError::MissingAuthSecret { prefix: prefix() })?;
+        let secret = auth_secret(namespace, reference)
+            .ok_or_else(|| AuthError::OtherNamespace { prefix: prefix(), reference: reference.to_owned() })?;
         let data = objects
             .secrets
             .get(&secret)
-            .ok_or(format!("secret {secret} not found"))?
+            .ok_or_else(|| AuthError::SecretNotFound(secret.clone()))?
             .data
             .clone()
             .unwrap_or_default();
         let entries: Vec<(String, String)> = match self.value("auth-secret-type").unwrap_or("auth-file") {
             "auth-file" => {
-                let file = data.get("auth").ok_or(format!("secret {secret} has no key `auth`"))?;
-                let text = std::str::from_utf8(&file.0)
-                    .map_err(|_| format!("secret {secret}: `auth` is not text"))?;
+                let file = data.get("auth").ok_or_else(|| AuthError::NoAuthKey(secret.clone()))?;
+                let text =
+                    std::str::from_utf8(&file.0).map_err(|_| AuthError::AuthNotText(secret.clone()))?;
                 text.lines()
                     .map(str::trim)
                     .filter(|l| !l.is_empty() && !l.starts_with('#'))
@@ -368,9 +394,7 @@ impl<'a> Parser<'a> {
                 .iter()
                 .map(|(user, hash)| (user.clone(), String::from_utf8_lossy(&hash.0).trim().to_owned()))
                 .collect(),
-            other => {
-                return Err(format!("{prefix}/auth-secret-type `{other}` is neither auth-file nor auth-map"));
-            }
+            other => return Err(AuthError::UnknownSecretType { prefix: prefix(), value: other.to_owned() }),
         };
         let mut users = HashMap::new();
         // The first line of a user is the one that counts, as with nginx, even when its hash is
@@ -398,7 +422,7 @@ impl<'a> Parser<'a> {
             }
         }
         if users.is_empty() {
-            return Err(format!("secret {secret} holds no usable user"));
+            return Err(AuthError::NoUsableUser(secret));
         }
         Ok(users)
     }

@@ -111,7 +111,7 @@ pub fn references(id: &NamespacedName, ingress: &Ingress, options: &Options) -> 
         .annotations
         .as_ref()
         .and_then(|a| a.get(&format!("{}/auth-secret", options.annotations_prefix)));
-    if let Some(Ok(secret)) = auth_secret.map(|value| annotations::auth_secret(&id.namespace, value)) {
+    if let Some(secret) = auth_secret.and_then(|value| annotations::auth_secret(&id.namespace, value)) {
         refs.secrets.push(secret);
     }
     refs.services.sort();

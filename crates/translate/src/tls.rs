@@ -24,7 +24,33 @@ const WILDCARD_PROBE_LABEL: &str = "ostium-wildcard-probe";
 pub(crate) struct Certificates<'a> {
     objects: &'a Objects,
     options: &'a Options,
-    parsed: HashMap<NamespacedName, Result<Certificate, (Reason, String)>>,
+    parsed: HashMap<NamespacedName, Result<Certificate, SecretError>>,
+}
+
+/// Why a Secret gives no certificate. Messages never quote the key.
+#[derive(Clone, Debug, thiserror::Error)]
+pub(crate) enum SecretError {
+    #[error("secret {0} not found")]
+    NotFound(NamespacedName),
+    #[error("secret {0}: `tls.crt` and `tls.key` are required")]
+    MissingKeys(NamespacedName),
+    #[error("secret {0}: `tls.crt` is not PEM: {1}")]
+    CertificateNotPem(NamespacedName, String),
+    #[error("secret {0}: `tls.crt` holds no certificate")]
+    NoCertificate(NamespacedName),
+    #[error("secret {0}: `tls.key` is not a PEM private key")]
+    KeyNotPem(NamespacedName),
+    #[error("secret {0}: certificate and key are not usable together: {1}")]
+    Unusable(NamespacedName, String),
+}
+
+impl SecretError {
+    fn reason(&self) -> Reason {
+        match self {
+            Self::NotFound(_) => Reason::MissingSecret,
+            _ => Reason::InvalidTlsSecret,
+        }
+    }
 }
 
 impl<'a> Certificates<'a> {
@@ -39,11 +65,11 @@ impl<'a> Certificates<'a> {
         };
         match self.certificate(id) {
             Ok(certificate) => certificate,
-            Err((reason, message)) => {
+            Err(error) => {
                 let object = ObjectRef::new(ObjectKind::Secret, Some(&id.namespace), &id.name);
                 let message =
-                    format!("--default-ssl-certificate: {message}; a self-signed certificate is served");
-                diagnostics.push(Diagnostic::error(object, reason, message));
+                    format!("--default-ssl-certificate: {error}; a self-signed certificate is served");
+                diagnostics.push(Diagnostic::error(object, error.reason(), message));
                 self.options.fallback_certificate.clone()
             }
         }
@@ -113,11 +139,11 @@ impl<'a> Certificates<'a> {
         let id = NamespacedName::new(object.namespace.as_deref().unwrap_or_default(), secret);
         let certificate = match self.certificate(&id) {
             Ok(certificate) => certificate,
-            Err((reason, message)) => {
+            Err(error) => {
                 let message = format!(
-                    "{message}; its hosts keep their HTTPS redirect and HSTS and are served with the default certificate"
+                    "{error}; its hosts keep their HTTPS redirect and HSTS and are served with the default certificate"
                 );
-                diagnostics.push(Diagnostic::error(object.clone(), reason, message));
+                diagnostics.push(Diagnostic::error(object.clone(), error.reason(), message));
                 hosts.iter().for_each(|host| table.tls_mut().insert_default(host));
                 return;
             }
@@ -157,7 +183,7 @@ impl<'a> Certificates<'a> {
     }
 
     /// The certificate in a Secret, parsed once per translation.
-    fn certificate(&mut self, id: &NamespacedName) -> Result<Certificate, (Reason, String)> {
+    fn certificate(&mut self, id: &NamespacedName) -> Result<Certificate, SecretError> {
         if let Some(parsed) = self.parsed.get(id) {
             return parsed.clone();
         }
@@ -166,28 +192,24 @@ impl<'a> Certificates<'a> {
         parsed
     }
 
-    fn parse(&self, id: &NamespacedName) -> Result<Certificate, (Reason, String)> {
-        let Some(secret) = self.objects.secrets.get(id) else {
-            return Err((Reason::MissingSecret, format!("secret {id} not found")));
-        };
-        let invalid = |what: String| (Reason::InvalidTlsSecret, format!("secret {id}: {what}"));
+    fn parse(&self, id: &NamespacedName) -> Result<Certificate, SecretError> {
+        let secret = self.objects.secrets.get(id).ok_or_else(|| SecretError::NotFound(id.clone()))?;
         let data = secret.data.as_ref();
         let (Some(crt), Some(key)) =
             (data.and_then(|d| d.get("tls.crt")), data.and_then(|d| d.get("tls.key")))
         else {
-            return Err(invalid("`tls.crt` and `tls.key` are required".to_owned()));
+            return Err(SecretError::MissingKeys(id.clone()));
         };
         let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&crt.0)
             .collect::<Result<_, _>>()
-            .map_err(|e| invalid(format!("`tls.crt` is not PEM: {e}")))?;
+            .map_err(|e| SecretError::CertificateNotPem(id.clone(), e.to_string()))?;
         if chain.is_empty() {
-            return Err(invalid("`tls.crt` holds no certificate".to_owned()));
+            return Err(SecretError::NoCertificate(id.clone()));
         }
         // Errors about the key never include the key.
-        let key = PrivateKeyDer::from_pem_slice(&key.0)
-            .map_err(|_| invalid("`tls.key` is not a PEM private key".to_owned()))?;
+        let key = PrivateKeyDer::from_pem_slice(&key.0).map_err(|_| SecretError::KeyNotPem(id.clone()))?;
         let certified = CertifiedKey::from_der(chain, key, &self.options.crypto_provider)
-            .map_err(|e| invalid(format!("certificate and key are not usable together: {e}")))?;
+            .map_err(|e| SecretError::Unusable(id.clone(), e.to_string()))?;
         Ok(Certificate { key: Arc::new(certified), source: id.to_string().into() })
     }
 }
