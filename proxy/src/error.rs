@@ -12,6 +12,8 @@ pub enum ProxyError {
     BadRequest(&'static str),
     #[error("method not allowed")]
     MethodNotAllowed,
+    #[error("the client address is not allowed on this route")]
+    Forbidden,
     #[error("request target longer than 8 KiB")]
     UriTooLong,
     #[error("transfer coding other than chunked")]
@@ -42,6 +44,7 @@ impl ProxyError {
             Self::NoRoute => StatusCode::NOT_FOUND,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Forbidden => StatusCode::FORBIDDEN,
             Self::UriTooLong => StatusCode::URI_TOO_LONG,
             Self::UnsupportedTransferEncoding => StatusCode::NOT_IMPLEMENTED,
             Self::ClientBodyTimeout => StatusCode::REQUEST_TIMEOUT,
@@ -72,6 +75,7 @@ impl ProxyError {
             Self::NoRoute => "404 Not Found\n",
             Self::BadRequest(_) => "400 Bad Request\n",
             Self::MethodNotAllowed => "405 Not Allowed\n",
+            Self::Forbidden => "403 Forbidden\n",
             Self::UriTooLong => "414 Request-URI Too Large\n",
             Self::UnsupportedTransferEncoding => "501 Not Implemented\n",
             Self::ClientBodyTimeout => "408 Request Time-out\n",

@@ -7,6 +7,7 @@
 //!
 //! This crate knows nothing of Kubernetes, hyper or tokio: it is data plus lookup.
 
+mod access;
 mod backend;
 mod host;
 mod name;
@@ -17,6 +18,7 @@ mod store;
 mod table;
 mod tls;
 
+pub use access::{CidrSet, InvalidNetwork, Satisfy, SourceAccess};
 pub use backend::{
     Backend, BackendId, Endpoint, EndpointKey, EndpointSet, Endpoints, PortRef, Protocol, Target,
 };

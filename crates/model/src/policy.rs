@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use http::HeaderValue;
 
+use crate::{Satisfy, SourceAccess};
+
 /// ingress-nginx's default `proxy-body-size`: 1 MiB.
 pub const DEFAULT_MAX_BODY_SIZE: u64 = 1024 * 1024;
 
@@ -34,6 +36,10 @@ pub struct Policy {
     /// Protocols a client may switch to with `Upgrade` (tunnelled to the backend after its
     /// `101`); other `Upgrade` tokens are removed. WebSocket only by default.
     pub upgrades: Vec<UpgradeProtocol>,
+    /// `allowlist-source-range` / `denylist-source-range`: 403 for the addresses they exclude.
+    pub source_access: Option<SourceAccess>,
+    /// `satisfy`: whether an allowed address also needs credentials.
+    pub satisfy: Satisfy,
 }
 
 /// A protocol a request may ask to switch to with `Upgrade`.
@@ -62,6 +68,11 @@ pub enum Denial {
     },
     /// A configuration snippet: never interpreted, and it may hold `deny all;`.
     RefusedSnippet {
+        /// The full key, prefix included.
+        annotation: Box<str>,
+    },
+    /// An access restriction whose value is invalid (ingress-nginx denies the location).
+    InvalidAnnotation {
         /// The full key, prefix included.
         annotation: Box<str>,
     },
@@ -153,6 +164,8 @@ impl Default for Policy {
             rewrite: None,
             denied: None,
             upgrades: vec![UpgradeProtocol::WebSocket],
+            source_access: None,
+            satisfy: Satisfy::All,
         }
     }
 }
@@ -163,7 +176,9 @@ impl Denial {
     /// The annotation that causes the denial, prefix included.
     pub fn annotation(&self) -> &str {
         match self {
-            Self::UnimplementedAnnotation { annotation } | Self::RefusedSnippet { annotation } => annotation,
+            Self::UnimplementedAnnotation { annotation }
+            | Self::RefusedSnippet { annotation }
+            | Self::InvalidAnnotation { annotation } => annotation,
         }
     }
 }
@@ -176,6 +191,9 @@ impl fmt::Display for Denial {
             }
             Self::RefusedSnippet { annotation } => {
                 write!(f, "annotation {annotation} is a configuration snippet, never interpreted")
+            }
+            Self::InvalidAnnotation { annotation } => {
+                write!(f, "annotation {annotation} has an invalid value")
             }
         }
     }

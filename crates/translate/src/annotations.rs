@@ -21,7 +21,8 @@ use base64::Engine as _;
 use http::HeaderValue;
 use k8s_openapi::api::networking::v1::Ingress;
 use ostium_model::{
-    BasicAuth, Credentials, Denial, HttpsRedirect, NamespacedName, PasswordHash, Policy, Protocol, Redirect,
+    BasicAuth, CidrSet, Credentials, Denial, HttpsRedirect, NamespacedName, PasswordHash, Policy, Protocol,
+    Redirect, Satisfy, SourceAccess,
 };
 
 use crate::{Diagnostic, ObjectRef, Objects, Reason};
@@ -35,12 +36,7 @@ const SNIPPETS: [&str; 5] =
 /// serve its Ingress's routes more openly than asked, so they deny every request (503) instead,
 /// as ingress-nginx denies a location whose annotation cannot be applied. A trailing `*` matches
 /// by prefix. A key leaves this list when it is implemented.
-const DENIED_UNTIL_IMPLEMENTED: [&str; 21] = [
-    // Client address allow and deny lists.
-    "whitelist-source-range",
-    "allowlist-source-range",
-    "denylist-source-range",
-    "satisfy",
+const DENIED_UNTIL_IMPLEMENTED: [&str; 17] = [
     // External authentication.
     "auth-url",
     "auth-signin",
@@ -65,7 +61,11 @@ const DENIED_UNTIL_IMPLEMENTED: [&str; 21] = [
 ];
 
 /// Annotations this module reads.
-const SUPPORTED: [&str; 17] = [
+const SUPPORTED: [&str; 21] = [
+    "allowlist-source-range",
+    "whitelist-source-range",
+    "denylist-source-range",
+    "satisfy",
     "from-to-www-redirect",
     "use-regex",
     "rewrite-target",
@@ -168,6 +168,15 @@ pub(crate) fn parse(
         (false, false) => HttpsRedirect::Never,
     };
     policy.auth = parser.basic_auth(objects).map(Arc::new);
+    policy.source_access = parser.source_access(&mut policy.denied);
+    policy.satisfy = match parser.value("satisfy") {
+        None | Some("all") => Satisfy::All,
+        Some("any") => Satisfy::Any,
+        Some(_) => {
+            parser.invalid("satisfy", "any or all");
+            Satisfy::All
+        }
+    };
 
     let rewrite = parser.value("rewrite-target").and_then(|target| match rewrite_target(target) {
         Some(target) => Some(target),
@@ -326,6 +335,44 @@ impl<'a> Parser<'a> {
             }
         };
         Some(Redirect { status, location })
+    }
+
+    /// `allowlist-source-range` (or its older spelling `whitelist-source-range`; the newer one
+    /// wins, as in ingress-nginx) and `denylist-source-range`. A list that does not parse denies
+    /// the route (503), as ingress-nginx denies the location.
+    fn source_access(&mut self, denied: &mut Option<Denial>) -> Option<SourceAccess> {
+        let allow_key = match self.value("allowlist-source-range") {
+            Some(_) if self.value("whitelist-source-range").is_some() => {
+                let message = format!(
+                    "annotation {0}/whitelist-source-range is ignored: {0}/allowlist-source-range is set",
+                    self.prefix
+                );
+                self.diagnostics.push(Diagnostic::warning(
+                    self.object.clone(),
+                    Reason::InvalidAnnotation,
+                    message,
+                ));
+                "allowlist-source-range"
+            }
+            Some(_) => "allowlist-source-range",
+            None => "whitelist-source-range",
+        };
+        let allow = self.networks(allow_key, denied);
+        let deny = self.networks("denylist-source-range", denied);
+        (allow.is_some() || deny.is_some()).then_some(SourceAccess { allow, deny })
+    }
+
+    fn networks(&mut self, name: &str, denied: &mut Option<Denial>) -> Option<CidrSet> {
+        let error = match self.value(name)?.parse::<CidrSet>() {
+            Ok(networks) => return Some(networks),
+            Err(error) => error,
+        };
+        let annotation = format!("{}/{name}", self.prefix);
+        let message =
+            format!("annotation {annotation}: {error}; every request to these paths is refused (503)");
+        self.diagnostics.push(Diagnostic::error(self.object.clone(), Reason::InvalidAnnotation, message));
+        denied.get_or_insert(Denial::InvalidAnnotation { annotation: annotation.into() });
+        None
     }
 
     /// Basic authentication, failing closed: once `auth-type` is set, any problem gives a route
@@ -511,7 +558,6 @@ mod tests {
     #[test]
     fn unimplemented_access_control_and_snippets_deny_the_ingress() {
         let cases = [
-            ("whitelist-source-range", "10.0.0.0/8", false),
             ("auth-url", "http://auth.example.com/", false),
             ("auth-tls-verify-client", "on", false),
             ("auth-keepalive-timeout", "10", false),
@@ -537,6 +583,19 @@ mod tests {
                 "{name}: {diagnostics:?}"
             );
         }
+    }
+
+    #[test]
+    fn an_invalid_source_range_denies_and_a_valid_one_restricts() {
+        let (invalid, diagnostics) =
+            annotated(&format!("{PREFIX}/allowlist-source-range: \"10.0.0.0/8,x\""), "");
+        let annotation = format!("{PREFIX}/allowlist-source-range").into();
+        assert_eq!(invalid.policy.denied, Some(Denial::InvalidAnnotation { annotation }));
+        assert!(diagnostics.iter().any(|d| d.message.contains("`x` is not an IP address or network")));
+        let (legacy, _) = annotated(&format!("{PREFIX}/whitelist-source-range: \"10.0.0.0/8\""), "");
+        assert_eq!(legacy.policy.denied, None);
+        let access = legacy.policy.source_access.expect("restricted");
+        assert!(access.permits("10.1.1.1".parse().unwrap()) && !access.permits("11.1.1.1".parse().unwrap()));
     }
 
     #[test]

@@ -97,6 +97,17 @@ fn policy_line(policy: &Policy) -> String {
             Credentials::Deny => parts.push("auth misconfigured: deny (503)".to_owned()),
         }
     }
+    if let Some(access) = &policy.source_access {
+        if let Some(allow) = &access.allow {
+            parts.push(format!("allow {allow}"));
+        }
+        if let Some(deny) = &access.deny {
+            parts.push(format!("deny {deny}"));
+        }
+    }
+    if policy.satisfy == ostium_model::Satisfy::Any {
+        parts.push("satisfy any".to_owned());
+    }
     if let Some(rewrite) = &policy.rewrite {
         let prefix = rewrite.forwarded_prefix.as_ref().and_then(|p| p.to_str().ok());
         parts.push(format!(

@@ -3,6 +3,7 @@
 //! lets the request go on or stops it with an [`Outcome`]; adding one is a module here and a
 //! line in [`check`].
 
+mod access;
 mod basic_auth;
 mod deny;
 mod redirect;
@@ -16,8 +17,8 @@ use crate::outcome::Outcome;
 use crate::request::RequestHead;
 use crate::route::Routed;
 
-/// Runs the request policies in order: a route denied by its Ingress, redirects, basic
-/// authentication. `Break` carries the answer that replaces forwarding.
+/// Runs the request policies in order: a route denied by its Ingress, redirects, access by
+/// address and credentials. `Break` carries the answer that replaces forwarding.
 pub(crate) async fn check(
     headers: &HeaderMap,
     head: &RequestHead,
@@ -26,6 +27,6 @@ pub(crate) async fn check(
 ) -> ControlFlow<Outcome> {
     deny::check(&routed.policy)?;
     redirect::check(head, routed, connection)?;
-    basic_auth::check(routed.policy.auth.as_ref(), headers).await?;
+    access::check(&routed.policy, headers, connection).await?;
     ControlFlow::Continue(())
 }
