@@ -20,6 +20,8 @@ pub fn server_config(tables: TableReader, provider: Arc<CryptoProvider>) -> Arc<
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(SniResolver { tables }));
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // The server's cipher suite order (strongest first) decides, not the client's.
+    config.ignore_client_order = true;
     Arc::new(config)
 }
 
