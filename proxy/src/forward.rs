@@ -126,9 +126,16 @@ impl Proxy {
         let body = (self.inner.config.connections.client_body_timeout, trace.bytes_in.clone());
         let outgoing = upstream_request(request, &head, &routed, connection, version, body)?;
         trace.request_id = outgoing.parts.headers.get("x-request-id").cloned();
-        let (response, client_upgrade) = self.to_backend(outgoing, target, protocol, scheme, trace).await?;
+        let config = &self.inner.config;
+        let route_clocks = routed.policy.upstream_timeouts;
+        let clocks = Clocks {
+            send: route_clocks.send.unwrap_or(config.send_timeout),
+            read: route_clocks.read.unwrap_or(config.read_timeout),
+        };
+        let (response, client_upgrade) =
+            self.to_backend(outgoing, target, protocol, scheme, clocks, trace).await?;
         let hsts = connection.is_tls && routed.host_has_certificate;
-        Ok(self.respond(response, client_upgrade, hsts)?)
+        Ok(self.respond(response, client_upgrade, hsts, clocks.read)?)
     }
 
     /// Sends a request to its backend's endpoints: one picked by the balancer, and once more to
@@ -139,6 +146,7 @@ impl Proxy {
         target: Target,
         protocol: Protocol,
         scheme: Scheme,
+        clocks: Clocks,
         trace: &mut Trace,
     ) -> Result<(Response<Incoming>, Option<hyper::upgrade::OnUpgrade>), ProxyError> {
         let Outgoing { mut parts, path_and_query, body, body_is_empty, clock, client_upgrade } = outgoing;
@@ -146,8 +154,8 @@ impl Proxy {
             Target::Unavailable => return Err(ProxyError::BackendUnavailable),
             Target::ExternalName(authority) => {
                 parts.uri = upstream_uri(scheme, authority, path_and_query)?;
-                let response =
-                    self.send(protocol, None, Request::from_parts(parts, body), &clock, trace).await?;
+                let request = Request::from_parts(parts, body);
+                let response = self.send(protocol, None, request, &clock, clocks, trace).await?;
                 return Ok((response, client_upgrade));
             }
             Target::Endpoints(set) => set.load(),
@@ -158,7 +166,7 @@ impl Proxy {
             .then(|| (parts.method.clone(), parts.headers.clone(), parts.version, path_and_query.clone()));
         parts.uri = upstream_uri(scheme.clone(), first.authority.clone(), path_and_query)?;
         let request = Request::from_parts(parts, body);
-        let response = match self.send(protocol, Some(&first), request, &clock, trace).await {
+        let response = match self.send(protocol, Some(&first), request, &clock, clocks, trace).await {
             Err(ProxyError::ConnectFailed) if retry.is_some() => {
                 self.inner.metrics.retry();
                 let second =
@@ -169,7 +177,7 @@ impl Proxy {
                 *request.headers_mut() = headers;
                 *request.version_mut() = version;
                 *request.uri_mut() = upstream_uri(scheme, second.authority.clone(), path_and_query)?;
-                self.send(protocol, Some(&second), request, &clock, trace).await?
+                self.send(protocol, Some(&second), request, &clock, clocks, trace).await?
             }
             other => other?,
         };
@@ -185,16 +193,16 @@ impl Proxy {
         endpoint: Option<&Arc<Endpoint>>,
         request: Request<UpstreamBody>,
         clock: &BodyClock,
+        clocks: Clocks,
         trace: &mut Trace,
     ) -> Result<Response<Incoming>, ProxyError> {
         let started = Instant::now();
         let _in_flight = endpoint.map(|e| InFlight::start(e));
         trace.upstream = endpoint.map(|e| e.addr);
         let upstream = self.inner.upstream.request(protocol, request);
-        let config = &self.inner.config;
         let result = tokio::select! {
             result = upstream => Ok(result),
-            () = clock.upstream_stalled(config.send_timeout, config.read_timeout) => Err(ProxyError::UpstreamTimeout),
+            () = clock.upstream_stalled(clocks.send, clocks.read) => Err(ProxyError::UpstreamTimeout),
         };
         trace.upstream_duration = Some(started.elapsed());
         let error = match result? {
@@ -236,13 +244,14 @@ impl Proxy {
         mut response: Response<Incoming>,
         client_upgrade: Option<hyper::upgrade::OnUpgrade>,
         hsts: bool,
+        read_timeout: Duration,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
         if switching {
             // The backend may only switch protocols when the client asked to.
             let client_upgrade = client_upgrade.ok_or(ProxyError::UpstreamReset)?;
             let upstream_upgrade = hyper::upgrade::on(&mut response);
-            let idle = self.inner.config.read_timeout;
+            let idle = read_timeout;
             tokio::spawn(async move {
                 let (client, upstream) = match tokio::try_join!(client_upgrade, upstream_upgrade) {
                     Ok(both) => both,
@@ -266,9 +275,15 @@ impl Proxy {
                 HeaderValue::from_static("max-age=31536000; includeSubDomains"),
             );
         }
-        let read_timeout = self.inner.config.read_timeout;
         Ok(response.map(|body| ProxyBody::upstream(body, read_timeout)))
     }
+}
+
+/// nginx's clocks toward the endpoint for one request: the route's, else the proxy's defaults.
+#[derive(Clone, Copy, Debug)]
+struct Clocks {
+    send: Duration,
+    read: Duration,
 }
 
 /// Counts a request against an endpoint until dropped (also when the request is cancelled).

@@ -6,10 +6,12 @@ mod support;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use base64::Engine as _;
 use http::HeaderValue;
 use ostium_model::{BasicAuth, Credentials, HttpsRedirect, PasswordHash, PathRule, Policy, Redirect};
+use ostium_proxy::ProxyConfig;
 use ostium_test_support::{EchoBackend, echoed, echoed_header};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -182,4 +184,23 @@ async fn from_to_www_redirect_keeps_the_path_and_drops_a_final_slash() {
     assert_eq!(answer.header("location"), Some("http://www.shop.example.com/cart/?id=3"));
     let answer = get(proxy.http, "shop.example.com", "/cart/").await;
     assert_eq!(answer.header("location"), Some("http://www.shop.example.com/cart"));
+}
+
+#[tokio::test]
+async fn a_route_read_timeout_overrides_the_default_both_ways() {
+    let backend = EchoBackend::start("a").await;
+    let longer = policy(|p| p.upstream_timeouts.read = Some(Duration::from_secs(10)));
+    let shorter = policy(|p| p.upstream_timeouts.read = Some(Duration::from_millis(200)));
+    let table = TableBuilder::new()
+        .site(Some("default.example"), "a", backend.addr, Policy::default())
+        .site(Some("longer.example"), "a", backend.addr, longer)
+        .site(Some("shorter.example"), "a", backend.addr, shorter)
+        .build();
+    let config =
+        ProxyConfig { access_log: false, read_timeout: Duration::from_millis(500), ..ProxyConfig::default() };
+    let proxy = Harness::start_with(table, config).await;
+    assert_eq!(get(proxy.http, "default.example", "/delay/1000").await.status, 504);
+    assert_eq!(get(proxy.http, "longer.example", "/delay/1000").await.status, 200);
+    assert_eq!(get(proxy.http, "shorter.example", "/delay/350").await.status, 504);
+    assert_eq!(get(proxy.http, "default.example", "/delay/350").await.status, 200);
 }

@@ -27,7 +27,7 @@ pub use name::{InvalidName, NamespacedName};
 pub use path::{InvalidPath, PathMatch, PathMatchKind, PathRegex, PathRule, forwarded_path, normalize_path};
 pub use policy::{
     BasicAuth, Credentials, DEFAULT_MAX_BODY_SIZE, Denial, HttpsRedirect, PasswordHash, Policy, Redirect,
-    Rewrite, UpgradeProtocol,
+    Rewrite, UpgradeProtocol, UpstreamTimeouts,
 };
 pub use redirect::{HostRedirect, RedirectContext, Redirection, redirection};
 pub use store::{TableReader, TableStore};

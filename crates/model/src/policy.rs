@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use http::HeaderValue;
 
@@ -40,6 +41,17 @@ pub struct Policy {
     pub source_access: Option<SourceAccess>,
     /// `satisfy`: whether an allowed address also needs credentials.
     pub satisfy: Satisfy,
+    /// `proxy-send-timeout` and `proxy-read-timeout`; `None` for the proxy's defaults.
+    pub upstream_timeouts: UpstreamTimeouts,
+}
+
+/// nginx's clocks toward the endpoint, for one route.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UpstreamTimeouts {
+    /// Longest pause between two writes of the request to the endpoint.
+    pub send: Option<Duration>,
+    /// Longest pause between two reads from the endpoint, from the end of the request on.
+    pub read: Option<Duration>,
 }
 
 /// A protocol a request may ask to switch to with `Upgrade`.
@@ -166,6 +178,7 @@ impl Default for Policy {
             upgrades: vec![UpgradeProtocol::WebSocket],
             source_access: None,
             satisfy: Satisfy::All,
+            upstream_timeouts: UpstreamTimeouts::default(),
         }
     }
 }

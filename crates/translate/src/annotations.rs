@@ -22,7 +22,7 @@ use http::HeaderValue;
 use k8s_openapi::api::networking::v1::Ingress;
 use ostium_model::{
     BasicAuth, CidrSet, Credentials, Denial, HttpsRedirect, NamespacedName, PasswordHash, Policy, Protocol,
-    Redirect, Satisfy, SourceAccess,
+    Redirect, Satisfy, SourceAccess, UpstreamTimeouts,
 };
 
 use crate::{Diagnostic, ObjectRef, Objects, Reason};
@@ -61,7 +61,9 @@ const DENIED_UNTIL_IMPLEMENTED: [&str; 17] = [
 ];
 
 /// Annotations this module reads.
-const SUPPORTED: [&str; 21] = [
+const SUPPORTED: [&str; 23] = [
+    "proxy-send-timeout",
+    "proxy-read-timeout",
     "allowlist-source-range",
     "whitelist-source-range",
     "denylist-source-range",
@@ -169,6 +171,10 @@ pub(crate) fn parse(
     };
     policy.auth = parser.basic_auth(objects).map(Arc::new);
     policy.source_access = parser.source_access(&mut policy.denied);
+    policy.upstream_timeouts = UpstreamTimeouts {
+        send: parser.seconds("proxy-send-timeout"),
+        read: parser.seconds("proxy-read-timeout"),
+    };
     policy.satisfy = match parser.value("satisfy") {
         None | Some("all") => Satisfy::All,
         Some("any") => Satisfy::Any,
@@ -282,6 +288,19 @@ impl<'a> Parser<'a> {
     fn invalid(&mut self, name: &str, expected: &str) {
         let message = format!("annotation {}/{name}: expected {expected}; it was ignored", self.prefix);
         self.diagnostics.push(Diagnostic::error(self.object.clone(), Reason::InvalidAnnotation, message));
+    }
+
+    /// A timeout in whole seconds, as ingress-nginx reads it (`"120"`); an invalid value keeps
+    /// the default.
+    fn seconds(&mut self, name: &str) -> Option<std::time::Duration> {
+        let value = self.value(name)?;
+        match value.trim().parse::<u32>() {
+            Ok(seconds) if seconds > 0 => Some(std::time::Duration::from_secs(seconds.into())),
+            _ => {
+                self.invalid(name, "a whole number of seconds such as 120");
+                None
+            }
+        }
     }
 
     /// Booleans as ingress-nginx reads them (Go's `strconv.ParseBool`).

@@ -105,6 +105,12 @@ fn policy_line(policy: &Policy) -> String {
             parts.push(format!("deny {deny}"));
         }
     }
+    if let Some(send) = policy.upstream_timeouts.send {
+        parts.push(format!("send timeout {}s", send.as_secs()));
+    }
+    if let Some(read) = policy.upstream_timeouts.read {
+        parts.push(format!("read timeout {}s", read.as_secs()));
+    }
     if policy.satisfy == ostium_model::Satisfy::Any {
         parts.push("satisfy any".to_owned());
     }
