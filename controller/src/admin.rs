@@ -8,7 +8,7 @@ use ostium_model::TableReader;
 use ostium_proxy::ConnectionLimits;
 use tokio::net::TcpListener;
 
-use crate::Metrics;
+use crate::metrics::Metrics;
 
 /// Serves the admin endpoints under the proxy's connection timeouts, with a connection cap of
 /// their own, until `shutdown` completes.

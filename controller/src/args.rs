@@ -3,11 +3,16 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use ostium_model::NamespacedName;
+use ostium_model::{Certificate, NamespacedName};
 use ostium_proxy::ConnectionLimits;
+use ostium_translate::Options;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::sign::CertifiedKey;
 
 /// Kubernetes ingress controller and reverse proxy in one process.
 #[derive(Debug, Parser)]
@@ -18,94 +23,103 @@ pub struct Args {
     /// and re-read them when they change. Without it, ostium talks to the cluster named by
     /// KUBECONFIG, ~/.kube/config, or the in-cluster service account.
     #[arg(long, value_name = "PATH")]
-    pub manifests: Option<PathBuf>,
+    manifests: Option<PathBuf>,
 
     /// Plain HTTP listener.
     #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:8080")]
-    pub http_addr: SocketAddr,
+    http_addr: SocketAddr,
 
     /// TLS listener.
     #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:8443")]
-    pub https_addr: SocketAddr,
+    https_addr: SocketAddr,
 
     /// /healthz /readyz /metrics.
     #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:10254")]
-    pub admin_addr: SocketAddr,
+    admin_addr: SocketAddr,
 
     /// IngressClass name this instance serves (also the value of the legacy
     /// kubernetes.io/ingress.class annotation it accepts).
-    #[arg(long, value_name = "NAME", default_value = "ostium")]
-    pub ingress_class: String,
+    #[arg(long, value_name = "NAME", default_value = Options::DEFAULT_INGRESS_CLASS)]
+    ingress_class: String,
 
     /// Value of IngressClass.spec.controller it owns.
-    #[arg(long, value_name = "NAME", default_value = "ostium.dev/ingress-controller")]
-    pub controller_name: String,
+    #[arg(long, value_name = "NAME", default_value = Options::DEFAULT_CONTROLLER_NAME)]
+    controller_name: String,
 
     /// Only this namespace (default: all).
     #[arg(long, value_name = "NS")]
-    pub watch_namespace: Option<String>,
+    watch_namespace: Option<String>,
 
     /// Also serve Ingresses that name no class.
     #[arg(long)]
-    pub watch_ingress_without_class: bool,
+    watch_ingress_without_class: bool,
 
     /// Where unmatched requests go (default: built-in 404).
     #[arg(long, value_name = "NS/NAME")]
-    pub default_backend_service: Option<NamespacedName>,
+    default_backend_service: Option<NamespacedName>,
 
     /// Certificate for TLS hosts with no matching secret.
     #[arg(long, value_name = "NS/NAME")]
-    pub default_ssl_certificate: Option<NamespacedName>,
+    default_ssl_certificate: Option<NamespacedName>,
 
     /// Annotation prefix.
-    #[arg(long, value_name = "PREFIX", default_value = "nginx.ingress.kubernetes.io")]
-    pub annotations_prefix: String,
+    #[arg(long, value_name = "PREFIX", default_value = Options::DEFAULT_ANNOTATIONS_PREFIX)]
+    annotations_prefix: String,
 
     /// Service whose address is written into Ingress status.loadBalancer.
     #[arg(long, value_name = "NS/NAME", conflicts_with = "publish_status_address")]
-    pub publish_service: Option<NamespacedName>,
+    publish_service: Option<NamespacedName>,
 
     /// Address written into Ingress status.loadBalancer.
     #[arg(long, value_name = "ADDR")]
-    pub publish_status_address: Option<String>,
+    publish_status_address: Option<String>,
 
     /// Cluster mode: name of the Lease (in the controller's namespace) that elects the replica
     /// writing Ingress status and Events.
     #[arg(long, value_name = "NAME", default_value = "ostium-leader")]
-    pub election_id: String,
+    election_id: String,
 
     /// Access and event log format (default: text on a TTY, json otherwise).
     #[arg(long, value_enum, value_name = "FORMAT")]
-    pub log_format: Option<LogFormat>,
+    log_format: Option<LogFormat>,
 
     /// One log line per finished request.
     #[arg(long, value_enum, value_name = "on|off", default_value = "on")]
-    pub access_log: Switch,
+    access_log: Switch,
 
     /// From accept (TLS handshake and protocol detection included) to a complete request head.
     /// D: a number of seconds or a duration with unit: 500ms, 2s, 3m.
     #[arg(long, value_name = "D", default_value = "60s")]
-    pub client_header_timeout: TimeSpan,
+    client_header_timeout: TimeSpan,
 
     /// Between two reads of a request body (408 when it runs out).
     #[arg(long, value_name = "D", default_value = "60s")]
-    pub client_body_timeout: TimeSpan,
+    client_body_timeout: TimeSpan,
 
     /// Idle HTTP/1 keep-alive connection.
     #[arg(long, value_name = "D", default_value = "75s")]
-    pub keepalive_timeout: TimeSpan,
+    keepalive_timeout: TimeSpan,
 
     /// Idle HTTP/2 connection, no open stream.
     #[arg(long, value_name = "D", default_value = "3m")]
-    pub http2_idle_timeout: TimeSpan,
+    http2_idle_timeout: TimeSpan,
 
     /// Open client connections per listener before new ones are refused (default: a quarter
     /// of the process's file-descriptor limit).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
-    pub max_connections: Option<u32>,
+    max_connections: Option<u32>,
+
+    /// Cluster mode: the identity this replica campaigns and records Events as (default: the
+    /// host name). Set from the Pod by the Deployment.
+    #[arg(long, env = "POD_NAME", hide = true)]
+    pod_name: Option<String>,
+
+    /// Cluster mode: the namespace of the leader Lease (default: the kubeconfig's).
+    #[arg(long, env = "POD_NAMESPACE", hide = true)]
+    pod_namespace: Option<String>,
 
     #[command(subcommand)]
-    pub command: Option<Command>,
+    command: Option<Command>,
 }
 
 /// Offline tools that read manifests the way the controller does (the flags above that shape
@@ -137,7 +151,7 @@ pub enum Command {
 
 /// A positive duration: seconds (`60`) or a number with a unit (`500ms`, `2s`, `3m`, `1h`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TimeSpan(pub Duration);
+pub(crate) struct TimeSpan(pub(crate) Duration);
 
 impl FromStr for TimeSpan {
     type Err = String;
@@ -168,14 +182,14 @@ pub enum LogFormat {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Switch {
+pub(crate) enum Switch {
     On,
     Off,
 }
 
 /// Where `status.loadBalancer` addresses come from.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum StatusSource {
+pub(crate) enum StatusSource {
     Service(NamespacedName),
     Address(String),
 }
@@ -184,22 +198,20 @@ pub enum StatusSource {
 #[derive(Clone, Debug)]
 pub struct Config {
     pub manifests: Option<PathBuf>,
-    pub http_addr: SocketAddr,
-    pub https_addr: SocketAddr,
+    pub(crate) http_addr: SocketAddr,
+    pub(crate) https_addr: SocketAddr,
     pub admin_addr: SocketAddr,
-    pub ingress_class: String,
-    pub controller_name: String,
-    pub watch_namespace: Option<String>,
-    pub watch_ingress_without_class: bool,
-    pub default_backend_service: Option<NamespacedName>,
-    pub default_ssl_certificate: Option<NamespacedName>,
-    pub annotations_prefix: String,
-    pub status: Option<StatusSource>,
-    pub election_id: String,
+    /// What translation needs, with the process's crypto provider (the one every TLS user of the
+    /// process shares) and the certificate served when nothing better is configured.
+    pub(crate) translate: Options,
+    pub(crate) status: Option<StatusSource>,
+    pub(crate) election_id: String,
+    pub(crate) pod_name: Option<String>,
+    pub(crate) pod_namespace: Option<String>,
     pub log_format: Option<LogFormat>,
-    pub access_log: bool,
+    pub(crate) access_log: bool,
     /// Client connection timeouts and limits.
-    pub connections: ConnectionLimits,
+    pub(crate) connections: ConnectionLimits,
     pub command: Option<Command>,
 }
 
@@ -210,12 +222,15 @@ pub enum ConfigError {
     Empty(&'static str),
     #[error("--http-addr, --https-addr and --admin-addr must differ")]
     SameAddress,
+    #[error("cannot make the default certificate: {0}")]
+    DefaultCertificate(String),
 }
 
 impl TryFrom<Args> for Config {
     type Error = ConfigError;
 
     fn try_from(args: Args) -> Result<Self, Self::Error> {
+        args.check()?;
         // Destructured so that a new flag cannot be dropped silently.
         let Args {
             manifests,
@@ -239,40 +254,38 @@ impl TryFrom<Args> for Config {
             keepalive_timeout,
             http2_idle_timeout,
             max_connections,
+            pod_name,
+            pod_namespace,
             command,
         } = args;
-        for (flag, value) in [
-            ("ingress-class", &ingress_class),
-            ("controller-name", &controller_name),
-            ("annotations-prefix", &annotations_prefix),
-            ("election-id", &election_id),
-        ] {
-            if value.is_empty() {
-                return Err(ConfigError::Empty(flag));
-            }
-        }
-        if http_addr == https_addr || http_addr == admin_addr || https_addr == admin_addr {
-            return Err(ConfigError::SameAddress);
-        }
         let status = match (publish_service, publish_status_address) {
             (Some(service), _) => Some(StatusSource::Service(service)),
             (None, Some(address)) => Some(StatusSource::Address(address)),
             (None, None) => None,
+        };
+        let crypto_provider = Arc::new(rustls::crypto::ring::default_provider());
+        // Every field named, so that a new translation option cannot be left at a default here.
+        let translate = Options {
+            ingress_class,
+            controller_name,
+            watch_ingress_without_class,
+            watch_namespace: watch_namespace.filter(|ns| !ns.is_empty()),
+            default_backend_service,
+            default_ssl_certificate,
+            fallback_certificate: self_signed_certificate(&crypto_provider)?,
+            annotations_prefix,
+            crypto_provider,
         };
         Ok(Self {
             manifests,
             http_addr,
             https_addr,
             admin_addr,
-            ingress_class,
-            controller_name,
-            watch_namespace: watch_namespace.filter(|ns| !ns.is_empty()),
-            watch_ingress_without_class,
-            default_backend_service,
-            default_ssl_certificate,
-            annotations_prefix,
+            translate,
             status,
             election_id,
+            pod_name,
+            pod_namespace,
             log_format,
             access_log: access_log == Switch::On,
             connections: ConnectionLimits {
@@ -287,6 +300,38 @@ impl TryFrom<Args> for Config {
             command,
         })
     }
+}
+
+impl Args {
+    /// Refuses flag combinations that parse but cannot run.
+    fn check(&self) -> Result<(), ConfigError> {
+        for (flag, value) in [
+            ("ingress-class", &self.ingress_class),
+            ("controller-name", &self.controller_name),
+            ("annotations-prefix", &self.annotations_prefix),
+            ("election-id", &self.election_id),
+        ] {
+            if value.is_empty() {
+                return Err(ConfigError::Empty(flag));
+            }
+        }
+        let (http, https, admin) = (self.http_addr, self.https_addr, self.admin_addr);
+        if http == https || http == admin || https == admin {
+            return Err(ConfigError::SameAddress);
+        }
+        Ok(())
+    }
+}
+
+/// The certificate served when nothing better is configured, made fresh at every start.
+fn self_signed_certificate(provider: &CryptoProvider) -> Result<Certificate, ConfigError> {
+    let failed = |e: &dyn std::fmt::Display| ConfigError::DefaultCertificate(e.to_string());
+    let generated =
+        rcgen::generate_simple_self_signed(vec!["ostium.invalid".to_owned()]).map_err(|e| failed(&e))?;
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(generated.signing_key.serialize_der()));
+    let key =
+        CertifiedKey::from_der(vec![generated.cert.der().clone()], key, provider).map_err(|e| failed(&e))?;
+    Ok(Certificate { key: Arc::new(key), source: "self-signed".into() })
 }
 
 #[cfg(test)]
@@ -305,11 +350,11 @@ mod tests {
         assert_eq!(c.http_addr, "0.0.0.0:8080".parse().unwrap());
         assert_eq!(c.https_addr, "0.0.0.0:8443".parse().unwrap());
         assert_eq!(c.admin_addr, "0.0.0.0:10254".parse().unwrap());
-        assert_eq!(c.ingress_class, "ostium");
-        assert_eq!(c.controller_name, "ostium.dev/ingress-controller");
-        assert_eq!(c.annotations_prefix, "nginx.ingress.kubernetes.io");
+        assert_eq!(c.translate.ingress_class, "ostium");
+        assert_eq!(c.translate.controller_name, "ostium.dev/ingress-controller");
+        assert_eq!(c.translate.annotations_prefix, "nginx.ingress.kubernetes.io");
         assert!(c.access_log);
-        assert!(c.manifests.is_none() && c.watch_namespace.is_none() && c.status.is_none());
+        assert!(c.manifests.is_none() && c.translate.watch_namespace.is_none() && c.status.is_none());
         assert_eq!(c.connections.client_header_timeout, Duration::from_secs(60));
         assert_eq!(c.connections.client_body_timeout, Duration::from_secs(60));
         assert_eq!(c.connections.keepalive_timeout, Duration::from_secs(75));
@@ -376,10 +421,10 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(c.manifests, Some(PathBuf::from("dir")));
-        assert_eq!(c.default_backend_service, Some(NamespacedName::new("ingress", "default")));
+        assert_eq!(c.translate.default_backend_service, Some(NamespacedName::new("ingress", "default")));
         assert_eq!(c.status, Some(StatusSource::Address("10.0.0.1".into())));
         assert_eq!(c.log_format, Some(LogFormat::Json));
-        assert!(c.watch_ingress_without_class && !c.access_log);
+        assert!(c.translate.watch_ingress_without_class && !c.access_log);
     }
 
     #[test]
@@ -396,7 +441,7 @@ mod tests {
             "--https",
         ])
         .unwrap();
-        assert_eq!(c.ingress_class, "nginx");
+        assert_eq!(c.translate.ingress_class, "nginx");
         assert_eq!(
             c.command,
             Some(Command::Route {
@@ -410,6 +455,14 @@ mod tests {
             parse(&["check", "dir"]).unwrap().command,
             Some(Command::Check { manifests: "dir".into() })
         );
+    }
+
+    #[test]
+    fn the_pod_comes_in_through_hidden_flags() {
+        let c = parse(&["--pod-name", "ostium-0", "--pod-namespace", "ingress"]).unwrap();
+        assert_eq!((c.pod_name.as_deref(), c.pod_namespace.as_deref()), (Some("ostium-0"), Some("ingress")));
+        let help = <Args as clap::CommandFactory>::command().render_long_help().to_string();
+        assert!(!help.contains("pod"), "{help}");
     }
 
     #[test]

@@ -5,13 +5,13 @@
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Client;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use ostium_translate::{Diagnostic, ObjectKind, Severity};
+use ostium_translate::{Diagnostic, Severity};
 use tokio::sync::{mpsc, watch};
 
-/// A diagnostic, with the uid of the object it is about (when the store has it).
-pub type Report = (Diagnostic, Option<String>);
+/// A diagnostic, with a reference to the object it is about (its uid when the store has it).
+pub(crate) type Report = (Diagnostic, ObjectReference);
 
-pub async fn run(
+pub(crate) async fn run(
     client: Client,
     instance: String,
     mut diagnostics: mpsc::UnboundedReceiver<Vec<Report>>,
@@ -23,8 +23,7 @@ pub async fn run(
         if !*leader.borrow() {
             continue;
         }
-        for (diagnostic, uid) in batch {
-            let Some(reference) = reference(&diagnostic, uid) else { continue };
+        for (diagnostic, reference) in batch {
             let event = Event {
                 type_: if diagnostic.severity == Severity::Error {
                     EventType::Warning
@@ -41,25 +40,6 @@ pub async fn run(
             }
         }
     }
-}
-
-fn reference(diagnostic: &Diagnostic, uid: Option<String>) -> Option<ObjectReference> {
-    let object = &diagnostic.object;
-    let (api_version, kind) = match object.kind {
-        ObjectKind::Ingress => ("networking.k8s.io/v1", "Ingress"),
-        ObjectKind::IngressClass => ("networking.k8s.io/v1", "IngressClass"),
-        ObjectKind::Service => ("v1", "Service"),
-        ObjectKind::Secret => ("v1", "Secret"),
-        ObjectKind::EndpointSlice | ObjectKind::Endpoints => return None,
-    };
-    Some(ObjectReference {
-        api_version: Some(api_version.into()),
-        kind: Some(kind.into()),
-        namespace: object.namespace.clone(),
-        name: Some(object.name.clone()),
-        uid,
-        ..ObjectReference::default()
-    })
 }
 
 fn truncate(text: &str, max: usize) -> String {

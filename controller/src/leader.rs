@@ -16,14 +16,14 @@ use kube::api::PostParams;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::Metrics;
+use crate::metrics::Metrics;
 
-pub const LEASE_DURATION: Duration = Duration::from_secs(15);
-pub const RENEW_DEADLINE: Duration = Duration::from_secs(10);
-pub const RETRY: Duration = Duration::from_secs(2);
+pub(crate) const LEASE_DURATION: Duration = Duration::from_secs(15);
+pub(crate) const RENEW_DEADLINE: Duration = Duration::from_secs(10);
+pub(crate) const RETRY: Duration = Duration::from_secs(2);
 
 #[derive(Debug)]
-pub struct Elector {
+pub(crate) struct Elector {
     api: Api<Lease>,
     name: String,
     identity: String,
@@ -44,13 +44,13 @@ struct Record {
 }
 
 impl Elector {
-    pub fn new(api: Api<Lease>, name: impl Into<String>, identity: impl Into<String>) -> Self {
+    pub(crate) fn new(api: Api<Lease>, name: impl Into<String>, identity: impl Into<String>) -> Self {
         Self { api, name: name.into(), identity: identity.into(), observed: None, last_renewed: None }
     }
 
     /// Campaigns until `stop` turns true, publishing whether this candidate leads; a leader
     /// then gives the Lease up.
-    pub async fn run(
+    pub(crate) async fn run(
         mut self,
         leader: watch::Sender<bool>,
         metrics: Metrics,
@@ -98,7 +98,7 @@ impl Elector {
     }
 
     /// One round: `Ok(true)` when this candidate holds the Lease afterwards.
-    pub async fn try_acquire_or_renew(&mut self) -> Result<bool, kube::Error> {
+    pub(crate) async fn try_acquire_or_renew(&mut self) -> Result<bool, kube::Error> {
         let now = Instant::now();
         let Some(lease) = self.api.get_opt(&self.name).await? else {
             let lease = Lease {
@@ -166,7 +166,7 @@ impl Elector {
     }
 
     /// Gives the Lease up (at shutdown), so a follower takes over at once.
-    pub async fn release(&self) -> Result<(), kube::Error> {
+    pub(crate) async fn release(&self) -> Result<(), kube::Error> {
         let Some(lease) = self.api.get_opt(&self.name).await? else { return Ok(()) };
         let spec = lease.spec.clone().unwrap_or_default();
         if spec.holder_identity.as_deref() != Some(&self.identity) {

@@ -11,7 +11,7 @@ use prometheus_client::registry::Registry;
 
 /// Shared handles to every metric; cloning is cheap.
 #[derive(Clone)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     inner: Arc<Inner>,
 }
 
@@ -125,13 +125,14 @@ impl Default for Metrics {
 
 impl Metrics {
     /// The exposition text.
-    pub fn encode(&self) -> String {
+    pub(crate) fn encode(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.inner.registry);
         out
     }
 
+    #[cfg(test)]
     pub(crate) fn table_builds(&self) -> u64 {
         self.inner.table_builds.get()
     }
@@ -142,7 +143,7 @@ impl Metrics {
     }
 
     /// The data plane's metrics, registered with these.
-    pub fn proxy(&self) -> ostium_proxy::ProxyMetrics {
+    pub(crate) fn proxy(&self) -> ostium_proxy::ProxyMetrics {
         self.inner.proxy.clone()
     }
 

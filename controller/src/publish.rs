@@ -7,11 +7,10 @@ use std::time::Instant;
 use ostium_model::{NamespacedName, TableReader, TableStore};
 use ostium_translate::{Diagnostic, Objects, Options, Severity, Translation, translate};
 
-use crate::Metrics;
-use crate::store::Store;
+use crate::metrics::Metrics;
 
 /// The one writer of the routing table.
-pub struct Publisher {
+pub(crate) struct Publisher {
     store: TableStore,
     options: Options,
     metrics: Metrics,
@@ -21,32 +20,34 @@ pub struct Publisher {
 
 /// What an update did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     Published,
     Unchanged,
 }
 
 /// The result of one build.
 #[derive(Debug)]
-pub struct Build {
-    pub outcome: Outcome,
+pub(crate) struct Build {
+    #[cfg_attr(not(test), expect(dead_code, reason = "the loop acts on `served`; tests read this"))]
+    pub(crate) outcome: Outcome,
     /// The Ingresses the table serves, sorted.
-    pub served: Vec<NamespacedName>,
+    pub(crate) served: Vec<NamespacedName>,
     /// Diagnostics that the previous build did not have.
-    pub new_diagnostics: Vec<Diagnostic>,
+    pub(crate) new_diagnostics: Vec<Diagnostic>,
 }
 
 impl Publisher {
-    pub fn new(store: TableStore, options: Options, metrics: Metrics) -> Self {
+    pub(crate) fn new(store: TableStore, options: Options, metrics: Metrics) -> Self {
         Self { store, options, metrics, reported: BTreeSet::new() }
     }
 
-    pub fn reader(&self) -> TableReader {
+    pub(crate) fn reader(&self) -> TableReader {
         self.store.reader()
     }
 
     /// How many tables this publisher has built.
-    pub fn builds(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn builds(&self) -> u64 {
         self.metrics.table_builds()
     }
 
@@ -54,7 +55,7 @@ impl Publisher {
     /// Endpoint sets the current table already has are kept (their endpoints updated in place),
     /// so an endpoint-only change moves traffic without a new table. The first update always
     /// publishes, which makes the store ready.
-    pub fn update(&mut self, objects: &Objects) -> Build {
+    pub(crate) fn update(&mut self, objects: &Objects) -> Build {
         let started = Instant::now();
         let Translation { mut table, diagnostics, ingresses } = translate(objects, &self.options);
         let current = self.store.current();
@@ -88,12 +89,12 @@ impl Publisher {
 
     /// Moves the endpoints of these Services in place, in the current table. Returns `false`
     /// when that is not enough (a Service or port the table uses is gone): then rebuild.
-    pub fn refresh_endpoints(&self, store: &Store, services: &BTreeSet<NamespacedName>) -> bool {
+    pub(crate) fn refresh_endpoints(&self, objects: &Objects, services: &BTreeSet<NamespacedName>) -> bool {
         let current = self.store.current();
         let mut swapped = 0;
         for service in services {
             for set in current.endpoint_sets_of(service) {
-                match ostium_translate::endpoint_addrs(store.objects(), set.key(), store.slices_of(service)) {
+                match objects.endpoint_addrs(set.key()) {
                     Some(addrs) => swapped += usize::from(set.replace(addrs)),
                     None => return false,
                 }
@@ -149,12 +150,7 @@ mod tests {
     }
 
     fn publisher() -> Publisher {
-        let config =
-            crate::Config::try_from(<crate::Args as clap::Parser>::try_parse_from(["ostium"]).unwrap())
-                .unwrap();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let options =
-            crate::translate_options(&config, crate::self_signed_certificate(&provider).unwrap(), provider);
+        let options = crate::store::tests::options();
         let store = TableStore::new(Table::new(TlsTable::new(options.fallback_certificate.clone())));
         Publisher::new(store, options, Metrics::default())
     }

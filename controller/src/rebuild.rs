@@ -9,32 +9,33 @@
 use std::sync::Arc;
 
 use ostium_model::NamespacedName;
+use ostium_translate::Reference;
 use tokio::sync::{mpsc, watch};
 
-use crate::Publisher;
 use crate::events::Report;
+use crate::publish::Publisher;
 use crate::store::{Store, Update};
 
-/// Where the loop reports what it did, for the status writer, events and Secret fetches.
+/// Where the loop reports what it did, for the status writer, events and fetches.
 #[derive(Debug)]
-pub struct Outputs {
+pub(crate) struct Outputs {
     /// The Ingresses the current table serves, after each build.
-    pub served: watch::Sender<Arc<[NamespacedName]>>,
-    /// Diagnostics new with a build, with the uid of their object.
-    pub diagnostics: Option<mpsc::UnboundedSender<Vec<Report>>>,
-    /// Secrets whose data must be fetched and sent back as [`Update::Fetched`].
-    pub secret_fetches: Option<mpsc::UnboundedSender<NamespacedName>>,
+    pub(crate) served: watch::Sender<Arc<[NamespacedName]>>,
+    /// Diagnostics new with a build, with a reference to their object.
+    pub(crate) diagnostics: Option<mpsc::UnboundedSender<Vec<Report>>>,
+    /// Objects wanted whole, to be fetched and sent back as [`crate::store::Change::Fetched`].
+    pub(crate) fetches: Option<mpsc::UnboundedSender<Reference>>,
 }
 
 impl Outputs {
-    pub fn new() -> (Self, watch::Receiver<Arc<[NamespacedName]>>) {
+    pub(crate) fn new() -> (Self, watch::Receiver<Arc<[NamespacedName]>>) {
         let (served, receiver) = watch::channel(Arc::from([]));
-        (Self { served, diagnostics: None, secret_fetches: None }, receiver)
+        (Self { served, diagnostics: None, fetches: None }, receiver)
     }
 }
 
 /// Runs until every sender of `updates` is gone; returns the publisher (for tests).
-pub async fn run(
+pub(crate) async fn run(
     mut store: Store,
     mut publisher: Publisher,
     mut updates: mpsc::UnboundedReceiver<Update>,
@@ -46,7 +47,7 @@ pub async fn run(
         take_queued(&mut store, &mut updates, &outputs);
         while let Some(pending) = store.take_pending() {
             if !pending.rebuild {
-                if !publisher.refresh_endpoints(&store, &pending.endpoints) {
+                if !publisher.refresh_endpoints(store.objects(), &pending.endpoints) {
                     store.request_rebuild();
                 }
                 continue;
@@ -68,8 +69,8 @@ pub async fn run(
                 && !build.new_diagnostics.is_empty()
             {
                 let reports = build.new_diagnostics.into_iter().map(|d| {
-                    let uid = store.uid(&d.object);
-                    (d, uid)
+                    let reference = store.reference(&d.object);
+                    (d, reference)
                 });
                 let _ = diagnostics.send(reports.collect());
             }
@@ -79,14 +80,14 @@ pub async fn run(
     }
 }
 
-/// Applies every update already queued, and asks for the Secrets they made wanted.
+/// Applies every update already queued, and asks for the objects they made wanted whole.
 fn take_queued(store: &mut Store, updates: &mut mpsc::UnboundedReceiver<Update>, outputs: &Outputs) {
     while let Ok(update) = updates.try_recv() {
         store.update(update);
     }
-    if let Some(fetches) = &outputs.secret_fetches {
-        for secret in store.take_secret_fetches() {
-            let _ = fetches.send(secret);
+    if let Some(fetches) = &outputs.fetches {
+        for object in store.take_fetches() {
+            let _ = fetches.send(object);
         }
     }
 }
@@ -95,18 +96,20 @@ fn take_queued(store: &mut Store, updates: &mut mpsc::UnboundedReceiver<Update>,
 mod tests {
     use std::net::SocketAddr;
 
+    use k8s_openapi::api::core::v1::{Endpoints, Secret, Service};
     use ostium_model::{EndpointKey, Table, TableReader, TableStore, TlsTable};
     use ostium_translate::{ObjectKind, Options};
 
     use super::*;
-    use crate::Metrics;
-    use crate::store::tests::{CLASS, ingress, one, options, secret, service, slice};
+    use crate::metrics::Metrics;
+    use crate::store::Change;
+    use crate::store::tests::{apply, class, ingress, listed, one, options, secret, service, slice};
 
     struct Harness {
         updates: mpsc::UnboundedSender<Update>,
         reader: TableReader,
         served: watch::Receiver<Arc<[NamespacedName]>>,
-        fetches: mpsc::UnboundedReceiver<NamespacedName>,
+        fetches: mpsc::UnboundedReceiver<Reference>,
         task: tokio::task::JoinHandle<Publisher>,
     }
 
@@ -122,7 +125,7 @@ mod tests {
         }
         let (mut outputs, served) = Outputs::new();
         let (fetch_tx, fetches) = mpsc::unbounded_channel();
-        outputs.secret_fetches = Some(fetch_tx);
+        outputs.fetches = Some(fetch_tx);
         let task = tokio::spawn(run(Store::new(options, kinds, true), publisher, rx, outputs));
         Harness { updates, reader, served, fetches, task }
     }
@@ -158,10 +161,6 @@ mod tests {
         ]
     }
 
-    fn listed(kind: ObjectKind, objects: Vec<ostium_translate::Object>) -> Update {
-        Update::Listed(kind, objects)
-    }
-
     fn web_key() -> EndpointKey {
         EndpointKey { service: NamespacedName::new("default", "web"), port: 80 }
     }
@@ -169,11 +168,11 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn nothing_is_built_before_every_initial_list_then_the_first_build_makes_ready() {
         let mut h = start(&all_kinds(), vec![]);
-        h.send(listed(ObjectKind::IngressClass, vec![one(CLASS)])).await;
-        h.send(listed(ObjectKind::Ingress, vec![ingress("a", "ostium", "web", "")])).await;
-        h.send(listed(ObjectKind::Service, vec![service("web")])).await;
-        h.send(listed(ObjectKind::EndpointSlice, vec![slice("web", "10.0.0.1")])).await;
-        h.send(listed(ObjectKind::Endpoints, vec![])).await;
+        h.send(listed(vec![class()])).await;
+        h.send(listed(vec![ingress("a", "ostium", "web", "")])).await;
+        h.send(listed(vec![service("web")])).await;
+        h.send(listed(vec![slice("web", "10.0.0.1")])).await;
+        h.send(listed::<Endpoints>(vec![])).await;
         assert!(!h.reader.is_ready(), "a kind is still listing");
         assert_eq!(h.stop_builds().await, 0);
     }
@@ -183,14 +182,14 @@ mod tests {
         let mut h = start(
             &all_kinds(),
             vec![
-                listed(ObjectKind::IngressClass, vec![one(CLASS)]),
-                listed(ObjectKind::Ingress, vec![ingress("a", "ostium", "web", "")]),
-                listed(ObjectKind::Service, vec![service("web")]),
-                listed(ObjectKind::EndpointSlice, vec![slice("web", "10.0.0.1")]),
-                listed(ObjectKind::Endpoints, vec![]),
+                listed(vec![class()]),
+                listed(vec![ingress("a", "ostium", "web", "")]),
+                listed(vec![service("web")]),
+                listed(vec![slice("web", "10.0.0.1")]),
+                listed::<Endpoints>(vec![]),
             ],
         );
-        h.send(listed(ObjectKind::Secret, vec![])).await;
+        h.send(listed::<Secret>(vec![])).await;
         assert!(h.reader.is_ready());
         assert!(h.reader.load().route(Some("a.example.com"), "/").is_some());
         assert_eq!(&**h.served.borrow(), &[NamespacedName::new("default", "a")]);
@@ -199,10 +198,10 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn updates_queued_together_make_one_build() {
-        let mut queued = vec![listed(ObjectKind::IngressClass, vec![one(CLASS)])];
+        let mut queued = vec![listed(vec![class()])];
         for i in 0..50 {
-            queued.push(Update::Apply(Box::new(ingress(&format!("i{i}"), "ostium", "web", ""))));
-            queued.push(Update::Apply(Box::new(service("web"))));
+            queued.push(apply(ingress(&format!("i{i}"), "ostium", "web", "")));
+            queued.push(apply(service("web")));
         }
         let mut h = start(&[ObjectKind::IngressClass], queued);
         h.settle().await;
@@ -215,23 +214,23 @@ mod tests {
         let mut h = start(
             &[ObjectKind::IngressClass],
             vec![
-                Update::Apply(Box::new(ingress("a", "ostium", "web", ""))),
-                Update::Apply(Box::new(service("web"))),
-                Update::Apply(Box::new(slice("web", "10.0.0.1"))),
-                listed(ObjectKind::IngressClass, vec![one(CLASS)]),
+                apply(ingress("a", "ostium", "web", "")),
+                apply(service("web")),
+                apply(slice("web", "10.0.0.1")),
+                listed(vec![class()]),
             ],
         );
         h.settle().await;
         let table = h.reader.load_full();
-        h.send(Update::Apply(Box::new(slice("web", "10.0.0.2")))).await;
+        h.send(apply(slice("web", "10.0.0.2"))).await;
         assert!(Arc::ptr_eq(&table, &h.reader.load_full()), "the same table");
         let addrs = table.endpoint_set(&web_key()).unwrap().addrs();
         assert_eq!(addrs, vec!["10.0.0.2:8080".parse::<SocketAddr>().unwrap()]);
 
         // The Service losing its port is more than endpoints: a new table.
-        h.send(Update::Apply(Box::new(one(
+        h.send(apply(one::<Service>(
             "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: default}\nspec: {ports: [{name: http, port: 81}]}\n",
-        ))))
+        )))
         .await;
         assert!(!Arc::ptr_eq(&table, &h.reader.load_full()));
         assert_eq!(h.stop_builds().await, 2);
@@ -242,16 +241,16 @@ mod tests {
         let mut h = start(
             &[ObjectKind::Secret, ObjectKind::IngressClass],
             vec![
-                listed(ObjectKind::Secret, vec![secret("a-tls", "x")]),
-                listed(ObjectKind::IngressClass, vec![one(CLASS)]),
-                Update::Apply(Box::new(ingress("a", "ostium", "web", ""))),
+                listed(vec![secret("a-tls", "x")]),
+                listed(vec![class()]),
+                apply(ingress("a", "ostium", "web", "")),
             ],
         );
         h.settle().await;
         let wanted = NamespacedName::new("default", "a-tls");
-        assert_eq!(h.fetches.recv().await, Some(wanted.clone()));
+        assert_eq!(h.fetches.recv().await, Some(Reference::new(ObjectKind::Secret, &wanted)));
         assert!(!h.reader.is_ready(), "waits for the Secret");
-        h.send(Update::Fetched(wanted, None)).await;
+        h.send(Change::<Secret>::Fetched(wanted, None).into()).await;
         assert!(h.reader.is_ready());
         assert_eq!(h.stop_builds().await, 1);
     }

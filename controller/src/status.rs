@@ -17,14 +17,15 @@ use kube::api::{Api, ListParams, Patch, PatchParams};
 use ostium_model::NamespacedName;
 use tokio::sync::watch;
 
-use crate::{Metrics, StatusSource};
+use crate::args::StatusSource;
+use crate::metrics::Metrics;
 
 /// How often the address is looked up again (a LoadBalancer may get its address late).
 const ADDRESS_REFRESH: Duration = Duration::from_secs(30);
 /// How often the leader re-reads every status, to repair ones edited behind its back.
 const RESYNC: Duration = Duration::from_secs(300);
 
-pub struct StatusWriter {
+pub(crate) struct StatusWriter {
     client: Client,
     source: StatusSource,
     namespace: Option<String>,
@@ -34,12 +35,17 @@ pub struct StatusWriter {
 }
 
 impl StatusWriter {
-    pub fn new(client: Client, source: StatusSource, namespace: Option<String>, metrics: Metrics) -> Self {
+    pub(crate) fn new(
+        client: Client,
+        source: StatusSource,
+        namespace: Option<String>,
+        metrics: Metrics,
+    ) -> Self {
         Self { client, source, namespace, metrics, known: HashMap::new() }
     }
 
     /// Runs until the `served` sender is gone: writes while `leader` is true.
-    pub async fn run(
+    pub(crate) async fn run(
         mut self,
         mut leader: watch::Receiver<bool>,
         mut served: watch::Receiver<Arc<[NamespacedName]>>,

@@ -1,85 +1,100 @@
 //! Cluster source: one watcher per kind on the Kubernetes API, with backoff.
 //!
-//! Objects are read untyped and converted one by one, so a single malformed object is logged
-//! and skipped instead of failing its whole list. `managedFields` are dropped before anything is
-//! kept. A watcher's (re)list is sent as one complete list, so objects deleted while the watch
-//! was down disappear too. During an API outage the watchers retry with backoff while the proxy
-//! keeps serving the last table.
+//! Objects are read straight into their kind's type through a guard, so a single malformed
+//! object is logged and skipped instead of failing its whole list. `managedFields` are dropped
+//! before anything is kept. A watcher's (re)list is sent as one complete list, so objects deleted
+//! while the watch was down disappear too. During an API outage the watchers retry with backoff
+//! while the proxy keeps serving the last table.
 
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Endpoints, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Client;
-use kube::api::{Api, ApiResource, DynamicObject, ListParams};
+use kube::api::{Api, ListParams};
+use kube::core::DynamicResourceScope;
 use kube::runtime::{WatchStreamExt, watcher};
 use ostium_model::NamespacedName;
-use ostium_translate::{Object, ObjectKind};
-use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
+use ostium_translate::{Kind, KindVisitor, Malformed, ObjectKind, Reference, for_each_kind};
+use serde::Deserialize;
+use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 
-use crate::Metrics;
-use crate::store::Update;
+use crate::metrics::Metrics;
+use crate::store::{Change, Update};
 
-/// Starts a watcher for every kind translation reads, and the fetcher of referenced Secrets.
-/// Returns the kinds whose initial list the store must wait for.
-pub async fn spawn(
+/// Starts a watcher and a fetcher for every kind translation reads. Returns the kinds whose
+/// initial list the store must wait for.
+pub(crate) async fn spawn(
     client: Client,
     namespace: Option<&str>,
     updates: UnboundedSender<Update>,
-    secret_fetches: UnboundedReceiver<NamespacedName>,
+    fetches: UnboundedReceiver<Reference>,
     metrics: Metrics,
 ) -> Vec<ObjectKind> {
-    let api = |kind| {
-        let resource = resource(kind);
-        let api = match (kind, namespace) {
-            (ObjectKind::IngressClass, _) | (_, None) => Api::all_with(client.clone(), &resource),
-            (_, Some(ns)) => Api::namespaced_with(client.clone(), ns, &resource),
-        };
-        (api, resource)
-    };
-    let mut kinds =
-        vec![ObjectKind::Ingress, ObjectKind::IngressClass, ObjectKind::Service, ObjectKind::Secret];
     // EndpointSlices, or the Endpoints they replaced on API servers too old to have them.
-    let (slices, _) = api(ObjectKind::EndpointSlice);
-    let endpoint_kind = match slices.list(&ListParams::default().limit(1)).await {
+    let slices = api::<EndpointSlice>(&client, namespace);
+    let unwatched = match slices.list(&ListParams::default().limit(1)).await {
         Err(kube::Error::Api(e)) if e.code == 404 => {
             tracing::warn!("the API server has no discovery.k8s.io/v1 EndpointSlices; watching Endpoints");
-            ObjectKind::Endpoints
+            ObjectKind::EndpointSlice
         }
-        _ => ObjectKind::EndpointSlice,
+        _ => ObjectKind::Endpoints,
     };
-    kinds.push(endpoint_kind);
-
-    for &kind in &kinds {
-        let (api, resource) = api(kind);
-        tokio::spawn(watch(kind, api, resource, updates.clone(), metrics.clone()));
-    }
-    tokio::spawn(fetch_secrets(client, secret_fetches, updates));
-    kinds
+    let mut watchers = Watchers {
+        client,
+        namespace,
+        updates,
+        metrics,
+        unwatched,
+        kinds: Vec::new(),
+        fetchers: HashMap::new(),
+    };
+    for_each_kind(&mut watchers);
+    tokio::spawn(route_fetches(fetches, watchers.fetchers));
+    watchers.kinds
 }
 
-fn resource(kind: ObjectKind) -> ApiResource {
-    match kind {
-        ObjectKind::Ingress => ApiResource::erase::<Ingress>(&()),
-        ObjectKind::IngressClass => ApiResource::erase::<IngressClass>(&()),
-        ObjectKind::Service => ApiResource::erase::<Service>(&()),
-        ObjectKind::EndpointSlice => ApiResource::erase::<EndpointSlice>(&()),
-        ObjectKind::Endpoints => ApiResource::erase::<Endpoints>(&()),
-        ObjectKind::Secret => ApiResource::erase::<Secret>(&()),
+/// Starts the watcher and the fetcher of each kind.
+struct Watchers<'a> {
+    client: Client,
+    namespace: Option<&'a str>,
+    updates: UnboundedSender<Update>,
+    metrics: Metrics,
+    unwatched: ObjectKind,
+    kinds: Vec<ObjectKind>,
+    fetchers: HashMap<ObjectKind, UnboundedSender<NamespacedName>>,
+}
+
+impl KindVisitor for Watchers<'_> {
+    fn visit<K: Kind>(&mut self) {
+        if K::OBJECT_KIND == self.unwatched {
+            return;
+        }
+        let api = api::<K>(&self.client, self.namespace);
+        tokio::spawn(watch(api, self.updates.clone(), self.metrics.clone()));
+        let (fetcher, wanted) = mpsc::unbounded_channel();
+        tokio::spawn(fetch::<K>(self.client.clone(), wanted, self.updates.clone()));
+        self.fetchers.insert(K::OBJECT_KIND, fetcher);
+        self.kinds.push(K::OBJECT_KIND);
+    }
+}
+
+/// The API of a kind, in `namespace` when one is given and the kind is namespaced.
+fn api<K: Kind>(client: &Client, namespace: Option<&str>) -> Api<Guarded<K>> {
+    match namespace {
+        Some(namespace) if K::NAMESPACED => Api::namespaced_with(client.clone(), namespace, &()),
+        _ => Api::all_with(client.clone(), &()),
     }
 }
 
 /// Follows one kind until the store goes away.
-async fn watch(
-    kind: ObjectKind,
-    api: Api<DynamicObject>,
-    resource: ApiResource,
-    updates: UnboundedSender<Update>,
-    metrics: Metrics,
-) {
-    let kind_name = kind.as_str();
+async fn watch<K: Kind>(api: Api<Guarded<K>>, updates: UnboundedSender<Update>, metrics: Metrics) {
+    let kind = K::OBJECT_KIND.as_str();
     // `any_semantic`: lists may come from the API server's watch cache, as informers do.
     let stream = watcher(api, watcher::Config::default().any_semantic()).default_backoff();
     let mut stream = std::pin::pin!(stream);
@@ -90,117 +105,159 @@ async fn watch(
         let event = match event {
             Ok(event) => event,
             Err(e) => {
-                metrics.watch_error(kind_name);
+                metrics.watch_error(kind);
                 // Logged once per outage; the backoff retries meanwhile.
                 if !std::mem::replace(&mut failing, true) {
-                    tracing::warn!(kind = kind_name, "watch failed, retrying with backoff: {e}");
+                    tracing::warn!(kind, "watch failed, retrying with backoff: {e}");
                 } else {
-                    tracing::debug!(kind = kind_name, "watch still failing: {e}");
+                    tracing::debug!(kind, "watch still failing: {e}");
                 }
                 continue;
             }
         };
         if std::mem::take(&mut failing) {
-            metrics.watch_restarted(kind_name);
-            tracing::info!(kind = kind_name, "watch reconnected");
+            metrics.watch_restarted(kind);
+            tracing::info!(kind, "watch reconnected");
         } else if matches!(event, watcher::Event::Init) && lists > 0 {
-            metrics.watch_restarted(kind_name);
-            tracing::info!(kind = kind_name, "watch expired: listing again");
+            metrics.watch_restarted(kind);
+            tracing::info!(kind, "watch expired: listing again");
         }
-        let update = match event {
+        let change = match event {
             watcher::Event::Init => {
                 listed.clear();
                 continue;
             }
             watcher::Event::InitApply(object) => {
-                listed.extend(convert(kind, &resource, object, &metrics));
+                listed.extend(object.accept(&metrics));
                 continue;
             }
             watcher::Event::InitDone => {
                 lists += 1;
-                tracing::debug!(kind = kind_name, objects = listed.len(), "listed");
-                Update::Listed(kind, std::mem::take(&mut listed))
+                tracing::debug!(kind, objects = listed.len(), "listed");
+                Change::Listed(std::mem::take(&mut listed))
             }
-            watcher::Event::Apply(object) => match convert(kind, &resource, object, &metrics) {
-                Some(object) => Update::Apply(Box::new(object)),
+            watcher::Event::Apply(object) => match object.accept(&metrics) {
+                Some(object) => Change::Apply(object),
                 None => continue,
             },
-            watcher::Event::Delete(object) => {
-                let meta = &object.metadata;
-                let namespace = if kind == ObjectKind::IngressClass {
-                    ""
-                } else {
-                    meta.namespace.as_deref().unwrap_or_default()
-                };
-                let name = meta.name.as_deref().unwrap_or_default();
-                Update::Delete(kind, NamespacedName::new(namespace, name))
-            }
+            watcher::Event::Delete(object) => Change::Delete(K::key_of(object.metadata())),
         };
-        if updates.send(update).is_err() {
+        if updates.send(change.into()).is_err() {
             return;
         }
     }
 }
 
-/// One object from the API, without `managedFields`; `None` (logged) when it does not have its
-/// kind's shape.
-fn convert(
-    kind: ObjectKind,
-    resource: &ApiResource,
-    mut object: DynamicObject,
-    metrics: &Metrics,
-) -> Option<Object> {
-    object.metadata.managed_fields = None;
-    let name = format!(
-        "{}/{}",
-        object.metadata.namespace.as_deref().unwrap_or_default(),
-        object.metadata.name.as_deref().unwrap_or_default()
-    );
-    let mut value = match serde_json::to_value(object) {
-        Ok(value) => value,
-        Err(e) => {
-            tracing::warn!(kind = kind.as_str(), object = name, "skipped: {e}");
-            metrics.malformed_object(kind.as_str());
-            return None;
-        }
-    };
-    value["apiVersion"] = resource.api_version.clone().into();
-    value["kind"] = resource.kind.clone().into();
-    match Object::from_value(value) {
-        Ok(object) => Some(object),
-        Err(e) => {
-            tracing::warn!(kind = kind.as_str(), object = name, "malformed object skipped: {e}");
-            metrics.malformed_object(kind.as_str());
-            None
-        }
-    }
-}
-
-/// Gets the Secrets the store wants the data of, retrying until the API answers.
-async fn fetch_secrets(
+/// Gets the objects the store wants whole (a Secret's data), retrying until the API answers.
+async fn fetch<K: Kind>(
     client: Client,
     mut wanted: UnboundedReceiver<NamespacedName>,
     updates: UnboundedSender<Update>,
 ) {
+    let kind = K::OBJECT_KIND.as_str();
     while let Some(key) = wanted.recv().await {
-        let api: Api<Secret> = Api::namespaced(client.clone(), &key.namespace);
+        let api = api::<K>(&client, Some(&key.namespace));
         let mut delay = Duration::from_millis(100);
-        let secret = loop {
+        let object = loop {
             match api.get_opt(&key.name).await {
-                Ok(secret) => break secret,
+                Ok(object) => break object,
                 Err(e) => {
-                    tracing::warn!(secret = %key, "cannot get a referenced secret, retrying: {e}");
+                    tracing::warn!(kind, object = %key, "cannot get a referenced object, retrying: {e}");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(30));
                 }
             }
         };
-        let secret = secret.map(|mut s| {
-            s.metadata.managed_fields = None;
-            Box::new(s)
-        });
-        if updates.send(Update::Fetched(key, secret)).is_err() {
+        // A malformed object serves as well as none.
+        let object = object.and_then(|o| o.0.ok()).map(Arc::new);
+        if updates.send(Change::Fetched(key, object).into()).is_err() {
             return;
         }
+    }
+}
+
+/// Hands each object the store wants whole to the fetcher of its kind.
+async fn route_fetches(
+    mut wanted: UnboundedReceiver<Reference>,
+    fetchers: HashMap<ObjectKind, UnboundedSender<NamespacedName>>,
+) {
+    while let Some(Reference { kind, key }) = wanted.recv().await {
+        if let Some(fetcher) = fetchers.get(&kind) {
+            let _ = fetcher.send(key);
+        }
+    }
+}
+
+/// An object as the API sent it: of its kind's type, or [`Malformed`], so that one malformed
+/// object is skipped rather than its whole list failing to read.
+#[derive(Clone)]
+struct Guarded<K>(Result<K, Malformed>);
+
+impl<K: Kind> Guarded<K> {
+    fn metadata(&self) -> &ObjectMeta {
+        match &self.0 {
+            Ok(object) => object.metadata(),
+            Err(malformed) => &malformed.metadata,
+        }
+    }
+
+    /// The object, or `None` (logged and counted) when it does not have its kind's shape.
+    fn accept(self, metrics: &Metrics) -> Option<Arc<K>> {
+        match self.0 {
+            Ok(object) => Some(Arc::new(object)),
+            Err(Malformed { metadata, reason }) => {
+                let kind = K::OBJECT_KIND.as_str();
+                let object = K::key_of(&metadata);
+                tracing::warn!(kind, object = %object, "malformed object skipped: {reason}");
+                metrics.malformed_object(kind);
+                None
+            }
+        }
+    }
+}
+
+impl<'de, K: Kind> Deserialize<'de> for Guarded<K> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = serde_json::Value::deserialize(deserializer)?;
+        Ok(Self(K::from_value(value)))
+    }
+}
+
+impl<K: Kind> kube::Resource for Guarded<K> {
+    type DynamicType = ();
+    type Scope = DynamicResourceScope;
+
+    fn kind(_: &()) -> Cow<'_, str> {
+        <K as k8s_openapi::Resource>::KIND.into()
+    }
+
+    fn group(_: &()) -> Cow<'_, str> {
+        K::GROUP.into()
+    }
+
+    fn version(_: &()) -> Cow<'_, str> {
+        K::VERSION.into()
+    }
+
+    fn plural(_: &()) -> Cow<'_, str> {
+        K::URL_PATH_SEGMENT.into()
+    }
+
+    fn meta(&self) -> &ObjectMeta {
+        self.metadata()
+    }
+
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        match &mut self.0 {
+            Ok(object) => object.metadata_mut(),
+            Err(malformed) => &mut malformed.metadata,
+        }
+    }
+}
+
+/// Names the object, never shows it (Secret data).
+impl<K: Kind> fmt::Debug for Guarded<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", K::OBJECT_KIND.as_str(), K::key_of(self.metadata()))
     }
 }

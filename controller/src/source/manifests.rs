@@ -17,16 +17,15 @@ use std::sync::mpsc;
 use anyhow::Context;
 use notify::event::{AccessKind, AccessMode};
 use notify::{EventKind, RecursiveMode, Watcher};
-use ostium_translate::{Objects, parse_manifests};
-
 use ostium_model::TableReader;
+use ostium_translate::{Kind, KindVisitor, Objects, for_each_kind, parse_manifests};
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::Metrics;
-use crate::store::Update;
+use crate::metrics::Metrics;
+use crate::store::{Change, Update};
 
 /// Starts watching `path` on a thread of its own, sending a snapshot after each good read.
-pub fn spawn(
+pub(crate) fn spawn(
     path: PathBuf,
     updates: UnboundedSender<Update>,
     reader: TableReader,
@@ -82,7 +81,7 @@ pub fn spawn(
 
 /// Reads of the manifest files, with each file's parsed objects cached.
 #[derive(Debug)]
-pub struct Manifests {
+pub(crate) struct Manifests {
     path: PathBuf,
     cache: HashMap<PathBuf, (FileStamp, Arc<Objects>)>,
     /// Whether a complete snapshot has been handed out.
@@ -100,7 +99,7 @@ struct FileStamp {
 }
 
 impl Manifests {
-    pub fn new(path: PathBuf) -> Self {
+    pub(crate) fn new(path: PathBuf) -> Self {
         Self { path, cache: HashMap::new(), snapshot_sent: false }
     }
 
@@ -108,7 +107,7 @@ impl Manifests {
     /// the objects of the files that changed, and deletions of the objects they no longer
     /// hold (unless another file holds them too). Any file failing fails the whole read and
     /// changes nothing.
-    pub fn read_changes(&mut self) -> anyhow::Result<Vec<Update>> {
+    pub(crate) fn read_changes(&mut self) -> anyhow::Result<Vec<Update>> {
         let previous = self.cache.clone();
         self.refresh()?;
         if !std::mem::replace(&mut self.snapshot_sent, true) {
@@ -125,21 +124,13 @@ impl Manifests {
             if Arc::ptr_eq(old, new) {
                 continue;
             }
-            for (kind, key, _) in old.to_objects() {
-                let elsewhere = self.cache.values().any(|(_, parsed)| parsed.contains(kind, &key));
-                if !elsewhere {
-                    updates.push(Update::Delete(kind, key));
-                }
-            }
-            for (_, _, object) in new.to_objects() {
-                updates.push(Update::Apply(Box::new(object)));
-            }
+            for_each_kind(&mut FileChanges { old, new, files: &self.cache, updates: &mut updates });
         }
         Ok(updates)
     }
 
     /// Reads every manifest file into one snapshot. Any file failing fails the whole read.
-    pub fn load(&mut self) -> anyhow::Result<Objects> {
+    pub(crate) fn load(&mut self) -> anyhow::Result<Objects> {
         self.refresh()?;
         Ok(self.merged())
     }
@@ -207,6 +198,29 @@ impl Manifests {
     }
 }
 
+/// What a new version of one file changes, kind by kind: the objects it holds, and deletions of
+/// those it no longer holds (unless another file holds them too).
+struct FileChanges<'a> {
+    old: &'a Objects,
+    new: &'a Objects,
+    files: &'a HashMap<PathBuf, (FileStamp, Arc<Objects>)>,
+    updates: &'a mut Vec<Update>,
+}
+
+impl KindVisitor for FileChanges<'_> {
+    fn visit<K: Kind>(&mut self) {
+        for key in K::map(self.old).keys() {
+            let elsewhere = self.files.values().any(|(_, parsed)| K::map(parsed).contains_key(key));
+            if !elsewhere {
+                self.updates.push(Change::<K>::Delete(key.clone()).into());
+            }
+        }
+        for object in K::map(self.new).values() {
+            self.updates.push(Change::Apply(object.clone()).into());
+        }
+    }
+}
+
 /// Events that may change what the files say (not our own reads).
 fn is_change(kind: &EventKind) -> bool {
     match kind {
@@ -226,7 +240,6 @@ fn parent(path: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use ostium_model::NamespacedName;
-    use ostium_translate::{Object, ObjectKind};
 
     use super::*;
 
@@ -298,16 +311,11 @@ mod tests {
         fs::write(dir.path().join("tmp"), SERVICE.replace("name: a", "name: c")).unwrap();
         fs::rename(dir.path().join("tmp"), dir.path().join("b.yaml")).unwrap();
         let changes = manifests.read_changes().unwrap();
-        assert_eq!(changes.len(), 2, "{changes:?}");
-        assert!(
-            matches!(&changes[0], Update::Delete(ObjectKind::Service, key) if key.name == "b"),
-            "{changes:?}"
-        );
-        assert!(matches!(&changes[1], Update::Apply(o) if matches!(**o, Object::Service(_))), "{changes:?}");
+        assert_eq!(format!("{changes:?}"), "[delete service default/b, apply service default/c]");
 
         fs::remove_file(dir.path().join("a.yaml")).unwrap();
         let changes = manifests.read_changes().unwrap();
-        assert!(matches!(&changes[..], [Update::Delete(ObjectKind::Service, key)] if key.name == "a"));
+        assert_eq!(format!("{changes:?}"), "[delete service default/a]");
     }
 
     #[test]
@@ -320,7 +328,7 @@ mod tests {
         assert!(manifests.read_changes().is_err());
         fs::write(dir.path().join("a.yaml"), SERVICE.replace("name: a", "name: d")).unwrap();
         let changes = manifests.read_changes().unwrap();
-        assert!(matches!(&changes[0], Update::Delete(_, key) if key.name == "a"), "{changes:?}");
+        assert_eq!(format!("{changes:?}"), "[delete service default/a, apply service default/d]");
     }
 
     #[test]

@@ -1,4 +1,4 @@
 //! Where objects come from.
 
-pub mod cluster;
-pub mod manifests;
+pub(crate) mod cluster;
+pub(crate) mod manifests;

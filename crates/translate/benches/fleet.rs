@@ -10,7 +10,7 @@ pub fn objects(n: usize) -> Objects {
     let mut objects = Objects::default();
     let class = json!({"apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
         "metadata": {"name": "ostium"}, "spec": {"controller": "ostium.dev/ingress-controller"}});
-    objects.insert(Object::IngressClass(serde_json::from_value(class).unwrap()));
+    objects.insert(Object::from_value(class).unwrap());
     for i in 0..n {
         let name = format!("svc-{i}");
         let service = json!({"apiVersion": "v1", "kind": "Service",
@@ -29,9 +29,9 @@ pub fn objects(n: usize) -> Objects {
             "spec": {"ingressClassName": "ostium", "rules": [{"host": format!("h{i}.bench.local"), "http": {"paths": [
                 {"path": "/api", "pathType": "Prefix", "backend": backend},
                 {"path": "/healthz", "pathType": "Exact", "backend": backend}]}}]}});
-        objects.insert(Object::Service(serde_json::from_value(service).unwrap()));
-        objects.insert(Object::EndpointSlice(serde_json::from_value(slice).unwrap()));
-        objects.insert(Object::Ingress(serde_json::from_value(ingress).unwrap()));
+        objects.insert(Object::from_value(service).unwrap());
+        objects.insert(Object::from_value(slice).unwrap());
+        objects.insert(Object::from_value(ingress).unwrap());
     }
     objects
 }

@@ -8,45 +8,55 @@
 //! 3. else (no class at all): ours when `--watch-ingress-without-class` is set or one of our
 //!    IngressClasses is marked `ingressclass.kubernetes.io/is-default-class: "true"`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use ostium_model::NamespacedName;
 
-use crate::{Diagnostic, ObjectKind, ObjectRef, Objects, Options, Reason};
+use crate::{Diagnostic, ObjectKind, ObjectMap, ObjectRef, Objects, Options, Reason};
 
 const LEGACY_CLASS_ANNOTATION: &str = "kubernetes.io/ingress.class";
 const DEFAULT_CLASS_ANNOTATION: &str = "ingressclass.kubernetes.io/is-default-class";
 
-pub(crate) struct Classes {
-    /// Names of the IngressClasses whose controller is ours.
-    ours: BTreeSet<String>,
-    /// Names of every IngressClass, ours or not.
-    known: BTreeSet<String>,
-    serve_classless: bool,
-    ingress_class: String,
+/// The IngressClasses, summed up once per change to one ([`Objects`] keeps it).
+#[derive(Debug, Default)]
+pub(crate) struct ClassList {
+    /// Every IngressClass by name, with its `spec.controller`.
+    controllers: BTreeMap<String, Option<String>>,
+    /// The controllers of the IngressClasses marked default.
+    default_controllers: BTreeSet<String>,
 }
 
-impl Classes {
-    pub(crate) fn new(objects: &Objects, options: &Options) -> Self {
-        let ours: BTreeSet<String> = objects
-            .ingress_classes
-            .iter()
-            .filter(|(_, class)| {
-                class.spec.as_ref().and_then(|s| s.controller.as_deref()) == Some(&*options.controller_name)
-            })
-            .map(|(name, _)| name.clone())
-            .collect();
-        let default_is_ours = ours.iter().any(|name| {
-            let annotations = objects.ingress_classes[name].metadata.annotations.as_ref();
-            annotations.and_then(|a| a.get(DEFAULT_CLASS_ANNOTATION)).is_some_and(|v| v == "true")
-        });
-        Self {
-            known: objects.ingress_classes.keys().cloned().collect(),
-            ours,
-            serve_classless: options.watch_ingress_without_class || default_is_ours,
-            ingress_class: options.ingress_class.clone(),
+/// Which Ingresses are ours, for one set of IngressClasses and options.
+pub(crate) struct Classes<'a> {
+    list: &'a ClassList,
+    options: &'a Options,
+    serve_classless: bool,
+}
+
+impl ClassList {
+    pub(crate) fn new(classes: &ObjectMap<IngressClass>) -> Self {
+        let mut list = Self::default();
+        for (key, class) in classes {
+            let controller = class.spec.as_ref().and_then(|s| s.controller.clone());
+            let annotations = class.metadata.annotations.as_ref();
+            let is_default =
+                annotations.and_then(|a| a.get(DEFAULT_CLASS_ANNOTATION)).is_some_and(|v| v == "true");
+            if let Some(controller) = controller.as_ref().filter(|_| is_default) {
+                list.default_controllers.insert(controller.clone());
+            }
+            list.controllers.insert(key.name.clone(), controller);
         }
+        list
+    }
+}
+
+impl<'a> Classes<'a> {
+    pub(crate) fn new(objects: &'a Objects, options: &'a Options) -> Self {
+        let list = objects.classes();
+        let serve_classless = options.watch_ingress_without_class
+            || list.default_controllers.contains(&options.controller_name);
+        Self { list, options, serve_classless }
     }
 
     /// Whether we serve this Ingress. An Ingress that names our `--ingress-class` in
@@ -59,18 +69,19 @@ impl Classes {
         diagnostics: &mut Vec<Diagnostic>,
     ) -> bool {
         if let Some(class) = ingress.spec.as_ref().and_then(|s| s.ingress_class_name.as_deref()) {
-            if class == self.ingress_class && !self.known.contains(class) {
+            let controller = self.list.controllers.get(class);
+            if class == self.options.ingress_class && controller.is_none() {
                 diagnostics.push(Diagnostic::warning(
                     ObjectRef::new(ObjectKind::Ingress, Some(&id.namespace), &id.name),
                     Reason::UnknownIngressClass,
                     format!("ingressClassName `{class}` names no IngressClass; the Ingress is not served"),
                 ));
             }
-            return self.ours.contains(class);
+            return controller.is_some_and(|c| c.as_deref() == Some(&*self.options.controller_name));
         }
         let annotations = ingress.metadata.annotations.as_ref();
         if let Some(class) = annotations.and_then(|a| a.get(LEGACY_CLASS_ANNOTATION)) {
-            return *class == self.ingress_class;
+            return *class == self.options.ingress_class;
         }
         self.serve_classless
     }
@@ -146,7 +157,8 @@ mod tests {
     fn naming_our_class_without_an_ingress_class_object_is_reported() {
         let objects = Objects::default();
         let mut diagnostics = Vec::new();
-        let classes = Classes::new(&objects, &crate::tests::options());
+        let options = crate::tests::options();
+        let classes = Classes::new(&objects, &options);
         assert!(!classes.is_ours(
             &NamespacedName::new("default", "i"),
             &ingress(Some("ostium"), None),

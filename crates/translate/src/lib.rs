@@ -13,25 +13,25 @@ mod annotations;
 mod backend;
 mod class;
 mod diagnostic;
+mod kind;
 mod objects;
 mod render;
 mod tls;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::HeaderValue;
-use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{HTTPIngressPath, Ingress};
 use ostium_model::{
-    BackendId, Certificate, EndpointKey, HostRedirect, HostRule, NamespacedName, PathRegex, PathRule, Policy,
-    Rewrite, Route, RouteAction, Table, TableBuilder, TlsTable,
+    BackendId, Certificate, HostRedirect, HostRule, NamespacedName, PathRegex, PathRule, Policy, Rewrite,
+    Route, RouteAction, Table, TableBuilder, TlsTable,
 };
 use rustls::crypto::CryptoProvider;
 
 pub use backend::SERVICE_NAME_LABEL;
 pub use diagnostic::{Diagnostic, ObjectKind, ObjectRef, Reason, Severity};
-pub use objects::{ManifestError, Object, Objects, parse_manifests};
+pub use kind::{Kind, KindScope, KindVisitor, Malformed, Reference, Relevance, for_each_kind, visit_kind};
+pub use objects::{ManifestError, Object, ObjectMap, Objects, parse_manifests};
 
 /// What translation cannot decide from the objects alone.
 #[derive(Clone, Debug)]
@@ -57,18 +57,23 @@ pub struct Options {
 }
 
 impl Options {
+    /// The CONTRACT's defaults, which the flags' defaults are too.
+    pub const DEFAULT_INGRESS_CLASS: &str = "ostium";
+    pub const DEFAULT_CONTROLLER_NAME: &str = "ostium.dev/ingress-controller";
+    pub const DEFAULT_ANNOTATIONS_PREFIX: &str = "nginx.ingress.kubernetes.io";
+
     /// The CONTRACT's defaults: class `ostium`, controller `ostium.dev/ingress-controller`,
     /// prefix `nginx.ingress.kubernetes.io`, all namespaces, no default backend or certificate.
     pub fn new(fallback_certificate: Certificate, crypto_provider: Arc<CryptoProvider>) -> Self {
         Self {
-            ingress_class: "ostium".into(),
-            controller_name: "ostium.dev/ingress-controller".into(),
+            ingress_class: Self::DEFAULT_INGRESS_CLASS.into(),
+            controller_name: Self::DEFAULT_CONTROLLER_NAME.into(),
             watch_ingress_without_class: false,
             watch_namespace: None,
             default_backend_service: None,
             default_ssl_certificate: None,
             fallback_certificate,
-            annotations_prefix: "nginx.ingress.kubernetes.io".into(),
+            annotations_prefix: Self::DEFAULT_ANNOTATIONS_PREFIX.into(),
             crypto_provider,
         }
     }
@@ -81,44 +86,6 @@ pub struct Translation {
     pub diagnostics: Vec<Diagnostic>,
     /// The Ingresses this controller serves (its class), sorted.
     pub ingresses: Vec<NamespacedName>,
-}
-
-/// The objects an Ingress refers to by name: a change to one of these may change the table.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct References {
-    pub services: Vec<NamespacedName>,
-    pub secrets: Vec<NamespacedName>,
-}
-
-/// What an Ingress refers to (its backends' Services, its TLS and auth Secrets), read straight
-/// from the object, whatever its class. Cheap enough to ask on every watch event.
-pub fn references(id: &NamespacedName, ingress: &Ingress, options: &Options) -> References {
-    let mut refs = References::default();
-    let Some(spec) = &ingress.spec else { return refs };
-    let backends = spec.rules.iter().flatten().flat_map(|r| r.http.iter().flat_map(|h| &h.paths));
-    for backend in backends.map(|p| &p.backend).chain(&spec.default_backend) {
-        if let Some(service) = &backend.service {
-            refs.services.push(NamespacedName::new(&id.namespace, &service.name));
-        }
-    }
-    for tls in spec.tls.iter().flatten() {
-        if let Some(secret) = tls.secret_name.as_deref().filter(|s| !s.is_empty()) {
-            refs.secrets.push(NamespacedName::new(&id.namespace, secret));
-        }
-    }
-    let auth_secret = ingress
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(&format!("{}/auth-secret", options.annotations_prefix)));
-    if let Some(secret) = auth_secret.and_then(|value| annotations::auth_secret(&id.namespace, value)) {
-        refs.secrets.push(secret);
-    }
-    refs.services.sort();
-    refs.services.dedup();
-    refs.secrets.sort();
-    refs.secrets.dedup();
-    refs
 }
 
 /// Builds the routing table for a snapshot of objects.
@@ -145,29 +112,6 @@ pub fn translate(objects: &Objects, options: &Options) -> Translation {
     Translation { table: translator.table.build(), diagnostics: translator.diagnostics, ingresses }
 }
 
-/// Whether an Ingress is of our class, given the IngressClasses in `objects` (its own entry in
-/// `objects` is not consulted). Cheap enough to ask on every watch event.
-pub fn is_ours(objects: &Objects, options: &Options, id: &NamespacedName, ingress: &Ingress) -> bool {
-    options.watch_namespace.as_ref().is_none_or(|ns| *ns == id.namespace)
-        && class::Classes::new(objects, options).is_ours(id, ingress, &mut Vec::new())
-}
-
-/// The current addresses of an endpoint set, from the Service and the given EndpointSlices (the
-/// Service's, found by label) or else its Endpoints object: what a full translation would give,
-/// for moving endpoints without one. `None` when the Service or its port is gone, which only a
-/// new translation can answer.
-pub fn endpoint_addrs<'a>(
-    objects: &Objects,
-    key: &EndpointKey,
-    slices: impl IntoIterator<Item = &'a EndpointSlice>,
-) -> Option<Vec<SocketAddr>> {
-    let spec = objects.services.get(&key.service)?.spec.as_ref()?;
-    let port = spec.ports.iter().flatten().find(|p| p.port == i32::from(key.port))?;
-    let slices: Vec<&EndpointSlice> = slices.into_iter().collect();
-    let slices = (!slices.is_empty()).then_some(&slices[..]);
-    Some(backend::addrs(slices, objects.endpoints.get(&key.service).map(|e| &**e), port))
-}
-
 /// The state of one translation.
 struct Translator<'a> {
     objects: &'a Objects,
@@ -175,7 +119,7 @@ struct Translator<'a> {
     /// Ingress is in, since an alias some Ingress defines itself is left alone.
     www_redirects: Vec<(HostRule, HostRule, ObjectRef)>,
     options: &'a Options,
-    classes: class::Classes,
+    classes: class::Classes<'a>,
     backends: backend::Backends<'a>,
     certificates: tls::Certificates<'a>,
     table: TableBuilder,

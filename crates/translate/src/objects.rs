@@ -1,43 +1,48 @@
-//! The snapshot of Kubernetes objects that translation reads, and its loading from YAML
-//! manifests (standalone `--manifests` mode and test fixtures).
+//! The snapshot of Kubernetes objects that translation reads, with the indexes it keeps, and its
+//! loading from YAML manifests (standalone `--manifests` mode and test fixtures).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::net::SocketAddr;
+use std::ops::Deref;
 use std::sync::Arc;
 
-use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::{Endpoints, Secret, Service};
+use k8s_openapi::api::core::v1::{Endpoints, ObjectReference, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
-use ostium_model::NamespacedName;
-
-use crate::ObjectKind;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::{Metadata, Resource};
+use ostium_model::{EndpointKey, NamespacedName};
 use serde_json::Value;
 
-/// Every object translation may look at, keyed by identity. Values are `Arc`s so a snapshot is
-/// cheap to take from a cache.
+use crate::class::ClassList;
+use crate::kind::{self, Kind, KindVisitor, for_each_kind, visit_kind};
+use crate::{ObjectKind, ObjectRef, backend};
+
+/// Every object translation may look at, keyed by identity (see [`Kind::key`]), with indexes kept
+/// in step as objects come and go. Values are `Arc`s, so a snapshot is cheap to take from a
+/// cache.
 #[derive(Clone, Default)]
 pub struct Objects {
-    pub ingresses: BTreeMap<NamespacedName, Arc<Ingress>>,
-    /// Cluster-scoped, by name.
-    pub ingress_classes: BTreeMap<String, Arc<IngressClass>>,
-    pub services: BTreeMap<NamespacedName, Arc<Service>>,
-    pub endpoint_slices: BTreeMap<NamespacedName, Arc<EndpointSlice>>,
-    pub endpoints: BTreeMap<NamespacedName, Arc<Endpoints>>,
-    pub secrets: BTreeMap<NamespacedName, Arc<Secret>>,
+    pub ingresses: ObjectMap<Ingress>,
+    /// Cluster-scoped: keyed by name, with an empty namespace.
+    pub ingress_classes: ObjectMap<IngressClass>,
+    pub services: ObjectMap<Service>,
+    pub endpoint_slices: ObjectMap<EndpointSlice>,
+    pub endpoints: ObjectMap<Endpoints>,
+    pub secrets: ObjectMap<Secret>,
+    /// The EndpointSlices of each Service, by their `kubernetes.io/service-name` label.
+    slices_by_service: Arc<BTreeMap<NamespacedName, BTreeSet<NamespacedName>>>,
+    /// The IngressClasses, summed up once per change to one.
+    classes: Arc<ClassList>,
 }
 
-/// One object of a kind ostium reads.
-#[derive(Clone)]
-#[allow(clippy::large_enum_variant)] // short-lived: each is moved into an `Arc` right away
-pub enum Object {
-    Ingress(Ingress),
-    IngressClass(IngressClass),
-    Service(Service),
-    EndpointSlice(EndpointSlice),
-    Endpoints(Endpoints),
-    Secret(Secret),
-}
+/// The objects of one kind by key, shared. Read like a `BTreeMap`; changed only through
+/// [`Objects`], which keeps its indexes in step.
+pub struct ObjectMap<K>(BTreeMap<NamespacedName, Arc<K>>);
+
+/// One object of a kind ostium reads, whatever the kind: a manifest document.
+pub struct Object(Box<dyn AnyObject>);
 
 /// A manifest that cannot be loaded: a YAML syntax error, or a document of a kind ostium reads
 /// that does not have that kind's shape. The message says where and what kind of problem, never
@@ -49,9 +54,6 @@ pub struct ManifestError {
     pub document: usize,
     pub message: String,
 }
-
-/// The namespace objects without one are put in, as `kubectl apply` does.
-const DEFAULT_NAMESPACE: &str = "default";
 
 /// Parses a YAML stream (one or more `---`-separated documents, `kind: List` included) into the
 /// objects ostium reads. Documents of other kinds (Deployments, ConfigMaps …) are skipped, so a
@@ -87,40 +89,61 @@ fn parse_document(document: Value, out: &mut Vec<Object>) -> Result<(), String> 
     let (Some(api_version), Some(kind)) = (field("apiVersion"), field("kind")) else {
         return Err("not a Kubernetes object: `apiVersion` and `kind` are required".to_owned());
     };
+    if (api_version.as_str(), kind.as_str()) == ("v1", "List") {
+        let Some(Value::Array(items)) = document.get("items") else {
+            return Err("v1 List without `items`".to_owned());
+        };
+        for item in items.clone() {
+            parse_document(item, out)?;
+        }
+        return Ok(());
+    }
     let name = document.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_owned();
-    let describe = |e: serde_json::Error| format!("{api_version} {kind} `{name}`: {}", shape_error(&e));
-    let object = match (api_version.as_str(), kind.as_str()) {
-        ("v1", "List") => {
-            let Some(Value::Array(items)) = document.get("items") else {
-                return Err("v1 List without `items`".to_owned());
-            };
-            for item in items.clone() {
-                parse_document(item, out)?;
-            }
-            return Ok(());
-        }
-        ("networking.k8s.io/v1", "Ingress") => {
-            Object::Ingress(serde_json::from_value(document).map_err(describe)?)
-        }
-        ("networking.k8s.io/v1", "IngressClass") => {
-            Object::IngressClass(serde_json::from_value(document).map_err(describe)?)
-        }
-        ("v1", "Service") => Object::Service(serde_json::from_value(document).map_err(describe)?),
-        ("discovery.k8s.io/v1", "EndpointSlice") => {
-            Object::EndpointSlice(serde_json::from_value(document).map_err(describe)?)
-        }
-        ("v1", "Endpoints") => Object::Endpoints(serde_json::from_value(document).map_err(describe)?),
-        ("v1", "Secret") => Object::Secret(serde_json::from_value(document).map_err(describe)?),
-        (_, "Ingress" | "IngressClass" | "Service" | "EndpointSlice" | "Endpoints" | "Secret") => {
+    let mut read =
+        ReadDocument { api_version: &api_version, kind: &kind, document: Some(document), read: None };
+    for_each_kind(&mut read);
+    let object = match read.read {
+        None => return Ok(()), // not a kind ostium reads
+        Some(Err(Unreadable::ApiVersion)) => {
             return Err(format!("{kind} `{name}`: unsupported apiVersion `{api_version}`"));
         }
-        _ => return Ok(()),
+        Some(Err(Unreadable::Malformed(reason))) => {
+            return Err(format!("{api_version} {kind} `{name}`: {reason}"));
+        }
+        Some(Ok(object)) => object,
     };
     if name.is_empty() {
         return Err(format!("{kind}: `metadata.name` is required"));
     }
     out.push(object);
     Ok(())
+}
+
+/// Reads a document with the type of its kind, when ostium reads that kind.
+struct ReadDocument<'a> {
+    api_version: &'a str,
+    kind: &'a str,
+    document: Option<Value>,
+    read: Option<Result<Object, Unreadable>>,
+}
+
+enum Unreadable {
+    ApiVersion,
+    Malformed(String),
+}
+
+impl KindVisitor for ReadDocument<'_> {
+    fn visit<K: Kind>(&mut self) {
+        if self.kind != <K as Resource>::KIND {
+            return;
+        }
+        let Some(document) = self.document.take() else { return };
+        self.read = Some(if self.api_version != K::API_VERSION {
+            Err(Unreadable::ApiVersion)
+        } else {
+            K::from_value(document).map(Object::new).map_err(|m| Unreadable::Malformed(m.reason))
+        });
+    }
 }
 
 /// A YAML syntax error by position and kind only: the parser's message and snippet may quote
@@ -144,57 +167,6 @@ fn yaml_error(error: &serde_saphyr::Error) -> String {
     }
 }
 
-/// The kinds of value serde names in "invalid type" and "invalid value" errors, before quoting
-/// the value itself.
-const VALUE_KINDS: [&str; 16] = [
-    "string",
-    "integer",
-    "floating point",
-    "boolean",
-    "character",
-    "byte array",
-    "unit value",
-    "Option value",
-    "newtype struct",
-    "sequence",
-    "map",
-    "enum",
-    "unit variant",
-    "newtype variant",
-    "tuple variant",
-    "struct variant",
-];
-
-/// A document that does not have its kind's shape, described without the offending value: serde
-/// quotes it (`invalid type: string "…", expected a map`), and it may be Secret data. Kept:
-/// the kind of value found, what was expected, and the names of missing or repeated fields (which
-/// come from the type, not the document). Any other message (a custom one from a field's own
-/// parser, such as a base64 error) may hold input and becomes "invalid value".
-fn shape_error(error: &serde_json::Error) -> String {
-    let message = error.to_string();
-    // What follows the last ", expected " comes from the type; anything before it may be input.
-    let expected = message.rfind(", expected ").map(|i| &message[i + 2..]);
-    for kind in ["invalid type", "invalid value"] {
-        let Some(rest) = message.strip_prefix(kind).and_then(|r| r.strip_prefix(": ")) else { continue };
-        let found = VALUE_KINDS.iter().find(|found| rest.starts_with(*found));
-        return match (found, expected) {
-            (Some(found), Some(expected)) => format!("{kind}: {found}, {expected}"),
-            (None, Some(expected)) => format!("{kind}, {expected}"),
-            (Some(found), None) => format!("{kind}: {found}"),
-            (None, None) => kind.to_owned(),
-        };
-    }
-    if message.starts_with("missing field `") || message.starts_with("duplicate field `") {
-        return message;
-    }
-    for kind in ["unknown variant", "unknown field", "invalid length"] {
-        if message.starts_with(kind) {
-            return expected.map_or_else(|| kind.to_owned(), |expected| format!("{kind}, {expected}"));
-        }
-    }
-    "invalid value".to_owned()
-}
-
 // === impl Objects ===
 
 impl Objects {
@@ -207,140 +179,166 @@ impl Objects {
         Ok(objects)
     }
 
-    /// Adds an object, replacing one of the same kind and identity (see [`Object::normalize`]).
-    pub fn insert(&mut self, mut object: Object) {
-        let key = object.normalize();
-        match object {
-            Object::Ingress(o) => {
-                self.ingresses.insert(key, Arc::new(o));
-            }
-            Object::IngressClass(o) => {
-                self.ingress_classes.insert(key.name, Arc::new(o));
-            }
-            Object::Service(o) => {
-                self.services.insert(key, Arc::new(o));
-            }
-            Object::EndpointSlice(o) => {
-                self.endpoint_slices.insert(key, Arc::new(o));
-            }
-            Object::Endpoints(o) => {
-                self.endpoints.insert(key, Arc::new(o));
-            }
-            Object::Secret(o) => {
-                self.secrets.insert(key, Arc::new(o));
-            }
-        }
+    /// Adds an object, normalized ([`Kind::normalize`]), replacing one of the same kind and key.
+    pub fn insert(&mut self, object: impl Into<Object>) {
+        object.into().0.insert_into(self);
+    }
+
+    /// Puts an object, already normalized, under its key; returns the one it replaces.
+    pub fn put<K: Kind>(&mut self, key: NamespacedName, object: Arc<K>) -> Option<Arc<K>> {
+        let old = K::map_mut(self).0.insert(key.clone(), object.clone());
+        K::reindex(self, &key, old.as_deref(), Some(&*object));
+        old
+    }
+
+    /// Removes an object; returns it.
+    pub fn remove<K: Kind>(&mut self, key: &NamespacedName) -> Option<Arc<K>> {
+        let old = K::map_mut(self).0.remove(key)?;
+        K::reindex(self, key, Some(&*old), None);
+        Some(old)
     }
 
     /// Adds every object of `other` (sharing them), replacing objects of the same identity.
     pub fn extend(&mut self, other: &Objects) {
-        self.ingresses.extend(other.ingresses.iter().map(|(k, v)| (k.clone(), v.clone())));
-        self.ingress_classes.extend(other.ingress_classes.iter().map(|(k, v)| (k.clone(), v.clone())));
-        self.services.extend(other.services.iter().map(|(k, v)| (k.clone(), v.clone())));
-        self.endpoint_slices.extend(other.endpoint_slices.iter().map(|(k, v)| (k.clone(), v.clone())));
-        self.endpoints.extend(other.endpoints.iter().map(|(k, v)| (k.clone(), v.clone())));
-        self.secrets.extend(other.secrets.iter().map(|(k, v)| (k.clone(), v.clone())));
-    }
-
-    /// Every object, copied out, with its kind and key (an IngressClass's namespace is empty).
-    pub fn to_objects(&self) -> Vec<(ObjectKind, NamespacedName, Object)> {
-        let mut out = Vec::new();
-        let cluster_key = |name: &String| NamespacedName::new("", name);
-        out.extend(
-            self.ingresses
-                .iter()
-                .map(|(k, o)| (ObjectKind::Ingress, k.clone(), Object::Ingress((**o).clone()))),
-        );
-        out.extend(
-            self.ingress_classes.iter().map(|(k, o)| {
-                (ObjectKind::IngressClass, cluster_key(k), Object::IngressClass((**o).clone()))
-            }),
-        );
-        out.extend(
-            self.services
-                .iter()
-                .map(|(k, o)| (ObjectKind::Service, k.clone(), Object::Service((**o).clone()))),
-        );
-        out.extend(
-            self.endpoint_slices
-                .iter()
-                .map(|(k, o)| (ObjectKind::EndpointSlice, k.clone(), Object::EndpointSlice((**o).clone()))),
-        );
-        out.extend(
-            self.endpoints
-                .iter()
-                .map(|(k, o)| (ObjectKind::Endpoints, k.clone(), Object::Endpoints((**o).clone()))),
-        );
-        out.extend(
-            self.secrets.iter().map(|(k, o)| (ObjectKind::Secret, k.clone(), Object::Secret((**o).clone()))),
-        );
-        out
-    }
-
-    /// Whether an object of this kind and key is here.
-    pub fn contains(&self, kind: ObjectKind, key: &NamespacedName) -> bool {
-        match kind {
-            ObjectKind::Ingress => self.ingresses.contains_key(key),
-            ObjectKind::IngressClass => self.ingress_classes.contains_key(&key.name),
-            ObjectKind::Service => self.services.contains_key(key),
-            ObjectKind::EndpointSlice => self.endpoint_slices.contains_key(key),
-            ObjectKind::Endpoints => self.endpoints.contains_key(key),
-            ObjectKind::Secret => self.secrets.contains_key(key),
+        struct Extend<'a> {
+            into: &'a mut Objects,
+            from: &'a Objects,
         }
+        impl KindVisitor for Extend<'_> {
+            fn visit<K: Kind>(&mut self) {
+                for (key, object) in K::map(self.from) {
+                    self.into.put(key.clone(), object.clone());
+                }
+            }
+        }
+        for_each_kind(&mut Extend { into: self, from: other });
+    }
+
+    /// The EndpointSlices of a Service.
+    pub fn slices_of<'a>(&'a self, service: &NamespacedName) -> impl Iterator<Item = &'a EndpointSlice> + 'a {
+        let keys = self.slices_by_service.get(service).into_iter().flatten();
+        keys.filter_map(|key| self.endpoint_slices.get(key).map(|s| &**s))
+    }
+
+    /// The current addresses of an endpoint set, from the Service and its EndpointSlices or else
+    /// its Endpoints object: what a full translation would give, for moving endpoints without
+    /// one. `None` when the Service or its port is gone, which only a new translation can answer.
+    pub fn endpoint_addrs(&self, key: &EndpointKey) -> Option<Vec<SocketAddr>> {
+        let spec = self.services.get(&key.service)?.spec.as_ref()?;
+        let port = spec.ports.iter().flatten().find(|p| p.port == i32::from(key.port))?;
+        let slices: Vec<&EndpointSlice> = self.slices_of(&key.service).collect();
+        let slices = (!slices.is_empty()).then_some(&slices[..]);
+        Some(backend::addrs(slices, self.endpoints.get(&key.service).map(|e| &**e), port))
+    }
+
+    /// The metadata of an object named by kind and key.
+    pub fn metadata<'a>(&'a self, kind: ObjectKind, key: &NamespacedName) -> Option<&'a ObjectMeta> {
+        struct Find<'a, 'k> {
+            objects: &'a Objects,
+            key: &'k NamespacedName,
+            found: Option<&'a ObjectMeta>,
+        }
+        impl<'a> KindVisitor for Find<'a, '_> {
+            fn visit<K: Kind>(&mut self) {
+                self.found = K::map(self.objects).get(self.key).map(|o| o.metadata());
+            }
+        }
+        let mut find = Find { objects: self, key, found: None };
+        visit_kind(kind, &mut find);
+        find.found
+    }
+
+    /// A Kubernetes reference to an object (for Events about it), with its uid when it is here.
+    pub fn object_reference(&self, object: &ObjectRef) -> ObjectReference {
+        struct Describe(Option<(&'static str, &'static str)>);
+        impl KindVisitor for Describe {
+            fn visit<K: Kind>(&mut self) {
+                self.0 = Some((K::API_VERSION, <K as Resource>::KIND));
+            }
+        }
+        let mut describe = Describe(None);
+        visit_kind(object.kind, &mut describe);
+        let key = NamespacedName::new(object.namespace.as_deref().unwrap_or(""), &object.name);
+        ObjectReference {
+            api_version: describe.0.map(|(api_version, _)| api_version.to_owned()),
+            kind: describe.0.map(|(_, kind)| kind.to_owned()),
+            namespace: object.namespace.clone(),
+            name: Some(object.name.clone()),
+            uid: self.metadata(object.kind, &key).and_then(|m| m.uid.clone()),
+            ..ObjectReference::default()
+        }
+    }
+
+    /// Keeps an object without its payload ([`Kind::without_payload`]); `false` when it is not
+    /// here or its kind has none.
+    pub fn drop_payload(&mut self, kind: ObjectKind, key: &NamespacedName) -> bool {
+        struct Strip<'a> {
+            objects: &'a mut Objects,
+            key: &'a NamespacedName,
+            dropped: bool,
+        }
+        impl KindVisitor for Strip<'_> {
+            fn visit<K: Kind>(&mut self) {
+                let Some(held) = K::map(self.objects).get(self.key) else { return };
+                let Some(stripped) = held.without_payload() else { return };
+                self.objects.put(self.key.clone(), Arc::new(stripped));
+                self.dropped = true;
+            }
+        }
+        let mut strip = Strip { objects: self, key, dropped: false };
+        visit_kind(kind, &mut strip);
+        strip.dropped
     }
 
     /// How many objects of each kind, for logs.
     pub fn counts(&self) -> String {
-        format!(
-            "{} ingresses, {} ingressclasses, {} services, {} endpointslices, {} endpoints, {} secrets",
-            self.ingresses.len(),
-            self.ingress_classes.len(),
-            self.services.len(),
-            self.endpoint_slices.len(),
-            self.endpoints.len(),
-            self.secrets.len()
-        )
+        struct Counts<'a>(&'a Objects, Vec<String>);
+        impl KindVisitor for Counts<'_> {
+            fn visit<K: Kind>(&mut self) {
+                self.1.push(format!("{} {}", K::map(self.0).len(), K::URL_PATH_SEGMENT));
+            }
+        }
+        let mut counts = Counts(self, Vec::new());
+        for_each_kind(&mut counts);
+        counts.1.join(", ")
     }
-}
 
-// === impl Object ===
+    pub(crate) fn classes(&self) -> &ClassList {
+        &self.classes
+    }
 
-impl Object {
-    /// One object from its JSON form (as the API server sends it, `apiVersion` and `kind`
-    /// included), checked as [`parse_manifests`] checks a document.
-    pub fn from_value(value: Value) -> Result<Self, String> {
-        let mut out = Vec::new();
-        parse_document(value, &mut out)?;
-        match (out.pop(), out.is_empty()) {
-            (Some(object), true) => Ok(object),
-            _ => Err("not one object of a kind ostium reads".to_owned()),
+    pub(crate) fn index_classes(&mut self) {
+        self.classes = Arc::new(ClassList::new(&self.ingress_classes));
+    }
+
+    /// Moves a slice from the Service it belonged to to the one it belongs to now.
+    pub(crate) fn index_slice(
+        &mut self,
+        key: &NamespacedName,
+        old: Option<NamespacedName>,
+        new: Option<NamespacedName>,
+    ) {
+        if old == new {
+            return;
+        }
+        let index = Arc::make_mut(&mut self.slices_by_service);
+        if let Some(old) = old
+            && let Some(slices) = index.get_mut(&old)
+        {
+            slices.remove(key);
+            if slices.is_empty() {
+                index.remove(&old);
+            }
+        }
+        if let Some(new) = new {
+            index.entry(new).or_default().insert(key.clone());
         }
     }
 
-    /// Puts a namespaced object without a namespace in `default` and merges a Secret's
-    /// `stringData` into `data`, as the API server does on write. Returns the object's key
-    /// (an IngressClass's has an empty namespace).
-    pub fn normalize(&mut self) -> NamespacedName {
-        let meta = match self {
-            Self::IngressClass(o) => {
-                return NamespacedName::new("", o.metadata.name.clone().unwrap_or_default());
-            }
-            Self::Secret(o) => {
-                if let Some(string_data) = o.string_data.take() {
-                    let data = o.data.get_or_insert_with(BTreeMap::new);
-                    for (k, v) in string_data {
-                        data.insert(k, ByteString(v.into_bytes()));
-                    }
-                }
-                &mut o.metadata
-            }
-            Self::Ingress(o) => &mut o.metadata,
-            Self::Service(o) => &mut o.metadata,
-            Self::EndpointSlice(o) => &mut o.metadata,
-            Self::Endpoints(o) => &mut o.metadata,
-        };
-        let namespace = meta.namespace.get_or_insert_with(|| DEFAULT_NAMESPACE.to_owned()).clone();
-        NamespacedName::new(namespace, meta.name.clone().unwrap_or_default())
+    /// Adds an object of a known kind, normalized.
+    fn insert_kind<K: Kind>(&mut self, mut object: K) {
+        kind::normalize(&mut object);
+        self.put(object.key(), Arc::new(object));
     }
 }
 
@@ -351,18 +349,111 @@ impl fmt::Debug for Objects {
     }
 }
 
+// === impl ObjectMap ===
+
+impl<K> Deref for ObjectMap<K> {
+    type Target = BTreeMap<NamespacedName, Arc<K>>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl<'a, K> IntoIterator for &'a ObjectMap<K> {
+    type Item = (&'a NamespacedName, &'a Arc<K>);
+    type IntoIter = std::collections::btree_map::Iter<'a, NamespacedName, Arc<K>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl<K> Default for ObjectMap<K> {
+    fn default() -> Self {
+        Self(BTreeMap::new())
+    }
+}
+
+impl<K> Clone for ObjectMap<K> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+/// Never prints the objects (Secret data).
+impl<K> fmt::Debug for ObjectMap<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} objects", self.0.len())
+    }
+}
+
+// === impl Object ===
+
+/// What an [`Object`] can do without its kind being known.
+trait AnyObject: Send + Sync {
+    fn kind(&self) -> ObjectKind;
+    fn metadata(&self) -> &ObjectMeta;
+    fn insert_into(self: Box<Self>, objects: &mut Objects);
+    fn clone_box(&self) -> Box<dyn AnyObject>;
+}
+
+impl<K: Kind> AnyObject for K {
+    fn kind(&self) -> ObjectKind {
+        K::OBJECT_KIND
+    }
+
+    fn metadata(&self) -> &ObjectMeta {
+        Metadata::metadata(self)
+    }
+
+    fn insert_into(self: Box<Self>, objects: &mut Objects) {
+        objects.insert_kind(*self);
+    }
+
+    fn clone_box(&self) -> Box<dyn AnyObject> {
+        Box::new(self.clone())
+    }
+}
+
+impl Object {
+    pub fn new<K: Kind>(object: K) -> Self {
+        Self(Box::new(object))
+    }
+
+    /// One object from its JSON form (`apiVersion` and `kind` included), checked as
+    /// [`parse_manifests`] checks a document.
+    pub fn from_value(value: Value) -> Result<Self, String> {
+        let mut out = Vec::new();
+        parse_document(value, &mut out)?;
+        match (out.pop(), out.is_empty()) {
+            (Some(object), true) => Ok(object),
+            _ => Err("not one object of a kind ostium reads".to_owned()),
+        }
+    }
+
+    pub fn kind(&self) -> ObjectKind {
+        self.0.kind()
+    }
+}
+
+impl<K: Kind> From<K> for Object {
+    fn from(object: K) -> Self {
+        Self::new(object)
+    }
+}
+
+impl Clone for Object {
+    fn clone(&self) -> Self {
+        Self(self.0.clone_box())
+    }
+}
+
 /// Never prints Secret data.
 impl fmt::Debug for Object {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (kind, meta) = match self {
-            Self::Ingress(o) => ("Ingress", &o.metadata),
-            Self::IngressClass(o) => ("IngressClass", &o.metadata),
-            Self::Service(o) => ("Service", &o.metadata),
-            Self::EndpointSlice(o) => ("EndpointSlice", &o.metadata),
-            Self::Endpoints(o) => ("Endpoints", &o.metadata),
-            Self::Secret(o) => ("Secret", &o.metadata),
-        };
-        write!(f, "{kind} {}/{}", meta.namespace.as_deref().unwrap_or(""), meta.name.as_deref().unwrap_or(""))
+        let meta = self.0.metadata();
+        let (namespace, name) = (meta.namespace.as_deref(), meta.name.as_deref());
+        write!(f, "{:?} {}/{}", self.kind(), namespace.unwrap_or(""), name.unwrap_or(""))
     }
 }
 

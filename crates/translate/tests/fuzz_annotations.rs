@@ -454,7 +454,7 @@ fn fuzz_htpasswd() {
     fuzz::run("fuzz_htpasswd", 1000, auth_secret(), |secret| {
         let mut objects = base_objects();
         let data = secret_data(&secret);
-        objects.insert(Object::Secret(Secret {
+        objects.insert(Secret {
             metadata: ObjectMeta {
                 name: Some("fuzz".into()),
                 namespace: Some("default".into()),
@@ -462,7 +462,7 @@ fn fuzz_htpasswd() {
             },
             data: Some(data.clone()),
             ..Secret::default()
-        }));
+        });
         let mut annotations =
             vec![(format!("{PREFIX}/auth-type"), "basic"), (format!("{PREFIX}/auth-secret"), "fuzz")];
         if let Some(kind) = secret.secret_type {

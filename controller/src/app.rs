@@ -1,0 +1,252 @@
+//! The process wiring: the source, the rebuild loop, the listeners and, in a cluster, the
+//! leader's duties, run until SIGTERM or Ctrl-C; the offline tools; logging.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use ostium_model::{NamespacedName, Table, TableReader, TableStore, TlsTable};
+use ostium_proxy::{Proxy, ProxyConfig};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::args::{Command, Config};
+use crate::metrics::Metrics;
+use crate::publish::Publisher;
+use crate::store::{Store, Update};
+use crate::{admin, events, leader, rebuild, source, status};
+
+/// Runs ostium until SIGTERM or Ctrl-C.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let options = &config.translate;
+    let tables = TableStore::new(Table::new(TlsTable::new(options.fallback_certificate.clone())));
+    let reader = tables.reader();
+    let metrics = Metrics::default();
+    let publisher = Publisher::new(tables, options.clone(), metrics.clone());
+    let (stop, stopped) = watch::channel(false);
+
+    // The source starts first: a bad --manifests path must fail before any port is bound.
+    let (updates, updates_rx) = mpsc::unbounded_channel();
+    let (mut outputs, served) = rebuild::Outputs::new();
+    let (store, leader) = match &config.manifests {
+        Some(path) => {
+            source::manifests::spawn(path.clone(), updates, reader.clone(), metrics.clone())?;
+            (Store::new(options.clone(), &[], false), None)
+        }
+        None => {
+            let cluster = Cluster { config: &config, outputs: &mut outputs, metrics: &metrics };
+            cluster.start(updates, served, stopped.clone()).await?
+        }
+    };
+    tokio::spawn(rebuild::run(store, publisher, updates_rx, outputs));
+    let (http, https) = serve(&config, reader, metrics, stopped).await?;
+
+    shutdown_signal().await;
+    tracing::info!("shutting down: no new connections, draining requests in flight");
+    let _ = stop.send(true);
+    if let Some(leader) = leader {
+        // A leader hands its Lease over before draining ends.
+        let _ = leader.await;
+    }
+    let _ = tokio::join!(http, https);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Binds the listeners and serves: the admin server until the process exits (probes answer
+/// while requests drain), the proxy until `stopped` turns true.
+async fn serve(
+    config: &Config,
+    reader: TableReader,
+    metrics: Metrics,
+    stopped: watch::Receiver<bool>,
+) -> anyhow::Result<(JoinHandle<()>, JoinHandle<()>)> {
+    let bind = |addr: SocketAddr, flag: &'static str| async move {
+        tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {flag} {addr}"))
+    };
+    let admin = bind(config.admin_addr, "--admin-addr").await?;
+    let http = bind(config.http_addr, "--http-addr").await?;
+    let https = bind(config.https_addr, "--https-addr").await?;
+    let until_stopped = |mut stopped: watch::Receiver<bool>| async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+    };
+    let proxy_metrics = metrics.proxy();
+    let admin_limits = config.connections.clone();
+    tokio::spawn(admin::serve(admin, admin_limits, reader.clone(), metrics, std::future::pending()));
+
+    let provider = config.translate.crypto_provider.clone();
+    let proxy_config = ProxyConfig {
+        access_log: config.access_log,
+        connections: config.connections.clone(),
+        ..ProxyConfig::default()
+    };
+    let proxy = Proxy::new(reader.clone(), proxy_config, proxy_metrics, provider.clone());
+    let http = tokio::spawn(ostium_proxy::serve_http(proxy.clone(), http, until_stopped(stopped.clone())));
+    let tls = ostium_proxy::server_config(reader, provider);
+    let https = tokio::spawn(ostium_proxy::serve_https(proxy, https, tls, until_stopped(stopped)));
+    tracing::info!(http = %config.http_addr, https = %config.https_addr, admin = %config.admin_addr, "listening");
+    Ok((http, https))
+}
+
+/// Cluster mode: the watchers, and the duties of the leader.
+struct Cluster<'a> {
+    config: &'a Config,
+    outputs: &'a mut rebuild::Outputs,
+    metrics: &'a Metrics,
+}
+
+impl Cluster<'_> {
+    /// Connects to the API server and starts the watchers and the leader election. Returns the
+    /// store, waiting for every watched kind, and the election task (see [`Self::lead`]).
+    async fn start(
+        self,
+        updates: mpsc::UnboundedSender<Update>,
+        served: watch::Receiver<Arc<[NamespacedName]>>,
+        stopped: watch::Receiver<bool>,
+    ) -> anyhow::Result<(Store, Option<JoinHandle<()>>)> {
+        let mut kube_config = kube::Config::infer()
+            .await
+            .context("no Kubernetes API to talk to (KUBECONFIG, ~/.kube/config, in-cluster); use --manifests PATH to run without one")?;
+        // Our own loops retry with backoff and must see failures when they happen: a leader
+        // has to notice it cannot renew, and an outage has to show in logs and metrics.
+        kube_config.default_retry = false;
+        let client = kube::Client::try_from(kube_config).context("cannot set up the Kubernetes client")?;
+        let (fetch, fetches) = mpsc::unbounded_channel();
+        self.outputs.fetches = Some(fetch);
+        let namespace = self.config.translate.watch_namespace.as_deref();
+        let kinds =
+            source::cluster::spawn(client.clone(), namespace, updates, fetches, self.metrics.clone()).await;
+        tracing::info!(namespace = namespace.unwrap_or("(all)"), "watching the cluster");
+        let store = Store::new(self.config.translate.clone(), &kinds, true);
+        Ok((store, Some(self.lead(client, served, stopped))))
+    }
+
+    /// The leader election, and the status writer and Event recorder that act only while this
+    /// replica leads. Returns the election task, which ends (releasing the Lease) once `stop`
+    /// turns true.
+    fn lead(
+        self,
+        client: kube::Client,
+        served: watch::Receiver<Arc<[NamespacedName]>>,
+        stop: watch::Receiver<bool>,
+    ) -> JoinHandle<()> {
+        let config = self.config;
+        let identity = config
+            .pod_name
+            .clone()
+            .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|h| h.trim().to_owned()))
+            .filter(|name| !name.is_empty())
+            .unwrap_or_else(|| format!("ostium-{}", std::process::id()));
+        let namespace = config.pod_namespace.clone().unwrap_or_else(|| client.default_namespace().to_owned());
+        let (leads, leader) = watch::channel(false);
+
+        let (diagnostics, reports) = mpsc::unbounded_channel();
+        self.outputs.diagnostics = Some(diagnostics);
+        tokio::spawn(events::run(client.clone(), identity.clone(), reports, leader.clone()));
+        if let Some(source) = &config.status {
+            let writer = status::StatusWriter::new(
+                client.clone(),
+                source.clone(),
+                config.translate.watch_namespace.clone(),
+                self.metrics.clone(),
+            );
+            tokio::spawn(writer.run(leader, served));
+        }
+        tracing::info!(lease = %format!("{namespace}/{}", config.election_id), identity, "campaigning for leader");
+        let elector =
+            leader::Elector::new(kube::Api::namespaced(client, &namespace), &config.election_id, identity);
+        tokio::spawn(elector.run(leads, self.metrics.clone(), stop))
+    }
+}
+
+/// `ostium check` and `ostium route`: translate manifests offline and report. Returns the
+/// process exit code.
+pub fn run_tool(config: &Config, command: &Command) -> anyhow::Result<u8> {
+    let manifests = match command {
+        Command::Check { manifests } | Command::Route { manifests, .. } => manifests,
+    };
+    let objects = source::manifests::Manifests::new(manifests.clone()).load()?;
+    let translation = ostium_translate::translate(&objects, &config.translate);
+    match command {
+        Command::Check { .. } => {
+            for diagnostic in &translation.diagnostics {
+                println!("{diagnostic}");
+            }
+            let errors = translation
+                .diagnostics
+                .iter()
+                .filter(|d| d.severity == ostium_translate::Severity::Error)
+                .count();
+            println!(
+                "{} ingresses served, {} hosts, {errors} errors, {} warnings",
+                translation.ingresses.len(),
+                translation.table.host_count(),
+                translation.diagnostics.len() - errors
+            );
+            Ok(if errors > 0 { 1 } else { 0 })
+        }
+        Command::Route { host, path, https, .. } => {
+            print!("{}", translation.explain(host, path, *https));
+            Ok(0)
+        }
+    }
+}
+
+/// kube-client logs every failed API call as an error (ours say what failed, once per outage);
+/// h2 logs some client-triggered events (an unsolicited PING ACK) as warnings, one per event, so a
+/// client could flood the log: its errors are kept, the rest go.
+const DEFAULT_LOG_FILTER: &str = "info,kube_client::client::builder=off,h2=error";
+
+/// One subscriber for the process: JSON or text, filtered by `RUST_LOG` (default: `info`, without
+/// kube-client's per-call errors and h2's client-triggered warnings). Panics are logged through it
+/// as one escaped line.
+pub fn init_logging(json: bool, filter: Option<&str>) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter.unwrap_or(DEFAULT_LOG_FILTER))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().flatten_event(true).init();
+    } else {
+        builder.init();
+    }
+    install_panic_hook();
+}
+
+/// Logs panics through the subscriber instead of the default hook's raw stderr text.
+pub fn install_panic_hook() {
+    std::panic::set_hook(Box::new(log_panic));
+}
+
+/// A panic costs one connection (the task unwinds); it is logged as one event whose message is
+/// Debug-escaped, so text copied from a request (a path, a header) cannot forge log lines.
+fn log_panic(info: &std::panic::PanicHookInfo<'_>) {
+    let payload = info
+        .payload()
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| info.payload().downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)");
+    let location = info.location().map(|l| format!("{}:{}", l.file(), l.line()));
+    tracing::error!(panic = ?payload, location = location.as_deref().unwrap_or("unknown"), "panic");
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(e) => {
+                tracing::warn!("cannot listen for SIGTERM: {e}");
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,66 @@
+//! Ingresses: the rules. One counts when it is of our class, or was served by the last table.
+
+use k8s_openapi::api::networking::v1::Ingress;
+use ostium_model::NamespacedName;
+
+use crate::kind::{Kind, Reference, Relevance};
+use crate::{ObjectKind, ObjectMap, Objects, Options, annotations, class};
+
+impl Kind for Ingress {
+    const OBJECT_KIND: ObjectKind = ObjectKind::Ingress;
+
+    fn map(objects: &Objects) -> &ObjectMap<Self> {
+        &objects.ingresses
+    }
+
+    fn map_mut(objects: &mut Objects) -> &mut ObjectMap<Self> {
+        &mut objects.ingresses
+    }
+
+    /// Annotations count: editing them does not bump the generation. The age counts too: it
+    /// decides which of two conflicting Ingresses wins.
+    fn differs(old: &Self, new: &Self) -> bool {
+        old.spec != new.spec
+            || old.metadata.annotations != new.metadata.annotations
+            || old.metadata.creation_timestamp != new.metadata.creation_timestamp
+    }
+
+    fn relevance(&self, key: &NamespacedName, objects: &Objects, options: &Options) -> Relevance {
+        let ours = options.watch_namespace.as_ref().is_none_or(|ns| *ns == key.namespace)
+            && class::Classes::new(objects, options).is_ours(key, self, &mut Vec::new());
+        Relevance::TableWhenServed { ours }
+    }
+
+    /// Its backends' Services, its TLS and auth Secrets, read straight from the object, whatever
+    /// its class.
+    fn references(&self, key: &NamespacedName, options: &Options) -> Vec<Reference> {
+        let mut refs = Vec::new();
+        let Some(spec) = &self.spec else { return refs };
+        let service =
+            |name: &str| Reference::new(ObjectKind::Service, &NamespacedName::new(&key.namespace, name));
+        let secret =
+            |name: &str| Reference::new(ObjectKind::Secret, &NamespacedName::new(&key.namespace, name));
+        let backends = spec.rules.iter().flatten().flat_map(|r| r.http.iter().flat_map(|h| &h.paths));
+        for backend in backends.map(|p| &p.backend).chain(&spec.default_backend) {
+            if let Some(backend) = &backend.service {
+                refs.push(service(&backend.name));
+            }
+        }
+        for tls in spec.tls.iter().flatten() {
+            if let Some(name) = tls.secret_name.as_deref().filter(|s| !s.is_empty()) {
+                refs.push(secret(name));
+            }
+        }
+        let auth_secret = self
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(&format!("{}/auth-secret", options.annotations_prefix)));
+        if let Some(name) = auth_secret.and_then(|value| annotations::auth_secret(&key.namespace, value)) {
+            refs.push(Reference { kind: ObjectKind::Secret, key: name });
+        }
+        refs.sort();
+        refs.dedup();
+        refs
+    }
+}
