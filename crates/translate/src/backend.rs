@@ -5,7 +5,7 @@
 //! ports matched by the Service port's name; all slices merged), or from the core/v1 Endpoints
 //! object when the Service has no slice. `ExternalName` Services resolve to their DNS name.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
@@ -21,11 +21,39 @@ use crate::{Diagnostic, ObjectKind, ObjectRef, Objects, Reason};
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
 /// A resolved Service port, and the problem found resolving it (if any).
-type Resolved = (BackendId, Option<(Reason, String)>);
+type Resolved = (BackendId, Option<BackendProblem>);
+
+/// Why a Service port cannot be reached; its requests get 503.
+#[derive(Clone, Debug, thiserror::Error)]
+pub(crate) enum BackendProblem {
+    #[error("service {0} not found; requests get 503")]
+    MissingService(NamespacedName),
+    #[error("service {0} has no port {1}; requests get 503")]
+    UnknownPortNumber(NamespacedName, u16),
+    #[error("service {0} has no port named `{1}`; requests get 503")]
+    UnknownPortName(NamespacedName, Box<str>),
+    #[error("ExternalName service {0} has no externalName; requests get 503")]
+    NoExternalName(NamespacedName),
+    #[error("ExternalName service {0}: `{1}` is not a host name; requests get 503")]
+    InvalidExternalName(NamespacedName, String),
+}
+
+impl BackendProblem {
+    fn reason(&self) -> Reason {
+        match self {
+            Self::MissingService(_) => Reason::MissingService,
+            Self::UnknownPortNumber(..) | Self::UnknownPortName(..) => Reason::UnknownServicePort,
+            Self::NoExternalName(_) | Self::InvalidExternalName(..) => Reason::InvalidBackend,
+        }
+    }
+
+    fn diagnostic(&self, object: ObjectRef) -> Diagnostic {
+        Diagnostic::error(object, self.reason(), self.to_string())
+    }
+}
 
 pub(crate) struct Backends<'a> {
     objects: &'a Objects,
-    slices_by_service: BTreeMap<NamespacedName, Vec<&'a EndpointSlice>>,
     /// Each Service port is resolved once per translation; the problem found (if any) is kept so
     /// that every Ingress referring to it gets its own diagnostic.
     resolved: HashMap<(NamespacedName, PortRef, Protocol), Resolved>,
@@ -33,14 +61,7 @@ pub(crate) struct Backends<'a> {
 
 impl<'a> Backends<'a> {
     pub(crate) fn new(objects: &'a Objects) -> Self {
-        let mut slices_by_service: BTreeMap<NamespacedName, Vec<&EndpointSlice>> = BTreeMap::new();
-        for (id, slice) in &objects.endpoint_slices {
-            let labels = slice.metadata.labels.as_ref();
-            if let Some(service) = labels.and_then(|l| l.get(SERVICE_NAME_LABEL)) {
-                slices_by_service.entry(NamespacedName::new(&id.namespace, service)).or_default().push(slice);
-            }
-        }
-        Self { objects, slices_by_service, resolved: HashMap::new() }
+        Self { objects, resolved: HashMap::new() }
     }
 
     /// The backend for an Ingress backend reference in `object`'s namespace. Problems give a
@@ -89,8 +110,8 @@ impl<'a> Backends<'a> {
                 resolved
             }
         };
-        if let Some((reason, message)) = problem {
-            diagnostics.push(Diagnostic::error(object.clone(), reason, message));
+        if let Some(problem) = problem {
+            diagnostics.push(problem.diagnostic(object.clone()));
         }
         backend
     }
@@ -112,8 +133,8 @@ impl<'a> Backends<'a> {
             return table.add_backend(unavailable(service.clone(), PortRef::Number(0), Protocol::Http));
         };
         let (target, problem) = self.target(service, &PortRef::Number(port));
-        if let Some((reason, message)) = problem {
-            diagnostics.push(Diagnostic::error(object, reason, message));
+        if let Some(problem) = problem {
+            diagnostics.push(problem.diagnostic(object));
         }
         table.add_backend(Backend {
             service: Arc::new(service.clone()),
@@ -123,52 +144,42 @@ impl<'a> Backends<'a> {
         })
     }
 
-    fn target(&self, id: &NamespacedName, port: &PortRef) -> (Target, Option<(Reason, String)>) {
+    fn target(&self, id: &NamespacedName, port: &PortRef) -> (Target, Option<BackendProblem>) {
+        let unavailable = |problem| (Target::Unavailable, Some(problem));
         let Some(spec) = self.objects.services.get(id).and_then(|s: &Arc<Service>| s.spec.as_ref()) else {
-            return (
-                Target::Unavailable,
-                Some((Reason::MissingService, format!("service {id} not found; requests get 503"))),
-            );
+            return unavailable(BackendProblem::MissingService(id.clone()));
         };
         let service_port = spec.ports.iter().flatten().find(|p| match port {
             PortRef::Number(n) => p.port == i32::from(*n),
             PortRef::Name(name) => p.name.as_deref() == Some(&**name),
         });
         let unknown_port = || {
-            let message = match port {
-                PortRef::Number(n) => format!("service {id} has no port {n}; requests get 503"),
-                PortRef::Name(name) => format!("service {id} has no port named `{name}`; requests get 503"),
-            };
-            (Target::Unavailable, Some((Reason::UnknownServicePort, message)))
+            unavailable(match port {
+                PortRef::Number(n) => BackendProblem::UnknownPortNumber(id.clone(), *n),
+                PortRef::Name(name) => BackendProblem::UnknownPortName(id.clone(), name.clone()),
+            })
         };
 
         if spec.type_.as_deref() == Some("ExternalName") {
             let Some(host) = spec.external_name.as_deref().filter(|h| !h.is_empty()) else {
-                let message = format!("ExternalName service {id} has no externalName; requests get 503");
-                return (Target::Unavailable, Some((Reason::InvalidBackend, message)));
+                return unavailable(BackendProblem::NoExternalName(id.clone()));
             };
             let number = match port {
                 PortRef::Number(n) => Some(*n),
                 PortRef::Name(_) => service_port.and_then(|p| u16::try_from(p.port).ok()),
             };
-            return match number {
-                Some(port) => match http::uri::Authority::try_from(format!("{host}:{port}")) {
-                    Ok(authority) => (Target::ExternalName(authority), None),
-                    Err(_) => {
-                        let message = format!(
-                            "ExternalName service {id}: `{host}` is not a host name; requests get 503"
-                        );
-                        (Target::Unavailable, Some((Reason::InvalidBackend, message)))
-                    }
-                },
-                None => unknown_port(),
+            let Some(number) = number else { return unknown_port() };
+            return match http::uri::Authority::try_from(format!("{host}:{number}")) {
+                Ok(authority) => (Target::ExternalName(authority), None),
+                Err(_) => unavailable(BackendProblem::InvalidExternalName(id.clone(), host.to_owned())),
             };
         }
 
         let Some(service_port) = service_port else { return unknown_port() };
         let Ok(number) = u16::try_from(service_port.port) else { return unknown_port() };
         let key = EndpointKey { service: id.clone(), port: number };
-        let slices = self.slices_by_service.get(id).map(Vec::as_slice);
+        let slices: Vec<&EndpointSlice> = self.objects.slices_of(id).collect();
+        let slices = (!slices.is_empty()).then_some(&slices[..]);
         let addrs = addrs(slices, self.objects.endpoints.get(id).map(|e| &**e), service_port);
         (Target::Endpoints(Arc::new(EndpointSet::new(key, addrs))), None)
     }
