@@ -31,7 +31,7 @@ use rustls::crypto::CryptoProvider;
 pub use backend::SERVICE_NAME_LABEL;
 pub use diagnostic::{Diagnostic, ObjectKind, ObjectRef, Reason, Severity};
 pub use kind::{Kind, KindScope, KindVisitor, Malformed, Reference, Relevance, for_each_kind, visit_kind};
-pub use objects::{ManifestError, Object, ObjectMap, Objects, parse_manifests};
+pub use objects::{DocumentError, ManifestError, Object, ObjectMap, Objects, parse_manifests};
 
 /// What translation cannot decide from the objects alone.
 #[derive(Clone, Debug)]

@@ -48,11 +48,32 @@ pub struct Object(Box<dyn AnyObject>);
 /// that does not have that kind's shape. The message says where and what kind of problem, never
 /// the text of the document: that may be Secret data.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("document {document}: {message}")]
+#[error("document {document}: {error}")]
 pub struct ManifestError {
     /// 1-based position of the document in the file (0 when the YAML itself does not parse).
     pub document: usize,
-    pub message: String,
+    pub error: DocumentError,
+}
+
+/// What is wrong with a manifest document. Nothing here quotes a value of the document.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DocumentError {
+    /// Position and a fixed description only.
+    #[error("{0}")]
+    Yaml(String),
+    #[error("not a Kubernetes object: `apiVersion` and `kind` are required")]
+    NotAnObject,
+    #[error("v1 List without `items`")]
+    ListWithoutItems,
+    #[error("{kind} `{name}`: unsupported apiVersion `{api_version}`")]
+    UnsupportedApiVersion { kind: String, name: String, api_version: String },
+    /// `reason` is the structural part of the deserializer's message.
+    #[error("{api_version} {kind} `{name}`: {reason}")]
+    Malformed { api_version: String, kind: String, name: String, reason: String },
+    #[error("{kind}: `metadata.name` is required")]
+    MissingName { kind: String },
+    #[error("not one object of a kind ostium reads")]
+    NotOneObject,
 }
 
 /// Parses a YAML stream (one or more `---`-separated documents, `kind: List` included) into the
@@ -71,27 +92,27 @@ pub fn parse_manifests(text: &str) -> Result<Vec<Object>, ManifestError> {
         with_snippet: false,
     };
     let documents: Vec<Value> = serde_saphyr::from_multiple_with_options(text, options)
-        .map_err(|e| ManifestError { document: 0, message: yaml_error(&e) })?;
+        .map_err(|e| ManifestError { document: 0, error: DocumentError::Yaml(yaml_error(&e)) })?;
     let mut objects = Vec::new();
     for (i, document) in documents.into_iter().enumerate() {
         let document_number = i + 1;
         parse_document(document, &mut objects)
-            .map_err(|message| ManifestError { document: document_number, message })?;
+            .map_err(|error| ManifestError { document: document_number, error })?;
     }
     Ok(objects)
 }
 
-fn parse_document(document: Value, out: &mut Vec<Object>) -> Result<(), String> {
+fn parse_document(document: Value, out: &mut Vec<Object>) -> Result<(), DocumentError> {
     if document.is_null() {
         return Ok(());
     }
     let field = |name: &str| document.get(name).and_then(Value::as_str).map(str::to_owned);
     let (Some(api_version), Some(kind)) = (field("apiVersion"), field("kind")) else {
-        return Err("not a Kubernetes object: `apiVersion` and `kind` are required".to_owned());
+        return Err(DocumentError::NotAnObject);
     };
     if (api_version.as_str(), kind.as_str()) == ("v1", "List") {
         let Some(Value::Array(items)) = document.get("items") else {
-            return Err("v1 List without `items`".to_owned());
+            return Err(DocumentError::ListWithoutItems);
         };
         for item in items.clone() {
             parse_document(item, out)?;
@@ -105,15 +126,15 @@ fn parse_document(document: Value, out: &mut Vec<Object>) -> Result<(), String> 
     let object = match read.read {
         None => return Ok(()), // not a kind ostium reads
         Some(Err(Unreadable::ApiVersion)) => {
-            return Err(format!("{kind} `{name}`: unsupported apiVersion `{api_version}`"));
+            return Err(DocumentError::UnsupportedApiVersion { kind, name, api_version });
         }
         Some(Err(Unreadable::Malformed(reason))) => {
-            return Err(format!("{api_version} {kind} `{name}`: {reason}"));
+            return Err(DocumentError::Malformed { api_version, kind, name, reason: reason.to_string() });
         }
         Some(Ok(object)) => object,
     };
     if name.is_empty() {
-        return Err(format!("{kind}: `metadata.name` is required"));
+        return Err(DocumentError::MissingName { kind });
     }
     out.push(object);
     Ok(())
@@ -422,12 +443,12 @@ impl Object {
 
     /// One object from its JSON form (`apiVersion` and `kind` included), checked as
     /// [`parse_manifests`] checks a document.
-    pub fn from_value(value: Value) -> Result<Self, String> {
+    pub fn from_value(value: Value) -> Result<Self, DocumentError> {
         let mut out = Vec::new();
         parse_document(value, &mut out)?;
         match (out.pop(), out.is_empty()) {
             (Some(object), true) => Ok(object),
-            _ => Err("not one object of a kind ostium reads".to_owned()),
+            _ => Err(DocumentError::NotOneObject),
         }
     }
 
@@ -501,7 +522,7 @@ items:
     fn yaml_syntax_error_fails_the_stream() {
         let err = Objects::from_yaml("kind: [unclosed").unwrap_err();
         assert_eq!(err.document, 0);
-        assert!(err.message.contains("invalid YAML"), "{err}");
+        assert!(err.error.to_string().contains("invalid YAML"), "{err}");
     }
 
     #[test]
@@ -509,14 +530,18 @@ items:
         let yaml = "apiVersion: v1\nkind: Service\nmetadata: {name: a}\n---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: broken}\nspec: {rules: [{http: {paths: \"not a list\"}}]}\n";
         let err = Objects::from_yaml(yaml).unwrap_err();
         assert_eq!(err.document, 2);
-        assert!(err.message.contains("Ingress `broken`") && err.message.contains("invalid type"), "{err}");
+        assert!(
+            err.error.to_string().contains("Ingress `broken`")
+                && err.error.to_string().contains("invalid type"),
+            "{err}"
+        );
     }
 
     #[test]
     fn removed_api_versions_are_refused() {
         let yaml = "apiVersion: extensions/v1beta1\nkind: Ingress\nmetadata: {name: old}\n";
         let err = Objects::from_yaml(yaml).unwrap_err();
-        assert!(err.message.contains("unsupported apiVersion"), "{err}");
+        assert!(err.error.to_string().contains("unsupported apiVersion"), "{err}");
     }
 
     #[test]
@@ -538,7 +563,7 @@ items:
         let err = Objects::from_yaml(yaml).unwrap_err();
         assert_redacted(&err);
         assert_eq!(err.document, 2);
-        assert_eq!(err.message, "v1 Secret `tls`: invalid type: string, expected a map");
+        assert_eq!(err.error.to_string(), "v1 Secret `tls`: invalid type: string, expected a map");
     }
 
     #[test]
@@ -546,7 +571,7 @@ items:
         let yaml = "apiVersion: v1\nkind: Secret\nmetadata: {name: tls}\ndata:\n  tls.key: \"-----BEGIN EC PRIVATE KEY----- SECRETMARKER\"\n";
         let err = Objects::from_yaml(yaml).unwrap_err();
         assert_redacted(&err);
-        assert_eq!(err.message, "v1 Secret `tls`: invalid value");
+        assert_eq!(err.error.to_string(), "v1 Secret `tls`: invalid value");
     }
 
     #[test]
@@ -560,7 +585,7 @@ items:
             let err = Objects::from_yaml(yaml).unwrap_err();
             assert_redacted(&err);
             assert_eq!(err.document, 0, "{err}");
-            assert!(err.message.starts_with("invalid YAML at line "), "{err}");
+            assert!(err.error.to_string().starts_with("invalid YAML at line "), "{err}");
         }
     }
 
@@ -573,8 +598,8 @@ items:
             "data": ["-----BEGIN EC PRIVATE KEY----- SECRETMARKER"],
         });
         let err = Object::from_value(value).unwrap_err();
-        assert!(!err.contains("SECRETMARKER"), "{err}");
-        assert_eq!(err, "v1 Secret `tls`: invalid type: sequence, expected a map");
+        assert!(!format!("{err} {err:?}").contains("SECRETMARKER"), "{err}");
+        assert_eq!(err.to_string(), "v1 Secret `tls`: invalid type: sequence, expected a map");
     }
 
     #[test]
