@@ -13,7 +13,6 @@ use base64::Engine as _;
 use bytes::Bytes;
 use http::HeaderValue;
 use http_body_util::{BodyExt, Empty};
-use hyper_util::rt::TokioIo;
 use ostium_model::{BasicAuth, Credentials, Denial, PasswordHash, PathRegex, PathRule, Policy, Rewrite};
 use ostium_proxy::{ConnectionLimits, ProxyConfig, ProxyMetrics};
 use ostium_test_support::{EchoBackend, echoed, echoed_header};
@@ -144,12 +143,7 @@ async fn an_idle_http2_connection_is_closed_after_the_http2_idle_timeout() {
     let backend = EchoBackend::start("a").await;
     let limits = short_clocks(30_000, 30_000, 300);
     let proxy = Harness::start_with(site_table(backend.addr), config(|c| c.connections = limits)).await;
-    let stream = TcpStream::connect(proxy.http).await.unwrap();
-    let (mut sender, connection) =
-        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
-    let connection = tokio::spawn(connection);
+    let (mut sender, connection) = h2c(proxy.http).await;
     let request = http::Request::get("http://h/").body(Empty::<Bytes>::new()).unwrap();
     assert_eq!(sender.send_request(request).await.unwrap().status(), 200);
     let ended = tokio::time::timeout(Duration::from_secs(5), connection).await;
@@ -246,12 +240,7 @@ async fn an_absolute_form_request_is_forwarded_with_the_host_it_was_routed_on() 
 async fn an_http2_host_header_that_disagrees_with_the_authority_is_refused() {
     let backend = EchoBackend::start("a").await;
     let proxy = Harness::start(site_table(backend.addr)).await;
-    let stream = TcpStream::connect(proxy.http).await.unwrap();
-    let (mut sender, connection) =
-        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(connection);
+    let (mut sender, _connection) = h2c(proxy.http).await;
     let request = http::Request::get("http://a.example/")
         .header("host", "b.example")
         .body(Empty::<Bytes>::new())
@@ -540,12 +529,7 @@ async fn protocol_refusals_follow_nginx() {
 async fn http2_cookie_crumbs_are_joined_for_an_http1_endpoint() {
     let backend = EchoBackend::start("a").await;
     let proxy = Harness::start(site_table(backend.addr)).await;
-    let stream = TcpStream::connect(proxy.http).await.unwrap();
-    let (mut sender, connection) =
-        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(connection);
+    let (mut sender, _connection) = h2c(proxy.http).await;
     let request = http::Request::get("http://h/")
         .header("cookie", "a=1")
         .header("cookie", "b=2")

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
-use hyper_util::rt::TokioIo;
 use ostium_model::{PathRule, Policy, Protocol, Target};
 use ostium_proxy::ProxyConfig;
 use ostium_test_support::{EchoBackend, echoed, echoed_header};
@@ -63,12 +62,7 @@ async fn http2_prior_knowledge_is_served_and_forwarded_as_http1() {
         TableBuilder::new().route(Some("app.example.com"), "/", "a", endpoints("a", &[backend.addr])).build();
     let proxy = Harness::start(table).await;
 
-    let stream = TcpStream::connect(proxy.http).await.unwrap();
-    let (mut sender, connection) =
-        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(connection);
+    let (mut sender, _connection) = h2c(proxy.http).await;
     let request = http::Request::get("http://app.example.com/h2").body(Empty::<Bytes>::new()).unwrap();
     let response = sender.send_request(request).await.unwrap();
     assert_eq!(response.status(), 200);

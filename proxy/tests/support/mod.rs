@@ -235,6 +235,23 @@ pub async fn get(addr: SocketAddr, host: &str, path: &str) -> Answer {
     raw(addr, format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes()).await
 }
 
+// --- HTTP/2 with prior knowledge ---
+
+/// An HTTP/2 client on a new plain connection, and the connection's task (it ends when the
+/// server closes the connection).
+pub async fn h2c(
+    addr: SocketAddr,
+) -> (hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>, JoinHandle<()>) {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let executor = hyper_util::rt::TokioExecutor::new();
+    let (sender, connection) =
+        hyper::client::conn::http2::handshake(executor, hyper_util::rt::TokioIo::new(stream)).await.unwrap();
+    let connection = tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    (sender, connection)
+}
+
 // --- TLS ---
 
 /// A TLS client that accepts any certificate, so tests can look at which one was presented.
