@@ -10,7 +10,7 @@ use std::sync::{Arc, OnceLock};
 
 use ostium_model::{
     BackendId, Certificate, HostRule, PathMatch, PathRule, Route, RouteAction, Table, TableBuilder, TlsTable,
-    normalize_path,
+    forwarded_path, normalize_path,
 };
 use ostium_test_support::fuzz;
 use proptest::prelude::*;
@@ -234,6 +234,11 @@ fn check(case: Case) -> Result<(), TestCaseError> {
         let wire = path.replace('%', "%25");
         let again = normalize_path(&wire);
         prop_assert_eq!(again.as_deref(), Ok(&*path), "normalising {:?} (from {:?}) again", path, raw);
+        // The backend is sent the path the router judged: decoding what is forwarded gives it.
+        if let Ok(forwarded) = forwarded_path(raw) {
+            let judged = normalize_path(&forwarded);
+            prop_assert_eq!(judged.as_deref(), Ok(&*path), "{:?} forwarded as {:?}", raw, forwarded);
+        }
 
         for (host, rules) in [(PLAIN_HOST, &plain_rules), (REGEX_HOST, &regex_rules)] {
             let got = routed(&table, host, &path);
