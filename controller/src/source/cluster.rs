@@ -99,15 +99,15 @@ async fn watch<K: Kind>(api: Api<Guarded<K>>, updates: UnboundedSender<Update>, 
     let stream = watcher(api, watcher::Config::default().any_semantic()).default_backoff();
     let mut stream = std::pin::pin!(stream);
     let mut listed = Vec::new();
-    let mut lists = 0u64;
-    let mut failing = false;
+    let mut health = Health::default();
     while let Some(event) = stream.next().await {
+        let transition = health.observe(event.as_ref());
         let event = match event {
             Ok(event) => event,
             Err(e) => {
                 metrics.watch_error(kind);
                 // Logged once per outage; the backoff retries meanwhile.
-                if !std::mem::replace(&mut failing, true) {
+                if transition == (Transition::Failed { first: true }) {
                     tracing::warn!(kind, "watch failed, retrying with backoff: {e}");
                 } else {
                     tracing::debug!(kind, "watch still failing: {e}");
@@ -115,12 +115,16 @@ async fn watch<K: Kind>(api: Api<Guarded<K>>, updates: UnboundedSender<Update>, 
                 continue;
             }
         };
-        if std::mem::take(&mut failing) {
-            metrics.watch_restarted(kind);
-            tracing::info!(kind, "watch reconnected");
-        } else if matches!(event, watcher::Event::Init) && lists > 0 {
-            metrics.watch_restarted(kind);
-            tracing::info!(kind, "watch expired: listing again");
+        match transition {
+            Transition::Reconnected => {
+                metrics.watch_restarted(kind);
+                tracing::info!(kind, "watch reconnected");
+            }
+            Transition::Expired => {
+                metrics.watch_restarted(kind);
+                tracing::info!(kind, "watch expired: listing again");
+            }
+            Transition::Failed { .. } | Transition::Unchanged => {}
         }
         let change = match event {
             watcher::Event::Init => {
@@ -132,7 +136,6 @@ async fn watch<K: Kind>(api: Api<Guarded<K>>, updates: UnboundedSender<Update>, 
                 continue;
             }
             watcher::Event::InitDone => {
-                lists += 1;
                 tracing::debug!(kind, objects = listed.len(), "listed");
                 Change::Listed(std::mem::take(&mut listed))
             }
@@ -144,6 +147,51 @@ async fn watch<K: Kind>(api: Api<Guarded<K>>, updates: UnboundedSender<Update>, 
         };
         if updates.send(change.into()).is_err() {
             return;
+        }
+    }
+}
+
+/// What a watch's events say about its health, so that an outage is logged once and a restart
+/// is counted when the API server answers again.
+#[derive(Debug, Default)]
+struct Health {
+    failing: bool,
+    lists: u64,
+}
+
+/// A change in a watch's health, to log and count.
+#[derive(Debug, PartialEq, Eq)]
+enum Transition {
+    /// A call failed; `first` for the first failure since the watch last worked.
+    Failed {
+        first: bool,
+    },
+    /// Something came from the API server after failures.
+    Reconnected,
+    /// A watch that had listed lists again, without a failure first.
+    Expired,
+    Unchanged,
+}
+
+impl Health {
+    fn observe<T>(&mut self, event: Result<&watcher::Event<T>, &watcher::Error>) -> Transition {
+        match event {
+            Err(_) => Transition::Failed { first: !std::mem::replace(&mut self.failing, true) },
+            // The watcher announces each (re)list before it asks, retries included: nothing has
+            // come from the API server yet.
+            Ok(watcher::Event::Init) if self.failing => Transition::Unchanged,
+            Ok(watcher::Event::Init) if self.lists > 0 => Transition::Expired,
+            Ok(watcher::Event::Init) => Transition::Unchanged,
+            Ok(event) => {
+                if matches!(event, watcher::Event::InitDone) {
+                    self.lists += 1;
+                }
+                if std::mem::take(&mut self.failing) {
+                    Transition::Reconnected
+                } else {
+                    Transition::Unchanged
+                }
+            }
         }
     }
 }
@@ -259,5 +307,44 @@ impl<K: Kind> kube::Resource for Guarded<K> {
 impl<K: Kind> fmt::Debug for Guarded<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} {}", K::OBJECT_KIND.as_str(), K::key_of(self.metadata()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::runtime::watcher::{Error, Event};
+
+    use super::{Health, Transition};
+
+    #[test]
+    fn a_list_retried_while_it_fails_is_no_reconnection() {
+        let mut health = Health::default();
+        let failed = Error::NoResourceVersion;
+        assert_eq!(health.observe(Ok(&Event::<()>::Init)), Transition::Unchanged);
+        assert_eq!(health.observe::<()>(Err(&failed)), Transition::Failed { first: true });
+        // Each retry of the list is announced before it is made, and fails again.
+        for _ in 0..3 {
+            assert_eq!(health.observe(Ok(&Event::<()>::Init)), Transition::Unchanged);
+            assert_eq!(health.observe::<()>(Err(&failed)), Transition::Failed { first: false });
+        }
+        assert_eq!(health.observe(Ok(&Event::<()>::Init)), Transition::Unchanged);
+        assert_eq!(health.observe(Ok(&Event::InitApply(()))), Transition::Reconnected);
+        assert_eq!(health.observe(Ok(&Event::<()>::InitDone)), Transition::Unchanged);
+        assert_eq!(health.observe(Ok(&Event::Apply(()))), Transition::Unchanged);
+    }
+
+    #[test]
+    fn an_empty_list_or_a_watch_event_after_failures_is_a_reconnection() {
+        let mut health = Health::default();
+        let failed = Error::NoResourceVersion;
+        assert_eq!(health.observe(Ok(&Event::<()>::Init)), Transition::Unchanged);
+        assert_eq!(health.observe(Ok(&Event::<()>::InitDone)), Transition::Unchanged);
+        assert_eq!(health.observe::<()>(Err(&failed)), Transition::Failed { first: true });
+        assert_eq!(health.observe(Ok(&Event::Delete(()))), Transition::Reconnected);
+        assert_eq!(health.observe::<()>(Err(&failed)), Transition::Failed { first: true });
+        assert_eq!(health.observe(Ok(&Event::<()>::Init)), Transition::Unchanged);
+        assert_eq!(health.observe(Ok(&Event::<()>::InitDone)), Transition::Reconnected);
+        // Listing again without a failure first: the watch expired.
+        assert_eq!(health.observe(Ok(&Event::<()>::Init)), Transition::Expired);
     }
 }
