@@ -197,7 +197,10 @@ async fn an_api_outage_keeps_serving_and_changes_resume_after_it() {
         eventually(Duration::from_secs(30), "the change made during the outage arrives", || {
             backend_of(&ostium, "new.example.com").as_deref() == Some("a")
         });
-        assert!(metric(&ostium, "ostium_watch_restarts_total") > 0.0, "{}", ostium.log());
+        // The change can arrive through a watch that never broke; the ones that did reconnect.
+        eventually(Duration::from_secs(30), "a watch counts its restart", || {
+            metric(&ostium, "ostium_watch_restarts_total") > 0.0
+        });
     });
 }
 
