@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use http::header::HOST;
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{Either, Empty};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -35,6 +35,8 @@ pub(crate) struct Trace {
     request_id: Option<HeaderValue>,
     /// Request body bytes read so far, counted only for the access log.
     bytes_in: Option<Arc<AtomicU64>>,
+    /// Headers the route adds to whatever answers the request (CORS).
+    response_headers: Option<HeaderMap>,
 }
 
 impl Proxy {
@@ -51,7 +53,7 @@ impl Proxy {
                 (request.method().clone(), request.uri().clone(), request.headers().get(HOST).cloned())
             });
         let mut trace = Trace { bytes_in: logged.is_some().then(Arc::default), ..Trace::default() };
-        let (response, error) = match self.forward(request, connection, &mut trace).await {
+        let (mut response, error) = match self.forward(request, connection, &mut trace).await {
             Ok(response) => (response, None),
             Err(outcome) => {
                 let error = outcome.error();
@@ -61,6 +63,12 @@ impl Proxy {
                 (outcome.into_response(version), error)
             }
         };
+        if let Some(headers) = trace.response_headers.take() {
+            // They replace the endpoint's, as nginx's `more_set_headers` does.
+            for (name, value) in headers.iter() {
+                response.headers_mut().insert(name, value.clone());
+            }
+        }
         self.inner.metrics.request(
             trace.ingress.clone(),
             trace.service.take(),
@@ -114,8 +122,9 @@ impl Proxy {
     ) -> Result<Response<ProxyBody>, Outcome> {
         let head = RequestHead::check(&request, connection)?;
         let routed = self.route(&head, trace)?;
-        if let ControlFlow::Break(outcome) =
-            policy::check(request.headers(), &head, &routed, connection).await
+        trace.response_headers = policy::cors_headers(&routed.policy, request.headers());
+        let (method, headers) = (request.method(), request.headers());
+        if let ControlFlow::Break(outcome) = policy::check(method, headers, &head, &routed, connection).await
         {
             return Err(outcome);
         }

@@ -204,3 +204,70 @@ async fn a_route_read_timeout_overrides_the_default_both_ways() {
     assert_eq!(get(proxy.http, "shorter.example", "/delay/350").await.status, 504);
     assert_eq!(get(proxy.http, "default.example", "/delay/350").await.status, 200);
 }
+
+fn cors(origins: ostium_model::CorsOrigins) -> ostium_model::Cors {
+    ostium_model::Cors {
+        origins,
+        allow_methods: HeaderValue::from_static("GET, PUT, POST, DELETE, PATCH, OPTIONS"),
+        allow_headers: HeaderValue::from_static("DNT,Keep-Alive,User-Agent,Content-Type,Authorization"),
+        expose_headers: Some(HeaderValue::from_static("X-Total")),
+        allow_credentials: true,
+        max_age: HeaderValue::from_static("1728000"),
+    }
+}
+
+#[tokio::test]
+async fn cors_preflights_are_answered_before_auth_and_allowed_origins_get_the_headers() {
+    let backend = EchoBackend::start("a").await;
+    let origins = ostium_model::CorsOrigins::list(&["https://app.example.com"]);
+    let auth = basic_auth(&[("alice", PasswordHash::Bcrypt(bcrypt::hash("s3cret", 4).unwrap().into()))]);
+    let policy = policy(|p| {
+        p.cors = Some(cors(origins));
+        p.auth = Some(auth);
+    });
+    let proxy = Harness::start(TableBuilder::new().site(None, "a", backend.addr, policy).build()).await;
+
+    let preflight = "OPTIONS /api HTTP/1.1\r\nHost: h\r\nOrigin: https://app.example.com\r\nAccess-Control-Request-Method: PUT\r\nConnection: close\r\n\r\n";
+    let answer = raw(proxy.http, preflight.as_bytes()).await;
+    assert_eq!(answer.status, 204, "{}", answer.head);
+    assert_eq!(answer.header("access-control-allow-origin"), Some("https://app.example.com"));
+    assert_eq!(answer.header("access-control-allow-credentials"), Some("true"));
+    assert_eq!(answer.header("access-control-allow-methods"), Some("GET, PUT, POST, DELETE, PATCH, OPTIONS"));
+    assert_eq!(answer.header("access-control-expose-headers"), Some("X-Total"));
+    assert_eq!(answer.header("access-control-max-age"), Some("1728000"));
+    assert_eq!(answer.header("content-type"), Some("text/plain charset=UTF-8"));
+    assert_eq!(backend.requests(), 0, "a preflight never reaches the backend");
+
+    // An ordinary request still needs credentials; its answer (the 401 too) carries the headers.
+    let get = "GET /api HTTP/1.1\r\nHost: h\r\nOrigin: https://app.example.com\r\nConnection: close\r\n\r\n";
+    let answer = raw(proxy.http, get.as_bytes()).await;
+    assert_eq!(answer.status, 401);
+    assert_eq!(answer.header("access-control-allow-origin"), Some("https://app.example.com"));
+    let with_credentials = format!(
+        "GET /api HTTP/1.1\r\nHost: h\r\nOrigin: https://app.example.com\r\n{}Connection: close\r\n\r\n",
+        authorization("alice", "s3cret")
+    );
+    let answer = raw(proxy.http, with_credentials.as_bytes()).await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.header("access-control-allow-origin"), Some("https://app.example.com"));
+
+    // Another origin gets nothing, and its OPTIONS is the application's business.
+    let other =
+        "OPTIONS /api HTTP/1.1\r\nHost: h\r\nOrigin: https://evil.example\r\nConnection: close\r\n\r\n";
+    let answer = raw(proxy.http, other.as_bytes()).await;
+    assert_eq!(answer.status, 401, "not a preflight of ours: authentication applies");
+    assert_eq!(answer.header("access-control-allow-origin"), None);
+}
+
+#[tokio::test]
+async fn cors_for_any_origin_answers_with_a_star() {
+    let backend = EchoBackend::start("a").await;
+    let policy = policy(|p| p.cors = Some(cors(ostium_model::CorsOrigins::Any)));
+    let proxy = Harness::start(TableBuilder::new().site(None, "a", backend.addr, policy).build()).await;
+    let answer = get(proxy.http, "h", "/").await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.header("access-control-allow-origin"), Some("*"));
+    let preflight = raw(proxy.http, b"OPTIONS / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n").await;
+    assert_eq!(preflight.status, 204);
+    assert_eq!(backend.requests(), 1);
+}

@@ -9,6 +9,7 @@
 
 mod access;
 mod backend;
+mod cors;
 mod host;
 mod name;
 mod path;
@@ -22,6 +23,7 @@ pub use access::{CidrSet, InvalidNetwork, Satisfy, SourceAccess};
 pub use backend::{
     Backend, BackendId, Endpoint, EndpointKey, EndpointSet, Endpoints, PortRef, Protocol, Target,
 };
+pub use cors::{Cors, CorsOrigins};
 pub use host::{HostMatch, HostRule, InvalidHost, NormalizedHost, normalize_host};
 pub use name::{InvalidName, NamespacedName};
 pub use path::{InvalidPath, PathMatch, PathMatchKind, PathRegex, PathRule, forwarded_path, normalize_path};

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use http::HeaderValue;
 
-use crate::{Satisfy, SourceAccess};
+use crate::{Cors, Satisfy, SourceAccess};
 
 /// ingress-nginx's default `proxy-body-size`: 1 MiB.
 pub const DEFAULT_MAX_BODY_SIZE: u64 = 1024 * 1024;
@@ -43,6 +43,8 @@ pub struct Policy {
     pub satisfy: Satisfy,
     /// `proxy-send-timeout` and `proxy-read-timeout`; `None` for the proxy's defaults.
     pub upstream_timeouts: UpstreamTimeouts,
+    /// `enable-cors` and its settings.
+    pub cors: Option<Cors>,
 }
 
 /// nginx's clocks toward the endpoint, for one route.
@@ -179,6 +181,7 @@ impl Default for Policy {
             source_access: None,
             satisfy: Satisfy::All,
             upstream_timeouts: UpstreamTimeouts::default(),
+            cors: None,
         }
     }
 }

@@ -21,8 +21,8 @@ use base64::Engine as _;
 use http::HeaderValue;
 use k8s_openapi::api::networking::v1::Ingress;
 use ostium_model::{
-    BasicAuth, CidrSet, Credentials, Denial, HttpsRedirect, NamespacedName, PasswordHash, Policy, Protocol,
-    Redirect, Satisfy, SourceAccess, UpstreamTimeouts,
+    BasicAuth, CidrSet, Cors, CorsOrigins, Credentials, Denial, HttpsRedirect, NamespacedName, PasswordHash,
+    Policy, Protocol, Redirect, Satisfy, SourceAccess, UpstreamTimeouts,
 };
 
 use crate::{Diagnostic, ObjectRef, Objects, Reason};
@@ -61,7 +61,14 @@ const DENIED_UNTIL_IMPLEMENTED: [&str; 17] = [
 ];
 
 /// Annotations this module reads.
-const SUPPORTED: [&str; 23] = [
+const SUPPORTED: [&str; 30] = [
+    "enable-cors",
+    "cors-allow-origin",
+    "cors-allow-methods",
+    "cors-allow-headers",
+    "cors-expose-headers",
+    "cors-allow-credentials",
+    "cors-max-age",
     "proxy-send-timeout",
     "proxy-read-timeout",
     "allowlist-source-range",
@@ -171,6 +178,7 @@ pub(crate) fn parse(
     };
     policy.auth = parser.basic_auth(objects).map(Arc::new);
     policy.source_access = parser.source_access(&mut policy.denied);
+    policy.cors = parser.cors();
     policy.upstream_timeouts = UpstreamTimeouts {
         send: parser.seconds("proxy-send-timeout"),
         read: parser.seconds("proxy-read-timeout"),
@@ -288,6 +296,98 @@ impl<'a> Parser<'a> {
     fn invalid(&mut self, name: &str, expected: &str) {
         let message = format!("annotation {}/{name}: expected {expected}; it was ignored", self.prefix);
         self.diagnostics.push(Diagnostic::error(self.object.clone(), Reason::InvalidAnnotation, message));
+    }
+
+    /// `enable-cors` and the `cors-*` keys, as ingress-nginx reads them: an invalid value is
+    /// reported and its default used (an invalid origin list: `*`; an invalid origin in a valid
+    /// list: skipped).
+    fn cors(&mut self) -> Option<Cors> {
+        if !self.flag("enable-cors").unwrap_or(false) {
+            return None;
+        }
+        let origins = match self.value("cors-allow-origin") {
+            None => CorsOrigins::Any,
+            Some(list) => self.cors_origins(list),
+        };
+        let list =
+            |parser: &mut Self, name: &str, token: fn(&str) -> bool, default: &'static str| match parser
+                .value(name)
+            {
+                Some(value) if value.split(',').map(str::trim).all(|t| !t.is_empty() && token(t)) => {
+                    HeaderValue::from_str(value.trim()).ok()
+                }
+                Some(_) => {
+                    parser.warn_default(name, default);
+                    (!default.is_empty()).then(|| HeaderValue::from_static(default))
+                }
+                None => (!default.is_empty()).then(|| HeaderValue::from_static(default)),
+            };
+        let allow_methods =
+            list(self, "cors-allow-methods", |t| t.bytes().all(|b| b.is_ascii_alphabetic()), CORS_METHODS);
+        let allow_headers = list(self, "cors-allow-headers", is_header_name, CORS_HEADERS);
+        let expose_headers = list(self, "cors-expose-headers", |t| t == "*" || is_header_name(t), "");
+        let allow_credentials = self.flag("cors-allow-credentials").unwrap_or(true);
+        let max_age = match self.value("cors-max-age").map(|v| v.trim().parse::<u32>()) {
+            None => CORS_MAX_AGE,
+            Some(Ok(seconds)) => seconds,
+            Some(Err(_)) => {
+                self.warn_default("cors-max-age", "1728000");
+                CORS_MAX_AGE
+            }
+        };
+        Some(Cors {
+            origins,
+            allow_methods: allow_methods.unwrap_or(HeaderValue::from_static(CORS_METHODS)),
+            allow_headers: allow_headers.unwrap_or(HeaderValue::from_static(CORS_HEADERS)),
+            expose_headers,
+            allow_credentials,
+            max_age: HeaderValue::from(max_age),
+        })
+    }
+
+    /// `cors-allow-origin`: `*`, or a comma-separated list of `http(s)://host[:port]`, the host
+    /// possibly starting with `*.` (one label). As ingress-nginx: a value of the wrong shape
+    /// gives `*`; an entry without a scheme is skipped; a list left empty allows no origin.
+    fn cors_origins(&mut self, list: &str) -> CorsOrigins {
+        let entries: Vec<&str> = list.split(',').map(str::trim).filter(|e| !e.is_empty()).collect();
+        let shaped = |e: &&str| {
+            let host = e.strip_prefix("https://").or_else(|| e.strip_prefix("http://")).unwrap_or(e);
+            *e == "*" || is_origin_host(host)
+        };
+        if entries.is_empty() || !entries.iter().all(shaped) {
+            self.warn_default("cors-allow-origin", "*");
+            return CorsOrigins::Any;
+        }
+        if entries.contains(&"*") {
+            return CorsOrigins::Any;
+        }
+        let mut origins = Vec::new();
+        for entry in entries {
+            if entry.starts_with("https://") || entry.starts_with("http://") {
+                origins.push(entry);
+                continue;
+            }
+            let message = format!(
+                "annotation {}/cors-allow-origin: `{entry}` has no http:// or https:// scheme; it is skipped",
+                self.prefix
+            );
+            self.diagnostics.push(Diagnostic::warning(
+                self.object.clone(),
+                Reason::InvalidAnnotation,
+                message,
+            ));
+        }
+        CorsOrigins::list(&origins)
+    }
+
+    /// An invalid value that ingress-nginx replaces with its default.
+    fn warn_default(&mut self, name: &str, default: &str) {
+        let default = if default.is_empty() { "none".to_owned() } else { format!("`{default}`") };
+        let message = format!(
+            "annotation {}/{name} has an invalid value; the default ({default}) is used",
+            self.prefix
+        );
+        self.diagnostics.push(Diagnostic::warning(self.object.clone(), Reason::InvalidAnnotation, message));
     }
 
     /// A timeout in whole seconds, as ingress-nginx reads it (`"120"`); an invalid value keeps
@@ -492,6 +592,26 @@ impl<'a> Parser<'a> {
         }
         Ok(users)
     }
+}
+
+/// ingress-nginx's CORS defaults.
+const CORS_METHODS: &str = "GET, PUT, POST, DELETE, PATCH, OPTIONS";
+const CORS_HEADERS: &str = "DNT,Keep-Alive,User-Agent,X-Requested-With,If-Modified-Since,Cache-Control,Content-Type,Range,Authorization";
+const CORS_MAX_AGE: u32 = 1_728_000;
+
+/// A header name as ingress-nginx's CORS lists accept it: letters, digits, `-` and `_`.
+fn is_header_name(token: &str) -> bool {
+    token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// `host[:port]` of an origin: letters, digits, `-` and `.`, possibly after `*.`.
+fn is_origin_host(origin: &str) -> bool {
+    let rest = origin.strip_prefix("*.").unwrap_or(origin);
+    let (host, port) = rest.split_once(':').unwrap_or((rest, "1"));
+    !host.is_empty()
+        && host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        && !port.is_empty()
+        && port.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// An htpasswd password hash, by its scheme prefix.

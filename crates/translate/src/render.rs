@@ -105,6 +105,17 @@ fn policy_line(policy: &Policy) -> String {
             parts.push(format!("deny {deny}"));
         }
     }
+    if let Some(cors) = &policy.cors {
+        let expose = cors.expose_headers.as_ref().and_then(|h| h.to_str().ok()).unwrap_or("none");
+        parts.push(format!(
+            "cors origins {} methods {} headers {} expose {expose} credentials {} max-age {}",
+            cors.origins,
+            cors.allow_methods.to_str().unwrap_or("?"),
+            cors.allow_headers.to_str().unwrap_or("?"),
+            cors.allow_credentials,
+            cors.max_age.to_str().unwrap_or("?"),
+        ));
+    }
     if let Some(send) = policy.upstream_timeouts.send {
         parts.push(format!("send timeout {}s", send.as_secs()));
     }

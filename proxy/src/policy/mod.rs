@@ -5,27 +5,33 @@
 
 mod access;
 mod basic_auth;
+mod cors;
 mod deny;
 mod redirect;
 
 use std::ops::ControlFlow;
 
-use http::HeaderMap;
+use http::{HeaderMap, Method};
 
 use crate::ConnectionInfo;
 use crate::outcome::Outcome;
 use crate::request::RequestHead;
 use crate::route::Routed;
 
-/// Runs the request policies in order: a route denied by its Ingress, redirects, access by
-/// address and credentials. `Break` carries the answer that replaces forwarding.
+pub(crate) use cors::response_headers as cors_headers;
+
+/// Runs the request policies in order: a route denied by its Ingress, a CORS preflight,
+/// redirects, access by address and credentials. `Break` carries the answer that replaces
+/// forwarding.
 pub(crate) async fn check(
+    method: &Method,
     headers: &HeaderMap,
     head: &RequestHead,
     routed: &Routed<'_>,
     connection: &ConnectionInfo,
 ) -> ControlFlow<Outcome> {
     deny::check(&routed.policy)?;
+    cors::check(&routed.policy, method, headers)?;
     redirect::check(head, routed, connection)?;
     access::check(&routed.policy, headers, connection).await?;
     ControlFlow::Continue(())
