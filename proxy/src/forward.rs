@@ -37,6 +37,8 @@ pub(crate) struct Trace {
     bytes_in: Option<Arc<AtomicU64>>,
     /// Headers the route adds to whatever answers the request (CORS).
     response_headers: Option<HeaderMap>,
+    /// The route turned the access log off (`enable-access-log: "false"`).
+    unlogged: bool,
 }
 
 impl Proxy {
@@ -76,7 +78,7 @@ impl Proxy {
             started.elapsed(),
             trace.upstream_duration,
         );
-        let Some((method, uri, host)) = logged else { return response };
+        let Some((method, uri, host)) = logged.filter(|_| !trace.unlogged) else { return response };
         let entry = AccessEntry {
             started,
             client: connection.remote,
@@ -123,6 +125,7 @@ impl Proxy {
         let head = RequestHead::check(&request, connection)?;
         let routed = self.route(&head, trace)?;
         trace.response_headers = policy::cors_headers(&routed.policy, request.headers());
+        trace.unlogged = !routed.policy.access_log;
         let (method, headers) = (request.method(), request.headers());
         if let ControlFlow::Break(outcome) = policy::check(method, headers, &head, &routed, connection).await
         {

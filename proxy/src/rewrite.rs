@@ -68,8 +68,9 @@ pub(crate) fn upstream_request(
         // The credentials were for us (ingress-nginx: `proxy_set_header Authorization "";`).
         parts.headers.remove(AUTHORIZATION);
     }
-    if let Some(host) = head.host.clone() {
-        // The host routed on, whatever the client put in `Host` (RFC 9112 §3.2.2).
+    // The host routed on, whatever the client put in `Host` (RFC 9112 §3.2.2), unless the
+    // route names another (`upstream-vhost`; `X-Forwarded-Host` still says the routed one).
+    if let Some(host) = routed.policy.upstream_host.clone().or_else(|| head.host.clone()) {
         parts.headers.insert(HOST, host);
     }
     if head.version == Version::HTTP_2 && version != Version::HTTP_2 {

@@ -271,3 +271,15 @@ async fn cors_for_any_origin_answers_with_a_star() {
     assert_eq!(preflight.status, 204);
     assert_eq!(backend.requests(), 1);
 }
+
+#[tokio::test]
+async fn upstream_vhost_replaces_the_host_sent_upstream_only() {
+    let backend = EchoBackend::start("a").await;
+    let vhost = policy(|p| p.upstream_host = Some(HeaderValue::from_static("internal.svc:8080")));
+    let proxy =
+        Harness::start(TableBuilder::new().site(Some("app.example.com"), "a", backend.addr, vhost).build())
+            .await;
+    let answer = get(proxy.http, "app.example.com", "/").await;
+    assert_eq!(echoed_header(&answer.body, "host"), ["internal.svc:8080"]);
+    assert_eq!(echoed_header(&answer.body, "x-forwarded-host"), ["app.example.com"]);
+}

@@ -45,6 +45,10 @@ pub struct Policy {
     pub upstream_timeouts: UpstreamTimeouts,
     /// `enable-cors` and its settings.
     pub cors: Option<Cors>,
+    /// `upstream-vhost`: the `Host` sent upstream instead of the one routed on.
+    pub upstream_host: Option<HeaderValue>,
+    /// `enable-access-log`: whether the route's requests get an access log line.
+    pub access_log: bool,
 }
 
 /// nginx's clocks toward the endpoint, for one route.
@@ -182,6 +186,8 @@ impl Default for Policy {
             satisfy: Satisfy::All,
             upstream_timeouts: UpstreamTimeouts::default(),
             cors: None,
+            upstream_host: None,
+            access_log: true,
         }
     }
 }

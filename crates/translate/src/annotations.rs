@@ -61,7 +61,10 @@ const DENIED_UNTIL_IMPLEMENTED: [&str; 17] = [
 ];
 
 /// Annotations this module reads.
-const SUPPORTED: [&str; 30] = [
+const SUPPORTED: [&str; 33] = [
+    "upstream-vhost",
+    "enable-access-log",
+    "http2-push-preload",
     "enable-cors",
     "cors-allow-origin",
     "cors-allow-methods",
@@ -179,6 +182,17 @@ pub(crate) fn parse(
     policy.auth = parser.basic_auth(objects).map(Arc::new);
     policy.source_access = parser.source_access(&mut policy.denied);
     policy.cors = parser.cors();
+    if let Some(host) = parser.value("upstream-vhost") {
+        match HeaderValue::from_str(host.trim()) {
+            Ok(value) if is_origin_host(host.trim()) && !host.contains('*') => {
+                policy.upstream_host = Some(value)
+            }
+            _ => parser.invalid("upstream-vhost", "a host name, with a port or not"),
+        }
+    }
+    policy.access_log = parser.flag("enable-access-log").unwrap_or(true);
+    // Browsers dropped HTTP/2 server push: accepted, and nothing to do.
+    let _ = parser.flag("http2-push-preload");
     policy.upstream_timeouts = UpstreamTimeouts {
         send: parser.seconds("proxy-send-timeout"),
         read: parser.seconds("proxy-read-timeout"),

@@ -116,6 +116,12 @@ fn policy_line(policy: &Policy) -> String {
             cors.max_age.to_str().unwrap_or("?"),
         ));
     }
+    if let Some(host) = &policy.upstream_host {
+        parts.push(format!("upstream host {}", host.to_str().unwrap_or("?")));
+    }
+    if !policy.access_log {
+        parts.push("no access log".to_owned());
+    }
     if let Some(send) = policy.upstream_timeouts.send {
         parts.push(format!("send timeout {}s", send.as_secs()));
     }

@@ -1,0 +1,60 @@
+//! The access log, and `enable-access-log: "false"` turning it off for one route. (Its own test
+//! binary: the log subscriber is process-wide.)
+
+mod support;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use ostium_model::Policy;
+use ostium_proxy::ProxyConfig;
+use ostium_test_support::EchoBackend;
+use support::*;
+
+#[derive(Clone, Default)]
+struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Buffer {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_route_can_turn_its_access_log_off() {
+    let buffer = Buffer::default();
+    let writer = buffer.clone();
+    tracing_subscriber::fmt().json().with_writer(move || writer.clone()).init();
+
+    let backend = EchoBackend::start("a").await;
+    let quiet = Policy { access_log: false, ..Policy::default() };
+    let table = TableBuilder::new()
+        .site(Some("logged.example"), "a", backend.addr, Policy::default())
+        .site(Some("quiet.example"), "a", backend.addr, quiet)
+        .build();
+    let proxy = Harness::start_with(table, ProxyConfig::default()).await;
+    assert_eq!(get(proxy.http, "logged.example", "/seen").await.status, 200);
+    assert_eq!(get(proxy.http, "quiet.example", "/unseen").await.status, 200);
+    assert_eq!(get(proxy.http, "nobody.example", "/refused").await.status, 404);
+
+    // A line is written once its response body is done with, which can trail the client a little.
+    let logged = |log: &str, path: &str, status: &str| {
+        log.lines().any(|l| l.contains("ostium::access") && l.contains(path) && l.contains(status))
+    };
+    let mut log = String::new();
+    for _ in 0..100 {
+        log = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        if logged(&log, "/seen", "\"status\":200") && logged(&log, "/refused", "\"status\":404") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(logged(&log, "/seen", "\"status\":200"), "{log}");
+    assert!(logged(&log, "/refused", "\"status\":404"), "{log}");
+    assert!(!log.contains("/unseen"), "{log}");
+}
