@@ -101,3 +101,19 @@ async fn with_satisfy_any_an_allowed_address_or_credentials_suffice() {
     let proxy = Harness::start(TableBuilder::new().site(None, "a", backend.addr, without_auth).build()).await;
     assert_eq!(get_from("127.0.0.5", proxy.http, "").await, 403, "nothing else to satisfy");
 }
+
+#[tokio::test]
+async fn misconfigured_auth_denies_even_an_allowed_address_under_satisfy_any() {
+    let backend = EchoBackend::start("a").await;
+    let broken = Arc::new(BasicAuth::new(HeaderValue::from_static("Basic realm=\"r\""), Credentials::Deny));
+    let policy = Policy {
+        source_access: Some(access(Some("127.0.0.2/32"), None)),
+        auth: Some(broken),
+        satisfy: Satisfy::Any,
+        ..Policy::default()
+    };
+    let proxy = Harness::start(TableBuilder::new().site(None, "a", backend.addr, policy).build()).await;
+    assert_eq!(get_from("127.0.0.2", proxy.http, "").await, 503);
+    assert_eq!(get_from("127.0.0.5", proxy.http, &credentials()).await, 503);
+    assert_eq!(backend.requests(), 0);
+}

@@ -6,7 +6,7 @@
 use std::ops::ControlFlow;
 
 use http::HeaderMap;
-use ostium_model::{Policy, Satisfy};
+use ostium_model::{Credentials, Policy, Satisfy};
 
 use super::basic_auth;
 use crate::outcome::Outcome;
@@ -17,6 +17,12 @@ pub(super) async fn check(
     headers: &HeaderMap,
     connection: &ConnectionInfo,
 ) -> ControlFlow<Outcome> {
+    // Authentication that cannot be evaluated denies the route whatever `satisfy` says, as
+    // ingress-nginx denies a location whose auth annotations do not parse: with `any`, an
+    // allowed address would otherwise be let in on a configuration that is known to be broken.
+    if policy.auth.as_ref().is_some_and(|auth| auth.credentials == Credentials::Deny) {
+        return ControlFlow::Break(Outcome::Refuse(ProxyError::AuthMisconfigured));
+    }
     // The TCP peer: forwarded-for headers are never trusted.
     let address_passes = policy.source_access.as_ref().map(|access| access.permits(connection.remote.ip()));
     match (policy.satisfy, address_passes) {
