@@ -1,6 +1,6 @@
 //! Cluster mode against a real kube-apiserver and etcd, following the envtest convention: it
-//! runs when `KUBEBUILDER_ASSETS` names a folder holding `kube-apiserver` and `etcd`, and is
-//! skipped with a message otherwise. The same scenarios run against the in-memory API server in
+//! runs when `KUBEBUILDER_ASSETS` names a folder holding `kube-apiserver` and `etcd` (set when the
+//! tests are built: `controller/build.rs` turns on `cfg(envtest)`), and shows as ignored otherwise. The same scenarios run against the in-memory API server in
 //! `cluster.rs` on every machine.
 //!
 //! The install in `deploy/` is checked by the API server itself: every document passes a
@@ -10,7 +10,7 @@
 //! The API server refuses loopback addresses in EndpointSlices, so the backends here are test
 //! hosts in network namespaces, each behind a veth pair (`ip netns`, needs root), serving a file
 //! that names them with Python's `http.server`. Where network namespaces cannot be made the test
-//! is skipped with a message. A run killed before it could clean up leaves its `ostium-test-*`
+//! fails and says why. A run killed before it could clean up leaves its `ostium-test-*`
 //! namespaces behind (`ip netns del NAME` removes one with its veth pair).
 
 use std::net::SocketAddr;
@@ -422,11 +422,9 @@ async fn lease_holder(leases: &Api<Lease>) -> Option<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(envtest), ignore = "KUBEBUILDER_ASSETS was not set when the tests were built")]
 async fn against_a_real_api_server() {
-    let Some(assets) = std::env::var_os("KUBEBUILDER_ASSETS").map(PathBuf::from) else {
-        eprintln!("skipped: KUBEBUILDER_ASSETS is not set (it names a folder with kube-apiserver and etcd)");
-        return;
-    };
+    let assets = std::env::var_os("KUBEBUILDER_ASSETS").map(PathBuf::from).expect("KUBEBUILDER_ASSETS");
     for binary in ["etcd", "kube-apiserver"] {
         assert!(assets.join(binary).exists(), "KUBEBUILDER_ASSETS has no {binary}");
     }
@@ -434,8 +432,7 @@ async fn against_a_real_api_server() {
     let (a, b) = match (NetnsHost::start(1, "a"), NetnsHost::start(2, "b")) {
         (Ok(a), Ok(b)) => (a, b),
         (Err(Unavailable(e)), _) | (_, Err(Unavailable(e))) => {
-            eprintln!("skipped: no network namespaces for the test backends here: {e}");
-            return;
+            panic!("the test backends need network namespaces (root and iproute2): {e}")
         }
     };
 
@@ -645,11 +642,12 @@ async fn against_a_real_api_server() {
     eprintln!("done after {:?}", started.elapsed());
 }
 
-/// The backends' harness itself, wherever network namespaces can be made.
+/// The backends' harness itself, run with the envtest it serves.
 #[test]
+#[cfg_attr(not(envtest), ignore = "KUBEBUILDER_ASSETS was not set when the tests were built")]
 fn network_namespace_hosts_answer() {
     match NetnsHost::start(3, "c") {
         Ok(host) => assert_eq!(get(host.addr(), "/name", None).unwrap().body, "c"),
-        Err(Unavailable(e)) => eprintln!("skipped: no network namespaces here: {e}"),
+        Err(Unavailable(e)) => panic!("the test backends need network namespaces (root and iproute2): {e}"),
     }
 }
