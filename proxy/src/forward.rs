@@ -126,8 +126,9 @@ impl Proxy {
         let routed = self.route(&head, trace)?;
         trace.response_headers = policy::cors_headers(&routed.policy, request.headers());
         trace.unlogged = !routed.policy.access_log;
-        let (method, headers) = (request.method(), request.headers());
-        if let ControlFlow::Break(outcome) = policy::check(method, headers, &head, &routed, connection).await
+        let (method, headers, cors) = (request.method(), request.headers(), trace.response_headers.as_ref());
+        if let ControlFlow::Break(outcome) =
+            policy::check(method, headers, cors, &head, &routed, connection).await
         {
             return Err(outcome);
         }

@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 use http::header::{CONNECTION, CONTENT_TYPE, LOCATION, WWW_AUTHENTICATE};
-use http::{HeaderMap, HeaderValue, Response, StatusCode, Version};
+use http::{HeaderValue, Response, StatusCode, Version};
 use ostium_model::Redirection;
 
 use crate::{ProxyBody, ProxyError};
@@ -17,8 +17,8 @@ pub(crate) enum Outcome {
     Challenge(HeaderValue),
     /// Refused or failed: the error's status and static body.
     Refuse(ProxyError),
-    /// A CORS preflight: 204 with these `Access-Control-*` headers.
-    Preflight(HeaderMap),
+    /// A CORS preflight: 204 (the route's `Access-Control-*` headers are added to every answer).
+    Preflight,
 }
 
 impl From<ProxyError> for Outcome {
@@ -32,7 +32,7 @@ impl Outcome {
     pub(crate) fn error(&self) -> Option<ProxyError> {
         match self {
             Self::Refuse(error) => Some(*error),
-            Self::Redirect(_) | Self::Challenge(_) | Self::Preflight(_) => None,
+            Self::Redirect(_) | Self::Challenge(_) | Self::Preflight => None,
         }
     }
 
@@ -52,10 +52,9 @@ impl Outcome {
                 "401 Authorization Required\n",
                 Some((WWW_AUTHENTICATE, challenge)),
             ),
-            Self::Preflight(headers) => {
+            Self::Preflight => {
                 let mut response = Response::new(ProxyBody::full(Bytes::new()));
                 *response.status_mut() = StatusCode::NO_CONTENT;
-                *response.headers_mut() = headers;
                 // ingress-nginx's template writes exactly this value.
                 let content_type = HeaderValue::from_static("text/plain charset=UTF-8");
                 response.headers_mut().insert(CONTENT_TYPE, content_type);

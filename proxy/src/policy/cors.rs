@@ -1,7 +1,7 @@
-//! CORS: a preflight (`OPTIONS`) from an allowed origin is answered here with 204 and the
-//! `Access-Control-*` headers, before authentication (browsers send no credentials with it), as
-//! ingress-nginx's template does. Other requests from an allowed origin get the same headers on
-//! their response (see [`response_headers`]).
+//! CORS: the `Access-Control-*` headers every answer to an allowed origin carries
+//! ([`response_headers`], computed once per request with the route), and the preflight
+//! (`OPTIONS` from an allowed origin) answered here with 204 before authentication (browsers
+//! send no credentials with it), as ingress-nginx's template does.
 
 use std::ops::ControlFlow;
 
@@ -14,13 +14,11 @@ use ostium_model::Policy;
 
 use crate::outcome::Outcome;
 
-pub(super) fn check(policy: &Policy, method: &Method, headers: &HeaderMap) -> ControlFlow<Outcome> {
-    if method != Method::OPTIONS {
-        return ControlFlow::Continue(());
-    }
-    match response_headers(policy, headers) {
-        Some(cors) => ControlFlow::Break(Outcome::Preflight(cors)),
-        None => ControlFlow::Continue(()),
+/// `cors` is what [`response_headers`] gave for the request: `Some` for an allowed origin.
+pub(super) fn check(method: &Method, cors: Option<&HeaderMap>) -> ControlFlow<Outcome> {
+    match cors {
+        Some(_) if method == Method::OPTIONS => ControlFlow::Break(Outcome::Preflight),
+        _ => ControlFlow::Continue(()),
     }
 }
 

@@ -26,12 +26,13 @@ pub(crate) use cors::response_headers as cors_headers;
 pub(crate) async fn check(
     method: &Method,
     headers: &HeaderMap,
+    cors: Option<&HeaderMap>,
     head: &RequestHead,
     routed: &Routed<'_>,
     connection: &ConnectionInfo,
 ) -> ControlFlow<Outcome> {
     deny::check(&routed.policy)?;
-    cors::check(&routed.policy, method, headers)?;
+    cors::check(method, cors)?;
     redirect::check(head, routed, connection)?;
     access::check(&routed.policy, headers, connection).await?;
     ControlFlow::Continue(())
