@@ -162,13 +162,16 @@ impl Proxy {
         clocks: Clocks,
         trace: &mut Trace,
     ) -> Result<(Response<Incoming>, Option<hyper::upgrade::OnUpgrade>), ProxyError> {
-        let Outgoing { mut parts, path_and_query, body, body_is_empty, clock, client_upgrade } = outgoing;
+        let Outgoing { mut parts, path_and_query, body, clock, client_upgrade } = outgoing;
+        let body_is_empty = clock.is_none();
+        let no_body = BodyClock::new(false);
+        let clock = clock.as_deref().unwrap_or(&no_body);
         let endpoints = match target {
             Target::Unavailable => return Err(ProxyError::BackendUnavailable),
             Target::ExternalName(authority) => {
                 parts.uri = upstream_uri(scheme, authority, path_and_query)?;
                 let request = Request::from_parts(parts, body);
-                let response = self.send(protocol, None, request, &clock, clocks, trace).await?;
+                let response = self.send(protocol, None, request, clock, clocks, trace).await?;
                 return Ok((response, client_upgrade));
             }
             Target::Endpoints(set) => set.load(),
@@ -179,7 +182,7 @@ impl Proxy {
             .then(|| (parts.method.clone(), parts.headers.clone(), parts.version, path_and_query.clone()));
         parts.uri = upstream_uri(scheme.clone(), first.authority.clone(), path_and_query)?;
         let request = Request::from_parts(parts, body);
-        let response = match self.send(protocol, Some(&first), request, &clock, clocks, trace).await {
+        let response = match self.send(protocol, Some(&first), request, clock, clocks, trace).await {
             Err(ProxyError::ConnectFailed) if retry.is_some() => {
                 self.inner.metrics.retry();
                 let second =
@@ -190,7 +193,7 @@ impl Proxy {
                 *request.headers_mut() = headers;
                 *request.version_mut() = version;
                 *request.uri_mut() = upstream_uri(scheme, second.authority.clone(), path_and_query)?;
-                self.send(protocol, Some(&second), request, &clock, clocks, trace).await?
+                self.send(protocol, Some(&second), request, clock, clocks, trace).await?
             }
             other => other?,
         };

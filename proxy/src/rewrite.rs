@@ -30,9 +30,8 @@ pub(crate) struct Outgoing {
     pub(crate) parts: Parts,
     pub(crate) path_and_query: PathAndQuery,
     pub(crate) body: UpstreamBody,
-    pub(crate) body_is_empty: bool,
-    /// Where the body is, for the upstream clocks.
-    pub(crate) clock: Arc<BodyClock>,
+    /// Where the body is, for the upstream clocks; `None` for a request without a body.
+    pub(crate) clock: Option<Arc<BodyClock>>,
     /// The client's side of a protocol upgrade it asked for.
     pub(crate) client_upgrade: Option<OnUpgrade>,
 }
@@ -78,13 +77,16 @@ pub(crate) fn upstream_request(
     }
     parts.version = version;
 
-    let body_is_empty = incoming.is_end_stream();
-    let clock = Arc::new(BodyClock::new(!body_is_empty));
-    let body = match body_is_empty {
-        true => Either::Right(Empty::new()),
-        false => Either::Left(Limited::new(RequestBody::new(incoming, body.1, clock.clone(), body.0), limit)),
+    // Only a request with a body needs a clock of its own, shared with the body.
+    let (body, clock) = match incoming.is_end_stream() {
+        true => (Either::Right(Empty::new()), None),
+        false => {
+            let clock = Arc::new(BodyClock::new(true));
+            let body = RequestBody::new(incoming, body.1, clock.clone(), body.0);
+            (Either::Left(Limited::new(body, limit)), Some(clock))
+        }
     };
-    Ok(Outgoing { parts, path_and_query, body, body_is_empty, clock, client_upgrade })
+    Ok(Outgoing { parts, path_and_query, body, clock, client_upgrade })
 }
 
 /// The route's body limit; a declared length over it is refused before anything is sent.
