@@ -2,26 +2,11 @@
 //! into a panic message cannot forge log lines. (Its own test binary: the panic hook and the
 //! subscriber are process-wide.)
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
-#[derive(Clone, Default)]
-struct Buffer(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Buffer {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
+use ostium_test_support::log::LogBuffer;
 
 #[test]
 fn a_panic_is_logged_as_one_escaped_json_line() {
-    let buffer = Buffer::default();
+    let buffer = LogBuffer::default();
     let writer = buffer.clone();
     tracing_subscriber::fmt().json().flatten_event(true).with_writer(move || writer.clone()).init();
     ostium::install_panic_hook();
@@ -30,7 +15,7 @@ fn a_panic_is_logged_as_one_escaped_json_line() {
     let result = std::panic::catch_unwind(|| panic!("byte index 5 is not a char boundary of `{forged}`"));
     assert!(result.is_err());
 
-    let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+    let text = buffer.text();
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 1, "{text}");
     let event: serde_json::Value = serde_json::from_str(lines[0]).unwrap();

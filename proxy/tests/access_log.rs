@@ -3,31 +3,15 @@
 
 mod support;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
 use ostium_model::Policy;
 use ostium_proxy::ProxyConfig;
 use ostium_test_support::EchoBackend;
+use ostium_test_support::log::LogBuffer;
 use support::*;
-
-#[derive(Clone, Default)]
-struct Buffer(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Buffer {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 #[tokio::test]
 async fn a_route_can_turn_its_access_log_off() {
-    let buffer = Buffer::default();
+    let buffer = LogBuffer::default();
     let writer = buffer.clone();
     tracing_subscriber::fmt().json().with_writer(move || writer.clone()).init();
 
@@ -48,7 +32,7 @@ async fn a_route_can_turn_its_access_log_off() {
     };
     let mut log = String::new();
     for _ in 0..100 {
-        log = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        log = buffer.text();
         if logged(&log, "/seen", "\"status\":200") && logged(&log, "/refused", "\"status\":404") {
             break;
         }

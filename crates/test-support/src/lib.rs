@@ -16,6 +16,7 @@
 
 pub mod fuzz;
 pub mod kube_api;
+pub mod log;
 
 use std::convert::Infallible;
 use std::fmt::Write as _;
