@@ -1,6 +1,8 @@
 //! Access by client address and `satisfy`, on loopback: clients bind chosen 127.0.0.x source
 //! addresses. Semantics as ingress-nginx renders `allowlist-source-range`,
-//! `denylist-source-range` and `satisfy` (nginx `deny`/`allow`/`deny all`, `satisfy any|all`).
+//! `denylist-source-range` and `satisfy` (nginx `deny`/`allow`/`deny all`, `satisfy any|all`):
+//! internal/ingress/annotations/{ipallowlist,ipdenylist,satisfy}/main.go and nginx.tmpl, where a
+//! location whose annotations do not parse (LocationDenied) answers `return 503`.
 
 mod support;
 

@@ -1,4 +1,5 @@
-//! The access log, and `enable-access-log: "false"` turning it off for one route. (Its own test
+//! The access log, and `enable-access-log: "false"` turning it off for one route (nginx.tmpl:
+//! `{{ if not $location.Logs.Access }} access_log off; {{ end }}`). (Its own test
 //! binary: the log subscriber is process-wide.)
 
 mod support;

@@ -41,6 +41,8 @@ async fn get_with(addr: std::net::SocketAddr, host: &str, path: &str, extra: &st
         .await
 }
 
+/// ingress-nginx's nginx.tmpl writes `proxy_set_header Authorization "";` in every basic-auth
+/// location: the credentials are for the proxy and never reach the backend.
 #[tokio::test]
 async fn basic_auth_challenges_checks_and_removes_the_credentials_before_forwarding() {
     let backend = EchoBackend::start("a").await;
@@ -186,6 +188,8 @@ async fn from_to_www_redirect_keeps_the_path_and_drops_a_final_slash() {
     assert_eq!(answer.header("location"), Some("http://www.shop.example.com/cart"));
 }
 
+/// internal/ingress/annotations/proxy/main.go reads `proxy-read-timeout` in seconds; nginx.tmpl
+/// writes `proxy_read_timeout {{ $location.Proxy.ReadTimeout }}s`.
 #[tokio::test]
 async fn a_route_read_timeout_overrides_the_default_both_ways() {
     let backend = EchoBackend::start("a").await;
@@ -216,6 +220,9 @@ fn cors(origins: ostium_model::CorsOrigins) -> ostium_model::Cors {
     }
 }
 
+/// ingress-nginx's nginx.tmpl CORS block: `if ($request_method = 'OPTIONS') { set $cors
+/// ${cors}options; }`, `more_set_headers 'Access-Control-…'` for `$cors = "true"`, and
+/// `return 204` with `Content-Type: text/plain charset=UTF-8` for `"trueoptions"`.
 #[tokio::test]
 async fn cors_preflights_are_answered_before_auth_and_allowed_origins_get_the_headers() {
     let backend = EchoBackend::start("a").await;
@@ -272,6 +279,8 @@ async fn cors_for_any_origin_answers_with_a_star() {
     assert_eq!(backend.requests(), 1);
 }
 
+/// nginx.tmpl: `proxy_set_header Host {{ $location.UpstreamVhost | quote }}`; X-Forwarded-Host
+/// stays `$best_http_host`.
 #[tokio::test]
 async fn upstream_vhost_replaces_the_host_sent_upstream_only() {
     let backend = EchoBackend::start("a").await;

@@ -691,6 +691,8 @@ mod tests {
     const BASIC_AUTH: &str =
         "nginx.ingress.kubernetes.io/auth-type: basic, nginx.ingress.kubernetes.io/auth-secret: htpasswd";
 
+    /// nginx's ngx_http_auth_basic_module reads `auth_basic_user_file` line by line and stops at
+    /// the first line naming the user.
     #[test]
     fn htpasswd_first_line_of_a_user_wins() {
         let auth = "alice:{SHA}5en6G6MezRroT3XKqkdPOmY/BfQ=\nbob:$apr1$OS747Rix$RkHZvvgkwtXvJEPl1Ymc60\nalice:$apr1$OS747Rix$RkHZvvgkwtXvJEPl1Ymc60";
