@@ -360,6 +360,14 @@ mod tests {
         assert_eq!(c.connections.keepalive_timeout, Duration::from_secs(75));
         assert_eq!(c.connections.http2_idle_timeout, Duration::from_secs(180));
         assert_eq!(c.connections.max_connections, ostium_proxy::default_max_connections());
+        // The flags' defaults and the proxy's own (used by embedders and tests) are the same.
+        let proxy = ConnectionLimits::default();
+        let flags = &c.connections;
+        assert_eq!(
+            (flags.client_header_timeout, flags.client_body_timeout, flags.keepalive_timeout),
+            (proxy.client_header_timeout, proxy.client_body_timeout, proxy.keepalive_timeout)
+        );
+        assert_eq!(flags.http2_idle_timeout, proxy.http2_idle_timeout);
     }
 
     #[test]
