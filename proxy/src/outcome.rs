@@ -39,13 +39,13 @@ impl Outcome {
     /// The response for a request of `version`.
     pub(crate) fn into_response(self, version: Version) -> Response<ProxyBody> {
         let (status, body, header) = match self {
-            Self::Redirect(redirection) => match redirection.location_header() {
-                Some(location) => {
-                    let status = StatusCode::from_u16(redirection.status).unwrap_or(StatusCode::FOUND);
+            Self::Redirect(redirection) => match (redirection.status, redirection.location_header()) {
+                (status, Some(location)) => {
+                    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FOUND);
                     (status, "", Some((LOCATION, location)))
                 }
                 // The host the client sent cannot be written back: the request was malformed.
-                None => return Self::Refuse(ProxyError::BadRequest("Host")).into_response(version),
+                (_, None) => return Self::Refuse(ProxyError::BadRequest("Host")).into_response(version),
             },
             Self::Challenge(challenge) => (
                 StatusCode::UNAUTHORIZED,

@@ -31,7 +31,7 @@ pub use policy::{
     BasicAuth, Credentials, DEFAULT_MAX_BODY_SIZE, Denial, HttpsRedirect, PasswordHash, Policy, Redirect,
     Rewrite, UpgradeProtocol, UpstreamTimeouts,
 };
-pub use redirect::{HostRedirect, RedirectContext, Redirection, redirection};
+pub use redirect::{HostRedirect, Location, RedirectContext, Redirection, redirection};
 pub use store::{TableReader, TableStore};
 pub use table::{Route, RouteAction, RouteConflict, RouteMatch, Table, TableBuilder, VirtualHost};
 pub use tls::{Certificate, TlsTable};

@@ -4,8 +4,6 @@
 //! its own, so nothing else applies), `app-root` for `/`, a fixed `permanent-redirect` or
 //! `temporal-redirect`, then the HTTPS redirect (`ssl-redirect`, `force-ssl-redirect`).
 
-use std::borrow::Cow;
-
 use http::HeaderValue;
 
 use crate::{HttpsRedirect, Policy, Route, RouteAction};
@@ -37,7 +35,15 @@ pub struct RedirectContext<'a> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Redirection {
     pub status: u16,
-    pub location: Cow<'static, str>,
+    pub location: Location,
+}
+
+/// A redirect's `Location`: the value a fixed redirect was given at translation, or one built
+/// for the request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Location {
+    Fixed(HeaderValue),
+    Built(String),
 }
 
 /// Let's Encrypt HTTP-01 challenges stay on plain HTTP (`no-tls-redirect-locations`).
@@ -77,17 +83,16 @@ pub fn redirection(
     let scheme = if request.is_tls { "https" } else { "http" };
     if let RouteAction::Redirect(to) = action {
         let prefix = if request.is_tls { &to.https } else { &to.http };
-        return Some(Redirection { status: 308, location: format!("{prefix}{target}").into() });
+        return Some(Redirection { status: 308, location: Location::Built(format!("{prefix}{target}")) });
     }
     if let Some(root) = &policy.app_root
         && request.path == "/"
     {
         let location = format!("{scheme}://{}{}", request.host, root.to_str().unwrap_or("/"));
-        return Some(Redirection { status: 302, location: location.into() });
+        return Some(Redirection { status: 302, location: Location::Built(location) });
     }
     if let Some(fixed) = &policy.redirect {
-        let location = fixed.location.to_str().unwrap_or_default().to_owned();
-        return Some(Redirection { status: fixed.status, location: location.into() });
+        return Some(Redirection { status: fixed.status, location: Location::Fixed(fixed.location.clone()) });
     }
     let to_https = match policy.https_redirect {
         HttpsRedirect::Always => true,
@@ -96,7 +101,7 @@ pub fn redirection(
     };
     if to_https && !request.is_tls && !request.path.starts_with(ACME_CHALLENGE) {
         let location = format!("https://{}{target}", host_without_port(request.host));
-        return Some(Redirection { status: 308, location: location.into() });
+        return Some(Redirection { status: 308, location: Location::Built(location) });
     }
     None
 }
@@ -111,8 +116,11 @@ fn host_without_port(host: &str) -> &str {
 
 /// A `Location` value for a redirection, when it is a valid header value.
 impl Redirection {
-    pub fn location_header(&self) -> Option<HeaderValue> {
-        HeaderValue::from_str(&self.location).ok()
+    pub fn location_header(self) -> Option<HeaderValue> {
+        match self.location {
+            Location::Fixed(value) => Some(value),
+            Location::Built(text) => HeaderValue::try_from(text).ok(),
+        }
     }
 }
 
@@ -127,6 +135,10 @@ mod tests {
         Route { rule: PathRule::prefix("/").unwrap(), ingress: None, action, policy: Arc::new(policy) }
     }
 
+    fn built(location: &str) -> Location {
+        Location::Built(location.to_owned())
+    }
+
     fn request<'a>(is_tls: bool, path: &'a str, target: &'a str) -> RedirectContext<'a> {
         RedirectContext { is_tls, host: "shop.example.com:8080", path, target, host_has_certificate: true }
     }
@@ -136,7 +148,7 @@ mod tests {
         let to = HostRedirect::new("www.shop.example.com");
         let r = route(RouteAction::Redirect(to), Policy::default());
         let got = r.redirect(&request(true, "/a/", "/a/?x=1/")).unwrap();
-        assert_eq!(got, Redirection { status: 308, location: "https://www.shop.example.com/a/?x=1".into() });
+        assert_eq!(got, Redirection { status: 308, location: built("https://www.shop.example.com/a/?x=1") });
     }
 
     #[test]
@@ -151,12 +163,13 @@ mod tests {
         let r = route(RouteAction::Forward(BackendId(0)), policy.clone());
         assert_eq!(
             r.redirect(&request(false, "/", "/")).unwrap().location,
-            "http://shop.example.com:8080/app"
+            built("http://shop.example.com:8080/app")
         );
-        assert_eq!(r.redirect(&request(false, "/x", "/x")).unwrap().location, "https://elsewhere.example/");
+        let fixed = HeaderValue::from_static("https://elsewhere.example/");
+        assert_eq!(r.redirect(&request(false, "/x", "/x")).unwrap().location, Location::Fixed(fixed));
         let r = route(RouteAction::Forward(BackendId(0)), Policy::default());
         let https = r.redirect(&request(false, "/x/", "/x/?q=1")).unwrap();
-        assert_eq!(https, Redirection { status: 308, location: "https://shop.example.com/x/?q=1".into() });
+        assert_eq!(https, Redirection { status: 308, location: built("https://shop.example.com/x/?q=1") });
         assert_eq!(r.redirect(&request(true, "/x", "/x")), None, "already on TLS");
         let acme = request(false, "/.well-known/acme-challenge/t", "/.well-known/acme-challenge/t");
         assert_eq!(r.redirect(&acme), None);
