@@ -36,6 +36,12 @@ fn short_clocks(header: u64, keepalive: u64, http2_idle: u64) -> ConnectionLimit
     }
 }
 
+/// A proxy serving `table` with these connection clocks, in milliseconds.
+async fn with_clocks(table: ostium_model::Table, header: u64, keepalive: u64, http2_idle: u64) -> Harness {
+    let limits = short_clocks(header, keepalive, http2_idle);
+    Harness::start_with(table, config(|c| c.connections = limits)).await
+}
+
 /// Reads until the peer closes; `None` if it is still open after `within`.
 async fn closed_within(stream: &mut (impl AsyncRead + Unpin), within: Duration) -> Option<Vec<u8>> {
     let mut bytes = Vec::new();
@@ -79,22 +85,14 @@ async fn raw_backend(response: Option<&'static [u8]>) -> SocketAddr {
 
 #[tokio::test]
 async fn a_silent_connection_is_closed_after_the_header_timeout() {
-    let proxy = Harness::start_with(
-        TableBuilder::new().build(),
-        config(|c| c.connections = short_clocks(300, 60_000, 60_000)),
-    )
-    .await;
+    let proxy = with_clocks(TableBuilder::new().build(), 300, 60_000, 60_000).await;
     let mut stream = TcpStream::connect(proxy.http).await.unwrap();
     assert!(closed_within(&mut stream, Duration::from_secs(5)).await.is_some());
 }
 
 #[tokio::test]
 async fn a_partial_http2_preface_is_closed_after_the_header_timeout() {
-    let proxy = Harness::start_with(
-        TableBuilder::new().build(),
-        config(|c| c.connections = short_clocks(300, 60_000, 60_000)),
-    )
-    .await;
+    let proxy = with_clocks(TableBuilder::new().build(), 300, 60_000, 60_000).await;
     let mut stream = TcpStream::connect(proxy.http).await.unwrap();
     stream.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
     assert!(closed_within(&mut stream, Duration::from_secs(5)).await.is_some());
@@ -102,11 +100,7 @@ async fn a_partial_http2_preface_is_closed_after_the_header_timeout() {
 
 #[tokio::test]
 async fn a_tls_handshake_followed_by_silence_is_closed_after_the_header_timeout() {
-    let proxy = Harness::start_with(
-        TableBuilder::new().build(),
-        config(|c| c.connections = short_clocks(500, 60_000, 60_000)),
-    )
-    .await;
+    let proxy = with_clocks(TableBuilder::new().build(), 500, 60_000, 60_000).await;
     for alpn in [&b"http/1.1"[..], b"h2"] {
         let stream = TcpStream::connect(proxy.https).await.unwrap();
         let name = ServerName::try_from("a.example").unwrap();
@@ -119,8 +113,7 @@ async fn a_tls_handshake_followed_by_silence_is_closed_after_the_header_timeout(
 async fn an_idle_keep_alive_connection_is_closed_after_the_keepalive_timeout() {
     let backend = EchoBackend::start("a").await;
     // The header timeout is far longer: only the keep-alive clock can close it in time.
-    let limits = short_clocks(30_000, 300, 60_000);
-    let proxy = Harness::start_with(site_table(backend.addr), config(|c| c.connections = limits)).await;
+    let proxy = with_clocks(site_table(backend.addr), 30_000, 300, 60_000).await;
     let mut stream = TcpStream::connect(proxy.http).await.unwrap();
     stream.write_all(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n").await.unwrap();
     let bytes = closed_within(&mut stream, Duration::from_secs(5)).await.expect("closed when idle");
@@ -130,8 +123,7 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_keepalive_timeout() {
 #[tokio::test]
 async fn a_slow_request_head_after_a_keep_alive_request_is_timed_by_the_header_timeout() {
     let backend = EchoBackend::start("a").await;
-    let limits = short_clocks(400, 30_000, 60_000);
-    let proxy = Harness::start_with(site_table(backend.addr), config(|c| c.connections = limits)).await;
+    let proxy = with_clocks(site_table(backend.addr), 400, 30_000, 60_000).await;
     let mut stream = TcpStream::connect(proxy.http).await.unwrap();
     stream.write_all(b"GET / HTTP/1.1\r\nHost: h\r\n\r\nGET / HTTP/1.1\r\nHo").await.unwrap();
     let bytes = closed_within(&mut stream, Duration::from_secs(5)).await.expect("closed mid-head");
@@ -141,8 +133,7 @@ async fn a_slow_request_head_after_a_keep_alive_request_is_timed_by_the_header_t
 #[tokio::test]
 async fn an_idle_http2_connection_is_closed_after_the_http2_idle_timeout() {
     let backend = EchoBackend::start("a").await;
-    let limits = short_clocks(30_000, 30_000, 300);
-    let proxy = Harness::start_with(site_table(backend.addr), config(|c| c.connections = limits)).await;
+    let proxy = with_clocks(site_table(backend.addr), 30_000, 30_000, 300).await;
     let (mut sender, connection) = h2c(proxy.http).await;
     let request = http::Request::get("http://h/").body(Empty::<Bytes>::new()).unwrap();
     assert_eq!(sender.send_request(request).await.unwrap().status(), 200);
