@@ -128,7 +128,7 @@ pub(crate) fn parse(
             );
             diagnostics.push(Diagnostic::error(object.clone(), Reason::RefusedAnnotation, message));
             denied.get_or_insert(Denial::RefusedSnippet { annotation: key.as_str().into() });
-        } else if is_denied_until_implemented(name) {
+        } else if is_denied_until_implemented(name) || asks_to_verify_backends(name, value) {
             let message = format!(
                 "annotation {key} restricts access and is not implemented; every request to these paths is refused (503)"
             );
@@ -608,6 +608,13 @@ impl<'a> Parser<'a> {
     }
 }
 
+/// `proxy-ssl-verify: "on"` asks for the backend's certificate to be checked; ostium does not
+/// verify backend certificates yet, and talking to the backend unverified would be less safe than
+/// asked, so the route denies. `off` (the default) is what ostium does.
+fn asks_to_verify_backends(name: &str, value: &str) -> bool {
+    name == "proxy-ssl-verify" && value.trim().eq_ignore_ascii_case("on")
+}
+
 /// ingress-nginx's CORS defaults.
 const CORS_METHODS: &str = "GET, PUT, POST, DELETE, PATCH, OPTIONS";
 const CORS_HEADERS: &str = "DNT,Keep-Alive,User-Agent,X-Requested-With,If-Modified-Since,Cache-Control,Content-Type,Range,Authorization";
@@ -738,6 +745,16 @@ mod tests {
                 "{name}: {diagnostics:?}"
             );
         }
+    }
+
+    #[test]
+    fn asking_for_verified_backend_certificates_denies_until_it_is_implemented() {
+        let (on, diagnostics) = annotated(&format!("{PREFIX}/proxy-ssl-verify: \"on\""), "");
+        let annotation = format!("{PREFIX}/proxy-ssl-verify").into();
+        assert_eq!(on.policy.denied, Some(Denial::UnimplementedAnnotation { annotation }));
+        assert!(diagnostics.iter().any(|d| d.message.contains("(503)")));
+        let (off, _) = annotated(&format!("{PREFIX}/proxy-ssl-verify: \"off\""), "");
+        assert_eq!(off.policy.denied, None);
     }
 
     #[test]
