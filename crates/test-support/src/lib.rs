@@ -208,6 +208,12 @@ pub fn certificate(names: &[&str]) -> ostium_model::Certificate {
     ostium_model::Certificate { key: Arc::new(key), source: names.join(",").into() }
 }
 
+/// The certificate the controller serves when it has no other (`ostium.invalid`, reported as
+/// `self-signed`), as translation tests expect it.
+pub fn fallback_certificate() -> ostium_model::Certificate {
+    ostium_model::Certificate { source: "self-signed".into(), ..certificate(&["ostium.invalid"]) }
+}
+
 /// The value of an `echo` line (`backend`, `method`, `target`, `version`), or of a header the
 /// backend saw (`header: name`), from an echo response body.
 pub fn echoed<'a>(body: &'a str, key: &str) -> Option<&'a str> {

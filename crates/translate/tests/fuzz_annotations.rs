@@ -12,7 +12,7 @@ use std::sync::{Arc, OnceLock};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use ostium_model::{Certificate, Credentials, Route, Table};
+use ostium_model::{Credentials, Route, Table};
 use ostium_test_support::fuzz;
 use ostium_translate::{Object, Objects, Options, Translation, parse_manifests, translate};
 use proptest::prelude::*;
@@ -171,10 +171,7 @@ fn options() -> Options {
     static OPTIONS: OnceLock<Options> = OnceLock::new();
     OPTIONS
         .get_or_init(|| {
-            let fallback = Certificate {
-                source: "self-signed".into(),
-                ..ostium_test_support::certificate(&["ostium.invalid"])
-            };
+            let fallback = ostium_test_support::fallback_certificate();
             Options::new(fallback, Arc::new(rustls::crypto::ring::default_provider()))
         })
         .clone()

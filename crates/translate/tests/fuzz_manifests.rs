@@ -7,7 +7,6 @@
 
 use std::sync::{Arc, OnceLock};
 
-use ostium_model::Certificate;
 use ostium_test_support::fuzz;
 use ostium_translate::{Objects, Options, parse_manifests, translate};
 use proptest::prelude::*;
@@ -215,10 +214,7 @@ fn options() -> Options {
     static OPTIONS: OnceLock<Options> = OnceLock::new();
     OPTIONS
         .get_or_init(|| {
-            let fallback = Certificate {
-                source: "self-signed".into(),
-                ..ostium_test_support::certificate(&["ostium.invalid"])
-            };
+            let fallback = ostium_test_support::fallback_certificate();
             Options::new(fallback, Arc::new(rustls::crypto::ring::default_provider()))
         })
         .clone()

@@ -7,7 +7,6 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use ostium_model::Certificate;
 use ostium_translate::{Objects, Options, parse_manifests, translate};
 
 #[test]
@@ -72,8 +71,7 @@ fn run_case(case: &Path, bless: bool) -> Result<(), String> {
 
 /// Options as the controller would build them from these flags (defaults otherwise).
 fn options(flags: &str) -> Options {
-    let fallback =
-        Certificate { source: "self-signed".into(), ..ostium_test_support::certificate(&["ostium.invalid"]) };
+    let fallback = ostium_test_support::fallback_certificate();
     let mut options = Options::new(fallback, Arc::new(rustls::crypto::ring::default_provider()));
     for line in flags.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
         let (flag, value) = line.split_once(' ').unwrap_or((line, ""));
