@@ -1,0 +1,62 @@
+//! `allowlist-source-range`, `whitelist-source-range`, `denylist-source-range` and `satisfy`.
+
+use ostium_model::{CidrSet, Denial, Satisfy, SourceAccess};
+
+use super::Parser;
+use crate::{Diagnostic, Reason};
+
+/// The keys this module reads.
+pub(super) const KEYS: &[&str] =
+    &["allowlist-source-range", "whitelist-source-range", "denylist-source-range", "satisfy"];
+
+impl Parser<'_> {
+    /// `allowlist-source-range` (or its older spelling `whitelist-source-range`; the newer one
+    /// wins, as in ingress-nginx) and `denylist-source-range`. A list that does not parse denies
+    /// the route (503), as ingress-nginx denies the location.
+    pub(super) fn source_access(&mut self, denied: &mut Option<Denial>) -> Option<SourceAccess> {
+        let allow_key = match self.value("allowlist-source-range") {
+            Some(_) if self.value("whitelist-source-range").is_some() => {
+                let message = format!(
+                    "annotation {0}/whitelist-source-range is ignored: {0}/allowlist-source-range is set",
+                    self.prefix
+                );
+                self.diagnostics.push(Diagnostic::warning(
+                    self.object.clone(),
+                    Reason::InvalidAnnotation,
+                    message,
+                ));
+                "allowlist-source-range"
+            }
+            Some(_) => "allowlist-source-range",
+            None => "whitelist-source-range",
+        };
+        let allow = self.networks(allow_key, denied);
+        let deny = self.networks("denylist-source-range", denied);
+        (allow.is_some() || deny.is_some()).then_some(SourceAccess { allow, deny })
+    }
+
+    fn networks(&mut self, name: &str, denied: &mut Option<Denial>) -> Option<CidrSet> {
+        let error = match self.value(name)?.parse::<CidrSet>() {
+            Ok(networks) => return Some(networks),
+            Err(error) => error,
+        };
+        let annotation = format!("{}/{name}", self.prefix);
+        let message =
+            format!("annotation {annotation}: {error}; every request to these paths is refused (503)");
+        self.diagnostics.push(Diagnostic::error(self.object.clone(), Reason::InvalidAnnotation, message));
+        denied.get_or_insert(Denial::InvalidAnnotation { annotation: annotation.into() });
+        None
+    }
+
+    /// `satisfy`: `all` (the default) or `any`; anything else is reported and `all` kept.
+    pub(super) fn satisfy(&mut self) -> Satisfy {
+        match self.value("satisfy") {
+            None | Some("all") => Satisfy::All,
+            Some("any") => Satisfy::Any,
+            Some(_) => {
+                self.invalid("satisfy", "any or all");
+                Satisfy::All
+            }
+        }
+    }
+}
