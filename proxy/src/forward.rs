@@ -18,9 +18,11 @@ use hyper_util::rt::TokioIo;
 use ostium_model::{Endpoint, NamespacedName, Protocol, Target};
 
 use crate::body::{AccessEntry, BodyClock, ClientBodyError, ProxyBody};
+use crate::error_page::{Details, ErrorPageRequest};
 use crate::outcome::Outcome;
 use crate::request::RequestHead;
 use crate::rewrite::{Outgoing, upstream_request};
+use crate::route::Routed;
 use crate::tunnel::tunnel;
 use crate::upstream::{self, UpstreamBody};
 use crate::{ConnectionInfo, Proxy, ProxyError, headers, policy};
@@ -124,31 +126,86 @@ impl Proxy {
     ) -> Result<Response<ProxyBody>, Outcome> {
         let head = RequestHead::check(&request, connection)?;
         let routed = self.route(&head, trace)?;
+        let Some(defaults) = routed.defaults.as_deref() else {
+            return self.pass(request, &head, &routed, connection, None, trace).await;
+        };
+        let details = Details::new(defaults, trace.ingress.clone(), trace.service.clone(), request.headers());
+        let Some(pages) = &routed.policy.error_pages else {
+            return self.pass(request, &head, &routed, connection, Some(&details), trace).await;
+        };
+        let page = ErrorPageRequest::capture(request.method(), request.headers(), &head, connection)?;
+        let result = self.pass(request, &head, &routed, connection, Some(&details), trace).await;
+        let code = match &result {
+            Ok(response) if pages.intercept_upstream => response.status().as_u16(),
+            Err(Outcome::Refuse(error)) => error.status().as_u16(),
+            _ => return result,
+        };
+        if !pages.covers(code) {
+            return result;
+        }
+        drop(result);
+        let Some((target, protocol)) = defaults.error_backend() else {
+            return Err(ProxyError::NoRoute.into()); // the built-in default backend
+        };
+        let (method, headers, path_and_query) = page.for_code(code, &details, trace.request_id.clone());
+        let mut parts = Request::new(()).into_parts().0;
+        (parts.method, parts.headers) = (method, headers);
+        let (scheme, version) = upstream::scheme(protocol);
+        parts.version = version;
+        let body = Either::Right(Empty::new());
+        let outgoing = Outgoing { parts, path_and_query, body, clock: None, client_upgrade: None };
+        let clocks = self.clocks(&routed);
+        let (response, _) = self.to_backend(outgoing, target, protocol, scheme, clocks, trace).await?;
+        let hsts = connection.is_tls && routed.host_has_certificate;
+        Ok(self.respond(response, None, hsts, clocks.read)?)
+    }
+
+    /// The phases after routing: request policies, the rewrite, the endpoint, and its answer.
+    /// `details` tells a default backend standing in for the route's Service why it does.
+    async fn pass(
+        &self,
+        request: Request<Incoming>,
+        head: &RequestHead,
+        routed: &Routed<'_>,
+        connection: &ConnectionInfo,
+        details: Option<&Details>,
+        trace: &mut Trace,
+    ) -> Result<Response<ProxyBody>, Outcome> {
         trace.response_headers = policy::cors_headers(&routed.policy, request.headers());
         trace.unlogged = !routed.policy.access_log;
         let (method, headers, cors) = (request.method(), request.headers(), trace.response_headers.as_ref());
         if let ControlFlow::Break(outcome) =
-            policy::check(method, headers, cors, &head, &routed, connection).await
+            policy::check(method, headers, cors, head, routed, connection).await
         {
             return Err(outcome);
         }
         let Some((target, protocol)) = routed.backend.clone() else {
             return Err(ProxyError::BackendUnavailable.into()); // a redirect route redirects above
         };
+        // `default-backend`: while the route's Service has no endpoints.
+        let instead = routed.defaults.as_ref().and_then(|d| d.instead_of(&target));
+        let (target, protocol) = instead.clone().unwrap_or((target, protocol));
         let (scheme, version) = upstream::scheme(protocol);
         let body = (self.inner.config.connections.client_body_timeout, trace.bytes_in.clone());
-        let outgoing = upstream_request(request, &head, &routed, connection, version, body)?;
+        let mut outgoing = upstream_request(request, head, routed, connection, version, body)?;
+        if let (Some(_), Some(details)) = (&instead, details) {
+            details.tell(&mut outgoing.parts.headers, 503);
+        }
         trace.request_id = outgoing.parts.headers.get("x-request-id").cloned();
-        let config = &self.inner.config;
-        let route_clocks = routed.policy.upstream_timeouts;
-        let clocks = Clocks {
-            send: route_clocks.send.unwrap_or(config.send_timeout),
-            read: route_clocks.read.unwrap_or(config.read_timeout),
-        };
+        let clocks = self.clocks(routed);
         let (response, client_upgrade) =
             self.to_backend(outgoing, target, protocol, scheme, clocks, trace).await?;
         let hsts = connection.is_tls && routed.host_has_certificate;
         Ok(self.respond(response, client_upgrade, hsts, clocks.read)?)
+    }
+
+    /// The route's clocks toward the endpoint, else the proxy's.
+    fn clocks(&self, routed: &Routed<'_>) -> Clocks {
+        let (config, route) = (&self.inner.config, routed.policy.upstream_timeouts);
+        Clocks {
+            send: route.send.unwrap_or(config.send_timeout),
+            read: route.read.unwrap_or(config.read_timeout),
+        }
     }
 
     /// Sends a request to its backend's endpoints: one picked by the balancer, and once more to
@@ -174,7 +231,7 @@ impl Proxy {
                 let response = self.send(protocol, None, request, clock, clocks, trace).await?;
                 return Ok((response, client_upgrade));
             }
-            Target::Endpoints(set) => set.load(),
+            Target::Endpoints(set) | Target::ClusterIp(set) => set.load(),
         };
         let now = self.inner.upstream.now_ms();
         let first = upstream::pick(&endpoints, now, None).ok_or(ProxyError::NoEndpoints)?;

@@ -11,6 +11,7 @@
 mod body;
 mod connection;
 mod error;
+mod error_page;
 mod forward;
 mod framing;
 mod headers;

@@ -53,13 +53,7 @@ pub(crate) fn upstream_request(
     };
     let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut request));
     let (mut parts, incoming) = request.into_parts();
-    let forwarded = Forwarded {
-        client_ip: &connection.client_ip,
-        host: head.host.clone(),
-        port: forwarded_port(head.host(), connection.is_tls),
-        is_tls: connection.is_tls,
-    };
-    headers::rewrite_request(&mut parts.headers, forwarded, upgrade);
+    headers::rewrite_request(&mut parts.headers, forwarded(head, connection), upgrade);
     if let Some(prefix) = routed.policy.rewrite.as_ref().and_then(|r| r.forwarded_prefix.clone()) {
         parts.headers.insert("x-forwarded-prefix", prefix);
     }
@@ -114,6 +108,16 @@ fn upstream_target(head: &RequestHead, routed: &Routed<'_>) -> Result<PathAndQue
         None => path.into_owned(),
     };
     PathAndQuery::try_from(path_and_query).map_err(|_| ProxyError::BadRequest("path"))
+}
+
+/// What the `X-Forwarded-*` headers say of a request.
+pub(crate) fn forwarded<'c>(head: &RequestHead, connection: &'c ConnectionInfo) -> Forwarded<'c> {
+    Forwarded {
+        client_ip: &connection.client_ip,
+        host: head.host.clone(),
+        port: forwarded_port(head.host(), connection.is_tls),
+        is_tls: connection.is_tls,
+    }
 }
 
 /// The port the client addressed: the one in `Host`, else the scheme's default (the ports a

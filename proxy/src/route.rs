@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use ostium_model::{Policy, Protocol, RouteAction, Target};
+use ostium_model::{Policy, PortRef, Protocol, RouteAction, Target};
 
 use crate::forward::Trace;
 use crate::request::RequestHead;
@@ -21,6 +21,19 @@ pub(crate) struct Routed<'h> {
     pub(crate) backend: Option<(Target, Protocol)>,
     /// The host is a TLS host of some Ingress (HTTPS redirect, HSTS).
     pub(crate) host_has_certificate: bool,
+    /// Default backends, for a route with `default-backend` or `custom-http-errors` only.
+    pub(crate) defaults: Option<Box<Defaults>>,
+}
+
+/// The default backends a route may send to, and what they are told of the route's Service.
+#[derive(Debug)]
+pub(crate) struct Defaults {
+    /// `default-backend`: the route's own.
+    pub(crate) own: Option<(Target, Protocol)>,
+    /// `--default-backend-service`.
+    pub(crate) global: Option<(Target, Protocol)>,
+    /// The route's Service port, as its Ingress names it (`X-Service-Port`).
+    pub(crate) service_port: Option<PortRef>,
 }
 
 impl Proxy {
@@ -46,6 +59,21 @@ impl Proxy {
             .and_then(ostium_model::normalize_host)
             .is_some_and(|h| table.tls().has_certificate(&h));
         let (action, policy) = (matched.route.action.clone(), matched.route.policy.clone());
-        Ok(Routed { path, action, policy, backend, host_has_certificate })
+        let defaults = (policy.default_backend.is_some() || policy.error_pages.is_some()).then(|| {
+            let backend = |id| {
+                let backend = table.backend(id);
+                (backend.target.clone(), backend.protocol)
+            };
+            let service_port = match &action {
+                RouteAction::Forward(id) => Some(table.backend(*id).port.clone()),
+                RouteAction::Redirect(_) => None,
+            };
+            Box::new(Defaults {
+                own: policy.default_backend.map(backend),
+                global: table.default_backend().map(backend),
+                service_port,
+            })
+        });
+        Ok(Routed { path, action, policy, backend, host_has_certificate, defaults })
     }
 }

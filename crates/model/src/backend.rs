@@ -55,6 +55,9 @@ pub struct Backend {
 pub enum Target {
     /// Straight to the Service's pods (never the Service IP).
     Endpoints(Arc<EndpointSet>),
+    /// `service-upstream`: the Service's cluster IP and port, one endpoint that kube-proxy
+    /// balances. Not registered for endpoint updates: the address moves only with the Service.
+    ClusterIp(Arc<EndpointSet>),
     /// An `ExternalName` Service: a DNS name resolved when connecting, with the Service port.
     ExternalName(Authority),
     /// The backend cannot be reached (missing Service, unknown port, unsupported kind): requests
@@ -105,6 +108,20 @@ impl Backend {
         match &self.target {
             Target::Endpoints(set) => Some(set),
             _ => None,
+        }
+    }
+}
+
+// === impl Target ===
+
+impl Target {
+    /// Whether requests can be sent now: an endpoint set with at least one endpoint, a cluster
+    /// IP, or an external name.
+    pub fn has_endpoints(&self) -> bool {
+        match self {
+            Self::Endpoints(set) | Self::ClusterIp(set) => !set.load().is_empty(),
+            Self::ExternalName(_) => true,
+            Self::Unavailable => false,
         }
     }
 }

@@ -28,8 +28,8 @@ pub use host::{HostMatch, HostRule, InvalidHost, NormalizedHost, normalize_host}
 pub use name::{InvalidName, NamespacedName};
 pub use path::{InvalidPath, PathMatch, PathMatchKind, PathRegex, PathRule, forwarded_path, normalize_path};
 pub use policy::{
-    BasicAuth, Credentials, DEFAULT_MAX_BODY_SIZE, Denial, HttpsRedirect, PasswordHash, Policy, Redirect,
-    Rewrite, UpgradeProtocol, UpstreamTimeouts,
+    BasicAuth, Credentials, DEFAULT_MAX_BODY_SIZE, Denial, ErrorPages, HttpsRedirect, PasswordHash, Policy,
+    Redirect, Rewrite, UpgradeProtocol, UpstreamTimeouts,
 };
 pub use redirect::{HostRedirect, Location, RedirectContext, Redirection, redirection};
 pub use store::{TableReader, TableStore};

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use http::HeaderValue;
 
-use crate::{Cors, Satisfy, SourceAccess};
+use crate::{BackendId, Cors, Satisfy, SourceAccess};
 
 /// ingress-nginx's default `proxy-body-size`: 1 MiB.
 pub const DEFAULT_MAX_BODY_SIZE: u64 = 1024 * 1024;
@@ -49,6 +49,28 @@ pub struct Policy {
     pub upstream_host: Option<HeaderValue>,
     /// `enable-access-log`: whether the route's requests get an access log line.
     pub access_log: bool,
+    /// `default-backend`: where requests go while the route's Service has no endpoints, and
+    /// where [`Policy::error_pages`] are fetched from (instead of `--default-backend-service`).
+    pub default_backend: Option<BackendId>,
+    /// `custom-http-errors`: answers with these codes are replaced by the default backend's.
+    pub error_pages: Option<ErrorPages>,
+}
+
+/// `custom-http-errors` and `disable-proxy-intercept-errors`: which answers are replaced by the
+/// default backend's answer to a request for `/` carrying the error's details (`X-Code` …).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ErrorPages {
+    /// Status codes, sorted.
+    pub codes: Box<[u16]>,
+    /// Whether the endpoint's own answers are replaced too, or only the proxy's (502, 503, 504,
+    /// 403 …): `disable-proxy-intercept-errors: "true"` turns this off.
+    pub intercept_upstream: bool,
+}
+
+impl ErrorPages {
+    pub fn covers(&self, status: u16) -> bool {
+        self.codes.binary_search(&status).is_ok()
+    }
 }
 
 /// nginx's clocks toward the endpoint, for one route.
@@ -188,6 +210,8 @@ impl Default for Policy {
             cors: None,
             upstream_host: None,
             access_log: true,
+            default_backend: None,
+            error_pages: None,
         }
     }
 }

@@ -22,6 +22,9 @@ pub struct Table {
     wildcard_hosts: HashMap<Box<str>, VirtualHost>,
     any_host: Option<VirtualHost>,
     default_route: Option<Route>,
+    /// `--default-backend-service`: where error pages come from when a route has no
+    /// `default-backend` of its own.
+    default_backend: Option<BackendId>,
     backends: Vec<Backend>,
     endpoint_sets: BTreeMap<EndpointKey, Arc<EndpointSet>>,
     tls: TlsTable,
@@ -35,7 +38,7 @@ pub struct TableBuilder {
 }
 
 /// The routes of one host (or of the rules with no host).
-#[derive(Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct VirtualHost {
     host: Option<HostRule>,
     routes: Vec<Route>,
@@ -100,6 +103,7 @@ impl Table {
             wildcard_hosts: HashMap::default(),
             any_host: None,
             default_route: None,
+            default_backend: None,
             backends: Vec::new(),
             endpoint_sets: BTreeMap::new(),
             tls,
@@ -153,6 +157,11 @@ impl Table {
 
     pub fn default_route_ref(&self) -> Option<&Route> {
         self.default_route.as_ref()
+    }
+
+    /// The backend of `--default-backend-service`, if set.
+    pub fn default_backend(&self) -> Option<BackendId> {
+        self.default_backend
     }
 
     /// The endpoint set of a Service port, to swap its endpoints in place.
@@ -263,6 +272,23 @@ impl TableBuilder {
         }
         // Present: inserted just above if it was not.
         map.get_mut(key).expect("virtual host present")
+    }
+
+    /// Records the backend of `--default-backend-service`.
+    pub fn set_default_backend(&mut self, backend: BackendId) {
+        self.table.default_backend = Some(backend);
+    }
+
+    /// Serves `alias` exactly as `host` (`server-alias`): a copy of its virtual host as it is
+    /// now. `false` when `alias` has a virtual host already or `host` has none.
+    pub fn add_alias(&mut self, alias: &HostRule, host: &HostRule) -> bool {
+        if self.has_virtual_host(alias) || !self.has_virtual_host(host) {
+            return false;
+        }
+        let mut copy = self.virtual_host_mut(Some(host)).clone();
+        copy.host = Some(alias.clone());
+        *self.virtual_host_mut(Some(alias)) = copy;
+        true
     }
 
     /// Sets the route for requests that match no host or path. The first one set wins.

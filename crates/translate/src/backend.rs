@@ -38,6 +38,15 @@ pub(crate) enum BackendProblem {
     InvalidExternalName(NamespacedName, String),
 }
 
+/// How requests reach a Service port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Dial {
+    /// Straight to its endpoints (pods).
+    Endpoints,
+    /// `service-upstream`: its cluster IP, where it has one (else its endpoints).
+    ClusterIp,
+}
+
 impl BackendProblem {
     fn reason(&self) -> Reason {
         match self {
@@ -56,7 +65,7 @@ pub(crate) struct Backends<'a> {
     objects: &'a Objects,
     /// Each Service port is resolved once per translation; the problem found (if any) is kept so
     /// that every Ingress referring to it gets its own diagnostic.
-    resolved: HashMap<(NamespacedName, PortRef, Protocol), Resolved>,
+    resolved: HashMap<(NamespacedName, PortRef, Protocol, Dial), Resolved>,
 }
 
 impl<'a> Backends<'a> {
@@ -71,6 +80,7 @@ impl<'a> Backends<'a> {
         object: &ObjectRef,
         backend: &IngressBackend,
         protocol: Protocol,
+        dial: Dial,
         table: &mut TableBuilder,
         diagnostics: &mut Vec<Diagnostic>,
     ) -> BackendId {
@@ -98,53 +108,61 @@ impl<'a> Backends<'a> {
             return table.add_backend(unavailable(id, PortRef::Number(0), protocol));
         };
 
-        let key = (id, port, protocol);
+        let key = (id, port, protocol, dial);
         let (backend, problem) = match self.resolved.get(&key) {
             Some(resolved) => resolved.clone(),
             None => {
-                let (target, problem) = self.target(&key.0, &key.1);
+                let (target, problem) = self.target(&key.0, &key.1, dial);
                 let backend =
                     Backend { service: Arc::new(key.0.clone()), port: key.1.clone(), protocol, target };
                 let resolved = (table.add_backend(backend), problem);
-                self.resolved.insert(key, resolved.clone());
+                self.resolved.insert(key.clone(), resolved.clone());
                 resolved
             }
         };
         if let Some(problem) = problem {
             diagnostics.push(problem.diagnostic(object.clone()));
+        } else if dial == Dial::ClusterIp && !self.has_cluster_ip(&key.0) {
+            let message =
+                format!("service-upstream: service {} has no cluster IP; its endpoints are used", key.0);
+            diagnostics.push(Diagnostic::warning(object.clone(), Reason::InvalidAnnotation, message));
         }
         backend
     }
 
-    /// The backend for `--default-backend-service`: the Service's first port.
-    pub(crate) fn resolve_default(
+    /// Whether a Service has a cluster IP, or needs none (`ExternalName`).
+    fn has_cluster_ip(&self, id: &NamespacedName) -> bool {
+        let Some(spec) = self.objects.services.get(id).and_then(|s| s.spec.as_ref()) else { return false };
+        spec.type_.as_deref() == Some("ExternalName")
+            || spec.cluster_ip.as_deref().is_some_and(|ip| ip.parse::<IpAddr>().is_ok())
+    }
+
+    /// The backend for a Service named without a port (`--default-backend-service`, the
+    /// `default-backend` annotation): its first port, spoken to in HTTP. `None` when the Service
+    /// does not exist or has no port.
+    pub(crate) fn resolve_first_port(
         &mut self,
         service: &NamespacedName,
         table: &mut TableBuilder,
         diagnostics: &mut Vec<Diagnostic>,
-    ) -> BackendId {
-        let object = ObjectRef::new(ObjectKind::Service, Some(&service.namespace), &service.name);
+    ) -> Option<BackendId> {
         let first_port =
             self.objects.services.get(service).and_then(|s| s.spec.as_ref()?.ports.as_ref()?.first());
-        let Some(port) = first_port.and_then(|p| u16::try_from(p.port).ok()) else {
-            let message = "--default-backend-service names a service that does not exist or has no port; \
-                           unmatched requests get 503";
-            diagnostics.push(Diagnostic::error(object, Reason::MissingService, message));
-            return table.add_backend(unavailable(service.clone(), PortRef::Number(0), Protocol::Http));
-        };
-        let (target, problem) = self.target(service, &PortRef::Number(port));
+        let port = PortRef::Number(first_port.and_then(|p| u16::try_from(p.port).ok())?);
+        let resolved = self.resolved.get(&(service.clone(), port.clone(), Protocol::Http, Dial::Endpoints));
+        if let Some((backend, _)) = resolved {
+            return Some(*backend);
+        }
+        let (target, problem) = self.target(service, &port, Dial::Endpoints);
         if let Some(problem) = problem {
+            let object = ObjectRef::new(ObjectKind::Service, Some(&service.namespace), &service.name);
             diagnostics.push(problem.diagnostic(object));
         }
-        table.add_backend(Backend {
-            service: Arc::new(service.clone()),
-            port: PortRef::Number(port),
-            protocol: Protocol::Http,
-            target,
-        })
+        let backend = Backend { service: Arc::new(service.clone()), port, protocol: Protocol::Http, target };
+        Some(table.add_backend(backend))
     }
 
-    fn target(&self, id: &NamespacedName, port: &PortRef) -> (Target, Option<BackendProblem>) {
+    fn target(&self, id: &NamespacedName, port: &PortRef, dial: Dial) -> (Target, Option<BackendProblem>) {
         let unavailable = |problem| (Target::Unavailable, Some(problem));
         let Some(spec) = self.objects.services.get(id).and_then(|s: &Arc<Service>| s.spec.as_ref()) else {
             return unavailable(BackendProblem::MissingService(id.clone()));
@@ -178,6 +196,11 @@ impl<'a> Backends<'a> {
         let Some(service_port) = service_port else { return unknown_port() };
         let Ok(number) = u16::try_from(service_port.port) else { return unknown_port() };
         let key = EndpointKey { service: id.clone(), port: number };
+        let cluster_ip = spec.cluster_ip.as_deref().and_then(|ip| ip.parse::<IpAddr>().ok());
+        if let (Dial::ClusterIp, Some(ip)) = (dial, cluster_ip) {
+            let set = EndpointSet::new(key, [SocketAddr::new(ip, number)]);
+            return (Target::ClusterIp(Arc::new(set)), None);
+        }
         let slices: Vec<&EndpointSlice> = self.objects.slices_of(id).collect();
         let slices = (!slices.is_empty()).then_some(&slices[..]);
         let addrs = addrs(slices, self.objects.endpoints.get(id).map(|e| &**e), service_port);
@@ -241,6 +264,6 @@ pub(crate) fn addrs(
     addrs
 }
 
-fn unavailable(service: NamespacedName, port: PortRef, protocol: Protocol) -> Backend {
+pub(crate) fn unavailable(service: NamespacedName, port: PortRef, protocol: Protocol) -> Backend {
     Backend { service: Arc::new(service), port, protocol, target: Target::Unavailable }
 }

@@ -18,13 +18,16 @@ mod objects;
 mod render;
 mod tls;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
+
+use backend::Dial;
 
 use http::HeaderValue;
 use k8s_openapi::api::networking::v1::{HTTPIngressPath, Ingress};
 use ostium_model::{
-    BackendId, Certificate, HostRedirect, HostRule, NamespacedName, PathRegex, PathRule, Policy, Rewrite,
-    Route, RouteAction, Table, TableBuilder, TlsTable,
+    BackendId, Certificate, HostRedirect, HostRule, NamespacedName, PathRegex, PathRule, Policy, PortRef,
+    Protocol, Rewrite, Route, RouteAction, Table, TableBuilder, TlsTable,
 };
 use rustls::crypto::CryptoProvider;
 
@@ -104,6 +107,7 @@ pub fn translate(objects: &Objects, options: &Options) -> Translation {
     for (id, ingress) in &ingresses {
         translator.ingress(id, ingress);
     }
+    translator.aliases();
     translator.www_redirects();
     translator.default_backend_flag();
 
@@ -118,6 +122,9 @@ struct Translator<'a> {
     /// `from-to-www-redirect` requests (alias host, target host, the Ingress), applied once every
     /// Ingress is in, since an alias some Ingress defines itself is left alone.
     www_redirects: Vec<(HostRule, HostRule, ObjectRef)>,
+    /// `server-alias`, per host: the aliases of the oldest Ingress that gives that host any,
+    /// applied once every Ingress is in, since a name some Ingress defines is not an alias.
+    aliases: BTreeMap<HostRule, (Vec<HostRule>, ObjectRef)>,
     options: &'a Options,
     classes: class::Classes<'a>,
     backends: backend::Backends<'a>,
@@ -134,6 +141,7 @@ impl<'a> Translator<'a> {
         Self {
             objects,
             www_redirects: Vec::new(),
+            aliases: BTreeMap::new(),
             options,
             classes: class::Classes::new(objects, options),
             backends: backend::Backends::new(objects),
@@ -158,10 +166,14 @@ impl<'a> Translator<'a> {
             self.objects,
             &mut self.diagnostics,
         );
-        let (policy, protocol, use_regex) =
-            (Arc::new(annotated.policy), annotated.protocol, annotated.use_regex);
+        let mut policy = annotated.policy;
+        if let Some(service) = &annotated.default_backend {
+            policy.default_backend = self.default_backend_annotation(&object, service);
+        }
+        let (policy, protocol, use_regex) = (Arc::new(policy), annotated.protocol, annotated.use_regex);
         let rewrite = annotated.rewrite;
         let www_redirect = annotated.www_redirect;
+        let dial = if annotated.service_upstream { Dial::ClusterIp } else { Dial::Endpoints };
 
         // Hosts this Ingress defines, in order, without repeats (`None`: the rules with no host).
         let mut hosts: Vec<Option<HostRule>> = Vec::new();
@@ -178,6 +190,9 @@ impl<'a> Translator<'a> {
             };
             if !hosts.contains(&host) {
                 hosts.push(host.clone());
+                if let Some(host) = &host {
+                    self.add_aliases(&object, host, &annotated.aliases);
+                }
             }
             if www_redirect && let Some(HostRule::Exact(name)) = &host {
                 let alias = match name.strip_prefix("www.") {
@@ -195,6 +210,7 @@ impl<'a> Translator<'a> {
                     &object,
                     &path.backend,
                     protocol,
+                    dial,
                     &mut self.table,
                     &mut self.diagnostics,
                 );
@@ -208,6 +224,7 @@ impl<'a> Translator<'a> {
                     &object,
                     default_backend,
                     protocol,
+                    dial,
                     &mut self.table,
                     &mut self.diagnostics,
                 );
@@ -317,13 +334,22 @@ impl<'a> Translator<'a> {
         }
     }
 
-    /// `--default-backend-service`, when no Ingress set the default route.
+    /// `--default-backend-service`: where error pages come from, and the default route when
+    /// no Ingress set one.
     fn default_backend_flag(&mut self) {
         let Some(service) = &self.options.default_backend_service else { return };
+        let backend = self.backends.resolve_first_port(service, &mut self.table, &mut self.diagnostics);
+        let backend = backend.unwrap_or_else(|| {
+            let object = ObjectRef::new(ObjectKind::Service, Some(&service.namespace), &service.name);
+            let message = "--default-backend-service names a service that does not exist or has no port; \
+                           unmatched requests get 503";
+            self.diagnostics.push(Diagnostic::error(object, Reason::MissingService, message));
+            self.table.add_backend(backend::unavailable(service.clone(), PortRef::Number(0), Protocol::Http))
+        });
+        self.table.set_default_backend(backend);
         if self.table.default_route().is_some() {
             return;
         }
-        let backend = self.backends.resolve_default(service, &mut self.table, &mut self.diagnostics);
         let route = Route {
             rule: PathRule::Prefix("".into()),
             ingress: None,
@@ -332,6 +358,67 @@ impl<'a> Translator<'a> {
         };
         // The table has no default route yet (checked above), so this cannot conflict.
         let _ = self.table.set_default_route(route);
+    }
+
+    /// The `default-backend` annotation's Service: its first port. A Service that does not exist
+    /// or has no port is reported and the annotation ignored, as ingress-nginx does.
+    fn default_backend_annotation(&mut self, object: &ObjectRef, service: &str) -> Option<BackendId> {
+        let id = NamespacedName::new(object.namespace.as_deref().unwrap_or_default(), service);
+        let backend = self.backends.resolve_first_port(&id, &mut self.table, &mut self.diagnostics);
+        if backend.is_none() {
+            let message = format!(
+                "annotation {}/default-backend: service {id} does not exist or has no port; it was ignored",
+                self.options.annotations_prefix
+            );
+            self.diagnostics.push(Diagnostic::error(object.clone(), Reason::InvalidAnnotation, message));
+        }
+        backend
+    }
+
+    /// Records the `server-alias` names of a host: the oldest Ingress that gives the host any
+    /// wins (Ingresses come oldest first), as in ingress-nginx.
+    fn add_aliases(&mut self, object: &ObjectRef, host: &HostRule, aliases: &[HostRule]) {
+        if aliases.is_empty() {
+            return;
+        }
+        match self.aliases.get(host) {
+            None => {
+                self.aliases.insert(host.clone(), (aliases.to_vec(), object.clone()));
+            }
+            Some((_, first)) => {
+                let message =
+                    format!("server-alias: host {host} has the aliases of {first}; these are ignored");
+                self.diagnostics.push(Diagnostic::warning(
+                    object.clone(),
+                    Reason::InvalidAnnotation,
+                    message,
+                ));
+            }
+        }
+    }
+
+    /// `server-alias`: each alias serves what its host serves, with the host's certificate when
+    /// that certificate is valid for the alias. A name that is a host of some Ingress, or the
+    /// alias of another host already, stays as it is (reported).
+    fn aliases(&mut self) {
+        for (host, (aliases, object)) in std::mem::take(&mut self.aliases) {
+            for alias in aliases.iter().filter(|alias| **alias != host) {
+                if !self.table.add_alias(alias, &host) {
+                    let message =
+                        format!("server-alias: {alias} is a host of its own; it is not an alias of {host}");
+                    self.diagnostics.push(Diagnostic::warning(
+                        object.clone(),
+                        Reason::InvalidAnnotation,
+                        message,
+                    ));
+                    continue;
+                }
+                let certificate = self.table.tls().certificate(&host).cloned();
+                if let Some(certificate) = certificate.filter(|c| tls::covers(c, alias)) {
+                    self.table.tls_mut().insert(alias, certificate);
+                }
+            }
+        }
     }
 
     fn error(&mut self, object: &ObjectRef, reason: Reason, message: impl Into<String>) {

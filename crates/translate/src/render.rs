@@ -63,11 +63,11 @@ fn route_line(table: &Table, route: &Route) -> String {
         RouteAction::Forward(backend) => backend_line(table.backend(*backend)),
         RouteAction::Redirect(to) => format!("redirect 308 to host {}", to.host()),
     };
-    format!("{} -> {action} ({from}){}", route.rule, policy_line(&route.policy))
+    format!("{} -> {action} ({from}){}", route.rule, policy_line(table, &route.policy))
 }
 
 /// What a route's policy changes from the default, or nothing.
-fn policy_line(policy: &Policy) -> String {
+fn policy_line(table: &Table, policy: &Policy) -> String {
     let mut parts = Vec::new();
     if let Some(denial) = &policy.denied {
         parts.push(format!("denied: {denial}"));
@@ -139,6 +139,14 @@ fn policy_line(policy: &Policy) -> String {
             prefix.map_or(String::new(), |p| format!(" prefix {p}"))
         ));
     }
+    if let Some(backend) = policy.default_backend {
+        parts.push(format!("default backend {}", backend_line(table.backend(backend))));
+    }
+    if let Some(pages) = &policy.error_pages {
+        let codes: Vec<String> = pages.codes.iter().map(u16::to_string).collect();
+        let scope = if pages.intercept_upstream { "" } else { " (proxy errors only)" };
+        parts.push(format!("error pages for {}{scope}", codes.join(",")));
+    }
     if parts.is_empty() { String::new() } else { format!(" [{}]", parts.join("; ")) }
 }
 
@@ -153,6 +161,10 @@ fn backend_line(backend: &Backend) -> String {
         Target::Endpoints(set) => {
             let addrs: Vec<String> = set.addrs().iter().map(ToString::to_string).collect();
             format!("endpoints [{}]", addrs.join(", "))
+        }
+        Target::ClusterIp(set) => {
+            let addrs: Vec<String> = set.addrs().iter().map(ToString::to_string).collect();
+            format!("cluster IP {}", addrs.join(", "))
         }
         Target::ExternalName(authority) => format!("external name {authority}"),
         Target::Unavailable => "unavailable (503)".to_owned(),

@@ -215,7 +215,7 @@ impl<'a> Certificates<'a> {
 }
 
 /// Whether the leaf certificate is valid for a host (for a wildcard host: for any one label).
-fn covers(certificate: &Certificate, host: &HostRule) -> bool {
+pub(crate) fn covers(certificate: &Certificate, host: &HostRule) -> bool {
     let name = match host {
         HostRule::Exact(name) => name.to_string(),
         HostRule::Wildcard(suffix) => format!("{WILDCARD_PROBE_LABEL}.{suffix}"),

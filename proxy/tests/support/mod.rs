@@ -146,6 +146,22 @@ impl TableBuilder {
         self
     }
 
+    /// A backend no route uses yet (a default backend), speaking HTTP.
+    pub fn backend(&mut self, service: &str, target: Target) -> ostium_model::BackendId {
+        self.table.add_backend(Backend {
+            service: Arc::new(NamespacedName::new("default", service)),
+            port: PortRef::Number(80),
+            protocol: Protocol::Http,
+            target,
+        })
+    }
+
+    /// `--default-backend-service`'s backend (error pages of routes without one of their own).
+    pub fn default_backend(mut self, backend: ostium_model::BackendId) -> Self {
+        self.table.set_default_backend(backend);
+        self
+    }
+
     /// Every request for `host` redirected to `to` (`from-to-www-redirect`'s other name).
     pub fn redirect_host(mut self, host: &str, to: &str) -> Self {
         let host = host.parse::<HostRule>().unwrap();

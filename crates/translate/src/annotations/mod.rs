@@ -19,12 +19,13 @@ use std::sync::Arc;
 
 use http::HeaderValue;
 use k8s_openapi::api::networking::v1::Ingress;
-use ostium_model::{Denial, HttpsRedirect, Policy, Protocol, Redirect, UpstreamTimeouts};
+use ostium_model::{Denial, HostRule, HttpsRedirect, Policy, Protocol, Redirect, UpstreamTimeouts};
 
 use crate::{Diagnostic, ObjectRef, Objects, Reason};
 
 mod access;
 mod auth;
+mod backends;
 mod cors;
 
 pub(crate) use auth::auth_secret;
@@ -63,7 +64,7 @@ const DENIED_UNTIL_IMPLEMENTED: [&str; 17] = [
 ];
 
 /// Annotations ostium reads, by family (each family's module lists its keys).
-const SUPPORTED: &[&[&str]] = &[auth::KEYS, access::KEYS, cors::KEYS, GENERAL];
+const SUPPORTED: &[&[&str]] = &[auth::KEYS, access::KEYS, backends::KEYS, cors::KEYS, GENERAL];
 
 /// Annotations read in this file.
 const GENERAL: &[&str] = &[
@@ -97,6 +98,12 @@ pub(crate) struct Annotated {
     pub(crate) rewrite: Option<(Box<str>, Option<HeaderValue>)>,
     /// `from-to-www-redirect`.
     pub(crate) www_redirect: bool,
+    /// `server-alias`: more names for the hosts of the Ingress.
+    pub(crate) aliases: Vec<HostRule>,
+    /// `service-upstream`: requests go to the Service's cluster IP instead of its endpoints.
+    pub(crate) service_upstream: bool,
+    /// `default-backend`: a Service of the Ingress's namespace, resolved by the translator.
+    pub(crate) default_backend: Option<String>,
 }
 
 /// Parses the annotations of one Ingress. Invalid values are reported and leave the default.
@@ -211,7 +218,20 @@ pub(crate) fn parse(
     let use_regex = parser.flag("use-regex").unwrap_or(false) || rewrite.is_some();
     let www_redirect = parser.flag("from-to-www-redirect").unwrap_or(false);
     let rewrite = rewrite.map(|target| (target, forwarded_prefix));
-    Annotated { policy, protocol, use_regex, rewrite, www_redirect }
+    policy.error_pages = parser.error_pages();
+    let aliases = parser.aliases();
+    let service_upstream = parser.flag("service-upstream").unwrap_or(false);
+    let default_backend = parser.default_backend_service();
+    Annotated {
+        policy,
+        protocol,
+        use_regex,
+        rewrite,
+        www_redirect,
+        aliases,
+        service_upstream,
+        default_backend,
+    }
 }
 
 /// Whether ostium reads an annotation (its name without the prefix).
