@@ -1,7 +1,8 @@
 //! The request pipeline, phase by phase: check the request head (`request`), route it on the
 //! current table (`route`), apply the route's request policies (`policy`), rewrite it for the
 //! backend (`rewrite`), send it to an endpoint (retrying a refused connection once on another)
-//! under nginx's clocks, and stream the answer back. Answers of our own come from `outcome`.
+//! under nginx's clocks, and stream the answer back. Answers of our own come from `outcome`;
+//! a route's default backend and error pages (`error_page`) stand in for either.
 
 use std::net::SocketAddr;
 use std::ops::ControlFlow;
@@ -22,7 +23,7 @@ use crate::error_page::{Details, ErrorPageRequest};
 use crate::outcome::Outcome;
 use crate::request::RequestHead;
 use crate::rewrite::{Outgoing, upstream_request};
-use crate::route::Routed;
+use crate::route::{Defaults, Routed};
 use crate::tunnel::tunnel;
 use crate::upstream::{self, UpstreamBody};
 use crate::{ConnectionInfo, Proxy, ProxyError, headers, policy};
@@ -144,20 +145,38 @@ impl Proxy {
             return result;
         }
         drop(result);
-        let Some((target, protocol)) = defaults.error_backend() else {
-            return Err(ProxyError::NoRoute.into()); // the built-in default backend
-        };
-        let (method, headers, path_and_query) = page.for_code(code, &details, trace.request_id.clone());
+        Ok(self
+            .error_page(
+                page.for_code(code, &details, trace.request_id.clone()),
+                defaults,
+                &routed,
+                connection,
+                trace,
+            )
+            .await?)
+    }
+
+    /// The default backend's answer for an error page request (`custom-http-errors`), passed
+    /// on as it is; the built-in 404 when there is no default backend (as ingress-nginx's own).
+    async fn error_page(
+        &self,
+        (method, headers, path_and_query): (http::Method, HeaderMap, PathAndQuery),
+        defaults: &Defaults,
+        routed: &Routed<'_>,
+        connection: &ConnectionInfo,
+        trace: &mut Trace,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let Some((target, protocol)) = defaults.error_backend() else { return Err(ProxyError::NoRoute) };
         let mut parts = Request::new(()).into_parts().0;
         (parts.method, parts.headers) = (method, headers);
         let (scheme, version) = upstream::scheme(protocol);
         parts.version = version;
         let body = Either::Right(Empty::new());
         let outgoing = Outgoing { parts, path_and_query, body, clock: None, client_upgrade: None };
-        let clocks = self.clocks(&routed);
+        let clocks = self.clocks(routed);
         let (response, _) = self.to_backend(outgoing, target, protocol, scheme, clocks, trace).await?;
         let hsts = connection.is_tls && routed.host_has_certificate;
-        Ok(self.respond(response, None, hsts, clocks.read)?)
+        self.respond(response, None, hsts, clocks.read)
     }
 
     /// The phases after routing: request policies, the rewrite, the endpoint, and its answer.
