@@ -519,6 +519,27 @@ mod tests {
         }
     }
 
+    /// docs/annotations.md is the user's list: a key is marked supported there exactly when it
+    /// is read here, and the README's count agrees.
+    #[test]
+    fn the_documentation_marks_exactly_the_supported_keys() {
+        let docs = include_str!("../../../../docs/annotations.md");
+        let documented: std::collections::BTreeSet<&str> = docs
+            .lines()
+            .filter_map(|line| {
+                let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+                let read = cells.len() > 4 && (cells[3] == "supported" || cells[3].starts_with("accepted"));
+                read.then(|| cells[1].trim_matches('`'))
+            })
+            .collect();
+        let supported: std::collections::BTreeSet<&str> =
+            SUPPORTED.iter().copied().flatten().copied().collect();
+        assert_eq!(documented, supported);
+        let readme = include_str!("../../../../README.md");
+        let count = format!("{} annotations supported", supported.len());
+        assert!(readme.contains(&count), "the README should say `{count}`");
+    }
+
     #[test]
     fn sizes_follow_nginx() {
         assert_eq!(parse_size("1m"), Some(1 << 20));
