@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use http::HeaderValue;
 
-use crate::{Cors, Satisfy, SourceAccess};
+use crate::{Cors, RateLimit, ResponseRate, Satisfy, SourceAccess};
 
 /// ingress-nginx's default `proxy-body-size`: 1 MiB.
 pub const DEFAULT_MAX_BODY_SIZE: u64 = 1024 * 1024;
@@ -49,6 +49,10 @@ pub struct Policy {
     pub upstream_host: Option<HeaderValue>,
     /// `enable-access-log`: whether the route's requests get an access log line.
     pub access_log: bool,
+    /// `limit-rps`, `limit-rpm`, `limit-connections`: requests over them are refused (503).
+    pub rate_limit: Option<RateLimit>,
+    /// `limit-rate`, `limit-rate-after`: how fast responses are sent.
+    pub response_rate: Option<ResponseRate>,
 }
 
 /// nginx's clocks toward the endpoint, for one route.
@@ -188,6 +192,8 @@ impl Default for Policy {
             cors: None,
             upstream_host: None,
             access_log: true,
+            rate_limit: None,
+            response_rate: None,
         }
     }
 }
