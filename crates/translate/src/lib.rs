@@ -23,8 +23,8 @@ use std::sync::Arc;
 use http::HeaderValue;
 use k8s_openapi::api::networking::v1::{HTTPIngressPath, Ingress};
 use ostium_model::{
-    BackendId, Certificate, HostRedirect, HostRule, NamespacedName, PathRegex, PathRule, Policy, Rewrite,
-    Route, RouteAction, Table, TableBuilder, TlsTable,
+    BackendId, Certificate, HostRedirect, HostRule, NamespacedName, PathRegex, PathRule, Policy,
+    RateLimitZones, Rewrite, Route, RouteAction, Table, TableBuilder, TlsTable,
 };
 use rustls::crypto::CryptoProvider;
 
@@ -54,6 +54,9 @@ pub struct Options {
     /// `--annotations-prefix`.
     pub annotations_prefix: String,
     pub crypto_provider: Arc<CryptoProvider>,
+    /// The rate limit zones of the tables built with these options: a new table takes each
+    /// Ingress's zone from the table before it, so rebuilding keeps every client's state.
+    pub rate_limit_zones: RateLimitZones,
 }
 
 impl Options {
@@ -75,6 +78,7 @@ impl Options {
             fallback_certificate,
             annotations_prefix: Self::DEFAULT_ANNOTATIONS_PREFIX.into(),
             crypto_provider,
+            rate_limit_zones: RateLimitZones::default(),
         }
     }
 }
@@ -156,6 +160,7 @@ impl<'a> Translator<'a> {
             ingress,
             &self.options.annotations_prefix,
             self.objects,
+            &self.options.rate_limit_zones,
             &mut self.diagnostics,
         );
         let (policy, protocol, use_regex) =
