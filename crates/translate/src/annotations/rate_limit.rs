@@ -3,6 +3,11 @@
 //! ingress-nginx's internal/ingress/annotations/ratelimit/main.go reads them and its template
 //! renders them (`limit_req zone=… burst=<n × multiplier> nodelay`, `limit_conn`,
 //! `limit_rate <n>k`, `limit_rate_after <n>k`; only values above zero are written).
+//!
+//! `proxy-buffering` is read here for one purpose: nginx applies `limit_rate` to buffered
+//! responses only (ngx_http_upstream.c sets `limit_rate` to 0 when `proxy_buffering` is off, as
+//! it is by default in ingress-nginx), so `limit-rate` takes effect only with `proxy-buffering:
+//! on`. ostium streams responses either way.
 
 use k8s_openapi::api::networking::v1::Ingress;
 use ostium_model::{CidrSet, Denial, NamespacedName, RateLimit, RateLimitZones, RequestRate, ResponseRate};
@@ -20,6 +25,7 @@ pub(super) const KEYS: &[&str] = &[
     "limit-whitelist",
     "limit-rate",
     "limit-rate-after",
+    "proxy-buffering",
 ];
 
 /// ingress-nginx's default `limit-burst-multiplier`.
@@ -69,9 +75,18 @@ impl Parser<'_> {
         })
     }
 
-    /// `limit-rate` and `limit-rate-after`, in KiB (the template writes `limit_rate <n>k`). A
-    /// value that is not a whole number keeps the default, no limit, as ingress-nginx does.
+    /// `limit-rate` and `limit-rate-after`, in KiB (the template writes `limit_rate <n>k`), when
+    /// `proxy-buffering` is `on`. A value that is not a whole number keeps the default, no limit,
+    /// as ingress-nginx does; so does a `proxy-buffering` other than `on` or `off`.
     pub(super) fn response_rate(&mut self) -> Option<ResponseRate> {
+        let buffering = match self.value("proxy-buffering").map(str::trim) {
+            None | Some("off") => false,
+            Some("on") => true,
+            Some(_) => {
+                self.warn_default("proxy-buffering", "off");
+                false
+            }
+        };
         let kib = |parser: &mut Self, name: &str| match parser.int(name) {
             None => 0,
             Some(Ok(n)) if n >= 0 => n.unsigned_abs().saturating_mul(1024),
@@ -90,6 +105,10 @@ impl Parser<'_> {
             if after > 0 {
                 self.no_effect("limit-rate-after", "limit-rate");
             }
+            return None;
+        }
+        if !buffering {
+            self.no_effect("limit-rate", "proxy-buffering: on (nginx limits buffered responses only)");
             return None;
         }
         Some(ResponseRate { bytes_per_second, after })
