@@ -117,7 +117,7 @@ const CONNECTIONS_PER_SHARD: usize = 1024;
 
 /// nginx's leaky bucket state: the excess in thousandths of a request, and when it was last
 /// changed (milliseconds).
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 struct Bucket {
     excess: u64,
     last: u64,
