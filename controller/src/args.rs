@@ -275,6 +275,7 @@ impl TryFrom<Args> for Config {
             fallback_certificate: self_signed_certificate(&crypto_provider)?,
             annotations_prefix,
             crypto_provider,
+            rate_limit_zones: Default::default(),
         };
         Ok(Self {
             manifests,

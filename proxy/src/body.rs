@@ -5,6 +5,8 @@
 //!   (`proxy_send_timeout`) or has it all (`proxy_read_timeout` runs).
 //! - A response body from an endpoint times the endpoint's pauses (`proxy_read_timeout`: the
 //!   client's connection is cut, as nginx does once the head is sent).
+//! - A response body under `limit-rate` is paced by its [`Throttle`], and holds the request's
+//!   place under `limit-connections` until it is done.
 //! - Both count bytes for the access log, whose line is written when the response body is
 //!   finished with (sent in full, or dropped when the client went away), which is also when
 //!   the request's duration ends, and when the connection's request stops being in flight.
@@ -14,7 +16,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU8;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -22,11 +24,12 @@ use http::{HeaderValue, Method, Uri};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
-use ostium_model::NamespacedName;
+use ostium_model::{ConnectionSlot, NamespacedName};
 use tokio::time::Sleep;
 
 use crate::ProxyError;
 use crate::connection::RequestGuard;
+use crate::policy::Throttle;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -244,6 +247,10 @@ pub struct ProxyBody {
     bytes_out: u64,
     /// The request counts as in flight on its connection until its response body is done.
     active: Option<RequestGuard>,
+    /// The request counts under `limit-connections` until its response body is done.
+    slot: Option<ConnectionSlot>,
+    /// `limit-rate`.
+    throttle: Option<Box<Throttle>>,
 }
 
 /// An endpoint paused longer than `proxy_read_timeout` in the middle of a response body.
@@ -254,7 +261,15 @@ pub(crate) struct UpstreamBodyTimeout;
 impl ProxyBody {
     pub(crate) fn upstream(body: Incoming, read_timeout: Duration) -> Self {
         let read_timer = Some(IdleTimer::new(read_timeout));
-        Self { inner: Either::Left(body), read_timer, log: None, bytes_out: 0, active: None }
+        Self {
+            inner: Either::Left(body),
+            read_timer,
+            log: None,
+            bytes_out: 0,
+            active: None,
+            slot: None,
+            throttle: None,
+        }
     }
 
     pub(crate) fn full(bytes: Bytes) -> Self {
@@ -264,7 +279,16 @@ impl ProxyBody {
             log: None,
             bytes_out: 0,
             active: None,
+            slot: None,
+            throttle: None,
         }
+    }
+
+    /// Under the request's rate limits: its place under `limit-connections`, its `limit-rate`.
+    pub(crate) fn limited(mut self, slot: Option<ConnectionSlot>, throttle: Option<Throttle>) -> Self {
+        self.slot = slot;
+        self.throttle = throttle.map(Box::new);
+        self
     }
 
     pub(crate) fn logged(mut self, entry: AccessEntry) -> Self {
@@ -287,11 +311,19 @@ impl Body for ProxyBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
+        if let Some(throttle) = &mut this.throttle {
+            // Nothing is read from the endpoint before something may be sent.
+            ready!(throttle.poll_ready(cx));
+            if let Some(held) = throttle.take_held() {
+                let data = throttle.pass(held);
+                this.bytes_out += data.len() as u64;
+                return Poll::Ready(Some(Ok(Frame::data(data))));
+            }
+        }
         let polled = match &mut this.inner {
             Either::Left(body) => Pin::new(body).poll_frame(cx),
             Either::Right(body) => Pin::new(body).poll_frame(cx).map_err(|never| match never {}),
         };
-        this.bytes_out += data_len(&polled);
         if let Some(timer) = &mut this.read_timer {
             match polled {
                 Poll::Pending if timer.expired(cx) => {
@@ -301,15 +333,31 @@ impl Body for ProxyBody {
                 _ => timer.disarm(),
             }
         }
+        let polled = match (&mut this.throttle, polled) {
+            (Some(throttle), Poll::Ready(Some(Ok(frame)))) => match frame.into_data() {
+                Ok(data) => Poll::Ready(Some(Ok(Frame::data(throttle.pass(data))))),
+                Err(frame) => Poll::Ready(Some(Ok(frame))),
+            },
+            (_, polled) => polled,
+        };
+        this.bytes_out += data_len(&polled);
         polled.map_err(Into::into)
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner.is_end_stream() && self.throttle.as_ref().is_none_or(|t| t.held_len() == 0)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        let mut hint = self.inner.size_hint();
+        if let Some(held) = self.throttle.as_ref().map(|t| t.held_len()).filter(|&held| held > 0) {
+            // The upper bound first: a lower bound may never exceed it.
+            if let Some(upper) = hint.upper() {
+                hint.set_upper(upper + held);
+            }
+            hint.set_lower(hint.lower() + held);
+        }
+        hint
     }
 }
 

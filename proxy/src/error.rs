@@ -14,6 +14,10 @@ pub enum ProxyError {
     MethodNotAllowed,
     #[error("the client address is not allowed on this route")]
     Forbidden,
+    #[error("the client is over the route's request rate (limit-rps, limit-rpm)")]
+    RateLimited,
+    #[error("the client has as many requests in flight as the route allows (limit-connections)")]
+    TooManyConnections,
     #[error("request target longer than 8 KiB")]
     UriTooLong,
     #[error("transfer coding other than chunked")]
@@ -49,9 +53,12 @@ impl ProxyError {
             Self::UnsupportedTransferEncoding => StatusCode::NOT_IMPLEMENTED,
             Self::ClientBodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::NoEndpoints | Self::BackendUnavailable | Self::AuthMisconfigured | Self::RouteDenied => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Self::NoEndpoints
+            | Self::BackendUnavailable
+            | Self::AuthMisconfigured
+            | Self::RouteDenied
+            | Self::RateLimited
+            | Self::TooManyConnections => StatusCode::SERVICE_UNAVAILABLE,
             Self::ConnectFailed | Self::UpstreamReset => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -80,9 +87,12 @@ impl ProxyError {
             Self::UnsupportedTransferEncoding => "501 Not Implemented\n",
             Self::ClientBodyTimeout => "408 Request Time-out\n",
             Self::BodyTooLarge => "413 Request Entity Too Large\n",
-            Self::NoEndpoints | Self::BackendUnavailable | Self::AuthMisconfigured | Self::RouteDenied => {
-                "503 Service Temporarily Unavailable\n"
-            }
+            Self::NoEndpoints
+            | Self::BackendUnavailable
+            | Self::AuthMisconfigured
+            | Self::RouteDenied
+            | Self::RateLimited
+            | Self::TooManyConnections => "503 Service Temporarily Unavailable\n",
             Self::ConnectFailed | Self::UpstreamReset => "502 Bad Gateway\n",
             Self::UpstreamTimeout => "504 Gateway Time-out\n",
         }

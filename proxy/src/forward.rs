@@ -21,6 +21,7 @@ use ostium_model::{Endpoint, NamespacedName, Protocol, Target};
 use crate::body::{AccessEntry, BodyClock, ClientBodyError, ProxyBody};
 use crate::error_page::{Details, ErrorPageRequest};
 use crate::outcome::Outcome;
+use crate::policy::Admission;
 use crate::request::RequestHead;
 use crate::rewrite::{Outgoing, upstream_request};
 use crate::route::{Defaults, Routed};
@@ -176,7 +177,7 @@ impl Proxy {
         let clocks = self.clocks(routed);
         let (response, _) = self.to_backend(outgoing, target, protocol, scheme, clocks, trace).await?;
         let hsts = connection.is_tls && routed.host_has_certificate;
-        self.respond(response, None, hsts, clocks.read)
+        self.respond(response, None, hsts, clocks.read, Admission::default())
     }
 
     /// The phases after routing: request policies, the rewrite, the endpoint, and its answer.
@@ -193,11 +194,10 @@ impl Proxy {
         trace.response_headers = policy::cors_headers(&routed.policy, request.headers());
         trace.unlogged = !routed.policy.access_log;
         let (method, headers, cors) = (request.method(), request.headers(), trace.response_headers.as_ref());
-        if let ControlFlow::Break(outcome) =
-            policy::check(method, headers, cors, head, routed, connection).await
-        {
-            return Err(outcome);
-        }
+        let admission = match policy::check(method, headers, cors, head, routed, connection).await {
+            ControlFlow::Continue(admission) => admission,
+            ControlFlow::Break(outcome) => return Err(outcome),
+        };
         let Some((target, protocol)) = routed.backend.clone() else {
             return Err(ProxyError::BackendUnavailable.into()); // a redirect route redirects above
         };
@@ -215,7 +215,7 @@ impl Proxy {
         let (response, client_upgrade) =
             self.to_backend(outgoing, target, protocol, scheme, clocks, trace).await?;
         let hsts = connection.is_tls && routed.host_has_certificate;
-        Ok(self.respond(response, client_upgrade, hsts, clocks.read)?)
+        Ok(self.respond(response, client_upgrade, hsts, clocks.read, admission)?)
     }
 
     /// The route's clocks toward the endpoint, else the proxy's.
@@ -330,13 +330,15 @@ impl Proxy {
         }
     }
 
-    /// The last phase: the endpoint's response for the client. A `101` starts the tunnel.
+    /// The last phase: the endpoint's response for the client, under the request's rate limits.
+    /// A `101` starts the tunnel, which keeps the request's place under `limit-connections`.
     fn respond(
         &self,
         mut response: Response<Incoming>,
         client_upgrade: Option<hyper::upgrade::OnUpgrade>,
         hsts: bool,
         read_timeout: Duration,
+        mut admission: Admission,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
         if switching {
@@ -344,7 +346,9 @@ impl Proxy {
             let client_upgrade = client_upgrade.ok_or(ProxyError::UpstreamReset)?;
             let upstream_upgrade = hyper::upgrade::on(&mut response);
             let idle = read_timeout;
+            let admission = std::mem::take(&mut admission);
             tokio::spawn(async move {
+                let _admission = admission;
                 let (client, upstream) = match tokio::try_join!(client_upgrade, upstream_upgrade) {
                     Ok(both) => both,
                     Err(error) => {
@@ -367,7 +371,7 @@ impl Proxy {
                 HeaderValue::from_static("max-age=31536000; includeSubDomains"),
             );
         }
-        Ok(response.map(|body| ProxyBody::upstream(body, read_timeout)))
+        Ok(response.map(|body| admission.limit(ProxyBody::upstream(body, read_timeout))))
     }
 }
 

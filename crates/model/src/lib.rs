@@ -14,6 +14,7 @@ mod host;
 mod name;
 mod path;
 mod policy;
+mod rate_limit;
 mod redirect;
 mod store;
 mod table;
@@ -30,6 +31,9 @@ pub use path::{InvalidPath, PathMatch, PathMatchKind, PathRegex, PathRule, forwa
 pub use policy::{
     BasicAuth, Credentials, DEFAULT_MAX_BODY_SIZE, Denial, ErrorPages, HttpsRedirect, PasswordHash, Policy,
     Redirect, Rewrite, UpgradeProtocol, UpstreamTimeouts,
+};
+pub use rate_limit::{
+    ConnectionSlot, Limited, RateLimit, RateLimitZone, RateLimitZones, RequestRate, ResponseRate,
 };
 pub use redirect::{HostRedirect, Location, RedirectContext, Redirection, redirection};
 pub use store::{TableReader, TableStore};

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use http::HeaderValue;
 
-use crate::{BackendId, Cors, Satisfy, SourceAccess};
+use crate::{BackendId, Cors, RateLimit, ResponseRate, Satisfy, SourceAccess};
 
 /// ingress-nginx's default `proxy-body-size`: 1 MiB.
 pub const DEFAULT_MAX_BODY_SIZE: u64 = 1024 * 1024;
@@ -54,6 +54,10 @@ pub struct Policy {
     pub default_backend: Option<BackendId>,
     /// `custom-http-errors`: answers with these codes are replaced by the default backend's.
     pub error_pages: Option<ErrorPages>,
+    /// `limit-rps`, `limit-rpm`, `limit-connections`: requests over them are refused (503).
+    pub rate_limit: Option<RateLimit>,
+    /// `limit-rate`, `limit-rate-after`: how fast responses are sent.
+    pub response_rate: Option<ResponseRate>,
 }
 
 /// `custom-http-errors` and `disable-proxy-intercept-errors`: which answers are replaced by the
@@ -212,6 +216,8 @@ impl Default for Policy {
             access_log: true,
             default_backend: None,
             error_pages: None,
+            rate_limit: None,
+            response_rate: None,
         }
     }
 }

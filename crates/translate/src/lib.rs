@@ -27,7 +27,7 @@ use http::HeaderValue;
 use k8s_openapi::api::networking::v1::{HTTPIngressPath, Ingress};
 use ostium_model::{
     BackendId, Certificate, HostRedirect, HostRule, NamespacedName, PathRegex, PathRule, Policy, PortRef,
-    Protocol, Rewrite, Route, RouteAction, Table, TableBuilder, TlsTable,
+    Protocol, RateLimitZones, Rewrite, Route, RouteAction, Table, TableBuilder, TlsTable,
 };
 use rustls::crypto::CryptoProvider;
 
@@ -57,6 +57,9 @@ pub struct Options {
     /// `--annotations-prefix`.
     pub annotations_prefix: String,
     pub crypto_provider: Arc<CryptoProvider>,
+    /// The rate limit zones of the tables built with these options: a new table takes each
+    /// Ingress's zone from the table before it, so rebuilding keeps every client's state.
+    pub rate_limit_zones: RateLimitZones,
 }
 
 impl Options {
@@ -78,6 +81,7 @@ impl Options {
             fallback_certificate,
             annotations_prefix: Self::DEFAULT_ANNOTATIONS_PREFIX.into(),
             crypto_provider,
+            rate_limit_zones: RateLimitZones::default(),
         }
     }
 }
@@ -164,6 +168,7 @@ impl<'a> Translator<'a> {
             ingress,
             &self.options.annotations_prefix,
             self.objects,
+            &self.options.rate_limit_zones,
             &mut self.diagnostics,
         );
         let mut policy = annotated.policy;

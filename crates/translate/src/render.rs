@@ -128,6 +128,24 @@ fn policy_line(table: &Table, policy: &Policy) -> String {
     if let Some(read) = policy.upstream_timeouts.read {
         parts.push(format!("read timeout {}s", read.as_secs()));
     }
+    if let Some(limit) = &policy.rate_limit {
+        let mut limits = Vec::new();
+        for (name, rate) in [("rps", limit.per_second), ("rpm", limit.per_minute)] {
+            if let Some(rate) = rate {
+                limits.push(format!("{name} {} burst {}", rate.requests, rate.burst));
+            }
+        }
+        if let Some(connections) = limit.connections {
+            limits.push(format!("connections {connections}"));
+        }
+        if let Some(allowlist) = &limit.allowlist {
+            limits.push(format!("except {allowlist}"));
+        }
+        parts.push(format!("limit {}", limits.join(", ")));
+    }
+    if let Some(rate) = policy.response_rate {
+        parts.push(format!("response rate {} bytes/s after {} bytes", rate.bytes_per_second, rate.after));
+    }
     if policy.satisfy == ostium_model::Satisfy::Any {
         parts.push("satisfy any".to_owned());
     }

@@ -7,6 +7,7 @@ mod access;
 mod basic_auth;
 mod cors;
 mod deny;
+mod rate_limit;
 mod redirect;
 
 use std::ops::ControlFlow;
@@ -19,10 +20,12 @@ use crate::request::RequestHead;
 use crate::route::Routed;
 
 pub(crate) use cors::response_headers as cors_headers;
+pub(crate) use rate_limit::{Admission, Throttle};
 
 /// Runs the request policies in order: a route denied by its Ingress, a CORS preflight,
-/// redirects, access by address and credentials. `Break` carries the answer that replaces
-/// forwarding.
+/// redirects (nginx's rewrite phase), rate limits (its preaccess phase), access by address and
+/// credentials (its access phase). `Break` carries the answer that replaces forwarding;
+/// `Continue` what the rate limits keep until the response is sent.
 pub(crate) async fn check(
     method: &Method,
     headers: &HeaderMap,
@@ -30,10 +33,11 @@ pub(crate) async fn check(
     head: &RequestHead,
     routed: &Routed<'_>,
     connection: &ConnectionInfo,
-) -> ControlFlow<Outcome> {
+) -> ControlFlow<Outcome, Admission> {
     deny::check(&routed.policy)?;
     cors::check(method, cors)?;
     redirect::check(head, routed, connection)?;
+    let admission = rate_limit::check(&routed.policy, connection)?;
     access::check(&routed.policy, headers, connection).await?;
-    ControlFlow::Continue(())
+    ControlFlow::Continue(admission)
 }

@@ -35,7 +35,8 @@ impl Parser<'_> {
         (allow.is_some() || deny.is_some()).then_some(SourceAccess { allow, deny })
     }
 
-    fn networks(&mut self, name: &str, denied: &mut Option<Denial>) -> Option<CidrSet> {
+    /// A list of addresses and networks; one that does not parse denies the route (503).
+    pub(super) fn networks(&mut self, name: &str, denied: &mut Option<Denial>) -> Option<CidrSet> {
         let error = match self.value(name)?.parse::<CidrSet>() {
             Ok(networks) => return Some(networks),
             Err(error) => error,

@@ -19,7 +19,9 @@ use std::sync::Arc;
 
 use http::HeaderValue;
 use k8s_openapi::api::networking::v1::Ingress;
-use ostium_model::{Denial, HostRule, HttpsRedirect, Policy, Protocol, Redirect, UpstreamTimeouts};
+use ostium_model::{
+    Denial, HostRule, HttpsRedirect, Policy, Protocol, RateLimitZones, Redirect, UpstreamTimeouts,
+};
 
 use crate::{Diagnostic, ObjectRef, Objects, Reason};
 
@@ -27,6 +29,7 @@ mod access;
 mod auth;
 mod backends;
 mod cors;
+mod rate_limit;
 
 pub(crate) use auth::auth_secret;
 
@@ -39,7 +42,7 @@ const SNIPPETS: [&str; 5] =
 /// serve its Ingress's routes more openly than asked, so they deny every request (503) instead,
 /// as ingress-nginx denies a location whose annotation cannot be applied. A trailing `*` matches
 /// by prefix. A key leaves this list when it is implemented.
-const DENIED_UNTIL_IMPLEMENTED: [&str; 17] = [
+const DENIED_UNTIL_IMPLEMENTED: [&str; 16] = [
     // External authentication.
     "auth-url",
     "auth-signin",
@@ -54,8 +57,7 @@ const DENIED_UNTIL_IMPLEMENTED: [&str; 17] = [
     "auth-keepalive*",
     // Client certificate authentication.
     "auth-tls-*",
-    // Rate limits.
-    "limit-*",
+    // Global rate limits (shared through memcached).
     "global-rate-limit*",
     // Web application firewall.
     "enable-modsecurity",
@@ -64,7 +66,8 @@ const DENIED_UNTIL_IMPLEMENTED: [&str; 17] = [
 ];
 
 /// Annotations ostium reads, by family (each family's module lists its keys).
-const SUPPORTED: &[&[&str]] = &[auth::KEYS, access::KEYS, backends::KEYS, cors::KEYS, GENERAL];
+const SUPPORTED: &[&[&str]] =
+    &[auth::KEYS, access::KEYS, backends::KEYS, cors::KEYS, rate_limit::KEYS, GENERAL];
 
 /// Annotations read in this file.
 const GENERAL: &[&str] = &[
@@ -107,11 +110,13 @@ pub(crate) struct Annotated {
 }
 
 /// Parses the annotations of one Ingress. Invalid values are reported and leave the default.
+/// Rate limits take the Ingress's zone from `zones`.
 pub(crate) fn parse(
     object: &ObjectRef,
     ingress: &Ingress,
     prefix: &str,
     objects: &Objects,
+    zones: &RateLimitZones,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Annotated {
     let mut ours: BTreeMap<&str, &str> = BTreeMap::new();
@@ -178,6 +183,8 @@ pub(crate) fn parse(
     };
     policy.auth = parser.basic_auth(objects).map(Arc::new);
     policy.source_access = parser.source_access(&mut policy.denied);
+    policy.rate_limit = parser.rate_limit(ingress, zones, &mut policy.denied);
+    policy.response_rate = parser.response_rate();
     policy.cors = parser.cors();
     if let Some(host) = parser.value("upstream-vhost") {
         match HeaderValue::from_str(host.trim()) {
@@ -416,7 +423,8 @@ mod tests {
         let ingress = &objects.ingresses[&NamespacedName::new("default", "web")];
         let object = ObjectRef::new(ObjectKind::Ingress, Some("default"), "web");
         let mut diagnostics = Vec::new();
-        let annotated = parse(&object, ingress, PREFIX, &objects, &mut diagnostics);
+        let annotated =
+            parse(&object, ingress, PREFIX, &objects, &RateLimitZones::default(), &mut diagnostics);
         (annotated, diagnostics)
     }
 
@@ -455,7 +463,6 @@ mod tests {
             ("auth-url", "http://auth.example.com/", false),
             ("auth-tls-verify-client", "on", false),
             ("auth-keepalive-timeout", "10", false),
-            ("limit-rps", "5", false),
             ("global-rate-limit-window", "1m", false),
             ("enable-modsecurity", "true", false),
             ("configuration-snippet", "deny all;", true),
