@@ -15,6 +15,7 @@ mod name;
 mod path;
 mod policy;
 mod redirect;
+mod shaping;
 mod store;
 mod table;
 mod tls;
@@ -32,6 +33,7 @@ pub use policy::{
     Rewrite, UpgradeProtocol, UpstreamTimeouts,
 };
 pub use redirect::{HostRedirect, Location, RedirectContext, Redirection, redirection};
+pub use shaping::{Shaping, TextRewrite};
 pub use store::{TableReader, TableStore};
 pub use table::{Route, RouteAction, RouteConflict, RouteMatch, Table, TableBuilder, VirtualHost};
 pub use tls::{Certificate, TlsTable};

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use http::HeaderValue;
 
-use crate::{Cors, Satisfy, SourceAccess};
+use crate::{Cors, Satisfy, Shaping, SourceAccess};
 
 /// ingress-nginx's default `proxy-body-size`: 1 MiB.
 pub const DEFAULT_MAX_BODY_SIZE: u64 = 1024 * 1024;
@@ -49,6 +49,9 @@ pub struct Policy {
     pub upstream_host: Option<HeaderValue>,
     /// `enable-access-log`: whether the route's requests get an access log line.
     pub access_log: bool,
+    /// The request line and headers sent upstream, the endpoint's headers sent back, and the
+    /// style of the proxy's own redirects.
+    pub shaping: Shaping,
 }
 
 /// nginx's clocks toward the endpoint, for one route.
@@ -188,6 +191,7 @@ impl Default for Policy {
             cors: None,
             upstream_host: None,
             access_log: true,
+            shaping: Shaping::default(),
         }
     }
 }
