@@ -23,7 +23,7 @@ use crate::request::RequestHead;
 use crate::rewrite::{Outgoing, upstream_request};
 use crate::tunnel::tunnel;
 use crate::upstream::{self, UpstreamBody};
-use crate::{ConnectionInfo, Proxy, ProxyError, headers, policy};
+use crate::{ConnectionInfo, Proxy, ProxyError, headers, policy, response};
 
 /// What the access log says about a request besides the request itself.
 #[derive(Debug, Default)]
@@ -145,8 +145,9 @@ impl Proxy {
             send: route_clocks.send.unwrap_or(config.send_timeout),
             read: route_clocks.read.unwrap_or(config.read_timeout),
         };
-        let (response, client_upgrade) =
+        let (mut response, client_upgrade) =
             self.to_backend(outgoing, target, protocol, scheme, clocks, trace).await?;
+        response::shape(response.headers_mut(), &routed.policy.shaping, connection.is_tls, head.host());
         let hsts = connection.is_tls && routed.host_has_certificate;
         Ok(self.respond(response, client_upgrade, hsts, clocks.read)?)
     }

@@ -19,6 +19,7 @@ mod metrics;
 mod outcome;
 mod policy;
 mod request;
+mod response;
 mod rewrite;
 mod route;
 mod tls;

@@ -1,14 +1,14 @@
 //! The fourth phase: the request as the backend gets it. Headers as ingress-nginx sends them
 //! (see `headers`), the host routed on, credentials the proxy consumed removed, the path the
-//! router judged (reserved escapes as sent) or its `rewrite-target`, and the body under the
-//! route's size limit and the client's clock.
+//! router judged (reserved escapes as sent) or its `rewrite-target`, the route's `Connection`
+//! value and HTTP/1 version, and the body under the route's size limit and the client's clock.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use http::header::{AUTHORIZATION, CONTENT_LENGTH, HOST};
+use http::header::{AUTHORIZATION, CONNECTION, CONTENT_LENGTH, HOST};
 use http::request::Parts;
 use http::uri::PathAndQuery;
 use http::{HeaderValue, Request, Version};
@@ -45,13 +45,18 @@ pub(crate) fn upstream_request(
     version: Version,
     body: (Duration, Option<Arc<AtomicU64>>),
 ) -> Result<Outgoing, ProxyError> {
-    let limit = body_limit(&request, routed.policy.max_body_size)?;
+    let shaping = &routed.policy.shaping;
+    let version = if version == Version::HTTP_11 { shaping.http_version } else { version };
+    let limit = body_limit(&request, routed.policy.max_body_size, version)?;
     let path_and_query = upstream_target(head, routed)?;
     let upgrade = match request.version() {
         Version::HTTP_11 => headers::requested_upgrade(request.headers(), &routed.policy.upgrades),
         _ => None,
     };
     let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut request));
+    // `connection-proxy-header` replaces the default, but not the `upgrade` a tunnel needs.
+    let fixed_connection =
+        shaping.connection.clone().filter(|_| upgrade.is_none() && version != Version::HTTP_2);
     let (mut parts, incoming) = request.into_parts();
     let forwarded = Forwarded {
         client_ip: &connection.client_ip,
@@ -60,6 +65,9 @@ pub(crate) fn upstream_request(
         is_tls: connection.is_tls,
     };
     headers::rewrite_request(&mut parts.headers, forwarded, upgrade);
+    if let Some(value) = fixed_connection {
+        parts.headers.insert(CONNECTION, value);
+    }
     if let Some(prefix) = routed.policy.rewrite.as_ref().and_then(|r| r.forwarded_prefix.clone()) {
         parts.headers.insert("x-forwarded-prefix", prefix);
     }
@@ -89,9 +97,17 @@ pub(crate) fn upstream_request(
     Ok(Outgoing { parts, path_and_query, body, clock, client_upgrade })
 }
 
-/// The route's body limit; a declared length over it is refused before anything is sent.
-fn body_limit(request: &Request<Incoming>, max_body_size: Option<u64>) -> Result<usize, ProxyError> {
+/// The route's body limit; a declared length over it is refused before anything is sent. An
+/// HTTP/1.0 endpoint cannot take a body of unknown length (it has no chunked coding).
+fn body_limit(
+    request: &Request<Incoming>,
+    max_body_size: Option<u64>,
+    version: Version,
+) -> Result<usize, ProxyError> {
     let declared = || request.headers().get(CONTENT_LENGTH)?.to_str().ok()?.parse::<u64>().ok();
+    if version == Version::HTTP_10 && !request.body().is_end_stream() && declared().is_none() {
+        return Err(ProxyError::LengthRequired);
+    }
     match max_body_size {
         Some(limit) if declared().is_some_and(|length| length > limit) => Err(ProxyError::BodyTooLarge),
         Some(limit) => Ok(usize::try_from(limit).unwrap_or(usize::MAX)),
@@ -103,7 +119,18 @@ fn body_limit(request: &Request<Incoming>, max_body_size: Option<u64>) -> Result
 fn upstream_target(head: &RequestHead, routed: &Routed<'_>) -> Result<PathAndQuery, ProxyError> {
     let query = head.uri.query();
     if let Some(rewrite) = &routed.policy.rewrite {
-        return rewrite_path(rewrite, &routed.path, query);
+        let rewritten = rewrite_path(rewrite, &routed.path, query)?;
+        if routed.policy.shaping.rewrite_log {
+            tracing::debug!(
+                target: "ostium::rewrite",
+                host = head.host().unwrap_or(""),
+                route = rewrite.pattern.pattern(),
+                from = %head.target(),
+                to = %rewritten,
+                "rewritten"
+            );
+        }
+        return Ok(rewritten);
     }
     let path = head.forwarded_path()?;
     if path == head.uri.path() {
