@@ -5,9 +5,9 @@
 //! - `auth-type: basic`, `auth-secret` (`name` or `namespace/name`, same namespace only),
 //!   `auth-secret-type` (`auth-file`: htpasswd in key `auth`; `auth-map`: a key per user),
 //!   `auth-realm`. Any problem makes the route deny (503), never serve unauthenticated.
-//! - `permanent-redirect` (+ `-code`, 300–308, default 301), `temporal-redirect` (+ `-code`,
-//!   300–307, default 302; wins over permanent), `app-root`, `ssl-redirect` (default true),
-//!   `force-ssl-redirect`.
+//! - `permanent-redirect` (a URL or a path; + `-code`, 300–308, default 301),
+//!   `temporal-redirect` (a URL; + `-code`, 300–307, default 302; wins over permanent),
+//!   `app-root`, `ssl-redirect` (default true), `force-ssl-redirect`.
 //! - `proxy-body-size` (nginx sizes: `8m`, `512k`, `0` for no limit), `backend-protocol`.
 //! - Snippet annotations are refused, never interpreted. They and the access restrictions ostium
 //!   does not implement yet ([`DENIED_UNTIL_IMPLEMENTED`]) deny every route of their Ingress
@@ -26,6 +26,7 @@ use crate::{Diagnostic, ObjectRef, Objects, Reason};
 mod access;
 mod auth;
 mod cors;
+mod shaping;
 
 pub(crate) use auth::auth_secret;
 
@@ -63,7 +64,7 @@ const DENIED_UNTIL_IMPLEMENTED: [&str; 17] = [
 ];
 
 /// Annotations ostium reads, by family (each family's module lists its keys).
-const SUPPORTED: &[&[&str]] = &[auth::KEYS, access::KEYS, cors::KEYS, GENERAL];
+const SUPPORTED: &[&[&str]] = &[auth::KEYS, access::KEYS, cors::KEYS, shaping::KEYS, GENERAL];
 
 /// Annotations read in this file.
 const GENERAL: &[&str] = &[
@@ -188,6 +189,7 @@ pub(crate) fn parse(
         read: parser.seconds("proxy-read-timeout"),
     };
     policy.satisfy = parser.satisfy();
+    policy.shaping = parser.shaping(protocol);
 
     let rewrite = parser.value("rewrite-target").and_then(|target| match rewrite_target(target) {
         Some(target) => Some(target),
@@ -305,7 +307,9 @@ impl<'a> Parser<'a> {
     }
 
     /// `temporal-redirect` (302, codes 300–307) wins over `permanent-redirect` (301, 300–308). An
-    /// out-of-range code falls back to the default, as ingress-nginx does, with a warning.
+    /// out-of-range code falls back to the default, as ingress-nginx does, with a warning. A
+    /// permanent redirect may also go to a path (ingress-nginx checks the scheme of temporal
+    /// ones only), made absolute per request unless `relative-redirects`.
     fn redirect(&mut self) -> Option<Redirect> {
         let (name, default, range) = if self.value("temporal-redirect").is_some() {
             ("temporal-redirect", 302, 300..=307)
@@ -318,8 +322,14 @@ impl<'a> Parser<'a> {
         let valid = url.parse::<http::Uri>().ok().filter(|u| {
             matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some_and(|h| !h.is_empty())
         });
-        let (Some(_), Ok(location)) = (valid, HeaderValue::from_str(url)) else {
-            self.invalid(name, "an absolute http:// or https:// URL");
+        let path =
+            name == "permanent-redirect" && url.starts_with('/') && url.bytes().all(|b| b.is_ascii_graphic());
+        let (true, Ok(location)) = (valid.is_some() || path, HeaderValue::from_str(url)) else {
+            let expected = match name {
+                "permanent-redirect" => "an absolute http:// or https:// URL, or a path",
+                _ => "an absolute http:// or https:// URL",
+            };
+            self.invalid(name, expected);
             return None;
         };
         let code_name = format!("{name}-code");
