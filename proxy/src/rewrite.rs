@@ -48,7 +48,7 @@ pub(crate) fn upstream_request(
     let shaping = &routed.policy.shaping;
     let version = if version == Version::HTTP_11 { shaping.http_version } else { version };
     let limit = body_limit(&request, routed.policy.max_body_size, version)?;
-    let path_and_query = upstream_target(head, routed)?;
+    let (path_and_query, forwarded_prefix) = upstream_target(head, routed)?;
     let upgrade = match request.version() {
         Version::HTTP_11 => headers::requested_upgrade(request.headers(), &routed.policy.upgrades),
         _ => None,
@@ -68,7 +68,7 @@ pub(crate) fn upstream_request(
     if let Some(value) = fixed_connection {
         parts.headers.insert(CONNECTION, value);
     }
-    if let Some(prefix) = routed.policy.rewrite.as_ref().and_then(|r| r.forwarded_prefix.clone()) {
+    if let Some(prefix) = forwarded_prefix {
         parts.headers.insert("x-forwarded-prefix", prefix);
     }
     if routed.policy.auth.is_some() {
@@ -115,11 +115,15 @@ fn body_limit(
     }
 }
 
-/// The path and query sent upstream: the rewrite of the routed path, or the forwarded path.
-fn upstream_target(head: &RequestHead, routed: &Routed<'_>) -> Result<PathAndQuery, ProxyError> {
+/// The path and query sent upstream (the rewrite of the routed path, or the forwarded path), and
+/// a rewrite's `X-Forwarded-Prefix`.
+fn upstream_target(
+    head: &RequestHead,
+    routed: &Routed<'_>,
+) -> Result<(PathAndQuery, Option<HeaderValue>), ProxyError> {
     let query = head.uri.query();
     if let Some(rewrite) = &routed.policy.rewrite {
-        let rewritten = rewrite_path(rewrite, &routed.path, query)?;
+        let (rewritten, forwarded_prefix) = rewrite_path(rewrite, &routed.path, query)?;
         if routed.policy.shaping.rewrite_log {
             tracing::debug!(
                 target: "ostium::rewrite",
@@ -130,17 +134,20 @@ fn upstream_target(head: &RequestHead, routed: &Routed<'_>) -> Result<PathAndQue
                 "rewritten"
             );
         }
-        return Ok(rewritten);
+        return Ok((rewritten, forwarded_prefix));
     }
     let path = head.forwarded_path()?;
     if path == head.uri.path() {
-        return Ok(head.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/")));
+        let as_sent = head.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+        return Ok((as_sent, None));
     }
     let path_and_query = match query {
         Some(query) => format!("{path}?{query}"),
         None => path.into_owned(),
     };
-    PathAndQuery::try_from(path_and_query).map_err(|_| ProxyError::BadRequest("path"))
+    let path_and_query =
+        PathAndQuery::try_from(path_and_query).map_err(|_| ProxyError::BadRequest("path"))?;
+    Ok((path_and_query, None))
 }
 
 /// The port the client addressed: the one in `Host`, else the scheme's default (the ports a
@@ -180,8 +187,13 @@ const QUERY_SAFE: &[u8] = b"-._~!$'()*,;:@/?";
 /// target's `${n}` references are filled with the captures of the route's pattern on the
 /// normalised path, percent-encoded, so a `%3F` or `%23` the client sent stays part of the path
 /// and never starts a query or fragment. The request's query is appended, after the target's own
-/// arguments if it has any, and dropped when the target ends with `?`.
-fn rewrite_path(rewrite: &Rewrite, path: &str, query: Option<&str>) -> Result<PathAndQuery, ProxyError> {
+/// arguments if it has any, and dropped when the target ends with `?`. The `X-Forwarded-Prefix`
+/// is filled with the same captures (nginx's `proxy_set_header` after the `rewrite`).
+fn rewrite_path(
+    rewrite: &Rewrite,
+    path: &str,
+    query: Option<&str>,
+) -> Result<(PathAndQuery, Option<HeaderValue>), ProxyError> {
     let captures = rewrite.pattern.regex().captures(path);
     let expand = |template: &str, safe: &[u8], out: &mut String| {
         let mut rest = template;
@@ -216,7 +228,14 @@ fn rewrite_path(rewrite: &Rewrite, path: &str, query: Option<&str>) -> Result<Pa
             }
         }
     }
-    PathAndQuery::try_from(out).map_err(|_| ProxyError::BadRequest("path"))
+    let forwarded_prefix = rewrite.forwarded_prefix.as_deref().map(|template| {
+        let mut prefix = String::with_capacity(template.len());
+        expand(template, PATH_SAFE, &mut prefix);
+        HeaderValue::try_from(prefix)
+    });
+    let forwarded_prefix = forwarded_prefix.transpose().map_err(|_| ProxyError::BadRequest("path"))?;
+    let path_and_query = PathAndQuery::try_from(out).map_err(|_| ProxyError::BadRequest("path"))?;
+    Ok((path_and_query, forwarded_prefix))
 }
 
 #[cfg(test)]
@@ -234,23 +253,34 @@ mod tests {
     #[test]
     fn rewrites_keep_the_query_as_nginx_does() {
         let r = |target| rewrite("/old", target);
-        assert_eq!(rewrite_path(&r("/new"), "/old", Some("a=1")).unwrap().as_str(), "/new?a=1");
-        assert_eq!(rewrite_path(&r("/new?x=2"), "/old", Some("a=1")).unwrap().as_str(), "/new?x=2&a=1");
-        assert_eq!(rewrite_path(&r("/new?"), "/old", Some("a=1")).unwrap().as_str(), "/new");
-        assert_eq!(rewrite_path(&r("/new"), "/old", None).unwrap().as_str(), "/new");
+        assert_eq!(rewrite_path(&r("/new"), "/old", Some("a=1")).unwrap().0.as_str(), "/new?a=1");
+        assert_eq!(rewrite_path(&r("/new?x=2"), "/old", Some("a=1")).unwrap().0.as_str(), "/new?x=2&a=1");
+        assert_eq!(rewrite_path(&r("/new?"), "/old", Some("a=1")).unwrap().0.as_str(), "/new");
+        assert_eq!(rewrite_path(&r("/new"), "/old", None).unwrap().0.as_str(), "/new");
     }
 
     #[test]
     fn rewrite_captures_are_encoded_so_they_cannot_start_a_query_or_fragment() {
         let r = rewrite("/api/(.*)", "/v2/${1}?fixed=1");
         // `/api/x%3Fadmin=1%23` arrives decoded as `/api/x?admin=1#`.
-        let pq = rewrite_path(&r, "/api/x?admin=1#", Some("q=2")).unwrap();
+        let (pq, _) = rewrite_path(&r, "/api/x?admin=1#", Some("q=2")).unwrap();
         assert_eq!(pq.as_str(), "/v2/x%3Fadmin=1%23?fixed=1&q=2");
         let r = rewrite("/api/(.*)", "/v2?name=${1}");
-        let pq = rewrite_path(&r, "/api/a&admin=true", None).unwrap();
+        let (pq, _) = rewrite_path(&r, "/api/a&admin=true", None).unwrap();
         assert_eq!(pq.as_str(), "/v2?name=a%26admin%3Dtrue");
         let r = rewrite("/(.*)", "/${1}");
-        assert_eq!(rewrite_path(&r, "/café b", None).unwrap().as_str(), "/caf%C3%A9%20b");
+        assert_eq!(rewrite_path(&r, "/café b", None).unwrap().0.as_str(), "/caf%C3%A9%20b");
+    }
+
+    #[test]
+    fn the_forwarded_prefix_takes_the_same_captures() {
+        let r =
+            Rewrite { forwarded_prefix: Some("/${1}/api".into()), ..rewrite("/(\\w+)/api/(.*)", "/${2}") };
+        let (path, prefix) = rewrite_path(&r, "/shop/api/items", None).unwrap();
+        assert_eq!((path.as_str(), prefix.unwrap().to_str().unwrap()), ("/items", "/shop/api"));
+        let r = Rewrite { forwarded_prefix: Some("/fixed".into()), ..rewrite("/old", "/new") };
+        assert_eq!(rewrite_path(&r, "/old", None).unwrap().1.unwrap(), "/fixed");
+        assert_eq!(rewrite_path(&rewrite("/old", "/new"), "/old", None).unwrap().1, None);
     }
 
     #[test]

@@ -5,15 +5,16 @@
 //! (internal/ingress/annotations/proxy/main.go), and the style of redirects:
 //! `preserve_trailing_slash` and `use_port_in_redirects` in rootfs/etc/nginx/lua/lua_ingress.lua,
 //! `port_in_redirect` and `absolute_redirect` for a `return 301 /path`
-//! (test/e2e/annotations/relativeredirects.go).
+//! (test/e2e/annotations/relativeredirects.go); and `X-Forwarded-Prefix` with the captures of
+//! the rewrite (internal/ingress/annotations/xforwardedprefix/main.go).
 
 mod support;
 
 use std::net::SocketAddr;
 
 use http::{HeaderValue, Version};
-use ostium_model::{HttpsRedirect, Policy, Redirect, Shaping, TextRewrite};
-use ostium_test_support::{EchoBackend, echoed_header};
+use ostium_model::{HttpsRedirect, PathRule, Policy, Redirect, Rewrite, Shaping, TextRewrite};
+use ostium_test_support::{EchoBackend, echoed, echoed_header};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -292,4 +293,26 @@ async fn a_permanent_redirect_to_a_path_is_absolute_unless_relative_redirects() 
     );
     let answer = get(proxy.http, "relative.example:8080", "/something").await;
     assert_eq!(answer.header("location"), Some("/new-location"));
+}
+
+/// ingress-nginx's buildProxyPass writes `proxy_set_header X-Forwarded-Prefix "<value>"` after
+/// the location's `rewrite`, so `$1`… in the value are the rewrite's captures.
+#[tokio::test]
+async fn the_forwarded_prefix_takes_the_captures_of_the_rewrite() {
+    let backend = EchoBackend::start("a").await;
+    let rule = PathRule::regex("/(shop|cart)/(.*)").unwrap();
+    let PathRule::Regex(pattern) = rule.clone() else { unreachable!("a regex rule") };
+    let rewrite = Rewrite { pattern, target: "/${2}".into(), forwarded_prefix: Some("/${1}/base".into()) };
+    let policy = Policy { rewrite: Some(rewrite), ..Policy::default() };
+    let table =
+        TableBuilder::new().route_with(None, rule, "a", endpoints("a", &[backend.addr]), policy).build();
+    let proxy = Harness::start(table).await;
+
+    for (request, upstream, prefix) in
+        [("/cart/items?x=1", "/items?x=1", "/cart/base"), ("/Shop/a%20b", "/a%20b", "/Shop/base")]
+    {
+        let answer = get(proxy.http, "h", request).await;
+        assert_eq!(echoed(&answer.body, "target"), Some(upstream), "{request}");
+        assert_eq!(echoed_header(&answer.body, "x-forwarded-prefix"), [prefix], "{request}");
+    }
 }

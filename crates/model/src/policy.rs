@@ -107,8 +107,9 @@ pub struct Rewrite {
     pub pattern: crate::PathRegex,
     /// The target, its references written `${1}` so that `$1abc` means group 1, then `abc`.
     pub target: Box<str>,
-    /// `x-forwarded-prefix`: sent upstream with rewritten requests.
-    pub forwarded_prefix: Option<HeaderValue>,
+    /// `x-forwarded-prefix`: sent upstream with rewritten requests, its references (`${1}`)
+    /// filled like the target's.
+    pub forwarded_prefix: Option<Box<str>>,
 }
 
 /// A fixed redirect: status and `Location`, used verbatim (no path or query appended).

@@ -133,7 +133,7 @@ fn policy_line(policy: &Policy) -> String {
         parts.push("satisfy any".to_owned());
     }
     if let Some(rewrite) = &policy.rewrite {
-        let prefix = rewrite.forwarded_prefix.as_ref().and_then(|p| p.to_str().ok());
+        let prefix = rewrite.forwarded_prefix.as_deref();
         parts.push(format!(
             "rewrite to {}{}",
             rewrite.target,

@@ -94,8 +94,8 @@ pub(crate) struct Annotated {
     pub(crate) protocol: Protocol,
     /// `ImplementationSpecific` paths are regexes (`use-regex`, or `rewrite-target`).
     pub(crate) use_regex: bool,
-    /// `rewrite-target` (references as `${n}`) and `x-forwarded-prefix`, attached per route.
-    pub(crate) rewrite: Option<(Box<str>, Option<HeaderValue>)>,
+    /// `rewrite-target` and `x-forwarded-prefix` (references as `${n}`), attached per route.
+    pub(crate) rewrite: Option<(Box<str>, Option<Box<str>>)>,
     /// `from-to-www-redirect`.
     pub(crate) www_redirect: bool,
 }
@@ -198,14 +198,21 @@ pub(crate) fn parse(
             None
         }
     });
-    let forwarded_prefix =
-        parser.value("x-forwarded-prefix").and_then(|prefix| match HeaderValue::from_str(prefix) {
-            Ok(value) if prefix.starts_with('/') => Some(value),
+    // As ingress-nginx's `RegexPathWithCapture`: path characters and `$1`…`$9`; empty is unset.
+    let forwarded_prefix = match parser.value("x-forwarded-prefix").map(str::trim) {
+        None | Some("") => None,
+        Some(prefix) => match capture_template(prefix) {
+            Some(template)
+                if prefix.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~/:$".contains(&b)) =>
+            {
+                Some(template)
+            }
             _ => {
-                parser.invalid("x-forwarded-prefix", "a path starting with /");
+                parser.invalid("x-forwarded-prefix", "a path using only $1…$9 references");
                 None
             }
-        });
+        },
+    };
     if forwarded_prefix.is_some() && rewrite.is_none() {
         let message = format!("annotation {prefix}/x-forwarded-prefix has no effect without rewrite-target");
         parser.diagnostics.push(Diagnostic::warning(object.clone(), Reason::InvalidAnnotation, message));
@@ -229,13 +236,19 @@ fn is_denied_until_implemented(name: &str) -> bool {
     })
 }
 
-/// A rewrite target in the `regex` crate's replacement syntax: `$1` becomes `${1}` (so `$1abc`
-/// is group 1 then `abc`, as in nginx). `None` for anything else with a `$` (nginx variables are
-/// not supported), or a target that is not a path.
+/// A rewrite target in the `regex` crate's replacement syntax (see [`capture_template`]), or
+/// `None` for a target that is not a path.
 fn rewrite_target(target: &str) -> Option<Box<str>> {
     if !target.starts_with('/') || target.chars().any(|c| c.is_control() || c == ' ') {
         return None;
     }
+    capture_template(target)
+}
+
+/// Text with capture references in the `regex` crate's replacement syntax: `$1` becomes `${1}`
+/// (so `$1abc` is group 1 then `abc`, as in nginx). `None` for anything else with a `$` (nginx
+/// variables are not supported).
+fn capture_template(target: &str) -> Option<Box<str>> {
     let mut out = String::with_capacity(target.len() + 8);
     let mut chars = target.chars().peekable();
     while let Some(c) = chars.next() {
