@@ -36,7 +36,8 @@ pub(crate) struct Outgoing {
     pub(crate) client_upgrade: Option<OnUpgrade>,
 }
 
-/// The upstream request for `request`, spoken in `version`.
+/// The upstream request for `request`, spoken in `version` (the backend protocol's; an HTTP/1.1
+/// one becomes the route's `proxy-http-version`).
 pub(crate) fn upstream_request(
     mut request: Request<Incoming>,
     head: &RequestHead,
