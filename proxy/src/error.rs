@@ -28,6 +28,8 @@ pub enum ProxyError {
     RouteDenied,
     #[error("request body larger than the route allows")]
     BodyTooLarge,
+    #[error("request body of unknown length for an HTTP/1.0 endpoint")]
+    LengthRequired,
     #[error("the route's authentication is misconfigured (see the Ingress diagnostics)")]
     AuthMisconfigured,
     #[error("the backend has no ready endpoints")]
@@ -53,6 +55,7 @@ impl ProxyError {
             Self::UnsupportedTransferEncoding => StatusCode::NOT_IMPLEMENTED,
             Self::ClientBodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::LengthRequired => StatusCode::LENGTH_REQUIRED,
             Self::NoEndpoints
             | Self::BackendUnavailable
             | Self::AuthMisconfigured
@@ -87,6 +90,7 @@ impl ProxyError {
             Self::UnsupportedTransferEncoding => "501 Not Implemented\n",
             Self::ClientBodyTimeout => "408 Request Time-out\n",
             Self::BodyTooLarge => "413 Request Entity Too Large\n",
+            Self::LengthRequired => "411 Length Required\n",
             Self::NoEndpoints
             | Self::BackendUnavailable
             | Self::AuthMisconfigured

@@ -27,7 +27,7 @@ use crate::rewrite::{Outgoing, upstream_request};
 use crate::route::{Defaults, Routed};
 use crate::tunnel::tunnel;
 use crate::upstream::{self, UpstreamBody};
-use crate::{ConnectionInfo, Proxy, ProxyError, headers, policy};
+use crate::{ConnectionInfo, Proxy, ProxyError, headers, policy, response};
 
 /// What the access log says about a request besides the request itself.
 #[derive(Debug, Default)]
@@ -212,8 +212,9 @@ impl Proxy {
         }
         trace.request_id = outgoing.parts.headers.get("x-request-id").cloned();
         let clocks = self.clocks(routed);
-        let (response, client_upgrade) =
+        let (mut response, client_upgrade) =
             self.to_backend(outgoing, target, protocol, scheme, clocks, trace).await?;
+        response::shape(response.headers_mut(), &routed.policy.shaping, connection.is_tls, head.host());
         let hsts = connection.is_tls && routed.host_has_certificate;
         Ok(self.respond(response, client_upgrade, hsts, clocks.read, admission)?)
     }

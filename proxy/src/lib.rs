@@ -20,6 +20,7 @@ mod metrics;
 mod outcome;
 mod policy;
 mod request;
+mod response;
 mod rewrite;
 mod route;
 mod tls;

@@ -1,14 +1,14 @@
 //! The fourth phase: the request as the backend gets it. Headers as ingress-nginx sends them
 //! (see `headers`), the host routed on, credentials the proxy consumed removed, the path the
-//! router judged (reserved escapes as sent) or its `rewrite-target`, and the body under the
-//! route's size limit and the client's clock.
+//! router judged (reserved escapes as sent) or its `rewrite-target`, the route's `Connection`
+//! value and HTTP/1 version, and the body under the route's size limit and the client's clock.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use http::header::{AUTHORIZATION, CONTENT_LENGTH, HOST};
+use http::header::{AUTHORIZATION, CONNECTION, CONTENT_LENGTH, HOST};
 use http::request::Parts;
 use http::uri::PathAndQuery;
 use http::{HeaderValue, Request, Version};
@@ -36,7 +36,8 @@ pub(crate) struct Outgoing {
     pub(crate) client_upgrade: Option<OnUpgrade>,
 }
 
-/// The upstream request for `request`, spoken in `version`.
+/// The upstream request for `request`, spoken in `version` (the backend protocol's; an HTTP/1.1
+/// one becomes the route's `proxy-http-version`).
 pub(crate) fn upstream_request(
     mut request: Request<Incoming>,
     head: &RequestHead,
@@ -45,16 +46,24 @@ pub(crate) fn upstream_request(
     version: Version,
     body: (Duration, Option<Arc<AtomicU64>>),
 ) -> Result<Outgoing, ProxyError> {
-    let limit = body_limit(&request, routed.policy.max_body_size)?;
-    let path_and_query = upstream_target(head, routed)?;
+    let shaping = &routed.policy.shaping;
+    let version = if version == Version::HTTP_11 { shaping.http_version } else { version };
+    let limit = body_limit(&request, routed.policy.max_body_size, version)?;
+    let (path_and_query, forwarded_prefix) = upstream_target(head, routed)?;
     let upgrade = match request.version() {
         Version::HTTP_11 => headers::requested_upgrade(request.headers(), &routed.policy.upgrades),
         _ => None,
     };
     let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut request));
+    // `connection-proxy-header` replaces the default, but not the `upgrade` a tunnel needs.
+    let fixed_connection =
+        shaping.connection.clone().filter(|_| upgrade.is_none() && version != Version::HTTP_2);
     let (mut parts, incoming) = request.into_parts();
     headers::rewrite_request(&mut parts.headers, forwarded(head, connection), upgrade);
-    if let Some(prefix) = routed.policy.rewrite.as_ref().and_then(|r| r.forwarded_prefix.clone()) {
+    if let Some(value) = fixed_connection {
+        parts.headers.insert(CONNECTION, value);
+    }
+    if let Some(prefix) = forwarded_prefix {
         parts.headers.insert("x-forwarded-prefix", prefix);
     }
     if routed.policy.auth.is_some() {
@@ -83,9 +92,17 @@ pub(crate) fn upstream_request(
     Ok(Outgoing { parts, path_and_query, body, clock, client_upgrade })
 }
 
-/// The route's body limit; a declared length over it is refused before anything is sent.
-fn body_limit(request: &Request<Incoming>, max_body_size: Option<u64>) -> Result<usize, ProxyError> {
+/// The route's body limit; a declared length over it is refused before anything is sent. An
+/// HTTP/1.0 endpoint cannot take a body of unknown length (it has no chunked coding).
+fn body_limit(
+    request: &Request<Incoming>,
+    max_body_size: Option<u64>,
+    version: Version,
+) -> Result<usize, ProxyError> {
     let declared = || request.headers().get(CONTENT_LENGTH)?.to_str().ok()?.parse::<u64>().ok();
+    if version == Version::HTTP_10 && !request.body().is_end_stream() && declared().is_none() {
+        return Err(ProxyError::LengthRequired);
+    }
     match max_body_size {
         Some(limit) if declared().is_some_and(|length| length > limit) => Err(ProxyError::BodyTooLarge),
         Some(limit) => Ok(usize::try_from(limit).unwrap_or(usize::MAX)),
@@ -93,21 +110,39 @@ fn body_limit(request: &Request<Incoming>, max_body_size: Option<u64>) -> Result
     }
 }
 
-/// The path and query sent upstream: the rewrite of the routed path, or the forwarded path.
-fn upstream_target(head: &RequestHead, routed: &Routed<'_>) -> Result<PathAndQuery, ProxyError> {
+/// The path and query sent upstream (the rewrite of the routed path, or the forwarded path), and
+/// a rewrite's `X-Forwarded-Prefix`.
+fn upstream_target(
+    head: &RequestHead,
+    routed: &Routed<'_>,
+) -> Result<(PathAndQuery, Option<HeaderValue>), ProxyError> {
     let query = head.uri.query();
     if let Some(rewrite) = &routed.policy.rewrite {
-        return rewrite_path(rewrite, &routed.path, query);
+        let (rewritten, forwarded_prefix) = rewrite_path(rewrite, &routed.path, query)?;
+        if routed.policy.shaping.rewrite_log {
+            tracing::debug!(
+                target: "ostium::rewrite",
+                host = head.host().unwrap_or(""),
+                route = rewrite.pattern.pattern(),
+                from = %head.target(),
+                to = %rewritten,
+                "rewritten"
+            );
+        }
+        return Ok((rewritten, forwarded_prefix));
     }
     let path = head.forwarded_path()?;
     if path == head.uri.path() {
-        return Ok(head.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/")));
+        let as_sent = head.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+        return Ok((as_sent, None));
     }
     let path_and_query = match query {
         Some(query) => format!("{path}?{query}"),
         None => path.into_owned(),
     };
-    PathAndQuery::try_from(path_and_query).map_err(|_| ProxyError::BadRequest("path"))
+    let path_and_query =
+        PathAndQuery::try_from(path_and_query).map_err(|_| ProxyError::BadRequest("path"))?;
+    Ok((path_and_query, None))
 }
 
 /// What the `X-Forwarded-*` headers say of a request.
@@ -157,8 +192,13 @@ const QUERY_SAFE: &[u8] = b"-._~!$'()*,;:@/?";
 /// target's `${n}` references are filled with the captures of the route's pattern on the
 /// normalised path, percent-encoded, so a `%3F` or `%23` the client sent stays part of the path
 /// and never starts a query or fragment. The request's query is appended, after the target's own
-/// arguments if it has any, and dropped when the target ends with `?`.
-fn rewrite_path(rewrite: &Rewrite, path: &str, query: Option<&str>) -> Result<PathAndQuery, ProxyError> {
+/// arguments if it has any, and dropped when the target ends with `?`. The `X-Forwarded-Prefix`
+/// is filled with the same captures (nginx's `proxy_set_header` after the `rewrite`).
+fn rewrite_path(
+    rewrite: &Rewrite,
+    path: &str,
+    query: Option<&str>,
+) -> Result<(PathAndQuery, Option<HeaderValue>), ProxyError> {
     let captures = rewrite.pattern.regex().captures(path);
     let expand = |template: &str, safe: &[u8], out: &mut String| {
         let mut rest = template;
@@ -193,7 +233,14 @@ fn rewrite_path(rewrite: &Rewrite, path: &str, query: Option<&str>) -> Result<Pa
             }
         }
     }
-    PathAndQuery::try_from(out).map_err(|_| ProxyError::BadRequest("path"))
+    let forwarded_prefix = rewrite.forwarded_prefix.as_deref().map(|template| {
+        let mut prefix = String::with_capacity(template.len());
+        expand(template, PATH_SAFE, &mut prefix);
+        HeaderValue::try_from(prefix)
+    });
+    let forwarded_prefix = forwarded_prefix.transpose().map_err(|_| ProxyError::BadRequest("path"))?;
+    let path_and_query = PathAndQuery::try_from(out).map_err(|_| ProxyError::BadRequest("path"))?;
+    Ok((path_and_query, forwarded_prefix))
 }
 
 #[cfg(test)]
@@ -211,23 +258,34 @@ mod tests {
     #[test]
     fn rewrites_keep_the_query_as_nginx_does() {
         let r = |target| rewrite("/old", target);
-        assert_eq!(rewrite_path(&r("/new"), "/old", Some("a=1")).unwrap().as_str(), "/new?a=1");
-        assert_eq!(rewrite_path(&r("/new?x=2"), "/old", Some("a=1")).unwrap().as_str(), "/new?x=2&a=1");
-        assert_eq!(rewrite_path(&r("/new?"), "/old", Some("a=1")).unwrap().as_str(), "/new");
-        assert_eq!(rewrite_path(&r("/new"), "/old", None).unwrap().as_str(), "/new");
+        assert_eq!(rewrite_path(&r("/new"), "/old", Some("a=1")).unwrap().0.as_str(), "/new?a=1");
+        assert_eq!(rewrite_path(&r("/new?x=2"), "/old", Some("a=1")).unwrap().0.as_str(), "/new?x=2&a=1");
+        assert_eq!(rewrite_path(&r("/new?"), "/old", Some("a=1")).unwrap().0.as_str(), "/new");
+        assert_eq!(rewrite_path(&r("/new"), "/old", None).unwrap().0.as_str(), "/new");
     }
 
     #[test]
     fn rewrite_captures_are_encoded_so_they_cannot_start_a_query_or_fragment() {
         let r = rewrite("/api/(.*)", "/v2/${1}?fixed=1");
         // `/api/x%3Fadmin=1%23` arrives decoded as `/api/x?admin=1#`.
-        let pq = rewrite_path(&r, "/api/x?admin=1#", Some("q=2")).unwrap();
+        let (pq, _) = rewrite_path(&r, "/api/x?admin=1#", Some("q=2")).unwrap();
         assert_eq!(pq.as_str(), "/v2/x%3Fadmin=1%23?fixed=1&q=2");
         let r = rewrite("/api/(.*)", "/v2?name=${1}");
-        let pq = rewrite_path(&r, "/api/a&admin=true", None).unwrap();
+        let (pq, _) = rewrite_path(&r, "/api/a&admin=true", None).unwrap();
         assert_eq!(pq.as_str(), "/v2?name=a%26admin%3Dtrue");
         let r = rewrite("/(.*)", "/${1}");
-        assert_eq!(rewrite_path(&r, "/café b", None).unwrap().as_str(), "/caf%C3%A9%20b");
+        assert_eq!(rewrite_path(&r, "/café b", None).unwrap().0.as_str(), "/caf%C3%A9%20b");
+    }
+
+    #[test]
+    fn the_forwarded_prefix_takes_the_same_captures() {
+        let r =
+            Rewrite { forwarded_prefix: Some("/${1}/api".into()), ..rewrite("/(\\w+)/api/(.*)", "/${2}") };
+        let (path, prefix) = rewrite_path(&r, "/shop/api/items", None).unwrap();
+        assert_eq!((path.as_str(), prefix.unwrap().to_str().unwrap()), ("/items", "/shop/api"));
+        let r = Rewrite { forwarded_prefix: Some("/fixed".into()), ..rewrite("/old", "/new") };
+        assert_eq!(rewrite_path(&r, "/old", None).unwrap().1.unwrap(), "/fixed");
+        assert_eq!(rewrite_path(&rewrite("/old", "/new"), "/old", None).unwrap().1, None);
     }
 
     #[test]

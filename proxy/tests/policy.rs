@@ -160,7 +160,7 @@ async fn rewrite_target_with_captures_and_forwarded_prefix() {
     let rewrite = ostium_model::Rewrite {
         pattern,
         target: "/${2}".into(),
-        forwarded_prefix: Some(HeaderValue::from_static("/something")),
+        forwarded_prefix: Some("/something".into()),
     };
     let table = TableBuilder::new()
         .route_with(None, rule, "a", endpoints("a", &[backend.addr]), policy(|p| p.rewrite = Some(rewrite)))

@@ -16,6 +16,7 @@ mod path;
 mod policy;
 mod rate_limit;
 mod redirect;
+mod shaping;
 mod store;
 mod table;
 mod tls;
@@ -36,6 +37,7 @@ pub use rate_limit::{
     ConnectionSlot, Limited, RateLimit, RateLimitZone, RateLimitZones, RequestRate, ResponseRate,
 };
 pub use redirect::{HostRedirect, Location, RedirectContext, Redirection, redirection};
+pub use shaping::{Shaping, TextRewrite};
 pub use store::{TableReader, TableStore};
 pub use table::{Route, RouteAction, RouteConflict, RouteMatch, Table, TableBuilder, VirtualHost};
 pub use tls::{Certificate, TlsTable};

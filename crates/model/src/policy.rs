@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use http::HeaderValue;
 
-use crate::{BackendId, Cors, RateLimit, ResponseRate, Satisfy, SourceAccess};
+use crate::{BackendId, Cors, RateLimit, ResponseRate, Satisfy, Shaping, SourceAccess};
 
 /// ingress-nginx's default `proxy-body-size`: 1 MiB.
 pub const DEFAULT_MAX_BODY_SIZE: u64 = 1024 * 1024;
@@ -58,6 +58,9 @@ pub struct Policy {
     pub rate_limit: Option<RateLimit>,
     /// `limit-rate`, `limit-rate-after`: how fast responses are sent.
     pub response_rate: Option<ResponseRate>,
+    /// The request line and headers sent upstream, the endpoint's headers sent back, and the
+    /// style of the proxy's own redirects.
+    pub shaping: Shaping,
 }
 
 /// `custom-http-errors` and `disable-proxy-intercept-errors`: which answers are replaced by the
@@ -130,8 +133,9 @@ pub struct Rewrite {
     pub pattern: crate::PathRegex,
     /// The target, its references written `${1}` so that `$1abc` means group 1, then `abc`.
     pub target: Box<str>,
-    /// `x-forwarded-prefix`: sent upstream with rewritten requests.
-    pub forwarded_prefix: Option<HeaderValue>,
+    /// `x-forwarded-prefix`: sent upstream with rewritten requests, its references (`${1}`)
+    /// filled like the target's.
+    pub forwarded_prefix: Option<Box<str>>,
 }
 
 /// A fixed redirect: status and `Location`, used verbatim (no path or query appended).
@@ -218,6 +222,7 @@ impl Default for Policy {
             error_pages: None,
             rate_limit: None,
             response_rate: None,
+            shaping: Shaping::default(),
         }
     }
 }

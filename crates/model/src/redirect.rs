@@ -2,10 +2,15 @@
 //!
 //! In ingress-nginx's order: the other name of a `from-to-www-redirect` host (a server block of
 //! its own, so nothing else applies), `app-root` for `/`, a fixed `permanent-redirect` or
-//! `temporal-redirect`, then the HTTPS redirect (`ssl-redirect`, `force-ssl-redirect`).
+//! `temporal-redirect`, then the HTTPS redirect (`ssl-redirect`, `force-ssl-redirect`). The
+//! route's [`Shaping`](crate::Shaping) decides their style where nginx's settings do:
+//! `preserve-trailing-slash` and `use-port-in-redirects` for the HTTPS redirect (ingress-nginx's
+//! Lua), `use-port-in-redirects` and `relative-redirects` for a `permanent-redirect` to a path
+//! (nginx's `port_in_redirect` and `absolute_redirect`).
 
 use http::HeaderValue;
 
+use crate::shaping::split_port;
 use crate::{HttpsRedirect, Policy, Route, RouteAction};
 
 /// `from-to-www-redirect`'s other name: every request is redirected (308) to the host, its path
@@ -81,6 +86,7 @@ pub fn redirection(
     // ingress-nginx drops a final `/` of the target in its redirects.
     let target = request.target.strip_suffix('/').unwrap_or(request.target);
     let scheme = if request.is_tls { "https" } else { "http" };
+    let shaping = &policy.shaping;
     if let RouteAction::Redirect(to) = action {
         let prefix = if request.is_tls { &to.https } else { &to.http };
         return Some(Redirection { status: 308, location: Location::Built(format!("{prefix}{target}")) });
@@ -92,7 +98,16 @@ pub fn redirection(
         return Some(Redirection { status: 302, location: Location::Built(location) });
     }
     if let Some(fixed) = &policy.redirect {
-        return Some(Redirection { status: fixed.status, location: Location::Fixed(fixed.location.clone()) });
+        // A path is made absolute, as nginx's `return` does unless `absolute_redirect off`.
+        let location = match fixed.location.as_bytes().first() {
+            Some(b'/') => shaping.redirect_origin(request.is_tls, request.host),
+            _ => None,
+        };
+        let location = match location {
+            Some(origin) => Location::Built(origin + fixed.location.to_str().unwrap_or("/")),
+            None => Location::Fixed(fixed.location.clone()),
+        };
+        return Some(Redirection { status: fixed.status, location });
     }
     let to_https = match policy.https_redirect {
         HttpsRedirect::Always => true,
@@ -100,18 +115,12 @@ pub fn redirection(
         HttpsRedirect::Never => false,
     };
     if to_https && !request.is_tls && !request.path.starts_with(ACME_CHALLENGE) {
-        let location = format!("https://{}{target}", host_without_port(request.host));
+        let target = if shaping.preserve_trailing_slash { request.target } else { target };
+        let (host, port) = (split_port(request.host).0, shaping.https_redirect_port());
+        let location = format!("https://{host}{port}{target}");
         return Some(Redirection { status: 308, location: Location::Built(location) });
     }
     None
-}
-
-/// `host[:port]` without the port (IPv6 literals keep their brackets).
-fn host_without_port(host: &str) -> &str {
-    match host.rfind(':') {
-        Some(colon) if !host[colon..].contains(']') => &host[..colon],
-        _ => host,
-    }
 }
 
 /// A `Location` value for a redirection, when it is a valid header value.
@@ -129,7 +138,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::{BackendId, PathRule, Redirect};
+    use crate::{BackendId, PathRule, Redirect, Shaping};
 
     fn route(action: RouteAction, policy: Policy) -> Route {
         Route { rule: PathRule::prefix("/").unwrap(), ingress: None, action, policy: Arc::new(policy) }
@@ -173,5 +182,37 @@ mod tests {
         assert_eq!(r.redirect(&request(true, "/x", "/x")), None, "already on TLS");
         let acme = request(false, "/.well-known/acme-challenge/t", "/.well-known/acme-challenge/t");
         assert_eq!(r.redirect(&acme), None);
+    }
+
+    /// ingress-nginx's lua_ingress.lua `rewrite()`: the final `/` is kept with
+    /// `preserve_trailing_slash`, and `use_port_in_redirects` writes the HTTPS listen port.
+    #[test]
+    fn https_redirect_style_follows_the_route_shaping() {
+        let shaped = |shaping: Shaping| {
+            let r = route(RouteAction::Forward(BackendId(0)), Policy { shaping, ..Policy::default() });
+            r.redirect(&request(false, "/x/", "/x/?q=1/")).unwrap().location
+        };
+        assert_eq!(shaped(Shaping::default()), built("https://shop.example.com/x/?q=1"));
+        let preserve = Shaping { preserve_trailing_slash: true, ..Shaping::default() };
+        assert_eq!(shaped(preserve), built("https://shop.example.com/x/?q=1/"));
+        let port = Shaping { port_in_redirects: true, ..Shaping::default() };
+        assert_eq!(shaped(port), built("https://shop.example.com:443/x/?q=1"));
+    }
+
+    /// nginx's `return 301 /path` is made absolute by its header filter (`absolute_redirect`,
+    /// `port_in_redirect`); ingress-nginx's relativeredirects.go e2e test.
+    #[test]
+    fn a_permanent_redirect_to_a_path_is_made_absolute_unless_relative() {
+        let to_path = |shaping: Shaping| {
+            let fixed = Redirect { status: 301, location: HeaderValue::from_static("/new-location") };
+            let policy = Policy { redirect: Some(fixed), shaping, ..Policy::default() };
+            let r = route(RouteAction::Forward(BackendId(0)), policy);
+            r.redirect(&request(true, "/old", "/old")).unwrap().location
+        };
+        assert_eq!(to_path(Shaping::default()), built("https://shop.example.com/new-location"));
+        let port = Shaping { port_in_redirects: true, ..Shaping::default() };
+        assert_eq!(to_path(port), built("https://shop.example.com:8080/new-location"));
+        let relative = Shaping { relative_redirects: true, ..Shaping::default() };
+        assert_eq!(to_path(relative), Location::Fixed(HeaderValue::from_static("/new-location")));
     }
 }

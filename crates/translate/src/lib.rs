@@ -23,7 +23,6 @@ use std::sync::Arc;
 
 use backend::Dial;
 
-use http::HeaderValue;
 use k8s_openapi::api::networking::v1::{HTTPIngressPath, Ingress};
 use ostium_model::{
     BackendId, Certificate, HostRedirect, HostRule, NamespacedName, PathRegex, PathRule, Policy, PortRef,
@@ -210,7 +209,10 @@ impl<'a> Translator<'a> {
             }
             for path in rule.http.iter().flat_map(|http| &http.paths) {
                 let Some(rule) = self.path_rule(&object, path, use_regex) else { continue };
-                let policy = with_rewrite(&policy, &rule, rewrite.as_ref());
+                let written = path.path.as_deref().filter(|p| !p.is_empty()).unwrap_or("/");
+                // ingress-nginx's buildProxyPass: a target equal to the path rewrites nothing.
+                let rewrite = rewrite.as_ref().filter(|(target, _)| **target != *written);
+                let policy = with_rewrite(&policy, &rule, rewrite);
                 let backend = self.backends.resolve(
                     &object,
                     &path.backend,
@@ -435,7 +437,7 @@ impl<'a> Translator<'a> {
 fn with_rewrite(
     policy: &Arc<Policy>,
     rule: &PathRule,
-    rewrite: Option<&(Box<str>, Option<HeaderValue>)>,
+    rewrite: Option<&(Box<str>, Option<Box<str>>)>,
 ) -> Arc<Policy> {
     let Some((target, forwarded_prefix)) = rewrite else { return policy.clone() };
     let pattern = match rule {

@@ -4,7 +4,8 @@
 use std::fmt::Write;
 
 use ostium_model::{
-    Backend, Credentials, HostRule, HttpsRedirect, Policy, Protocol, Route, RouteAction, Table, Target,
+    Backend, Credentials, HostRule, HttpsRedirect, Policy, Protocol, Route, RouteAction, Shaping, Table,
+    Target, TextRewrite,
 };
 
 use crate::Translation;
@@ -150,7 +151,7 @@ fn policy_line(table: &Table, policy: &Policy) -> String {
         parts.push("satisfy any".to_owned());
     }
     if let Some(rewrite) = &policy.rewrite {
-        let prefix = rewrite.forwarded_prefix.as_ref().and_then(|p| p.to_str().ok());
+        let prefix = rewrite.forwarded_prefix.as_deref();
         parts.push(format!(
             "rewrite to {}{}",
             rewrite.target,
@@ -165,7 +166,35 @@ fn policy_line(table: &Table, policy: &Policy) -> String {
         let scope = if pages.intercept_upstream { "" } else { " (proxy errors only)" };
         parts.push(format!("error pages for {}{scope}", codes.join(",")));
     }
+    shaping_parts(&policy.shaping, &mut parts);
     if parts.is_empty() { String::new() } else { format!(" [{}]", parts.join("; ")) }
+}
+
+/// What a route's shaping changes from the default.
+fn shaping_parts(shaping: &Shaping, parts: &mut Vec<String>) {
+    if let Some(connection) = &shaping.connection {
+        parts.push(format!("upstream connection {}", connection.to_str().unwrap_or("?")));
+    }
+    if shaping.http_version != Shaping::default().http_version {
+        parts.push(format!("upstream {:?}", shaping.http_version));
+    }
+    let rewrites = [
+        ("redirect", &shaping.redirect),
+        ("cookie domain", &shaping.cookie_domain),
+        ("cookie path", &shaping.cookie_path),
+    ];
+    for (what, rewrite) in rewrites {
+        if let Some(TextRewrite { from, to }) = rewrite {
+            parts.push(format!("{what} {from} -> {to}"));
+        }
+    }
+    let flags = [
+        (shaping.preserve_trailing_slash, "trailing slash kept"),
+        (shaping.port_in_redirects, "port in redirects"),
+        (shaping.relative_redirects, "relative redirects"),
+        (shaping.rewrite_log, "rewrite log"),
+    ];
+    parts.extend(flags.into_iter().filter(|(on, _)| *on).map(|(_, text)| text.to_owned()));
 }
 
 fn backend_line(backend: &Backend) -> String {

@@ -5,9 +5,9 @@
 //! - `auth-type: basic`, `auth-secret` (`name` or `namespace/name`, same namespace only),
 //!   `auth-secret-type` (`auth-file`: htpasswd in key `auth`; `auth-map`: a key per user),
 //!   `auth-realm`. Any problem makes the route deny (503), never serve unauthenticated.
-//! - `permanent-redirect` (+ `-code`, 300–308, default 301), `temporal-redirect` (+ `-code`,
-//!   300–307, default 302; wins over permanent), `app-root`, `ssl-redirect` (default true),
-//!   `force-ssl-redirect`.
+//! - `permanent-redirect` (a URL or a path; + `-code`, 300–308, default 301),
+//!   `temporal-redirect` (a URL; + `-code`, 300–307, default 302; wins over permanent),
+//!   `app-root`, `ssl-redirect` (default true), `force-ssl-redirect`.
 //! - `proxy-body-size` (nginx sizes: `8m`, `512k`, `0` for no limit), `backend-protocol`.
 //! - Snippet annotations are refused, never interpreted. They and the access restrictions ostium
 //!   does not implement yet ([`DENIED_UNTIL_IMPLEMENTED`]) deny every route of their Ingress
@@ -30,6 +30,7 @@ mod auth;
 mod backends;
 mod cors;
 mod rate_limit;
+mod shaping;
 
 pub(crate) use auth::auth_secret;
 
@@ -67,7 +68,7 @@ const DENIED_UNTIL_IMPLEMENTED: [&str; 16] = [
 
 /// Annotations ostium reads, by family (each family's module lists its keys).
 const SUPPORTED: &[&[&str]] =
-    &[auth::KEYS, access::KEYS, backends::KEYS, cors::KEYS, rate_limit::KEYS, GENERAL];
+    &[auth::KEYS, access::KEYS, backends::KEYS, cors::KEYS, rate_limit::KEYS, shaping::KEYS, GENERAL];
 
 /// Annotations read in this file.
 const GENERAL: &[&str] = &[
@@ -97,8 +98,8 @@ pub(crate) struct Annotated {
     pub(crate) protocol: Protocol,
     /// `ImplementationSpecific` paths are regexes (`use-regex`, or `rewrite-target`).
     pub(crate) use_regex: bool,
-    /// `rewrite-target` (references as `${n}`) and `x-forwarded-prefix`, attached per route.
-    pub(crate) rewrite: Option<(Box<str>, Option<HeaderValue>)>,
+    /// `rewrite-target` and `x-forwarded-prefix` (references as `${n}`), attached per route.
+    pub(crate) rewrite: Option<(Box<str>, Option<Box<str>>)>,
     /// `from-to-www-redirect`.
     pub(crate) www_redirect: bool,
     /// `server-alias`: more names for the hosts of the Ingress.
@@ -202,6 +203,7 @@ pub(crate) fn parse(
         read: parser.seconds("proxy-read-timeout"),
     };
     policy.satisfy = parser.satisfy();
+    policy.shaping = parser.shaping(protocol);
 
     let rewrite = parser.value("rewrite-target").and_then(|target| match rewrite_target(target) {
         Some(target) => Some(target),
@@ -210,14 +212,21 @@ pub(crate) fn parse(
             None
         }
     });
-    let forwarded_prefix =
-        parser.value("x-forwarded-prefix").and_then(|prefix| match HeaderValue::from_str(prefix) {
-            Ok(value) if prefix.starts_with('/') => Some(value),
+    // As ingress-nginx's `RegexPathWithCapture`: path characters and `$1`…`$9`; empty is unset.
+    let forwarded_prefix = match parser.value("x-forwarded-prefix").map(str::trim) {
+        None | Some("") => None,
+        Some(prefix) => match capture_template(prefix) {
+            Some(template)
+                if prefix.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~/:$".contains(&b)) =>
+            {
+                Some(template)
+            }
             _ => {
-                parser.invalid("x-forwarded-prefix", "a path starting with /");
+                parser.invalid("x-forwarded-prefix", "a path using only $1…$9 references");
                 None
             }
-        });
+        },
+    };
     if forwarded_prefix.is_some() && rewrite.is_none() {
         let message = format!("annotation {prefix}/x-forwarded-prefix has no effect without rewrite-target");
         parser.diagnostics.push(Diagnostic::warning(object.clone(), Reason::InvalidAnnotation, message));
@@ -254,13 +263,19 @@ fn is_denied_until_implemented(name: &str) -> bool {
     })
 }
 
-/// A rewrite target in the `regex` crate's replacement syntax: `$1` becomes `${1}` (so `$1abc`
-/// is group 1 then `abc`, as in nginx). `None` for anything else with a `$` (nginx variables are
-/// not supported), or a target that is not a path.
+/// A rewrite target in the `regex` crate's replacement syntax (see [`capture_template`]), or
+/// `None` for a target that is not a path.
 fn rewrite_target(target: &str) -> Option<Box<str>> {
     if !target.starts_with('/') || target.chars().any(|c| c.is_control() || c == ' ') {
         return None;
     }
+    capture_template(target)
+}
+
+/// Text with capture references in the `regex` crate's replacement syntax: `$1` becomes `${1}`
+/// (so `$1abc` is group 1 then `abc`, as in nginx). `None` for anything else with a `$` (nginx
+/// variables are not supported).
+fn capture_template(target: &str) -> Option<Box<str>> {
     let mut out = String::with_capacity(target.len() + 8);
     let mut chars = target.chars().peekable();
     while let Some(c) = chars.next() {
@@ -332,7 +347,9 @@ impl<'a> Parser<'a> {
     }
 
     /// `temporal-redirect` (302, codes 300–307) wins over `permanent-redirect` (301, 300–308). An
-    /// out-of-range code falls back to the default, as ingress-nginx does, with a warning.
+    /// out-of-range code falls back to the default, as ingress-nginx does, with a warning. A
+    /// permanent redirect may also go to a path (ingress-nginx checks the scheme of temporal
+    /// ones only), made absolute per request unless `relative-redirects`.
     fn redirect(&mut self) -> Option<Redirect> {
         let (name, default, range) = if self.value("temporal-redirect").is_some() {
             ("temporal-redirect", 302, 300..=307)
@@ -345,8 +362,14 @@ impl<'a> Parser<'a> {
         let valid = url.parse::<http::Uri>().ok().filter(|u| {
             matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some_and(|h| !h.is_empty())
         });
-        let (Some(_), Ok(location)) = (valid, HeaderValue::from_str(url)) else {
-            self.invalid(name, "an absolute http:// or https:// URL");
+        let path =
+            name == "permanent-redirect" && url.starts_with('/') && url.bytes().all(|b| b.is_ascii_graphic());
+        let (true, Ok(location)) = (valid.is_some() || path, HeaderValue::from_str(url)) else {
+            let expected = match name {
+                "permanent-redirect" => "an absolute http:// or https:// URL, or a path",
+                _ => "an absolute http:// or https:// URL",
+            };
+            self.invalid(name, expected);
             return None;
         };
         let code_name = format!("{name}-code");
