@@ -15,6 +15,7 @@ mod name;
 mod path;
 mod policy;
 mod redirect;
+mod retry;
 mod store;
 mod table;
 mod tls;
@@ -28,10 +29,11 @@ pub use host::{HostMatch, HostRule, InvalidHost, NormalizedHost, normalize_host}
 pub use name::{InvalidName, NamespacedName};
 pub use path::{InvalidPath, PathMatch, PathMatchKind, PathRegex, PathRule, forwarded_path, normalize_path};
 pub use policy::{
-    BasicAuth, Credentials, DEFAULT_MAX_BODY_SIZE, Denial, HttpsRedirect, PasswordHash, Policy, Redirect,
-    Rewrite, UpgradeProtocol, UpstreamTimeouts,
+    BasicAuth, Credentials, DEFAULT_CLIENT_BODY_BUFFER_SIZE, DEFAULT_MAX_BODY_SIZE, Denial, HttpsRedirect,
+    MAX_CONNECT_TIMEOUT, PasswordHash, Policy, Redirect, Rewrite, UpgradeProtocol, UpstreamTimeouts,
 };
 pub use redirect::{HostRedirect, Location, RedirectContext, Redirection, redirection};
+pub use retry::{NextUpstream, RetryCondition, RetryConditions};
 pub use store::{TableReader, TableStore};
 pub use table::{Route, RouteAction, RouteConflict, RouteMatch, Table, TableBuilder, VirtualHost};
 pub use tls::{Certificate, TlsTable};

@@ -8,7 +8,7 @@
 //! - `permanent-redirect` (+ `-code`, 300–308, default 301), `temporal-redirect` (+ `-code`,
 //!   300–307, default 302; wins over permanent), `app-root`, `ssl-redirect` (default true),
 //!   `force-ssl-redirect`.
-//! - `proxy-body-size` (nginx sizes: `8m`, `512k`, `0` for no limit), `backend-protocol`.
+//! - `backend-protocol`; timeouts, retries, request bodies and buffering (see `upstream`).
 //! - Snippet annotations are refused, never interpreted. They and the access restrictions ostium
 //!   does not implement yet ([`DENIED_UNTIL_IMPLEMENTED`]) deny every route of their Ingress
 //!   (503): serving the routes without them would be more open than asked. Every other
@@ -19,13 +19,14 @@ use std::sync::Arc;
 
 use http::HeaderValue;
 use k8s_openapi::api::networking::v1::Ingress;
-use ostium_model::{Denial, HttpsRedirect, Policy, Protocol, Redirect, UpstreamTimeouts};
+use ostium_model::{Denial, HttpsRedirect, Policy, Protocol, Redirect};
 
 use crate::{Diagnostic, ObjectRef, Objects, Reason};
 
 mod access;
 mod auth;
 mod cors;
+mod upstream;
 
 pub(crate) use auth::auth_secret;
 
@@ -63,15 +64,13 @@ const DENIED_UNTIL_IMPLEMENTED: [&str; 17] = [
 ];
 
 /// Annotations ostium reads, by family (each family's module lists its keys).
-const SUPPORTED: &[&[&str]] = &[auth::KEYS, access::KEYS, cors::KEYS, GENERAL];
+const SUPPORTED: &[&[&str]] = &[auth::KEYS, access::KEYS, cors::KEYS, upstream::KEYS, GENERAL];
 
 /// Annotations read in this file.
 const GENERAL: &[&str] = &[
     "upstream-vhost",
     "enable-access-log",
     "http2-push-preload",
-    "proxy-send-timeout",
-    "proxy-read-timeout",
     "from-to-www-redirect",
     "use-regex",
     "rewrite-target",
@@ -83,7 +82,6 @@ const GENERAL: &[&str] = &[
     "app-root",
     "ssl-redirect",
     "force-ssl-redirect",
-    "proxy-body-size",
     "backend-protocol",
 ];
 
@@ -134,13 +132,7 @@ pub(crate) fn parse(
     let mut parser = Parser { object, ours, prefix, diagnostics };
     let mut policy = Policy { denied, ..Policy::default() };
 
-    if let Some(size) = parser.value("proxy-body-size") {
-        match parse_size(size) {
-            Some(0) => policy.max_body_size = None,
-            Some(bytes) => policy.max_body_size = Some(bytes),
-            None => parser.invalid("proxy-body-size", "a size such as 8m, 512k or 0"),
-        }
-    }
+    parser.upstream(&mut policy);
     let protocol = match parser.value("backend-protocol").map(str::to_ascii_uppercase).as_deref() {
         None | Some("HTTP") => Protocol::Http,
         Some("HTTPS") => Protocol::Https,
@@ -183,10 +175,6 @@ pub(crate) fn parse(
     policy.access_log = parser.flag("enable-access-log").unwrap_or(true);
     // Browsers dropped HTTP/2 server push: accepted, and nothing to do.
     let _ = parser.flag("http2-push-preload");
-    policy.upstream_timeouts = UpstreamTimeouts {
-        send: parser.seconds("proxy-send-timeout"),
-        read: parser.seconds("proxy-read-timeout"),
-    };
     policy.satisfy = parser.satisfy();
 
     let rewrite = parser.value("rewrite-target").and_then(|target| match rewrite_target(target) {
