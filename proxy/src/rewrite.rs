@@ -12,7 +12,7 @@ use http::header::{AUTHORIZATION, CONTENT_LENGTH, HOST};
 use http::request::Parts;
 use http::uri::PathAndQuery;
 use http::{HeaderValue, Request, Version};
-use http_body_util::{Either, Empty, Limited};
+use http_body_util::Limited;
 use hyper::body::{Body as _, Incoming};
 use hyper::upgrade::OnUpgrade;
 use ostium_model::Rewrite;
@@ -21,7 +21,7 @@ use crate::body::{BodyClock, RequestBody};
 use crate::headers::{self, Forwarded};
 use crate::request::RequestHead;
 use crate::route::Routed;
-use crate::upstream::UpstreamBody;
+use crate::upstream_body::OutgoingBody;
 use crate::{ConnectionInfo, ProxyError};
 
 /// A request ready to go upstream, but for the endpoint's scheme and authority.
@@ -29,9 +29,7 @@ use crate::{ConnectionInfo, ProxyError};
 pub(crate) struct Outgoing {
     pub(crate) parts: Parts,
     pub(crate) path_and_query: PathAndQuery,
-    pub(crate) body: UpstreamBody,
-    /// Where the body is, for the upstream clocks; `None` for a request without a body.
-    pub(crate) clock: Option<Arc<BodyClock>>,
+    pub(crate) body: OutgoingBody,
     /// The client's side of a protocol upgrade it asked for.
     pub(crate) client_upgrade: Option<OnUpgrade>,
 }
@@ -78,15 +76,15 @@ pub(crate) fn upstream_request(
     parts.version = version;
 
     // Only a request with a body needs a clock of its own, shared with the body.
-    let (body, clock) = match incoming.is_end_stream() {
-        true => (Either::Right(Empty::new()), None),
+    let body = match incoming.is_end_stream() {
+        true => OutgoingBody::None,
         false => {
             let clock = Arc::new(BodyClock::new(true));
             let body = RequestBody::new(incoming, body.1, clock.clone(), body.0);
-            (Either::Left(Limited::new(body, limit)), Some(clock))
+            OutgoingBody::Streamed { body: Some(Limited::new(body, limit)), clock, returned: None }
         }
     };
-    Ok(Outgoing { parts, path_and_query, body, clock, client_upgrade })
+    Ok(Outgoing { parts, path_and_query, body, client_upgrade })
 }
 
 /// The route's body limit; a declared length over it is refused before anything is sent.
