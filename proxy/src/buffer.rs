@@ -14,6 +14,7 @@ use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, ready};
 
 use bytes::{Bytes, BytesMut};
@@ -34,6 +35,8 @@ const READ_CHUNK: usize = 64 * 1024;
 pub(crate) struct BodyFiles {
     parent: PathBuf,
     dir: OnceCell<tempfile::TempDir>,
+    /// A failure to make the directory was logged (each request that needs it tries again).
+    reported: AtomicBool,
 }
 
 /// A request body read in full: its first part in memory, the rest in a temporary file.
@@ -64,19 +67,25 @@ pub(crate) struct ReplayError(#[source] io::Error);
 
 impl BodyFiles {
     pub(crate) fn new(parent: PathBuf) -> Self {
-        Self { parent, dir: OnceCell::new() }
+        Self { parent, dir: OnceCell::new(), reported: AtomicBool::new(false) }
     }
 
     /// A new unnamed file in the private directory (made now if it does not exist yet; a failure
     /// is tried again by the next request).
     async fn create(&self) -> io::Result<tokio::fs::File> {
-        let dir = self
-            .dir
-            .get_or_try_init(|| {
-                let parent = self.parent.clone();
-                blocking(move || tempfile::Builder::new().prefix("ostium-request-bodies-").tempdir_in(parent))
-            })
-            .await?;
+        let made = self.dir.get_or_try_init(|| {
+            let parent = self.parent.clone();
+            blocking(move || tempfile::Builder::new().prefix("ostium-request-bodies-").tempdir_in(parent))
+        });
+        let dir = made.await.inspect_err(|error| {
+            if !self.reported.swap(true, Ordering::Relaxed) {
+                tracing::error!(
+                    parent = %self.parent.display(),
+                    %error,
+                    "cannot make a directory for request bodies: requests whose body outgrows client-body-buffer-size get 500"
+                );
+            }
+        })?;
         let path = dir.path().to_owned();
         let file = blocking(move || tempfile::tempfile_in(path)).await?;
         Ok(tokio::fs::File::from_std(file))
@@ -154,7 +163,7 @@ impl BufferedBody {
 }
 
 fn write_failed(error: io::Error) -> ProxyError {
-    tracing::warn!(%error, "a request body could not be written to a temporary file");
+    tracing::debug!(%error, "a request body could not be written to a temporary file");
     ProxyError::BodyBufferFailed
 }
 

@@ -384,3 +384,22 @@ async fn grpc_request_bodies_are_streamed_even_when_buffering_is_on() {
     assert_eq!(echoed(&answer.body, "received"), Some("5"));
     assert!(echoed_header(&answer.body, "content-length").is_empty(), "streamed: {}", answer.body);
 }
+
+/// Only `client-body-buffer-size` of a body is kept in memory: the rest needs the temporary
+/// directory, and without one the request fails (500, as nginx when it cannot write
+/// client_body_temp_path) rather than being held in memory.
+#[tokio::test]
+async fn a_body_past_the_memory_buffer_goes_to_the_temporary_directory() {
+    let backend = EchoBackend::start("a").await;
+    let buffer_1k = policy(|p| p.client_body_buffer_size = 1024);
+    let config = ProxyConfig {
+        access_log: false,
+        body_temp_dir: "/nonexistent/ostium-test".into(),
+        ..ProxyConfig::default()
+    };
+    let proxy = Harness::start_with(site(&[backend.addr], buffer_1k), config).await;
+    let fits = raw(proxy.http, &with_body("POST", "/upload", &[b'a'; 1024])).await;
+    assert_eq!(echoed(&fits.body, "received"), Some("1024"));
+    assert_eq!(raw(proxy.http, &with_body("POST", "/upload", &[b'a'; 1025])).await.status, 500);
+    assert_eq!(backend.requests(), 1, "the endpoint never saw the body that could not be kept");
+}
