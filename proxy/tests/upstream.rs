@@ -283,6 +283,21 @@ async fn a_streamed_body_is_not_sent_again() {
     assert_eq!((hung_up.load(Ordering::Relaxed), good.requests()), (1, 1));
 }
 
+/// A refused connection read nothing of a streamed body, so it can still go to the next endpoint
+/// (nginx checks `u->request_sent`, not the buffering, first).
+#[tokio::test]
+async fn a_streamed_body_moves_on_after_a_refused_connection() {
+    let good = EchoBackend::start("good").await;
+    let refused = closed_port().await;
+    let streamed = policy(|p| p.request_buffering = false);
+    let proxy = Harness::start(site(&[refused, good.addr], streamed)).await;
+    for i in 0..2 {
+        let answer = raw(proxy.http, &with_body("POST", "/upload", &[b'x'; 20_000])).await;
+        assert_eq!(answer.status, 200, "request {i}");
+        assert_eq!(echoed(&answer.body, "received"), Some("20000"));
+    }
+}
+
 /// The answer is decided before anything goes to the client: a response cut short after its
 /// head is the client's, and no other endpoint is asked.
 #[tokio::test]
