@@ -95,7 +95,9 @@ impl Proxy {
             head.uri = upstream_uri(scheme.clone(), authority, path_and_query.clone())?;
             let (upstream_body, clock) = this_try;
             let request = Request::from_parts(head, upstream_body);
-            let result = self.send(protocol, endpoint.as_ref(), request, &clock, clocks, trace).await;
+            let no_body = BodyClock::new(false);
+            let clock = clock.as_deref().unwrap_or(&no_body);
+            let result = self.send(protocol, endpoint.as_ref(), request, clock, clocks, trace).await;
             let (condition, sent) = match &result {
                 Ok(response) => (Some(RetryCondition::Status(response.status().as_u16())), true),
                 Err(failed) => (failed.condition, failed.sent),

@@ -53,21 +53,22 @@ pub(crate) struct Lent {
 // === impl OutgoingBody ===
 
 impl OutgoingBody {
-    /// The body for the next try, and the clock that times the endpoint taking it; `None` when
-    /// a streamed body was read by an earlier try and cannot be sent again.
-    pub(crate) fn for_try(&mut self) -> Option<(UpstreamBody, Arc<BodyClock>)> {
+    /// The body for the next try, and the clock that times the endpoint taking it (none for a
+    /// request without a body); `None` when a streamed body was read by an earlier try and
+    /// cannot be sent again.
+    pub(crate) fn for_try(&mut self) -> Option<(UpstreamBody, Option<Arc<BodyClock>>)> {
         match self {
-            Self::None => Some((UpstreamBody::Empty, Arc::new(BodyClock::new(false)))),
+            Self::None => Some((UpstreamBody::Empty, None)),
             Self::Buffered(body) => {
                 let clock = Arc::new(BodyClock::new(body.len() > 0));
-                Some((UpstreamBody::Replay(body.replay(clock.clone())), clock))
+                Some((UpstreamBody::Replay(body.replay(clock.clone())), Some(clock)))
             }
             Self::Streamed { body, clock, returned } => {
                 let body = body.take().or_else(|| returned.take()?.try_recv().ok())?;
                 let (home, back) = oneshot::channel();
                 *returned = Some(back);
                 let lent = Lent { body: Some(body), read: false, home: Some(home) };
-                Some((UpstreamBody::Streamed(lent), clock.clone()))
+                Some((UpstreamBody::Streamed(lent), Some(clock.clone())))
             }
         }
     }
