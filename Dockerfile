@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
-# Multi-stage build: the release binary on a distroless base, run as a non-root user. Nothing is
-# written at run time, so the root filesystem can be mounted read-only.
+# Multi-stage build: the release binary on a distroless base, run as a non-root user. Only
+# buffered request bodies are written at run time, under /tmp (a volume in deploy/), so the root
+# filesystem can be mounted read-only.
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .

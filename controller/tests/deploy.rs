@@ -68,6 +68,11 @@ fn the_deployment_runs_ostium_with_valid_flags_probes_and_hardening() {
     assert_eq!(security["readOnlyRootFilesystem"], true);
     assert_eq!(security["allowPrivilegeEscalation"], false);
     assert_eq!(security["capabilities"]["drop"][0], "ALL");
+    // Request bodies spill to /tmp (ProxyConfig::body_temp_dir): writable although the root is not.
+    assert_eq!(container["volumeMounts"][0]["mountPath"], "/tmp");
+    let volumes = &deployment["spec"]["template"]["spec"]["volumes"];
+    assert_eq!(volumes[0]["name"], container["volumeMounts"][0]["name"]);
+    assert!(volumes[0]["emptyDir"].is_object());
     assert_eq!(deployment["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"], true);
     assert_eq!(deployment["spec"]["replicas"], 2);
 }

@@ -29,6 +29,7 @@ use tokio::time::Sleep;
 
 use crate::ProxyError;
 use crate::connection::RequestGuard;
+use crate::error::find_cause;
 use crate::policy::Throttle;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -51,6 +52,19 @@ pub(crate) enum ClientBodyError {
     TimedOut,
     #[error("malformed or truncated request body")]
     Malformed(#[source] hyper::Error),
+}
+
+/// The answer for a request whose body could not be read, when `error` (or one of its causes) says
+/// so: 408 for a client that paused too long, 400 for a malformed body, 413 for one over the
+/// route's limit.
+pub(crate) fn client_body_fault(error: &(dyn std::error::Error + 'static)) -> Option<ProxyError> {
+    if let Some(client) = find_cause::<ClientBodyError>(error) {
+        return Some(match client {
+            ClientBodyError::TimedOut => ProxyError::ClientBodyTimeout,
+            ClientBodyError::Malformed(_) => ProxyError::BadRequest("request body"),
+        });
+    }
+    find_cause::<http_body_util::LengthLimitError>(error).map(|_| ProxyError::BodyTooLarge)
 }
 
 /// Where a request body is, shared between the body (which moves it) and the upstream
@@ -77,6 +91,16 @@ impl BodyClock {
     fn enter(&self, phase: u8) {
         self.since.store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
         self.phase.store(phase, Ordering::Relaxed);
+    }
+
+    /// A piece of the body went to the endpoint.
+    pub(crate) fn sent_part(&self) {
+        self.enter(WITH_UPSTREAM);
+    }
+
+    /// The whole body went to the endpoint.
+    pub(crate) fn sent_all(&self) {
+        self.enter(COMPLETE);
     }
 
     /// Resolves when the endpoint has stalled: it has not taken the next piece of the body for

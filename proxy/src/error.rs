@@ -42,6 +42,10 @@ pub enum ProxyError {
     UpstreamReset,
     #[error("the endpoint did not answer in time")]
     UpstreamTimeout,
+    #[error("the endpoint sent an empty or malformed response head")]
+    UpstreamInvalidResponse,
+    #[error("the request body could not be kept in a temporary file")]
+    BodyBufferFailed,
 }
 
 impl ProxyError {
@@ -62,8 +66,11 @@ impl ProxyError {
             | Self::RouteDenied
             | Self::RateLimited
             | Self::TooManyConnections => StatusCode::SERVICE_UNAVAILABLE,
-            Self::ConnectFailed | Self::UpstreamReset => StatusCode::BAD_GATEWAY,
+            Self::ConnectFailed | Self::UpstreamReset | Self::UpstreamInvalidResponse => {
+                StatusCode::BAD_GATEWAY
+            }
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Self::BodyBufferFailed => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -97,8 +104,23 @@ impl ProxyError {
             | Self::RouteDenied
             | Self::RateLimited
             | Self::TooManyConnections => "503 Service Temporarily Unavailable\n",
-            Self::ConnectFailed | Self::UpstreamReset => "502 Bad Gateway\n",
+            Self::ConnectFailed | Self::UpstreamReset | Self::UpstreamInvalidResponse => "502 Bad Gateway\n",
             Self::UpstreamTimeout => "504 Gateway Time-out\n",
+            Self::BodyBufferFailed => "500 Internal Server Error\n",
         }
     }
+}
+
+/// The first `E` in an error's source chain.
+pub(crate) fn find_cause<'a, E: std::error::Error + 'static>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a E> {
+    let mut source = Some(error);
+    while let Some(e) = source {
+        if let Some(found) = e.downcast_ref::<E>() {
+            return Some(found);
+        }
+        source = e.source();
+    }
+    None
 }

@@ -1,8 +1,9 @@
 //! The request pipeline, phase by phase: check the request head (`request`), route it on the
 //! current table (`route`), apply the route's request policies (`policy`), rewrite it for the
-//! backend (`rewrite`), send it to an endpoint (retrying a refused connection once on another)
-//! under nginx's clocks, and stream the answer back. Answers of our own come from `outcome`;
-//! a route's default backend and error pages (`error_page`) stand in for either.
+//! backend (`rewrite`), read its body first when the route buffers it (`buffer`), send it to
+//! endpoints under nginx's clocks and retry rules (`retry`), and stream the answer back. Answers
+//! of our own come from `outcome`; a route's default backend and error pages (`error_page`)
+//! stand in for either.
 
 use std::net::SocketAddr;
 use std::ops::ControlFlow;
@@ -10,15 +11,15 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
-use http::header::HOST;
-use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri, Version};
-use http_body_util::{Either, Empty};
+use http::header::{CONTENT_LENGTH, HOST};
+use http::uri::PathAndQuery;
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use ostium_model::{Endpoint, NamespacedName, Protocol, Target};
+use ostium_model::{NamespacedName, NextUpstream, Protocol};
 
-use crate::body::{AccessEntry, BodyClock, ClientBodyError, ProxyBody};
+use crate::body::{AccessEntry, ProxyBody};
+use crate::buffer::BufferedBody;
 use crate::error_page::{Details, ErrorPageRequest};
 use crate::outcome::Outcome;
 use crate::policy::Admission;
@@ -26,7 +27,8 @@ use crate::request::RequestHead;
 use crate::rewrite::{Outgoing, upstream_request};
 use crate::route::{Defaults, Routed};
 use crate::tunnel::tunnel;
-use crate::upstream::{self, UpstreamBody};
+use crate::upstream;
+use crate::upstream_body::OutgoingBody;
 use crate::{ConnectionInfo, Proxy, ProxyError, headers, policy, response};
 
 /// What the access log says about a request besides the request itself.
@@ -34,8 +36,8 @@ use crate::{ConnectionInfo, Proxy, ProxyError, headers, policy, response};
 pub(crate) struct Trace {
     pub(crate) ingress: Option<Arc<NamespacedName>>,
     pub(crate) service: Option<Arc<NamespacedName>>,
-    upstream: Option<SocketAddr>,
-    upstream_duration: Option<Duration>,
+    pub(crate) upstream: Option<SocketAddr>,
+    pub(crate) upstream_duration: Option<Duration>,
     request_id: Option<HeaderValue>,
     /// Request body bytes read so far, counted only for the access log.
     bytes_in: Option<Arc<AtomicU64>>,
@@ -170,12 +172,12 @@ impl Proxy {
         let Some((target, protocol)) = defaults.error_backend() else { return Err(ProxyError::NoRoute) };
         let mut parts = Request::new(()).into_parts().0;
         (parts.method, parts.headers) = (method, headers);
-        let (scheme, version) = upstream::scheme(protocol);
-        parts.version = version;
-        let body = Either::Right(Empty::new());
-        let outgoing = Outgoing { parts, path_and_query, body, clock: None, client_upgrade: None };
+        parts.version = upstream::scheme(protocol).1;
+        let outgoing = Outgoing { parts, path_and_query, body: OutgoingBody::None, client_upgrade: None };
         let clocks = self.clocks(routed);
-        let (response, _) = self.to_backend(outgoing, target, protocol, scheme, clocks, trace).await?;
+        let next_upstream = NextUpstream::default();
+        let (response, _) =
+            self.to_backend(outgoing, target, protocol, clocks, &next_upstream, trace).await?;
         let hsts = connection.is_tls && routed.host_has_certificate;
         self.respond(response, None, hsts, clocks.read, Admission::default())
     }
@@ -204,16 +206,21 @@ impl Proxy {
         // `default-backend`: while the route's Service has no endpoints.
         let instead = routed.defaults.as_ref().and_then(|d| d.instead_of(&target));
         let (target, protocol) = instead.clone().unwrap_or((target, protocol));
-        let (scheme, version) = upstream::scheme(protocol);
+        let (_, version) = upstream::scheme(protocol);
         let body = (self.inner.config.connections.client_body_timeout, trace.bytes_in.clone());
         let mut outgoing = upstream_request(request, head, routed, connection, version, body)?;
         if let (Some(_), Some(details)) = (&instead, details) {
             details.tell(&mut outgoing.parts.headers, 503);
         }
         trace.request_id = outgoing.parts.headers.get("x-request-id").cloned();
+        // nginx streams gRPC request bodies whatever `proxy_request_buffering` says.
+        if routed.policy.request_buffering && !matches!(protocol, Protocol::Grpc | Protocol::Grpcs) {
+            self.buffer_body(&mut outgoing, routed.policy.client_body_buffer_size).await?;
+        }
         let clocks = self.clocks(routed);
+        let next_upstream = &routed.policy.next_upstream;
         let (mut response, client_upgrade) =
-            self.to_backend(outgoing, target, protocol, scheme, clocks, trace).await?;
+            self.to_backend(outgoing, target, protocol, clocks, next_upstream, trace).await?;
         response::shape(response.headers_mut(), &routed.policy.shaping, connection.is_tls, head.host());
         let hsts = connection.is_tls && routed.host_has_certificate;
         Ok(self.respond(response, client_upgrade, hsts, clocks.read, admission)?)
@@ -223,112 +230,23 @@ impl Proxy {
     fn clocks(&self, routed: &Routed<'_>) -> Clocks {
         let (config, route) = (&self.inner.config, routed.policy.upstream_timeouts);
         Clocks {
+            connect: route.connect,
             send: route.send.unwrap_or(config.send_timeout),
             read: route.read.unwrap_or(config.read_timeout),
         }
     }
 
-    /// Sends a request to its backend's endpoints: one picked by the balancer, and once more to
-    /// another when the connection was refused and there is no body to replay.
-    async fn to_backend(
-        &self,
-        outgoing: Outgoing,
-        target: Target,
-        protocol: Protocol,
-        scheme: Scheme,
-        clocks: Clocks,
-        trace: &mut Trace,
-    ) -> Result<(Response<Incoming>, Option<hyper::upgrade::OnUpgrade>), ProxyError> {
-        let Outgoing { mut parts, path_and_query, body, clock, client_upgrade } = outgoing;
-        let body_is_empty = clock.is_none();
-        let no_body = BodyClock::new(false);
-        let clock = clock.as_deref().unwrap_or(&no_body);
-        let endpoints = match target {
-            Target::Unavailable => return Err(ProxyError::BackendUnavailable),
-            Target::ExternalName(authority) => {
-                parts.uri = upstream_uri(scheme, authority, path_and_query)?;
-                let request = Request::from_parts(parts, body);
-                let response = self.send(protocol, None, request, clock, clocks, trace).await?;
-                return Ok((response, client_upgrade));
-            }
-            Target::Endpoints(set) | Target::ClusterIp(set) => set.load(),
+    /// Reads the request body in full before an endpoint is chosen (`proxy-request-buffering`),
+    /// so the endpoint gets it at once, with its length, and a retry can send it again.
+    async fn buffer_body(&self, outgoing: &mut Outgoing, memory: u64) -> Result<(), ProxyError> {
+        let OutgoingBody::Streamed { body: Some(body), .. } = std::mem::take(&mut outgoing.body) else {
+            return Ok(()); // no body
         };
-        let now = self.inner.upstream.now_ms();
-        let first = upstream::pick(&endpoints, now, None).ok_or(ProxyError::NoEndpoints)?;
-        let retry = (body_is_empty && endpoints.len() > 1)
-            .then(|| (parts.method.clone(), parts.headers.clone(), parts.version, path_and_query.clone()));
-        parts.uri = upstream_uri(scheme.clone(), first.authority.clone(), path_and_query)?;
-        let request = Request::from_parts(parts, body);
-        let response = match self.send(protocol, Some(&first), request, clock, clocks, trace).await {
-            Err(ProxyError::ConnectFailed) if retry.is_some() => {
-                self.inner.metrics.retry();
-                let second =
-                    upstream::pick(&endpoints, now, Some(first.addr)).ok_or(ProxyError::ConnectFailed)?;
-                let (method, headers, version, path_and_query) = retry.expect("checked just above");
-                let mut request = Request::new(Either::Right(Empty::new()));
-                *request.method_mut() = method;
-                *request.headers_mut() = headers;
-                *request.version_mut() = version;
-                *request.uri_mut() = upstream_uri(scheme, second.authority.clone(), path_and_query)?;
-                self.send(protocol, Some(&second), request, clock, clocks, trace).await?
-            }
-            other => other?,
-        };
-        Ok((response, client_upgrade))
-    }
-
-    /// Sends a request upstream under nginx's clocks: `proxy_send_timeout` while the endpoint
-    /// is not taking the body, `proxy_read_timeout` from the end of the request to the response
-    /// head (the client's own pauses are timed by the request body itself).
-    async fn send(
-        &self,
-        protocol: Protocol,
-        endpoint: Option<&Arc<Endpoint>>,
-        request: Request<UpstreamBody>,
-        clock: &BodyClock,
-        clocks: Clocks,
-        trace: &mut Trace,
-    ) -> Result<Response<Incoming>, ProxyError> {
-        let started = Instant::now();
-        let _in_flight = endpoint.map(|e| InFlight::start(e));
-        trace.upstream = endpoint.map(|e| e.addr);
-        let upstream = self.inner.upstream.request(protocol, request);
-        let result = tokio::select! {
-            result = upstream => Ok(result),
-            () = clock.upstream_stalled(clocks.send, clocks.read) => Err(ProxyError::UpstreamTimeout),
-        };
-        trace.upstream_duration = Some(started.elapsed());
-        let error = match result? {
-            Ok(response) => {
-                endpoint.inspect(|e| e.record_success());
-                return Ok(response);
-            }
-            Err(error) => error,
-        };
-        if let Some(client) = find_cause::<ClientBodyError>(&error) {
-            return Err(match client {
-                ClientBodyError::TimedOut => ProxyError::ClientBodyTimeout,
-                ClientBodyError::Malformed(_) => ProxyError::BadRequest("request body"),
-            });
-        }
-        if find_cause::<http_body_util::LengthLimitError>(&error).is_some() {
-            return Err(ProxyError::BodyTooLarge);
-        }
-        if !error.is_connect() {
-            tracing::debug!(%error, "upstream request failed");
-            return Err(ProxyError::UpstreamReset);
-        }
-        self.inner.metrics.connect_error();
-        let upstream = &self.inner.upstream;
-        if let Some(e) = endpoint
-            && e.record_failure(upstream.now_ms(), upstream.eject_for_ms())
-        {
-            tracing::warn!(endpoint = %e.addr, "endpoint refuses connections; skipping it for a while");
-        }
-        match find_cause::<std::io::Error>(&error) {
-            Some(io) if io.kind() == std::io::ErrorKind::TimedOut => Err(ProxyError::UpstreamTimeout),
-            _ => Err(ProxyError::ConnectFailed),
-        }
+        let memory = usize::try_from(memory).unwrap_or(usize::MAX);
+        let buffered = BufferedBody::read(body, memory, &self.inner.body_files).await?;
+        outgoing.parts.headers.insert(CONTENT_LENGTH, HeaderValue::from(buffered.len()));
+        outgoing.body = OutgoingBody::Buffered(buffered);
+        Ok(())
     }
 
     /// The last phase: the endpoint's response for the client, under the request's rate limits.
@@ -378,49 +296,9 @@ impl Proxy {
 
 /// nginx's clocks toward the endpoint for one request: the route's, else the proxy's defaults.
 #[derive(Clone, Copy, Debug)]
-struct Clocks {
-    send: Duration,
-    read: Duration,
-}
-
-/// Counts a request against an endpoint until dropped (also when the request is cancelled).
-struct InFlight<'a>(&'a Endpoint);
-
-impl<'a> InFlight<'a> {
-    fn start(endpoint: &'a Endpoint) -> Self {
-        endpoint.start_request();
-        Self(endpoint)
-    }
-}
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.0.finish_request();
-    }
-}
-
-fn upstream_uri(
-    scheme: Scheme,
-    authority: Authority,
-    path_and_query: PathAndQuery,
-) -> Result<Uri, ProxyError> {
-    let mut parts = http::uri::Parts::default();
-    parts.scheme = Some(scheme);
-    parts.authority = Some(authority);
-    parts.path_and_query = Some(path_and_query);
-    Uri::from_parts(parts).map_err(|_| ProxyError::BadRequest("URI"))
-}
-
-/// The first `E` in an error's source chain.
-fn find_cause<'a, E: std::error::Error + 'static>(
-    error: &'a (dyn std::error::Error + 'static),
-) -> Option<&'a E> {
-    let mut source = Some(error);
-    while let Some(e) = source {
-        if let Some(found) = e.downcast_ref::<E>() {
-            return Some(found);
-        }
-        source = e.source();
-    }
-    None
+pub(crate) struct Clocks {
+    /// The route's connect timeout; `None`: the proxy's.
+    pub(crate) connect: Option<Duration>,
+    pub(crate) send: Duration,
+    pub(crate) read: Duration,
 }

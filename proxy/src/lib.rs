@@ -9,6 +9,7 @@
 //! forward (no table guard is held across an `.await`).
 
 mod body;
+mod buffer;
 mod connection;
 mod error;
 mod error_page;
@@ -21,13 +22,16 @@ mod outcome;
 mod policy;
 mod request;
 mod response;
+mod retry;
 mod rewrite;
 mod route;
 mod tls;
 mod tunnel;
 mod upstream;
+mod upstream_body;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,7 +50,8 @@ pub use upstream::upstream_tls_config;
 pub struct ProxyConfig {
     /// One log event per finished request on the `ostium::access` target.
     pub access_log: bool,
-    /// Time to establish a connection to an endpoint (`proxy-connect-timeout`, 5 s).
+    /// Time to establish a connection to an endpoint, TLS handshake included, for routes
+    /// without their own `proxy-connect-timeout` (5 s).
     pub connect_timeout: Duration,
     /// Longest pause between two writes of the request to an endpoint (`proxy-send-timeout`,
     /// 60 s): an endpoint that stops reading the request gets 504.
@@ -60,6 +65,9 @@ pub struct ProxyConfig {
     pub drain_timeout: Duration,
     /// The client side: timeouts and limits of client connections.
     pub connections: ConnectionLimits,
+    /// Where buffered request bodies that outgrow `client-body-buffer-size` spill: a private
+    /// directory is made inside when first needed (`/tmp`, as nginx's `client_body_temp_path`).
+    pub body_temp_dir: PathBuf,
 }
 
 impl Default for ProxyConfig {
@@ -72,6 +80,7 @@ impl Default for ProxyConfig {
             eject_for: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(30),
             connections: ConnectionLimits::default(),
+            body_temp_dir: PathBuf::from("/tmp"),
         }
     }
 }
@@ -86,6 +95,7 @@ pub struct Proxy {
 struct Inner {
     tables: TableReader,
     upstream: upstream::Upstream,
+    body_files: buffer::BodyFiles,
     config: ProxyConfig,
     metrics: ProxyMetrics,
 }
@@ -118,7 +128,8 @@ impl Proxy {
         provider: Arc<rustls::crypto::CryptoProvider>,
     ) -> Self {
         let upstream = upstream::Upstream::new(&config, provider);
-        Self { inner: Arc::new(Inner { tables, upstream, config, metrics }) }
+        let body_files = buffer::BodyFiles::new(config.body_temp_dir.clone());
+        Self { inner: Arc::new(Inner { tables, upstream, body_files, config, metrics }) }
     }
 
     pub(crate) fn metrics(&self) -> &ProxyMetrics {

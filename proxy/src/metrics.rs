@@ -102,7 +102,7 @@ impl ProxyMetrics {
         );
         registry.register(
             "upstream_retries",
-            "Requests retried on another endpoint after a refused connection",
+            "Tries of requests after their first (proxy-next-upstream)",
             m.upstream_retries.clone(),
         );
         registry.register("connections_active", "Client connections open", m.connections.clone());

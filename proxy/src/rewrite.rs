@@ -12,16 +12,16 @@ use http::header::{AUTHORIZATION, CONNECTION, CONTENT_LENGTH, HOST};
 use http::request::Parts;
 use http::uri::PathAndQuery;
 use http::{HeaderValue, Request, Version};
-use http_body_util::{Either, Empty, Limited};
+use http_body_util::Limited;
 use hyper::body::{Body as _, Incoming};
 use hyper::upgrade::OnUpgrade;
-use ostium_model::Rewrite;
+use ostium_model::{Policy, Rewrite};
 
 use crate::body::{BodyClock, RequestBody};
 use crate::headers::{self, Forwarded};
 use crate::request::RequestHead;
 use crate::route::Routed;
-use crate::upstream::UpstreamBody;
+use crate::upstream_body::OutgoingBody;
 use crate::{ConnectionInfo, ProxyError};
 
 /// A request ready to go upstream, but for the endpoint's scheme and authority.
@@ -29,9 +29,7 @@ use crate::{ConnectionInfo, ProxyError};
 pub(crate) struct Outgoing {
     pub(crate) parts: Parts,
     pub(crate) path_and_query: PathAndQuery,
-    pub(crate) body: UpstreamBody,
-    /// Where the body is, for the upstream clocks; `None` for a request without a body.
-    pub(crate) clock: Option<Arc<BodyClock>>,
+    pub(crate) body: OutgoingBody,
     /// The client's side of a protocol upgrade it asked for.
     pub(crate) client_upgrade: Option<OnUpgrade>,
 }
@@ -48,7 +46,7 @@ pub(crate) fn upstream_request(
 ) -> Result<Outgoing, ProxyError> {
     let shaping = &routed.policy.shaping;
     let version = if version == Version::HTTP_11 { shaping.http_version } else { version };
-    let limit = body_limit(&request, routed.policy.max_body_size, version)?;
+    let limit = body_limit(&request, &routed.policy, version)?;
     let (path_and_query, forwarded_prefix) = upstream_target(head, routed)?;
     let upgrade = match request.version() {
         Version::HTTP_11 => headers::requested_upgrade(request.headers(), &routed.policy.upgrades),
@@ -81,29 +79,27 @@ pub(crate) fn upstream_request(
     parts.version = version;
 
     // Only a request with a body needs a clock of its own, shared with the body.
-    let (body, clock) = match incoming.is_end_stream() {
-        true => (Either::Right(Empty::new()), None),
+    let body = match incoming.is_end_stream() {
+        true => OutgoingBody::None,
         false => {
             let clock = Arc::new(BodyClock::new(true));
             let body = RequestBody::new(incoming, body.1, clock.clone(), body.0);
-            (Either::Left(Limited::new(body, limit)), Some(clock))
+            OutgoingBody::Streamed { body: Some(Limited::new(body, limit)), clock, returned: None }
         }
     };
-    Ok(Outgoing { parts, path_and_query, body, clock, client_upgrade })
+    Ok(Outgoing { parts, path_and_query, body, client_upgrade })
 }
 
 /// The route's body limit; a declared length over it is refused before anything is sent. An
-/// HTTP/1.0 endpoint cannot take a body of unknown length (it has no chunked coding).
-fn body_limit(
-    request: &Request<Incoming>,
-    max_body_size: Option<u64>,
-    version: Version,
-) -> Result<usize, ProxyError> {
+/// HTTP/1.0 endpoint cannot take a streamed body of unknown length (it has no chunked coding);
+/// a buffered one is sent with its length.
+fn body_limit(request: &Request<Incoming>, policy: &Policy, version: Version) -> Result<usize, ProxyError> {
     let declared = || request.headers().get(CONTENT_LENGTH)?.to_str().ok()?.parse::<u64>().ok();
-    if version == Version::HTTP_10 && !request.body().is_end_stream() && declared().is_none() {
+    let streamed = !policy.request_buffering;
+    if version == Version::HTTP_10 && streamed && !request.body().is_end_stream() && declared().is_none() {
         return Err(ProxyError::LengthRequired);
     }
-    match max_body_size {
+    match policy.max_body_size {
         Some(limit) if declared().is_some_and(|length| length > limit) => Err(ProxyError::BodyTooLarge),
         Some(limit) => Ok(usize::try_from(limit).unwrap_or(usize::MAX)),
         None => Ok(usize::MAX),

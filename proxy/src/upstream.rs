@@ -1,46 +1,108 @@
-//! The upstream side: one pooled client for the process (shared across table versions, pooled
-//! per endpoint address), endpoint choice, and passive health.
+//! The upstream side: pooled clients for the process (shared across table versions, pooled per
+//! endpoint address), endpoint choice, and passive health.
 
+use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use http::uri::Scheme;
-use http::{Request, Version};
-use http_body_util::{Either, Empty, Limited};
-
-use crate::body::RequestBody;
+use http::{Request, Uri, Version};
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::{Client, ResponseFuture};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use ostium_model::{Endpoint, Endpoints, Protocol};
+use ostium_model::{Endpoint, Endpoints, MAX_CONNECT_TIMEOUT, Protocol};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 
 use crate::ProxyConfig;
+use crate::upstream_body::UpstreamBody;
 
-/// A request body on its way upstream: the client's (under the route's size limit), or none.
-pub(crate) type UpstreamBody = Either<Limited<RequestBody>, Empty<Bytes>>;
-
-/// One client per backend protocol, each pooling connections per endpoint address.
+/// The clients of the process: one set for the proxy's connect timeout, and one set for each
+/// other connect timeout a route asks for, made when first needed. A connector has a single
+/// connect timeout, so each set pools its own connections; route timeouts are whole seconds up
+/// to [`MAX_CONNECT_TIMEOUT`], which bounds the number of sets.
 #[derive(Debug)]
 pub(crate) struct Upstream {
-    http1: Client<HttpConnector, UpstreamBody>,
-    h2c: Client<HttpConnector, UpstreamBody>,
-    https: Client<HttpsConnector<HttpConnector>, UpstreamBody>,
-    h2s: Client<HttpsConnector<HttpConnector>, UpstreamBody>,
+    default: Clients,
+    default_connect_timeout: Duration,
+    /// Index `n` holds the clients for a connect timeout of `n + 1` seconds.
+    by_connect_timeout: Box<[OnceLock<Clients>]>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
     started: Instant,
     eject_for_ms: u64,
 }
 
+/// One client per backend protocol, each pooling connections per endpoint address.
+#[derive(Debug)]
+struct Clients {
+    http1: Client<Timed<HttpConnector>, UpstreamBody>,
+    h2c: Client<Timed<HttpConnector>, UpstreamBody>,
+    https: Client<Timed<HttpsConnector<HttpConnector>>, UpstreamBody>,
+    h2s: Client<Timed<HttpsConnector<HttpConnector>>, UpstreamBody>,
+}
+
+/// A connector whose connections, TLS handshake included (as nginx's `proxy_connect_timeout`),
+/// fail with `TimedOut` when not made in time.
+#[derive(Clone, Debug)]
+struct Timed<C> {
+    inner: C,
+    timeout: Duration,
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 impl Upstream {
     pub(crate) fn new(config: &ProxyConfig, provider: Arc<rustls::crypto::CryptoProvider>) -> Self {
+        let seconds = MAX_CONNECT_TIMEOUT.as_secs() as usize;
+        Self {
+            default: Clients::new(config.connect_timeout, &provider),
+            default_connect_timeout: config.connect_timeout,
+            by_connect_timeout: (0..seconds).map(|_| OnceLock::new()).collect(),
+            provider,
+            started: Instant::now(),
+            eject_for_ms: config.eject_for.as_millis() as u64,
+        }
+    }
+
+    /// Sends a request with the client for a backend protocol and a route's connect timeout
+    /// (`None`: the proxy's). The URI's scheme must be [`scheme`]'s for that protocol.
+    pub(crate) fn request(
+        &self,
+        protocol: Protocol,
+        connect_timeout: Option<Duration>,
+        request: Request<UpstreamBody>,
+    ) -> ResponseFuture {
+        let clients = match connect_timeout {
+            Some(timeout) if timeout != self.default_connect_timeout => {
+                // Whole seconds from 1 to the maximum (translation gives nothing else).
+                let seconds = timeout.as_secs().clamp(1, self.by_connect_timeout.len() as u64);
+                self.by_connect_timeout[seconds as usize - 1]
+                    .get_or_init(|| Clients::new(Duration::from_secs(seconds), &self.provider))
+            }
+            _ => &self.default,
+        };
+        clients.request(protocol, request)
+    }
+
+    /// Milliseconds since start, the clock passive health runs on.
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    pub(crate) fn eject_for_ms(&self) -> u64 {
+        self.eject_for_ms
+    }
+}
+
+impl Clients {
+    fn new(connect_timeout: Duration, provider: &Arc<rustls::crypto::CryptoProvider>) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(config.connect_timeout));
         connector.enforce_http(false); // the TLS connectors hand it https URIs
         let builder = |http2_only: bool| {
             let mut builder = Client::builder(TokioExecutor::new());
@@ -56,19 +118,17 @@ impl Upstream {
         let tls = || {
             HttpsConnectorBuilder::new().with_tls_config(upstream_tls_config(provider.clone())).https_only()
         };
+        let https = tls().enable_http1().wrap_connector(connector.clone());
+        let h2s = tls().enable_http2().wrap_connector(connector.clone());
         Self {
-            http1: builder(false).build(connector.clone()),
-            h2c: builder(true).build(connector.clone()),
-            https: builder(false).build(tls().enable_http1().wrap_connector(connector.clone())),
-            h2s: builder(true).build(tls().enable_http2().wrap_connector(connector.clone())),
-            started: Instant::now(),
-            eject_for_ms: config.eject_for.as_millis() as u64,
+            http1: builder(false).build(Timed::new(connector.clone(), connect_timeout)),
+            h2c: builder(true).build(Timed::new(connector, connect_timeout)),
+            https: builder(false).build(Timed::new(https, connect_timeout)),
+            h2s: builder(true).build(Timed::new(h2s, connect_timeout)),
         }
     }
 
-    /// Sends a request with the client for a backend protocol. The URI's scheme must be
-    /// [`scheme`]'s for that protocol.
-    pub(crate) fn request(&self, protocol: Protocol, request: Request<UpstreamBody>) -> ResponseFuture {
+    fn request(&self, protocol: Protocol, request: Request<UpstreamBody>) -> ResponseFuture {
         match protocol {
             Protocol::Http => self.http1.request(request),
             Protocol::Grpc => self.h2c.request(request),
@@ -76,14 +136,36 @@ impl Upstream {
             Protocol::Grpcs => self.h2s.request(request),
         }
     }
+}
 
-    /// Milliseconds since start, the clock passive health runs on.
-    pub(crate) fn now_ms(&self) -> u64 {
-        self.started.elapsed().as_millis() as u64
+impl<C> Timed<C> {
+    fn new(inner: C, timeout: Duration) -> Self {
+        Self { inner, timeout }
+    }
+}
+
+impl<C> tower_service::Service<Uri> for Timed<C>
+where
+    C: tower_service::Service<Uri>,
+    C::Future: Send + 'static,
+    C::Error: Into<BoxError>,
+{
+    type Response = C::Response;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<C::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
     }
 
-    pub(crate) fn eject_for_ms(&self) -> u64 {
-        self.eject_for_ms
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let (connecting, timeout) = (self.inner.call(uri), self.timeout);
+        Box::pin(async move {
+            match tokio::time::timeout(timeout, connecting).await {
+                Ok(connected) => connected.map_err(Into::into),
+                Err(_) => Err(std::io::Error::from(std::io::ErrorKind::TimedOut).into()),
+            }
+        })
     }
 }
 
@@ -151,14 +233,15 @@ impl ServerCertVerifier for NoVerification {
 /// Chooses an endpoint: the next one in round-robin order, unless a random second candidate has
 /// fewer requests in flight (power of two choices). With equal load this is exact round robin;
 /// under uneven load it steers away from the busier endpoint. Ejected endpoints are skipped
-/// while any other is left; `exclude` is the endpoint a retry must avoid.
-pub(crate) fn pick(endpoints: &Endpoints, now_ms: u64, exclude: Option<SocketAddr>) -> Option<Arc<Endpoint>> {
+/// while any other is left; `tried` are the endpoints a retry must avoid (`None` when all are
+/// tried).
+pub(crate) fn pick(endpoints: &Endpoints, now_ms: u64, tried: &[SocketAddr]) -> Option<Arc<Endpoint>> {
     let n = endpoints.len();
     if n == 0 {
         return None;
     }
     let start = endpoints.next_cursor();
-    let allowed = |e: &Arc<Endpoint>| Some(e.addr) != exclude;
+    let allowed = |e: &Arc<Endpoint>| !tried.contains(&e.addr);
     let in_order = (0..n).map(|i| (start + i) % n);
     let Some(first) =
         in_order.clone().find(|&i| endpoints.get(i).is_some_and(|e| allowed(e) && !e.is_ejected(now_ms)))
@@ -198,7 +281,7 @@ mod tests {
         let endpoints = set.load();
         let mut counts = [0; 3];
         for _ in 0..300 {
-            let e = pick(&endpoints, 0, None).unwrap();
+            let e = pick(&endpoints, 0, &[]).unwrap();
             counts[(e.addr.ip().to_string().rsplit('.').next().unwrap().parse::<usize>().unwrap()) - 1] += 1;
         }
         assert_eq!(counts, [100, 100, 100]);
@@ -212,7 +295,7 @@ mod tests {
         for _ in 0..10 {
             busy.start_request();
         }
-        let picks = (0..200).filter(|_| pick(&endpoints, 0, None).unwrap().addr == busy.addr).count();
+        let picks = (0..200).filter(|_| pick(&endpoints, 0, &[]).unwrap().addr == busy.addr).count();
         // Round robin alone would give 100; the second choice (always the other one here) moves
         // every one of them away.
         assert_eq!(picks, 0, "busy endpoint picked {picks} times of 200");
@@ -226,22 +309,23 @@ mod tests {
         for _ in 0..3 {
             bad.record_failure(1_000, 10_000);
         }
-        assert!((0..50).all(|_| pick(&endpoints, 2_000, None).unwrap().addr != bad.addr));
+        assert!((0..50).all(|_| pick(&endpoints, 2_000, &[]).unwrap().addr != bad.addr));
         let good = endpoints.get(1).unwrap();
         for _ in 0..3 {
             good.record_failure(1_000, 10_000);
         }
-        assert!(pick(&endpoints, 2_000, None).is_some(), "all ejected: still try one");
+        assert!(pick(&endpoints, 2_000, &[]).is_some(), "all ejected: still try one");
     }
 
     #[test]
-    fn a_retry_avoids_the_endpoint_that_failed() {
-        let set = set(2);
+    fn a_retry_avoids_the_endpoints_tried() {
+        let set = set(3);
         let endpoints = set.load();
-        let failed = endpoints.get(0).unwrap().addr;
-        assert!((0..50).all(|_| pick(&endpoints, 0, Some(failed)).unwrap().addr != failed));
-        let single = self::set(1);
-        let only = single.load();
-        assert!(pick(&only, 0, Some(only.get(0).unwrap().addr)).is_none());
+        let failed = [endpoints.get(0).unwrap().addr, endpoints.get(2).unwrap().addr];
+        assert!(
+            (0..50).all(|_| pick(&endpoints, 0, &failed).unwrap().addr == endpoints.get(1).unwrap().addr)
+        );
+        let all = [failed[0], failed[1], endpoints.get(1).unwrap().addr];
+        assert!(pick(&endpoints, 0, &all).is_none());
     }
 }

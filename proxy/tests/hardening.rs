@@ -406,33 +406,38 @@ async fn a_client_that_stops_sending_its_body_gets_408() {
 
 #[tokio::test]
 async fn an_endpoint_that_stops_reading_the_body_gets_504_after_the_send_timeout() {
-    let backend = raw_backend(None).await;
-    let policy = Policy { max_body_size: None, ..Policy::default() };
-    let table = TableBuilder::new().site(None, "a", backend, policy).build();
-    let config = config(|c| c.send_timeout = Duration::from_millis(300));
-    let proxy = Harness::start_with(table, config).await;
-    let stream = TcpStream::connect(proxy.http).await.unwrap();
-    let (mut read, mut write) = stream.into_split();
-    let size = 256 << 20;
-    tokio::spawn(async move {
-        let head = format!("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: {size}\r\n\r\n");
-        write.write_all(head.as_bytes()).await.unwrap();
-        let chunk = vec![b'x'; 1 << 16];
-        for _ in 0..(size >> 16) {
-            if write.write_all(&chunk).await.is_err() {
-                return;
+    // Streamed, and buffered first (then sent from memory and the temporary file): both are
+    // far larger than the socket buffers between the proxy and the endpoint.
+    for (request_buffering, size) in [(false, 256 << 20), (true, 32 << 20)] {
+        let backend = raw_backend(None).await;
+        let policy = Policy { max_body_size: None, request_buffering, ..Policy::default() };
+        let table = TableBuilder::new().site(None, "a", backend, policy).build();
+        let config = config(|c| c.send_timeout = Duration::from_millis(300));
+        let proxy = Harness::start_with(table, config).await;
+        let stream = TcpStream::connect(proxy.http).await.unwrap();
+        let (mut read, mut write) = stream.into_split();
+        let writer = tokio::spawn(async move {
+            let head = format!("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: {size}\r\n\r\n");
+            write.write_all(head.as_bytes()).await.unwrap();
+            let chunk = vec![b'x'; 1 << 16];
+            for _ in 0..(size >> 16) {
+                if write.write_all(&chunk).await.is_err() {
+                    break;
+                }
             }
-        }
-    });
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    let read_head = async {
-        while !head.ends_with(b"\r\n\r\n") && read.read_exact(&mut byte).await.is_ok() {
-            head.push(byte[0]);
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(10), read_head).await.expect("answered in time");
-    assert_eq!(parse(&head).status, 504);
+            write // kept open: a half-closed client counts as gone
+        });
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        let read_head = async {
+            while !head.ends_with(b"\r\n\r\n") && read.read_exact(&mut byte).await.is_ok() {
+                head.push(byte[0]);
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(20), read_head).await.expect("answered in time");
+        assert_eq!(parse(&head).status, 504, "request buffering {request_buffering}");
+        drop(writer);
+    }
 }
 
 #[tokio::test]

@@ -123,7 +123,7 @@ async fn proxy_http_version_sets_the_request_line_upstream() {
     let mut backend = RawBackend::start(response).await;
     let http10 = Shaping { http_version: Version::HTTP_10, ..Shaping::default() };
     let table = TableBuilder::new()
-        .site(Some("old.example"), "a", backend.addr, shaped(http10))
+        .site(Some("old.example"), "a", backend.addr, shaped(http10.clone()))
         .site(Some("new.example"), "b", backend.addr, Policy::default())
         .build();
     let proxy = Harness::start(table).await;
@@ -139,9 +139,19 @@ async fn proxy_http_version_sets_the_request_line_upstream() {
     assert_eq!(raw(proxy.http, post.as_bytes()).await.status, 200);
     let head = backend.head().await;
     assert!(head.starts_with("POST /form HTTP/1.0\r\n") && head.contains("content-length: 5\r\n"), "{head}");
-    // HTTP/1.0 has no chunked coding: a body of unknown length cannot be sent as it comes.
-    let chunked = "POST /form HTTP/1.1\r\nHost: old.example\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
-    assert_eq!(raw(proxy.http, chunked.as_bytes()).await.status, 411);
+    // HTTP/1.0 has no chunked coding: a body of unknown length is sent with its length once
+    // buffered (the default), as nginx does, and cannot be sent as it comes.
+    let chunked = |host: &str| {
+        format!(
+            "POST /form HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+        )
+    };
+    assert_eq!(raw(proxy.http, chunked("old.example").as_bytes()).await.status, 200);
+    let head = backend.head().await;
+    assert!(head.starts_with("POST /form HTTP/1.0\r\n") && head.contains("content-length: 5\r\n"), "{head}");
+    let streamed = Policy { request_buffering: false, ..shaped(http10) };
+    proxy.publish(TableBuilder::new().site(Some("old.example"), "a", backend.addr, streamed).build());
+    assert_eq!(raw(proxy.http, chunked("old.example").as_bytes()).await.status, 411);
 }
 
 /// nginx's `proxy_redirect <from> <to>` (ingress-nginx renders it from proxy-redirect-from and

@@ -1,5 +1,6 @@
-//! Request bodies stream through the proxy: a large upload passes with flat memory. Alone in
-//! its test binary, so the peak RSS measured is this test's.
+//! Request bodies pass through the proxy with flat memory: streamed (`proxy-request-buffering:
+//! off`), and buffered (the default), where all but `client-body-buffer-size` goes to a temporary
+//! file. Alone in its test binary, so the peak RSS measured is this test's.
 
 mod support;
 
@@ -9,19 +10,34 @@ use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-const UPLOAD: u64 = 256 * 1024 * 1024;
 const CHUNK: usize = 64 * 1024;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_large_upload_streams_with_flat_memory() {
+async fn large_uploads_pass_with_flat_memory_streamed_or_buffered() {
     let backend = EchoBackend::start("sink").await;
-    let unlimited = Policy { max_body_size: None, ..Policy::default() };
-    let table = TableBuilder::new().site(None, "sink", backend.addr, unlimited).build();
-    let proxy = Harness::start(table).await;
-    let measured = std::fs::write("/proc/self/clear_refs", "5").is_ok();
-    let before = status_kib("VmHWM");
+    for (request_buffering, upload) in [(false, 256 << 20), (true, 128 << 20)] {
+        let unlimited = Policy { max_body_size: None, request_buffering, ..Policy::default() };
+        let table = TableBuilder::new().site(None, "sink", backend.addr, unlimited).build();
+        let proxy = Harness::start(table).await;
+        let measured = std::fs::write("/proc/self/clear_refs", "5").is_ok();
+        let before = status_kib("VmHWM");
 
-    let stream = TcpStream::connect(proxy.http).await.unwrap();
+        let answer = upload_chunked(proxy.http, upload).await;
+        assert_eq!(answer.status, 200, "{}", answer.head);
+        assert_eq!(echoed(&answer.body, "received"), Some(upload.to_string().as_str()));
+        if measured {
+            let grown_mib = (status_kib("VmHWM") - before) / 1024;
+            assert!(
+                grown_mib < 64,
+                "peak RSS grew by {grown_mib} MiB for a {} MiB upload (request buffering {request_buffering})",
+                upload >> 20
+            );
+        }
+    }
+}
+
+async fn upload_chunked(proxy: std::net::SocketAddr, size: u64) -> Answer {
+    let stream = TcpStream::connect(proxy).await.unwrap();
     let (mut reader, mut writer) = stream.into_split();
     let send = tokio::spawn(async move {
         writer
@@ -30,7 +46,7 @@ async fn a_large_upload_streams_with_flat_memory() {
             .unwrap();
         let chunk = vec![b'x'; CHUNK];
         let head = format!("{CHUNK:x}\r\n");
-        for _ in 0..(UPLOAD / CHUNK as u64) {
+        for _ in 0..(size / CHUNK as u64) {
             writer.write_all(head.as_bytes()).await.unwrap();
             writer.write_all(&chunk).await.unwrap();
             writer.write_all(b"\r\n").await.unwrap();
@@ -42,14 +58,7 @@ async fn a_large_upload_streams_with_flat_memory() {
     let writer = send.await.unwrap();
     reader.read_to_end(&mut response).await.unwrap();
     drop(writer);
-
-    let answer = parse(&response);
-    assert_eq!(answer.status, 200, "{}", answer.head);
-    assert_eq!(echoed(&answer.body, "received"), Some(UPLOAD.to_string().as_str()));
-    if measured {
-        let grown_mib = (status_kib("VmHWM") - before) / 1024;
-        assert!(grown_mib < 64, "peak RSS grew by {grown_mib} MiB for a {} MiB upload", UPLOAD >> 20);
-    }
+    parse(&response)
 }
 
 fn status_kib(field: &str) -> u64 {

@@ -16,6 +16,7 @@ mod path;
 mod policy;
 mod rate_limit;
 mod redirect;
+mod retry;
 mod shaping;
 mod store;
 mod table;
@@ -30,13 +31,15 @@ pub use host::{HostMatch, HostRule, InvalidHost, NormalizedHost, normalize_host}
 pub use name::{InvalidName, NamespacedName};
 pub use path::{InvalidPath, PathMatch, PathMatchKind, PathRegex, PathRule, forwarded_path, normalize_path};
 pub use policy::{
-    BasicAuth, Credentials, DEFAULT_MAX_BODY_SIZE, Denial, ErrorPages, HttpsRedirect, PasswordHash, Policy,
-    Redirect, Rewrite, UpgradeProtocol, UpstreamTimeouts,
+    BasicAuth, Credentials, DEFAULT_CLIENT_BODY_BUFFER_SIZE, DEFAULT_MAX_BODY_SIZE, Denial, ErrorPages,
+    HttpsRedirect, MAX_CONNECT_TIMEOUT, PasswordHash, Policy, Redirect, Rewrite, UpgradeProtocol,
+    UpstreamTimeouts,
 };
 pub use rate_limit::{
     ConnectionSlot, Limited, RateLimit, RateLimitZone, RateLimitZones, RequestRate, ResponseRate,
 };
 pub use redirect::{HostRedirect, Location, RedirectContext, Redirection, redirection};
+pub use retry::{NextUpstream, RetryCondition, RetryConditions};
 pub use shaping::{Shaping, TextRewrite};
 pub use store::{TableReader, TableStore};
 pub use table::{Route, RouteAction, RouteConflict, RouteMatch, Table, TableBuilder, VirtualHost};

@@ -9,10 +9,17 @@ use std::time::Duration;
 
 use http::HeaderValue;
 
-use crate::{BackendId, Cors, RateLimit, ResponseRate, Satisfy, Shaping, SourceAccess};
+use crate::{BackendId, Cors, NextUpstream, RateLimit, ResponseRate, Satisfy, Shaping, SourceAccess};
 
 /// ingress-nginx's default `proxy-body-size`: 1 MiB.
 pub const DEFAULT_MAX_BODY_SIZE: u64 = 1024 * 1024;
+
+/// ingress-nginx's default `client-body-buffer-size`: 8 KiB.
+pub const DEFAULT_CLIENT_BODY_BUFFER_SIZE: u64 = 8 * 1024;
+
+/// The longest connect timeout honoured: nginx documents that `proxy_connect_timeout` cannot
+/// usually exceed 75 seconds (the system gives up on a connection attempt about then).
+pub const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(75);
 
 /// What a route does besides forwarding. The default forwards, with ingress-nginx's default
 /// body limit and HTTPS redirect for TLS hosts; a route with a [`Denial`] answers every request
@@ -41,8 +48,19 @@ pub struct Policy {
     pub source_access: Option<SourceAccess>,
     /// `satisfy`: whether an allowed address also needs credentials.
     pub satisfy: Satisfy,
-    /// `proxy-send-timeout` and `proxy-read-timeout`; `None` for the proxy's defaults.
+    /// `proxy-connect-timeout`, `proxy-send-timeout` and `proxy-read-timeout`; `None` for the
+    /// proxy's defaults.
     pub upstream_timeouts: UpstreamTimeouts,
+    /// `proxy-next-upstream` and its `-tries` and `-timeout`: when a failed try goes to another
+    /// endpoint.
+    pub next_upstream: NextUpstream,
+    /// `proxy-request-buffering` (on by default, as ingress-nginx): the whole request body is
+    /// read before an endpoint is chosen, so the endpoint gets it at once with its length, and a
+    /// retry can send it again. Off: the body is streamed as it arrives.
+    pub request_buffering: bool,
+    /// `client-body-buffer-size`: how much of a buffered request body is kept in memory; the rest
+    /// goes to a temporary file (its size is capped by `max_body_size`).
+    pub client_body_buffer_size: u64,
     /// `enable-cors` and its settings.
     pub cors: Option<Cors>,
     /// `upstream-vhost`: the `Host` sent upstream instead of the one routed on.
@@ -83,6 +101,8 @@ impl ErrorPages {
 /// nginx's clocks toward the endpoint, for one route.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct UpstreamTimeouts {
+    /// Longest wait for a connection to the endpoint, at most [`MAX_CONNECT_TIMEOUT`].
+    pub connect: Option<Duration>,
     /// Longest pause between two writes of the request to the endpoint.
     pub send: Option<Duration>,
     /// Longest pause between two reads from the endpoint, from the end of the request on.
@@ -215,6 +235,9 @@ impl Default for Policy {
             source_access: None,
             satisfy: Satisfy::All,
             upstream_timeouts: UpstreamTimeouts::default(),
+            next_upstream: NextUpstream::default(),
+            request_buffering: true,
+            client_body_buffer_size: DEFAULT_CLIENT_BODY_BUFFER_SIZE,
             cors: None,
             upstream_host: None,
             access_log: true,

@@ -123,6 +123,9 @@ fn policy_line(table: &Table, policy: &Policy) -> String {
     if !policy.access_log {
         parts.push("no access log".to_owned());
     }
+    if let Some(connect) = policy.upstream_timeouts.connect {
+        parts.push(format!("connect timeout {}s", connect.as_secs()));
+    }
     if let Some(send) = policy.upstream_timeouts.send {
         parts.push(format!("send timeout {}s", send.as_secs()));
     }
@@ -146,6 +149,22 @@ fn policy_line(table: &Table, policy: &Policy) -> String {
     }
     if let Some(rate) = policy.response_rate {
         parts.push(format!("response rate {} bytes/s after {} bytes", rate.bytes_per_second, rate.after));
+    }
+    let (next, default_next) = (&policy.next_upstream, ostium_model::NextUpstream::default());
+    if (next.conditions, next.non_idempotent) != (default_next.conditions, default_next.non_idempotent) {
+        parts.push(format!("next upstream {next}"));
+    }
+    if next.tries != default_next.tries {
+        parts.push(format!("tries {}", next.tries));
+    }
+    if let Some(timeout) = next.timeout {
+        parts.push(format!("next upstream timeout {}s", timeout.as_secs()));
+    }
+    if !policy.request_buffering {
+        parts.push("request buffering off".to_owned());
+    }
+    if policy.client_body_buffer_size != ostium_model::DEFAULT_CLIENT_BODY_BUFFER_SIZE {
+        parts.push(format!("body buffer {}", policy.client_body_buffer_size));
     }
     if policy.satisfy == ostium_model::Satisfy::Any {
         parts.push("satisfy any".to_owned());

@@ -8,7 +8,7 @@
 //! - `permanent-redirect` (a URL or a path; + `-code`, 300–308, default 301),
 //!   `temporal-redirect` (a URL; + `-code`, 300–307, default 302; wins over permanent),
 //!   `app-root`, `ssl-redirect` (default true), `force-ssl-redirect`.
-//! - `proxy-body-size` (nginx sizes: `8m`, `512k`, `0` for no limit), `backend-protocol`.
+//! - `backend-protocol`; timeouts, retries, request bodies and buffering (see `upstream`).
 //! - Snippet annotations are refused, never interpreted. They and the access restrictions ostium
 //!   does not implement yet ([`DENIED_UNTIL_IMPLEMENTED`]) deny every route of their Ingress
 //!   (503): serving the routes without them would be more open than asked. Every other
@@ -19,9 +19,7 @@ use std::sync::Arc;
 
 use http::HeaderValue;
 use k8s_openapi::api::networking::v1::Ingress;
-use ostium_model::{
-    Denial, HostRule, HttpsRedirect, Policy, Protocol, RateLimitZones, Redirect, UpstreamTimeouts,
-};
+use ostium_model::{Denial, HostRule, HttpsRedirect, Policy, Protocol, RateLimitZones, Redirect};
 
 use crate::{Diagnostic, ObjectRef, Objects, Reason};
 
@@ -31,6 +29,7 @@ mod backends;
 mod cors;
 mod rate_limit;
 mod shaping;
+mod upstream;
 
 pub(crate) use auth::auth_secret;
 
@@ -67,16 +66,22 @@ const DENIED_UNTIL_IMPLEMENTED: [&str; 16] = [
 ];
 
 /// Annotations ostium reads, by family (each family's module lists its keys).
-const SUPPORTED: &[&[&str]] =
-    &[auth::KEYS, access::KEYS, backends::KEYS, cors::KEYS, rate_limit::KEYS, shaping::KEYS, GENERAL];
+const SUPPORTED: &[&[&str]] = &[
+    auth::KEYS,
+    access::KEYS,
+    backends::KEYS,
+    cors::KEYS,
+    rate_limit::KEYS,
+    shaping::KEYS,
+    upstream::KEYS,
+    GENERAL,
+];
 
 /// Annotations read in this file.
 const GENERAL: &[&str] = &[
     "upstream-vhost",
     "enable-access-log",
     "http2-push-preload",
-    "proxy-send-timeout",
-    "proxy-read-timeout",
     "from-to-www-redirect",
     "use-regex",
     "rewrite-target",
@@ -88,7 +93,6 @@ const GENERAL: &[&str] = &[
     "app-root",
     "ssl-redirect",
     "force-ssl-redirect",
-    "proxy-body-size",
     "backend-protocol",
 ];
 
@@ -147,13 +151,7 @@ pub(crate) fn parse(
     let mut parser = Parser { object, ours, prefix, diagnostics };
     let mut policy = Policy { denied, ..Policy::default() };
 
-    if let Some(size) = parser.value("proxy-body-size") {
-        match parse_size(size) {
-            Some(0) => policy.max_body_size = None,
-            Some(bytes) => policy.max_body_size = Some(bytes),
-            None => parser.invalid("proxy-body-size", "a size such as 8m, 512k or 0"),
-        }
-    }
+    parser.upstream(&mut policy);
     let protocol = match parser.value("backend-protocol").map(str::to_ascii_uppercase).as_deref() {
         None | Some("HTTP") => Protocol::Http,
         Some("HTTPS") => Protocol::Https,
@@ -198,10 +196,6 @@ pub(crate) fn parse(
     policy.access_log = parser.flag("enable-access-log").unwrap_or(true);
     // Browsers dropped HTTP/2 server push: accepted, and nothing to do.
     let _ = parser.flag("http2-push-preload");
-    policy.upstream_timeouts = UpstreamTimeouts {
-        send: parser.seconds("proxy-send-timeout"),
-        read: parser.seconds("proxy-read-timeout"),
-    };
     policy.satisfy = parser.satisfy();
     policy.shaping = parser.shaping(protocol);
 

@@ -4,7 +4,7 @@
 //! renders them (`limit_req zone=… burst=<n × multiplier> nodelay`, `limit_conn`,
 //! `limit_rate <n>k`, `limit_rate_after <n>k`; only values above zero are written).
 //!
-//! `proxy-buffering` is read here for one purpose: nginx applies `limit_rate` to buffered
+//! `proxy-buffering` (validated with the buffering keys) matters here: nginx applies `limit_rate` to buffered
 //! responses only (ngx_http_upstream.c sets `limit_rate` to 0 when `proxy_buffering` is off, as
 //! it is by default in ingress-nginx), so `limit-rate` takes effect only with `proxy-buffering:
 //! on`. ostium streams responses either way.
@@ -25,7 +25,6 @@ pub(super) const KEYS: &[&str] = &[
     "limit-whitelist",
     "limit-rate",
     "limit-rate-after",
-    "proxy-buffering",
 ];
 
 /// ingress-nginx's default `limit-burst-multiplier`.
@@ -77,16 +76,9 @@ impl Parser<'_> {
 
     /// `limit-rate` and `limit-rate-after`, in KiB (the template writes `limit_rate <n>k`), when
     /// `proxy-buffering` is `on`. A value that is not a whole number keeps the default, no limit,
-    /// as ingress-nginx does; so does a `proxy-buffering` other than `on` or `off`.
+    /// as ingress-nginx does; so does a `proxy-buffering` other than `on`.
     pub(super) fn response_rate(&mut self) -> Option<ResponseRate> {
-        let buffering = match self.value("proxy-buffering").map(str::trim) {
-            None | Some("off") => false,
-            Some("on") => true,
-            Some(_) => {
-                self.warn_default("proxy-buffering", "off");
-                false
-            }
-        };
+        let buffering = self.value("proxy-buffering").map(str::trim) == Some("on");
         let kib = |parser: &mut Self, name: &str| match parser.int(name) {
             None => 0,
             Some(Ok(n)) if n >= 0 => n.unsigned_abs().saturating_mul(1024),
