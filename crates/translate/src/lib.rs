@@ -591,4 +591,19 @@ pub(crate) mod tests {
         fallback.source = "self-signed".into();
         Options::new(fallback, Arc::new(rustls::crypto::ring::default_provider()))
     }
+
+    #[test]
+    fn explain_shows_where_a_passthrough_host_sends_its_tls_connections() {
+        let yaml = "apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: {name: ostium}\nspec: {controller: ostium.dev/ingress-controller}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: tls-app}\nspec: {ports: [{port: 443}]}\n---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: passed, annotations: {nginx.ingress.kubernetes.io/ssl-passthrough: \"true\"}}\nspec:\n  ingressClassName: ostium\n  rules:\n  - host: pass.example.com\n    http:\n      paths: [{path: /, pathType: Prefix, backend: {service: {name: tls-app, port: {number: 443}}}}]\n";
+        let objects = Objects::from_yaml(yaml).unwrap();
+        let options = Options { enable_ssl_passthrough: true, ..options() };
+        let translation = translate(&objects, &options);
+        let https = translation.explain("pass.example.com", "/x", true);
+        assert!(
+            https.contains("ssl-passthrough: TLS passed undecrypted to service default/tls-app:443"),
+            "{https}"
+        );
+        let http = translation.explain("pass.example.com", "/x", false);
+        assert!(!http.contains("ssl-passthrough") && http.contains("route: Prefix /"), "{http}");
+    }
 }

@@ -270,6 +270,10 @@ pub(crate) fn explain(translation: &Translation, host: &str, path: &str, https: 
         Err(e) => return format!("400 Bad Request: {e}\n"),
     };
     let _ = writeln!(out, "request: {} {host}{normal}", if https { "https" } else { "http" });
+    if let Some(backend) = table.passthrough(host).filter(|_| https) {
+        let _ = writeln!(out, "ssl-passthrough: TLS passed undecrypted to {}", backend_line(backend));
+        return out;
+    }
     if https {
         let certificate = table.tls().resolve(Some(host));
         let source = table
