@@ -10,8 +10,10 @@
 mod support;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use ostium_model::ServerTls;
+use ostium_proxy::{ConnectionLimits, ProxyConfig};
 use ostium_test_support::{EchoBackend, certificate, echoed};
 use rustls::crypto::CryptoProvider;
 use rustls::crypto::ring::{cipher_suite, default_provider};
@@ -194,4 +196,42 @@ async fn ssl_prefer_server_ciphers_off_lets_the_client_order_decide() {
     assert_eq!(client.suite, client_order[0].suite(), "the client's first choice");
     let server = exchange(proxy.https, "server.example.com", tls12(&client_order)).await;
     assert_eq!(server.suite, client_order[1].suite(), "the server's first choice by default");
+}
+
+async fn with_limits(table: ostium_model::Table, connections: ConnectionLimits) -> Harness {
+    Harness::start_with(table, ProxyConfig { access_log: false, connections, ..ProxyConfig::default() }).await
+}
+
+/// Whether the server closes `stream` within `within`.
+async fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
+    let mut bytes = Vec::new();
+    tokio::time::timeout(within, stream.read_to_end(&mut bytes)).await.is_ok()
+}
+
+#[tokio::test]
+async fn a_client_hello_that_never_completes_is_timed_by_the_header_timeout() {
+    let limits = ConnectionLimits { client_header_timeout: Duration::from_millis(300), ..Default::default() };
+    let proxy = with_limits(TableBuilder::new().build(), limits).await;
+    let mut silent = TcpStream::connect(proxy.https).await.unwrap();
+    assert!(closed_within(&mut silent, Duration::from_secs(5)).await, "silent");
+    let mut partial = TcpStream::connect(proxy.https).await.unwrap();
+    // A handshake record that announces 512 bytes and sends 4.
+    partial.write_all(&[22, 3, 1, 2, 0, 1, 0, 1, 252]).await.unwrap();
+    assert!(closed_within(&mut partial, Duration::from_secs(5)).await, "partial");
+}
+
+#[tokio::test]
+async fn a_passed_through_connection_counts_against_the_connection_cap() {
+    let (passed, _) = tls_backend("pass.example.com").await;
+    let limits = ConnectionLimits { max_connections: 1, ..Default::default() };
+    let proxy = with_limits(
+        TableBuilder::new().passthrough("pass.example.com", "passed", passed.addr).build(),
+        limits,
+    )
+    .await;
+    let stream = TcpStream::connect(proxy.https).await.unwrap();
+    let server_name = ServerName::try_from("pass.example.com").unwrap();
+    let _spliced = tls_client(&[]).connect(server_name, stream).await.unwrap();
+    let mut second = TcpStream::connect(proxy.https).await.unwrap();
+    assert!(closed_within(&mut second, Duration::from_secs(2)).await, "the second connection was kept");
 }
