@@ -66,6 +66,10 @@ pub struct Args {
     #[arg(long, value_name = "PREFIX", default_value = Options::DEFAULT_ANNOTATIONS_PREFIX)]
     annotations_prefix: String,
 
+    /// Honour the ssl-passthrough annotation (TLS forwarded by SNI, not terminated).
+    #[arg(long)]
+    enable_ssl_passthrough: bool,
+
     /// Service whose address is written into Ingress status.loadBalancer.
     #[arg(long, value_name = "NS/NAME", conflicts_with = "publish_status_address")]
     publish_service: Option<NamespacedName>,
@@ -244,6 +248,7 @@ impl TryFrom<Args> for Config {
             default_backend_service,
             default_ssl_certificate,
             annotations_prefix,
+            enable_ssl_passthrough,
             publish_service,
             publish_status_address,
             election_id,
@@ -274,6 +279,7 @@ impl TryFrom<Args> for Config {
             default_ssl_certificate,
             fallback_certificate: self_signed_certificate(&crypto_provider)?,
             annotations_prefix,
+            enable_ssl_passthrough,
             crypto_provider,
             rate_limit_zones: Default::default(),
         };
@@ -354,6 +360,7 @@ mod tests {
         assert_eq!(c.translate.ingress_class, "ostium");
         assert_eq!(c.translate.controller_name, "ostium.dev/ingress-controller");
         assert_eq!(c.translate.annotations_prefix, "nginx.ingress.kubernetes.io");
+        assert!(!c.translate.enable_ssl_passthrough);
         assert!(c.access_log);
         assert!(c.manifests.is_none() && c.translate.watch_namespace.is_none() && c.status.is_none());
         assert_eq!(c.connections.client_header_timeout, Duration::from_secs(60));
@@ -421,6 +428,7 @@ mod tests {
             "ingress/cert",
             "--annotations-prefix",
             "x.io",
+            "--enable-ssl-passthrough",
             "--publish-status-address",
             "10.0.0.1",
             "--log-format",
@@ -434,6 +442,7 @@ mod tests {
         assert_eq!(c.status, Some(StatusSource::Address("10.0.0.1".into())));
         assert_eq!(c.log_format, Some(LogFormat::Json));
         assert!(c.translate.watch_ingress_without_class && !c.access_log);
+        assert!(c.translate.enable_ssl_passthrough);
     }
 
     #[test]

@@ -19,6 +19,7 @@ mod headers;
 mod listener;
 mod metrics;
 mod outcome;
+mod passthrough;
 mod policy;
 mod request;
 mod response;

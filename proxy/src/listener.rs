@@ -26,6 +26,8 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::connection::{Activity, ConnectionLimits};
 use crate::framing::{FramingFlags, FramingGuard};
+use crate::passthrough::{self, Replayed, read_client_hello};
+use crate::tls::HostConfigs;
 use crate::{ConnectionInfo, Proxy};
 
 /// How long a connection told to shut down may take to close before it is dropped.
@@ -53,28 +55,31 @@ pub async fn serve_http(proxy: Proxy, listener: TcpListener, shutdown: impl Futu
 }
 
 /// Serves HTTPS: TLS with certificates chosen by SNI, then HTTP/2 or HTTP/1.1 as ALPN says.
+/// The ClientHello is read first: a connection for an `ssl-passthrough` host is passed through
+/// to its backend undecrypted; the others are terminated with their host's handshake settings.
 pub async fn serve_https(
     proxy: Proxy,
     listener: TcpListener,
     tls: Arc<ServerConfig>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let acceptor = TlsAcceptor::from(tls);
+    let configs = Arc::new(HostConfigs::new(tls));
     let limits = proxy.config().connections.clone();
     // HTTP/1.1 connections are served by the detecting builder behind a guard that refuses an
     // HTTP/2 preface (it would otherwise detect HTTP/2); `h2` ones by HTTP/2 alone.
     let builders = Arc::new((connection_builder(&limits), http2_builder(&limits)));
     let drain = proxy.config().drain_timeout;
     let metrics = proxy.metrics().clone();
-    accept_loop(listener, &limits, drain, Some(&metrics), shutdown, move |stream, remote, context| {
-        let (proxy, acceptor, builders) = (proxy.clone(), acceptor.clone(), builders.clone());
+    accept_loop(listener, &limits, drain, Some(&metrics), shutdown, move |mut stream, remote, context| {
+        let (proxy, configs, builders) = (proxy.clone(), configs.clone(), builders.clone());
         async move {
-            // The handshake counts against the time allowed for the first request head.
+            // The ClientHello and the handshake count against the time allowed for the first
+            // request head.
             let deadline = context.accepted + proxy.config().connections.client_header_timeout;
-            let stream = match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
-                Ok(Ok(stream)) => stream,
+            let hello = match tokio::time::timeout_at(deadline, read_client_hello(&mut stream)).await {
+                Ok(Ok(hello)) => hello,
                 Ok(Err(error)) => {
-                    tracing::debug!(%remote, %error, "TLS handshake failed");
+                    tracing::debug!(%remote, %error, "no ClientHello");
                     proxy.metrics().tls_handshake_error();
                     return;
                 }
@@ -84,6 +89,33 @@ pub async fn serve_https(
                     return;
                 }
             };
+            let sni = hello.server_name.as_deref();
+            let (passthrough, config) = {
+                let table = proxy.inner.tables.load();
+                let passthrough = sni.and_then(|sni| table.passthrough(sni)).map(|b| b.target.clone());
+                (passthrough, configs.get(table.tls().server_tls(sni)))
+            };
+            if let Some(target) = passthrough {
+                let _open = proxy.metrics().connection();
+                passthrough::splice(&proxy, &target, hello.bytes, stream, remote).await;
+                drop(context); // the connection's permit, held until it closes
+                return;
+            }
+            let stream = Replayed::new(hello.bytes, stream);
+            let stream =
+                match tokio::time::timeout_at(deadline, TlsAcceptor::from(config).accept(stream)).await {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(error)) => {
+                        tracing::debug!(%remote, %error, "TLS handshake failed");
+                        proxy.metrics().tls_handshake_error();
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%remote, "TLS handshake timed out");
+                        proxy.metrics().tls_handshake_error();
+                        return;
+                    }
+                };
             if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
                 let service = proxy_service(&proxy, &context, remote, true, None);
                 let connection = builders.1.serve_connection(TokioIo::new(stream), service.service);

@@ -2,10 +2,14 @@
 //! current table at each handshake (exact SNI name, then one-label wildcard, then the default
 //! certificate). Certificates were parsed when the table was built, so a handshake only looks
 //! up, and a new table takes effect for the next handshake.
+//!
+//! Hosts with handshake settings of their own (`ssl-ciphers`, `ssl-prefer-server-ciphers`) are
+//! served with a config derived from that one, chosen by the SNI of the ClientHello read before
+//! the handshake.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use ostium_model::TableReader;
+use ostium_model::{ServerTls, TableReader};
 use rustls::ServerConfig;
 use rustls::crypto::CryptoProvider;
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -34,4 +38,58 @@ impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         Some(self.tables.load().tls().resolve(hello.server_name()).clone())
     }
+}
+
+/// Distinct host settings kept at most; beyond, the derived configs are made anew (settings
+/// change only with the configuration, so this bounds what retired settings leave behind).
+const MAX_DERIVED_CONFIGS: usize = 64;
+
+/// The listener's config, and those derived from it for hosts with settings of their own.
+#[derive(Debug)]
+pub(crate) struct HostConfigs {
+    base: Arc<ServerConfig>,
+    derived: Mutex<Vec<(ServerTls, Arc<ServerConfig>)>>,
+}
+
+impl HostConfigs {
+    pub(crate) fn new(base: Arc<ServerConfig>) -> Self {
+        Self { base, derived: Mutex::new(Vec::new()) }
+    }
+
+    /// The config for a host's settings (`None`: the listener's own).
+    pub(crate) fn get(&self, settings: Option<&ServerTls>) -> Arc<ServerConfig> {
+        let Some(settings) = settings else { return self.base.clone() };
+        let mut derived = self.derived.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((_, config)) = derived.iter().find(|(s, _)| s == settings) {
+            return config.clone();
+        }
+        if derived.len() >= MAX_DERIVED_CONFIGS {
+            derived.clear();
+        }
+        let config = derive(&self.base, settings);
+        derived.push((settings.clone(), config.clone()));
+        config
+    }
+}
+
+/// `base` with a host's settings: its TLS 1.2 cipher suites (the TLS 1.3 ones stay), and whose
+/// order of suites decides. Certificates, ALPN and session resumption are `base`'s.
+fn derive(base: &ServerConfig, settings: &ServerTls) -> Arc<ServerConfig> {
+    let mut provider = CryptoProvider::clone(base.crypto_provider());
+    if let Some(tls12) = &settings.tls12_cipher_suites {
+        provider.cipher_suites.retain(|suite| suite.tls13().is_some());
+        provider.cipher_suites.extend(tls12.iter().copied());
+    }
+    let mut config = ServerConfig::builder_with_provider(Arc::new(provider))
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        // The TLS 1.3 suites of the base config are kept, so some suite is always usable.
+        .expect("TLS 1.3 suites are kept")
+        .with_no_client_auth()
+        .with_cert_resolver(base.cert_resolver.clone());
+    config.alpn_protocols = base.alpn_protocols.clone();
+    config.ignore_client_order = settings.prefer_server_ciphers.unwrap_or(base.ignore_client_order);
+    config.session_storage = base.session_storage.clone();
+    config.ticketer = base.ticketer.clone();
+    config.send_tls13_tickets = base.send_tls13_tickets;
+    Arc::new(config)
 }

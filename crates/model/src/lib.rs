@@ -43,7 +43,7 @@ pub use retry::{NextUpstream, RetryCondition, RetryConditions};
 pub use shaping::{Shaping, TextRewrite};
 pub use store::{TableReader, TableStore};
 pub use table::{Route, RouteAction, RouteConflict, RouteMatch, Table, TableBuilder, VirtualHost};
-pub use tls::{Certificate, TlsTable};
+pub use tls::{Certificate, ServerTls, TlsTable};
 
 /// Hash maps of the table: a fast hasher, randomly seeded per process (keys come from the
 /// configuration, lookups from requests).

@@ -28,6 +28,9 @@ pub struct Table {
     backends: Vec<Backend>,
     endpoint_sets: BTreeMap<EndpointKey, Arc<EndpointSet>>,
     tls: TlsTable,
+    /// `ssl-passthrough` hosts (exact names): their TLS connections go, undecrypted, to this
+    /// backend.
+    passthrough: HashMap<Box<str>, BackendId>,
 }
 
 /// A [`Table`] being filled by translation; [`TableBuilder::build`] turns it into the immutable
@@ -107,7 +110,22 @@ impl Table {
             backends: Vec::new(),
             endpoint_sets: BTreeMap::new(),
             tls,
+            passthrough: HashMap::default(),
         }
+    }
+
+    /// The backend a TLS connection for this SNI name is passed through to, undecrypted; `None`
+    /// when the connection is terminated here.
+    pub fn passthrough(&self, sni: &str) -> Option<&Backend> {
+        let host = normalize_host(sni)?;
+        self.passthrough.get(host.as_str()).map(|id| self.backend(*id))
+    }
+
+    /// Every `ssl-passthrough` host and its backend, sorted.
+    pub fn passthrough_hosts(&self) -> Vec<(&str, BackendId)> {
+        let mut hosts: Vec<_> = self.passthrough.iter().map(|(host, id)| (&**host, *id)).collect();
+        hosts.sort_unstable();
+        hosts
     }
 
     /// Routes a request: `authority` is the `Host` header (or `:authority`), `path` the request
@@ -250,6 +268,20 @@ impl TableBuilder {
         let id = BackendId(u32::try_from(self.table.backends.len()).expect("fewer than 2^32 backends"));
         self.table.backends.push(backend);
         id
+    }
+
+    /// The virtual host of a host rule, if some rule defines it.
+    pub fn virtual_host(&self, host: &HostRule) -> Option<&VirtualHost> {
+        match host {
+            HostRule::Exact(name) => self.table.exact_hosts.get(name),
+            HostRule::Wildcard(suffix) => self.table.wildcard_hosts.get(suffix),
+        }
+    }
+
+    /// Passes TLS connections for `host` (an exact name, lower case) through to `backend`
+    /// undecrypted.
+    pub fn set_passthrough(&mut self, host: &str, backend: BackendId) {
+        self.table.passthrough.insert(host.into(), backend);
     }
 
     /// Whether some rule defines this host.

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
+use rustls::SupportedCipherSuite;
 use rustls::sign::CertifiedKey;
 
 use crate::host::{HostRule, NormalizedHost, normalize_host};
@@ -32,6 +33,20 @@ pub struct TlsTable {
     exact_default: HashSet<Box<str>>,
     wildcard_default: HashSet<Box<str>>,
     default: Certificate,
+    /// Handshake settings of hosts that differ from the defaults, by exact name and wildcard.
+    exact_settings: HashMap<Box<str>, ServerTls>,
+    wildcard_settings: HashMap<Box<str>, ServerTls>,
+}
+
+/// The handshake settings of a host that annotations change (`ssl-ciphers`,
+/// `ssl-prefer-server-ciphers`); `None` keeps the listener's default.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ServerTls {
+    /// The TLS 1.2 cipher suites offered, in order. TLS 1.3 suites stay as they are: OpenSSL's
+    /// cipher list, which `ssl-ciphers` sets, does not touch them either.
+    pub tls12_cipher_suites: Option<Arc<[SupportedCipherSuite]>>,
+    /// Whether the server's order of cipher suites decides rather than the client's.
+    pub prefer_server_ciphers: Option<bool>,
 }
 
 // === impl TlsTable ===
@@ -44,7 +59,40 @@ impl TlsTable {
             exact_default: HashSet::default(),
             wildcard_default: HashSet::default(),
             default,
+            exact_settings: HashMap::default(),
+            wildcard_settings: HashMap::default(),
         }
+    }
+
+    /// Sets the handshake settings of a host; settings equal to the defaults are not kept.
+    pub fn set_server_tls(&mut self, host: &HostRule, settings: ServerTls) {
+        let (map, name) = match host {
+            HostRule::Exact(name) => (&mut self.exact_settings, name),
+            HostRule::Wildcard(suffix) => (&mut self.wildcard_settings, suffix),
+        };
+        if settings == ServerTls::default() {
+            map.remove(name);
+        } else {
+            map.insert(name.clone(), settings);
+        }
+    }
+
+    /// The handshake settings for an SNI name (exact name, then one-label wildcard), if the host
+    /// has settings of its own.
+    pub fn server_tls(&self, sni: Option<&str>) -> Option<&ServerTls> {
+        let host = normalize_host(sni?)?;
+        self.exact_settings
+            .get(host.as_str())
+            .or_else(|| host.wildcard_suffix().and_then(|suffix| self.wildcard_settings.get(suffix)))
+    }
+
+    /// Every host with handshake settings of its own, sorted.
+    pub fn server_tls_hosts(&self) -> Vec<(HostRule, &ServerTls)> {
+        let exact = self.exact_settings.iter().map(|(n, s)| (HostRule::Exact(n.clone()), s));
+        let wildcard = self.wildcard_settings.iter().map(|(n, s)| (HostRule::Wildcard(n.clone()), s));
+        let mut hosts: Vec<_> = exact.chain(wildcard).collect();
+        hosts.sort_by(|a, b| a.0.cmp(&b.0));
+        hosts
     }
 
     /// Adds the certificate for a host. The first certificate added for a host wins; `false`

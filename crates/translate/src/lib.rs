@@ -21,12 +21,13 @@ mod tls;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use annotations::FrontendTls;
 use backend::Dial;
 
 use k8s_openapi::api::networking::v1::{HTTPIngressPath, Ingress};
 use ostium_model::{
     BackendId, Certificate, HostRedirect, HostRule, NamespacedName, PathRegex, PathRule, Policy, PortRef,
-    Protocol, RateLimitZones, Rewrite, Route, RouteAction, Table, TableBuilder, TlsTable,
+    Protocol, RateLimitZones, Rewrite, Route, RouteAction, ServerTls, Table, TableBuilder, TlsTable,
 };
 use rustls::crypto::CryptoProvider;
 
@@ -55,6 +56,8 @@ pub struct Options {
     pub fallback_certificate: Certificate,
     /// `--annotations-prefix`.
     pub annotations_prefix: String,
+    /// `--enable-ssl-passthrough`: the `ssl-passthrough` annotation is honoured.
+    pub enable_ssl_passthrough: bool,
     pub crypto_provider: Arc<CryptoProvider>,
     /// The rate limit zones of the tables built with these options: a new table takes each
     /// Ingress's zone from the table before it, so rebuilding keeps every client's state.
@@ -79,6 +82,7 @@ impl Options {
             default_ssl_certificate: None,
             fallback_certificate,
             annotations_prefix: Self::DEFAULT_ANNOTATIONS_PREFIX.into(),
+            enable_ssl_passthrough: false,
             crypto_provider,
             rate_limit_zones: RateLimitZones::default(),
         }
@@ -111,6 +115,7 @@ pub fn translate(objects: &Objects, options: &Options) -> Translation {
         translator.ingress(id, ingress);
     }
     translator.aliases();
+    translator.frontend_tls();
     translator.www_redirects();
     translator.default_backend_flag();
 
@@ -128,6 +133,12 @@ struct Translator<'a> {
     /// `server-alias`, per host: the aliases of the oldest Ingress that gives that host any,
     /// applied once every Ingress is in, since a name some Ingress defines is not an alias.
     aliases: BTreeMap<HostRule, (Vec<HostRule>, ObjectRef)>,
+    /// `ssl-passthrough` hosts and the first Ingress asking for it, resolved once every
+    /// Ingress is in, since the backend of `/` may come from another Ingress.
+    passthrough: BTreeMap<Box<str>, ObjectRef>,
+    /// `ssl-ciphers`, `ssl-prefer-server-ciphers` per host: each from the oldest Ingress that
+    /// sets it.
+    server_tls: BTreeMap<HostRule, ServerTls>,
     options: &'a Options,
     classes: class::Classes<'a>,
     backends: backend::Backends<'a>,
@@ -145,6 +156,8 @@ impl<'a> Translator<'a> {
             objects,
             www_redirects: Vec::new(),
             aliases: BTreeMap::new(),
+            passthrough: BTreeMap::new(),
+            server_tls: BTreeMap::new(),
             options,
             classes: class::Classes::new(objects, options),
             backends: backend::Backends::new(objects),
@@ -268,6 +281,99 @@ impl<'a> Translator<'a> {
 
         let tls = spec.tls.as_deref().unwrap_or_default();
         self.certificates.apply(&object, tls, &hosts, &mut self.table, &mut self.diagnostics);
+        self.add_frontend_tls(&object, &hosts, &annotated.frontend_tls);
+    }
+
+    /// Records what `ssl-passthrough`, `ssl-ciphers` and `ssl-prefer-server-ciphers` ask of the
+    /// Ingress's hosts. As in ingress-nginx, any Ingress of a host turns passthrough on, and the
+    /// oldest one setting a cipher key decides it.
+    fn add_frontend_tls(&mut self, object: &ObjectRef, hosts: &[Option<HostRule>], asked: &FrontendTls) {
+        let prefix = &self.options.annotations_prefix;
+        if asked.passthrough && !self.options.enable_ssl_passthrough {
+            let message = format!(
+                "annotation {prefix}/ssl-passthrough needs the flag --enable-ssl-passthrough; it was ignored"
+            );
+            self.diagnostics.push(Diagnostic::warning(object.clone(), Reason::InvalidAnnotation, message));
+        } else if asked.passthrough {
+            for host in hosts {
+                if let Some(HostRule::Exact(name)) = host {
+                    self.passthrough.entry(name.clone()).or_insert_with(|| object.clone());
+                } else {
+                    let message = format!(
+                        "annotation {prefix}/ssl-passthrough: {} is not an exact host name, so no SNI selects it; its TLS connections are terminated",
+                        display_host(host.as_ref())
+                    );
+                    self.diagnostics.push(Diagnostic::warning(
+                        object.clone(),
+                        Reason::InvalidAnnotation,
+                        message,
+                    ));
+                }
+            }
+        }
+        let provider = &self.options.crypto_provider.cipher_suites;
+        let suites: Option<Arc<[_]>> = asked.tls12_ciphers.as_ref().map(|names| {
+            let offered = |name| provider.iter().find(|suite| suite.suite() == name).copied();
+            names.iter().filter_map(|name| offered(*name)).collect()
+        });
+        let suites = suites.filter(|suites| !suites.is_empty());
+        for host in hosts.iter().flatten() {
+            let settings = self.server_tls.entry(host.clone()).or_default();
+            if settings.tls12_cipher_suites.is_none() {
+                settings.tls12_cipher_suites = suites.clone();
+            }
+            if settings.prefer_server_ciphers.is_none() {
+                settings.prefer_server_ciphers = asked.prefer_server_ciphers;
+            }
+        }
+    }
+
+    /// Applies the TLS frontend settings: each host's handshake settings (its aliases share
+    /// them), and the backend of each `ssl-passthrough` host.
+    fn frontend_tls(&mut self) {
+        for (host, settings) in std::mem::take(&mut self.server_tls) {
+            self.table.tls_mut().set_server_tls(&host, settings);
+        }
+        let prefix = self.options.annotations_prefix.clone();
+        for (name, object) in std::mem::take(&mut self.passthrough) {
+            let warn = |diagnostics: &mut Vec<Diagnostic>, message: String| {
+                let message = format!("annotation {prefix}/ssl-passthrough: host {name} {message}");
+                diagnostics.push(Diagnostic::warning(object.clone(), Reason::InvalidAnnotation, message));
+            };
+            // ingress-nginx passes a host's connections to the backend of its `/` location: a
+            // `/` path of some Ingress of the host, else the host's default backend.
+            let vhost = self.table.virtual_host(&HostRule::Exact(name.clone()));
+            let root = vhost.and_then(|vhost| {
+                let root = PathRule::Prefix("".into());
+                vhost.routes().iter().find(|route| route.rule == root).or(vhost.fallback())
+            });
+            let forwarded = root.and_then(|route| match route.action {
+                RouteAction::Forward(backend) => Some((route, backend)),
+                RouteAction::Redirect(_) => None,
+            });
+            let Some((route, backend)) = forwarded else {
+                warn(
+                    &mut self.diagnostics,
+                    "has no backend for /; its TLS connections are terminated".into(),
+                );
+                continue;
+            };
+            let policy = route.policy.clone();
+            let other_paths = vhost.is_some_and(|vhost| vhost.routes().iter().any(|r| r != route));
+            self.table.set_passthrough(&name, backend);
+            let restricted = policy.denied.is_some()
+                || policy.auth.is_some()
+                || policy.source_access.is_some()
+                || policy.rate_limit.is_some();
+            if restricted {
+                let message = "passes its TLS connections through undecrypted: the access restrictions of / do not apply to them";
+                warn(&mut self.diagnostics, message.into());
+            }
+            if other_paths {
+                let message = "passes every TLS connection to the backend of /; its other paths are served over plain HTTP only";
+                warn(&mut self.diagnostics, message.into());
+            }
+        }
     }
 
     /// The rule for one path of an Ingress, or `None` (with a diagnostic) when it is invalid.
@@ -424,6 +530,9 @@ impl<'a> Translator<'a> {
                 if let Some(certificate) = certificate.filter(|c| tls::covers(c, alias)) {
                     self.table.tls_mut().insert(alias, certificate);
                 }
+                if let Some(settings) = self.server_tls.get(&host).cloned() {
+                    self.server_tls.entry(alias.clone()).or_insert(settings);
+                }
             }
         }
     }
@@ -481,5 +590,20 @@ pub(crate) mod tests {
         let mut fallback = ostium_test_support::certificate(&["ostium.invalid"]);
         fallback.source = "self-signed".into();
         Options::new(fallback, Arc::new(rustls::crypto::ring::default_provider()))
+    }
+
+    #[test]
+    fn explain_shows_where_a_passthrough_host_sends_its_tls_connections() {
+        let yaml = "apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: {name: ostium}\nspec: {controller: ostium.dev/ingress-controller}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: tls-app}\nspec: {ports: [{port: 443}]}\n---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: passed, annotations: {nginx.ingress.kubernetes.io/ssl-passthrough: \"true\"}}\nspec:\n  ingressClassName: ostium\n  rules:\n  - host: pass.example.com\n    http:\n      paths: [{path: /, pathType: Prefix, backend: {service: {name: tls-app, port: {number: 443}}}}]\n";
+        let objects = Objects::from_yaml(yaml).unwrap();
+        let options = Options { enable_ssl_passthrough: true, ..options() };
+        let translation = translate(&objects, &options);
+        let https = translation.explain("pass.example.com", "/x", true);
+        assert!(
+            https.contains("ssl-passthrough: TLS passed undecrypted to service default/tls-app:443"),
+            "{https}"
+        );
+        let http = translation.explain("pass.example.com", "/x", false);
+        assert!(!http.contains("ssl-passthrough") && http.contains("route: Prefix /"), "{http}");
     }
 }

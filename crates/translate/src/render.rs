@@ -4,8 +4,8 @@
 use std::fmt::Write;
 
 use ostium_model::{
-    Backend, Credentials, HostRule, HttpsRedirect, Policy, Protocol, Route, RouteAction, Shaping, Table,
-    Target, TextRewrite,
+    Backend, Credentials, HostRule, HttpsRedirect, Policy, Protocol, Route, RouteAction, ServerTls, Shaping,
+    Table, Target, TextRewrite,
 };
 
 use crate::Translation;
@@ -36,6 +36,16 @@ pub(crate) fn render(translation: &Translation) -> String {
     for (host, source) in tls_hosts {
         let _ = writeln!(out, "  {host}: {source}");
     }
+    for (host, settings) in table.tls().server_tls_hosts() {
+        let _ = writeln!(out, "  {host} handshake: {}", server_tls_line(settings));
+    }
+    let passthrough = table.passthrough_hosts();
+    if !passthrough.is_empty() {
+        out.push_str("passthrough:\n");
+        for (host, backend) in passthrough {
+            let _ = writeln!(out, "  {host} -> {}", backend_line(table.backend(backend)));
+        }
+    }
 
     out.push_str("hosts:\n");
     for vhost in table.virtual_hosts() {
@@ -56,6 +66,19 @@ pub(crate) fn render(translation: &Translation) -> String {
         let _ = writeln!(out, "  - {diagnostic}");
     }
     out
+}
+
+/// `ssl-ciphers` (TLS 1.2 suites) and `ssl-prefer-server-ciphers` of a host.
+fn server_tls_line(settings: &ServerTls) -> String {
+    let mut parts = Vec::new();
+    if let Some(suites) = &settings.tls12_cipher_suites {
+        let names: Vec<String> = suites.iter().map(|suite| format!("{:?}", suite.suite())).collect();
+        parts.push(format!("tls1.2 suites {}", names.join(",")));
+    }
+    if let Some(prefer) = settings.prefer_server_ciphers {
+        parts.push(format!("prefer server ciphers {}", if prefer { "on" } else { "off" }));
+    }
+    parts.join(", ")
 }
 
 fn route_line(table: &Table, route: &Route) -> String {
@@ -247,6 +270,10 @@ pub(crate) fn explain(translation: &Translation, host: &str, path: &str, https: 
         Err(e) => return format!("400 Bad Request: {e}\n"),
     };
     let _ = writeln!(out, "request: {} {host}{normal}", if https { "https" } else { "http" });
+    if let Some(backend) = table.passthrough(host).filter(|_| https) {
+        let _ = writeln!(out, "ssl-passthrough: TLS passed undecrypted to {}", backend_line(backend));
+        return out;
+    }
     if https {
         let certificate = table.tls().resolve(Some(host));
         let source = table

@@ -83,6 +83,7 @@ fn options(flags: &str) -> Options {
             "--default-backend-service" => options.default_backend_service = Some(value.parse().unwrap()),
             "--default-ssl-certificate" => options.default_ssl_certificate = Some(value.parse().unwrap()),
             "--annotations-prefix" => options.annotations_prefix = value.into(),
+            "--enable-ssl-passthrough" => options.enable_ssl_passthrough = true,
             other => panic!("unknown flag in fixture: {other}"),
         }
     }

@@ -180,6 +180,19 @@ impl TableBuilder {
         self
     }
 
+    /// TLS connections for `host` passed through undecrypted to `service` at `addr`.
+    pub fn passthrough(mut self, host: &str, service: &str, addr: SocketAddr) -> Self {
+        let backend = self.backend(service, endpoints(service, &[addr]));
+        self.table.set_passthrough(host, backend);
+        self
+    }
+
+    /// Handshake settings of `host` (`ssl-ciphers`, `ssl-prefer-server-ciphers`).
+    pub fn server_tls(mut self, host: &str, settings: ostium_model::ServerTls) -> Self {
+        self.table.tls_mut().set_server_tls(&host.parse().unwrap(), settings);
+        self
+    }
+
     pub fn build(self) -> Table {
         self.table.build()
     }

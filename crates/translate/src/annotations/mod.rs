@@ -29,9 +29,11 @@ mod backends;
 mod cors;
 mod rate_limit;
 mod shaping;
+mod tls;
 mod upstream;
 
 pub(crate) use auth::auth_secret;
+pub(crate) use tls::FrontendTls;
 
 /// Annotations that would inject raw nginx configuration: refused, never interpreted. A snippet
 /// may hold `deny all;`, so its Ingress's routes deny (503).
@@ -73,6 +75,7 @@ const SUPPORTED: &[&[&str]] = &[
     cors::KEYS,
     rate_limit::KEYS,
     shaping::KEYS,
+    tls::KEYS,
     upstream::KEYS,
     GENERAL,
 ];
@@ -112,6 +115,8 @@ pub(crate) struct Annotated {
     pub(crate) service_upstream: bool,
     /// `default-backend`: a Service of the Ingress's namespace, resolved by the translator.
     pub(crate) default_backend: Option<String>,
+    /// `ssl-passthrough`, `ssl-ciphers`, `ssl-prefer-server-ciphers`: for the Ingress's hosts.
+    pub(crate) frontend_tls: FrontendTls,
 }
 
 /// Parses the annotations of one Ingress. Invalid values are reported and leave the default.
@@ -232,6 +237,7 @@ pub(crate) fn parse(
     let aliases = parser.aliases();
     let service_upstream = parser.flag("service-upstream").unwrap_or(false);
     let default_backend = parser.default_backend_service();
+    let frontend_tls = parser.frontend_tls();
     Annotated {
         policy,
         protocol,
@@ -241,6 +247,7 @@ pub(crate) fn parse(
         aliases,
         service_upstream,
         default_backend,
+        frontend_tls,
     }
 }
 
