@@ -51,12 +51,17 @@ impl Kind for Ingress {
                 refs.push(secret(name));
             }
         }
-        let auth_secret = self
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(&format!("{}/auth-secret", options.annotations_prefix)));
-        if let Some(name) = auth_secret.and_then(|value| annotations::auth_secret(&key.namespace, value)) {
+        let annotation = |name: &str| {
+            self.metadata.annotations.as_ref()?.get(&format!("{}/{name}", options.annotations_prefix))
+        };
+        if let Some(name) =
+            annotation("auth-secret").and_then(|value| annotations::auth_secret(&key.namespace, value))
+        {
+            refs.push(Reference { kind: ObjectKind::Secret, key: name });
+        }
+        let backend_tls_secret = annotation("proxy-ssl-secret")
+            .and_then(|value| annotations::backend_tls_secret(&key.namespace, value).ok());
+        if let Some(name) = backend_tls_secret {
             refs.push(Reference { kind: ObjectKind::Secret, key: name });
         }
         refs.sort();
