@@ -116,6 +116,13 @@ impl TableBuilder {
         self.route_with(host, PathRule::prefix("/").unwrap(), service, endpoints(service, &[addr]), policy)
     }
 
+    /// Everything under `/` of `host` to `service` at `addr` over TLS (`backend-protocol: HTTPS`),
+    /// with `policy`.
+    pub fn https_site(self, host: &str, service: &str, addr: SocketAddr, policy: Policy) -> Self {
+        let (rule, target) = (PathRule::prefix("/").unwrap(), endpoints(service, &[addr]));
+        self.route_full(Some(host), rule, service, target, policy, Protocol::Https)
+    }
+
     pub fn route_protocol(self, path: &str, service: &str, target: Target, protocol: Protocol) -> Self {
         self.route_full(None, PathRule::prefix(path).unwrap(), service, target, Policy::default(), protocol)
     }
