@@ -8,7 +8,9 @@ mod support;
 
 use std::sync::{Arc, Mutex};
 
-use ostium_model::{BackendTls, BackendTlsSettings, DEFAULT_BACKEND_TLS_NAME, Policy, Verification};
+use ostium_model::{
+    BackendTls, BackendTlsSettings, DEFAULT_BACKEND_TLS_NAME, Policy, Protocol, Verification,
+};
 use ostium_test_support::{EchoBackend, echoed};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
@@ -118,6 +120,24 @@ async fn a_backend_certificate_from_the_trusted_ca_for_the_name_is_accepted() {
     let answer = get(proxy.http, "a.example", "/").await;
     assert_eq!(answer.status, 200, "{}", answer.head);
     assert_eq!(echoed(&answer.body, "backend"), Some("tls"));
+}
+
+/// GRPCS (HTTP/2 over TLS) gets the route's settings too.
+#[tokio::test]
+async fn grpcs_backends_are_verified_alike() {
+    let (ca, other) = (Ca::new("backend CA"), Ca::new("another CA"));
+    let (trusted, _) = backend(ca.issue(&["backend.internal"]), None).await;
+    let (untrusted, _) = backend(other.issue(&["backend.internal"]), None).await;
+    let verified = || policy(settings(Some(&ca), "backend.internal"), None);
+    let table = TableBuilder::new()
+        .tls_site("trusted.example", "trusted", trusted.addr, verified(), Protocol::Grpcs)
+        .tls_site("untrusted.example", "untrusted", untrusted.addr, verified(), Protocol::Grpcs)
+        .build();
+    let proxy = Harness::start(table).await;
+    let answer = get(proxy.http, "trusted.example", "/").await;
+    assert_eq!(answer.status, 200, "{}", answer.head);
+    assert_eq!(echoed(&answer.body, "version"), Some("HTTP/2.0"));
+    assert_eq!(get(proxy.http, "untrusted.example", "/").await.status, 502);
 }
 
 #[tokio::test]

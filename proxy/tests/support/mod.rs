@@ -119,8 +119,20 @@ impl TableBuilder {
     /// Everything under `/` of `host` to `service` at `addr` over TLS (`backend-protocol: HTTPS`),
     /// with `policy`.
     pub fn https_site(self, host: &str, service: &str, addr: SocketAddr, policy: Policy) -> Self {
+        self.tls_site(host, service, addr, policy, Protocol::Https)
+    }
+
+    /// As [`Self::https_site`], with HTTPS or GRPCS.
+    pub fn tls_site(
+        self,
+        host: &str,
+        service: &str,
+        addr: SocketAddr,
+        policy: Policy,
+        protocol: Protocol,
+    ) -> Self {
         let (rule, target) = (PathRule::prefix("/").unwrap(), endpoints(service, &[addr]));
-        self.route_full(Some(host), rule, service, target, policy, Protocol::Https)
+        self.route_full(Some(host), rule, service, target, policy, protocol)
     }
 
     pub fn route_protocol(self, path: &str, service: &str, target: Target, protocol: Protocol) -> Self {
