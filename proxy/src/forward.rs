@@ -177,7 +177,7 @@ impl Proxy {
         let clocks = self.clocks(routed);
         let next_upstream = NextUpstream::default();
         let (response, _) =
-            self.to_backend(outgoing, target, protocol, clocks, &next_upstream, trace).await?;
+            self.to_backend(outgoing, target, (protocol, None), clocks, &next_upstream, trace).await?;
         let hsts = connection.is_tls && routed.host_has_certificate;
         self.respond(response, None, hsts, clocks.read, Admission::default())
     }
@@ -219,8 +219,9 @@ impl Proxy {
         }
         let clocks = self.clocks(routed);
         let next_upstream = &routed.policy.next_upstream;
+        let tls = routed.policy.backend_tls.as_ref();
         let (mut response, client_upgrade) =
-            self.to_backend(outgoing, target, protocol, clocks, next_upstream, trace).await?;
+            self.to_backend(outgoing, target, (protocol, tls), clocks, next_upstream, trace).await?;
         response::shape(response.headers_mut(), &routed.policy.shaping, connection.is_tls, head.host());
         let hsts = connection.is_tls && routed.host_has_certificate;
         Ok(self.respond(response, client_upgrade, hsts, clocks.read, admission)?)

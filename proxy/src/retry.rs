@@ -22,7 +22,7 @@ use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Method, Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
-use ostium_model::{Endpoint, Endpoints, NextUpstream, Protocol, RetryCondition, Target};
+use ostium_model::{BackendTls, Endpoint, Endpoints, NextUpstream, Protocol, RetryCondition, Target};
 
 use crate::body::{BodyClock, client_body_fault};
 use crate::buffer::ReplayError;
@@ -63,14 +63,14 @@ struct Tries<'a> {
 }
 
 impl Proxy {
-    /// Sends a request to its backend, trying endpoints as the route's `proxy-next-upstream`
-    /// allows. Returns the response to pass on, with the client's side of an upgrade it asked
+    /// Sends a request to its backend, spoken to with its protocol and the route's TLS
+    /// settings, trying endpoints as the route's `proxy-next-upstream` allows. Returns the response to pass on, with the client's side of an upgrade it asked
     /// for.
     pub(crate) async fn to_backend(
         &self,
         outgoing: Outgoing,
         target: Target,
-        protocol: Protocol,
+        (protocol, tls): (Protocol, Option<&Arc<BackendTls>>),
         clocks: Clocks,
         next_upstream: &NextUpstream,
         trace: &mut Trace,
@@ -97,7 +97,7 @@ impl Proxy {
             let request = Request::from_parts(head, upstream_body);
             let no_body = BodyClock::new(false);
             let clock = clock.as_deref().unwrap_or(&no_body);
-            let result = self.send(protocol, endpoint.as_ref(), request, clock, clocks, trace).await;
+            let result = self.send((protocol, tls), endpoint.as_ref(), request, clock, clocks, trace).await;
             let (condition, sent) = match &result {
                 Ok(response) => (Some(RetryCondition::Status(response.status().as_u16())), true),
                 Err(failed) => (failed.condition, failed.sent),
@@ -123,7 +123,7 @@ impl Proxy {
     /// own pauses are timed by the request body itself).
     async fn send(
         &self,
-        protocol: Protocol,
+        (protocol, tls): (Protocol, Option<&Arc<BackendTls>>),
         endpoint: Option<&Arc<Endpoint>>,
         request: Request<UpstreamBody>,
         clock: &BodyClock,
@@ -133,7 +133,7 @@ impl Proxy {
         let started = Instant::now();
         let _in_flight = endpoint.map(|e| InFlight::start(e));
         trace.upstream = endpoint.map(|e| e.addr);
-        let upstream = self.inner.upstream.request(protocol, clocks.connect, request);
+        let upstream = self.inner.upstream.request(protocol, tls, clocks.connect, request);
         let result = tokio::select! {
             result = upstream => Some(result),
             () = clock.upstream_stalled(clocks.send, clocks.read) => None,

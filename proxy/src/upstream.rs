@@ -4,17 +4,17 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use http::uri::Scheme;
 use http::{Request, Uri, Version};
-use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_rustls::{FixedServerNameResolver, HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::{Client, ResponseFuture};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use ostium_model::{Endpoint, Endpoints, MAX_CONNECT_TIMEOUT, Protocol};
+use ostium_model::{BackendTls, Endpoint, Endpoints, MAX_CONNECT_TIMEOUT, Protocol};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
@@ -25,13 +25,18 @@ use crate::upstream_body::UpstreamBody;
 /// The clients of the process: one set for the proxy's connect timeout, and one set for each
 /// other connect timeout a route asks for, made when first needed. A connector has a single
 /// connect timeout, so each set pools its own connections; route timeouts are whole seconds up
-/// to [`MAX_CONNECT_TIMEOUT`], which bounds the number of sets.
+/// to [`MAX_CONNECT_TIMEOUT`], which bounds the number of sets. Routes with TLS settings of their
+/// own (`proxy-ssl-*`) get TLS clients of their own, made when first needed.
 #[derive(Debug)]
 pub(crate) struct Upstream {
     default: Clients,
     default_connect_timeout: Duration,
     /// Index `n` holds the clients for a connect timeout of `n + 1` seconds.
     by_connect_timeout: Box<[OnceLock<Clients>]>,
+    /// The clients for each route TLS settings and connect timeout in use. Found by the
+    /// settings' `Arc`, else by their value: a new table with the same settings keeps the
+    /// pooled connections. Entries no table holds any more go when another is added.
+    by_backend_tls: RwLock<Vec<Arc<TlsClients>>>,
     provider: Arc<rustls::crypto::CryptoProvider>,
     started: Instant,
     eject_for_ms: u64,
@@ -42,6 +47,15 @@ pub(crate) struct Upstream {
 struct Clients {
     http1: Client<Timed<HttpConnector>, UpstreamBody>,
     h2c: Client<Timed<HttpConnector>, UpstreamBody>,
+    https: Client<Timed<HttpsConnector<HttpConnector>>, UpstreamBody>,
+    h2s: Client<Timed<HttpsConnector<HttpConnector>>, UpstreamBody>,
+}
+
+/// The TLS clients for one route TLS settings and connect timeout.
+#[derive(Clone, Debug)]
+struct TlsClients {
+    settings: Arc<BackendTls>,
+    connect_timeout: Duration,
     https: Client<Timed<HttpsConnector<HttpConnector>>, UpstreamBody>,
     h2s: Client<Timed<HttpsConnector<HttpConnector>>, UpstreamBody>,
 }
@@ -63,20 +77,30 @@ impl Upstream {
             default: Clients::new(config.connect_timeout, &provider),
             default_connect_timeout: config.connect_timeout,
             by_connect_timeout: (0..seconds).map(|_| OnceLock::new()).collect(),
+            by_backend_tls: RwLock::default(),
             provider,
             started: Instant::now(),
             eject_for_ms: config.eject_for.as_millis() as u64,
         }
     }
 
-    /// Sends a request with the client for a backend protocol and a route's connect timeout
-    /// (`None`: the proxy's). The URI's scheme must be [`scheme`]'s for that protocol.
+    /// Sends a request with the client for a backend protocol, a route's TLS settings (used
+    /// with HTTPS and GRPCS) and a route's connect timeout (`None`: the proxy's). The URI's
+    /// scheme must be [`scheme`]'s for that protocol.
     pub(crate) fn request(
         &self,
         protocol: Protocol,
+        tls: Option<&Arc<BackendTls>>,
         connect_timeout: Option<Duration>,
         request: Request<UpstreamBody>,
     ) -> ResponseFuture {
+        if let Some(tls) = tls.filter(|_| matches!(protocol, Protocol::Https | Protocol::Grpcs)) {
+            let clients = self.tls_clients(tls, connect_timeout);
+            return match protocol {
+                Protocol::Grpcs => clients.h2s.request(request),
+                _ => clients.https.request(request),
+            };
+        }
         let clients = match connect_timeout {
             Some(timeout) if timeout != self.default_connect_timeout => {
                 // Whole seconds from 1 to the maximum (translation gives nothing else).
@@ -87,6 +111,31 @@ impl Upstream {
             _ => &self.default,
         };
         clients.request(protocol, request)
+    }
+
+    /// The TLS clients for a route's settings and connect timeout, made when first needed.
+    fn tls_clients(&self, settings: &Arc<BackendTls>, connect_timeout: Option<Duration>) -> Arc<TlsClients> {
+        let timeout = connect_timeout.unwrap_or(self.default_connect_timeout);
+        let same = |c: &&Arc<TlsClients>| c.connect_timeout == timeout && Arc::ptr_eq(&c.settings, settings);
+        let known =
+            self.by_backend_tls.read().unwrap_or_else(PoisonError::into_inner).iter().find(same).cloned();
+        if let Some(clients) = known {
+            return clients;
+        }
+        let mut all = self.by_backend_tls.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(clients) = all.iter().find(same) {
+            return clients.clone();
+        }
+        // Settings equal to an earlier table's keep its clients, and their pooled connections.
+        let equal = all.iter().find(|c| c.connect_timeout == timeout && c.settings == *settings);
+        let clients = Arc::new(match equal {
+            Some(earlier) => TlsClients { settings: settings.clone(), ..TlsClients::clone(earlier) },
+            None => TlsClients::new(settings.clone(), timeout),
+        });
+        // Settings that only this list holds belong to no table any more.
+        all.retain(|c| Arc::strong_count(&c.settings) > 1);
+        all.push(clients.clone());
+        clients
     }
 
     /// Milliseconds since start, the clock passive health runs on.
@@ -104,16 +153,6 @@ impl Clients {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.enforce_http(false); // the TLS connectors hand it https URIs
-        let builder = |http2_only: bool| {
-            let mut builder = Client::builder(TokioExecutor::new());
-            builder
-                .pool_idle_timeout(Duration::from_secs(60))
-                .pool_max_idle_per_host(320)
-                .pool_timer(TokioTimer::new())
-                .timer(TokioTimer::new())
-                .http2_only(http2_only);
-            builder
-        };
         // hyper-rustls offers ALPN `http/1.1` or `h2` from the version enabled.
         let tls = || {
             HttpsConnectorBuilder::new().with_tls_config(upstream_tls_config(provider.clone())).https_only()
@@ -121,10 +160,10 @@ impl Clients {
         let https = tls().enable_http1().wrap_connector(connector.clone());
         let h2s = tls().enable_http2().wrap_connector(connector.clone());
         Self {
-            http1: builder(false).build(Timed::new(connector.clone(), connect_timeout)),
-            h2c: builder(true).build(Timed::new(connector, connect_timeout)),
-            https: builder(false).build(Timed::new(https, connect_timeout)),
-            h2s: builder(true).build(Timed::new(h2s, connect_timeout)),
+            http1: client_builder(false).build(Timed::new(connector.clone(), connect_timeout)),
+            h2c: client_builder(true).build(Timed::new(connector, connect_timeout)),
+            https: client_builder(false).build(Timed::new(https, connect_timeout)),
+            h2s: client_builder(true).build(Timed::new(h2s, connect_timeout)),
         }
     }
 
@@ -134,6 +173,31 @@ impl Clients {
             Protocol::Grpc => self.h2c.request(request),
             Protocol::Https => self.https.request(request),
             Protocol::Grpcs => self.h2s.request(request),
+        }
+    }
+}
+
+impl TlsClients {
+    fn new(settings: Arc<BackendTls>, connect_timeout: Duration) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.enforce_http(false); // the TLS connectors hand it https URIs
+        // The name checked and sent is the settings', not the endpoint's address.
+        let tls = || {
+            HttpsConnectorBuilder::new()
+                .with_tls_config(rustls::ClientConfig::clone(&settings.config))
+                .https_only()
+                .with_server_name_resolver(FixedServerNameResolver::new(
+                    settings.settings.server_name.clone(),
+                ))
+        };
+        let https = tls().enable_http1().wrap_connector(connector.clone());
+        let h2s = tls().enable_http2().wrap_connector(connector);
+        Self {
+            https: client_builder(false).build(Timed::new(https, connect_timeout)),
+            h2s: client_builder(true).build(Timed::new(h2s, connect_timeout)),
+            settings,
+            connect_timeout,
         }
     }
 }
@@ -167,6 +231,18 @@ where
             }
         })
     }
+}
+
+/// A client builder with the pool settings of every upstream client.
+fn client_builder(http2_only: bool) -> hyper_util::client::legacy::Builder {
+    let mut builder = Client::builder(TokioExecutor::new());
+    builder
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(320)
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .http2_only(http2_only);
+    builder
 }
 
 /// The URI scheme and HTTP version a backend protocol is spoken with.
@@ -266,9 +342,44 @@ pub(crate) fn pick(endpoints: &Endpoints, now_ms: u64, tried: &[SocketAddr]) -> 
 
 #[cfg(test)]
 mod tests {
-    use ostium_model::{EndpointKey, EndpointSet, NamespacedName};
+    use ostium_model::{BackendTlsSettings, EndpointKey, EndpointSet, NamespacedName};
 
     use super::*;
+
+    #[tokio::test]
+    async fn tls_clients_follow_equal_settings_and_go_with_the_last_table_holding_them() {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let upstream = Upstream::new(&ProxyConfig::default(), provider.clone());
+        let tls = |name: &str| {
+            let settings = BackendTlsSettings {
+                source: "default/backend-tls".into(),
+                verify: None,
+                server_name: ServerName::try_from(name.to_owned()).unwrap(),
+                send_server_name: false,
+                versions: vec![rustls::ProtocolVersion::TLSv1_2],
+                cipher_suites: None,
+                client_certificate: None,
+            };
+            Arc::new(BackendTls::new(settings, None, &provider).unwrap())
+        };
+        let listed = || -> Vec<String> {
+            let all = upstream.by_backend_tls.read().unwrap();
+            all.iter().map(|c| c.settings.settings.server_name.to_str().into_owned()).collect()
+        };
+        let (first, again) = (tls("a.internal"), tls("a.internal"));
+        let clients = upstream.tls_clients(&first, None);
+        assert!(Arc::ptr_eq(&clients, &upstream.tls_clients(&first, None)));
+        // Equal settings of a newer table: an entry of their own, sharing the clients.
+        let newer = upstream.tls_clients(&again, None);
+        assert!(Arc::ptr_eq(&newer.settings, &again) && !Arc::ptr_eq(&clients, &newer));
+        assert_eq!(listed(), ["a.internal", "a.internal"]);
+        drop((first, clients));
+        let other = tls("b.internal");
+        upstream.tls_clients(&other, None);
+        assert_eq!(listed(), ["a.internal", "b.internal"], "the first table's entry is gone");
+        upstream.tls_clients(&other, Some(Duration::from_secs(1)));
+        assert_eq!(listed(), ["a.internal", "b.internal", "b.internal"], "one per connect timeout");
+    }
 
     fn set(n: u8) -> EndpointSet {
         let key = EndpointKey { service: NamespacedName::new("default", "web"), port: 80 };

@@ -9,6 +9,7 @@
 
 mod access;
 mod backend;
+mod backend_tls;
 mod cors;
 mod host;
 mod name;
@@ -25,6 +26,9 @@ mod tls;
 pub use access::{CidrSet, InvalidNetwork, Satisfy, SourceAccess};
 pub use backend::{
     Backend, BackendId, Endpoint, EndpointKey, EndpointSet, Endpoints, PortRef, Protocol, Target,
+};
+pub use backend_tls::{
+    BackendTls, BackendTlsError, BackendTlsSettings, DEFAULT_BACKEND_TLS_NAME, Verification,
 };
 pub use cors::{Cors, CorsOrigins};
 pub use host::{HostMatch, HostRule, InvalidHost, NormalizedHost, normalize_host};

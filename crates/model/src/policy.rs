@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use http::HeaderValue;
 
-use crate::{BackendId, Cors, NextUpstream, RateLimit, ResponseRate, Satisfy, Shaping, SourceAccess};
+use crate::{
+    BackendId, BackendTls, Cors, NextUpstream, RateLimit, ResponseRate, Satisfy, Shaping, SourceAccess,
+};
 
 /// ingress-nginx's default `proxy-body-size`: 1 MiB.
 pub const DEFAULT_MAX_BODY_SIZE: u64 = 1024 * 1024;
@@ -63,6 +65,9 @@ pub struct Policy {
     pub client_body_buffer_size: u64,
     /// `enable-cors` and its settings.
     pub cors: Option<Cors>,
+    /// `proxy-ssl-*`: TLS toward the endpoints of an HTTPS or GRPCS backend; `None` for the
+    /// proxy's (encrypted, the endpoint's certificate not verified, no SNI).
+    pub backend_tls: Option<std::sync::Arc<BackendTls>>,
     /// `upstream-vhost`: the `Host` sent upstream instead of the one routed on.
     pub upstream_host: Option<HeaderValue>,
     /// `enable-access-log`: whether the route's requests get an access log line.
@@ -239,6 +244,7 @@ impl Default for Policy {
             request_buffering: true,
             client_body_buffer_size: DEFAULT_CLIENT_BODY_BUFFER_SIZE,
             cors: None,
+            backend_tls: None,
             upstream_host: None,
             access_log: true,
             default_backend: None,

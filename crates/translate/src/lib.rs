@@ -181,6 +181,7 @@ impl<'a> Translator<'a> {
             &self.options.annotations_prefix,
             self.objects,
             &self.options.rate_limit_zones,
+            &self.options.crypto_provider,
             &mut self.diagnostics,
         );
         let mut policy = annotated.policy;

@@ -4,8 +4,8 @@
 use std::fmt::Write;
 
 use ostium_model::{
-    Backend, Credentials, HostRule, HttpsRedirect, Policy, Protocol, Route, RouteAction, ServerTls, Shaping,
-    Table, Target, TextRewrite,
+    Backend, BackendTlsSettings, Credentials, HostRule, HttpsRedirect, Policy, Protocol, Route, RouteAction,
+    ServerTls, Shaping, Table, Target, TextRewrite,
 };
 
 use crate::Translation;
@@ -140,6 +140,9 @@ fn policy_line(table: &Table, policy: &Policy) -> String {
             cors.max_age.to_str().unwrap_or("?"),
         ));
     }
+    if let Some(tls) = &policy.backend_tls {
+        parts.push(backend_tls_part(&tls.settings));
+    }
     if let Some(host) = &policy.upstream_host {
         parts.push(format!("upstream host {}", host.to_str().unwrap_or("?")));
     }
@@ -210,6 +213,31 @@ fn policy_line(table: &Table, policy: &Policy) -> String {
     }
     shaping_parts(&policy.shaping, &mut parts);
     if parts.is_empty() { String::new() } else { format!(" [{}]", parts.join("; ")) }
+}
+
+/// `proxy-ssl-*`: the Secret, what is verified and sent, versions and suites.
+fn backend_tls_part(tls: &BackendTlsSettings) -> String {
+    let mut part = format!("backend tls {}", tls.source);
+    match &tls.verify {
+        Some(verify) => {
+            let _ = write!(part, " verify {} ca depth {}", verify.ca.len(), verify.depth);
+        }
+        None => part.push_str(" unverified"),
+    }
+    let _ = write!(part, " name {}", tls.server_name.to_str());
+    if tls.send_server_name {
+        part.push_str(" sni");
+    }
+    let versions: Vec<String> = tls.versions.iter().map(|v| format!("{v:?}")).collect();
+    let _ = write!(part, " {}", versions.join(","));
+    if let Some(suites) = &tls.cipher_suites {
+        let suites: Vec<String> = suites.iter().map(|s| format!("{s:?}")).collect();
+        let _ = write!(part, " ciphers {}", suites.join(","));
+    }
+    if let Some(chain) = &tls.client_certificate {
+        let _ = write!(part, " client certificate ({} certificates)", chain.len());
+    }
+    part
 }
 
 /// What a route's shaping changes from the default.

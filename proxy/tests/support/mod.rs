@@ -116,6 +116,25 @@ impl TableBuilder {
         self.route_with(host, PathRule::prefix("/").unwrap(), service, endpoints(service, &[addr]), policy)
     }
 
+    /// Everything under `/` of `host` to `service` at `addr` over TLS (`backend-protocol: HTTPS`),
+    /// with `policy`.
+    pub fn https_site(self, host: &str, service: &str, addr: SocketAddr, policy: Policy) -> Self {
+        self.tls_site(host, service, addr, policy, Protocol::Https)
+    }
+
+    /// As [`Self::https_site`], with HTTPS or GRPCS.
+    pub fn tls_site(
+        self,
+        host: &str,
+        service: &str,
+        addr: SocketAddr,
+        policy: Policy,
+        protocol: Protocol,
+    ) -> Self {
+        let (rule, target) = (PathRule::prefix("/").unwrap(), endpoints(service, &[addr]));
+        self.route_full(Some(host), rule, service, target, policy, protocol)
+    }
+
     pub fn route_protocol(self, path: &str, service: &str, target: Target, protocol: Protocol) -> Self {
         self.route_full(None, PathRule::prefix(path).unwrap(), service, target, Policy::default(), protocol)
     }

@@ -8,7 +8,8 @@
 //! - `permanent-redirect` (a URL or a path; + `-code`, 300–308, default 301),
 //!   `temporal-redirect` (a URL; + `-code`, 300–307, default 302; wins over permanent),
 //!   `app-root`, `ssl-redirect` (default true), `force-ssl-redirect`.
-//! - `backend-protocol`; timeouts, retries, request bodies and buffering (see `upstream`).
+//! - `backend-protocol`; timeouts, retries, request bodies and buffering (see `upstream`); TLS
+//!   toward the endpoints (see `backend_tls`).
 //! - Snippet annotations are refused, never interpreted. They and the access restrictions ostium
 //!   does not implement yet ([`DENIED_UNTIL_IMPLEMENTED`]) deny every route of their Ingress
 //!   (503): serving the routes without them would be more open than asked. Every other
@@ -20,11 +21,13 @@ use std::sync::Arc;
 use http::HeaderValue;
 use k8s_openapi::api::networking::v1::Ingress;
 use ostium_model::{Denial, HostRule, HttpsRedirect, Policy, Protocol, RateLimitZones, Redirect};
+use rustls::crypto::CryptoProvider;
 
 use crate::{Diagnostic, ObjectRef, Objects, Reason};
 
 mod access;
 mod auth;
+mod backend_tls;
 mod backends;
 mod cors;
 mod rate_limit;
@@ -33,6 +36,7 @@ mod tls;
 mod upstream;
 
 pub(crate) use auth::auth_secret;
+pub(crate) use backend_tls::backend_tls_secret;
 pub(crate) use tls::FrontendTls;
 
 /// Annotations that would inject raw nginx configuration: refused, never interpreted. A snippet
@@ -71,6 +75,7 @@ const DENIED_UNTIL_IMPLEMENTED: [&str; 16] = [
 const SUPPORTED: &[&[&str]] = &[
     auth::KEYS,
     access::KEYS,
+    backend_tls::KEYS,
     backends::KEYS,
     cors::KEYS,
     rate_limit::KEYS,
@@ -127,6 +132,7 @@ pub(crate) fn parse(
     prefix: &str,
     objects: &Objects,
     zones: &RateLimitZones,
+    provider: &Arc<CryptoProvider>,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Annotated {
     let mut ours: BTreeMap<&str, &str> = BTreeMap::new();
@@ -140,7 +146,7 @@ pub(crate) fn parse(
             );
             diagnostics.push(Diagnostic::error(object.clone(), Reason::RefusedAnnotation, message));
             denied.get_or_insert(Denial::RefusedSnippet { annotation: key.as_str().into() });
-        } else if is_denied_until_implemented(name) || asks_to_verify_backends(name, value) {
+        } else if is_denied_until_implemented(name) {
             let message = format!(
                 "annotation {key} restricts access and is not implemented; every request to these paths is refused (503)"
             );
@@ -190,6 +196,7 @@ pub(crate) fn parse(
     policy.rate_limit = parser.rate_limit(ingress, zones, &mut policy.denied);
     policy.response_rate = parser.response_rate();
     policy.cors = parser.cors();
+    policy.backend_tls = parser.backend_tls(objects, provider, &mut policy.denied);
     if let Some(host) = parser.value("upstream-vhost") {
         match HeaderValue::from_str(host.trim()) {
             Ok(value) if is_origin_host(host.trim()) && !host.contains('*') => {
@@ -396,13 +403,6 @@ impl<'a> Parser<'a> {
     }
 }
 
-/// `proxy-ssl-verify: "on"` asks for the backend's certificate to be checked; ostium does not
-/// verify backend certificates yet, and talking to the backend unverified would be less safe than
-/// asked, so the route denies. `off` (the default) is what ostium does.
-fn asks_to_verify_backends(name: &str, value: &str) -> bool {
-    name == "proxy-ssl-verify" && value.trim().eq_ignore_ascii_case("on")
-}
-
 /// `host[:port]` of an origin: letters, digits, `-` and `.`, possibly after `*.`.
 fn is_origin_host(origin: &str) -> bool {
     let rest = origin.strip_prefix("*.").unwrap_or(origin);
@@ -447,8 +447,9 @@ mod tests {
         let ingress = &objects.ingresses[&NamespacedName::new("default", "web")];
         let object = ObjectRef::new(ObjectKind::Ingress, Some("default"), "web");
         let mut diagnostics = Vec::new();
-        let annotated =
-            parse(&object, ingress, PREFIX, &objects, &RateLimitZones::default(), &mut diagnostics);
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let zones = RateLimitZones::default();
+        let annotated = parse(&object, ingress, PREFIX, &objects, &zones, &provider, &mut diagnostics);
         (annotated, diagnostics)
     }
 
@@ -510,14 +511,17 @@ mod tests {
         }
     }
 
+    /// ingress-nginx ignores `proxy-ssl-verify` without `proxy-ssl-secret`; verification that
+    /// cannot happen denies instead.
     #[test]
-    fn asking_for_verified_backend_certificates_denies_until_it_is_implemented() {
+    fn verifying_backends_without_a_secret_denies() {
         let (on, diagnostics) = annotated(&format!("{PREFIX}/proxy-ssl-verify: \"on\""), "");
         let annotation = format!("{PREFIX}/proxy-ssl-verify").into();
-        assert_eq!(on.policy.denied, Some(Denial::UnimplementedAnnotation { annotation }));
+        assert_eq!(on.policy.denied, Some(Denial::InvalidAnnotation { annotation }));
         assert!(diagnostics.iter().any(|d| d.message.contains("(503)")));
         let (off, _) = annotated(&format!("{PREFIX}/proxy-ssl-verify: \"off\""), "");
         assert_eq!(off.policy.denied, None);
+        assert!(off.policy.backend_tls.is_none());
     }
 
     #[test]

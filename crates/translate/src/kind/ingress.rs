@@ -31,8 +31,8 @@ impl Kind for Ingress {
         Relevance::TableWhenServed { ours }
     }
 
-    /// Its backends' Services, its TLS and auth Secrets, read straight from the object, whatever
-    /// its class.
+    /// Its backends' Services, its TLS, auth and backend TLS Secrets, read straight from the
+    /// object, whatever its class.
     fn references(&self, key: &NamespacedName, options: &Options) -> Vec<Reference> {
         let mut refs = Vec::new();
         let Some(spec) = &self.spec else { return refs };
@@ -51,16 +51,54 @@ impl Kind for Ingress {
                 refs.push(secret(name));
             }
         }
-        let auth_secret = self
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(&format!("{}/auth-secret", options.annotations_prefix)));
-        if let Some(name) = auth_secret.and_then(|value| annotations::auth_secret(&key.namespace, value)) {
+        let annotation = |name: &str| {
+            self.metadata.annotations.as_ref()?.get(&format!("{}/{name}", options.annotations_prefix))
+        };
+        if let Some(name) =
+            annotation("auth-secret").and_then(|value| annotations::auth_secret(&key.namespace, value))
+        {
+            refs.push(Reference { kind: ObjectKind::Secret, key: name });
+        }
+        let backend_tls_secret = annotation("proxy-ssl-secret")
+            .and_then(|value| annotations::backend_tls_secret(&key.namespace, value).ok());
+        if let Some(name) = backend_tls_secret {
             refs.push(Reference { kind: ObjectKind::Secret, key: name });
         }
         refs.sort();
         refs.dedup();
         refs
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use serde_json::json;
+
+    use super::*;
+
+    /// A Secret a route reads must be held with its data, so `proxy-ssl-secret` names it like
+    /// `auth-secret` does; a reference the annotation refuses names nothing.
+    #[test]
+    fn auth_and_backend_tls_secrets_are_referenced() {
+        let options = Options::new(
+            ostium_test_support::fallback_certificate(),
+            Arc::new(rustls::crypto::ring::default_provider()),
+        );
+        let ingress = |backend_tls: &str| {
+            let annotations = json!({
+                "nginx.ingress.kubernetes.io/auth-secret": "htpasswd",
+                "nginx.ingress.kubernetes.io/proxy-ssl-secret": backend_tls,
+            });
+            let value = json!({"metadata": {"name": "web", "namespace": "shop", "annotations": annotations}, "spec": {}});
+            Ingress::from_value(value).unwrap()
+        };
+        let key = NamespacedName::new("shop", "web");
+        let secrets = |ingress: Ingress| -> Vec<String> {
+            ingress.references(&key, &options).iter().map(ToString::to_string).collect()
+        };
+        assert_eq!(secrets(ingress("shop/backend-ca")), ["secret shop/backend-ca", "secret shop/htpasswd"]);
+        assert_eq!(secrets(ingress("other/backend-ca")), ["secret shop/htpasswd"]);
     }
 }
