@@ -10,6 +10,7 @@
 mod access;
 mod backend;
 mod cors;
+mod external_auth;
 mod host;
 mod name;
 mod path;
@@ -27,6 +28,9 @@ pub use backend::{
     Backend, BackendId, Endpoint, EndpointKey, EndpointSet, Endpoints, PortRef, Protocol, Target,
 };
 pub use cors::{Cors, CorsOrigins};
+pub use external_auth::{
+    AUTH_CACHE_ENTRIES, AuthCache, CachedAnswer, ExternalAuth, Template, TemplatePart, Variable,
+};
 pub use host::{HostMatch, HostRule, InvalidHost, NormalizedHost, normalize_host};
 pub use name::{InvalidName, NamespacedName};
 pub use path::{InvalidPath, PathMatch, PathMatchKind, PathRegex, PathRule, forwarded_path, normalize_path};
