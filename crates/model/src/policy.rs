@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use http::HeaderValue;
 
-use crate::{BackendId, Cors, ExternalAuth, NextUpstream, RateLimit, ResponseRate, Satisfy, Shaping, SourceAccess};
+use crate::{
+    BackendId, Cors, ExternalAuth, NextUpstream, RateLimit, ResponseRate, Satisfy, Shaping, SourceAccess,
+};
 
 /// ingress-nginx's default `proxy-body-size`: 1 MiB.
 pub const DEFAULT_MAX_BODY_SIZE: u64 = 1024 * 1024;
