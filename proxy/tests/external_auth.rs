@@ -21,6 +21,7 @@ use hyper_util::rt::TokioIo;
 use ostium_model::{
     AuthCache, CidrSet, ExternalAuth, Policy, Satisfy, SourceAccess, Template, TemplatePart, Variable,
 };
+use ostium_proxy::ProxyConfig;
 use ostium_test_support::{EchoBackend, echoed_header};
 use support::*;
 use tokio::net::TcpListener;
@@ -361,4 +362,41 @@ async fn satisfy_any_lets_an_allowed_address_skip_the_auth_service() {
     assert_eq!(auth.seen().len(), 2);
     assert_eq!(request(proxy.http, "GET", "all.example.com", "/", "X-Decision: allow\r\n").await.status, 403);
     assert_eq!(auth.seen().len(), 2, "with `all`, a refused address is not worth asking about");
+}
+
+/// The subrequest has its own clock: the proxy's connect and read timeouts (nginx's defaults in
+/// the auth location). An auth service that does not answer in time fails closed with 500.
+#[tokio::test]
+async fn an_auth_service_slower_than_the_read_timeout_is_a_500() {
+    let (backend, slow) = (EchoBackend::start("app").await, EchoBackend::start("slow-auth").await);
+    let url = Template::new(vec![TemplatePart::Text(format!("http://{}/delay/5000", slow.addr).into())]);
+    let table = TableBuilder::new().site(None, "app", backend.addr, with_auth(external(url))).build();
+    let config =
+        ProxyConfig { access_log: false, read_timeout: Duration::from_millis(200), ..ProxyConfig::default() };
+    let proxy = Harness::start_with(table, config).await;
+
+    assert_eq!(request(proxy.http, "GET", "app.example.com", "/", "").await.status, 500);
+    assert_eq!(slow.requests(), 1);
+    assert_eq!(backend.requests(), 0);
+}
+
+/// An auth URL with variables is filled per request (oauth2-proxy's `https://$host/oauth2/auth`).
+#[tokio::test]
+async fn variables_in_the_auth_url_are_filled_from_the_request() {
+    let (backend, auth) = (EchoBackend::start("app").await, AuthService::start().await);
+    let url = Template::new(vec![
+        TemplatePart::Text("http://".into()),
+        TemplatePart::Variable(Variable::HttpHost),
+        TemplatePart::Text("/oauth2/auth?method=".into()),
+        TemplatePart::Variable(Variable::RequestMethod),
+    ]);
+    let table = TableBuilder::new().site(None, "app", backend.addr, with_auth(external(url))).build();
+    let proxy = Harness::start(table).await;
+
+    let host = auth.addr.to_string();
+    let answer = request(proxy.http, "DELETE", &host, "/item", "X-Decision: allow\r\n").await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    let seen = auth.seen();
+    assert_eq!(seen[0].target, "/oauth2/auth?method=DELETE");
+    assert_eq!(seen[0].headers["host"], "127.0.0.1");
 }

@@ -153,8 +153,8 @@ impl AuthEffects {
 }
 
 /// The subrequest: the auth service's status and headers, `None` when it cannot be asked or
-/// does not answer in time (nginx's `proxy_connect_timeout` and `proxy_read_timeout` defaults of
-/// the auth location, the proxy's own).
+/// does not answer in time (nginx's `proxy_connect_timeout` and `proxy_read_timeout` in the auth
+/// location are the defaults, the proxy's own).
 async fn ask(
     auth: &ExternalAuth,
     original: &Original<'_>,
@@ -172,25 +172,25 @@ async fn ask(
     *request.version_mut() = Version::HTTP_11;
     *request.method_mut() = auth.method.clone().unwrap_or(Method::GET);
     *request.headers_mut() = subrequest_headers(auth, original, host, request_id);
-    let config = proxy.config();
-    let exchange = async {
-        let response = proxy.upstream().request(protocol, None, request).await?;
-        let (parts, body) = response.into_parts();
-        // Read (and drop) a small body so the connection goes back to the pool.
-        let _ = Limited::new(body, MAX_DRAINED_BODY).collect().await;
-        Ok::<_, hyper_util::client::legacy::Error>((parts.status.as_u16(), parts.headers))
-    };
-    match tokio::time::timeout(config.connect_timeout + config.read_timeout, exchange).await {
-        Ok(Ok(answer)) => Some(answer),
+    // The connector gives up after the connect timeout; the answer's head and body each get
+    // the read timeout.
+    let read_timeout = proxy.config().read_timeout;
+    let response = proxy.upstream().request(protocol, None, request);
+    let response = match tokio::time::timeout(read_timeout, response).await {
+        Ok(Ok(response)) => response,
         Ok(Err(error)) => {
             tracing::debug!(%error, "the auth service could not be asked");
-            None
+            return None;
         }
         Err(_) => {
             tracing::debug!("the auth service did not answer in time");
-            None
+            return None;
         }
-    }
+    };
+    let (parts, body) = response.into_parts();
+    // Read (and drop) a small body so the connection goes back to the pool.
+    let _ = tokio::time::timeout(read_timeout, Limited::new(body, MAX_DRAINED_BODY).collect()).await;
+    Some((parts.status.as_u16(), parts.headers))
 }
 
 /// The headers of the subrequest, as the auth location of nginx.tmpl sets them.
