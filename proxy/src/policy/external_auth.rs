@@ -58,7 +58,7 @@ pub(super) enum Verdict {
     Failed,
 }
 
-/// The request as the auth subrequest needs it.
+/// The request the policies judge (and the auth subrequest is made from).
 pub(crate) struct Original<'a> {
     pub(crate) method: &'a Method,
     pub(crate) headers: &'a HeaderMap,
