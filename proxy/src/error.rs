@@ -46,6 +46,8 @@ pub enum ProxyError {
     UpstreamInvalidResponse,
     #[error("the request body could not be kept in a temporary file")]
     BodyBufferFailed,
+    #[error("the auth service did not answer, or answered neither 2xx, 401 nor 403")]
+    AuthServiceFailed,
 }
 
 impl ProxyError {
@@ -70,7 +72,7 @@ impl ProxyError {
                 StatusCode::BAD_GATEWAY
             }
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-            Self::BodyBufferFailed => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::BodyBufferFailed | Self::AuthServiceFailed => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -106,7 +108,7 @@ impl ProxyError {
             | Self::TooManyConnections => "503 Service Temporarily Unavailable\n",
             Self::ConnectFailed | Self::UpstreamReset | Self::UpstreamInvalidResponse => "502 Bad Gateway\n",
             Self::UpstreamTimeout => "504 Gateway Time-out\n",
-            Self::BodyBufferFailed => "500 Internal Server Error\n",
+            Self::BodyBufferFailed | Self::AuthServiceFailed => "500 Internal Server Error\n",
         }
     }
 }

@@ -22,7 +22,7 @@ use crate::body::{AccessEntry, ProxyBody};
 use crate::buffer::BufferedBody;
 use crate::error_page::{Details, ErrorPageRequest};
 use crate::outcome::Outcome;
-use crate::policy::Admission;
+use crate::policy::{Admission, AuthEffects, Original};
 use crate::request::RequestHead;
 use crate::rewrite::{Outgoing, upstream_request};
 use crate::route::{Defaults, Routed};
@@ -45,6 +45,8 @@ pub(crate) struct Trace {
     response_headers: Option<HeaderMap>,
     /// The route turned the access log off (`enable-access-log: "false"`).
     unlogged: bool,
+    /// What an auth service's answer adds to the client's answer (`Set-Cookie`).
+    auth_effects: Option<AuthEffects>,
 }
 
 impl Proxy {
@@ -76,6 +78,9 @@ impl Proxy {
             for (name, value) in headers.iter() {
                 response.headers_mut().insert(name, value.clone());
             }
+        }
+        if let Some(effects) = trace.auth_effects.take() {
+            effects.apply_response(response.status(), response.headers_mut());
         }
         self.inner.metrics.request(
             trace.ingress.clone(),
@@ -195,8 +200,12 @@ impl Proxy {
     ) -> Result<Response<ProxyBody>, Outcome> {
         trace.response_headers = policy::cors_headers(&routed.policy, request.headers());
         trace.unlogged = !routed.policy.access_log;
-        let (method, headers, cors) = (request.method(), request.headers(), trace.response_headers.as_ref());
-        let admission = match policy::check(method, headers, cors, head, routed, connection).await {
+        let original = Original { method: request.method(), headers: request.headers(), head, connection };
+        let mut effects = AuthEffects::default();
+        let checked =
+            policy::check(&original, trace.response_headers.as_ref(), routed, self, &mut effects).await;
+        trace.auth_effects = Some(effects);
+        let admission = match checked {
             ControlFlow::Continue(admission) => admission,
             ControlFlow::Break(outcome) => return Err(outcome),
         };
@@ -209,6 +218,9 @@ impl Proxy {
         let (_, version) = upstream::scheme(protocol);
         let body = (self.inner.config.connections.client_body_timeout, trace.bytes_in.clone());
         let mut outgoing = upstream_request(request, head, routed, connection, version, body)?;
+        if let Some(effects) = &mut trace.auth_effects {
+            effects.apply_upstream(&mut outgoing.parts.headers);
+        }
         if let (Some(_), Some(details)) = (&instead, details) {
             details.tell(&mut outgoing.parts.headers, 503);
         }

@@ -100,6 +100,29 @@ pub(crate) fn rewrite_request(
     }
 }
 
+/// Prepares the client's headers for an external auth subrequest: hop-by-hop headers and
+/// whatever a client may not claim removed, `X-Forwarded-For` and `X-Real-IP` set to the peer,
+/// and the request's id.
+pub(crate) fn for_auth_service(headers: &mut HeaderMap, client_ip: &HeaderValue, request_id: HeaderValue) {
+    remove_hop_by_hop(headers);
+    remove_matching(headers, |name| name.contains('_'));
+    for name in CLIENT_MAY_NOT_SET {
+        headers.remove(name);
+    }
+    remove_matching(headers, |name| name.starts_with("x-forwarded-"));
+    headers.insert(X_REQUEST_ID, request_id);
+    headers.insert(X_FORWARDED_FOR, client_ip.clone());
+    headers.insert(HeaderName::from_static("x-real-ip"), client_ip.clone());
+}
+
+/// The request's id: the client's `X-Request-ID` when valid, else a fresh one.
+pub(crate) fn request_id(headers: &HeaderMap) -> HeaderValue {
+    match headers.get(X_REQUEST_ID) {
+        Some(id) if is_valid_request_id(id) => id.clone(),
+        _ => generate_request_id(),
+    }
+}
+
 /// Removes hop-by-hop headers from a response (a `101` keeps its `Upgrade` and `Connection`),
 /// and the endpoint's `Server` and `Date`.
 pub(crate) fn rewrite_response(headers: &mut HeaderMap, is_upgrade: bool) {

@@ -133,6 +133,10 @@ impl Proxy {
         Self { inner: Arc::new(Inner { tables, upstream, body_files, config, metrics }) }
     }
 
+    pub(crate) fn upstream(&self) -> &upstream::Upstream {
+        &self.inner.upstream
+    }
+
     pub(crate) fn metrics(&self) -> &ProxyMetrics {
         &self.inner.metrics
     }

@@ -15,6 +15,8 @@ pub(crate) enum Outcome {
     Redirect(Redirection),
     /// 401 with the route's `WWW-Authenticate` challenge.
     Challenge(HeaderValue),
+    /// 401 from an auth service, with its `WWW-Authenticate` if it sent one.
+    Unauthorized(Option<HeaderValue>),
     /// Refused or failed: the error's status and static body.
     Refuse(ProxyError),
     /// A CORS preflight: 204 (the route's `Access-Control-*` headers are added to every answer).
@@ -32,7 +34,7 @@ impl Outcome {
     pub(crate) fn error(&self) -> Option<ProxyError> {
         match self {
             Self::Refuse(error) => Some(*error),
-            Self::Redirect(_) | Self::Challenge(_) | Self::Preflight => None,
+            Self::Redirect(_) | Self::Challenge(_) | Self::Unauthorized(_) | Self::Preflight => None,
         }
     }
 
@@ -51,6 +53,11 @@ impl Outcome {
                 StatusCode::UNAUTHORIZED,
                 "401 Authorization Required\n",
                 Some((WWW_AUTHENTICATE, challenge)),
+            ),
+            Self::Unauthorized(challenge) => (
+                StatusCode::UNAUTHORIZED,
+                "401 Authorization Required\n",
+                challenge.map(|challenge| (WWW_AUTHENTICATE, challenge)),
             ),
             Self::Preflight => {
                 let mut response = Response::new(ProxyBody::full(Bytes::new()));

@@ -11,6 +11,7 @@ mod access;
 mod backend;
 mod backend_tls;
 mod cors;
+mod external_auth;
 mod host;
 mod name;
 mod path;
@@ -31,6 +32,9 @@ pub use backend_tls::{
     BackendTls, BackendTlsError, BackendTlsSettings, DEFAULT_BACKEND_TLS_NAME, Verification,
 };
 pub use cors::{Cors, CorsOrigins};
+pub use external_auth::{
+    AUTH_CACHE_ENTRIES, AuthCache, CachedAnswer, ExternalAuth, Template, TemplatePart, Variable,
+};
 pub use host::{HostMatch, HostRule, InvalidHost, NormalizedHost, normalize_host};
 pub use name::{InvalidName, NamespacedName};
 pub use path::{InvalidPath, PathMatch, PathMatchKind, PathRegex, PathRule, forwarded_path, normalize_path};

@@ -10,7 +10,8 @@ use std::time::Duration;
 use http::HeaderValue;
 
 use crate::{
-    BackendId, BackendTls, Cors, NextUpstream, RateLimit, ResponseRate, Satisfy, Shaping, SourceAccess,
+    BackendId, BackendTls, Cors, ExternalAuth, NextUpstream, RateLimit, ResponseRate, Satisfy, Shaping,
+    SourceAccess,
 };
 
 /// ingress-nginx's default `proxy-body-size`: 1 MiB.
@@ -38,6 +39,9 @@ pub struct Policy {
     pub https_redirect: HttpsRedirect,
     /// `auth-type: basic`: requests need credentials; `Deny` when misconfigured (fail closed).
     pub auth: Option<std::sync::Arc<BasicAuth>>,
+    /// `auth-url` and its family: a subrequest to an auth service decides (after basic auth, as
+    /// nginx's access phase runs them).
+    pub external_auth: Option<std::sync::Arc<ExternalAuth>>,
     /// `rewrite-target`: the path sent upstream instead of the request's.
     pub rewrite: Option<Rewrite>,
     /// Every request is refused with 503, before any other policy: the route's Ingress asks for
@@ -234,6 +238,7 @@ impl Default for Policy {
             app_root: None,
             https_redirect: HttpsRedirect::WhenHostHasCertificate,
             auth: None,
+            external_auth: None,
             rewrite: None,
             denied: None,
             upgrades: vec![UpgradeProtocol::WebSocket],

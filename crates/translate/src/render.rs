@@ -4,8 +4,8 @@
 use std::fmt::Write;
 
 use ostium_model::{
-    Backend, BackendTlsSettings, Credentials, HostRule, HttpsRedirect, Policy, Protocol, Route, RouteAction,
-    ServerTls, Shaping, Table, Target, TextRewrite,
+    Backend, BackendTlsSettings, Credentials, ExternalAuth, HostRule, HttpsRedirect, Policy, Protocol, Route,
+    RouteAction, ServerTls, Shaping, Table, Target, TextRewrite,
 };
 
 use crate::Translation;
@@ -120,6 +120,9 @@ fn policy_line(table: &Table, policy: &Policy) -> String {
             }
             Credentials::Deny => parts.push("auth misconfigured: deny (503)".to_owned()),
         }
+    }
+    if let Some(auth) = &policy.external_auth {
+        parts.push(external_auth_line(auth));
     }
     if let Some(access) = &policy.source_access {
         if let Some(allow) = &access.allow {
@@ -238,6 +241,39 @@ fn backend_tls_part(tls: &BackendTlsSettings) -> String {
         let _ = write!(part, " client certificate ({} certificates)", chain.len());
     }
     part
+}
+
+/// A route's external authentication.
+fn external_auth_line(auth: &ExternalAuth) -> String {
+    let mut line = format!("external auth {}", auth.url);
+    if let Some(method) = &auth.method {
+        line.push_str(&format!(" method {method}"));
+    }
+    if let Some(signin) = &auth.signin {
+        line.push_str(&format!(" signin {signin}"));
+    }
+    if !auth.response_headers.is_empty() {
+        let names: Vec<&str> = auth.response_headers.iter().map(|h| h.as_str()).collect();
+        line.push_str(&format!(" response headers {}", names.join(",")));
+    }
+    if let Some(redirect) = &auth.request_redirect {
+        line.push_str(&format!(" request redirect {}", redirect.to_str().unwrap_or("?")));
+    }
+    if let Some(cache) = &auth.cache {
+        let validity: Vec<String> = cache
+            .validity
+            .iter()
+            .map(|(codes, duration)| {
+                let codes: String = codes.iter().map(|code| format!("{code} ")).collect();
+                format!("{codes}{}s", duration.as_secs_f64())
+            })
+            .collect();
+        line.push_str(&format!(" cache key {} for {}", cache.key, validity.join(", ")));
+    }
+    if auth.always_set_cookie {
+        line.push_str(" always set cookie");
+    }
+    line
 }
 
 /// What a route's shaping changes from the default.

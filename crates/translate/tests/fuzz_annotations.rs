@@ -307,9 +307,19 @@ fn check_translation(
     let _ = translation.explain(probe.0, probe.1, false);
     let _ = translation.explain(probe.0, probe.1, true);
     let auth_type = format!("{PREFIX}/auth-type");
+    let auth_url = format!("{PREFIX}/auth-url");
     for route in all_routes(&translation.table) {
         let Some(id) = &route.ingress else { continue };
         let annotations = &ingresses[&id.name];
+        let served = !matches!(route.action, ostium_model::RouteAction::Redirect(_));
+        if annotations.contains_key(&auth_url) && served {
+            let policy = &route.policy;
+            prop_assert!(
+                policy.external_auth.is_some() || policy.denied.is_some(),
+                "route {} of {id} has auth-url but neither external auth nor a denial",
+                route.rule
+            );
+        }
         let Some(kind) = annotations.get(&auth_type) else { continue };
         if matches!(route.action, ostium_model::RouteAction::Redirect(_)) {
             continue; // the other name of a from-to-www-redirect host: nothing is served there

@@ -1,7 +1,10 @@
-//! Who may pass: the client's address (`allowlist-source-range`, `denylist-source-range`: 403)
-//! and basic authentication (401), combined as `satisfy` says. With `satisfy: any`, an allowed
-//! address needs no credentials and any other address may still authenticate; with `all` (the
-//! default), both must pass, the address first.
+//! Who may pass: the client's address (`allowlist-source-range`, `denylist-source-range`: 403),
+//! basic authentication (401) and external authentication (`auth-url`), in the order of nginx's
+//! access phase (access, auth_basic, auth_request), combined as `satisfy` says. With `all` (the
+//! default) each must pass, and the first that does not answers. With `any` the first that passes
+//! lets the request in; a 401 or 403 is remembered (a 401 first) and answered when none passes,
+//! and a failure of the auth service (500) is answered at once, as nginx's
+//! `ngx_http_core_access_phase` does.
 
 use std::ops::ControlFlow;
 
@@ -9,13 +12,15 @@ use http::HeaderMap;
 use ostium_model::{Credentials, Policy, Satisfy};
 
 use super::basic_auth;
+use super::external_auth::{self, AuthEffects, Original, Verdict};
 use crate::outcome::Outcome;
-use crate::{ConnectionInfo, ProxyError};
+use crate::{ConnectionInfo, Proxy, ProxyError};
 
 pub(super) async fn check(
     policy: &Policy,
-    headers: &HeaderMap,
-    connection: &ConnectionInfo,
+    original: &Original<'_>,
+    proxy: &Proxy,
+    effects: &mut AuthEffects,
 ) -> ControlFlow<Outcome> {
     // Authentication that cannot be evaluated denies the route whatever `satisfy` says, as
     // ingress-nginx denies a location whose auth annotations do not parse: with `any`, an
@@ -23,13 +28,56 @@ pub(super) async fn check(
     if policy.auth.as_ref().is_some_and(|auth| auth.credentials == Credentials::Deny) {
         return ControlFlow::Break(Outcome::Refuse(ProxyError::AuthMisconfigured));
     }
-    // The TCP peer: forwarded-for headers are never trusted.
-    let address_passes = policy.source_access.as_ref().map(|access| access.permits(connection.remote.ip()));
-    match (policy.satisfy, address_passes) {
-        (Satisfy::Any, Some(true)) => return ControlFlow::Continue(()),
-        (Satisfy::Any, Some(false)) if policy.auth.is_some() => {}
-        (_, Some(false)) => return ControlFlow::Break(Outcome::Refuse(ProxyError::Forbidden)),
-        (_, Some(true) | None) => {}
+    let address_passes = address_passes(policy, original.connection);
+    let headers: &HeaderMap = original.headers;
+    if policy.satisfy == Satisfy::All {
+        if address_passes == Some(false) {
+            return ControlFlow::Break(Outcome::Refuse(ProxyError::Forbidden));
+        }
+        basic_auth::check(policy.auth.as_ref(), headers).await?;
+        let Some(auth) = &policy.external_auth else { return ControlFlow::Continue(()) };
+        return match external_auth::check(auth, original, proxy, effects).await {
+            Verdict::Allowed => ControlFlow::Continue(()),
+            Verdict::Unauthorized(outcome) => ControlFlow::Break(outcome),
+            Verdict::Forbidden => ControlFlow::Break(Outcome::Refuse(ProxyError::Forbidden)),
+            Verdict::Failed => ControlFlow::Break(Outcome::Refuse(ProxyError::AuthServiceFailed)),
+        };
     }
-    basic_auth::check(policy.auth.as_ref(), headers).await
+    // `satisfy any`: nothing to check lets the request in.
+    let mut refusal: Option<Outcome> = None;
+    match address_passes {
+        Some(true) => return ControlFlow::Continue(()),
+        Some(false) => refusal = Some(Outcome::Refuse(ProxyError::Forbidden)),
+        None => {}
+    }
+    if policy.auth.is_some() {
+        match basic_auth::check(policy.auth.as_ref(), headers).await {
+            ControlFlow::Continue(()) => return ControlFlow::Continue(()),
+            ControlFlow::Break(challenge) => refusal = Some(challenge),
+        }
+    }
+    if let Some(auth) = &policy.external_auth {
+        let unauthorized = |refusal: &Option<Outcome>| {
+            matches!(refusal, Some(Outcome::Challenge(_) | Outcome::Unauthorized(_) | Outcome::Redirect(_)))
+        };
+        match external_auth::check(auth, original, proxy, effects).await {
+            Verdict::Allowed => return ControlFlow::Continue(()),
+            Verdict::Unauthorized(outcome) if !unauthorized(&refusal) => refusal = Some(outcome),
+            Verdict::Unauthorized(_) => {}
+            Verdict::Forbidden => {
+                refusal.get_or_insert(Outcome::Refuse(ProxyError::Forbidden));
+            }
+            Verdict::Failed => return ControlFlow::Break(Outcome::Refuse(ProxyError::AuthServiceFailed)),
+        }
+    }
+    match refusal {
+        Some(refusal) => ControlFlow::Break(refusal),
+        None => ControlFlow::Continue(()),
+    }
+}
+
+/// Whether the client's address passes the route's ranges; `None` without ranges. The TCP peer
+/// counts: forwarded-for headers are never trusted.
+fn address_passes(policy: &Policy, connection: &ConnectionInfo) -> Option<bool> {
+    policy.source_access.as_ref().map(|access| access.permits(connection.remote.ip()))
 }

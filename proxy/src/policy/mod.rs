@@ -7,37 +7,39 @@ mod access;
 mod basic_auth;
 mod cors;
 mod deny;
+mod external_auth;
 mod rate_limit;
 mod redirect;
 
 use std::ops::ControlFlow;
 
-use http::{HeaderMap, Method};
+use http::HeaderMap;
 
-use crate::ConnectionInfo;
+use crate::Proxy;
 use crate::outcome::Outcome;
-use crate::request::RequestHead;
 use crate::route::Routed;
 
 pub(crate) use cors::response_headers as cors_headers;
+pub(crate) use external_auth::{AuthEffects, Original};
 pub(crate) use rate_limit::{Admission, Throttle};
 
 /// Runs the request policies in order: a route denied by its Ingress, a CORS preflight,
-/// redirects (nginx's rewrite phase), rate limits (its preaccess phase), access by address and
-/// credentials (its access phase). `Break` carries the answer that replaces forwarding;
-/// `Continue` what the rate limits keep until the response is sent.
+/// redirects (nginx's rewrite phase), rate limits (its preaccess phase), access by address,
+/// credentials and auth service (its access phase). `Break` carries the answer that replaces
+/// forwarding; `Continue` what the rate limits keep until the response is sent. What an auth
+/// service's answer asks of the rest of the request is left in `effects`.
 pub(crate) async fn check(
-    method: &Method,
-    headers: &HeaderMap,
+    original: &Original<'_>,
     cors: Option<&HeaderMap>,
-    head: &RequestHead,
     routed: &Routed<'_>,
-    connection: &ConnectionInfo,
+    proxy: &Proxy,
+    effects: &mut AuthEffects,
 ) -> ControlFlow<Outcome, Admission> {
+    let (head, connection) = (original.head, original.connection);
     deny::check(&routed.policy)?;
-    cors::check(method, cors)?;
+    cors::check(original.method, cors)?;
     redirect::check(head, routed, connection)?;
     let admission = rate_limit::check(&routed.policy, connection)?;
-    access::check(&routed.policy, headers, connection).await?;
+    access::check(&routed.policy, original, proxy, effects).await?;
     ControlFlow::Continue(admission)
 }

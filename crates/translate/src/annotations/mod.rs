@@ -5,6 +5,8 @@
 //! - `auth-type: basic`, `auth-secret` (`name` or `namespace/name`, same namespace only),
 //!   `auth-secret-type` (`auth-file`: htpasswd in key `auth`; `auth-map`: a key per user),
 //!   `auth-realm`. Any problem makes the route deny (503), never serve unauthenticated.
+//! - `auth-url` and its family: external authentication (see `external_auth`); an invalid value
+//!   denies the route (503).
 //! - `permanent-redirect` (a URL or a path; + `-code`, 300–308, default 301),
 //!   `temporal-redirect` (a URL; + `-code`, 300–307, default 302; wins over permanent),
 //!   `app-root`, `ssl-redirect` (default true), `force-ssl-redirect`.
@@ -30,6 +32,7 @@ mod auth;
 mod backend_tls;
 mod backends;
 mod cors;
+mod external_auth;
 mod rate_limit;
 mod shaping;
 mod tls;
@@ -48,19 +51,9 @@ const SNIPPETS: [&str; 5] =
 /// serve its Ingress's routes more openly than asked, so they deny every request (503) instead,
 /// as ingress-nginx denies a location whose annotation cannot be applied. A trailing `*` matches
 /// by prefix. A key leaves this list when it is implemented.
-const DENIED_UNTIL_IMPLEMENTED: [&str; 16] = [
-    // External authentication.
-    "auth-url",
-    "auth-signin",
-    "auth-signin-redirect-param",
-    "auth-method",
-    "auth-response-headers",
-    "auth-request-redirect",
+const DENIED_UNTIL_IMPLEMENTED: [&str; 6] = [
+    // External authentication: headers for the auth service from a ConfigMap (not read yet).
     "auth-proxy-set-headers",
-    "auth-cache-key",
-    "auth-cache-duration",
-    "auth-always-set-cookie",
-    "auth-keepalive*",
     // Client certificate authentication.
     "auth-tls-*",
     // Global rate limits (shared through memcached).
@@ -78,6 +71,7 @@ const SUPPORTED: &[&[&str]] = &[
     backend_tls::KEYS,
     backends::KEYS,
     cors::KEYS,
+    external_auth::KEYS,
     rate_limit::KEYS,
     shaping::KEYS,
     tls::KEYS,
@@ -192,6 +186,7 @@ pub(crate) fn parse(
         (false, false) => HttpsRedirect::Never,
     };
     policy.auth = parser.basic_auth(objects).map(Arc::new);
+    policy.external_auth = parser.external_auth(&mut policy.denied).map(Arc::new);
     policy.source_access = parser.source_access(&mut policy.denied);
     policy.rate_limit = parser.rate_limit(ingress, zones, &mut policy.denied);
     policy.response_rate = parser.response_rate();
@@ -485,9 +480,8 @@ mod tests {
     #[test]
     fn unimplemented_access_control_and_snippets_deny_the_ingress() {
         let cases = [
-            ("auth-url", "http://auth.example.com/", false),
+            ("auth-proxy-set-headers", "auth-headers", false),
             ("auth-tls-verify-client", "on", false),
-            ("auth-keepalive-timeout", "10", false),
             ("global-rate-limit-window", "1m", false),
             ("enable-modsecurity", "true", false),
             ("configuration-snippet", "deny all;", true),
