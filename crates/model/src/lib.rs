@@ -9,6 +9,7 @@
 
 mod access;
 mod backend;
+mod client_auth;
 mod cors;
 mod host;
 mod name;
@@ -26,6 +27,7 @@ pub use access::{CidrSet, InvalidNetwork, Satisfy, SourceAccess};
 pub use backend::{
     Backend, BackendId, Endpoint, EndpointKey, EndpointSet, Endpoints, PortRef, Protocol, Target,
 };
+pub use client_auth::{ClientAuth, ClientTrust, ClientVerify, VerifyClient};
 pub use cors::{Cors, CorsOrigins};
 pub use host::{HostMatch, HostRule, InvalidHost, NormalizedHost, normalize_host};
 pub use name::{InvalidName, NamespacedName};
