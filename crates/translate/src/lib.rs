@@ -25,8 +25,8 @@ use backend::Dial;
 
 use k8s_openapi::api::networking::v1::{HTTPIngressPath, Ingress};
 use ostium_model::{
-    BackendId, Certificate, HostRedirect, HostRule, NamespacedName, PathRegex, PathRule, Policy, PortRef,
-    Protocol, RateLimitZones, Rewrite, Route, RouteAction, Table, TableBuilder, TlsTable,
+    BackendId, Certificate, ClientAuth, HostRedirect, HostRule, NamespacedName, PathRegex, PathRule, Policy,
+    PortRef, Protocol, RateLimitZones, Rewrite, Route, RouteAction, Table, TableBuilder, TlsTable,
 };
 use rustls::crypto::CryptoProvider;
 
@@ -266,8 +266,43 @@ impl<'a> Translator<'a> {
             None => {}
         }
 
+        if let Some(client_auth) = annotated.client_auth {
+            self.client_auth(&object, &hosts, client_auth);
+        }
         let tls = spec.tls.as_deref().unwrap_or_default();
         self.certificates.apply(&object, tls, &hosts, &mut self.table, &mut self.diagnostics);
+    }
+
+    /// `auth-tls-*` for the hosts of an Ingress's rules, as ingress-nginx sets them per server:
+    /// the oldest Ingress's rules win, but any Ingress whose rules cannot be applied makes the
+    /// host refuse every request.
+    fn client_auth(&mut self, object: &ObjectRef, hosts: &[Option<HostRule>], client_auth: ClientAuth) {
+        if hosts.is_empty() {
+            let message = "auth-tls-secret applies to the hosts of the Ingress's rules, and it has none";
+            self.diagnostics.push(Diagnostic::warning(object.clone(), Reason::InvalidAnnotation, message));
+            return;
+        }
+        let client_auth = Arc::new(client_auth);
+        for host in hosts {
+            let vhost = self.table.virtual_host_mut(host.as_ref());
+            match vhost.client_auth().map(|a| &**a) {
+                None => vhost.set_client_auth(client_auth.clone()),
+                Some(ClientAuth::Refused) => {}
+                Some(_) if *client_auth == ClientAuth::Refused => vhost.set_client_auth(client_auth.clone()),
+                Some(existing) if *existing == *client_auth => {}
+                Some(_) => {
+                    let message = format!(
+                        "host {} has the client certificate rules of an older Ingress; these are ignored",
+                        display_host(host.as_ref())
+                    );
+                    self.diagnostics.push(Diagnostic::warning(
+                        object.clone(),
+                        Reason::InvalidAnnotation,
+                        message,
+                    ));
+                }
+            }
+        }
     }
 
     /// The rule for one path of an Ingress, or `None` (with a diagnostic) when it is invalid.

@@ -4,8 +4,8 @@
 use std::fmt::Write;
 
 use ostium_model::{
-    Backend, Credentials, HostRule, HttpsRedirect, Policy, Protocol, Route, RouteAction, Shaping, Table,
-    Target, TextRewrite,
+    Backend, ClientAuth, Credentials, HostRule, HttpsRedirect, Policy, Protocol, Route, RouteAction, Shaping,
+    Table, Target, TextRewrite,
 };
 
 use crate::Translation;
@@ -49,6 +49,9 @@ pub(crate) fn render(translation: &Translation) -> String {
         if let Some(fallback) = vhost.fallback() {
             let _ = writeln!(out, "    fallback {}", route_line(table, fallback));
         }
+        if let Some(client_auth) = vhost.client_auth() {
+            let _ = writeln!(out, "    client certificates: {}", client_auth_line(client_auth));
+        }
     }
 
     out.push_str("diagnostics:\n");
@@ -56,6 +59,32 @@ pub(crate) fn render(translation: &Translation) -> String {
         let _ = writeln!(out, "  - {diagnostic}");
     }
     out
+}
+
+/// What a host asks of client certificates (`auth-tls-*`).
+fn client_auth_line(client_auth: &ClientAuth) -> String {
+    let ClientAuth::Verify(verify) = client_auth else {
+        return "refused: every request answered 403".to_owned();
+    };
+    let trust = &verify.trust;
+    let mut line = format!(
+        "verify {} depth {} from {} ({} CA certificate(s), {} CRL(s))",
+        verify.mode,
+        verify.depth,
+        verify.source,
+        trust.anchors.len(),
+        trust.crls.len()
+    );
+    if let Some(page) = &verify.error_page {
+        let _ = write!(line, ", error page {}", page.to_str().unwrap_or("?"));
+    }
+    if verify.pass_certificate {
+        line.push_str(", certificate passed upstream");
+    }
+    if let Some(pattern) = &verify.match_cn {
+        let _ = write!(line, ", subject must match {pattern}");
+    }
+    line
 }
 
 fn route_line(table: &Table, route: &Route) -> String {

@@ -5,6 +5,8 @@
 //! - `auth-type: basic`, `auth-secret` (`name` or `namespace/name`, same namespace only),
 //!   `auth-secret-type` (`auth-file`: htpasswd in key `auth`; `auth-map`: a key per user),
 //!   `auth-realm`. Any problem makes the route deny (503), never serve unauthenticated.
+//! - `auth-tls-secret` (`ca.crt`, optional `ca.crl`) and the other `auth-tls-*` keys: client
+//!   certificate rules for the Ingress's hosts; any problem makes those hosts refuse (403).
 //! - `permanent-redirect` (a URL or a path; + `-code`, 300–308, default 301),
 //!   `temporal-redirect` (a URL; + `-code`, 300–307, default 302; wins over permanent),
 //!   `app-root`, `ssl-redirect` (default true), `force-ssl-redirect`.
@@ -19,12 +21,13 @@ use std::sync::Arc;
 
 use http::HeaderValue;
 use k8s_openapi::api::networking::v1::Ingress;
-use ostium_model::{Denial, HostRule, HttpsRedirect, Policy, Protocol, RateLimitZones, Redirect};
+use ostium_model::{ClientAuth, Denial, HostRule, HttpsRedirect, Policy, Protocol, RateLimitZones, Redirect};
 
 use crate::{Diagnostic, ObjectRef, Objects, Reason};
 
 mod access;
 mod auth;
+mod auth_tls;
 mod backends;
 mod cors;
 mod rate_limit;
@@ -42,7 +45,7 @@ const SNIPPETS: [&str; 5] =
 /// serve its Ingress's routes more openly than asked, so they deny every request (503) instead,
 /// as ingress-nginx denies a location whose annotation cannot be applied. A trailing `*` matches
 /// by prefix. A key leaves this list when it is implemented.
-const DENIED_UNTIL_IMPLEMENTED: [&str; 16] = [
+const DENIED_UNTIL_IMPLEMENTED: [&str; 15] = [
     // External authentication.
     "auth-url",
     "auth-signin",
@@ -55,8 +58,6 @@ const DENIED_UNTIL_IMPLEMENTED: [&str; 16] = [
     "auth-cache-duration",
     "auth-always-set-cookie",
     "auth-keepalive*",
-    // Client certificate authentication.
-    "auth-tls-*",
     // Global rate limits (shared through memcached).
     "global-rate-limit*",
     // Web application firewall.
@@ -68,6 +69,7 @@ const DENIED_UNTIL_IMPLEMENTED: [&str; 16] = [
 /// Annotations ostium reads, by family (each family's module lists its keys).
 const SUPPORTED: &[&[&str]] = &[
     auth::KEYS,
+    auth_tls::KEYS,
     access::KEYS,
     backends::KEYS,
     cors::KEYS,
@@ -112,6 +114,8 @@ pub(crate) struct Annotated {
     pub(crate) service_upstream: bool,
     /// `default-backend`: a Service of the Ingress's namespace, resolved by the translator.
     pub(crate) default_backend: Option<String>,
+    /// `auth-tls-*`: what the Ingress's hosts ask of client certificates.
+    pub(crate) client_auth: Option<ClientAuth>,
 }
 
 /// Parses the annotations of one Ingress. Invalid values are reported and leave the default.
@@ -232,6 +236,7 @@ pub(crate) fn parse(
     let aliases = parser.aliases();
     let service_upstream = parser.flag("service-upstream").unwrap_or(false);
     let default_backend = parser.default_backend_service();
+    let client_auth = parser.client_auth(objects);
     Annotated {
         policy,
         protocol,
@@ -241,6 +246,7 @@ pub(crate) fn parse(
         aliases,
         service_upstream,
         default_backend,
+        client_auth,
     }
 }
 
@@ -478,7 +484,6 @@ mod tests {
     fn unimplemented_access_control_and_snippets_deny_the_ingress() {
         let cases = [
             ("auth-url", "http://auth.example.com/", false),
-            ("auth-tls-verify-client", "on", false),
             ("auth-keepalive-timeout", "10", false),
             ("global-rate-limit-window", "1m", false),
             ("enable-modsecurity", "true", false),
