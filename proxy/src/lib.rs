@@ -10,6 +10,7 @@
 
 mod body;
 mod buffer;
+mod client_cert;
 mod connection;
 mod error;
 mod error_page;
@@ -109,6 +110,18 @@ pub struct ConnectionInfo {
     pub client_ip: http::HeaderValue,
     /// What the framing guard of an HTTP/1 connection saw of the request heads (see `framing`).
     framing: Option<framing::FramingFlags>,
+    /// What the TLS handshake settled; `None` on plain HTTP.
+    tls: Option<TlsSession>,
+}
+
+/// What a TLS handshake settled that requests need.
+#[derive(Clone, Debug)]
+struct TlsSession {
+    /// The SNI name, normalised as hosts are; `None` when the client sent none.
+    server_name: Option<Box<str>>,
+    /// The client certificate, judged by the rules of the SNI name's host; `None` when that
+    /// host requests none.
+    client_cert: Option<client_cert::ClientCert>,
 }
 
 impl ConnectionInfo {

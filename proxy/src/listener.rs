@@ -22,11 +22,12 @@ use rustls::ServerConfig;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
-use tokio_rustls::TlsAcceptor;
+use tokio_rustls::LazyConfigAcceptor;
 
+use crate::client_cert::{self, ClientCert};
 use crate::connection::{Activity, ConnectionLimits};
 use crate::framing::{FramingFlags, FramingGuard};
-use crate::{ConnectionInfo, Proxy};
+use crate::{ConnectionInfo, Proxy, TlsSession, tls};
 
 /// How long a connection told to shut down may take to close before it is dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
@@ -44,7 +45,7 @@ pub async fn serve_http(proxy: Proxy, listener: TcpListener, shutdown: impl Futu
         let (proxy, builder) = (proxy.clone(), builder.clone());
         async move {
             let (stream, flags) = FramingGuard::new(stream);
-            let service = proxy_service(&proxy, &context, remote, false, Some(flags.clone()));
+            let service = proxy_service(&proxy, &context, remote, None, Some(flags.clone()));
             let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service.service);
             serve_proxied(proxy, connection, service.activity, Some(flags), remote, context).await;
         }
@@ -59,7 +60,6 @@ pub async fn serve_https(
     tls: Arc<ServerConfig>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let acceptor = TlsAcceptor::from(tls);
     let limits = proxy.config().connections.clone();
     // HTTP/1.1 connections are served by the detecting builder behind a guard that refuses an
     // HTTP/2 preface (it would otherwise detect HTTP/2); `h2` ones by HTTP/2 alone.
@@ -67,30 +67,31 @@ pub async fn serve_https(
     let drain = proxy.config().drain_timeout;
     let metrics = proxy.metrics().clone();
     accept_loop(listener, &limits, drain, Some(&metrics), shutdown, move |stream, remote, context| {
-        let (proxy, acceptor, builders) = (proxy.clone(), acceptor.clone(), builders.clone());
+        let (proxy, tls, builders) = (proxy.clone(), tls.clone(), builders.clone());
         async move {
             // The handshake counts against the time allowed for the first request head.
             let deadline = context.accepted + proxy.config().connections.client_header_timeout;
-            let stream = match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(error)) => {
-                    tracing::debug!(%remote, %error, "TLS handshake failed");
-                    proxy.metrics().tls_handshake_error();
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%remote, "TLS handshake timed out");
-                    proxy.metrics().tls_handshake_error();
-                    return;
-                }
-            };
+            let (stream, session) =
+                match tokio::time::timeout_at(deadline, handshake(&proxy, &tls, stream)).await {
+                    Ok(Ok(accepted)) => accepted,
+                    Ok(Err(error)) => {
+                        tracing::debug!(%remote, %error, "TLS handshake failed");
+                        proxy.metrics().tls_handshake_error();
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%remote, "TLS handshake timed out");
+                        proxy.metrics().tls_handshake_error();
+                        return;
+                    }
+                };
             if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
-                let service = proxy_service(&proxy, &context, remote, true, None);
+                let service = proxy_service(&proxy, &context, remote, Some(session), None);
                 let connection = builders.1.serve_connection(TokioIo::new(stream), service.service);
                 serve_proxied(proxy, connection, service.activity, None, remote, context).await;
             } else {
                 let (stream, flags) = FramingGuard::http1_only(stream);
-                let service = proxy_service(&proxy, &context, remote, true, Some(flags.clone()));
+                let service = proxy_service(&proxy, &context, remote, Some(session), Some(flags.clone()));
                 let connection =
                     builders.0.serve_connection_with_upgrades(TokioIo::new(stream), service.service);
                 serve_proxied(proxy, connection, service.activity, Some(flags), remote, context).await;
@@ -98,6 +99,30 @@ pub async fn serve_https(
         }
     })
     .await;
+}
+
+/// The TLS handshake: the ClientHello's SNI name picks the configuration (the host's own when it
+/// requests client certificates), and a client certificate is judged once it is done.
+async fn handshake(
+    proxy: &Proxy,
+    default: &Arc<ServerConfig>,
+    stream: TcpStream,
+) -> std::io::Result<(tokio_rustls::server::TlsStream<TcpStream>, TlsSession)> {
+    let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream).await?;
+    let server_name = start.client_hello().server_name().and_then(ostium_model::normalize_host);
+    let client_auth = proxy.inner.tables.load().client_auth(server_name.as_ref()).cloned();
+    let requested = client_auth.as_deref().and_then(client_cert::requested);
+    let config = match requested {
+        Some(verify) => tls::with_client_certificates(default, verify),
+        None => default.clone(),
+    };
+    let stream = start.into_stream(config).await?;
+    let client_cert = requested.map(|verify| {
+        let algorithms = &default.crypto_provider().signature_verification_algorithms;
+        ClientCert::judge(verify, stream.get_ref().1.peer_certificates(), algorithms)
+    });
+    let server_name = server_name.map(|name| name.as_str().into());
+    Ok((stream, TlsSession { server_name, client_cert }))
 }
 
 /// Serves a small HTTP/1.1 service (the admin endpoints) under the same connection clocks as
@@ -244,7 +269,7 @@ fn proxy_service(
     proxy: &Proxy,
     context: &Accepted,
     remote: SocketAddr,
-    is_tls: bool,
+    tls: Option<TlsSession>,
     framing: Option<FramingFlags>,
 ) -> ProxyService<
     impl hyper::service::Service<
@@ -260,7 +285,7 @@ fn proxy_service(
     let client_ip =
         HeaderValue::from_str(&remote.ip().to_string()).expect("an IP address is a valid header value");
     let activity = Arc::new(Activity::new(context.accepted));
-    let info = Arc::new(ConnectionInfo { remote, is_tls, client_ip, framing });
+    let info = Arc::new(ConnectionInfo { remote, is_tls: tls.is_some(), client_ip, framing, tls });
     let (proxy, requests) = (proxy.clone(), activity.clone());
     let service = service_fn(move |request: Request<Incoming>| {
         let active = requests.start_request(request.version() == http::Version::HTTP_2);

@@ -5,6 +5,7 @@
 
 mod access;
 mod basic_auth;
+mod client_cert;
 mod cors;
 mod deny;
 mod rate_limit;
@@ -22,7 +23,8 @@ use crate::route::Routed;
 pub(crate) use cors::response_headers as cors_headers;
 pub(crate) use rate_limit::{Admission, Throttle};
 
-/// Runs the request policies in order: a route denied by its Ingress, a CORS preflight,
+/// Runs the request policies in order: the host's client certificate rules, a route denied by
+/// its Ingress, a CORS preflight,
 /// redirects (nginx's rewrite phase), rate limits (its preaccess phase), access by address and
 /// credentials (its access phase). `Break` carries the answer that replaces forwarding;
 /// `Continue` what the rate limits keep until the response is sent.
@@ -34,6 +36,7 @@ pub(crate) async fn check(
     routed: &Routed<'_>,
     connection: &ConnectionInfo,
 ) -> ControlFlow<Outcome, Admission> {
+    client_cert::check(routed.client_auth.as_deref(), head, connection)?;
     deny::check(&routed.policy)?;
     cors::check(method, cors)?;
     redirect::check(head, routed, connection)?;

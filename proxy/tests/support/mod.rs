@@ -175,6 +175,13 @@ impl TableBuilder {
         self
     }
 
+    /// What `host` asks of client certificates (`auth-tls-*`).
+    pub fn client_auth(mut self, host: &str, client_auth: ostium_model::ClientAuth) -> Self {
+        let host = host.parse::<HostRule>().unwrap();
+        self.table.virtual_host_mut(Some(&host)).set_client_auth(Arc::new(client_auth));
+        self
+    }
+
     pub fn tls(mut self, host: &str, certificate: Certificate) -> Self {
         assert!(self.table.tls_mut().insert(&host.parse().unwrap(), certificate));
         self
