@@ -25,8 +25,8 @@ use backend::Dial;
 
 use k8s_openapi::api::networking::v1::{HTTPIngressPath, Ingress};
 use ostium_model::{
-    BackendId, Certificate, ClientAuth, HostRedirect, HostRule, NamespacedName, PathRegex, PathRule, Policy,
-    PortRef, Protocol, RateLimitZones, Rewrite, Route, RouteAction, Table, TableBuilder, TlsTable,
+    BackendId, Certificate, ClientAuth, Denial, HostRedirect, HostRule, NamespacedName, PathRegex, PathRule,
+    Policy, PortRef, Protocol, RateLimitZones, Rewrite, Route, RouteAction, Table, TableBuilder, TlsTable,
 };
 use rustls::crypto::CryptoProvider;
 
@@ -174,6 +174,15 @@ impl<'a> Translator<'a> {
         if let Some(service) = &annotated.default_backend {
             policy.default_backend = self.default_backend_annotation(&object, service);
         }
+        if annotated.client_auth.is_some() && rules.is_empty() {
+            // ingress-nginx would serve such a default backend without client certificates.
+            let annotation = format!("{}/auth-tls-secret", self.options.annotations_prefix);
+            let message = format!(
+                "annotation {annotation} applies to the hosts of the Ingress's rules, and it has none; its default backend is refused (503)"
+            );
+            self.error(&object, Reason::InvalidAnnotation, message);
+            policy.denied.get_or_insert(Denial::InvalidAnnotation { annotation: annotation.into() });
+        }
         let (policy, protocol, use_regex) = (Arc::new(policy), annotated.protocol, annotated.use_regex);
         let rewrite = annotated.rewrite;
         let www_redirect = annotated.www_redirect;
@@ -277,11 +286,6 @@ impl<'a> Translator<'a> {
     /// the oldest Ingress's rules win, but any Ingress whose rules cannot be applied makes the
     /// host refuse every request.
     fn client_auth(&mut self, object: &ObjectRef, hosts: &[Option<HostRule>], client_auth: ClientAuth) {
-        if hosts.is_empty() {
-            let message = "auth-tls-secret applies to the hosts of the Ingress's rules, and it has none";
-            self.diagnostics.push(Diagnostic::warning(object.clone(), Reason::InvalidAnnotation, message));
-            return;
-        }
         let client_auth = Arc::new(client_auth);
         for host in hosts {
             let vhost = self.table.virtual_host_mut(host.as_ref());
