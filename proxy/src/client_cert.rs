@@ -421,13 +421,15 @@ impl ClientCertVerifier for AnyClientCertificate {
 }
 
 /// A request for a host that requests client certificates arrived on a connection whose
-/// handshake named another host (or none): its certificate was judged by other rules, if asked
-/// for at all. nginx answers 421, so that the client opens a connection for this host.
+/// handshake named another host (or none), with other rules: its certificate was judged by
+/// those, if asked for at all. nginx answers 421, so that the client opens a connection for
+/// this host.
 #[derive(Debug)]
 pub(crate) struct Misdirected;
 
 /// The client certificate that counts for a request to `host` on this connection: the one the
-/// handshake judged, when the host requests certificates and the handshake named it.
+/// handshake judged, when the host requests certificates and the handshake named it (or, say
+/// without SNI, looked up these very rules).
 pub(crate) fn for_request<'c>(
     verify: &ClientVerify,
     host: Option<&str>,
@@ -437,10 +439,17 @@ pub(crate) fn for_request<'c>(
     if verify.mode == VerifyClient::Off {
         return Ok(None);
     }
+    let judged = session.client_cert.as_ref();
+    let same_rules = judged
+        .is_some_and(|(rules, _)| matches!(&**rules, ClientAuth::Verify(used) if std::ptr::eq(used, verify)));
     let host = host.and_then(ostium_model::normalize_host);
-    match (session.server_name.as_deref(), &host) {
-        (Some(name), Some(host)) if name == host.as_str() => Ok(session.client_cert.as_ref()),
-        _ => Err(Misdirected),
+    let same_name = matches!(
+        (session.server_name.as_deref(), &host),
+        (Some(name), Some(host)) if name == host.as_str()
+    );
+    match same_rules || same_name {
+        true => Ok(judged.map(|(_, cert)| cert)),
+        false => Err(Misdirected),
     }
 }
 

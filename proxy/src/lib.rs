@@ -119,9 +119,9 @@ pub struct ConnectionInfo {
 struct TlsSession {
     /// The SNI name, normalised as hosts are; `None` when the client sent none.
     server_name: Option<Box<str>>,
-    /// The client certificate, judged by the rules of the SNI name's host; `None` when that
-    /// host requests none.
-    client_cert: Option<client_cert::ClientCert>,
+    /// The client certificate rules of the SNI name's host, when they request a certificate,
+    /// and the certificate judged by them.
+    client_cert: Option<(Arc<ostium_model::ClientAuth>, client_cert::ClientCert)>,
 }
 
 impl ConnectionInfo {

@@ -117,9 +117,9 @@ async fn handshake(
         None => default.clone(),
     };
     let stream = start.into_stream(config).await?;
-    let client_cert = requested.map(|verify| {
+    let client_cert = requested.zip(client_auth.clone()).map(|(verify, rules)| {
         let algorithms = &default.crypto_provider().signature_verification_algorithms;
-        ClientCert::judge(verify, stream.get_ref().1.peer_certificates(), algorithms)
+        (rules, ClientCert::judge(verify, stream.get_ref().1.peer_certificates(), algorithms))
     });
     let server_name = server_name.map(|name| name.as_str().into());
     Ok((stream, TlsSession { server_name, client_cert }))

@@ -97,7 +97,7 @@ async fn serve_with(client_auth: ClientAuth, policy: Policy) -> (Harness, EchoBa
         .site(Some(HOST), "app", backend.addr, policy.clone())
         .site(Some("open.example.com"), "open", backend.addr, policy)
         .tls(HOST, certificate(&[HOST]))
-        .client_auth(HOST, client_auth)
+        .client_auth(Some(HOST), client_auth)
         .build();
     (Harness::start(table).await, backend)
 }
@@ -409,5 +409,33 @@ async fn only_hosts_with_client_certificate_rules_ask_for_one() {
     let answer = get(&harness, HOST, HOST, None).await;
     assert_eq!(answer.status, 200, "{answer:?}");
     assert_eq!(header(&answer, "ssl-client-verify"), ["NONE"]);
+    harness.shutdown().await;
+}
+
+/// Without SNI, the handshake looks up the rules without a host, as requests for an unknown
+/// host (an IP address) are routed: such requests carry the certificate judged by them.
+#[tokio::test]
+async fn a_handshake_without_sni_serves_the_hostless_rules() {
+    let ca = ca("Test CA");
+    let backend = EchoBackend::start("app").await;
+    let table = TableBuilder::new()
+        .site(None, "app", backend.addr, Policy::default())
+        .client_auth(None, ClientAuth::Verify(verify(VerifyClient::On, &ca)))
+        .build();
+    let harness = Harness::start(table).await;
+    let alice = client("alice", &ca);
+    let mut config = ostium_proxy::upstream_tls_config(provider());
+    let key = provider().key_provider.load_private_key(alice.key.clone_key()).unwrap();
+    let certified = rustls::sign::CertifiedKey::new(alice.chain.clone(), key);
+    config.client_auth_cert_resolver = Arc::new(rustls::sign::SingleCertAndKey::from(certified));
+    let stream = TcpStream::connect(harness.https).await.unwrap();
+    let no_sni = ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into());
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(no_sni, stream).await.unwrap();
+    tls.write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").await.unwrap();
+    let mut bytes = Vec::new();
+    let _ = tls.read_to_end(&mut bytes).await;
+    let answer = parse(&bytes);
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(header(&answer, "ssl-client-verify"), ["SUCCESS"]);
     harness.shutdown().await;
 }

@@ -175,10 +175,10 @@ impl TableBuilder {
         self
     }
 
-    /// What `host` asks of client certificates (`auth-tls-*`).
-    pub fn client_auth(mut self, host: &str, client_auth: ostium_model::ClientAuth) -> Self {
-        let host = host.parse::<HostRule>().unwrap();
-        self.table.virtual_host_mut(Some(&host)).set_client_auth(Arc::new(client_auth));
+    /// What `host` (`None`: the rules without a host) asks of client certificates (`auth-tls-*`).
+    pub fn client_auth(mut self, host: Option<&str>, client_auth: ostium_model::ClientAuth) -> Self {
+        let host = host.map(|h| h.parse::<HostRule>().unwrap());
+        self.table.virtual_host_mut(host.as_ref()).set_client_auth(Arc::new(client_auth));
         self
     }
 
