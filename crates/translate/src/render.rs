@@ -289,6 +289,9 @@ pub(crate) fn explain(translation: &Translation, host: &str, path: &str, https: 
             );
         let _ = writeln!(out, "certificate: {source}");
     }
+    if let Some(client_auth) = table.client_auth(ostium_model::normalize_host(host).as_ref()) {
+        let _ = writeln!(out, "client certificates: {}", client_auth_line(client_auth));
+    }
     let Some(matched) = table.route(Some(host), &normal) else {
         out.push_str("no route: built-in 404\n");
         return out;
@@ -299,4 +302,19 @@ pub(crate) fn explain(translation: &Translation, host: &str, path: &str, https: 
     };
     let _ = writeln!(out, "route: {} ({how})", route_line(table, matched.route));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Objects, translate};
+
+    /// `ostium route` names the client certificate rules of the host a request is for.
+    #[test]
+    fn explain_shows_the_hosts_client_certificate_rules() {
+        let input = include_str!("../tests/fixtures/annotations-client-certificates/input.yaml");
+        let translation = translate(&Objects::from_yaml(input).unwrap(), &crate::tests::options());
+        let explained = translation.explain("Defaults.example.com", "/", true);
+        assert!(explained.contains("client certificates: verify on depth 1 from default/ca"), "{explained}");
+        assert!(!translation.explain("plain.example.com", "/", true).contains("client certificates"));
+    }
 }
