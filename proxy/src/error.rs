@@ -48,13 +48,27 @@ pub enum ProxyError {
     BodyBufferFailed,
     #[error("the auth service did not answer, or answered neither 2xx, 401 nor 403")]
     AuthServiceFailed,
+    #[error("the host requires a client certificate and none was sent")]
+    NoClientCertificate,
+    #[error("the client certificate is not valid for the host")]
+    BadClientCertificate,
+    #[error("the client certificate's subject does not match auth-tls-match-cn")]
+    ClientCertificateUnauthorized,
+    #[error("the host's client certificate rules are misconfigured (see the Ingress diagnostics)")]
+    ClientAuthMisconfigured,
+    #[error("the host requires client certificates and the TLS handshake named another host")]
+    MisdirectedRequest,
 }
 
 impl ProxyError {
     pub fn status(self) -> StatusCode {
         match self {
             Self::NoRoute => StatusCode::NOT_FOUND,
-            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::BadRequest(_) | Self::NoClientCertificate | Self::BadClientCertificate => {
+                StatusCode::BAD_REQUEST
+            }
+            Self::MisdirectedRequest => StatusCode::MISDIRECTED_REQUEST,
+            Self::ClientCertificateUnauthorized | Self::ClientAuthMisconfigured => StatusCode::FORBIDDEN,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Forbidden => StatusCode::FORBIDDEN,
             Self::UriTooLong => StatusCode::URI_TOO_LONG,
@@ -94,7 +108,13 @@ impl ProxyError {
             Self::NoRoute => "404 Not Found\n",
             Self::BadRequest(_) => "400 Bad Request\n",
             Self::MethodNotAllowed => "405 Not Allowed\n",
-            Self::Forbidden => "403 Forbidden\n",
+            Self::Forbidden | Self::ClientAuthMisconfigured => "403 Forbidden\n",
+            // nginx's texts for its 496 and 495, sent with 400.
+            Self::NoClientCertificate => "400 No required SSL certificate was sent\n",
+            Self::BadClientCertificate => "400 The SSL certificate error\n",
+            // ingress-nginx's `return 403 "client certificate unauthorized";`.
+            Self::ClientCertificateUnauthorized => "client certificate unauthorized",
+            Self::MisdirectedRequest => "421 Misdirected Request\n",
             Self::UriTooLong => "414 Request-URI Too Large\n",
             Self::UnsupportedTransferEncoding => "501 Not Implemented\n",
             Self::ClientBodyTimeout => "408 Request Time-out\n",

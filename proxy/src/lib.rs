@@ -10,6 +10,7 @@
 
 mod body;
 mod buffer;
+mod client_cert;
 mod connection;
 mod error;
 mod error_page;
@@ -110,6 +111,18 @@ pub struct ConnectionInfo {
     pub client_ip: http::HeaderValue,
     /// What the framing guard of an HTTP/1 connection saw of the request heads (see `framing`).
     framing: Option<framing::FramingFlags>,
+    /// What the TLS handshake settled; `None` on plain HTTP.
+    tls: Option<TlsSession>,
+}
+
+/// What a TLS handshake settled that requests need.
+#[derive(Clone, Debug)]
+struct TlsSession {
+    /// The SNI name, normalised as hosts are; `None` when the client sent none.
+    server_name: Option<Box<str>>,
+    /// The client certificate rules of the SNI name's host, when they request a certificate,
+    /// and the certificate judged by them.
+    client_cert: Option<(Arc<ostium_model::ClientAuth>, client_cert::ClientCert)>,
 }
 
 impl ConnectionInfo {

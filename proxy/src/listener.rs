@@ -24,11 +24,12 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
+use crate::client_cert::{self, ClientCert};
 use crate::connection::{Activity, ConnectionLimits};
 use crate::framing::{FramingFlags, FramingGuard};
 use crate::passthrough::{self, Replayed, read_client_hello};
 use crate::tls::HostConfigs;
-use crate::{ConnectionInfo, Proxy};
+use crate::{ConnectionInfo, Proxy, TlsSession, tls};
 
 /// How long a connection told to shut down may take to close before it is dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
@@ -46,7 +47,7 @@ pub async fn serve_http(proxy: Proxy, listener: TcpListener, shutdown: impl Futu
         let (proxy, builder) = (proxy.clone(), builder.clone());
         async move {
             let (stream, flags) = FramingGuard::new(stream);
-            let service = proxy_service(&proxy, &context, remote, false, Some(flags.clone()));
+            let service = proxy_service(&proxy, &context, remote, None, Some(flags.clone()));
             let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service.service);
             serve_proxied(proxy, connection, service.activity, Some(flags), remote, context).await;
         }
@@ -102,9 +103,9 @@ pub async fn serve_https(
                 return;
             }
             let stream = Replayed::new(hello.bytes, stream);
-            let stream =
-                match tokio::time::timeout_at(deadline, TlsAcceptor::from(config).accept(stream)).await {
-                    Ok(Ok(stream)) => stream,
+            let (stream, session) =
+                match tokio::time::timeout_at(deadline, handshake(&proxy, config, sni, stream)).await {
+                    Ok(Ok(accepted)) => accepted,
                     Ok(Err(error)) => {
                         tracing::debug!(%remote, %error, "TLS handshake failed");
                         proxy.metrics().tls_handshake_error();
@@ -117,12 +118,12 @@ pub async fn serve_https(
                     }
                 };
             if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
-                let service = proxy_service(&proxy, &context, remote, true, None);
+                let service = proxy_service(&proxy, &context, remote, Some(session), None);
                 let connection = builders.1.serve_connection(TokioIo::new(stream), service.service);
                 serve_proxied(proxy, connection, service.activity, None, remote, context).await;
             } else {
                 let (stream, flags) = FramingGuard::http1_only(stream);
-                let service = proxy_service(&proxy, &context, remote, true, Some(flags.clone()));
+                let service = proxy_service(&proxy, &context, remote, Some(session), Some(flags.clone()));
                 let connection =
                     builders.0.serve_connection_with_upgrades(TokioIo::new(stream), service.service);
                 serve_proxied(proxy, connection, service.activity, Some(flags), remote, context).await;
@@ -130,6 +131,31 @@ pub async fn serve_https(
         }
     })
     .await;
+}
+
+/// The TLS handshake of a connection whose ClientHello was read: `config` is its host's
+/// (handshake settings), asking for a client certificate when the SNI host requires one, and a
+/// client certificate is judged once the handshake is done.
+async fn handshake(
+    proxy: &Proxy,
+    config: Arc<ServerConfig>,
+    sni: Option<&str>,
+    stream: Replayed<TcpStream>,
+) -> std::io::Result<(tokio_rustls::server::TlsStream<Replayed<TcpStream>>, TlsSession)> {
+    let server_name = sni.and_then(ostium_model::normalize_host);
+    let client_auth = proxy.inner.tables.load().client_auth(server_name.as_ref()).cloned();
+    let requested = client_auth.as_deref().and_then(client_cert::requested);
+    let config = match requested {
+        Some(verify) => tls::with_client_certificates(&config, verify),
+        None => config,
+    };
+    let stream = TlsAcceptor::from(config.clone()).accept(stream).await?;
+    let client_cert = requested.zip(client_auth.clone()).map(|(verify, rules)| {
+        let algorithms = &config.crypto_provider().signature_verification_algorithms;
+        (rules, ClientCert::judge(verify, stream.get_ref().1.peer_certificates(), algorithms))
+    });
+    let server_name = server_name.map(|name| name.as_str().into());
+    Ok((stream, TlsSession { server_name, client_cert }))
 }
 
 /// Serves a small HTTP/1.1 service (the admin endpoints) under the same connection clocks as
@@ -276,7 +302,7 @@ fn proxy_service(
     proxy: &Proxy,
     context: &Accepted,
     remote: SocketAddr,
-    is_tls: bool,
+    tls: Option<TlsSession>,
     framing: Option<FramingFlags>,
 ) -> ProxyService<
     impl hyper::service::Service<
@@ -292,7 +318,7 @@ fn proxy_service(
     let client_ip =
         HeaderValue::from_str(&remote.ip().to_string()).expect("an IP address is a valid header value");
     let activity = Arc::new(Activity::new(context.accepted));
-    let info = Arc::new(ConnectionInfo { remote, is_tls, client_ip, framing });
+    let info = Arc::new(ConnectionInfo { remote, is_tls: tls.is_some(), client_ip, framing, tls });
     let (proxy, requests) = (proxy.clone(), activity.clone());
     let service = service_fn(move |request: Request<Incoming>| {
         let active = requests.start_request(request.version() == http::Version::HTTP_2);

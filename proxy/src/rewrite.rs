@@ -15,14 +15,14 @@ use http::{HeaderValue, Request, Version};
 use http_body_util::Limited;
 use hyper::body::{Body as _, Incoming};
 use hyper::upgrade::OnUpgrade;
-use ostium_model::{Policy, Rewrite};
+use ostium_model::{ClientAuth, Policy, Rewrite};
 
 use crate::body::{BodyClock, RequestBody};
 use crate::headers::{self, Forwarded};
 use crate::request::RequestHead;
 use crate::route::Routed;
 use crate::upstream_body::OutgoingBody;
-use crate::{ConnectionInfo, ProxyError};
+use crate::{ConnectionInfo, ProxyError, client_cert};
 
 /// A request ready to go upstream, but for the endpoint's scheme and authority.
 #[derive(Debug)]
@@ -63,6 +63,15 @@ pub(crate) fn upstream_request(
     }
     if let Some(prefix) = forwarded_prefix {
         parts.headers.insert("x-forwarded-prefix", prefix);
+    }
+    if let Some(client_auth) = routed.client_auth.as_deref() {
+        let cert = match client_auth {
+            ClientAuth::Verify(verify) => {
+                client_cert::for_request(verify, head.host(), connection).ok().flatten()
+            }
+            ClientAuth::Refused => None,
+        };
+        client_cert::upstream_headers(&mut parts.headers, client_auth, cert, connection.is_tls);
     }
     if routed.policy.auth.is_some() {
         // The credentials were for us (ingress-nginx: `proxy_set_header Authorization "";`).

@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use ostium_model::{Policy, PortRef, Protocol, RouteAction, Target};
+use ostium_model::{ClientAuth, Policy, PortRef, Protocol, RouteAction, Target};
 
 use crate::forward::Trace;
 use crate::request::RequestHead;
@@ -23,6 +23,8 @@ pub(crate) struct Routed<'h> {
     pub(crate) host_has_certificate: bool,
     /// Default backends, for a route with `default-backend` or `custom-http-errors` only.
     pub(crate) defaults: Option<Box<Defaults>>,
+    /// The host's client certificate rules (`auth-tls-*`), whatever route serves the request.
+    pub(crate) client_auth: Option<Arc<ClientAuth>>,
 }
 
 /// The default backends a route may send to, and what they are told of the route's Service.
@@ -54,10 +56,9 @@ impl Proxy {
             }
             RouteAction::Redirect(_) => None,
         };
-        let host_has_certificate = head
-            .host()
-            .and_then(ostium_model::normalize_host)
-            .is_some_and(|h| table.tls().has_certificate(&h));
+        let host = head.host().and_then(ostium_model::normalize_host);
+        let host_has_certificate = host.as_ref().is_some_and(|h| table.tls().has_certificate(h));
+        let client_auth = table.client_auth(host.as_ref()).cloned();
         let (action, policy) = (matched.route.action.clone(), matched.route.policy.clone());
         let defaults = (policy.default_backend.is_some() || policy.error_pages.is_some()).then(|| {
             let backend = |id| {
@@ -74,6 +75,6 @@ impl Proxy {
                 service_port,
             })
         });
-        Ok(Routed { path, action, policy, backend, host_has_certificate, defaults })
+        Ok(Routed { path, action, policy, backend, host_has_certificate, defaults, client_auth })
     }
 }

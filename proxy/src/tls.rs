@@ -6,19 +6,23 @@
 //! Hosts with handshake settings of their own (`ssl-ciphers`, `ssl-prefer-server-ciphers`) are
 //! served with a config derived from that one, chosen by the SNI of the ClientHello read before
 //! the handshake.
+//! Hosts that request client certificates get a configuration of their own too, derived per
+//! handshake.
 
 use std::sync::{Arc, Mutex};
 
-use ostium_model::{ServerTls, TableReader};
+use ostium_model::{ClientVerify, ServerTls, TableReader};
 use rustls::ServerConfig;
 use rustls::crypto::CryptoProvider;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
+use crate::client_cert::AnyClientCertificate;
+
 /// TLS 1.2 and 1.3, ALPN `h2` then `http/1.1`, certificates by SNI from the current table.
 pub fn server_config(tables: TableReader, provider: Arc<CryptoProvider>) -> Arc<ServerConfig> {
     let mut config = ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .with_protocol_versions(VERSIONS)
         // The ring provider supports both versions.
         .expect("TLS 1.2 and 1.3 are supported")
         .with_no_client_auth()
@@ -26,6 +30,28 @@ pub fn server_config(tables: TableReader, provider: Arc<CryptoProvider>) -> Arc<
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     // The server's cipher suite order (strongest first) decides, not the client's.
     config.ignore_client_order = true;
+    Arc::new(config)
+}
+
+const VERSIONS: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13, &rustls::version::TLS12];
+
+/// `default` for a handshake with a host that requests client certificates (`auth-tls-*`):
+/// the same certificates and protocols, and a request for a certificate naming the host's CAs.
+/// Made per handshake (the cost is small beside the handshake's), and without session
+/// resumption, so that no session of another host, or of an older configuration, stands in for
+/// the certificate.
+pub(crate) fn with_client_certificates(default: &ServerConfig, verify: &ClientVerify) -> Arc<ServerConfig> {
+    let provider = default.crypto_provider().clone();
+    let verifier = AnyClientCertificate::new(&verify.trust, provider.signature_verification_algorithms);
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(VERSIONS)
+        .expect("the default configuration has these versions")
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(default.cert_resolver.clone());
+    config.alpn_protocols.clone_from(&default.alpn_protocols);
+    config.ignore_client_order = default.ignore_client_order;
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
     Arc::new(config)
 }
 

@@ -10,6 +10,7 @@
 mod access;
 mod backend;
 mod backend_tls;
+mod client_auth;
 mod cors;
 mod external_auth;
 mod host;
@@ -31,6 +32,7 @@ pub use backend::{
 pub use backend_tls::{
     BackendTls, BackendTlsError, BackendTlsSettings, DEFAULT_BACKEND_TLS_NAME, Verification,
 };
+pub use client_auth::{ClientAuth, ClientTrust, ClientVerify, VerifyClient};
 pub use cors::{Cors, CorsOrigins};
 pub use external_auth::{
     AUTH_CACHE_ENTRIES, AuthCache, CachedAnswer, ExternalAuth, Template, TemplatePart, Variable,

@@ -4,9 +4,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::backend::{Backend, BackendId, EndpointKey, EndpointSet, Target};
+use crate::host::NormalizedHost;
 use crate::host::{HostMatch, HostRule, normalize_host};
 use crate::path::{PathMatch, PathMatchKind, PathRule};
-use crate::{HashMap, HostRedirect, NamespacedName, Policy, TlsTable};
+use crate::{ClientAuth, HashMap, HostRedirect, NamespacedName, Policy, TlsTable};
 
 /// One immutable version of the routing configuration.
 ///
@@ -31,6 +32,9 @@ pub struct Table {
     /// `ssl-passthrough` hosts (exact names): their TLS connections go, undecrypted, to this
     /// backend.
     passthrough: HashMap<Box<str>, BackendId>,
+    /// Some virtual host has client certificate rules: without, [`Table::client_auth`] looks
+    /// nothing up.
+    has_client_auth: bool,
 }
 
 /// A [`Table`] being filled by translation; [`TableBuilder::build`] turns it into the immutable
@@ -56,6 +60,8 @@ pub struct VirtualHost {
     by_length: Vec<usize>,
     has_regex: bool,
     fallback: Option<Route>,
+    /// `auth-tls-*`: what the host asks of client certificates.
+    client_auth: Option<Arc<ClientAuth>>,
 }
 
 /// A path rule and what to do with the requests it matches.
@@ -111,6 +117,7 @@ impl Table {
             endpoint_sets: BTreeMap::new(),
             tls,
             passthrough: HashMap::default(),
+            has_client_auth: false,
         }
     }
 
@@ -133,18 +140,7 @@ impl Table {
     /// Never allocates.
     pub fn route(&self, authority: Option<&str>, path: &str) -> Option<RouteMatch<'_>> {
         let host = authority.and_then(normalize_host);
-        let vhost = host
-            .as_ref()
-            .and_then(|h| {
-                if let Some(v) = self.exact_hosts.get(h.as_str()) {
-                    return Some((v, HostMatch::Exact));
-                }
-                let v = self.wildcard_hosts.get(h.wildcard_suffix()?)?;
-                Some((v, HostMatch::Wildcard))
-            })
-            .or_else(|| self.any_host.as_ref().map(|v| (v, HostMatch::Any)));
-
-        let Some((vhost, host)) = vhost else {
+        let Some((vhost, host)) = self.virtual_host(host.as_ref()) else {
             return self.default_route();
         };
         if let Some((route, path)) = vhost.route(path) {
@@ -154,6 +150,29 @@ impl Table {
             Some(route) => Some(RouteMatch { route, host, path: None }),
             None => self.default_route(),
         }
+    }
+
+    /// The virtual host a request for `host` is served by: exact name, else one-label wildcard,
+    /// else the rules without a host.
+    fn virtual_host(&self, host: Option<&NormalizedHost>) -> Option<(&VirtualHost, HostMatch)> {
+        host.and_then(|h| {
+            if let Some(v) = self.exact_hosts.get(h.as_str()) {
+                return Some((v, HostMatch::Exact));
+            }
+            let v = self.wildcard_hosts.get(h.wildcard_suffix()?)?;
+            Some((v, HostMatch::Wildcard))
+        })
+        .or_else(|| self.any_host.as_ref().map(|v| (v, HostMatch::Any)))
+    }
+
+    /// The client certificate rules of the virtual host that serves `host` (a request's host,
+    /// or a handshake's SNI name; `None` for neither), as nginx applies `ssl_verify_client` per
+    /// `server`. Never allocates.
+    pub fn client_auth(&self, host: Option<&NormalizedHost>) -> Option<&Arc<ClientAuth>> {
+        if !self.has_client_auth {
+            return None;
+        }
+        self.virtual_host(host)?.0.client_auth.as_ref()
     }
 
     fn default_route(&self) -> Option<RouteMatch<'_>> {
@@ -243,7 +262,12 @@ impl TableBuilder {
     }
 
     /// The table, immutable from now on.
-    pub fn build(self) -> Table {
+    pub fn build(mut self) -> Table {
+        let table = &self.table;
+        let mut hosts =
+            table.exact_hosts.values().chain(table.wildcard_hosts.values()).chain(&table.any_host);
+        let has_client_auth = hosts.any(|v| v.client_auth.is_some());
+        self.table.has_client_auth = has_client_auth;
         self.table
     }
 
@@ -346,6 +370,7 @@ impl VirtualHost {
             by_length: Vec::new(),
             has_regex: false,
             fallback: None,
+            client_auth: None,
         }
     }
 
@@ -360,6 +385,15 @@ impl VirtualHost {
 
     pub fn fallback(&self) -> Option<&Route> {
         self.fallback.as_ref()
+    }
+
+    pub fn client_auth(&self) -> Option<&Arc<ClientAuth>> {
+        self.client_auth.as_ref()
+    }
+
+    /// Sets what the host asks of client certificates (`auth-tls-*`).
+    pub fn set_client_auth(&mut self, client_auth: Arc<ClientAuth>) {
+        self.client_auth = Some(client_auth);
     }
 
     /// Adds a route. A rule this host already has stays with the route that added it first.

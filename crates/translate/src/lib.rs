@@ -26,8 +26,9 @@ use backend::Dial;
 
 use k8s_openapi::api::networking::v1::{HTTPIngressPath, Ingress};
 use ostium_model::{
-    BackendId, Certificate, HostRedirect, HostRule, NamespacedName, PathRegex, PathRule, Policy, PortRef,
-    Protocol, RateLimitZones, Rewrite, Route, RouteAction, ServerTls, Table, TableBuilder, TlsTable,
+    BackendId, Certificate, ClientAuth, Denial, HostRedirect, HostRule, NamespacedName, PathRegex, PathRule,
+    Policy, PortRef, Protocol, RateLimitZones, Rewrite, Route, RouteAction, ServerTls, Table, TableBuilder,
+    TlsTable,
 };
 use rustls::crypto::CryptoProvider;
 
@@ -188,6 +189,15 @@ impl<'a> Translator<'a> {
         if let Some(service) = &annotated.default_backend {
             policy.default_backend = self.default_backend_annotation(&object, service);
         }
+        if annotated.client_auth.is_some() && rules.is_empty() {
+            // ingress-nginx would serve such a default backend without client certificates.
+            let annotation = format!("{}/auth-tls-secret", self.options.annotations_prefix);
+            let message = format!(
+                "annotation {annotation} applies to the hosts of the Ingress's rules, and it has none; its default backend is refused (503)"
+            );
+            self.error(&object, Reason::InvalidAnnotation, message);
+            policy.denied.get_or_insert(Denial::InvalidAnnotation { annotation: annotation.into() });
+        }
         let (policy, protocol, use_regex) = (Arc::new(policy), annotated.protocol, annotated.use_regex);
         let rewrite = annotated.rewrite;
         let www_redirect = annotated.www_redirect;
@@ -280,6 +290,9 @@ impl<'a> Translator<'a> {
             None => {}
         }
 
+        if let Some(client_auth) = annotated.client_auth {
+            self.client_auth(&object, &hosts, client_auth);
+        }
         let tls = spec.tls.as_deref().unwrap_or_default();
         self.certificates.apply(&object, tls, &hosts, &mut self.table, &mut self.diagnostics);
         self.add_frontend_tls(&object, &hosts, &annotated.frontend_tls);
@@ -373,6 +386,33 @@ impl<'a> Translator<'a> {
             if other_paths {
                 let message = "passes every TLS connection to the backend of /; its other paths are served over plain HTTP only";
                 warn(&mut self.diagnostics, message.into());
+            }
+        }
+    }
+
+    /// `auth-tls-*` for the hosts of an Ingress's rules, as ingress-nginx sets them per server:
+    /// the oldest Ingress's rules win, but any Ingress whose rules cannot be applied makes the
+    /// host refuse every request.
+    fn client_auth(&mut self, object: &ObjectRef, hosts: &[Option<HostRule>], client_auth: ClientAuth) {
+        let client_auth = Arc::new(client_auth);
+        for host in hosts {
+            let vhost = self.table.virtual_host_mut(host.as_ref());
+            match vhost.client_auth().map(|a| &**a) {
+                None => vhost.set_client_auth(client_auth.clone()),
+                Some(ClientAuth::Refused) => {}
+                Some(_) if *client_auth == ClientAuth::Refused => vhost.set_client_auth(client_auth.clone()),
+                Some(existing) if *existing == *client_auth => {}
+                Some(_) => {
+                    let message = format!(
+                        "host {} has the client certificate rules of an older Ingress; these are ignored",
+                        display_host(host.as_ref())
+                    );
+                    self.diagnostics.push(Diagnostic::warning(
+                        object.clone(),
+                        Reason::InvalidAnnotation,
+                        message,
+                    ));
+                }
             }
         }
     }

@@ -4,8 +4,8 @@
 use std::fmt::Write;
 
 use ostium_model::{
-    Backend, BackendTlsSettings, Credentials, ExternalAuth, HostRule, HttpsRedirect, Policy, Protocol, Route,
-    RouteAction, ServerTls, Shaping, Table, Target, TextRewrite,
+    Backend, BackendTlsSettings, ClientAuth, Credentials, ExternalAuth, HostRule, HttpsRedirect, Policy,
+    Protocol, Route, RouteAction, ServerTls, Shaping, Table, Target, TextRewrite,
 };
 
 use crate::Translation;
@@ -59,6 +59,9 @@ pub(crate) fn render(translation: &Translation) -> String {
         if let Some(fallback) = vhost.fallback() {
             let _ = writeln!(out, "    fallback {}", route_line(table, fallback));
         }
+        if let Some(client_auth) = vhost.client_auth() {
+            let _ = writeln!(out, "    client certificates: {}", client_auth_line(client_auth));
+        }
     }
 
     out.push_str("diagnostics:\n");
@@ -79,6 +82,32 @@ fn server_tls_line(settings: &ServerTls) -> String {
         parts.push(format!("prefer server ciphers {}", if prefer { "on" } else { "off" }));
     }
     parts.join(", ")
+}
+
+/// What a host asks of client certificates (`auth-tls-*`).
+fn client_auth_line(client_auth: &ClientAuth) -> String {
+    let ClientAuth::Verify(verify) = client_auth else {
+        return "refused: every request answered 403".to_owned();
+    };
+    let trust = &verify.trust;
+    let mut line = format!(
+        "verify {} depth {} from {} ({} CA certificate(s), {} CRL(s))",
+        verify.mode,
+        verify.depth,
+        verify.source,
+        trust.anchors.len(),
+        trust.crls.len()
+    );
+    if let Some(page) = &verify.error_page {
+        let _ = write!(line, ", error page {}", page.to_str().unwrap_or("?"));
+    }
+    if verify.pass_certificate {
+        line.push_str(", certificate passed upstream");
+    }
+    if let Some(pattern) = &verify.match_cn {
+        let _ = write!(line, ", subject must match {pattern}");
+    }
+    line
 }
 
 fn route_line(table: &Table, route: &Route) -> String {
@@ -351,6 +380,9 @@ pub(crate) fn explain(translation: &Translation, host: &str, path: &str, https: 
             );
         let _ = writeln!(out, "certificate: {source}");
     }
+    if let Some(client_auth) = table.client_auth(ostium_model::normalize_host(host).as_ref()) {
+        let _ = writeln!(out, "client certificates: {}", client_auth_line(client_auth));
+    }
     let Some(matched) = table.route(Some(host), &normal) else {
         out.push_str("no route: built-in 404\n");
         return out;
@@ -361,4 +393,19 @@ pub(crate) fn explain(translation: &Translation, host: &str, path: &str, https: 
     };
     let _ = writeln!(out, "route: {} ({how})", route_line(table, matched.route));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Objects, translate};
+
+    /// `ostium route` names the client certificate rules of the host a request is for.
+    #[test]
+    fn explain_shows_the_hosts_client_certificate_rules() {
+        let input = include_str!("../tests/fixtures/annotations-client-certificates/input.yaml");
+        let translation = translate(&Objects::from_yaml(input).unwrap(), &crate::tests::options());
+        let explained = translation.explain("Defaults.example.com", "/", true);
+        assert!(explained.contains("client certificates: verify on depth 1 from default/ca"), "{explained}");
+        assert!(!translation.explain("plain.example.com", "/", true).contains("client certificates"));
+    }
 }

@@ -175,7 +175,7 @@ async fn ask(
     // The connector gives up after the connect timeout; the answer's head and body each get
     // the read timeout.
     let read_timeout = proxy.config().read_timeout;
-    let response = proxy.upstream().request(protocol, None, request);
+    let response = proxy.upstream().request(protocol, None, None, request);
     let response = match tokio::time::timeout(read_timeout, response).await {
         Ok(Ok(response)) => response,
         Ok(Err(error)) => {

@@ -5,6 +5,7 @@
 
 mod access;
 mod basic_auth;
+mod client_cert;
 mod cors;
 mod deny;
 mod external_auth;
@@ -23,11 +24,11 @@ pub(crate) use cors::response_headers as cors_headers;
 pub(crate) use external_auth::{AuthEffects, Original};
 pub(crate) use rate_limit::{Admission, Throttle};
 
-/// Runs the request policies in order: a route denied by its Ingress, a CORS preflight,
-/// redirects (nginx's rewrite phase), rate limits (its preaccess phase), access by address,
-/// credentials and auth service (its access phase). `Break` carries the answer that replaces
-/// forwarding; `Continue` what the rate limits keep until the response is sent. What an auth
-/// service's answer asks of the rest of the request is left in `effects`.
+/// Runs the request policies in order: the host's client certificate rules, a route denied by
+/// its Ingress, a CORS preflight, redirects (nginx's rewrite phase), rate limits (its preaccess
+/// phase), access by address, credentials and auth service (its access phase). `Break` carries
+/// the answer that replaces forwarding; `Continue` what the rate limits keep until the response
+/// is sent. What an auth service's answer asks of the rest of the request is left in `effects`.
 pub(crate) async fn check(
     original: &Original<'_>,
     cors: Option<&HeaderMap>,
@@ -36,6 +37,7 @@ pub(crate) async fn check(
     effects: &mut AuthEffects,
 ) -> ControlFlow<Outcome, Admission> {
     let (head, connection) = (original.head, original.connection);
+    client_cert::check(routed.client_auth.as_deref(), head, connection)?;
     deny::check(&routed.policy)?;
     cors::check(original.method, cors)?;
     redirect::check(head, routed, connection)?;

@@ -194,6 +194,13 @@ impl TableBuilder {
         self
     }
 
+    /// What `host` (`None`: the rules without a host) asks of client certificates (`auth-tls-*`).
+    pub fn client_auth(mut self, host: Option<&str>, client_auth: ostium_model::ClientAuth) -> Self {
+        let host = host.map(|h| h.parse::<HostRule>().unwrap());
+        self.table.virtual_host_mut(host.as_ref()).set_client_auth(Arc::new(client_auth));
+        self
+    }
+
     pub fn tls(mut self, host: &str, certificate: Certificate) -> Self {
         assert!(self.table.tls_mut().insert(&host.parse().unwrap(), certificate));
         self

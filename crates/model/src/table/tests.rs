@@ -446,3 +446,30 @@ fn a_multi_byte_character_at_the_longest_prefix_length_does_not_panic() {
     assert_eq!(served_by(&t, None, "/ééééé").as_deref(), Some("root"));
     assert_eq!(served_by(&t, None, "/admin/é").as_deref(), Some("admin"));
 }
+
+/// Client certificate rules belong to the virtual host a request (or a handshake's SNI name) is
+/// served by, as nginx's `ssl_verify_client` belongs to a `server`: an exact host without rules
+/// does not inherit a wildcard's.
+#[test]
+fn client_auth_follows_the_virtual_host() {
+    let mut builder = empty_table();
+    let backend = builder.add_backend(unavailable("web"));
+    let refused = Arc::new(ClientAuth::Refused);
+    for host in ["*.example.com", "open.example.com"] {
+        let host: HostRule = host.parse().unwrap();
+        builder
+            .virtual_host_mut(Some(&host))
+            .add_route(route(PathRule::prefix("/").unwrap(), None, backend))
+            .unwrap();
+    }
+    builder.virtual_host_mut(Some(&"*.example.com".parse().unwrap())).set_client_auth(refused.clone());
+    let table = builder.build();
+    let lookup = |host: Option<&str>| table.client_auth(host.and_then(normalize_host).as_ref()).cloned();
+
+    assert_eq!(lookup(Some("a.example.com")), Some(refused.clone()));
+    assert_eq!(lookup(Some("A.Example.com.:443")), Some(refused));
+    assert_eq!(lookup(Some("open.example.com")), None);
+    assert_eq!(lookup(Some("other.org")), None);
+    assert_eq!(lookup(None), None);
+    assert_eq!(empty_table().build().client_auth(normalize_host("a.example.com").as_ref()), None);
+}

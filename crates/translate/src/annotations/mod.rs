@@ -7,6 +7,8 @@
 //!   `auth-realm`. Any problem makes the route deny (503), never serve unauthenticated.
 //! - `auth-url` and its family: external authentication (see `external_auth`); an invalid value
 //!   denies the route (503).
+//! - `auth-tls-secret` (`ca.crt`, optional `ca.crl`) and the other `auth-tls-*` keys: client
+//!   certificate rules for the Ingress's hosts; any problem makes those hosts refuse (403).
 //! - `permanent-redirect` (a URL or a path; + `-code`, 300–308, default 301),
 //!   `temporal-redirect` (a URL; + `-code`, 300–307, default 302; wins over permanent),
 //!   `app-root`, `ssl-redirect` (default true), `force-ssl-redirect`.
@@ -22,13 +24,14 @@ use std::sync::Arc;
 
 use http::HeaderValue;
 use k8s_openapi::api::networking::v1::Ingress;
-use ostium_model::{Denial, HostRule, HttpsRedirect, Policy, Protocol, RateLimitZones, Redirect};
+use ostium_model::{ClientAuth, Denial, HostRule, HttpsRedirect, Policy, Protocol, RateLimitZones, Redirect};
 use rustls::crypto::CryptoProvider;
 
 use crate::{Diagnostic, ObjectRef, Objects, Reason};
 
 mod access;
 mod auth;
+mod auth_tls;
 mod backend_tls;
 mod backends;
 mod cors;
@@ -51,11 +54,9 @@ const SNIPPETS: [&str; 5] =
 /// serve its Ingress's routes more openly than asked, so they deny every request (503) instead,
 /// as ingress-nginx denies a location whose annotation cannot be applied. A trailing `*` matches
 /// by prefix. A key leaves this list when it is implemented.
-const DENIED_UNTIL_IMPLEMENTED: [&str; 6] = [
+const DENIED_UNTIL_IMPLEMENTED: [&str; 5] = [
     // External authentication: headers for the auth service from a ConfigMap (not read yet).
     "auth-proxy-set-headers",
-    // Client certificate authentication.
-    "auth-tls-*",
     // Global rate limits (shared through memcached).
     "global-rate-limit*",
     // Web application firewall.
@@ -67,6 +68,7 @@ const DENIED_UNTIL_IMPLEMENTED: [&str; 6] = [
 /// Annotations ostium reads, by family (each family's module lists its keys).
 const SUPPORTED: &[&[&str]] = &[
     auth::KEYS,
+    auth_tls::KEYS,
     access::KEYS,
     backend_tls::KEYS,
     backends::KEYS,
@@ -116,6 +118,8 @@ pub(crate) struct Annotated {
     pub(crate) default_backend: Option<String>,
     /// `ssl-passthrough`, `ssl-ciphers`, `ssl-prefer-server-ciphers`: for the Ingress's hosts.
     pub(crate) frontend_tls: FrontendTls,
+    /// `auth-tls-*`: what the Ingress's hosts ask of client certificates.
+    pub(crate) client_auth: Option<ClientAuth>,
 }
 
 /// Parses the annotations of one Ingress. Invalid values are reported and leave the default.
@@ -240,6 +244,7 @@ pub(crate) fn parse(
     let service_upstream = parser.flag("service-upstream").unwrap_or(false);
     let default_backend = parser.default_backend_service();
     let frontend_tls = parser.frontend_tls();
+    let client_auth = parser.client_auth(objects);
     Annotated {
         policy,
         protocol,
@@ -250,6 +255,7 @@ pub(crate) fn parse(
         service_upstream,
         default_backend,
         frontend_tls,
+        client_auth,
     }
 }
 
@@ -481,7 +487,6 @@ mod tests {
     fn unimplemented_access_control_and_snippets_deny_the_ingress() {
         let cases = [
             ("auth-proxy-set-headers", "auth-headers", false),
-            ("auth-tls-verify-client", "on", false),
             ("global-rate-limit-window", "1m", false),
             ("enable-modsecurity", "true", false),
             ("configuration-snippet", "deny all;", true),
