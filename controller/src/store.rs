@@ -7,8 +7,8 @@
 //! counts while some Ingress (or a flag) names it; an EndpointSlice or Endpoints object only moves
 //! its Service's endpoints; IngressClasses always count.
 //!
-//! Objects nothing names may be held without their payload (Secrets without their data), so
-//! memory does not grow with unrelated Secrets' payloads. When one comes to be named, its payload
+//! Objects nothing names may be held without their payload (Secrets and ConfigMaps without their
+//! data), so memory does not grow with unrelated Secrets' and ConfigMaps' payloads. When one comes to be named, its payload
 //! must be fetched: the store lists those in [`Store::take_fetches`] and counts as not synced
 //! until they arrive.
 
@@ -332,7 +332,7 @@ impl fmt::Debug for Update {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use k8s_openapi::api::core::v1::{Secret, Service};
+    use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
     use k8s_openapi::api::discovery::v1::EndpointSlice;
     use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 
@@ -510,6 +510,33 @@ pub(crate) mod tests {
         // No longer referenced: the data goes again.
         store.update(Change::<Ingress>::Delete(NamespacedName::new("default", "b")).into());
         assert!(store.objects().secrets[&key].data.is_none());
+    }
+
+    /// `auth-proxy-set-headers` names a ConfigMap as `auth-secret` names a Secret.
+    #[test]
+    fn unreferenced_config_maps_are_held_without_data_and_fetched_once_referenced() {
+        let config_map = || {
+            one::<ConfigMap>(
+                "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: auth-headers, namespace: default}\ndata: {X-Tenant: acme}\n",
+            )
+        };
+        let mut store = store(vec![apply(class()), apply(config_map())], &[]);
+        let key = NamespacedName::new("default", "auth-headers");
+        assert!(store.objects().config_maps[&key].data.is_none(), "payload dropped");
+
+        let annotations = ", annotations: {nginx.ingress.kubernetes.io/auth-url: \"http://auth/\", nginx.ingress.kubernetes.io/auth-proxy-set-headers: default/auth-headers}";
+        store.update(apply(ingress("b", "ostium", "web", annotations)));
+        let fetches = store.take_fetches();
+        assert!(fetches.contains(&Reference::new(ObjectKind::ConfigMap, &key)), "{fetches:?}");
+        assert!(!store.is_synced(), "no build without the ConfigMap's data");
+
+        store.update(Change::Fetched(key.clone(), Some(config_map())).into());
+        assert!(store.is_synced());
+        assert!(store.objects().config_maps[&key].data.is_some());
+        assert!(store.take_pending().is_some_and(|p| p.rebuild));
+
+        store.update(Change::<Ingress>::Delete(NamespacedName::new("default", "b")).into());
+        assert!(store.objects().config_maps[&key].data.is_none());
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! deploy/ holds valid manifests: every document parses and names itself, the Deployment's
-//! arguments are flags this binary accepts, and it is probed and hardened as documented.
+//! arguments are flags this binary accepts, it is probed and hardened as documented, and its
+//! ClusterRole reads every kind ostium watches.
 
 use clap::Parser;
 use ostium_e2e::workspace_root;
+use ostium_translate::{Kind, KindVisitor, for_each_kind};
 use serde_json::Value;
 
 fn documents() -> Vec<(String, Value)> {
@@ -19,6 +21,36 @@ fn documents() -> Vec<(String, Value)> {
         }
     }
     documents
+}
+
+/// The ClusterRole lets ostium list and watch every kind it reads, and get the ones it fetches
+/// whole once an Ingress names them (Secrets, ConfigMaps).
+#[test]
+fn the_cluster_role_reads_every_kind_ostium_watches() {
+    struct Resources(Vec<(&'static str, &'static str)>);
+    impl KindVisitor for Resources {
+        fn visit<K: Kind>(&mut self) {
+            self.0.push((K::GROUP, K::URL_PATH_SEGMENT));
+        }
+    }
+    let mut resources = Resources(Vec::new());
+    for_each_kind(&mut resources);
+    let documents = documents();
+    let role = documents.iter().map(|(_, d)| d).find(|d| d["kind"] == "ClusterRole").unwrap();
+    let granted = |group: &str, resource: &str, verb: &str| {
+        role["rules"].as_array().unwrap().iter().any(|rule| {
+            let has = |field: &str, value: &str| rule[field].as_array().unwrap().iter().any(|v| v == value);
+            has("apiGroups", group) && has("resources", resource) && has("verbs", verb)
+        })
+    };
+    for (group, resource) in resources.0 {
+        for verb in ["list", "watch"] {
+            assert!(granted(group, resource, verb), "{verb} {resource}");
+        }
+    }
+    for resource in ["secrets", "configmaps"] {
+        assert!(granted("", resource, "get"), "get {resource}");
+    }
 }
 
 #[test]

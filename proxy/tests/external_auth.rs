@@ -3,7 +3,8 @@
 //! `X-Original-URL`, `X-Original-Method`, `X-Sent-From`, `X-Auth-Request-Redirect`, `Host` of
 //! the auth URL), nginx's `auth_request` (2xx passes, 401 and 403 are answered, anything else is
 //! 500), buildAuthSignURL in internal/ingress/controller/template/template.go, and the cases of
-//! test/e2e/annotations/auth.go (signin redirect, cookies, cached answers).
+//! test/e2e/annotations/auth.go (signin redirect, cookies, cached answers, the
+//! `auth-proxy-set-headers` ConfigMap's headers).
 
 mod support;
 
@@ -121,6 +122,7 @@ fn external(url: Template) -> ExternalAuth {
         method: None,
         signin: None,
         response_headers: Box::default(),
+        proxy_set_headers: Box::default(),
         request_redirect: None,
         always_set_cookie: false,
         cache: None,
@@ -241,6 +243,45 @@ async fn auth_method_and_request_redirect_change_the_subrequest() {
     assert_eq!(header("x-original-uri").as_deref(), Some("/a?b=c"));
     assert_eq!(header("x-scheme").as_deref(), Some("http"));
     assert_eq!(header("x-auth-request-redirect").as_deref(), Some("https://app.example.com/landing"));
+}
+
+/// `auth-proxy-set-headers` (internal/ingress/annotations/authreq/main.go; nginx.tmpl's
+/// `buildAuthProxySetHeaders` lines after the fixed ones): each entry is set on the subrequest,
+/// replacing what the client sent; a variable is filled from the request; a value that comes
+/// out empty sends no header.
+#[tokio::test]
+async fn auth_proxy_set_headers_reach_the_auth_service() {
+    let (backend, auth) = (EchoBackend::start("app").await, AuthService::start().await);
+    let text = |text: &str| Template::new(vec![TemplatePart::Text(text.into())]);
+    let mut settings = external(auth.url("/check"));
+    settings.proxy_set_headers = vec![
+        (HeaderName::from_static("x-tenant"), text("acme \"corp\"")),
+        (HeaderName::from_static("x-sent-from"), text("edge")),
+        (
+            HeaderName::from_static("x-user-agent"),
+            Template::new(vec![
+                TemplatePart::Text("ua=".into()),
+                TemplatePart::Variable(Variable::Header(HeaderName::from_static("user-agent"))),
+            ]),
+        ),
+        (HeaderName::from_static("x-empty"), text("")),
+    ]
+    .into();
+    let table = TableBuilder::new().site(None, "app", backend.addr, with_auth(settings)).build();
+    let proxy = Harness::start(table).await;
+
+    let extra = "X-Decision: allow\r\nX-Tenant: forged\r\nX-Empty: from-client\r\nUser-Agent: probe/1\r\n";
+    let answer = request(proxy.http, "GET", "app.example.com", "/", extra).await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    let seen = auth.seen();
+    let header = |name: &str| -> Vec<String> {
+        seen[0].headers.get_all(name).iter().map(|v| v.to_str().unwrap().to_owned()).collect()
+    };
+    assert_eq!(header("x-tenant"), ["acme \"corp\""], "set, not appended to the client's");
+    assert_eq!(header("x-sent-from"), ["edge"], "set after the fixed headers");
+    assert_eq!(header("x-user-agent"), ["ua=probe/1"]);
+    assert!(header("x-empty").is_empty(), "an empty value sends no header");
+    assert_eq!(echoed_header(&answer.body, "x-tenant"), ["forged"], "the backend is not told");
 }
 
 /// test/e2e/annotations/auth.go: `auth-signin: http://$host/auth/start` redirects a 401 to

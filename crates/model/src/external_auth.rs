@@ -31,6 +31,10 @@ pub struct ExternalAuth {
     /// `auth-response-headers`: copied from the auth service's 2xx answer to the upstream request
     /// (a header the answer lacks is removed from the upstream request).
     pub response_headers: Box<[HeaderName]>,
+    /// `auth-proxy-set-headers`: the entries of a ConfigMap, set on the subrequest after the
+    /// headers it always carries, as nginx.tmpl's `proxy_set_header` lines (a value that comes
+    /// out empty removes the header). Values are text with the variables [`Template`] knows.
+    pub proxy_set_headers: Box<[(HeaderName, Template)]>,
     /// `auth-request-redirect`: `X-Auth-Request-Redirect` sent to the auth service; `None`
     /// sends the request's target.
     pub request_redirect: Option<HeaderValue>,

@@ -31,6 +31,7 @@ const KINDS: &[(&str, &str, &str, bool)] = &[
     ("/api/v1", "services", "Service", true),
     ("/api/v1", "endpoints", "Endpoints", true),
     ("/api/v1", "secrets", "Secret", true),
+    ("/api/v1", "configmaps", "ConfigMap", true),
     ("/apis/discovery.k8s.io/v1", "endpointslices", "EndpointSlice", true),
     ("/apis/coordination.k8s.io/v1", "leases", "Lease", true),
     ("/apis/events.k8s.io/v1", "events", "Event", true),

@@ -11,6 +11,7 @@ pub enum ObjectKind {
     EndpointSlice,
     Endpoints,
     Secret,
+    ConfigMap,
 }
 
 /// A Kubernetes object, by kind and identity (`namespace` is `None` for cluster-scoped kinds).
@@ -99,6 +100,7 @@ impl ObjectKind {
             Self::EndpointSlice => "endpointslice",
             Self::Endpoints => "endpoints",
             Self::Secret => "secret",
+            Self::ConfigMap => "configmap",
         }
     }
 }

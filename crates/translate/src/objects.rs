@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::ops::Deref;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Endpoints, ObjectReference, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, ObjectReference, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -31,6 +31,7 @@ pub struct Objects {
     pub endpoint_slices: ObjectMap<EndpointSlice>,
     pub endpoints: ObjectMap<Endpoints>,
     pub secrets: ObjectMap<Secret>,
+    pub config_maps: ObjectMap<ConfigMap>,
     /// The EndpointSlices of each Service, by their `kubernetes.io/service-name` label.
     slices_by_service: Arc<BTreeMap<NamespacedName, BTreeSet<NamespacedName>>>,
     /// The IngressClasses, summed up once per change to one.
@@ -77,7 +78,7 @@ pub enum DocumentError {
 }
 
 /// Parses a YAML stream (one or more `---`-separated documents, `kind: List` included) into the
-/// objects ostium reads. Documents of other kinds (Deployments, ConfigMaps …) are skipped, so a
+/// objects ostium reads. Documents of other kinds (Deployments, Pods …) are skipped, so a
 /// whole application's manifests can be pointed at. Any error fails the whole stream: a
 /// half-read file must not replace a good one.
 pub fn parse_manifests(text: &str) -> Result<Vec<Object>, ManifestError> {

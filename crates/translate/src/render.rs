@@ -285,6 +285,11 @@ fn external_auth_line(auth: &ExternalAuth) -> String {
         let names: Vec<&str> = auth.response_headers.iter().map(|h| h.as_str()).collect();
         line.push_str(&format!(" response headers {}", names.join(",")));
     }
+    if !auth.proxy_set_headers.is_empty() {
+        let headers: Vec<String> =
+            auth.proxy_set_headers.iter().map(|(name, value)| format!("{name}={value}")).collect();
+        line.push_str(&format!(" set headers {}", headers.join(",")));
+    }
     if let Some(redirect) = &auth.request_redirect {
         line.push_str(&format!(" request redirect {}", redirect.to_str().unwrap_or("?")));
     }

@@ -1,7 +1,8 @@
 //! External authentication (`auth-url`), as ingress-nginx's `auth_request` location in
 //! nginx.tmpl: a subrequest without body (`proxy_pass_request_body off`, `Content-Length ""`),
 //! carrying the client's headers and `X-Original-URL`, `X-Original-Method`, `X-Sent-From`,
-//! `X-Real-IP`, `X-Forwarded-For`, `X-Auth-Request-Redirect` and the auth URL's host as `Host`.
+//! `X-Real-IP`, `X-Forwarded-For`, `X-Auth-Request-Redirect`, the auth URL's host as `Host` and
+//! the `auth-proxy-set-headers` entries.
 //! A 2xx answer lets the request through (its `auth-response-headers` go upstream), 401 and 403
 //! are answered to the client (401 as a redirect to `auth-signin` when set), and any other
 //! status, or no answer in time, is a 500. The auth service's `Set-Cookie` goes to the client
@@ -227,6 +228,19 @@ fn subrequest_headers(
             headers.insert("x-original-uri", target);
         }
         headers.insert("x-scheme", HeaderValue::from_static(scheme));
+    }
+    // `auth-proxy-set-headers` last, as nginx.tmpl's lines; an empty value sends no header.
+    for (name, value) in auth.proxy_set_headers.iter() {
+        let mut text = String::new();
+        render(value, original, &mut text);
+        match HeaderValue::try_from(text) {
+            Ok(value) if !value.is_empty() => {
+                headers.insert(name.clone(), value);
+            }
+            _ => {
+                headers.remove(name);
+            }
+        }
     }
     headers
 }

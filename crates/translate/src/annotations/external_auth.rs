@@ -1,6 +1,6 @@
 //! External authentication: `auth-url`, `auth-method`, `auth-signin`,
-//! `auth-signin-redirect-param`, `auth-response-headers`, `auth-request-redirect`,
-//! `auth-cache-key`, `auth-cache-duration`, `auth-always-set-cookie`, `auth-keepalive*`, and
+//! `auth-signin-redirect-param`, `auth-response-headers`, `auth-proxy-set-headers`,
+//! `auth-request-redirect`, `auth-cache-key`, `auth-cache-duration`, `auth-always-set-cookie`, `auth-keepalive*`, and
 //! `enable-global-auth` (there is no global auth to turn off).
 //!
 //! Follows ingress-nginx's internal/ingress/annotations/authreq/main.go. Where ingress-nginx
@@ -10,10 +10,10 @@
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, Method};
-use ostium_model::{AuthCache, Denial, ExternalAuth, Template, TemplatePart, Variable};
+use ostium_model::{AuthCache, Denial, ExternalAuth, NamespacedName, Template, TemplatePart, Variable};
 
 use super::Parser;
-use crate::{Diagnostic, Reason};
+use crate::{Diagnostic, Objects, Reason};
 
 /// The keys this module reads.
 pub(super) const KEYS: &[&str] = &[
@@ -22,6 +22,7 @@ pub(super) const KEYS: &[&str] = &[
     "auth-signin",
     "auth-signin-redirect-param",
     "auth-response-headers",
+    "auth-proxy-set-headers",
     "auth-request-redirect",
     "auth-cache-key",
     "auth-cache-duration",
@@ -40,7 +41,11 @@ impl Parser<'_> {
     /// `auth-url` and the keys that refine it. An invalid URL, method, header list, redirect,
     /// cache duration or cookie flag denies the route (503); an invalid sign-in URL or redirect
     /// parameter is reported and left out, as ingress-nginx does.
-    pub(super) fn external_auth(&mut self, denied: &mut Option<Denial>) -> Option<ExternalAuth> {
+    pub(super) fn external_auth(
+        &mut self,
+        objects: &Objects,
+        denied: &mut Option<Denial>,
+    ) -> Option<ExternalAuth> {
         let _ = self.flag("enable-global-auth");
         let Some(url) = self.value("auth-url") else {
             let set: Vec<&str> =
@@ -73,6 +78,13 @@ impl Parser<'_> {
                 return self.deny_auth("auth-response-headers", "not a list of header names", denied);
             }
         };
+        let proxy_set_headers = match self.value("auth-proxy-set-headers") {
+            None | Some("") => Vec::new(),
+            Some(reference) => match self.proxy_set_headers(reference, objects) {
+                Ok(headers) => headers,
+                Err(why) => return self.deny_auth("auth-proxy-set-headers", &why, denied),
+            },
+        };
         let request_redirect = match self.value("auth-request-redirect") {
             None | Some("") => None,
             Some(value) => match HeaderValue::from_str(value) {
@@ -97,6 +109,7 @@ impl Parser<'_> {
             method,
             signin,
             response_headers: response_headers.into(),
+            proxy_set_headers: proxy_set_headers.into(),
             request_redirect,
             always_set_cookie,
             cache,
@@ -147,6 +160,27 @@ impl Parser<'_> {
         Some(Template::new(merge_text(parts)))
     }
 
+    /// `auth-proxy-set-headers`: the data of the ConfigMap it names, as headers for the auth
+    /// service. ingress-nginx denies the location when the ConfigMap cannot be read or a name is
+    /// not letters, digits, `-` and `_` (`headerRegexp`); here an unusable value denies too.
+    fn proxy_set_headers(
+        &mut self,
+        reference: &str,
+        objects: &Objects,
+    ) -> Result<Vec<(HeaderName, Template)>, String> {
+        let namespace = self.object.namespace.as_deref().unwrap_or_default();
+        let key =
+            auth_headers_config_map(namespace, reference).map_err(|why| format!("`{reference}` {why}"))?;
+        let Some(config_map) = objects.config_maps.get(&key) else {
+            return Err(format!("ConfigMap {key} does not exist"));
+        };
+        let mut headers = Vec::new();
+        for (name, value) in config_map.data.iter().flatten() {
+            headers.push(proxy_set_header(name, value).map_err(|why| format!("ConfigMap {key}: {why}"))?);
+        }
+        Ok(headers)
+    }
+
     /// `auth-cache-key` and `auth-cache-duration`. A key with characters ingress-nginx refuses
     /// is reported and caching left off, as ingress-nginx does; a key using a variable ostium
     /// cannot fill, or an invalid duration, is an error.
@@ -174,6 +208,60 @@ impl Parser<'_> {
         }
         let _ = self.flag("auth-keepalive-share-vars");
     }
+}
+
+/// The ConfigMap an `auth-proxy-set-headers` value names: `name` or `namespace/name`, in the
+/// Ingress's own namespace (ingress-nginx refuses other namespaces unless
+/// `allow-cross-namespace-resources`), in the characters its validator allows.
+pub(crate) fn auth_headers_config_map(
+    namespace: &str,
+    reference: &str,
+) -> Result<NamespacedName, &'static str> {
+    if !reference.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~/:".contains(&b)) {
+        return Err("has characters other than letters, digits and -._~/:");
+    }
+    match reference.split('/').collect::<Vec<_>>()[..] {
+        [name] if !name.is_empty() => Ok(NamespacedName::new(namespace, name)),
+        [ns, name] if ns == namespace && !name.is_empty() => Ok(NamespacedName::new(ns, name)),
+        [ns, name] if !ns.is_empty() && !name.is_empty() => Err("is in another namespace"),
+        _ => Err("is not name or namespace/name"),
+    }
+}
+
+/// Headers the subrequest's framing and connection depend on: never set from a ConfigMap.
+const FRAMING_HEADERS: [&str; 9] = [
+    "connection",
+    "content-length",
+    "expect",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// One ConfigMap entry as a header: a name of letters, digits, `-` and `_`, and a value of text
+/// and the variables ostium fills (nginx.tmpl puts it in a double-quoted `proxy_set_header`
+/// argument, where nginx expands variables); control characters are refused.
+fn proxy_set_header(name: &str, value: &str) -> Result<(HeaderName, Template), String> {
+    let valid_name =
+        !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    let header = HeaderName::from_bytes(name.as_bytes()).ok().filter(|_| valid_name);
+    let header =
+        header.ok_or_else(|| format!("`{name}` is not a header name of letters, digits, - and _"))?;
+    if FRAMING_HEADERS.contains(&header.as_str()) {
+        return Err(format!("`{name}` frames the request and cannot be set"));
+    }
+    let template = template(value).map_err(|why| format!("header {name}: {why}"))?;
+    let text_is_valid = template.parts().iter().all(|part| match part {
+        TemplatePart::Text(text) => HeaderValue::from_str(text).is_ok(),
+        TemplatePart::Variable(_) => true,
+    });
+    if !text_is_valid {
+        return Err(format!("header {name}: the value has control characters"));
+    }
+    Ok((header, Template::new(merge_text(template.parts().to_vec()))))
 }
 
 /// `auth-method` values ingress-nginx accepts.
@@ -388,6 +476,35 @@ mod tests {
         assert_eq!(cache_validity("5m").unwrap()[0].0.len(), 0);
         for bad in ["200", "5m 200", "200 5x", "abc", "200 -5m"] {
             assert!(cache_validity(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn proxy_set_headers_come_from_a_config_map_of_the_ingress_namespace() {
+        let key = NamespacedName::new("shop", "auth-headers");
+        assert_eq!(auth_headers_config_map("shop", "auth-headers"), Ok(key.clone()));
+        assert_eq!(auth_headers_config_map("shop", "shop/auth-headers"), Ok(key));
+        for bad in ["other/auth-headers", "a/b/c", "shop/", "/x", "x y", "x;y"] {
+            assert!(auth_headers_config_map("shop", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn proxy_set_headers_are_names_and_literal_or_known_variables() {
+        let (name, value) = proxy_set_header("X-Tenant_Id", "acme \"corp\"").unwrap();
+        assert_eq!((name.as_str(), value.as_text()), ("x-tenant_id", Some("acme \"corp\"")));
+        assert_eq!(proxy_set_header("X-User", "u-$remote_user").unwrap().1.to_string(), "u-${remote_user}");
+        for (bad_name, bad_value) in [
+            ("X User", "1"),
+            ("X:User", "1"),
+            ("", "1"),
+            ("Content-Length", "5"),
+            ("Transfer-Encoding", "chunked"),
+            ("X-A", "1\r\nX-B: 2"),
+            ("X-A", "$document_root"),
+            ("X-A", "$1"),
+        ] {
+            assert!(proxy_set_header(bad_name, bad_value).is_err(), "{bad_name}: {bad_value}");
         }
     }
 

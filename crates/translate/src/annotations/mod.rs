@@ -43,6 +43,7 @@ mod upstream;
 
 pub(crate) use auth::auth_secret;
 pub(crate) use backend_tls::backend_tls_secret;
+pub(crate) use external_auth::auth_headers_config_map;
 pub(crate) use tls::FrontendTls;
 
 /// Annotations that would inject raw nginx configuration: refused, never interpreted. A snippet
@@ -54,9 +55,7 @@ const SNIPPETS: [&str; 5] =
 /// serve its Ingress's routes more openly than asked, so they deny every request (503) instead,
 /// as ingress-nginx denies a location whose annotation cannot be applied. A trailing `*` matches
 /// by prefix. A key leaves this list when it is implemented.
-const DENIED_UNTIL_IMPLEMENTED: [&str; 5] = [
-    // External authentication: headers for the auth service from a ConfigMap (not read yet).
-    "auth-proxy-set-headers",
+const DENIED_UNTIL_IMPLEMENTED: [&str; 4] = [
     // Global rate limits (shared through memcached).
     "global-rate-limit*",
     // Web application firewall.
@@ -190,7 +189,7 @@ pub(crate) fn parse(
         (false, false) => HttpsRedirect::Never,
     };
     policy.auth = parser.basic_auth(objects).map(Arc::new);
-    policy.external_auth = parser.external_auth(&mut policy.denied).map(Arc::new);
+    policy.external_auth = parser.external_auth(objects, &mut policy.denied).map(Arc::new);
     policy.source_access = parser.source_access(&mut policy.denied);
     policy.rate_limit = parser.rate_limit(ingress, zones, &mut policy.denied);
     policy.response_rate = parser.response_rate();
@@ -486,7 +485,6 @@ mod tests {
     #[test]
     fn unimplemented_access_control_and_snippets_deny_the_ingress() {
         let cases = [
-            ("auth-proxy-set-headers", "auth-headers", false),
             ("global-rate-limit-window", "1m", false),
             ("enable-modsecurity", "true", false),
             ("configuration-snippet", "deny all;", true),

@@ -31,8 +31,8 @@ impl Kind for Ingress {
         Relevance::TableWhenServed { ours }
     }
 
-    /// Its backends' Services, its TLS, auth and backend TLS Secrets, read straight from the
-    /// object, whatever its class.
+    /// Its backends' Services, its TLS, auth and backend TLS Secrets and its external auth
+    /// headers' ConfigMap, read straight from the object, whatever its class.
     fn references(&self, key: &NamespacedName, options: &Options) -> Vec<Reference> {
         let mut refs = Vec::new();
         let Some(spec) = &self.spec else { return refs };
@@ -63,6 +63,11 @@ impl Kind for Ingress {
             .and_then(|value| annotations::backend_tls_secret(&key.namespace, value).ok());
         if let Some(name) = backend_tls_secret {
             refs.push(Reference { kind: ObjectKind::Secret, key: name });
+        }
+        let auth_headers = annotation("auth-proxy-set-headers")
+            .and_then(|value| annotations::auth_headers_config_map(&key.namespace, value).ok());
+        if let Some(name) = auth_headers {
+            refs.push(Reference { kind: ObjectKind::ConfigMap, key: name });
         }
         refs.sort();
         refs.dedup();

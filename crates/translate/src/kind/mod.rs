@@ -6,6 +6,7 @@
 //! them. A new kind is a file next to these with its `impl Kind`, its field in [`Objects`], its
 //! line in [`for_each_kind`] and its [`ObjectKind`]; then its translation.
 
+mod config_map;
 mod endpoint_slice;
 mod endpoints;
 mod ingress;
@@ -15,7 +16,7 @@ mod service;
 
 use std::fmt;
 
-use k8s_openapi::api::core::v1::{Endpoints, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -168,6 +169,7 @@ pub fn for_each_kind(visitor: &mut impl KindVisitor) {
     visitor.visit::<EndpointSlice>();
     visitor.visit::<Endpoints>();
     visitor.visit::<Secret>();
+    visitor.visit::<ConfigMap>();
     visitor.visit::<Ingress>();
 }
 
