@@ -77,19 +77,8 @@ pub async fn serve_https(
             // The ClientHello and the handshake count against the time allowed for the first
             // request head.
             let deadline = context.accepted + proxy.config().connections.client_header_timeout;
-            let hello = match tokio::time::timeout_at(deadline, read_client_hello(&mut stream)).await {
-                Ok(Ok(hello)) => hello,
-                Ok(Err(error)) => {
-                    tracing::debug!(%remote, %error, "no ClientHello");
-                    proxy.metrics().tls_handshake_error();
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%remote, "TLS handshake timed out");
-                    proxy.metrics().tls_handshake_error();
-                    return;
-                }
-            };
+            let hello = tokio::time::timeout_at(deadline, read_client_hello(&mut stream)).await;
+            let Some(hello) = handshake_step(&proxy, remote, "no ClientHello", hello) else { return };
             let sni = hello.server_name.as_deref();
             let (passthrough, config) = {
                 let table = proxy.inner.tables.load();
@@ -103,20 +92,11 @@ pub async fn serve_https(
                 return;
             }
             let stream = Replayed::new(hello.bytes, stream);
-            let (stream, session) =
-                match tokio::time::timeout_at(deadline, handshake(&proxy, config, sni, stream)).await {
-                    Ok(Ok(accepted)) => accepted,
-                    Ok(Err(error)) => {
-                        tracing::debug!(%remote, %error, "TLS handshake failed");
-                        proxy.metrics().tls_handshake_error();
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!(%remote, "TLS handshake timed out");
-                        proxy.metrics().tls_handshake_error();
-                        return;
-                    }
-                };
+            let accepted = tokio::time::timeout_at(deadline, handshake(&proxy, config, sni, stream)).await;
+            let Some((stream, session)) = handshake_step(&proxy, remote, "TLS handshake failed", accepted)
+            else {
+                return;
+            };
             if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
                 let service = proxy_service(&proxy, &context, remote, Some(session), None);
                 let connection = builders.1.serve_connection(TokioIo::new(stream), service.service);
@@ -131,6 +111,23 @@ pub async fn serve_https(
         }
     })
     .await;
+}
+
+/// What a step of the TLS handshake gave, under the connection's deadline; `None` (logged and
+/// counted as a handshake error) when it failed or ran out of time.
+fn handshake_step<T, E: std::fmt::Display>(
+    proxy: &Proxy,
+    remote: SocketAddr,
+    failure: &str,
+    result: Result<Result<T, E>, tokio::time::error::Elapsed>,
+) -> Option<T> {
+    match result {
+        Ok(Ok(value)) => return Some(value),
+        Ok(Err(error)) => tracing::debug!(%remote, %error, "{failure}"),
+        Err(_) => tracing::debug!(%remote, "TLS handshake timed out"),
+    }
+    proxy.metrics().tls_handshake_error();
+    None
 }
 
 /// The TLS handshake of a connection whose ClientHello was read: `config` is its host's
