@@ -123,6 +123,12 @@ impl fmt::Debug for BackendTls {
     }
 }
 
+/// Accepts any endpoint certificate, as nginx's default `proxy_ssl_verify off` (the signature
+/// over the handshake is still checked): for TLS backends without `proxy-ssl-*` settings.
+pub fn accept_any_server_certificate(provider: Arc<CryptoProvider>) -> Arc<dyn ServerCertVerifier> {
+    Arc::new(Verifier { anchors: None, provider })
+}
+
 /// Checks the endpoint's certificate as nginx's `proxy_ssl_verify`, with
 /// `proxy_ssl_trusted_certificate` and `proxy_ssl_verify_depth`; without anchors it accepts any.
 #[derive(Debug)]

@@ -31,6 +31,7 @@ pub use backend::{
 };
 pub use backend_tls::{
     BackendTls, BackendTlsError, BackendTlsSettings, DEFAULT_BACKEND_TLS_NAME, Verification,
+    accept_any_server_certificate,
 };
 pub use client_auth::{ClientAuth, ClientTrust, ClientVerify, VerifyClient};
 pub use cors::{Cors, CorsOrigins};
