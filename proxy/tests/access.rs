@@ -104,6 +104,26 @@ async fn with_satisfy_any_an_allowed_address_or_credentials_suffice() {
     assert_eq!(get_from("127.0.0.5", proxy.http, "").await, 403, "nothing else to satisfy");
 }
 
+/// nginx.tmpl writes only `deny <range>;` for a denylist: an address it does not name matches no
+/// access rule (NGX_DECLINED), which `satisfy any` does not count as a pass, so basic auth still
+/// decides; a denylisted address with credentials passes by them.
+#[tokio::test]
+async fn with_satisfy_any_a_denylist_alone_lets_no_one_skip_credentials() {
+    let backend = EchoBackend::start("a").await;
+    let policy = Policy {
+        source_access: Some(access(None, Some("127.0.0.4/32"))),
+        auth: Some(alice()),
+        satisfy: Satisfy::Any,
+        ..Policy::default()
+    };
+    let proxy = Harness::start(TableBuilder::new().site(None, "a", backend.addr, policy).build()).await;
+    assert_eq!(get_from("127.0.0.5", proxy.http, "").await, 401, "not denied is not allowed");
+    assert_eq!(get_from("127.0.0.5", proxy.http, &credentials()).await, 200);
+    assert_eq!(get_from("127.0.0.4", proxy.http, "").await, 401, "a challenge is answered before a 403");
+    assert_eq!(get_from("127.0.0.4", proxy.http, &credentials()).await, 200);
+    assert_eq!(backend.requests(), 2);
+}
+
 #[tokio::test]
 async fn misconfigured_auth_denies_even_an_allowed_address_under_satisfy_any() {
     let backend = EchoBackend::start("a").await;

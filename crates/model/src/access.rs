@@ -153,10 +153,33 @@ impl fmt::Debug for CidrSet {
 impl SourceAccess {
     /// Whether a client at `address` passes: not denied, and allowed when there is an allowlist.
     pub fn permits(&self, address: IpAddr) -> bool {
-        let denied = self.deny.as_ref().is_some_and(|deny| deny.contains(address));
-        let allowed = self.allow.as_ref().is_none_or(|allow| allow.contains(address));
-        !denied && allowed
+        self.judge(address) != AddressVerdict::Denied
     }
+
+    /// What nginx's access rules (the denylist's `deny`s, then the allowlist's `allow`s and a
+    /// final `deny all`) say of `address`. Only an allowlist match is an `allow`: an address a
+    /// denylist alone does not name matches no rule, which `satisfy any` does not count as a pass.
+    pub fn judge(&self, address: IpAddr) -> AddressVerdict {
+        if self.deny.as_ref().is_some_and(|deny| deny.contains(address)) {
+            return AddressVerdict::Denied;
+        }
+        match &self.allow {
+            Some(allow) if allow.contains(address) => AddressVerdict::Allowed,
+            Some(_) => AddressVerdict::Denied,
+            None => AddressVerdict::NoRule,
+        }
+    }
+}
+
+/// An address judged by a route's ranges.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AddressVerdict {
+    /// An allowlist names it (and no denylist does).
+    Allowed,
+    /// A denylist names it, or an allowlist exists and does not.
+    Denied,
+    /// Only a denylist exists, and it does not name the address.
+    NoRule,
 }
 
 #[cfg(test)]
@@ -211,5 +234,7 @@ mod tests {
         assert!(!access.permits(ip("11.0.0.1")));
         let deny_only = SourceAccess { allow: None, deny: Some(set("10.0.0.7")) };
         assert!(deny_only.permits(ip("11.0.0.1")) && !deny_only.permits(ip("10.0.0.7")));
+        assert_eq!(deny_only.judge(ip("11.0.0.1")), AddressVerdict::NoRule);
+        assert_eq!(access.judge(ip("10.0.0.8")), AddressVerdict::Allowed);
     }
 }

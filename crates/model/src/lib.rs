@@ -25,7 +25,7 @@ mod store;
 mod table;
 mod tls;
 
-pub use access::{CidrSet, InvalidNetwork, Satisfy, SourceAccess};
+pub use access::{AddressVerdict, CidrSet, InvalidNetwork, Satisfy, SourceAccess};
 pub use backend::{
     Backend, BackendId, Endpoint, EndpointKey, EndpointSet, Endpoints, PortRef, Protocol, Target,
 };

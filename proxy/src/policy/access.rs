@@ -9,7 +9,7 @@
 use std::ops::ControlFlow;
 
 use http::HeaderMap;
-use ostium_model::{Credentials, Policy, Satisfy};
+use ostium_model::{AddressVerdict, Credentials, Policy, Satisfy};
 
 use super::basic_auth;
 use super::external_auth::{self, AuthEffects, Original, Verdict};
@@ -28,10 +28,10 @@ pub(super) async fn check(
     if policy.auth.as_ref().is_some_and(|auth| auth.credentials == Credentials::Deny) {
         return ControlFlow::Break(Outcome::Refuse(ProxyError::AuthMisconfigured));
     }
-    let address_passes = address_passes(policy, original.connection);
+    let address = address_verdict(policy, original.connection);
     let headers: &HeaderMap = original.headers;
     if policy.satisfy == Satisfy::All {
-        if address_passes == Some(false) {
+        if address == Some(AddressVerdict::Denied) {
             return ControlFlow::Break(Outcome::Refuse(ProxyError::Forbidden));
         }
         basic_auth::check(policy.auth.as_ref(), headers).await?;
@@ -43,12 +43,13 @@ pub(super) async fn check(
             Verdict::Failed => ControlFlow::Break(Outcome::Refuse(ProxyError::AuthServiceFailed)),
         };
     }
-    // `satisfy any`: nothing to check lets the request in.
+    // `satisfy any`: nothing to check lets the request in; an address only a denylist exists
+    // for (and does not name) is no pass, so credentials are still asked for.
     let mut refusal: Option<Outcome> = None;
-    match address_passes {
-        Some(true) => return ControlFlow::Continue(()),
-        Some(false) => refusal = Some(Outcome::Refuse(ProxyError::Forbidden)),
-        None => {}
+    match address {
+        Some(AddressVerdict::Allowed) => return ControlFlow::Continue(()),
+        Some(AddressVerdict::Denied) => refusal = Some(Outcome::Refuse(ProxyError::Forbidden)),
+        Some(AddressVerdict::NoRule) | None => {}
     }
     if policy.auth.is_some() {
         match basic_auth::check(policy.auth.as_ref(), headers).await {
@@ -76,8 +77,8 @@ pub(super) async fn check(
     }
 }
 
-/// Whether the client's address passes the route's ranges; `None` without ranges. The TCP peer
+/// What the route's ranges say of the client's address; `None` without ranges. The TCP peer
 /// counts: forwarded-for headers are never trusted.
-fn address_passes(policy: &Policy, connection: &ConnectionInfo) -> Option<bool> {
-    policy.source_access.as_ref().map(|access| access.permits(connection.remote.ip()))
+fn address_verdict(policy: &Policy, connection: &ConnectionInfo) -> Option<AddressVerdict> {
+    policy.source_access.as_ref().map(|access| access.judge(connection.remote.ip()))
 }
