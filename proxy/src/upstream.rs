@@ -301,6 +301,7 @@ pub(crate) fn pick(endpoints: &Endpoints, now_ms: u64, tried: &[SocketAddr]) -> 
 #[cfg(test)]
 mod tests {
     use ostium_model::{BackendTlsSettings, EndpointKey, EndpointSet, NamespacedName};
+    use rustls::pki_types::ServerName;
 
     use super::*;
 
