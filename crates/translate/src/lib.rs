@@ -372,17 +372,24 @@ impl<'a> Translator<'a> {
                 );
                 continue;
             };
-            let policy = route.policy.clone();
+            let policy = &route.policy;
             let other_paths = vhost.is_some_and(|vhost| vhost.routes().iter().any(|r| r != route));
-            self.table.set_passthrough(&name, backend);
+            // Undecrypted connections cannot be held to the restrictions of `/` (ingress-nginx
+            // passes them through regardless): such a host stays terminated, so they apply.
             let restricted = policy.denied.is_some()
                 || policy.auth.is_some()
+                || policy.external_auth.is_some()
                 || policy.source_access.is_some()
-                || policy.rate_limit.is_some();
+                || policy.rate_limit.is_some()
+                || vhost.is_some_and(|vhost| vhost.client_auth().is_some());
             if restricted {
-                let message = "passes its TLS connections through undecrypted: the access restrictions of / do not apply to them";
-                warn(&mut self.diagnostics, message.into());
+                let message = format!(
+                    "annotation {prefix}/ssl-passthrough: host {name} restricts access to / (or requires client certificates), which undecrypted connections would escape; its TLS connections are terminated"
+                );
+                self.diagnostics.push(Diagnostic::error(object.clone(), Reason::InvalidAnnotation, message));
+                continue;
             }
+            self.table.set_passthrough(&name, backend);
             if other_paths {
                 let message = "passes every TLS connection to the backend of /; its other paths are served over plain HTTP only";
                 warn(&mut self.diagnostics, message.into());
