@@ -103,8 +103,8 @@ impl ClientCert {
     }
 }
 
-/// Sets the `ssl-client-*` headers for a request to a host with client certificate rules, in
-/// place of any the client sent. `cert` is the connection's certificate when it counts for this
+/// Sets the `ssl-client-*` headers for a request to a host with client certificate rules (any
+/// the client sent were removed with the other client claims, see `headers`). `cert` is the connection's certificate when it counts for this
 /// host; on plain HTTP none is set (nginx's variables are empty there).
 pub(crate) fn upstream_headers(
     headers: &mut HeaderMap,
@@ -113,9 +113,6 @@ pub(crate) fn upstream_headers(
     is_tls: bool,
 ) {
     let ClientAuth::Verify(verify) = client_auth else { return };
-    for name in [VERIFY, SUBJECT, ISSUER, CERTIFICATE] {
-        headers.remove(name);
-    }
     if !is_tls {
         return;
     }

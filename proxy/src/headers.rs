@@ -40,8 +40,10 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::PROXY_AUTHORIZATION,
 ];
 
-/// Client-sent headers that would claim something about the client or the proxy.
-const CLIENT_MAY_NOT_SET: [HeaderName; 10] = [
+/// Client-sent headers that would claim something about the client or the proxy (the
+/// `ssl-client-*` ones are set by the proxy on hosts with client certificate rules only; a
+/// backend behind another host must not read a client's claim there).
+const CLIENT_MAY_NOT_SET: [HeaderName; 14] = [
     header::FORWARDED,
     HeaderName::from_static("x-forwarded-for"),
     HeaderName::from_static("x-forwarded-host"),
@@ -52,6 +54,10 @@ const CLIENT_MAY_NOT_SET: [HeaderName; 10] = [
     HeaderName::from_static("x-real-ip"),
     HeaderName::from_static("x-original-forwarded-for"),
     HeaderName::from_static("proxy"),
+    HeaderName::from_static("ssl-client-verify"),
+    HeaderName::from_static("ssl-client-subject-dn"),
+    HeaderName::from_static("ssl-client-issuer-dn"),
+    HeaderName::from_static("ssl-client-cert"),
 ];
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");

@@ -155,6 +155,7 @@ async fn forwarded_headers_are_ours_and_host_is_preserved() {
     let proxy = Harness::start(table).await;
     let request = "GET / HTTP/1.1\r\nHost: shop.example.com:8080\r\nX-Forwarded-For: 6.6.6.6\r\nX-Real-IP: 6.6.6.6\r\n\
                    X_Forwarded_For: 6.6.6.6\r\nForwarded: for=6.6.6.6\r\nX-Forwarded-Proto: https\r\n\
+                   ssl-client-verify: SUCCESS\r\nssl-client-subject-dn: CN=admin\r\n\
                    Connection: close, X-Forwarded-For, X-Real-IP\r\nProxy: http://evil\r\n\r\n";
     let answer = raw(proxy.http, request.as_bytes()).await;
     let body = &answer.body;
@@ -167,6 +168,8 @@ async fn forwarded_headers_are_ours_and_host_is_preserved() {
     assert_eq!(echoed_header(body, "x-request-id")[0].len(), 32);
     assert!(echoed_header(body, "forwarded").is_empty());
     assert!(echoed_header(body, "proxy").is_empty());
+    assert!(echoed_header(body, "ssl-client-verify").is_empty(), "no client certificate claims");
+    assert!(echoed_header(body, "ssl-client-subject-dn").is_empty());
     assert!(!body.to_ascii_lowercase().contains("x_forwarded_for"), "{body}");
 
     // What the client claimed is passed on only under a name that says so.
