@@ -146,7 +146,9 @@ impl Proxy {
         let result = self.pass(request, &head, &routed, connection, Some(&details), trace).await;
         let code = match &result {
             Ok(response) if pages.intercept_upstream => response.status().as_u16(),
-            Err(Outcome::Refuse(error)) => error.status().as_u16(),
+            // A request whose framing cannot be trusted keeps its answer, which closes the
+            // connection (nginx turns keep-alive off for these whatever `error_page` says).
+            Err(Outcome::Refuse(error)) if !error.closes_connection() => error.status().as_u16(),
             _ => return result,
         };
         if !pages.covers(code) {

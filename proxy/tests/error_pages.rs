@@ -197,3 +197,23 @@ async fn service_upstream_sends_to_the_cluster_ip() {
     let answer = get(proxy.http, "a.test", "/").await;
     assert_eq!((answer.status, echoed(&answer.body, "backend")), (200, Some("cluster-ip")));
 }
+
+/// A request whose body framing is broken keeps the proxy's own 400, which closes the
+/// connection: what follows on it cannot be trusted to be a request, error page or not.
+#[tokio::test]
+async fn a_broken_request_keeps_its_answer_that_closes_the_connection() {
+    let app = EchoBackend::start("app").await;
+    let errors = EchoBackend::start("errors").await;
+    let mut builder = TableBuilder::new();
+    let fallback = builder.backend("errors", endpoints("errors", &[errors.addr]));
+    let policy = Policy { error_pages: pages(&[400, 404], true), ..Policy::default() };
+    let table = builder.default_backend(fallback).site(None, "app", app.addr, policy).build();
+    let proxy = Harness::start(table).await;
+    let broken =
+        "POST / HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n";
+    let answer = raw(proxy.http, broken.as_bytes()).await;
+    assert_eq!(answer.status, 400);
+    assert_eq!(answer.header("connection"), Some("close"));
+    assert_eq!(errors.requests(), 0, "no error page for it");
+    assert_eq!(get_with(proxy.http, "a.test", "/status/404", "").await.status, 200, "others still get one");
+}
