@@ -425,8 +425,8 @@ impl ClientCertVerifier for AnyClientCertificate {
 pub(crate) struct Misdirected;
 
 /// The client certificate that counts for a request to `host` on this connection: the one the
-/// handshake judged, when the host requests certificates and the handshake named it (or, say
-/// without SNI, looked up these very rules).
+/// handshake judged under these rules (or equal ones); none when the handshake named the host
+/// but asked for no certificate (the host's rules came later).
 pub(crate) fn for_request<'c>(
     verify: &ClientVerify,
     host: Option<&str>,
@@ -436,17 +436,22 @@ pub(crate) fn for_request<'c>(
     if verify.mode == VerifyClient::Off {
         return Ok(None);
     }
-    let judged = session.client_cert.as_ref();
-    let same_rules = judged
-        .is_some_and(|(rules, _)| matches!(&**rules, ClientAuth::Verify(used) if std::ptr::eq(used, verify)));
-    let host = host.and_then(ostium_model::normalize_host);
-    let same_name = matches!(
-        (session.server_name.as_deref(), &host),
-        (Some(name), Some(host)) if name == host.as_str()
-    );
-    match same_rules || same_name {
-        true => Ok(judged.map(|(_, cert)| cert)),
-        false => Err(Misdirected),
+    // A verdict counts only under the rules it was judged by (the same ones, or equal ones
+    // from a newer table): under others (another host's, or this host's changed CA) the client
+    // must connect again to be judged (421).
+    match &session.client_cert {
+        Some((rules, cert)) => match &**rules {
+            ClientAuth::Verify(used) if std::ptr::eq(used, verify) || used == verify => Ok(Some(cert)),
+            _ => Err(Misdirected),
+        },
+        None => {
+            let host = host.and_then(ostium_model::normalize_host);
+            let same_name = matches!(
+                (session.server_name.as_deref(), &host),
+                (Some(name), Some(host)) if name == host.as_str()
+            );
+            if same_name { Ok(None) } else { Err(Misdirected) }
+        }
     }
 }
 

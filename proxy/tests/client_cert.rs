@@ -439,3 +439,45 @@ async fn a_handshake_without_sni_serves_the_hostless_rules() {
     assert_eq!(header(&answer, "ssl-client-verify"), ["SUCCESS"]);
     harness.shutdown().await;
 }
+
+/// A connection's verdict counts only under the rules it was judged by: a newer table with equal
+/// rules keeps it, but once the host's CA changes the next request on the connection is
+/// misdirected (421), so the client connects again and is judged anew.
+#[tokio::test]
+async fn a_verdict_does_not_outlive_the_rules_it_was_judged_by() {
+    let (ca, other) = (ca("Test CA"), ca("Other CA"));
+    let backend = EchoBackend::start("app").await;
+    let table = |ca: &Ca| {
+        TableBuilder::new()
+            .site(Some(HOST), "app", backend.addr, Policy::default())
+            .tls(HOST, certificate(&[HOST]))
+            .client_auth(Some(HOST), ClientAuth::Verify(verify(VerifyClient::On, ca)))
+            .build()
+    };
+    let harness = Harness::start(table(&ca)).await;
+    let alice = client("alice", &ca);
+    let mut config = ostium_proxy::upstream_tls_config(provider());
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let key = provider().key_provider.load_private_key(alice.key.clone_key()).unwrap();
+    let certified = rustls::sign::CertifiedKey::new(alice.chain.clone(), key);
+    config.client_auth_cert_resolver = Arc::new(rustls::sign::SingleCertAndKey::from(certified));
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let stream = TcpStream::connect(harness.https).await.unwrap();
+    let mut tls = connector.connect(ServerName::try_from(HOST.to_owned()).unwrap(), stream).await.unwrap();
+    // HEAD answers end with their head, so the connection stays usable.
+    let mut head_status = async |tls: &mut tokio_rustls::client::TlsStream<TcpStream>| {
+        tls.write_all(format!("HEAD / HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes()).await.unwrap();
+        let mut bytes = Vec::new();
+        while !bytes.ends_with(b"\r\n\r\n") {
+            let mut byte = [0u8; 1];
+            assert_eq!(tls.read(&mut byte).await.unwrap(), 1, "connection closed early");
+            bytes.push(byte[0]);
+        }
+        parse(&bytes).status
+    };
+    assert_eq!(head_status(&mut tls).await, 200);
+    harness.publish(table(&ca));
+    assert_eq!(head_status(&mut tls).await, 200, "equal rules from a newer table");
+    harness.publish(table(&other));
+    assert_eq!(head_status(&mut tls).await, 421, "judged by a CA the host no longer trusts");
+}
