@@ -27,6 +27,8 @@ use tokio_rustls::TlsAcceptor;
 use crate::client_cert::{self, ClientCert};
 use crate::connection::{Activity, ConnectionLimits};
 use crate::framing::{FramingFlags, FramingGuard};
+use ostium_model::{ClientAuth, NormalizedHost};
+
 use crate::passthrough::{self, Replayed, read_client_hello};
 use crate::tls::HostConfigs;
 use crate::{ConnectionInfo, Proxy, TlsSession, tls};
@@ -80,10 +82,13 @@ pub async fn serve_https(
             let hello = tokio::time::timeout_at(deadline, read_client_hello(&mut stream)).await;
             let Some(hello) = handshake_step(&proxy, remote, "no ClientHello", hello) else { return };
             let sni = hello.server_name.as_deref();
-            let (passthrough, config) = {
+            let server_name = sni.and_then(ostium_model::normalize_host);
+            // One table decides where the connection goes and how it is handshaken.
+            let (passthrough, config, client_auth) = {
                 let table = proxy.inner.tables.load();
                 let passthrough = sni.and_then(|sni| table.passthrough(sni)).map(|b| b.target.clone());
-                (passthrough, configs.get(table.tls().server_tls(sni)))
+                let client_auth = table.client_auth(server_name.as_ref()).cloned();
+                (passthrough, configs.get(table.tls().server_tls(sni)), client_auth)
             };
             if let Some(target) = passthrough {
                 let _open = proxy.metrics().connection();
@@ -92,7 +97,8 @@ pub async fn serve_https(
                 return;
             }
             let stream = Replayed::new(hello.bytes, stream);
-            let accepted = tokio::time::timeout_at(deadline, handshake(&proxy, config, sni, stream)).await;
+            let accepted =
+                tokio::time::timeout_at(deadline, handshake(config, client_auth, server_name, stream)).await;
             let Some((stream, session)) = handshake_step(&proxy, remote, "TLS handshake failed", accepted)
             else {
                 return;
@@ -132,15 +138,14 @@ fn handshake_step<T, E: std::fmt::Display>(
 
 /// The TLS handshake of a connection whose ClientHello was read: `config` is its host's
 /// (handshake settings), asking for a client certificate when the SNI host requires one, and a
-/// client certificate is judged once the handshake is done.
+/// client certificate is judged once the handshake is done. `client_auth` are the SNI host's rules,
+/// from the table that chose `config`.
 async fn handshake(
-    proxy: &Proxy,
     config: Arc<ServerConfig>,
-    sni: Option<&str>,
+    client_auth: Option<Arc<ClientAuth>>,
+    server_name: Option<NormalizedHost>,
     stream: Replayed<TcpStream>,
 ) -> std::io::Result<(tokio_rustls::server::TlsStream<Replayed<TcpStream>>, TlsSession)> {
-    let server_name = sni.and_then(ostium_model::normalize_host);
-    let client_auth = proxy.inner.tables.load().client_auth(server_name.as_ref()).cloned();
     let requested = client_auth.as_deref().and_then(client_cert::requested);
     let config = match requested {
         Some(verify) => tls::with_client_certificates(&config, verify),

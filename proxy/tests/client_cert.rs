@@ -465,7 +465,7 @@ async fn a_verdict_does_not_outlive_the_rules_it_was_judged_by() {
     let stream = TcpStream::connect(harness.https).await.unwrap();
     let mut tls = connector.connect(ServerName::try_from(HOST.to_owned()).unwrap(), stream).await.unwrap();
     // HEAD answers end with their head, so the connection stays usable.
-    let mut head_status = async |tls: &mut tokio_rustls::client::TlsStream<TcpStream>| {
+    let head_status = async |tls: &mut tokio_rustls::client::TlsStream<TcpStream>| {
         tls.write_all(format!("HEAD / HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes()).await.unwrap();
         let mut bytes = Vec::new();
         while !bytes.ends_with(b"\r\n\r\n") {
