@@ -104,7 +104,7 @@ fn the_deployment_runs_ostium_with_valid_flags_probes_and_hardening() {
     assert_eq!(container["volumeMounts"][0]["mountPath"], "/tmp");
     let volumes = &deployment["spec"]["template"]["spec"]["volumes"];
     assert_eq!(volumes[0]["name"], container["volumeMounts"][0]["name"]);
-    assert!(volumes[0]["emptyDir"].is_object());
+    assert_eq!(volumes[0]["emptyDir"]["sizeLimit"], "1Gi", "uploads cannot fill the node's disk");
     assert_eq!(deployment["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"], true);
     assert_eq!(deployment["spec"]["replicas"], 2);
 }
@@ -143,6 +143,7 @@ mod helm {
         assert_eq!(chart["apiVersion"], "v2");
         assert_eq!(chart["name"], "ostium");
         assert_eq!(values()["controller"]["name"], "ostium.dev/ingress-controller");
+        assert_eq!(values()["requestBodiesSizeLimit"], "1Gi", "as deploy/");
     }
 
     #[test]
