@@ -22,6 +22,8 @@ pub(crate) enum AuthError {
     UnknownAuthType { prefix: String, value: String },
     #[error("{prefix}/auth-secret is required")]
     MissingAuthSecret { prefix: String },
+    #[error("{prefix}/auth-secret is set without {prefix}/auth-type")]
+    MissingAuthType { prefix: String },
     #[error("{prefix}/auth-secret `{reference}` is in another namespace")]
     OtherNamespace { prefix: String, reference: String },
     #[error("secret {0} not found")]
@@ -47,10 +49,18 @@ pub(crate) fn auth_secret(namespace: &str, reference: &str) -> Option<Namespaced
 }
 
 impl Parser<'_> {
-    /// Basic authentication, failing closed: once `auth-type` is set, any problem gives a route
-    /// that denies every request.
+    /// Basic authentication, failing closed: once `auth-type` (or an `auth-secret` asking for
+    /// it) is set, any problem gives a route that denies every request.
     pub(super) fn basic_auth(&mut self, objects: &Objects) -> Option<BasicAuth> {
-        let auth_type = self.value("auth-type")?;
+        // ingress-nginx serves an `auth-secret` without `auth-type` unauthenticated; the
+        // credentials were asked for all the same, so the route denies.
+        let auth_type = match self.value("auth-type") {
+            Some(auth_type) => Some(auth_type),
+            None => {
+                self.value("auth-secret")?;
+                None
+            }
+        };
         let realm = self.value("auth-realm").unwrap_or("");
         let challenge = match HeaderValue::from_str(&format!("Basic realm=\"{realm}\"")) {
             Ok(challenge) if !realm.contains(['"', '\\']) => challenge,
@@ -59,7 +69,11 @@ impl Parser<'_> {
                 HeaderValue::from_static("Basic realm=\"\"")
             }
         };
-        let credentials = match self.credentials(auth_type, objects) {
+        let credentials = match auth_type {
+            Some(auth_type) => self.credentials(auth_type, objects),
+            None => Err(AuthError::MissingAuthType { prefix: self.prefix.to_owned() }),
+        };
+        let credentials = match credentials {
             Ok(users) => Credentials::Users(users),
             Err(error) => {
                 let message = format!("{error}; every request to these paths is refused (503)");
