@@ -29,7 +29,6 @@ const X_INGRESS_NAME: HeaderName = HeaderName::from_static("x-ingress-name");
 const X_SERVICE_NAME: HeaderName = HeaderName::from_static("x-service-name");
 const X_SERVICE_PORT: HeaderName = HeaderName::from_static("x-service-port");
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// What the default backend is told of the request it stands in for.
 #[derive(Clone, Debug)]
@@ -46,8 +45,6 @@ pub(crate) struct Details {
 pub(crate) struct ErrorPageRequest {
     method: Method,
     headers: HeaderMap,
-    path_and_query: PathAndQuery,
-    original_uri: HeaderValue,
 }
 
 impl Defaults {
@@ -99,23 +96,40 @@ impl Details {
 }
 
 impl ErrorPageRequest {
-    /// Keeps what an error page request needs of the client's request.
-    pub(crate) fn capture(
-        method: &Method,
-        request_headers: &HeaderMap,
+    /// Keeps what an error page request needs of the client's request, which goes upstream
+    /// itself; the rest of the work waits until a page is wanted.
+    pub(crate) fn capture(method: &Method, request_headers: &HeaderMap) -> Self {
+        Self { method: method.clone(), headers: request_headers.clone() }
+    }
+
+    /// The request for the error page of `code`: method and headers of the client's request,
+    /// without its body, for `/` with its arguments; `request_id` is the one the endpoint got,
+    /// if the request went that far.
+    pub(crate) fn for_code(
+        self,
+        code: u16,
+        details: &Details,
+        request_id: Option<HeaderValue>,
         head: &RequestHead,
         connection: &ConnectionInfo,
-    ) -> Result<Self, ProxyError> {
-        let mut headers = request_headers.clone();
+    ) -> Result<(Method, HeaderMap, PathAndQuery), ProxyError> {
+        let mut headers = self.headers;
         headers::rewrite_request(&mut headers, forwarded(head, connection), None);
         // Sent without the client's body.
         for name in [CONTENT_LENGTH, TRANSFER_ENCODING, EXPECT] {
             headers.remove(name);
         }
-        // ingress-nginx: `X-Forwarded-For $remote_addr`, `Host $best_http_host`.
-        headers.insert(X_FORWARDED_FOR, connection.client_ip.clone());
+        // ingress-nginx: `Host $best_http_host` (`X-Forwarded-For $remote_addr` is what
+        // `rewrite_request` sets).
         if let Some(host) = &head.host {
             headers.insert(HOST, host.clone());
+        }
+        details.tell(&mut headers, code);
+        let original_uri =
+            HeaderValue::from_str(head.target()).map_err(|_| ProxyError::BadRequest("request target"))?;
+        headers.insert(X_ORIGINAL_URI, original_uri);
+        if let Some(id) = request_id {
+            headers.insert(X_REQUEST_ID, id);
         }
         // `rewrite (.*) / break;` keeps the arguments.
         let path_and_query = match head.uri.query() {
@@ -123,24 +137,6 @@ impl ErrorPageRequest {
             None => Ok(PathAndQuery::from_static("/")),
         }
         .map_err(|_| ProxyError::BadRequest("query"))?;
-        let original_uri =
-            HeaderValue::from_str(head.target()).map_err(|_| ProxyError::BadRequest("request target"))?;
-        Ok(Self { method: method.clone(), headers, path_and_query, original_uri })
-    }
-
-    /// The request for the error page of `code`: method and headers of the client's request,
-    /// without its body; `request_id` is the one the endpoint got, if the request went that far.
-    pub(crate) fn for_code(
-        mut self,
-        code: u16,
-        details: &Details,
-        request_id: Option<HeaderValue>,
-    ) -> (Method, HeaderMap, PathAndQuery) {
-        details.tell(&mut self.headers, code);
-        self.headers.insert(X_ORIGINAL_URI, self.original_uri);
-        if let Some(id) = request_id {
-            self.headers.insert(X_REQUEST_ID, id);
-        }
-        (self.method, self.headers, self.path_and_query)
+        Ok((self.method, headers, path_and_query))
     }
 }

@@ -142,7 +142,7 @@ impl Proxy {
         let Some(pages) = &routed.policy.error_pages else {
             return self.pass(request, &head, &routed, connection, Some(&details), trace).await;
         };
-        let page = ErrorPageRequest::capture(request.method(), request.headers(), &head, connection)?;
+        let page = ErrorPageRequest::capture(request.method(), request.headers());
         let result = self.pass(request, &head, &routed, connection, Some(&details), trace).await;
         let code = match &result {
             Ok(response) if pages.intercept_upstream => response.status().as_u16(),
@@ -157,7 +157,7 @@ impl Proxy {
         drop(result);
         Ok(self
             .error_page(
-                page.for_code(code, &details, trace.request_id.clone()),
+                page.for_code(code, &details, trace.request_id.clone(), &head, connection)?,
                 defaults,
                 &routed,
                 connection,
