@@ -58,7 +58,7 @@ pub struct Verification {
 pub enum BackendTlsError {
     #[error("a CA certificate is not usable: {0}")]
     UnusableCa(webpki::Error),
-    #[error("{0}")]
+    #[error("{}", crate::describe_tls_error(.0))]
     Rustls(#[from] rustls::Error),
 }
 

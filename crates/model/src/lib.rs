@@ -54,7 +54,7 @@ pub use retry::{NextUpstream, RetryCondition, RetryConditions};
 pub use shaping::{Shaping, TextRewrite};
 pub use store::{TableReader, TableStore};
 pub use table::{Route, RouteAction, RouteConflict, RouteMatch, Table, TableBuilder, VirtualHost};
-pub use tls::{Certificate, ServerTls, TlsTable};
+pub use tls::{Certificate, ServerTls, TlsTable, describe_tls_error};
 
 /// Hash maps of the table: a fast hasher, randomly seeded per process (keys come from the
 /// configuration, lookups from requests).

@@ -193,6 +193,29 @@ impl fmt::Debug for Certificate {
     }
 }
 
+/// A certificate or key problem in words: rustls's own texts name enum variants (`keys may
+/// not be consistent: KeyMismatch`), which tell an operator little.
+pub fn describe_tls_error(error: &rustls::Error) -> String {
+    use rustls::{CertificateError, Error, InconsistentKeys};
+    match error {
+        Error::InconsistentKeys(InconsistentKeys::KeyMismatch) => {
+            "the private key does not belong to the certificate (the first of the chain)".to_owned()
+        }
+        Error::InconsistentKeys(InconsistentKeys::Unknown) => {
+            "the private key cannot be checked against the certificate (an unsupported key type)".to_owned()
+        }
+        Error::InvalidCertificate(CertificateError::BadEncoding) => {
+            "the certificate is malformed (not a valid X.509 certificate)".to_owned()
+        }
+        Error::InvalidCertificate(CertificateError::Expired) => "the certificate has expired".to_owned(),
+        Error::InvalidCertificate(CertificateError::NotValidYet) => {
+            "the certificate is not valid yet".to_owned()
+        }
+        Error::General(text) => text.clone(),
+        other => other.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use rustls::crypto::ring::sign::any_supported_type;
@@ -208,6 +231,19 @@ mod tests {
             key: Arc::new(CertifiedKey::new(vec![cert.cert.der().clone()], key)),
             source: name.into(),
         }
+    }
+
+    /// A key that belongs to another certificate is named in words, not as `KeyMismatch`.
+    #[test]
+    fn a_mismatched_key_is_described_in_words() {
+        let cert = rcgen::generate_simple_self_signed(vec!["a.example.com".to_owned()]).unwrap();
+        let other = rcgen::generate_simple_self_signed(vec!["b.example.com".to_owned()]).unwrap();
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(other.signing_key.serialize_der()));
+        let provider = rustls::crypto::ring::default_provider();
+        let error = CertifiedKey::from_der(vec![cert.cert.der().clone()], key, &provider).err().unwrap();
+        let described = describe_tls_error(&error);
+        assert_eq!(described, "the private key does not belong to the certificate (the first of the chain)");
+        assert!(!described.contains("KeyMismatch"));
     }
 
     fn is_tls_host(tls: &TlsTable, host: &str) -> bool {

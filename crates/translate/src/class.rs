@@ -27,6 +27,18 @@ pub(crate) struct ClassList {
     default_controllers: BTreeSet<String>,
 }
 
+/// How an Ingress names its class, and what would make a controller serve it: for the
+/// migration report, which lists the Ingresses skipped because of their class.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClassClaim {
+    /// The class in words: `ingressClassName nginx (IngressClass of controller k8s.io/ingress-nginx)`,
+    /// `annotation kubernetes.io/ingress.class: nginx`, or `none`.
+    pub class: String,
+    /// The flags that select it (`--ingress-class nginx --controller-name k8s.io/ingress-nginx`),
+    /// or what is missing when no flag does.
+    pub selected_by: String,
+}
+
 /// Which Ingresses are ours, for one set of IngressClasses and options.
 pub(crate) struct Classes<'a> {
     list: &'a ClassList,
@@ -84,6 +96,40 @@ impl<'a> Classes<'a> {
             return *class == self.options.ingress_class;
         }
         self.serve_classless
+    }
+
+    /// How the Ingress names its class, by the same rules as [`Self::is_ours`].
+    pub(crate) fn claim(&self, ingress: &Ingress) -> ClassClaim {
+        let ours = &self.options.controller_name;
+        if let Some(class) = ingress.spec.as_ref().and_then(|s| s.ingress_class_name.as_deref()) {
+            return match self.list.controllers.get(class) {
+                Some(Some(controller)) => ClassClaim {
+                    class: format!("ingressClassName {class} (IngressClass of controller {controller})"),
+                    selected_by: format!("--ingress-class {class} --controller-name {controller}"),
+                },
+                Some(None) => ClassClaim {
+                    class: format!("ingressClassName {class} (IngressClass without spec.controller)"),
+                    selected_by: format!("IngressClass {class} with spec.controller {ours}"),
+                },
+                None => ClassClaim {
+                    class: format!("ingressClassName {class} (no such IngressClass)"),
+                    selected_by: format!("an IngressClass {class} with spec.controller {ours}"),
+                },
+            };
+        }
+        let annotations = ingress.metadata.annotations.as_ref();
+        if let Some(class) = annotations.and_then(|a| a.get(LEGACY_CLASS_ANNOTATION)) {
+            return ClassClaim {
+                class: format!("annotation {LEGACY_CLASS_ANNOTATION}: {class}"),
+                selected_by: format!("--ingress-class {class}"),
+            };
+        }
+        ClassClaim {
+            class: "none".to_owned(),
+            selected_by: format!(
+                "--watch-ingress-without-class, or an IngressClass of controller {ours} marked {DEFAULT_CLASS_ANNOTATION}"
+            ),
+        }
     }
 }
 
@@ -151,6 +197,23 @@ mod tests {
         assert!(is_ours(OURS, true, &ingress(None, None)));
         let theirs_default = THEIRS.replace("metadata: {name: nginx}", "metadata:\n  name: nginx\n  annotations: {ingressclass.kubernetes.io/is-default-class: \"true\"}");
         assert!(!is_ours(&theirs_default, false, &ingress(None, None)));
+    }
+
+    #[test]
+    fn a_claim_names_the_flags_that_select_the_ingress() {
+        let objects = Objects::from_yaml(THEIRS).unwrap();
+        let options = crate::tests::options();
+        let classes = Classes::new(&objects, &options);
+        let claim = classes.claim(&ingress(Some("nginx"), None));
+        assert_eq!(claim.selected_by, "--ingress-class nginx --controller-name k8s.io/ingress-nginx");
+        assert_eq!(claim.class, "ingressClassName nginx (IngressClass of controller k8s.io/ingress-nginx)");
+        assert_eq!(classes.claim(&ingress(None, Some("nginx"))).selected_by, "--ingress-class nginx");
+        assert!(classes.claim(&ingress(None, None)).selected_by.starts_with("--watch-ingress-without-class"));
+        let missing = classes.claim(&ingress(Some("other"), None));
+        assert_eq!(
+            missing.selected_by,
+            "an IngressClass other with spec.controller ostium.dev/ingress-controller"
+        );
     }
 
     #[test]

@@ -60,6 +60,8 @@ pub enum Reason {
     UnknownIngressClass,
     InvalidAnnotation,
     UnsupportedAnnotation,
+    /// A name under the annotation prefix that is not an ingress-nginx annotation (a typo).
+    UnknownAnnotation,
     RefusedAnnotation,
     /// An annotation that restricts access and is not implemented: its routes deny (503).
     UnsupportedAccessControl,
@@ -143,6 +145,7 @@ impl Reason {
             Self::UnknownIngressClass => "UnknownIngressClass",
             Self::InvalidAnnotation => "InvalidAnnotation",
             Self::UnsupportedAnnotation => "UnsupportedAnnotation",
+            Self::UnknownAnnotation => "UnknownAnnotation",
             Self::RefusedAnnotation => "RefusedAnnotation",
             Self::UnsupportedAccessControl => "UnsupportedAccessControl",
             Self::AuthMisconfigured => "AuthMisconfigured",

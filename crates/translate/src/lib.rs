@@ -32,7 +32,9 @@ use ostium_model::{
 };
 use rustls::crypto::CryptoProvider;
 
+pub use annotations::{AnnotationSupport, annotation_support};
 pub use backend::SERVICE_NAME_LABEL;
+pub use class::ClassClaim;
 pub use diagnostic::{Diagnostic, ObjectKind, ObjectRef, Reason, Severity};
 pub use kind::{Kind, KindScope, KindVisitor, Malformed, Reference, Relevance, for_each_kind, visit_kind};
 pub use objects::{DocumentError, ManifestError, Object, ObjectMap, Objects, parse_manifests};
@@ -123,6 +125,11 @@ pub fn translate(objects: &Objects, options: &Options) -> Translation {
     let mut ingresses: Vec<NamespacedName> = ingresses.into_iter().map(|(id, _)| id.clone()).collect();
     ingresses.sort();
     Translation { table: translator.table.build(), diagnostics: translator.diagnostics, ingresses }
+}
+
+/// How an Ingress names its class, and the flags that would make ostium serve it.
+pub fn class_claim(objects: &Objects, options: &Options, ingress: &Ingress) -> ClassClaim {
+    class::Classes::new(objects, options).claim(ingress)
 }
 
 /// The state of one translation.

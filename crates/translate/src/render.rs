@@ -5,7 +5,7 @@ use std::fmt::Write;
 
 use ostium_model::{
     Backend, BackendTlsSettings, ClientAuth, Credentials, ExternalAuth, HostRule, HttpsRedirect, Policy,
-    Protocol, Route, RouteAction, ServerTls, Shaping, Table, Target, TextRewrite,
+    Protocol, RedirectContext, Route, RouteAction, ServerTls, Shaping, Table, Target, TextRewrite,
 };
 
 use crate::Translation;
@@ -111,7 +111,11 @@ fn client_auth_line(client_auth: &ClientAuth) -> String {
 }
 
 fn route_line(table: &Table, route: &Route) -> String {
-    let from = route.ingress.as_ref().map_or_else(|| "flag".to_owned(), |i| format!("ingress {i}"));
+    // Only the default backend comes from a flag rather than an Ingress.
+    let from = route
+        .ingress
+        .as_ref()
+        .map_or_else(|| "--default-backend-service".to_owned(), |i| format!("ingress {i}"));
     let action = match &route.action {
         RouteAction::Forward(backend) => backend_line(table.backend(*backend)),
         RouteAction::Redirect(to) => format!("redirect 308 to host {}", to.host()),
@@ -397,7 +401,41 @@ pub(crate) fn explain(translation: &Translation, host: &str, path: &str, https: 
         None => "no path matched: fallback or default backend".to_owned(),
     };
     let _ = writeln!(out, "route: {} ({how})", route_line(table, matched.route));
+    let host_has_certificate =
+        ostium_model::normalize_host(host).is_some_and(|h| table.tls().has_certificate(&h));
+    let request = RedirectContext { is_tls: https, host, path: &normal, target: path, host_has_certificate };
+    match matched.route.redirect(&request) {
+        Some(redirection) => {
+            let status = redirection.status;
+            let location = redirection.location_header();
+            let location = location.as_ref().and_then(|l| l.to_str().ok()).unwrap_or("?");
+            let why = redirect_cause(matched.route, host_has_certificate);
+            let _ = writeln!(out, "answer: {status} redirect to {location} ({why})");
+        }
+        None if https && host_has_certificate => {
+            out.push_str("answer: forwarded; the response gets Strict-Transport-Security (a TLS host)\n");
+        }
+        None => out.push_str("answer: forwarded\n"),
+    }
     out
+}
+
+/// Which setting makes a route redirect, by the precedence of `ostium_model::redirection`.
+fn redirect_cause(route: &Route, host_has_certificate: bool) -> &'static str {
+    let policy = &route.policy;
+    if matches!(route.action, RouteAction::Redirect(_)) {
+        "from-to-www-redirect"
+    } else if policy.app_root.is_some() {
+        "app-root"
+    } else if policy.redirect.is_some() {
+        "permanent-redirect or temporal-redirect"
+    } else if policy.https_redirect == HttpsRedirect::Always {
+        "force-ssl-redirect"
+    } else if host_has_certificate {
+        "ssl-redirect, on by default: the host is a TLS host"
+    } else {
+        "ssl-redirect"
+    }
 }
 
 #[cfg(test)]
@@ -412,5 +450,41 @@ mod tests {
         let explained = translation.explain("Defaults.example.com", "/", true);
         assert!(explained.contains("client certificates: verify on depth 1 from default/ca"), "{explained}");
         assert!(!translation.explain("plain.example.com", "/", true).contains("client certificates"));
+    }
+
+    /// A TLS host redirects plain HTTP to HTTPS by default (`ssl-redirect`), as the proxy
+    /// answers; over HTTPS the response gets HSTS.
+    #[test]
+    fn explain_shows_the_default_https_redirect_of_a_tls_host() {
+        let input = include_str!("../tests/fixtures/tls-certificates-from-secrets/input.yaml");
+        let translation = translate(&Objects::from_yaml(input).unwrap(), &crate::tests::options());
+        let tls_host = "foo.example.com";
+        let http = translation.explain(tls_host, "/a?b=1", false);
+        assert!(
+            http.contains(&format!(
+                "answer: 308 redirect to https://{tls_host}/a?b=1 (ssl-redirect, on by default: the host is a TLS host)"
+            )),
+            "{http}"
+        );
+        let https = translation.explain(tls_host, "/a", true);
+        assert!(!translation.explain("other.example.com", "/a", false).contains("redirect"));
+        assert!(https.contains("Strict-Transport-Security"), "{https}");
+    }
+
+    /// The default backend flag is named as such, not as `(flag)`.
+    #[test]
+    fn explain_names_the_default_backend_flag() {
+        let input = include_str!("../tests/fixtures/default-backend-service-flag/input.yaml");
+        let options = crate::Options {
+            default_backend_service: Some(ostium_model::NamespacedName::new("default", "fallback")),
+            ..crate::tests::options()
+        };
+        let translation = translate(&Objects::from_yaml(input).unwrap(), &options);
+        let explained = translation.explain("nowhere.example.com", "/", false);
+        assert!(
+            explained.contains("(--default-backend-service)") && !explained.contains("(flag)"),
+            "{explained}"
+        );
+        assert!(explained.contains("answer: forwarded"), "{explained}");
     }
 }

@@ -209,7 +209,7 @@ impl<'a> Certificates<'a> {
         // Errors about the key never include the key.
         let key = PrivateKeyDer::from_pem_slice(&key.0).map_err(|_| SecretError::KeyNotPem(id.clone()))?;
         let certified = CertifiedKey::from_der(chain, key, &self.options.crypto_provider)
-            .map_err(|e| SecretError::Unusable(id.clone(), e.to_string()))?;
+            .map_err(|e| SecretError::Unusable(id.clone(), ostium_model::describe_tls_error(&e)))?;
         Ok(Certificate { key: Arc::new(certified), source: id.to_string().into() })
     }
 }

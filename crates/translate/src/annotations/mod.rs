@@ -64,6 +64,44 @@ const DENIED_UNTIL_IMPLEMENTED: [&str; 4] = [
     "modsecurity-transaction-id",
 ];
 
+/// ingress-nginx annotations that ostium does not read: reported as not supported and ignored.
+/// Any other name under the prefix is not an ingress-nginx annotation at all (a typo, most
+/// likely), and is reported as unknown. docs/annotations.md lists them all.
+const NOT_SUPPORTED: &[&str] = &[
+    "fastcgi-index",
+    "fastcgi-params-configmap",
+    "custom-headers",
+    "canary",
+    "canary-by-header",
+    "canary-by-header-value",
+    "canary-by-header-pattern",
+    "canary-by-cookie",
+    "canary-weight",
+    "canary-weight-total",
+    "affinity",
+    "affinity-mode",
+    "affinity-canary-behavior",
+    "session-cookie-name",
+    "session-cookie-path",
+    "session-cookie-domain",
+    "session-cookie-expires",
+    "session-cookie-max-age",
+    "session-cookie-samesite",
+    "session-cookie-conditional-samesite-none",
+    "session-cookie-secure",
+    "session-cookie-change-on-failure",
+    "load-balance",
+    "upstream-hash-by",
+    "upstream-hash-by-subset",
+    "upstream-hash-by-subset-size",
+    "mirror-target",
+    "mirror-host",
+    "mirror-request-body",
+    "enable-opentelemetry",
+    "opentelemetry-trust-incoming-span",
+    "opentelemetry-operation-name",
+];
+
 /// Annotations ostium reads, by family (each family's module lists its keys).
 const SUPPORTED: &[&[&str]] = &[
     auth::KEYS,
@@ -151,9 +189,15 @@ pub(crate) fn parse(
             denied.get_or_insert(Denial::UnimplementedAnnotation { annotation: key.as_str().into() });
         } else if is_supported(name) {
             ours.insert(name, value.as_str());
-        } else {
+        } else if NOT_SUPPORTED.contains(&name) {
             let message = format!("annotation {key} is not supported and was ignored");
             diagnostics.push(Diagnostic::warning(object.clone(), Reason::UnsupportedAnnotation, message));
+        } else {
+            let hint =
+                closest_key(name).map(|k| format!(" (did you mean {prefix}/{k}?)")).unwrap_or_default();
+            let message =
+                format!("annotation {key} is not an ingress-nginx annotation{hint}; it was ignored");
+            diagnostics.push(Diagnostic::warning(object.clone(), Reason::UnknownAnnotation, message));
         }
     }
     let mut parser = Parser { object, ours, prefix, diagnostics };
@@ -261,6 +305,65 @@ pub(crate) fn parse(
 /// Whether ostium reads an annotation (its name without the prefix).
 fn is_supported(name: &str) -> bool {
     SUPPORTED.iter().any(|family| family.contains(&name))
+}
+
+/// What ostium does with an annotation under the prefix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AnnotationSupport {
+    /// Read and applied (some are accepted with no effect; see docs/annotations.md).
+    Supported,
+    /// An ingress-nginx annotation that ostium ignores.
+    NotSupported,
+    /// An access restriction ostium does not implement: the Ingress's routes deny (503).
+    Denied,
+    /// A configuration snippet: never interpreted; the Ingress's routes deny (503).
+    Refused,
+    /// Not an ingress-nginx annotation; the closest one, when some is close.
+    Unknown { did_you_mean: Option<&'static str> },
+}
+
+/// What ostium does with an annotation, by its name without the prefix (as [`parse`] decides).
+pub fn annotation_support(name: &str) -> AnnotationSupport {
+    if SNIPPETS.contains(&name) {
+        AnnotationSupport::Refused
+    } else if is_denied_until_implemented(name) {
+        AnnotationSupport::Denied
+    } else if is_supported(name) {
+        AnnotationSupport::Supported
+    } else if NOT_SUPPORTED.contains(&name) {
+        AnnotationSupport::NotSupported
+    } else {
+        AnnotationSupport::Unknown { did_you_mean: closest_key(name) }
+    }
+}
+
+/// The ingress-nginx annotation a misspelt name most likely meant: the nearest by edit
+/// distance, at most 2 edits (3 for long names) away.
+fn closest_key(name: &str) -> Option<&'static str> {
+    let known = SUPPORTED.iter().copied().flatten().chain(NOT_SUPPORTED).chain(&SNIPPETS);
+    let denied = DENIED_UNTIL_IMPLEMENTED.iter().filter(|k| !k.ends_with('*'));
+    let limit = if name.len() > 16 { 3 } else { 2 };
+    known
+        .chain(denied)
+        .map(|key| (edit_distance(name, key), *key))
+        .filter(|(distance, _)| *distance <= limit)
+        .min()
+        .map(|(_, key)| key)
+}
+
+/// Levenshtein distance, by bytes (annotation names are ASCII).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.bytes().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.bytes().enumerate() {
+            let substitution = diagonal + usize::from(ca != cb);
+            diagonal = row[j + 1];
+            row[j + 1] = substitution.min(row[j] + 1).min(row[j + 1] + 1);
+        }
+    }
+    row[b.len()]
 }
 
 /// Whether an annotation (its name without the prefix) is in [`DENIED_UNTIL_IMPLEMENTED`].
@@ -544,6 +647,41 @@ mod tests {
         }
     }
 
+    /// A misspelt key is unknown, with the key it most likely meant; a real ingress-nginx key
+    /// that ostium ignores is not supported; neither denies.
+    #[test]
+    fn a_typo_is_unknown_and_distinct_from_an_unsupported_key() {
+        let typo =
+            format!("{PREFIX}/proxy-read-timout: \"30\", {PREFIX}/canary: \"true\", {PREFIX}/zzz: \"1\"");
+        let (annotated, diagnostics) = annotated(&typo, "");
+        assert_eq!(annotated.policy.denied, None);
+        let reasons: Vec<(Reason, &str)> =
+            diagnostics.iter().map(|d| (d.reason, d.message.as_str())).collect();
+        assert_eq!(reasons.len(), 3, "{reasons:?}");
+        assert!(reasons.contains(&(
+            Reason::UnknownAnnotation,
+            "annotation nginx.ingress.kubernetes.io/proxy-read-timout is not an ingress-nginx annotation \
+             (did you mean nginx.ingress.kubernetes.io/proxy-read-timeout?); it was ignored"
+        )));
+        assert!(reasons.contains(&(
+            Reason::UnsupportedAnnotation,
+            "annotation nginx.ingress.kubernetes.io/canary is not supported and was ignored"
+        )));
+        assert!(reasons.contains(&(
+            Reason::UnknownAnnotation,
+            "annotation nginx.ingress.kubernetes.io/zzz is not an ingress-nginx annotation; it was ignored"
+        )));
+        assert_eq!(annotation_support("proxy-read-timeout"), AnnotationSupport::Supported);
+        assert_eq!(annotation_support("canary-weight"), AnnotationSupport::NotSupported);
+        assert_eq!(annotation_support("enable-modsecurity"), AnnotationSupport::Denied);
+        assert_eq!(annotation_support("global-rate-limit-window"), AnnotationSupport::Denied);
+        assert_eq!(annotation_support("server-snippet"), AnnotationSupport::Refused);
+        assert_eq!(
+            annotation_support("ssl-redirects"),
+            AnnotationSupport::Unknown { did_you_mean: Some("ssl-redirect") }
+        );
+    }
+
     #[test]
     fn no_read_or_snippet_annotation_is_in_the_denied_list() {
         for name in SUPPORTED.iter().copied().flatten().chain(&SNIPPETS) {
@@ -567,6 +705,22 @@ mod tests {
         let supported: std::collections::BTreeSet<&str> =
             SUPPORTED.iter().copied().flatten().copied().collect();
         assert_eq!(documented, supported);
+        // Every row is an annotation ostium classifies: none of them is reported as unknown.
+        let listed: std::collections::BTreeSet<&str> = docs
+            .lines()
+            .filter_map(|line| {
+                let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+                let row = cells.len() > 4 && cells[1].starts_with('`');
+                row.then(|| cells[1].trim_matches('`'))
+            })
+            .filter(|name| !name.ends_with('*'))
+            .collect();
+        for name in &listed {
+            assert!(!matches!(annotation_support(name), AnnotationSupport::Unknown { .. }), "{name}");
+        }
+        for name in NOT_SUPPORTED {
+            assert!(listed.contains(name), "{name} is missing from docs/annotations.md");
+        }
         let readme = include_str!("../../../../README.md");
         let count = format!("{} annotations supported", supported.len());
         assert!(readme.contains(&count), "the README should say `{count}`");
