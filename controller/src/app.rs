@@ -159,33 +159,16 @@ impl Cluster<'_> {
     }
 }
 
-/// `ostium check` and `ostium route`: translate manifests offline and report. Returns the
+/// `ostium check` (see [`crate::check`]) and `ostium route`: translate and report. Returns the
 /// process exit code.
 pub fn run_tool(config: &Config, command: &Command) -> anyhow::Result<u8> {
-    let manifests = match command {
-        Command::Check { manifests } | Command::Route { manifests, .. } => manifests,
-    };
-    let objects = source::manifests::Manifests::new(manifests.clone()).load()?;
-    let translation = ostium_translate::translate(&objects, &config.translate);
     match command {
-        Command::Check { .. } => {
-            for diagnostic in &translation.diagnostics {
-                println!("{diagnostic}");
-            }
-            let errors = translation
-                .diagnostics
-                .iter()
-                .filter(|d| d.severity == ostium_translate::Severity::Error)
-                .count();
-            println!(
-                "{} ingresses served, {} hosts, {errors} errors, {} warnings",
-                translation.ingresses.len(),
-                translation.table.host_count(),
-                translation.diagnostics.len() - errors
-            );
-            Ok(if errors > 0 { 1 } else { 0 })
+        Command::Check { manifests, output, nginx_configmap } => {
+            crate::check::run(config, manifests.as_deref(), *output, nginx_configmap)
         }
-        Command::Route { host, path, https, .. } => {
+        Command::Route { manifests, host, path, https } => {
+            let objects = source::manifests::Manifests::new(manifests.clone()).load()?;
+            let translation = ostium_translate::translate(&objects, &config.translate);
             print!("{}", translation.explain(host, path, *https));
             Ok(0)
         }

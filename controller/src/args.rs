@@ -15,6 +15,8 @@ use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::sign::CertifiedKey;
 
 /// Kubernetes ingress controller and reverse proxy in one process.
+///
+/// Every flag is global: it may come before or after a subcommand.
 #[derive(Debug, Parser)]
 #[command(name = "ostium", version, about)]
 pub struct Args {
@@ -22,104 +24,104 @@ pub struct Args {
     /// Endpoints, Secret) from a YAML file or a directory of YAML files (multi-document allowed),
     /// and re-read them when they change. Without it, ostium talks to the cluster named by
     /// KUBECONFIG, ~/.kube/config, or the in-cluster service account.
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, global = true, value_name = "PATH")]
     manifests: Option<PathBuf>,
 
     /// Plain HTTP listener.
-    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:8080")]
+    #[arg(long, global = true, value_name = "ADDR", default_value = "0.0.0.0:8080")]
     http_addr: SocketAddr,
 
     /// TLS listener.
-    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:8443")]
+    #[arg(long, global = true, value_name = "ADDR", default_value = "0.0.0.0:8443")]
     https_addr: SocketAddr,
 
     /// /healthz /readyz /metrics.
-    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:10254")]
+    #[arg(long, global = true, value_name = "ADDR", default_value = "0.0.0.0:10254")]
     admin_addr: SocketAddr,
 
     /// IngressClass name this instance serves (also the value of the legacy
     /// kubernetes.io/ingress.class annotation it accepts).
-    #[arg(long, value_name = "NAME", default_value = Options::DEFAULT_INGRESS_CLASS)]
+    #[arg(long, global = true, value_name = "NAME", default_value = Options::DEFAULT_INGRESS_CLASS)]
     ingress_class: String,
 
     /// Value of IngressClass.spec.controller it owns.
-    #[arg(long, value_name = "NAME", default_value = Options::DEFAULT_CONTROLLER_NAME)]
+    #[arg(long, global = true, value_name = "NAME", default_value = Options::DEFAULT_CONTROLLER_NAME)]
     controller_name: String,
 
     /// Only this namespace (default: all).
-    #[arg(long, value_name = "NS")]
+    #[arg(long, global = true, value_name = "NS")]
     watch_namespace: Option<String>,
 
     /// Also serve Ingresses that name no class.
-    #[arg(long)]
+    #[arg(long, global = true)]
     watch_ingress_without_class: bool,
 
     /// Where unmatched requests go (default: built-in 404).
-    #[arg(long, value_name = "NS/NAME")]
+    #[arg(long, global = true, value_name = "NS/NAME")]
     default_backend_service: Option<NamespacedName>,
 
     /// Certificate for TLS hosts with no matching secret.
-    #[arg(long, value_name = "NS/NAME")]
+    #[arg(long, global = true, value_name = "NS/NAME")]
     default_ssl_certificate: Option<NamespacedName>,
 
     /// Annotation prefix.
-    #[arg(long, value_name = "PREFIX", default_value = Options::DEFAULT_ANNOTATIONS_PREFIX)]
+    #[arg(long, global = true, value_name = "PREFIX", default_value = Options::DEFAULT_ANNOTATIONS_PREFIX)]
     annotations_prefix: String,
 
     /// Honour the ssl-passthrough annotation (TLS forwarded by SNI, not terminated).
-    #[arg(long)]
+    #[arg(long, global = true)]
     enable_ssl_passthrough: bool,
 
     /// Service whose address is written into Ingress status.loadBalancer.
-    #[arg(long, value_name = "NS/NAME", conflicts_with = "publish_status_address")]
+    #[arg(long, global = true, value_name = "NS/NAME", conflicts_with = "publish_status_address")]
     publish_service: Option<NamespacedName>,
 
     /// Address written into Ingress status.loadBalancer.
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, global = true, value_name = "ADDR")]
     publish_status_address: Option<String>,
 
     /// Cluster mode: name of the Lease (in the controller's namespace) that elects the replica
     /// writing Ingress status and Events.
-    #[arg(long, value_name = "NAME", default_value = "ostium-leader")]
+    #[arg(long, global = true, value_name = "NAME", default_value = "ostium-leader")]
     election_id: String,
 
     /// Access and event log format (default: text on a TTY, json otherwise).
-    #[arg(long, value_enum, value_name = "FORMAT")]
+    #[arg(long, global = true, value_enum, value_name = "FORMAT")]
     log_format: Option<LogFormat>,
 
     /// One log line per finished request.
-    #[arg(long, value_enum, value_name = "on|off", default_value = "on")]
+    #[arg(long, global = true, value_enum, value_name = "on|off", default_value = "on")]
     access_log: Switch,
 
     /// From accept (TLS handshake and protocol detection included) to a complete request head.
     /// D: a number of seconds or a duration with unit: 500ms, 2s, 3m.
-    #[arg(long, value_name = "D", default_value = "60s")]
+    #[arg(long, global = true, value_name = "D", default_value = "60s")]
     client_header_timeout: TimeSpan,
 
     /// Between two reads of a request body (408 when it runs out).
-    #[arg(long, value_name = "D", default_value = "60s")]
+    #[arg(long, global = true, value_name = "D", default_value = "60s")]
     client_body_timeout: TimeSpan,
 
     /// Idle HTTP/1 keep-alive connection.
-    #[arg(long, value_name = "D", default_value = "75s")]
+    #[arg(long, global = true, value_name = "D", default_value = "75s")]
     keepalive_timeout: TimeSpan,
 
     /// Idle HTTP/2 connection, no open stream.
-    #[arg(long, value_name = "D", default_value = "3m")]
+    #[arg(long, global = true, value_name = "D", default_value = "3m")]
     http2_idle_timeout: TimeSpan,
 
     /// Open client connections per listener before new ones are refused (default: a quarter
     /// of the process's file-descriptor limit).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     max_connections: Option<u32>,
 
     /// Cluster mode: the identity this replica campaigns and records Events as (default: the
     /// host name). Set from the Pod by the Deployment.
-    #[arg(long, env = "POD_NAME", hide = true)]
+    #[arg(long, global = true, env = "POD_NAME", hide = true)]
     pod_name: Option<String>,
 
     /// Cluster mode: the namespace of the leader Lease (default: the kubeconfig's).
-    #[arg(long, env = "POD_NAMESPACE", hide = true)]
+    #[arg(long, global = true, env = "POD_NAMESPACE", hide = true)]
     pod_namespace: Option<String>,
 
     #[command(subcommand)]
@@ -130,11 +132,20 @@ pub struct Args {
 /// translation — class, controller name, annotation prefix, defaults — apply to them too).
 #[derive(Clone, Debug, PartialEq, Eq, Subcommand)]
 pub enum Command {
-    /// Lint manifests: print every diagnostic; exit 1 if any is an error.
+    /// The migration report: per Ingress, what ostium does differently from ingress-nginx.
+    /// Reads a YAML file or directory, or without one (and without --manifests) the cluster of
+    /// the current kubeconfig context, read-only. Exits 1 if an Ingress it serves has an
+    /// error, or if no Ingress is served at all.
     Check {
-        /// A YAML file or a directory of YAML files.
+        /// A YAML file or a directory of YAML files (default: --manifests, else the cluster).
         #[arg(value_name = "PATH")]
-        manifests: PathBuf,
+        manifests: Option<PathBuf>,
+        /// The report as text or as one JSON object (shape in docs/cli.md).
+        #[arg(long, value_enum, value_name = "FORMAT", default_value = "text")]
+        output: OutputFormat,
+        /// The ingress-nginx ConfigMap whose keys are listed.
+        #[arg(long, value_name = "NS/NAME", default_value = "ingress-nginx/ingress-nginx-controller")]
+        nginx_configmap: NamespacedName,
     },
     /// Explain which rule, backend and policies a request would get.
     Route {
@@ -177,6 +188,13 @@ impl FromStr for TimeSpan {
         }
         Ok(Self(duration))
     }
+}
+
+/// `ostium check --output`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -471,8 +489,28 @@ mod tests {
         );
         assert_eq!(
             parse(&["check", "dir"]).unwrap().command,
-            Some(Command::Check { manifests: "dir".into() })
+            Some(Command::Check {
+                manifests: Some("dir".into()),
+                output: OutputFormat::Text,
+                nginx_configmap: NamespacedName::new("ingress-nginx", "ingress-nginx-controller"),
+            })
         );
+    }
+
+    #[test]
+    fn flags_are_accepted_after_the_subcommand() {
+        let c = parse(&["check", "dir", "--ingress-class", "nginx", "--output", "json"]).unwrap();
+        assert_eq!(c.translate.ingress_class, "nginx");
+        assert!(matches!(c.command, Some(Command::Check { output: OutputFormat::Json, .. })));
+        let c = parse(&["route", "dir", "--host", "a", "--default-backend-service", "ns/fallback"]).unwrap();
+        assert_eq!(c.translate.default_backend_service, Some(NamespacedName::new("ns", "fallback")));
+        // Every flag, including those added later.
+        let command = <Args as clap::CommandFactory>::command();
+        for flag in command.get_arguments().filter(|a| !a.is_positional()) {
+            if !["help", "version"].contains(&flag.get_id().as_str()) {
+                assert!(flag.is_global_set(), "--{} is not global", flag.get_id());
+            }
+        }
     }
 
     #[test]

@@ -4,6 +4,7 @@
 mod admin;
 mod app;
 mod args;
+mod check;
 mod events;
 mod leader;
 mod metrics;
