@@ -5,8 +5,8 @@
 //! list (with a collection `resourceVersion`), watch (newline-delimited events after a given
 //! `resourceVersion`, until the client goes away or `timeoutSeconds`), get, create, replace
 //! (with `resourceVersion` preconditions: a stale write gets 409), merge patch (also on the
-//! `status` subresource), and delete. It validates nothing else, so EndpointSlices may point at
-//! loopback addresses. Tests change objects through [`KubeApi::apply`] and [`KubeApi::delete`],
+//! `status` subresource), delete, and metadata-only lists. It validates nothing else, so
+//! EndpointSlices may point at loopback addresses. Tests change objects through [`KubeApi::apply`] and [`KubeApi::delete`],
 //! which watchers see like any other change, and can make the server refuse everything
 //! ([`KubeApi::set_down`]) to play an outage.
 
@@ -49,6 +49,8 @@ struct State {
     inner: Mutex<Inner>,
     events: broadcast::Sender<WatchEvent>,
     down: AtomicBool,
+    /// Every request as `METHOD path`, with ` (metadata only)` for metadata-only reads.
+    requests: Mutex<Vec<String>>,
 }
 
 #[derive(Debug, Default)]
@@ -84,7 +86,12 @@ impl KubeApi {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the fake API");
         let addr = listener.local_addr().expect("local address");
         let (events, _) = broadcast::channel(4096);
-        let state = Arc::new(State { inner: Mutex::default(), events, down: AtomicBool::new(false) });
+        let state = Arc::new(State {
+            inner: Mutex::default(),
+            events,
+            down: AtomicBool::new(false),
+            requests: Mutex::default(),
+        });
         let served = state.clone();
         tokio::spawn(async move {
             loop {
@@ -151,6 +158,12 @@ impl KubeApi {
     pub fn list(&self, plural: &str) -> Vec<Value> {
         let inner = self.state.inner.lock().unwrap();
         inner.objects.iter().filter(|((p, _, _), _)| p == plural).map(|(_, o)| o.clone()).collect()
+    }
+
+    /// Every request so far, as `METHOD path`, with ` (metadata only)` for a list that asked for
+    /// `PartialObjectMetadataList`.
+    pub fn requests(&self) -> Vec<String> {
+        self.state.requests.lock().unwrap().clone()
     }
 
     /// While down, every request gets 503 and open watches end.
@@ -268,6 +281,19 @@ async fn handle(state: &Arc<State>, request: Request<Incoming>) -> Response<Body
     let Some(target) = target(request.uri().path()) else {
         return status(StatusCode::NOT_FOUND, "NotFound", "no such resource");
     };
+    // Metadata-only reads (kube's `list_metadata`): objects without their content.
+    let metadata_only = request
+        .headers()
+        .get(http::header::ACCEPT)
+        .and_then(|a| a.to_str().ok())
+        .is_some_and(|a| a.contains("as=PartialObjectMetadataList"));
+    let seen = format!(
+        "{} {}{}",
+        request.method(),
+        request.uri().path(),
+        if metadata_only { " (metadata only)" } else { "" }
+    );
+    state.requests.lock().unwrap().push(seen);
     let watch = query(&request, "watch").is_some_and(|w| w == "true" || w == "1");
     let method = request.method().clone();
     let body: Value = if matches!(method, Method::POST | Method::PUT | Method::PATCH) {
@@ -293,10 +319,17 @@ async fn handle(state: &Arc<State>, request: Request<Incoming>) -> Response<Body
                 .filter(|((p, ns, _), _)| {
                     p == target.plural && (target.namespace.is_none() || *ns == namespace)
                 })
-                .map(|(_, o)| o.clone())
+                .map(|(_, o)| match metadata_only {
+                    true => json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata", "metadata": o["metadata"]}),
+                    false => o.clone(),
+                })
                 .collect();
+            let (kind, api_version) = match metadata_only {
+                true => ("PartialObjectMetadataList".to_owned(), "meta.k8s.io/v1".to_owned()),
+                false => (format!("{}List", target.kind), target.api_version.clone()),
+            };
             let list = json!({
-                "kind": format!("{}List", target.kind), "apiVersion": target.api_version,
+                "kind": kind, "apiVersion": api_version,
                 "metadata": {"resourceVersion": inner.version.to_string()}, "items": items,
             });
             respond(StatusCode::OK, list)
