@@ -651,3 +651,96 @@ fn network_namespace_hosts_answer() {
         Err(Unavailable(e)) => panic!("the test backends need network namespaces (root and iproute2): {e}"),
     }
 }
+
+/// `ostium check` without a path: the migration report from a real API server, read-only, with
+/// Secrets listed by metadata only (their data never shows).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(envtest), ignore = "KUBEBUILDER_ASSETS was not set when the tests were built")]
+async fn the_migration_report_reads_a_real_api_server() {
+    let assets = std::env::var_os("KUBEBUILDER_ASSETS").map(PathBuf::from).expect("KUBEBUILDER_ASSETS");
+    let mut plane = ControlPlane::start(&assets);
+    let admin = client_from(&plane.kubeconfig).await;
+    let kinds = [
+        GroupVersionKind::gvk("", "v1", "Namespace"),
+        GroupVersionKind::gvk("", "v1", "ConfigMap"),
+        GroupVersionKind::gvk("", "v1", "Secret"),
+        GroupVersionKind::gvk("", "v1", "Service"),
+        GroupVersionKind::gvk("networking.k8s.io", "v1", "IngressClass"),
+        GroupVersionKind::gvk("networking.k8s.io", "v1", "Ingress"),
+    ];
+    let discovery = plane.wait_ready(&admin, &kinds).await;
+    // Base64 of `secret-marker`: Secret data, which must never reach the report.
+    let secret_data = "c2VjcmV0LW1hcmtlcg==";
+    let mut shop = ingress("shop", "shop.example.com", "web");
+    shop["spec"]["ingressClassName"] = json!("nginx");
+    shop["spec"]["tls"] = json!([{"hosts": ["shop.example.com"], "secretName": "shop-tls"},
+                                 {"hosts": ["lost.example.com"], "secretName": "lost-tls"}]);
+    shop["metadata"]["annotations"] = json!({"nginx.ingress.kubernetes.io/proxy-read-timout": "30",
+                                              "nginx.ingress.kubernetes.io/canary": "true"});
+    let mut other = ingress("other", "other.example.com", "web");
+    other["spec"]["ingressClassName"] = json!("traefik");
+    apply(
+        &admin,
+        &discovery,
+        &[
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ingress-nginx"}}),
+            json!({"apiVersion": "v1", "kind": "ConfigMap",
+                   "metadata": {"name": "ingress-nginx-controller", "namespace": "ingress-nginx"},
+                   "data": {"proxy-body-size": "8m"}}),
+            json!({"apiVersion": "networking.k8s.io/v1", "kind": "IngressClass", "metadata": {"name": "nginx"},
+                   "spec": {"controller": "k8s.io/ingress-nginx"}}),
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "default"},
+                   "spec": {"ports": [{"name": "http", "port": 80}]}}),
+            json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+                   "metadata": {"name": "shop-tls", "namespace": "default"},
+                   "data": {"tls.crt": secret_data, "tls.key": secret_data}}),
+            shop,
+            other,
+        ],
+        false,
+    )
+    .await;
+
+    let kubeconfig = plane.kubeconfig.clone();
+    let args = [
+        "check",
+        "--ingress-class",
+        "nginx",
+        "--controller-name",
+        "k8s.io/ingress-nginx",
+        "--output",
+        "json",
+    ];
+    let output = tokio::task::block_in_place(|| {
+        Command::new(BINARY).args(args).env("KUBECONFIG", &kubeconfig).output().unwrap()
+    });
+    let out = String::from_utf8_lossy(&output.stdout);
+    let report: Value = serde_json::from_str(&out)
+        .unwrap_or_else(|e| panic!("{e}: {out}\n{}", String::from_utf8_lossy(&output.stderr)));
+    let ingresses = report["ingresses"].as_array().unwrap();
+    let by_name = |name: &str| ingresses.iter().find(|i| i["name"] == name).unwrap();
+    let shop = by_name("shop");
+    assert_eq!(shop["served"], true, "{out}");
+    let support: Vec<(&str, &str)> = shop["annotations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["key"].as_str().unwrap(), a["support"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        support,
+        [
+            ("nginx.ingress.kubernetes.io/canary", "not-supported"),
+            ("nginx.ingress.kubernetes.io/proxy-read-timout", "unknown")
+        ]
+    );
+    let problems: Vec<&str> =
+        shop["problems"].as_array().unwrap().iter().map(|p| p["reason"].as_str().unwrap()).collect();
+    assert_eq!(problems, ["MissingSecret"], "the existing Secret is found, its content not judged: {out}");
+    let other = by_name("other");
+    assert_eq!(other["served"], false);
+    assert_eq!(other["select_with"], "an IngressClass traefik with spec.controller k8s.io/ingress-nginx");
+    assert_eq!(report["configmap"]["keys"], json!(["proxy-body-size"]));
+    assert_eq!(output.status.code(), Some(1), "the missing Secret is an error: {out}");
+    assert!(!out.contains(secret_data), "{out}");
+}
