@@ -56,10 +56,21 @@ pub struct Verification {
 /// Why settings cannot be turned into a client config.
 #[derive(Debug, thiserror::Error)]
 pub enum BackendTlsError {
-    #[error("a CA certificate is not usable: {0}")]
+    #[error("a CA certificate is not usable: {}", describe_ca_error(.0))]
     UnusableCa(webpki::Error),
     #[error("{}", crate::describe_tls_error(.0))]
     Rustls(#[from] rustls::Error),
+}
+
+/// Why a CA certificate cannot be a trust anchor, in words (webpki's text is the variant name).
+fn describe_ca_error(error: &webpki::Error) -> String {
+    match error {
+        webpki::Error::BadDer | webpki::Error::BadDerTime | webpki::Error::TrailingData(_) => {
+            "it is malformed (not a valid X.509 certificate)".to_owned()
+        }
+        webpki::Error::UnsupportedCertVersion => "it is not an X.509 version 3 certificate".to_owned(),
+        other => format!("{other:?}"),
+    }
 }
 
 // === impl BackendTls ===
@@ -207,4 +218,25 @@ fn invalid(error: webpki::Error) -> rustls::Error {
         webpki::Error::CertNotValidYet { .. } => CertificateError::NotValidYet,
         other => CertificateError::Other(rustls::OtherError(Arc::new(other))),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unusable_ca_is_described_in_words() {
+        let settings = BackendTlsSettings {
+            source: "default/ca".into(),
+            verify: Some(Verification { ca: vec![CertificateDer::from(vec![1, 2, 3])], depth: 1 }),
+            server_name: ServerName::try_from("a.example.com").unwrap().to_owned(),
+            send_server_name: false,
+            versions: vec![ProtocolVersion::TLSv1_3],
+            cipher_suites: None,
+            client_certificate: None,
+        };
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let error = BackendTls::new(settings, None, &provider).err().unwrap().to_string();
+        assert_eq!(error, "a CA certificate is not usable: it is malformed (not a valid X.509 certificate)");
+    }
 }
