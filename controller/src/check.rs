@@ -146,9 +146,21 @@ const ANNOTATION_REASONS: [Reason; 4] = [
     Reason::UnsupportedAccessControl,
 ];
 
-/// Reasons that depend on Secret data, which the cluster report never reads.
+/// Reasons of diagnostics that may judge a Secret's data, which the cluster report never reads.
 const SECRET_DATA_REASONS: [Reason; 3] =
     [Reason::InvalidTlsSecret, Reason::CertificateHostMismatch, Reason::AuthMisconfigured];
+
+/// Whether a diagnostic judges the content of a Secret that was read without its data: one of
+/// [`SECRET_DATA_REASONS`] naming a Secret that exists (a missing one is a real problem).
+fn judges_unread_data(diagnostic: &Diagnostic, unread: &[String]) -> bool {
+    SECRET_DATA_REASONS.contains(&diagnostic.reason)
+        && unread.iter().any(|secret| {
+            diagnostic.message.match_indices(secret.as_str()).any(|(at, _)| {
+                let next = diagnostic.message[at + secret.len()..].chars().next();
+                !next.is_some_and(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+            })
+        })
+}
 
 impl Report {
     /// `secret_data`: whether the Secrets carry their data (manifests) or only their metadata
@@ -161,11 +173,12 @@ impl Report {
         secret_data: bool,
     ) -> Self {
         let translation = ostium_translate::translate(objects, options);
-        let diagnostics: Vec<&Diagnostic> = translation
-            .diagnostics
-            .iter()
-            .filter(|d| secret_data || !SECRET_DATA_REASONS.contains(&d.reason))
-            .collect();
+        let unread: Vec<String> = match secret_data {
+            true => Vec::new(),
+            false => objects.secrets.keys().map(|id| format!("secret {id}")).collect(),
+        };
+        let diagnostics: Vec<&Diagnostic> =
+            translation.diagnostics.iter().filter(|d| !judges_unread_data(d, &unread)).collect();
         let mut summary = Summary { hosts: translation.table.host_count(), ..Summary::default() };
         let ingresses: Vec<IngressReport> = objects
             .ingresses
@@ -488,13 +501,18 @@ mod tests {
     /// Without Secret data (a cluster), content checks are left out and the report says so.
     #[test]
     fn without_secret_data_content_problems_are_not_reported() {
-        let yaml = "apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: {name: ostium}\nspec: {controller: ostium.dev/ingress-controller}\n---\napiVersion: v1\nkind: Secret\nmetadata: {name: tls}\ntype: kubernetes.io/tls\n---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: web}\nspec:\n  ingressClassName: ostium\n  tls: [{hosts: [a.example.com], secretName: tls}]\n  rules: [{host: a.example.com}]\n";
+        let yaml = "apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: {name: ostium}\nspec: {controller: ostium.dev/ingress-controller}\n---\napiVersion: v1\nkind: Secret\nmetadata: {name: tls}\ntype: kubernetes.io/tls\n---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: web}\nspec:\n  ingressClassName: ostium\n  tls: [{hosts: [a.example.com], secretName: tls}]\n  rules: [{host: a.example.com}]\n---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: auth, annotations: {nginx.ingress.kubernetes.io/auth-type: basic, nginx.ingress.kubernetes.io/auth-secret: tl}}\nspec:\n  ingressClassName: ostium\n  rules: [{host: b.example.com}]\n";
         let objects = Objects::from_yaml(yaml).unwrap();
         let id = NamespacedName::new("ingress-nginx", "ingress-nginx-controller");
         let with_data = Report::new("m".into(), &objects, &options(), &id, true);
-        assert_eq!(with_data.ingresses[0].problems[0].reason, "InvalidTlsSecret");
+        assert_eq!(with_data.ingresses[1].problems[0].reason, "InvalidTlsSecret");
         let metadata_only = Report::new("c".into(), &objects, &options(), &id, false);
-        assert!(metadata_only.ingresses[0].problems.is_empty());
+        assert!(metadata_only.ingresses[1].problems.is_empty());
         assert!(metadata_only.notes[0].contains("Secret data is not read"));
+        // A Secret that does not exist is a problem all the same (`tl` is not `tls`).
+        let auth = &metadata_only.ingresses[0];
+        assert_eq!(auth.name, "auth");
+        assert_eq!(auth.problems[0].reason, "AuthMisconfigured", "{:?}", auth.problems);
+        assert!(auth.problems[0].message.contains("secret default/tl "), "{:?}", auth.problems);
     }
 }
