@@ -34,8 +34,10 @@ mod auth;
 mod auth_tls;
 mod backend_tls;
 mod backends;
+mod balance;
 mod cors;
 mod external_auth;
+mod mirror;
 mod rate_limit;
 mod shaping;
 mod tls;
@@ -71,8 +73,10 @@ const SUPPORTED: &[&[&str]] = &[
     access::KEYS,
     backend_tls::KEYS,
     backends::KEYS,
+    balance::KEYS,
     cors::KEYS,
     external_auth::KEYS,
+    mirror::KEYS,
     rate_limit::KEYS,
     shaping::KEYS,
     tls::KEYS,
@@ -208,6 +212,8 @@ pub(crate) fn parse(
     let _ = parser.flag("http2-push-preload");
     policy.satisfy = parser.satisfy();
     policy.shaping = parser.shaping(protocol);
+    policy.load_balance = parser.load_balance();
+    policy.mirror = parser.mirror();
 
     let rewrite = parser.value("rewrite-target").and_then(|target| match rewrite_target(target) {
         Some(target) => Some(target),
