@@ -42,11 +42,11 @@ impl Parser<'_> {
             }
             return None;
         };
-        // As ingress-nginx: anything but `off` (an invalid value with a warning) is on.
-        let request_body = match self.value("mirror-request-body").map(|v| v.replace(' ', "")) {
+        // As ingress-nginx: checked with its spaces removed, then anything but `off` (trimmed)
+        // is on; a value that fails the check is on, with a warning.
+        let request_body = match self.value("mirror-request-body") {
             None => true,
-            Some(value) if value == "off" => false,
-            Some(value) if value == "on" => true,
+            Some(value) if matches!(value.replace(' ', "").as_str(), "on" | "off") => value.trim() != "off",
             Some(_) => {
                 self.warn_default("mirror-request-body", "on");
                 true
