@@ -27,7 +27,7 @@ use tokio::sync::{Semaphore, mpsc};
 
 /// A request as the mirror received it.
 #[derive(Debug)]
-struct Copy {
+struct Received {
     method: String,
     uri: String,
     headers: http::HeaderMap,
@@ -36,7 +36,7 @@ struct Copy {
 
 /// A mirror that records each request it gets, and answers only once `answers` has a permit
 /// for it (none at first: every copy is held).
-async fn mirror_backend() -> (SocketAddr, mpsc::UnboundedReceiver<Copy>, Arc<Semaphore>) {
+async fn mirror_backend() -> (SocketAddr, mpsc::UnboundedReceiver<Received>, Arc<Semaphore>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (copies, received) = mpsc::unbounded_channel();
@@ -53,7 +53,7 @@ async fn mirror_backend() -> (SocketAddr, mpsc::UnboundedReceiver<Copy>, Arc<Sem
                         let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
                         let uri = parts.uri.to_string();
                         let copy =
-                            Copy { method: parts.method.to_string(), uri, headers: parts.headers, body };
+                            Received { method: parts.method.to_string(), uri, headers: parts.headers, body };
                         let _ = copies.send(copy);
                         allowed.acquire().await.unwrap().forget();
                         Ok::<_, Infallible>(hyper::Response::new(http_body_util::Full::new(Bytes::from("m"))))

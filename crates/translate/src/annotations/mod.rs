@@ -14,6 +14,8 @@
 //!   `app-root`, `ssl-redirect` (default true), `force-ssl-redirect`.
 //! - `backend-protocol`; timeouts, retries, request bodies and buffering (see `upstream`); TLS
 //!   toward the endpoints (see `backend_tls`).
+//! - `load-balance` (see `balance`); `mirror-target`, `mirror-host`, `mirror-request-body`
+//!   (see `mirror`).
 //! - Snippet annotations are refused, never interpreted. They and the access restrictions ostium
 //!   does not implement yet ([`DENIED_UNTIL_IMPLEMENTED`]) deny every route of their Ingress
 //!   (503): serving the routes without them would be more open than asked. Every other
