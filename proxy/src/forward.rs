@@ -16,11 +16,12 @@ use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use ostium_model::{NamespacedName, NextUpstream, Protocol};
+use ostium_model::{LoadBalance, NamespacedName, NextUpstream, Protocol};
 
 use crate::body::{AccessEntry, ProxyBody};
 use crate::buffer::BufferedBody;
 use crate::error_page::{Details, ErrorPageRequest};
+use crate::mirror::MirrorCopy;
 use crate::outcome::Outcome;
 use crate::policy::{Admission, AuthEffects, Original};
 use crate::request::RequestHead;
@@ -183,8 +184,8 @@ impl Proxy {
         let outgoing = Outgoing { parts, path_and_query, body: OutgoingBody::None, client_upgrade: None };
         let clocks = self.clocks(routed);
         let next_upstream = NextUpstream::default();
-        let (response, _) =
-            self.to_backend(outgoing, target, (protocol, None), clocks, &next_upstream, trace).await?;
+        let tries = (&next_upstream, LoadBalance::default());
+        let (response, _) = self.to_backend(outgoing, target, (protocol, None), clocks, tries, trace).await?;
         let hsts = connection.is_tls && routed.host_has_certificate;
         self.respond(response, None, hsts, clocks.read, Admission::default())
     }
@@ -218,6 +219,7 @@ impl Proxy {
         let instead = routed.defaults.as_ref().and_then(|d| d.instead_of(&target));
         let (target, protocol) = instead.clone().unwrap_or((target, protocol));
         let (_, version) = upstream::scheme(protocol);
+        let mirror = routed.policy.mirror.as_ref().map(|mirror| MirrorCopy::capture(mirror, &request));
         let body = (self.inner.config.connections.client_body_timeout, trace.bytes_in.clone());
         let mut outgoing = upstream_request(request, head, routed, connection, version, body)?;
         if let Some(effects) = &mut trace.auth_effects {
@@ -227,15 +229,21 @@ impl Proxy {
             details.tell(&mut outgoing.parts.headers, 503);
         }
         trace.request_id = outgoing.parts.headers.get("x-request-id").cloned();
-        // nginx streams gRPC request bodies whatever `proxy_request_buffering` says.
-        if routed.policy.request_buffering && !matches!(protocol, Protocol::Grpc | Protocol::Grpcs) {
+        // nginx streams gRPC request bodies whatever `proxy_request_buffering` says, and reads
+        // the whole body first when a mirror takes it.
+        let buffering =
+            routed.policy.request_buffering && !matches!(protocol, Protocol::Grpc | Protocol::Grpcs);
+        if buffering || mirror.as_ref().is_some_and(MirrorCopy::wants_body) {
             self.buffer_body(&mut outgoing, routed.policy.client_body_buffer_size).await?;
         }
+        if let Some(copy) = mirror {
+            self.mirror(copy, &outgoing.body);
+        }
         let clocks = self.clocks(routed);
-        let next_upstream = &routed.policy.next_upstream;
+        let tries = (&routed.policy.next_upstream, routed.policy.load_balance);
         let tls = routed.policy.backend_tls.as_ref();
         let (mut response, client_upgrade) =
-            self.to_backend(outgoing, target, (protocol, tls), clocks, next_upstream, trace).await?;
+            self.to_backend(outgoing, target, (protocol, tls), clocks, tries, trace).await?;
         response::shape(response.headers_mut(), &routed.policy.shaping, connection.is_tls, head.host());
         let hsts = connection.is_tls && routed.host_has_certificate;
         Ok(self.respond(response, client_upgrade, hsts, clocks.read, admission)?)

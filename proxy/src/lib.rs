@@ -61,6 +61,7 @@ mod framing;
 mod headers;
 mod listener;
 mod metrics;
+mod mirror;
 mod outcome;
 mod passthrough;
 mod policy;
@@ -112,6 +113,8 @@ pub struct ProxyConfig {
     /// Where buffered request bodies that outgrow `client-body-buffer-size` spill: a private
     /// directory is made inside when first needed (`/tmp`, as nginx's `client_body_temp_path`).
     pub body_temp_dir: PathBuf,
+    /// Copies of requests (`mirror-target`) in flight at most; more are dropped and counted.
+    pub mirrors_in_flight: usize,
 }
 
 impl Default for ProxyConfig {
@@ -125,6 +128,7 @@ impl Default for ProxyConfig {
             drain_timeout: Duration::from_secs(30),
             connections: ConnectionLimits::default(),
             body_temp_dir: PathBuf::from("/tmp"),
+            mirrors_in_flight: 256,
         }
     }
 }
@@ -140,6 +144,7 @@ struct Inner {
     tables: TableReader,
     upstream: upstream::Upstream,
     body_files: buffer::BodyFiles,
+    mirrors: mirror::Mirrors,
     config: ProxyConfig,
     metrics: ProxyMetrics,
 }
@@ -185,7 +190,8 @@ impl Proxy {
     ) -> Self {
         let upstream = upstream::Upstream::new(&config, provider);
         let body_files = buffer::BodyFiles::new(config.body_temp_dir.clone());
-        Self { inner: Arc::new(Inner { tables, upstream, body_files, config, metrics }) }
+        let mirrors = mirror::Mirrors::new(config.mirrors_in_flight);
+        Self { inner: Arc::new(Inner { tables, upstream, body_files, mirrors, config, metrics }) }
     }
 
     pub(crate) fn upstream(&self) -> &upstream::Upstream {

@@ -28,6 +28,7 @@ struct Inner {
     connections: Gauge,
     connections_refused: Counter,
     tls_handshake_errors: Counter,
+    mirror_dropped: Counter,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -70,6 +71,7 @@ impl Default for ProxyMetrics {
             connections: Gauge::default(),
             connections_refused: Counter::default(),
             tls_handshake_errors: Counter::default(),
+            mirror_dropped: Counter::default(),
         };
         Self { inner: Arc::new(inner) }
     }
@@ -116,6 +118,11 @@ impl ProxyMetrics {
             "TLS handshakes that failed or timed out",
             m.tls_handshake_errors.clone(),
         );
+        registry.register(
+            "mirror_requests_dropped",
+            "Request copies (mirror-target) not sent because the most allowed in flight were",
+            m.mirror_dropped.clone(),
+        );
         metrics
     }
 
@@ -152,6 +159,10 @@ impl ProxyMetrics {
 
     pub(crate) fn connection_refused(&self) {
         self.inner.connections_refused.inc();
+    }
+
+    pub(crate) fn mirror_dropped(&self) {
+        self.inner.mirror_dropped.inc();
     }
 
     pub(crate) fn tls_handshake_error(&self) {

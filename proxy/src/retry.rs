@@ -22,7 +22,9 @@ use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Method, Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
-use ostium_model::{BackendTls, Endpoint, Endpoints, NextUpstream, Protocol, RetryCondition, Target};
+use ostium_model::{
+    BackendTls, Endpoint, Endpoints, LoadBalance, NextUpstream, Protocol, RetryCondition, Target,
+};
 
 use crate::body::{BodyClock, client_body_fault};
 use crate::buffer::ReplayError;
@@ -72,7 +74,7 @@ impl Proxy {
         target: Target,
         (protocol, tls): (Protocol, Option<&Arc<BackendTls>>),
         clocks: Clocks,
-        next_upstream: &NextUpstream,
+        (next_upstream, balance): (&NextUpstream, LoadBalance),
         trace: &mut Trace,
     ) -> Result<(Response<Incoming>, Option<OnUpgrade>), ProxyError> {
         let Outgoing { mut parts, path_and_query, mut body, client_upgrade } = outgoing;
@@ -86,7 +88,7 @@ impl Proxy {
         let mut tried = Vec::new();
         let mut this_try = body.for_try().ok_or(ProxyError::BadRequest("request body"))?;
         loop {
-            let (authority, endpoint) = peers.pick(self, &mut tried)?;
+            let (authority, endpoint) = peers.pick(self, balance, &mut tried)?;
             // A try that may be followed by another sends a copy of the head.
             let mut head = match tries.left_after_this() {
                 true => copy_head(&parts),
@@ -138,14 +140,25 @@ impl Proxy {
             result = upstream => Some(result),
             () = clock.upstream_stalled(clocks.send, clocks.read) => None,
         };
-        trace.upstream_duration = Some(started.elapsed());
+        let took = started.elapsed();
+        trace.upstream_duration = Some(took);
+        // The latency average takes every answer and every failure after the request was sent
+        // (a refused connection goes to passive health instead).
+        let record_latency = || {
+            let now = self.inner.upstream.now_us();
+            endpoint.inspect(|e| e.record_latency(took.as_micros() as u64, now));
+        };
         let error = match result {
             Some(Ok(response)) => {
                 endpoint.inspect(|e| e.record_success());
+                record_latency();
                 return Ok(response);
             }
             Some(Err(error)) => error,
-            None => return Err(Failed::sent(ProxyError::UpstreamTimeout, RetryCondition::Timeout)),
+            None => {
+                record_latency();
+                return Err(Failed::sent(ProxyError::UpstreamTimeout, RetryCondition::Timeout));
+            }
         };
         if let Some(fault) = client_body_fault(&error) {
             return Err(Failed { error: fault, condition: None, sent: true });
@@ -155,6 +168,7 @@ impl Proxy {
             return Err(Failed { error: ProxyError::BodyBufferFailed, condition: None, sent: true });
         }
         if !error.is_connect() {
+            record_latency();
             tracing::debug!(%error, "upstream request failed");
             if find_cause::<hyper::Error>(&error).is_some_and(hyper::Error::is_parse) {
                 return Err(Failed::sent(ProxyError::UpstreamInvalidResponse, RetryCondition::InvalidHeader));
@@ -193,6 +207,7 @@ impl Peers {
     fn pick(
         &self,
         proxy: &Proxy,
+        balance: LoadBalance,
         tried: &mut Vec<SocketAddr>,
     ) -> Result<(Authority, Option<Arc<Endpoint>>), ProxyError> {
         let endpoints = match self {
@@ -200,10 +215,14 @@ impl Peers {
             Self::Endpoints(endpoints) => endpoints,
         };
         let now = proxy.inner.upstream.now_ms();
-        let endpoint = upstream::pick(endpoints, now, tried)
+        let pick = |tried: &[SocketAddr]| match balance {
+            LoadBalance::RoundRobin => upstream::pick(endpoints, now, tried),
+            LoadBalance::Ewma => upstream::pick_ewma(endpoints, (now, proxy.inner.upstream.now_us()), tried),
+        };
+        let endpoint = pick(tried)
             .or_else(|| {
                 tried.clear();
-                upstream::pick(endpoints, now, tried)
+                pick(tried)
             })
             .ok_or(ProxyError::NoEndpoints)?;
         Ok((endpoint.authority.clone(), Some(endpoint)))

@@ -140,6 +140,11 @@ impl Upstream {
         self.started.elapsed().as_millis() as u64
     }
 
+    /// Microseconds since start, the clock of the latency averages (`load-balance: ewma`).
+    pub(crate) fn now_us(&self) -> u64 {
+        self.started.elapsed().as_micros() as u64
+    }
+
     pub(crate) fn eject_for_ms(&self) -> u64 {
         self.eject_for_ms
     }
@@ -298,6 +303,35 @@ pub(crate) fn pick(endpoints: &Endpoints, now_ms: u64, tried: &[SocketAddr]) -> 
     Some(chosen.clone())
 }
 
+/// `load-balance: ewma`, as ingress-nginx's `balancer/ewma.lua`: of two endpoints drawn at
+/// random among those the request has not tried, the one with the lower latency score
+/// ([`Endpoint::latency_score`]) at `now_us`. Ejected endpoints are left out while any other is
+/// left, as in [`pick`]; `None` when every endpoint was tried.
+pub(crate) fn pick_ewma(
+    endpoints: &Endpoints,
+    (now_ms, now_us): (u64, u64),
+    tried: &[SocketAddr],
+) -> Option<Arc<Endpoint>> {
+    let untried = |e: &&Arc<Endpoint>| !tried.contains(&e.addr);
+    let healthy = |e: &&Arc<Endpoint>| untried(e) && !e.is_ejected(now_ms);
+    let candidate = |nth: usize, skip_ejected: bool| match skip_ejected {
+        true => endpoints.iter().filter(healthy).nth(nth),
+        false => endpoints.iter().filter(untried).nth(nth),
+    };
+    let healthy_count = endpoints.iter().filter(healthy).count();
+    let skip_ejected = healthy_count > 0;
+    let n = if skip_ejected { healthy_count } else { endpoints.iter().filter(untried).count() };
+    if n < 2 {
+        return candidate(0, skip_ejected).cloned();
+    }
+    let first = fastrand::usize(..n);
+    let second = (first + 1 + fastrand::usize(..n - 1)) % n;
+    let (first, second) = (candidate(first, skip_ejected)?, candidate(second, skip_ejected)?);
+    // A tie keeps the first drawn, as ingress-nginx's `pick_and_score`.
+    let better = second.latency_score(now_us) < first.latency_score(now_us);
+    Some(if better { second } else { first }.clone())
+}
+
 #[cfg(test)]
 mod tests {
     use ostium_model::{BackendTlsSettings, EndpointKey, EndpointSet, NamespacedName};
@@ -385,6 +419,36 @@ mod tests {
             good.record_failure(1_000, 10_000);
         }
         assert!(pick(&endpoints, 2_000, &[]).is_some(), "all ejected: still try one");
+    }
+
+    #[test]
+    fn ewma_prefers_the_faster_of_two_and_forgets_slowly() {
+        let set = set(2);
+        let endpoints = set.load();
+        let (fast, slow) = (endpoints.get(0).unwrap(), endpoints.get(1).unwrap());
+        fast.record_latency(1_000, 1_000_000);
+        slow.record_latency(100_000, 1_000_000);
+        let now = (1_000, 1_000_000);
+        assert!((0..100).all(|_| pick_ewma(&endpoints, now, &[]).unwrap().addr == fast.addr));
+        // A retry goes to the one left, however slow.
+        assert_eq!(pick_ewma(&endpoints, now, &[fast.addr]).unwrap().addr, slow.addr);
+        assert!(pick_ewma(&endpoints, now, &[fast.addr, slow.addr]).is_none());
+        // Long unused, the slow endpoint's score decays below the fast one's fresh sample.
+        fast.record_latency(1_000, 61_000_000);
+        assert!(slow.latency_score(61_000_000) < fast.latency_score(61_000_000));
+    }
+
+    #[test]
+    fn ewma_skips_ejected_endpoints_unless_all_are() {
+        let set = set(3);
+        let endpoints = set.load();
+        let bad = endpoints.get(0).unwrap();
+        for _ in 0..3 {
+            bad.record_failure(1_000, 10_000);
+        }
+        assert!((0..100).all(|_| pick_ewma(&endpoints, (2_000, 0), &[]).unwrap().addr != bad.addr));
+        let others = [endpoints.get(1).unwrap().addr, endpoints.get(2).unwrap().addr];
+        assert_eq!(pick_ewma(&endpoints, (2_000, 0), &others).unwrap().addr, bad.addr);
     }
 
     #[test]

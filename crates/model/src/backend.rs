@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use arc_swap::ArcSwap;
 use http::uri::Authority;
 
-use crate::NamespacedName;
+use crate::{NamespacedName, decay_ewma};
 
 /// Index of a [`Backend`] in its [`Table`](crate::Table).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -96,6 +96,10 @@ pub struct Endpoint {
     consecutive_failures: AtomicU32,
     /// Milliseconds on the caller's clock until which the endpoint is skipped; 0 when healthy.
     ejected_until_ms: AtomicU64,
+    /// `load-balance: ewma`: the response time average in microseconds (`f64` bits), and when it
+    /// was last updated (microseconds on the caller's clock; 0: never).
+    latency_us: AtomicU64,
+    latency_touched_us: AtomicU64,
 }
 
 /// Connection failures in a row that eject an endpoint.
@@ -173,7 +177,7 @@ impl EndpointSet {
             .into_iter()
             .map(|addr| match old.list.binary_search_by_key(&addr, |e| e.addr) {
                 Ok(i) => old.list[i].clone(),
-                Err(_) => Arc::new(Endpoint::new(addr)),
+                Err(_) => Arc::new(Endpoint::new(addr).starting_slow(&old)),
             })
             .collect();
         self.current.store(Arc::new(Endpoints { list, cursor: AtomicUsize::new(0) }));
@@ -234,7 +238,43 @@ impl Endpoint {
             in_flight: AtomicU32::new(0),
             consecutive_failures: AtomicU32::new(0),
             ejected_until_ms: AtomicU64::new(0),
+            latency_us: AtomicU64::new(0),
+            latency_touched_us: AtomicU64::new(0),
         }
+    }
+
+    /// A new endpoint starts with the average latency of the endpoints that have one, as
+    /// ingress-nginx's `calculate_slow_start_ewma`, so it is not flooded for having none; it is
+    /// dated from the latest of theirs (ingress-nginx dates it now; there is no clock here).
+    fn starting_slow(self, others: &Endpoints) -> Self {
+        let known: Vec<_> = others.iter().filter_map(|e| e.latency()).collect();
+        if let Some(touched) = known.iter().map(|(_, touched)| *touched).max() {
+            let average = known.iter().map(|(latency, _)| latency).sum::<f64>() / known.len() as f64;
+            self.latency_us.store(average.to_bits(), Ordering::Relaxed);
+            self.latency_touched_us.store(touched, Ordering::Relaxed);
+        }
+        self
+    }
+
+    /// The latency average and when it was updated; `None` before the first response.
+    fn latency(&self) -> Option<(f64, u64)> {
+        let touched = self.latency_touched_us.load(Ordering::Relaxed);
+        (touched != 0).then(|| (f64::from_bits(self.latency_us.load(Ordering::Relaxed)), touched))
+    }
+
+    /// The score `load-balance: ewma` compares at `now_us`: the latency average decayed toward 0
+    /// by the time since its last update (0 before the first response).
+    pub fn latency_score(&self, now_us: u64) -> f64 {
+        self.latency().map_or(0.0, |(average, touched)| decay_ewma(average, touched, 0.0, now_us))
+    }
+
+    /// Folds a response time into the latency average. Two updates racing may lose one sample,
+    /// as ingress-nginx's, which skips the update when its lock is taken.
+    pub fn record_latency(&self, sample_us: u64, now_us: u64) {
+        let (average, touched) = self.latency().unwrap_or((0.0, 0));
+        let average = decay_ewma(average, touched, sample_us as f64, now_us);
+        self.latency_us.store(average.to_bits(), Ordering::Relaxed);
+        self.latency_touched_us.store(now_us.max(1), Ordering::Relaxed);
     }
 
     /// Requests currently outstanding on this endpoint.
@@ -320,6 +360,18 @@ mod tests {
         assert!(e.record_failure(1_000, 5_000), "third failure in a row ejects");
         assert!(e.is_ejected(5_999));
         assert!(!e.is_ejected(6_000));
+    }
+
+    #[test]
+    fn new_endpoints_start_with_the_average_latency_of_the_others() {
+        let set = EndpointSet::new(key(), [addr("10.0.0.1:80"), addr("10.0.0.2:80"), addr("10.0.0.3:80")]);
+        let before = set.load();
+        before.get(0).unwrap().record_latency(1_000, 5_000_000);
+        before.get(1).unwrap().record_latency(3_000, 5_000_000);
+        set.replace([addr("10.0.0.1:80"), addr("10.0.0.2:80"), addr("10.0.0.3:80"), addr("10.0.0.4:80")]);
+        let after = set.load();
+        assert_eq!(after.get(2).unwrap().latency_score(5_000_000), 0.0, "staying, never answered");
+        assert_eq!(after.get(3).unwrap().latency_score(5_000_000), 2_000.0);
     }
 
     #[test]

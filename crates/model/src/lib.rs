@@ -10,10 +10,12 @@
 mod access;
 mod backend;
 mod backend_tls;
+mod balance;
 mod client_auth;
 mod cors;
 mod external_auth;
 mod host;
+mod mirror;
 mod name;
 mod path;
 mod policy;
@@ -33,12 +35,14 @@ pub use backend_tls::{
     BackendTls, BackendTlsError, BackendTlsSettings, DEFAULT_BACKEND_TLS_NAME, Verification,
     accept_any_server_certificate,
 };
+pub use balance::{DECAY_TIME_US, LoadBalance, decay_ewma};
 pub use client_auth::{ClientAuth, ClientTrust, ClientVerify, VerifyClient};
 pub use cors::{Cors, CorsOrigins};
 pub use external_auth::{
     AUTH_CACHE_ENTRIES, AuthCache, CachedAnswer, ExternalAuth, Template, TemplatePart, Variable,
 };
 pub use host::{HostMatch, HostRule, InvalidHost, NormalizedHost, normalize_host};
+pub use mirror::{Mirror, MirrorPath};
 pub use name::{InvalidName, NamespacedName};
 pub use path::{InvalidPath, PathMatch, PathMatchKind, PathRegex, PathRule, forwarded_path, normalize_path};
 pub use policy::{

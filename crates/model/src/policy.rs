@@ -10,8 +10,8 @@ use std::time::Duration;
 use http::HeaderValue;
 
 use crate::{
-    BackendId, BackendTls, Cors, ExternalAuth, NextUpstream, RateLimit, ResponseRate, Satisfy, Shaping,
-    SourceAccess,
+    BackendId, BackendTls, Cors, ExternalAuth, LoadBalance, Mirror, NextUpstream, RateLimit, ResponseRate,
+    Satisfy, Shaping, SourceAccess,
 };
 
 /// ingress-nginx's default `proxy-body-size`: 1 MiB.
@@ -88,6 +88,10 @@ pub struct Policy {
     /// The request line and headers sent upstream, the endpoint's headers sent back, and the
     /// style of the proxy's own redirects.
     pub shaping: Shaping,
+    /// `load-balance`: how an endpoint is chosen.
+    pub load_balance: LoadBalance,
+    /// `mirror-target` and its family: where a copy of each request goes.
+    pub mirror: Option<std::sync::Arc<Mirror>>,
 }
 
 /// `custom-http-errors` and `disable-proxy-intercept-errors`: which answers are replaced by the
@@ -257,6 +261,8 @@ impl Default for Policy {
             rate_limit: None,
             response_rate: None,
             shaping: Shaping::default(),
+            load_balance: LoadBalance::default(),
+            mirror: None,
         }
     }
 }

@@ -4,8 +4,9 @@
 use std::fmt::Write;
 
 use ostium_model::{
-    Backend, BackendTlsSettings, ClientAuth, Credentials, ExternalAuth, HostRule, HttpsRedirect, Policy,
-    Protocol, RedirectContext, Route, RouteAction, ServerTls, Shaping, Table, Target, TextRewrite,
+    Backend, BackendTlsSettings, ClientAuth, Credentials, ExternalAuth, HostRule, HttpsRedirect, LoadBalance,
+    Mirror, MirrorPath, Policy, Protocol, RedirectContext, Route, RouteAction, ServerTls, Shaping, Table, Target,
+    TextRewrite,
 };
 
 use crate::Translation;
@@ -248,6 +249,12 @@ fn policy_line(table: &Table, policy: &Policy) -> String {
         parts.push(format!("error pages for {}{scope}", codes.join(",")));
     }
     shaping_parts(&policy.shaping, &mut parts);
+    if policy.load_balance == LoadBalance::Ewma {
+        parts.push("balance ewma".to_owned());
+    }
+    if let Some(mirror) = &policy.mirror {
+        parts.push(mirror_part(mirror));
+    }
     if parts.is_empty() { String::new() } else { format!(" [{}]", parts.join("; ")) }
 }
 
@@ -312,6 +319,21 @@ fn external_auth_line(auth: &ExternalAuth) -> String {
         line.push_str(" always set cookie");
     }
     line
+}
+
+/// `mirror-*`: where copies go, their `Host`, and whether they carry the body.
+fn mirror_part(mirror: &Mirror) -> String {
+    let path = match &mirror.path {
+        MirrorPath::Fixed(path) => format!("{path} (query kept)"),
+        MirrorPath::WithRequestUri(parts) => parts.join("$request_uri"),
+    };
+    format!(
+        "mirror {}://{}{path} host {} body {}",
+        mirror.scheme,
+        mirror.authority,
+        mirror.host.to_str().unwrap_or("?"),
+        if mirror.request_body { "on" } else { "off" }
+    )
 }
 
 /// What a route's shaping changes from the default.

@@ -14,6 +14,8 @@
 //!   `app-root`, `ssl-redirect` (default true), `force-ssl-redirect`.
 //! - `backend-protocol`; timeouts, retries, request bodies and buffering (see `upstream`); TLS
 //!   toward the endpoints (see `backend_tls`).
+//! - `load-balance` (see `balance`); `mirror-target`, `mirror-host`, `mirror-request-body`
+//!   (see `mirror`).
 //! - Snippet annotations are refused, never interpreted. They and the access restrictions ostium
 //!   does not implement yet ([`DENIED_UNTIL_IMPLEMENTED`]) deny every route of their Ingress
 //!   (503): serving the routes without them would be more open than asked. Every other
@@ -34,8 +36,10 @@ mod auth;
 mod auth_tls;
 mod backend_tls;
 mod backends;
+mod balance;
 mod cors;
 mod external_auth;
+mod mirror;
 mod rate_limit;
 mod shaping;
 mod tls;
@@ -90,13 +94,9 @@ const NOT_SUPPORTED: &[&str] = &[
     "session-cookie-conditional-samesite-none",
     "session-cookie-secure",
     "session-cookie-change-on-failure",
-    "load-balance",
     "upstream-hash-by",
     "upstream-hash-by-subset",
     "upstream-hash-by-subset-size",
-    "mirror-target",
-    "mirror-host",
-    "mirror-request-body",
     "enable-opentelemetry",
     "opentelemetry-trust-incoming-span",
     "opentelemetry-operation-name",
@@ -109,8 +109,10 @@ const SUPPORTED: &[&[&str]] = &[
     access::KEYS,
     backend_tls::KEYS,
     backends::KEYS,
+    balance::KEYS,
     cors::KEYS,
     external_auth::KEYS,
+    mirror::KEYS,
     rate_limit::KEYS,
     shaping::KEYS,
     tls::KEYS,
@@ -252,6 +254,8 @@ pub(crate) fn parse(
     let _ = parser.flag("http2-push-preload");
     policy.satisfy = parser.satisfy();
     policy.shaping = parser.shaping(protocol);
+    policy.load_balance = parser.load_balance();
+    policy.mirror = parser.mirror();
 
     let rewrite = parser.value("rewrite-target").and_then(|target| match rewrite_target(target) {
         Some(target) => Some(target),
