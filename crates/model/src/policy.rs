@@ -10,8 +10,8 @@ use std::time::Duration;
 use http::HeaderValue;
 
 use crate::{
-    BackendId, BackendTls, Cors, ExternalAuth, NextUpstream, RateLimit, ResponseRate, Satisfy, Shaping,
-    SourceAccess,
+    Affinity, BackendId, BackendTls, Cors, ExternalAuth, NextUpstream, RateLimit, ResponseRate, Satisfy, Shaping,
+    SourceAccess, UpstreamHash,
 };
 
 /// ingress-nginx's default `proxy-body-size`: 1 MiB.
@@ -88,6 +88,10 @@ pub struct Policy {
     /// The request line and headers sent upstream, the endpoint's headers sent back, and the
     /// style of the proxy's own redirects.
     pub shaping: Shaping,
+    /// `affinity: cookie`: a session cookie ties a client to an endpoint.
+    pub affinity: Option<std::sync::Arc<Affinity>>,
+    /// `upstream-hash-by`: a key of the request picks the endpoint (unless `affinity` is set).
+    pub upstream_hash: Option<std::sync::Arc<UpstreamHash>>,
 }
 
 /// `custom-http-errors` and `disable-proxy-intercept-errors`: which answers are replaced by the
@@ -257,6 +261,8 @@ impl Default for Policy {
             rate_limit: None,
             response_rate: None,
             shaping: Shaping::default(),
+            affinity: None,
+            upstream_hash: None,
         }
     }
 }
