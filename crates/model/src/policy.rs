@@ -10,8 +10,8 @@ use std::time::Duration;
 use http::HeaderValue;
 
 use crate::{
-    Affinity, BackendId, BackendTls, Cors, ExternalAuth, NextUpstream, RateLimit, ResponseRate, Satisfy, Shaping,
-    SourceAccess, UpstreamHash,
+    Affinity, BackendId, BackendTls, Cors, ExternalAuth, NextUpstream, RateLimit, ResponseRate, Satisfy,
+    Shaping, SourceAccess, UpstreamHash,
 };
 
 /// ingress-nginx's default `proxy-body-size`: 1 MiB.

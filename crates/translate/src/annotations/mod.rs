@@ -30,6 +30,7 @@ use rustls::crypto::CryptoProvider;
 use crate::{Diagnostic, ObjectRef, Objects, Reason};
 
 mod access;
+mod affinity;
 mod auth;
 mod auth_tls;
 mod backend_tls;
@@ -41,6 +42,7 @@ mod shaping;
 mod tls;
 mod upstream;
 
+pub(crate) use affinity::with_cookie_path;
 pub(crate) use auth::auth_secret;
 pub(crate) use backend_tls::backend_tls_secret;
 pub(crate) use external_auth::auth_headers_config_map;
@@ -69,6 +71,7 @@ const SUPPORTED: &[&[&str]] = &[
     auth::KEYS,
     auth_tls::KEYS,
     access::KEYS,
+    affinity::KEYS,
     backend_tls::KEYS,
     backends::KEYS,
     cors::KEYS,
@@ -119,6 +122,8 @@ pub(crate) struct Annotated {
     pub(crate) frontend_tls: FrontendTls,
     /// `auth-tls-*`: what the Ingress's hosts ask of client certificates.
     pub(crate) client_auth: Option<ClientAuth>,
+    /// `affinity: cookie` without `session-cookie-path`: each route's cookie takes its path.
+    pub(crate) cookie_path_from_route: bool,
 }
 
 /// Parses the annotations of one Ingress. Invalid values are reported and leave the default.
@@ -208,6 +213,8 @@ pub(crate) fn parse(
     let _ = parser.flag("http2-push-preload");
     policy.satisfy = parser.satisfy();
     policy.shaping = parser.shaping(protocol);
+    let cookie_path_from_route = parser.affinity(&mut policy);
+    parser.upstream_hash(&mut policy);
 
     let rewrite = parser.value("rewrite-target").and_then(|target| match rewrite_target(target) {
         Some(target) => Some(target),
@@ -255,6 +262,7 @@ pub(crate) fn parse(
         default_backend,
         frontend_tls,
         client_auth,
+        cookie_path_from_route,
     }
 }
 
