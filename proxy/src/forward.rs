@@ -18,6 +18,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use ostium_model::{LoadBalance, NamespacedName, NextUpstream, Protocol};
 
+use crate::affinity::Stickiness;
 use crate::body::{AccessEntry, ProxyBody};
 use crate::buffer::BufferedBody;
 use crate::error_page::{Details, ErrorPageRequest};
@@ -185,7 +186,8 @@ impl Proxy {
         let clocks = self.clocks(routed);
         let next_upstream = NextUpstream::default();
         let tries = (&next_upstream, LoadBalance::default());
-        let (response, _) = self.to_backend(outgoing, target, (protocol, None), clocks, tries, trace).await?;
+        let (response, _) =
+            self.to_backend(outgoing, target, (protocol, None), clocks, tries, None, trace).await?;
         let hsts = connection.is_tls && routed.host_has_certificate;
         self.respond(response, None, hsts, clocks.read, Admission::default())
     }
@@ -217,6 +219,8 @@ impl Proxy {
         };
         // `default-backend`: while the route's Service has no endpoints.
         let instead = routed.defaults.as_ref().and_then(|d| d.instead_of(&target));
+        // Sessions and hash keys tie requests to the route's own endpoints only.
+        let mut stickiness = instead.is_none().then(|| Stickiness::new(&routed.policy, &original)).flatten();
         let (target, protocol) = instead.clone().unwrap_or((target, protocol));
         let (_, version) = upstream::scheme(protocol);
         let mirror = routed.policy.mirror.as_ref().map(|mirror| MirrorCopy::capture(mirror, &request));
@@ -242,9 +246,13 @@ impl Proxy {
         let clocks = self.clocks(routed);
         let tries = (&routed.policy.next_upstream, routed.policy.load_balance);
         let tls = routed.policy.backend_tls.as_ref();
-        let (mut response, client_upgrade) =
-            self.to_backend(outgoing, target, (protocol, tls), clocks, tries, trace).await?;
+        let (mut response, client_upgrade) = self
+            .to_backend(outgoing, target, (protocol, tls), clocks, tries, stickiness.as_mut(), trace)
+            .await?;
         response::shape(response.headers_mut(), &routed.policy.shaping, connection.is_tls, head.host());
+        if let Some(cookie) = stickiness.as_ref().and_then(Stickiness::set_cookie) {
+            response.headers_mut().append(http::header::SET_COOKIE, cookie);
+        }
         let hsts = connection.is_tls && routed.host_has_certificate;
         Ok(self.respond(response, client_upgrade, hsts, clocks.read, admission)?)
     }

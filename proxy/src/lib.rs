@@ -50,6 +50,7 @@ macro_rules! write_through_to_inner {
     };
 }
 
+mod affinity;
 mod body;
 mod buffer;
 mod client_cert;

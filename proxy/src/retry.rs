@@ -26,6 +26,7 @@ use ostium_model::{
     BackendTls, Endpoint, Endpoints, LoadBalance, NextUpstream, Protocol, RetryCondition, Target,
 };
 
+use crate::affinity::Stickiness;
 use crate::body::{BodyClock, client_body_fault};
 use crate::buffer::ReplayError;
 use crate::error::find_cause;
@@ -66,8 +67,10 @@ struct Tries<'a> {
 
 impl Proxy {
     /// Sends a request to its backend, spoken to with its protocol and the route's TLS
-    /// settings, trying endpoints as the route's `proxy-next-upstream` allows. Returns the response to pass on, with the client's side of an upgrade it asked
-    /// for.
+    /// settings, trying endpoints as the route's `proxy-next-upstream` allows (the endpoint a
+    /// session or hash key ties the request to, if any). Returns the response to pass on, with
+    /// the client's side of an upgrade it asked for.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn to_backend(
         &self,
         outgoing: Outgoing,
@@ -75,6 +78,7 @@ impl Proxy {
         (protocol, tls): (Protocol, Option<&Arc<BackendTls>>),
         clocks: Clocks,
         (next_upstream, balance): (&NextUpstream, LoadBalance),
+        mut stickiness: Option<&mut Stickiness>,
         trace: &mut Trace,
     ) -> Result<(Response<Incoming>, Option<OnUpgrade>), ProxyError> {
         let Outgoing { mut parts, path_and_query, mut body, client_upgrade } = outgoing;
@@ -88,7 +92,8 @@ impl Proxy {
         let mut tried = Vec::new();
         let mut this_try = body.for_try().ok_or(ProxyError::BadRequest("request body"))?;
         loop {
-            let (authority, endpoint) = peers.pick(self, balance, &mut tried)?;
+            let retry = tries.made > 0;
+            let (authority, endpoint) = peers.pick(self, balance, &mut tried, stickiness.as_deref_mut(), retry)?;
             // A try that may be followed by another sends a copy of the head.
             let mut head = match tries.left_after_this() {
                 true => copy_head(&parts),
@@ -202,18 +207,23 @@ impl Peers {
         }
     }
 
-    /// Where the next try goes: an endpoint not in `tried` if there is one (else `tried` is
-    /// cleared and every endpoint may be tried again).
+    /// Where the next try goes: the endpoint the request is tied to, else an endpoint not in
+    /// `tried` if there is one (else `tried` is cleared and every endpoint may be tried again).
     fn pick(
         &self,
         proxy: &Proxy,
         balance: LoadBalance,
         tried: &mut Vec<SocketAddr>,
+        stickiness: Option<&mut Stickiness>,
+        retry: bool,
     ) -> Result<(Authority, Option<Arc<Endpoint>>), ProxyError> {
         let endpoints = match self {
             Self::Name(authority) => return Ok((authority.clone(), None)),
             Self::Endpoints(endpoints) => endpoints,
         };
+        if let Some(endpoint) = stickiness.and_then(|s| s.pick(endpoints, tried, retry)) {
+            return Ok((endpoint.authority.clone(), Some(endpoint)));
+        }
         let now = proxy.inner.upstream.now_ms();
         let pick = |tried: &[SocketAddr]| match balance {
             LoadBalance::RoundRobin => upstream::pick(endpoints, now, tried),

@@ -5,15 +5,17 @@
 //! so the controller can move endpoints without rebuilding the table, and balancer state of the
 //! endpoints that stay carries over.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
 use http::uri::Authority;
 
-use crate::{NamespacedName, decay_ewma};
+use crate::{HashRing, NamespacedName, StableHasher, decay_ewma};
 
 /// Index of a [`Backend`] in its [`Table`](crate::Table).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -84,6 +86,12 @@ pub struct Endpoints {
     list: Box<[Arc<Endpoint>]>,
     /// Shared cursor for balancers that need one (kept with the list it indexes).
     cursor: AtomicUsize,
+    /// The endpoints on a hash ring (`upstream-hash-by`, balanced affinity), built when a route
+    /// first needs it.
+    ring: OnceLock<HashRing>,
+    /// The subsets of `upstream-hash-by-subset` on a hash ring, for the subset size of the route
+    /// that first needed it.
+    subset_ring: OnceLock<(NonZeroU32, HashRing)>,
 }
 
 /// A pod's socket address and the live state the balancer keeps for it.
@@ -92,6 +100,9 @@ pub struct Endpoint {
     pub addr: SocketAddr,
     /// `addr` as a URI authority, built once so requests need not format it.
     pub authority: Authority,
+    /// A hash of the address: what a persistent session cookie holds to name the endpoint
+    /// without showing its address.
+    pub session_id: u64,
     in_flight: AtomicU32,
     consecutive_failures: AtomicU32,
     /// Milliseconds on the caller's clock until which the endpoint is skipped; 0 when healthy.
@@ -180,7 +191,7 @@ impl EndpointSet {
                 Err(_) => Arc::new(Endpoint::new(addr).starting_slow(&old)),
             })
             .collect();
-        self.current.store(Arc::new(Endpoints { list, cursor: AtomicUsize::new(0) }));
+        self.current.store(Arc::new(Endpoints { list, ..Endpoints::default() }));
         true
     }
 }
@@ -224,6 +235,28 @@ impl Endpoints {
     pub fn next_cursor(&self) -> usize {
         self.cursor.fetch_add(1, Ordering::Relaxed)
     }
+
+    /// The endpoint a key's hash belongs to on the endpoints' ring (see [`HashRing`]).
+    pub fn by_hash(&self, hash: u64) -> Option<&Arc<Endpoint>> {
+        let ring = self.ring.get_or_init(|| HashRing::new(self.list.iter().map(|e| e.authority.as_str())));
+        ring.find(hash).and_then(|i| self.list.get(i))
+    }
+
+    /// The endpoints of the subset a key's hash belongs to, as ingress-nginx's `chashsubset`
+    /// groups them: in order, `size` at a time, the last group filled up from the first
+    /// endpoints; the groups are placed on a ring.
+    pub fn subset_by_hash(&self, hash: u64, size: NonZeroU32) -> impl Iterator<Item = &Arc<Endpoint>> {
+        let (n, size_n) = (self.list.len(), size.get() as usize);
+        let count = n.div_ceil(size_n);
+        let build = || HashRing::new((1..=count).map(|i| format!("set{i}")));
+        let ring = match self.subset_ring.get_or_init(|| (size, build())) {
+            (cached, ring) if *cached == size => Cow::Borrowed(ring),
+            // Another route of the same Service port asks for other subsets: rare, built anew.
+            _ => Cow::Owned(build()),
+        };
+        let first = ring.find(hash).map(|subset| subset * size_n);
+        first.into_iter().flat_map(move |first| (first..first + size_n).map(move |i| &self.list[i % n]))
+    }
 }
 
 // === impl Endpoint ===
@@ -234,6 +267,7 @@ impl Endpoint {
         let authority = Authority::try_from(addr.to_string()).expect("a socket address is a valid authority");
         Self {
             addr,
+            session_id: StableHasher::hash(authority.as_str().as_bytes()),
             authority,
             in_flight: AtomicU32::new(0),
             consecutive_failures: AtomicU32::new(0),
@@ -360,6 +394,47 @@ mod tests {
         assert!(e.record_failure(1_000, 5_000), "third failure in a row ejects");
         assert!(e.is_ejected(5_999));
         assert!(!e.is_ejected(6_000));
+    }
+
+    /// As ingress-nginx's `chashsubset.lua`: 7 endpoints in subsets of 3 are
+    /// [1 2 3] [4 5 6] [7 1 2]; a key always gets the same subset.
+    #[test]
+    fn subsets_group_endpoints_in_order_and_fill_the_last_from_the_first() {
+        let set = EndpointSet::new(key(), (1..=7).map(|i| SocketAddr::from(([10, 0, 0, i], 80))));
+        let endpoints = set.load();
+        let size = NonZeroU32::new(3).unwrap();
+        let mut seen = std::collections::BTreeSet::new();
+        for k in 0..200u64 {
+            let hash = StableHasher::hash(&k.to_le_bytes());
+            let members: Vec<u8> = endpoints
+                .subset_by_hash(hash, size)
+                .map(|e| match e.addr.ip() {
+                    std::net::IpAddr::V4(ip) => ip.octets()[3],
+                    std::net::IpAddr::V6(_) => unreachable!(),
+                })
+                .collect();
+            assert_eq!(members.len(), 3);
+            seen.insert(members);
+        }
+        let expected: std::collections::BTreeSet<Vec<u8>> =
+            [vec![1, 2, 3], vec![4, 5, 6], vec![7, 1, 2]].into_iter().collect();
+        assert_eq!(seen, expected);
+        // Another size on the same version is served too.
+        assert_eq!(endpoints.subset_by_hash(1, NonZeroU32::new(7).unwrap()).count(), 7);
+    }
+
+    #[test]
+    fn the_ring_is_built_once_per_version() {
+        let set = EndpointSet::new(key(), [addr("10.0.0.1:80"), addr("10.0.0.2:80")]);
+        let endpoints = set.load();
+        let picked = endpoints.by_hash(42).unwrap().addr;
+        assert!((0..10).all(|_| endpoints.by_hash(42).unwrap().addr == picked));
+        let ring = endpoints.ring.get().unwrap() as *const HashRing;
+        endpoints.by_hash(7);
+        assert_eq!(endpoints.ring.get().unwrap() as *const HashRing, ring);
+        assert!(set.replace([addr("10.0.0.1:80")]));
+        assert!(set.load().ring.get().is_none(), "a new version starts without a ring");
+        assert_ne!(endpoints.get(0).unwrap().session_id, endpoints.get(1).unwrap().session_id);
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! This crate knows nothing of Kubernetes, hyper or tokio: it is data plus lookup.
 
 mod access;
+mod affinity;
 mod backend;
 mod backend_tls;
 mod balance;
@@ -26,8 +27,12 @@ mod shaping;
 mod store;
 mod table;
 mod tls;
+mod upstream_hash;
 
 pub use access::{AddressVerdict, CidrSet, InvalidNetwork, Satisfy, SourceAccess};
+pub use affinity::{
+    Affinity, AffinityMode, DEFAULT_SESSION_COOKIE, SameSite, SessionCookie, same_site_none_compatible,
+};
 pub use backend::{
     Backend, BackendId, Endpoint, EndpointKey, EndpointSet, Endpoints, PortRef, Protocol, Target,
 };
@@ -59,6 +64,7 @@ pub use shaping::{Shaping, TextRewrite};
 pub use store::{TableReader, TableStore};
 pub use table::{Route, RouteAction, RouteConflict, RouteMatch, Table, TableBuilder, VirtualHost};
 pub use tls::{Certificate, ServerTls, TlsTable, describe_tls_error};
+pub use upstream_hash::{DEFAULT_SUBSET_SIZE, HashRing, POINTS_PER_NODE, StableHasher, UpstreamHash};
 
 /// Hash maps of the table: a fast hasher, randomly seeded per process (keys come from the
 /// configuration, lookups from requests).

@@ -10,8 +10,8 @@ use std::time::Duration;
 use http::HeaderValue;
 
 use crate::{
-    BackendId, BackendTls, Cors, ExternalAuth, LoadBalance, Mirror, NextUpstream, RateLimit, ResponseRate,
-    Satisfy, Shaping, SourceAccess,
+    Affinity, BackendId, BackendTls, Cors, ExternalAuth, LoadBalance, Mirror, NextUpstream, RateLimit,
+    ResponseRate, Satisfy, Shaping, SourceAccess, UpstreamHash,
 };
 
 /// ingress-nginx's default `proxy-body-size`: 1 MiB.
@@ -92,6 +92,10 @@ pub struct Policy {
     pub load_balance: LoadBalance,
     /// `mirror-target` and its family: where a copy of each request goes.
     pub mirror: Option<std::sync::Arc<Mirror>>,
+    /// `affinity: cookie`: a session cookie ties a client to an endpoint.
+    pub affinity: Option<std::sync::Arc<Affinity>>,
+    /// `upstream-hash-by`: a key of the request picks the endpoint (unless `affinity` is set).
+    pub upstream_hash: Option<std::sync::Arc<UpstreamHash>>,
 }
 
 /// `custom-http-errors` and `disable-proxy-intercept-errors`: which answers are replaced by the
@@ -263,6 +267,8 @@ impl Default for Policy {
             shaping: Shaping::default(),
             load_balance: LoadBalance::default(),
             mirror: None,
+            affinity: None,
+            upstream_hash: None,
         }
     }
 }

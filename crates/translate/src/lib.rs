@@ -207,6 +207,7 @@ impl<'a> Translator<'a> {
         }
         let (policy, protocol, use_regex) = (Arc::new(policy), annotated.protocol, annotated.use_regex);
         let rewrite = annotated.rewrite;
+        let cookie_path_from_route = annotated.cookie_path_from_route;
         let www_redirect = annotated.www_redirect;
         let dial = if annotated.service_upstream { Dial::ClusterIp } else { Dial::Endpoints };
 
@@ -243,7 +244,10 @@ impl<'a> Translator<'a> {
                 let written = path.path.as_deref().filter(|p| !p.is_empty()).unwrap_or("/");
                 // ingress-nginx's buildProxyPass: a target equal to the path rewrites nothing.
                 let rewrite = rewrite.as_ref().filter(|(target, _)| **target != *written);
-                let policy = with_rewrite(&policy, &rule, rewrite);
+                let mut policy = with_rewrite(&policy, &rule, rewrite);
+                if cookie_path_from_route {
+                    policy = annotations::with_cookie_path(&policy, written);
+                }
                 let backend = self.backends.resolve(
                     &object,
                     &path.backend,

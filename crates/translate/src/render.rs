@@ -4,9 +4,9 @@
 use std::fmt::Write;
 
 use ostium_model::{
-    Backend, BackendTlsSettings, ClientAuth, Credentials, ExternalAuth, HostRule, HttpsRedirect, LoadBalance,
-    Mirror, MirrorPath, Policy, Protocol, RedirectContext, Route, RouteAction, ServerTls, Shaping, Table, Target,
-    TextRewrite,
+    Affinity, Backend, BackendTlsSettings, ClientAuth, Credentials, ExternalAuth, HostRule, HttpsRedirect,
+    LoadBalance, Mirror, MirrorPath, Policy, Protocol, RedirectContext, Route, RouteAction, SameSite, ServerTls,
+    Shaping, Table, Target, TextRewrite,
 };
 
 use crate::Translation;
@@ -248,6 +248,13 @@ fn policy_line(table: &Table, policy: &Policy) -> String {
         let scope = if pages.intercept_upstream { "" } else { " (proxy errors only)" };
         parts.push(format!("error pages for {}{scope}", codes.join(",")));
     }
+    if let Some(affinity) = &policy.affinity {
+        parts.push(affinity_part(affinity));
+    }
+    if let Some(hash) = &policy.upstream_hash {
+        let subset = hash.subset_size.map_or(String::new(), |size| format!(" subsets of {size}"));
+        parts.push(format!("hash by {}{subset}", hash.key));
+    }
     shaping_parts(&policy.shaping, &mut parts);
     if policy.load_balance == LoadBalance::Ewma {
         parts.push("balance ewma".to_owned());
@@ -256,6 +263,33 @@ fn policy_line(table: &Table, policy: &Policy) -> String {
         parts.push(mirror_part(mirror));
     }
     if parts.is_empty() { String::new() } else { format!(" [{}]", parts.join("; ")) }
+}
+
+/// `affinity: cookie`: the mode and the cookie as it is written.
+fn affinity_part(affinity: &Affinity) -> String {
+    let cookie = &affinity.cookie;
+    let mut attributes = Vec::new();
+    if let Some(expires) = cookie.expires {
+        attributes.push(format!("Expires=+{expires}s"));
+    }
+    if let Some(max_age) = cookie.max_age {
+        attributes.push(format!("Max-Age={max_age}"));
+    }
+    if let Some(domain) = &cookie.domain {
+        attributes.push(format!("Domain={domain}"));
+    }
+    attributes.push(format!("Path={}", cookie.path));
+    attributes.push(if cookie.secure { "Secure".into() } else { "Secure on https".into() });
+    attributes.push("HttpOnly".into());
+    if let Some(same_site) = cookie.same_site {
+        let condition = match cookie.conditional_same_site_none && same_site == SameSite::None {
+            true => " if the user agent takes it",
+            false => "",
+        };
+        attributes.push(format!("SameSite={same_site}{condition}"));
+    }
+    let failure = if affinity.change_on_failure { ", changed on failure" } else { "" };
+    format!("affinity {} cookie {} ({}){failure}", affinity.mode, cookie.name, attributes.join("; "))
 }
 
 /// `proxy-ssl-*`: the Secret, what is verified and sent, versions and suites.

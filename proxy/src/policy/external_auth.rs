@@ -12,7 +12,7 @@
 //! subrequest, as they are before forwarding: an auth service that trusts them must not be told
 //! what the client made up.
 
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -299,43 +299,59 @@ fn remember(cache: &AuthCache, key: String, status: u16, answer: &HeaderMap, aut
     cache.insert(key.into(), answer, now);
 }
 
-/// Fills a template from the request.
-fn render(template: &Template, original: &Original<'_>, out: &mut String) {
+/// Fills a template from the request, into a `String` or straight into a hash.
+pub(crate) fn render(template: &Template, original: &Original<'_>, out: &mut impl fmt::Write) {
     for part in template.parts() {
         let variable = match part {
             TemplatePart::Text(text) => {
-                out.push_str(text);
+                let _ = out.write_str(text);
                 continue;
             }
             TemplatePart::Variable(variable) => variable,
         };
         let head = original.head;
         match variable {
-            Variable::Host => out.push_str(&host_without_port(head.host()).to_ascii_lowercase()),
-            Variable::HttpHost => out.push_str(head.host().unwrap_or("")),
-            Variable::Scheme => out.push_str(if original.connection.is_tls { "https" } else { "http" }),
-            Variable::RequestUri => out.push_str(head.target()),
+            Variable::Host => {
+                let _ = out.write_str(&host_without_port(head.host()).to_ascii_lowercase());
+            }
+            Variable::HttpHost => {
+                let _ = out.write_str(head.host().unwrap_or(""));
+            }
+            Variable::Scheme => {
+                let _ = out.write_str(if original.connection.is_tls { "https" } else { "http" });
+            }
+            Variable::RequestUri => {
+                let _ = out.write_str(head.target());
+            }
             Variable::EscapedRequestUri => escape(head.target(), out),
-            Variable::RequestMethod => out.push_str(original.method.as_str()),
-            Variable::RemoteAddr => out.push_str(original.connection.client_ip.to_str().unwrap_or("")),
-            Variable::RemoteUser => out.push_str(&remote_user(original.headers).unwrap_or_default()),
+            Variable::RequestMethod => {
+                let _ = out.write_str(original.method.as_str());
+            }
+            Variable::RemoteAddr => {
+                let _ = out.write_str(original.connection.client_ip.to_str().unwrap_or(""));
+            }
+            Variable::RemoteUser => {
+                let _ = out.write_str(&remote_user(original.headers).unwrap_or_default());
+            }
             Variable::Header(name) => {
                 let values = original.headers.get_all(name).iter().filter_map(|v| v.to_str().ok());
                 for (i, value) in values.enumerate() {
                     if i > 0 {
-                        out.push_str(", ");
+                        let _ = out.write_str(", ");
                     }
-                    out.push_str(value);
+                    let _ = out.write_str(value);
                 }
             }
-            Variable::Cookie(name) => out.push_str(cookie(original.headers, name).unwrap_or("")),
+            Variable::Cookie(name) => {
+                let _ = out.write_str(cookie(original.headers, name).unwrap_or(""));
+            }
             Variable::Argument(name) => {
                 let query = head.uri.query().unwrap_or("");
                 let value = query.split('&').find_map(|pair| {
                     let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
                     key.eq_ignore_ascii_case(name).then_some(value)
                 });
-                out.push_str(value.unwrap_or(""));
+                let _ = out.write_str(value.unwrap_or(""));
             }
         }
     }
@@ -351,10 +367,10 @@ fn host_without_port(host: Option<&str>) -> &str {
 }
 
 /// `set_escape_uri`: every byte but letters, digits and `-_.~` percent-encoded.
-fn escape(text: &str, out: &mut String) {
+fn escape(text: &str, out: &mut impl fmt::Write) {
     for byte in text.bytes() {
         if byte.is_ascii_alphanumeric() || b"-_.~".contains(&byte) {
-            out.push(byte as char);
+            let _ = out.write_char(byte as char);
         } else {
             let _ = write!(out, "%{byte:02X}");
         }
@@ -375,7 +391,7 @@ fn remote_user(headers: &HeaderMap) -> Option<String> {
 }
 
 /// `$cookie_<name>`: the first cookie of that name.
-fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+pub(crate) fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     headers
         .get_all(header::COOKIE)
         .iter()

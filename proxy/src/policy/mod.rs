@@ -21,7 +21,7 @@ use crate::outcome::Outcome;
 use crate::route::Routed;
 
 pub(crate) use cors::response_headers as cors_headers;
-pub(crate) use external_auth::{AuthEffects, Original};
+pub(crate) use external_auth::{AuthEffects, Original, cookie, render};
 pub(crate) use rate_limit::{Admission, Throttle};
 
 /// Runs the request policies in order: the host's client certificate rules, a route denied by

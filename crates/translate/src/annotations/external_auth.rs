@@ -300,7 +300,7 @@ fn is_url_text(text: &str, variables: bool) -> bool {
 }
 
 /// Text with `$name` or `${name}` variables. A variable ostium cannot fill is an error.
-fn template(text: &str) -> Result<Template, String> {
+pub(super) fn template(text: &str) -> Result<Template, String> {
     let mut parts = Vec::new();
     let mut rest = text;
     while let Some(at) = rest.find('$') {

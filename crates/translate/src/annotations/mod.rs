@@ -32,6 +32,7 @@ use rustls::crypto::CryptoProvider;
 use crate::{Diagnostic, ObjectRef, Objects, Reason};
 
 mod access;
+mod affinity;
 mod auth;
 mod auth_tls;
 mod backend_tls;
@@ -45,6 +46,7 @@ mod shaping;
 mod tls;
 mod upstream;
 
+pub(crate) use affinity::with_cookie_path;
 pub(crate) use auth::auth_secret;
 pub(crate) use backend_tls::backend_tls_secret;
 pub(crate) use external_auth::auth_headers_config_map;
@@ -82,21 +84,7 @@ const NOT_SUPPORTED: &[&str] = &[
     "canary-by-cookie",
     "canary-weight",
     "canary-weight-total",
-    "affinity",
-    "affinity-mode",
     "affinity-canary-behavior",
-    "session-cookie-name",
-    "session-cookie-path",
-    "session-cookie-domain",
-    "session-cookie-expires",
-    "session-cookie-max-age",
-    "session-cookie-samesite",
-    "session-cookie-conditional-samesite-none",
-    "session-cookie-secure",
-    "session-cookie-change-on-failure",
-    "upstream-hash-by",
-    "upstream-hash-by-subset",
-    "upstream-hash-by-subset-size",
     "enable-opentelemetry",
     "opentelemetry-trust-incoming-span",
     "opentelemetry-operation-name",
@@ -107,6 +95,7 @@ const SUPPORTED: &[&[&str]] = &[
     auth::KEYS,
     auth_tls::KEYS,
     access::KEYS,
+    affinity::KEYS,
     backend_tls::KEYS,
     backends::KEYS,
     balance::KEYS,
@@ -159,6 +148,8 @@ pub(crate) struct Annotated {
     pub(crate) frontend_tls: FrontendTls,
     /// `auth-tls-*`: what the Ingress's hosts ask of client certificates.
     pub(crate) client_auth: Option<ClientAuth>,
+    /// `affinity: cookie` without `session-cookie-path`: each route's cookie takes its path.
+    pub(crate) cookie_path_from_route: bool,
 }
 
 /// Parses the annotations of one Ingress. Invalid values are reported and leave the default.
@@ -256,6 +247,8 @@ pub(crate) fn parse(
     policy.shaping = parser.shaping(protocol);
     policy.load_balance = parser.load_balance();
     policy.mirror = parser.mirror();
+    let cookie_path_from_route = parser.affinity(&mut policy);
+    parser.upstream_hash(&mut policy);
 
     let rewrite = parser.value("rewrite-target").and_then(|target| match rewrite_target(target) {
         Some(target) => Some(target),
@@ -303,6 +296,7 @@ pub(crate) fn parse(
         default_backend,
         frontend_tls,
         client_auth,
+        cookie_path_from_route,
     }
 }
 
