@@ -1,8 +1,8 @@
 //! Propagation latency: from an object change to the first request that sees it.
 //!
 //! ```text
-//! cargo build --release && cargo run --release -p ostium --example propagation -- \
-//!     [--binary target/release/ostium] [--ingresses 1000,10000] [--changes 100] [--mode both]
+//! cargo build --profile dist && cargo run --release -p ostium --example propagation -- \
+//!     [--binary target/dist/ostium] [--ingresses 1000,10000] [--changes 100] [--mode both]
 //! ```
 //!
 //! For each Ingress count N it loads N Ingresses (each its own host, all on one Service) plus a
@@ -34,7 +34,7 @@ struct Options {
 
 fn options() -> Options {
     let mut options = Options {
-        binary: ostium_e2e::workspace_root().join("target/release/ostium"),
+        binary: ostium_e2e::workspace_root().join("target/dist/ostium"),
         counts: vec![1000, 10000],
         changes: 100,
         modes: vec!["manifests", "cluster"],
@@ -57,7 +57,11 @@ fn options() -> Options {
             other => panic!("unknown flag {other}"),
         }
     }
-    assert!(options.binary.exists(), "{} not found: cargo build --release first", options.binary.display());
+    assert!(
+        options.binary.exists(),
+        "{} not found: cargo build --profile dist first",
+        options.binary.display()
+    );
     options
 }
 

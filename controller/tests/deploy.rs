@@ -1,6 +1,8 @@
 //! deploy/ holds valid manifests: every document parses and names itself, the Deployment's
-//! arguments are flags this binary accepts, it is probed and hardened as documented, and its
-//! ClusterRole reads every kind ostium watches.
+//! arguments are flags this binary accepts, it is probed and hardened as documented, its
+//! ClusterRole reads every kind ostium watches, the admin port is reachable for Prometheus but
+//! not through the public Service, and the Grafana dashboard queries metrics ostium exposes.
+//! The Dockerfile's dependency layer is a workspace Cargo can build.
 
 use clap::Parser;
 use ostium_e2e::workspace_root;
@@ -109,6 +111,153 @@ fn the_deployment_runs_ostium_with_valid_flags_probes_and_hardening() {
     assert_eq!(deployment["spec"]["replicas"], 2);
 }
 
+/// The metrics Service reaches the admin port; the LoadBalancer Service does not expose it.
+#[test]
+fn the_admin_port_has_its_own_cluster_service() {
+    let documents = documents();
+    let services: Vec<&Value> = documents.iter().map(|(_, d)| d).filter(|d| d["kind"] == "Service").collect();
+    let targets = |service: &Value| -> Vec<String> {
+        service["spec"]["ports"].as_array().unwrap().iter().map(|p| p["targetPort"].to_string()).collect()
+    };
+    let metrics =
+        services.iter().find(|s| s["metadata"]["name"] == "ostium-metrics").expect("ostium-metrics");
+    assert_eq!(metrics["spec"]["type"], "ClusterIP");
+    assert_eq!(targets(metrics), ["\"admin\""]);
+    assert_eq!(metrics["spec"]["ports"][0]["name"], "metrics");
+    let public = services.iter().find(|s| s["metadata"]["name"] == "ostium").unwrap();
+    assert_eq!(public["spec"]["type"], "LoadBalancer");
+    assert!(!targets(public).contains(&"\"admin\"".to_owned()), "/metrics would be public");
+    let deployment = documents.iter().map(|(_, d)| d).find(|d| d["kind"] == "Deployment").unwrap();
+    assert_eq!(metrics["spec"]["selector"], deployment["spec"]["selector"]["matchLabels"]);
+}
+
+/// Every metric the dashboard queries is a family of docs/metrics.md (which the quickstart test
+/// holds to what /metrics exposes), with the suffix its type has in the exposition.
+#[test]
+fn the_grafana_dashboard_queries_documented_metrics() {
+    let docs = std::fs::read_to_string(workspace_root().join("docs/metrics.md")).unwrap();
+    // Rows: | `family` | type | labels | meaning |
+    let families: Vec<(String, String)> = docs
+        .lines()
+        .filter_map(|l| {
+            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+            let name = cells.get(1)?.strip_prefix('`')?.strip_suffix('`')?;
+            name.starts_with("ostium_").then(|| (name.to_owned(), cells[2].to_owned()))
+        })
+        .collect();
+    let exposed: Vec<String> = families
+        .iter()
+        .flat_map(|(name, kind)| match kind.as_str() {
+            "counter" => vec![format!("{name}_total")],
+            "histogram" => ["_bucket", "_sum", "_count"].iter().map(|s| format!("{name}{s}")).collect(),
+            _ => vec![name.clone()],
+        })
+        .collect();
+
+    let text =
+        std::fs::read_to_string(workspace_root().join("deploy/grafana/ostium-dashboard.json")).unwrap();
+    let dashboard: Value = serde_json::from_str(&text).unwrap();
+    let mut queried = std::collections::BTreeSet::new();
+    for panel in dashboard["panels"].as_array().unwrap().iter().filter(|p| p["type"] != "row") {
+        let targets = panel["targets"].as_array().unwrap_or_else(|| panic!("{}: no queries", panel["title"]));
+        assert_eq!(panel["datasource"]["uid"], "${datasource}", "{}", panel["title"]);
+        for target in targets {
+            let expr = target["expr"].as_str().unwrap();
+            for (at, _) in expr.match_indices("ostium_") {
+                let name: String =
+                    expr[at..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                assert!(exposed.contains(&name), "{}: {name} is not exposed by ostium", panel["title"]);
+                queried.insert(name);
+            }
+        }
+    }
+    // Every family has a panel.
+    for (name, _) in &families {
+        assert!(queried.iter().any(|q| q.starts_with(name.as_str())), "no panel shows {name}");
+    }
+}
+
+/// The Dockerfile builds the dependencies from the manifests alone: run its stub step over the
+/// files it copies before the sources, and Cargo must load that workspace (every target a
+/// manifest declares exists) and build from it.
+#[test]
+fn the_dockerfile_dependency_layer_is_a_buildable_workspace() {
+    let root = workspace_root();
+    let dockerfile = std::fs::read_to_string(root.join("Dockerfile")).unwrap();
+    // Instructions, continuation lines joined, comments dropped.
+    let mut instructions = Vec::new();
+    let mut current = String::new();
+    for line in dockerfile.lines().filter(|l| !l.trim_start().starts_with('#')) {
+        match line.strip_suffix('\\') {
+            Some(start) => current.push_str(start),
+            None => {
+                current.push_str(line);
+                if !current.trim().is_empty() {
+                    instructions.push(std::mem::take(&mut current));
+                }
+            }
+        }
+    }
+    let sources = instructions.iter().position(|i| i == "COPY . .").expect("COPY . .");
+    let stub_layer = &instructions[..sources];
+
+    let stage = tempfile::tempdir().unwrap();
+    let mut copied = Vec::new();
+    for instruction in stub_layer {
+        let mut words = instruction.split_whitespace();
+        match words.next() {
+            Some("COPY") => {
+                let words: Vec<&str> = words.collect();
+                let (destination, files) = words.split_last().unwrap();
+                for file in files {
+                    let target = stage.path().join(destination).join(file.rsplit('/').next().unwrap());
+                    std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+                    std::fs::copy(root.join(file), target).unwrap();
+                    copied.push(file.to_string());
+                }
+            }
+            Some("RUN") if !instruction.contains("cargo build") => {
+                let status = std::process::Command::new("sh")
+                    .arg("-c")
+                    .arg(instruction.trim_start_matches("RUN"))
+                    .current_dir(stage.path())
+                    .status()
+                    .unwrap();
+                assert!(status.success(), "{instruction}");
+            }
+            _ => {}
+        }
+    }
+    // Every package's manifest is in the layer.
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let metadata = std::process::Command::new(&cargo)
+        .args(["metadata", "--no-deps", "--offline", "--format-version", "1"])
+        .current_dir(&root)
+        .output()
+        .unwrap();
+    assert!(metadata.status.success(), "{}", String::from_utf8_lossy(&metadata.stderr));
+    let metadata: Value = serde_json::from_slice(&metadata.stdout).unwrap();
+    for package in metadata["packages"].as_array().unwrap() {
+        let manifest = package["manifest_path"].as_str().unwrap();
+        let relative = std::path::Path::new(manifest).strip_prefix(&root).unwrap().to_str().unwrap();
+        assert!(
+            copied.iter().any(|c| c == relative),
+            "the Dockerfile does not copy {relative} before the sources"
+        );
+    }
+    // Cargo loads the stub workspace (a declared target without its file fails here) and builds
+    // a crate of it; the crate without dependencies keeps this quick.
+    let target = stage.path().join("target");
+    let check = std::process::Command::new(&cargo)
+        .args(["check", "--offline", "--locked", "-p", "ostium-e2e"])
+        .env("CARGO_TARGET_DIR", &target)
+        .env("CARGO_BUILD_BUILD_DIR", &target)
+        .current_dir(stage.path())
+        .output()
+        .unwrap();
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+}
+
 /// The Helm chart cannot be rendered here (no helm binary), so it is checked for what can go
 /// wrong without one: its YAML, its value references, its flags, and its RBAC against deploy/.
 mod helm {
@@ -159,6 +308,31 @@ mod helm {
                 assert!(values.pointer(&pointer).is_some(), "{file}: .Values.{path} is not in values.yaml");
             }
         }
+    }
+
+    /// The ServiceMonitor is off by default, rendered only when enabled, and scrapes the metrics
+    /// Service by its labels and port name.
+    #[test]
+    fn the_service_monitor_is_optional_and_scrapes_the_metrics_service() {
+        let values = values();
+        assert_eq!(values["metrics"]["serviceMonitor"]["enabled"], false);
+        assert_eq!(values["metrics"]["service"]["enabled"], true);
+        let template =
+            |name: &str| templates().into_iter().find(|(f, _)| f.ends_with(&format!("/{name}"))).unwrap().1;
+        let monitor = template("servicemonitor.yaml");
+        let service = template("metrics-service.yaml");
+        assert!(monitor.starts_with("{{- if .Values.metrics.serviceMonitor.enabled }}"), "{monitor}");
+        assert!(monitor.trim_end().ends_with("{{- end }}"));
+        assert!(service.starts_with("{{- if .Values.metrics.service.enabled }}"), "{service}");
+        assert!(monitor.contains("kind: ServiceMonitor") && monitor.contains("monitoring.coreos.com/v1"));
+        assert!(
+            service.contains("{name: metrics, port: {{ .Values.metrics.service.port }}, targetPort: admin}")
+        );
+        assert!(monitor.contains("- port: metrics\n    path: /metrics"), "{monitor}");
+        // The component label tells the metrics Service from the main one, which shares the rest.
+        assert!(service.contains("    app.kubernetes.io/component: metrics\n"), "{service}");
+        assert!(monitor.contains("      app.kubernetes.io/component: metrics\n"), "{monitor}");
+        assert!(!template("service.yaml").contains("admin"), "the public Service exposes the admin port");
     }
 
     #[test]

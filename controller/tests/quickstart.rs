@@ -1,11 +1,14 @@
 //! The quickstart works: its manifests, served by the binary with echo backends behind them,
 //! answer the curl commands `examples/quickstart/run` prints. The manifests are copied with the
 //! backends' port replaced by a free one, so a running quickstart does not get in the way.
+//! The script itself refuses an address already in use and reports an ostium that exits.
 
-use std::net::SocketAddr;
-use std::process::Command;
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
-use ostium_e2e::{Ostium, workspace_root};
+use ostium_e2e::{Ostium, free_addr, workspace_root};
 use ostium_test_support::EchoBackend;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ostium");
@@ -121,4 +124,66 @@ async fn printed_curl_commands_work() {
         // A labelled family appears once it has a series (no diagnostics here, for one).
         assert!(labelled || exposed.contains(family), "{family} is documented but not exposed");
     }
+}
+
+/// Runs `examples/quickstart/run ARGS` with its binaries taken from `bin_dir` and ostium's
+/// addresses from `addrs` (http, https, admin); kills it if it is still running after 20 s.
+fn run_quickstart(bin_dir: &Path, addrs: [SocketAddr; 3], args: &[&str]) -> (Output, bool) {
+    let mut child = Command::new(workspace_root().join("examples/quickstart/run"))
+        .args(args)
+        .env("OSTIUM_BIN_DIR", bin_dir)
+        .env("OSTIUM_HTTP", addrs[0].to_string())
+        .env("OSTIUM_HTTPS", addrs[1].to_string())
+        .env("OSTIUM_ADMIN", addrs[2].to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run the quickstart");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut finished = true;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            finished = false;
+            child.kill().unwrap();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (child.wait_with_output().unwrap(), finished)
+}
+
+/// An address in use stops the quickstart before it builds or starts anything (the binaries
+/// given here do not even exist), instead of another process's `/readyz` passing for ostium's.
+#[test]
+fn the_quickstart_refuses_an_address_in_use() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let admin = taken.local_addr().unwrap();
+    let missing = tempfile::tempdir().unwrap();
+    let (output, finished) = run_quickstart(missing.path(), [free_addr(), free_addr(), admin], &[]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(finished, "still waiting after 20 s: {stderr}");
+    assert!(!output.status.success());
+    assert!(stderr.contains(&format!("{admin} is already in use")), "{stderr}");
+    assert!(!String::from_utf8_lossy(&output.stdout).contains("ready"));
+}
+
+/// An ostium that exits while starting (here: a flag it does not know) ends the wait at once
+/// with its exit status, rather than after the 30 s readiness timeout.
+#[test]
+fn the_quickstart_reports_an_ostium_that_exited() {
+    let bin_dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(BIN, bin_dir.path().join("ostium")).unwrap();
+    // Backends that stay up and never answer: only ostium's exit is under test.
+    let echo = bin_dir.path().join("ostium-echo");
+    std::fs::write(&echo, "#!/bin/sh\nexec sleep 30\n").unwrap();
+    std::fs::set_permissions(&echo, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+
+    let (output, finished) =
+        run_quickstart(bin_dir.path(), [free_addr(), free_addr(), free_addr()], &["--no-such-flag"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(finished, "still waiting after 20 s: {stderr}");
+    assert!(!output.status.success());
+    assert!(stderr.contains("ostium exited with status 2 while starting"), "{stderr}");
+    assert!(!String::from_utf8_lossy(&output.stdout).contains("ready"));
 }

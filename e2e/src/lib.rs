@@ -158,7 +158,15 @@ pub fn free_addr() -> SocketAddr {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("bind 127.0.0.1:0")
 }
 
-/// The workspace root, for paths such as `examples/quickstart`.
+/// The workspace root, for paths such as `examples/quickstart`: the nearest directory with a
+/// `Cargo.lock` above the package Cargo runs (read at run time, since a build directory shared
+/// between checkouts can hold this crate compiled in another one).
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("e2e sits in the workspace").to_owned()
+    let package = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).to_owned(), PathBuf::from);
+    package
+        .ancestors()
+        .find(|dir| dir.join("Cargo.lock").is_file())
+        .expect("a workspace root above")
+        .to_owned()
 }

@@ -2,7 +2,7 @@
 //! wall time and the peak RSS of the process during the build, measured by resetting the
 //! kernel's high-water mark (`/proc/self/clear_refs`) before translating.
 //!
-//!     cargo run --release -p ostium-translate --example build_cost [-- N]
+//!     cargo run --profile dist -p ostium-translate --example build_cost [-- N]
 
 use std::time::Instant;
 
