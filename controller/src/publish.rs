@@ -124,8 +124,12 @@ impl Publisher {
             if !self.reported.contains(&rendered) {
                 // The level is the severity, so filtering on ERROR finds every route denied.
                 match d.severity {
-                    Severity::Error => tracing::error!(object = %d.object, reason = d.reason.as_str(), "{}", d.message),
-                    Severity::Warning => tracing::warn!(object = %d.object, reason = d.reason.as_str(), "{}", d.message),
+                    Severity::Error => {
+                        tracing::error!(object = %d.object, reason = d.reason.as_str(), "{}", d.message)
+                    }
+                    Severity::Warning => {
+                        tracing::warn!(object = %d.object, reason = d.reason.as_str(), "{}", d.message)
+                    }
                 }
                 new.push(d);
             }
@@ -258,7 +262,9 @@ mod tests {
         // A backend Service that does not exist is an error; an Ingress of our class name when
         // no IngressClass defines it, a warning.
         let ingress = |name: &str, service: &str| {
-            format!("apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: {name}}}\nspec: {{ingressClassName: ostium, defaultBackend: {{service: {{name: {service}, port: {{number: 80}}}}}}}}\n")
+            format!(
+                "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: {name}}}\nspec: {{ingressClassName: ostium, defaultBackend: {{service: {{name: {service}, port: {{number: 80}}}}}}}}\n"
+            )
         };
         let broken = format!("{CLASS}---\n{}", ingress("broken", "nope"));
         let classless = ingress("classless", "web");
@@ -268,7 +274,8 @@ mod tests {
         });
         let error = log.lines().find(|l| l.contains("MissingService")).unwrap_or_else(|| panic!("{log}"));
         assert!(error.contains(" ERROR "), "{log}");
-        let warning = log.lines().find(|l| l.contains("UnknownIngressClass")).unwrap_or_else(|| panic!("{log}"));
+        let warning =
+            log.lines().find(|l| l.contains("UnknownIngressClass")).unwrap_or_else(|| panic!("{log}"));
         assert!(warning.contains(" WARN "), "{log}");
     }
 

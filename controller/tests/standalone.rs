@@ -14,6 +14,19 @@ fn quickstart_manifests_become_ready() {
 }
 
 #[test]
+fn the_text_log_says_ready_with_counts_and_has_no_colour_codes_off_a_terminal() {
+    // The log goes to a file here, not a terminal.
+    let ostium = Ostium::start(BIN.as_ref(), &workspace_root().join("examples/quickstart"), &[]);
+    let log = ostium.log();
+    assert!(!log.contains('\u{1b}'), "{log:?}");
+    let ready: Vec<&str> = log.lines().filter(|l| l.contains(" ready ")).collect();
+    assert_eq!(ready.len(), 1, "{log}");
+    for field in ["INFO", "ingresses=3", "routes=", "backends=2", "hosts=2", "build="] {
+        assert!(ready[0].contains(field), "no {field} in {}", ready[0]);
+    }
+}
+
+#[test]
 fn broken_manifests_at_start_keep_it_unready_until_fixed() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("a.yaml"), "kind: [").unwrap();
