@@ -660,7 +660,11 @@ async fn against_a_real_api_server() {
         status_ips(&ingresses, "third").await == address
     })
     .await;
-    assert!(metric(&survivor, "ostium_ingress_status_writes_total").await >= 1.0);
+    // Counted once the API server has answered the write, a moment after the status shows.
+    until(Duration::from_secs(5), "the write counted", survivor_log, async || {
+        metric(&survivor, "ostium_ingress_status_writes_total").await >= 1.0
+    })
+    .await;
     // Everything it needed, its RBAC allowed: no watch ever failed.
     assert_eq!(metric(&survivor, "ostium_watch_errors_total").await, 0.0, "{}", survivor.log());
     assert_eq!(metric(&survivor, "ostium_malformed_objects_total").await, 0.0, "{}", survivor.log());
