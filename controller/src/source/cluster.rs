@@ -299,12 +299,18 @@ async fn fetch<K: Kind>(
     while let Some(key) = wanted.recv().await {
         let api = api::<K>(&client, Some(&key.namespace));
         let mut delays = retry_backoff();
+        let mut failed = false;
         let object = loop {
             match api.get_opt(&key.name).await {
                 Ok(object) => break object,
                 Err(e) => {
+                    // Once per object; each retry at debug.
                     let e = with_causes(&e);
-                    tracing::warn!(kind, object = %key, "cannot get a referenced object, retrying: {e}");
+                    if std::mem::replace(&mut failed, true) {
+                        tracing::debug!(kind, object = %key, "still cannot get a referenced object: {e}");
+                    } else {
+                        tracing::warn!(kind, object = %key, "cannot get a referenced object, retrying: {e}");
+                    }
                     tokio::time::sleep(delays.next().unwrap_or(MAX_RETRY_DELAY)).await;
                 }
             }
