@@ -104,19 +104,19 @@ impl Cluster<'_> {
         served: watch::Receiver<Arc<[NamespacedName]>>,
         stopped: watch::Receiver<bool>,
     ) -> anyhow::Result<(Store, Option<JoinHandle<()>>)> {
-        let mut kube_config = kube::Config::infer()
+        let kube_config = kube::Config::infer()
             .await
             .context("no Kubernetes API to talk to (KUBECONFIG, ~/.kube/config, in-cluster); use --manifests PATH to run without one")?;
-        // Our own loops retry with backoff and must see failures when they happen: a leader
-        // has to notice it cannot renew, and an outage has to show in logs and metrics.
-        kube_config.default_retry = false;
-        let client = kube::Client::try_from(kube_config).context("cannot set up the Kubernetes client")?;
+        let api_url = kube_config.cluster_url.clone();
+        let client = source::cluster::client(&kube_config)
+            .with_context(|| format!("cannot set up the client for the Kubernetes API at {api_url}"))?;
         let (fetch, fetches) = mpsc::unbounded_channel();
         self.outputs.fetches = Some(fetch);
         let namespace = self.config.translate.watch_namespace.as_deref();
+        let metrics = self.metrics.clone();
         let kinds =
-            source::cluster::spawn(client.clone(), namespace, updates, fetches, self.metrics.clone()).await;
-        tracing::info!(namespace = namespace.unwrap_or("(all)"), "watching the cluster");
+            source::cluster::spawn(client.clone(), &api_url, namespace, updates, fetches, metrics).await;
+        tracing::info!(api = %api_url, namespace = namespace.unwrap_or("(all)"), "watching the cluster");
         let store = Store::new(self.config.translate.clone(), &kinds, true);
         Ok((store, Some(self.lead(client, served, stopped))))
     }
@@ -175,14 +175,12 @@ pub fn run_tool(config: &Config, command: &Command) -> anyhow::Result<u8> {
     }
 }
 
-/// kube-client logs every failed API call as an error (ours say what failed, once per outage);
 /// h2 logs some client-triggered events (an unsolicited PING ACK) as warnings, one per event, so a
 /// client could flood the log: its errors are kept, the rest go.
-const DEFAULT_LOG_FILTER: &str = "info,kube_client::client::builder=off,h2=error";
+const DEFAULT_LOG_FILTER: &str = "info,h2=error";
 
 /// One subscriber for the process: JSON or text, filtered by `RUST_LOG` (default: `info`, without
-/// kube-client's per-call errors and h2's client-triggered warnings). Panics are logged through it
-/// as one escaped line.
+/// h2's client-triggered warnings). Panics are logged through it as one escaped line.
 pub fn init_logging(json: bool, filter: Option<&str>) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter.unwrap_or(DEFAULT_LOG_FILTER))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));

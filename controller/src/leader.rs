@@ -56,12 +56,24 @@ impl Elector {
         metrics: Metrics,
         mut stop: watch::Receiver<bool>,
     ) {
+        let mut failing = false;
         loop {
             let round = tokio::time::timeout(RENEW_DEADLINE, self.try_acquire_or_renew()).await;
             let leads = match round.unwrap_or_else(|_| Err(timed_out())) {
-                Ok(leads) => leads,
+                Ok(leads) => {
+                    if std::mem::take(&mut failing) {
+                        tracing::info!(lease = self.name, "leader election: the API server answers again");
+                    }
+                    leads
+                }
                 Err(e) => {
-                    tracing::warn!(lease = self.name, "leader election: {e}");
+                    // Once per outage; each retry at debug.
+                    let e = crate::source::cluster::with_causes(&e);
+                    if std::mem::replace(&mut failing, true) {
+                        tracing::debug!(lease = self.name, "leader election still failing: {e}");
+                    } else {
+                        tracing::warn!(lease = self.name, "leader election failed, retrying: {e}");
+                    }
                     // Keep leading only while the last renewal is recent enough.
                     *leader.borrow() && self.last_renewed.is_some_and(|t| t.elapsed() < RENEW_DEADLINE)
                 }

@@ -32,7 +32,8 @@ fn main() -> ExitCode {
     let json = match config.log_format {
         Some(LogFormat::Json) => true,
         Some(LogFormat::Text) => false,
-        None => !std::io::stdout().is_terminal(),
+        // The log goes to stderr: JSON unless a person reads it there.
+        None => !std::io::stderr().is_terminal(),
     };
     ostium::init_logging(json, std::env::var("RUST_LOG").ok().as_deref());
 

@@ -1,8 +1,9 @@
 //! Translate, keep endpoint state, publish when different.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ostium_model::{NamespacedName, TableReader, TableStore};
 use ostium_translate::{Diagnostic, Objects, Options, Severity, Translation, translate};
@@ -61,29 +62,35 @@ impl Publisher {
         let current = self.store.current();
         let swapped = table.adopt_endpoint_sets(&current);
         self.metrics.endpoints_swapped(swapped);
-        let seconds = started.elapsed().as_secs_f64();
-        self.metrics.table_built(seconds);
+        if swapped > 0 {
+            tracing::debug!(endpoint_sets = swapped, "endpoints changed");
+        }
+        let build = started.elapsed();
+        self.metrics.table_built(build.as_secs_f64());
         let new_diagnostics = self.report(diagnostics);
 
-        if self.reader().is_ready() && *current == table {
-            tracing::debug!(build_ms = seconds * 1e3, "table unchanged");
+        let first = !self.reader().is_ready();
+        if !first && *current == table {
+            tracing::debug!(build = %Rounded(build), "table unchanged");
             return Build { outcome: Outcome::Unchanged, served: ingresses, new_diagnostics };
         }
         let hosts = table.host_count();
         let backends = table.backends().len();
+        let routes = table.route_count();
         self.store.publish(Arc::new(table));
         // Freeing a large table takes milliseconds that the next build need not wait for.
         if Arc::strong_count(&current) == 1 {
             std::thread::spawn(move || drop(current));
         }
         self.metrics.table_swapped();
-        tracing::info!(
-            ingresses = ingresses.len(),
-            hosts,
-            backends,
-            build_ms = seconds * 1e3,
-            "table published"
-        );
+        let ingresses_served = ingresses.len();
+        let build = Rounded(build);
+        if first {
+            // The first table makes /readyz answer 200: the one line that says ostium serves.
+            tracing::info!(ingresses = ingresses_served, routes, backends, hosts, %build, "ready");
+        } else {
+            tracing::info!(ingresses = ingresses_served, routes, backends, hosts, %build, "table published");
+        }
         Build { outcome: Outcome::Published, served: ingresses, new_diagnostics }
     }
 
@@ -94,14 +101,15 @@ impl Publisher {
         let mut swapped = 0;
         for service in services {
             for set in current.endpoint_sets_of(service) {
-                match objects.endpoint_addrs(set.key()) {
-                    Some(addrs) => swapped += usize::from(set.replace(addrs)),
-                    None => return false,
+                let Some(addrs) = objects.endpoint_addrs(set.key()) else { return false };
+                if set.replace(addrs) {
+                    swapped += 1;
+                    let endpoints = set.load().len();
+                    tracing::debug!(service = %service, port = set.key().port, endpoints, "endpoints changed");
                 }
             }
         }
         self.metrics.endpoints_swapped(swapped);
-        tracing::debug!(services = services.len(), swapped, "endpoints moved");
         true
     }
 
@@ -114,8 +122,15 @@ impl Publisher {
             *counts.entry(d.reason.as_str()).or_default() += 1;
             let rendered = d.to_string();
             if !self.reported.contains(&rendered) {
-                let severity = if d.severity == Severity::Error { "error" } else { "warning" };
-                tracing::warn!(object = %d.object, reason = d.reason.as_str(), severity, "{}", d.message);
+                // The level is the severity, so filtering on ERROR finds every route denied.
+                match d.severity {
+                    Severity::Error => {
+                        tracing::error!(object = %d.object, reason = d.reason.as_str(), "{}", d.message)
+                    }
+                    Severity::Warning => {
+                        tracing::warn!(object = %d.object, reason = d.reason.as_str(), "{}", d.message)
+                    }
+                }
                 new.push(d);
             }
             now.insert(rendered);
@@ -123,6 +138,27 @@ impl Publisher {
         self.reported = now;
         self.metrics.set_diagnostics(&counts.into_iter().collect::<Vec<_>>());
         new
+    }
+}
+
+/// A duration for a log line, to three significant digits: `840µs`, `12.3ms`, `1.52s`.
+pub(crate) struct Rounded(pub(crate) Duration);
+
+impl fmt::Display for Rounded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let micros = self.0.as_secs_f64() * 1e6;
+        let (value, unit) = match micros {
+            m if m < 1e3 => (m, "µs"),
+            m if m < 1e6 => (m / 1e3, "ms"),
+            m => (m / 1e6, "s"),
+        };
+        let decimals = match value {
+            v if v < 10.0 => 2,
+            v if v < 100.0 => 1,
+            _ => 0,
+        };
+        let decimals = if unit == "µs" { 0 } else { decimals };
+        write!(f, "{value:.decimals$}{unit}")
     }
 }
 
@@ -191,5 +227,78 @@ mod tests {
         assert!(after.route(Some("a.example.com"), "/").is_none());
         let key = EndpointKey { service: NamespacedName::new("default", "web"), port: 80 };
         assert!(Arc::ptr_eq(before.endpoint_set(&key).unwrap(), after.endpoint_set(&key).unwrap()));
+    }
+
+    /// What `f` logs at debug and above, as plain text.
+    fn logged(f: impl FnOnce()) -> String {
+        let buffer = ostium_test_support::log::LogBuffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        buffer.text()
+    }
+
+    #[test]
+    fn the_first_publish_says_ready_with_counts_and_build_time() {
+        let mut p = publisher();
+        let log = logged(|| {
+            p.update(&objects("a.example.com", "10.0.0.1"));
+            p.update(&objects("b.example.com", "10.0.0.1"));
+        });
+        let lines: Vec<&str> = log.lines().collect();
+        assert_eq!(lines.len(), 2, "{log}");
+        assert!(lines[0].contains(" ready ingresses=1 routes=1 backends=1 hosts=1 build="), "{log}");
+        assert!(lines[1].contains(" table published ingresses=1"), "{log}");
+        assert!(!lines[1].contains("ready"), "{log}");
+    }
+
+    #[test]
+    fn diagnostics_are_logged_at_the_level_of_their_severity() {
+        let mut p = publisher();
+        // A backend Service that does not exist is an error; an Ingress of our class name when
+        // no IngressClass defines it, a warning.
+        let ingress = |name: &str, service: &str| {
+            format!(
+                "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: {name}}}\nspec: {{ingressClassName: ostium, defaultBackend: {{service: {{name: {service}, port: {{number: 80}}}}}}}}\n"
+            )
+        };
+        let broken = format!("{CLASS}---\n{}", ingress("broken", "nope"));
+        let classless = ingress("classless", "web");
+        let log = logged(|| {
+            p.update(&Objects::from_yaml(&broken).unwrap());
+            p.update(&Objects::from_yaml(&classless).unwrap());
+        });
+        let error = log.lines().find(|l| l.contains("MissingService")).unwrap_or_else(|| panic!("{log}"));
+        assert!(error.contains(" ERROR "), "{log}");
+        let warning =
+            log.lines().find(|l| l.contains("UnknownIngressClass")).unwrap_or_else(|| panic!("{log}"));
+        assert!(warning.contains(" WARN "), "{log}");
+    }
+
+    #[test]
+    fn an_endpoint_change_is_one_debug_line() {
+        let mut p = publisher();
+        let first = objects("a.example.com", "10.0.0.1");
+        p.update(&first);
+        let moved = objects("a.example.com", "10.0.0.2");
+        let services = BTreeSet::from([NamespacedName::new("default", "web")]);
+        let log = logged(|| assert!(p.refresh_endpoints(&moved, &services)));
+        assert_eq!(log.lines().count(), 1, "{log}");
+        assert!(log.contains("DEBUG"), "{log}");
+        assert!(log.contains("endpoints changed service=default/web port=80 endpoints=1"), "{log}");
+    }
+
+    #[test]
+    fn durations_are_logged_to_three_digits() {
+        let rounded = |nanos: u64| Rounded(Duration::from_nanos(nanos)).to_string();
+        assert_eq!(rounded(840_123), "840µs");
+        assert_eq!(rounded(1_234_567), "1.23ms");
+        assert_eq!(rounded(12_345_678), "12.3ms");
+        assert_eq!(rounded(123_456_789), "123ms");
+        assert_eq!(rounded(1_520_000_000), "1.52s");
     }
 }

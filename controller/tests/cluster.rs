@@ -89,6 +89,11 @@ impl Cluster {
         if holder == "one" { (one, two, holder) } else { (two, one, holder) }
     }
 
+    fn lease_renew_time(&self) -> Option<String> {
+        let lease = self.api.get("leases", "default", "ostium-leader")?;
+        lease.pointer("/spec/renewTime")?.as_str().map(str::to_owned)
+    }
+
     fn lease_holder(&self) -> Option<String> {
         let lease = self.api.get("leases", "default", "ostium-leader")?;
         lease.pointer("/spec/holderIdentity")?.as_str().map(str::to_owned)
@@ -202,6 +207,78 @@ async fn an_api_outage_keeps_serving_and_changes_resume_after_it() {
         eventually(Duration::from_secs(30), "the Ingress watch counts its restart", || {
             metric(&ostium, "ostium_watch_restarts_total{kind=\"ingress\"}") > 0.0
         });
+    });
+}
+
+/// How long the API server is gone in the outage test: long enough for kube-rs' default watch
+/// backoff (800 ms doubling up to 30 s, plus up to as much again of jitter) to wait 12-24 s
+/// between two attempts, while ostium's retries wait at most 2 s.
+const OUTAGE: Duration = Duration::from_secs(20);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_the_api_server_was_gone_watches_and_the_lease_resume_within_seconds() {
+    let cluster = Cluster::start().await;
+    let a = EchoBackend::start("a").await;
+    cluster.seed_web(&a);
+    tokio::task::block_in_place(|| {
+        let mut ostium = cluster.ostium("one", &[]);
+        ostium.wait_ready(Duration::from_secs(30));
+        eventually(Duration::from_secs(20), "leading", || cluster.lease_holder().as_deref() == Some("one"));
+
+        // Gone: connections closed, the port refusing. Serving must not notice.
+        cluster.api.set_unreachable(true);
+        let gone = Instant::now();
+        let (mut served, mut failed) = (0, 0);
+        while gone.elapsed() < OUTAGE {
+            match backend_of(&ostium, "web.example.com").as_deref() {
+                Some("a") => served += 1,
+                _ => failed += 1,
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(failed, 0, "{served} requests served, {failed} failed; log:\n{}", ostium.log());
+        assert!(metric(&ostium, "ostium_watch_errors_total{kind=\"ingress\"}") > 0.0, "{}", ostium.log());
+        let renewed_before = cluster.lease_renew_time();
+
+        // Back: an Ingress made at once goes live, and the leader renews, within 5 s.
+        cluster.api.set_unreachable(false);
+        let back = Instant::now();
+        cluster.ingress("after", "after.example.com", "web", json!({}));
+        let (mut change_live, mut lease_renewed) = (None, None);
+        while change_live.is_none() || lease_renewed.is_none() {
+            assert!(back.elapsed() < Duration::from_secs(30), "not resumed; log:\n{}", ostium.log());
+            if change_live.is_none() && backend_of(&ostium, "after.example.com").as_deref() == Some("a") {
+                change_live = Some(back.elapsed());
+            }
+            if lease_renewed.is_none() && cluster.lease_renew_time() != renewed_before {
+                lease_renewed = Some(back.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let (change_live, lease_renewed) = (change_live.unwrap(), lease_renewed.unwrap());
+        eprintln!(
+            "after a {OUTAGE:?} outage: change live in {change_live:?}, Lease renewed in {lease_renewed:?}"
+        );
+        assert!(change_live <= Duration::from_secs(5), "change live after {change_live:?}");
+        assert!(lease_renewed <= Duration::from_secs(5), "Lease renewed after {lease_renewed:?}");
+        assert!(ostium.log().contains("watch reconnected"), "{}", ostium.log());
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_api_server_is_named_in_the_log_with_the_cause() {
+    let cluster = Cluster::start().await;
+    cluster.api.set_unreachable(true);
+    tokio::task::block_in_place(|| {
+        let ostium = cluster.ostium("one", &[]);
+        let address = format!("api=http://{}/", cluster.api.addr);
+        eventually(Duration::from_secs(20), "a watch failure logged", || {
+            ostium.log().lines().any(|l| l.contains("watch failed") && l.contains(&address))
+        });
+        let log = ostium.log();
+        let line = log.lines().find(|l| l.contains("watch failed")).unwrap();
+        assert!(line.contains("Connection refused"), "{line}");
+        assert!(!log.contains("reconnected"), "{log}");
     });
 }
 

@@ -23,6 +23,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service, ServiceAccount};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{Api, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams, ValidationDirective};
 use kube::discovery::{Discovery, Scope};
 use ostium_e2e::{Ostium, Response, free_addr, get, request};
@@ -33,6 +34,10 @@ const BINARY: &str = env!("CARGO_BIN_EXE_ostium");
 /// The namespace and ServiceAccount of the install in `deploy/`.
 const INSTALL_NAMESPACE: &str = "ostium";
 const SERVICE_ACCOUNT: &str = "ostium";
+
+/// How long kube-apiserver is gone in the outage: long enough for kube-rs' default watch backoff
+/// to wait 12-24 s between two attempts, while ostium's retries wait at most 2 s.
+const OUTAGE: Duration = Duration::from_secs(20);
 
 /// A child process killed on drop.
 struct Process(Child);
@@ -172,6 +177,8 @@ struct ControlPlane {
     apiserver: Process,
     _etcd: Process,
     dir: tempfile::TempDir,
+    assets: PathBuf,
+    etcd_client: SocketAddr,
     secure: SocketAddr,
     kubeconfig: PathBuf,
 }
@@ -205,6 +212,18 @@ impl ControlPlane {
         let signing_key = rcgen::KeyPair::generate().unwrap();
         std::fs::write(dir.path().join("sa.key"), signing_key.serialize_pem()).unwrap();
         std::fs::write(dir.path().join("sa.pub"), signing_key.public_key_pem()).unwrap();
+        let kubeconfig = dir.path().join("kubeconfig");
+        std::fs::write(&kubeconfig, self::kubeconfig(secure, "admin", token, "default")).unwrap();
+        let apiserver = Self::start_apiserver(dir.path(), assets, etcd_client, secure);
+        Self { apiserver, _etcd: etcd, dir, assets: assets.to_owned(), etcd_client, secure, kubeconfig }
+    }
+
+    /// Starts kube-apiserver; again after [`Self::stop_apiserver`], on the same port, with the same
+    /// keys and certificates, so clients and tokens keep working.
+    fn start_apiserver(dir: &Path, assets: &Path, etcd_client: SocketAddr, secure: SocketAddr) -> Process {
+        let path = |name: &str| dir.join(name).to_str().unwrap().to_owned();
+        let log =
+            std::fs::OpenOptions::new().create(true).append(true).open(dir.join("apiserver.log")).unwrap();
         let apiserver = Command::new(assets.join("kube-apiserver"))
             .args(["--etcd-servers", &format!("http://{etcd_client}")])
             .args(["--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1"])
@@ -222,12 +241,21 @@ impl ControlPlane {
             .args(["--endpoint-reconciler-type", "none"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(log("apiserver.log"))
+            .stderr(log)
             .spawn()
             .expect("start kube-apiserver");
-        let kubeconfig = dir.path().join("kubeconfig");
-        std::fs::write(&kubeconfig, self::kubeconfig(secure, "admin", token, "default")).unwrap();
-        Self { apiserver: Process(apiserver), _etcd: etcd, dir, secure, kubeconfig }
+        Process(apiserver)
+    }
+
+    /// Kills kube-apiserver, as an outage would: its connections close, its port refuses.
+    fn stop_apiserver(&mut self) {
+        let _ = self.apiserver.0.kill();
+        let _ = self.apiserver.0.wait();
+    }
+
+    /// Starts kube-apiserver again after [`Self::stop_apiserver`].
+    fn restart_apiserver(&mut self) {
+        self.apiserver = Self::start_apiserver(self.dir.path(), &self.assets, self.etcd_client, self.secure);
     }
 
     /// The end of the API server's and etcd's logs, for failure messages.
@@ -415,6 +443,10 @@ async fn status_ips(ingresses: &Api<Ingress>, name: &str) -> Vec<String> {
     let Ok(ingress) = ingresses.get(name).await else { return vec![] };
     let entries = ingress.status.and_then(|s| s.load_balancer?.ingress).unwrap_or_default();
     entries.into_iter().filter_map(|e| e.ip).collect()
+}
+
+async fn lease_renew_time(leases: &Api<Lease>) -> Option<MicroTime> {
+    leases.get("ostium-leader").await.ok()?.spec?.renew_time
 }
 
 async fn lease_holder(leases: &Api<Lease>) -> Option<String> {
@@ -628,10 +660,59 @@ async fn against_a_real_api_server() {
         status_ips(&ingresses, "third").await == address
     })
     .await;
-    assert!(metric(&survivor, "ostium_ingress_status_writes_total").await >= 1.0);
+    // Counted once the API server has answered the write, a moment after the status shows.
+    until(Duration::from_secs(5), "the write counted", survivor_log, async || {
+        metric(&survivor, "ostium_ingress_status_writes_total").await >= 1.0
+    })
+    .await;
     // Everything it needed, its RBAC allowed: no watch ever failed.
     assert_eq!(metric(&survivor, "ostium_watch_errors_total").await, 0.0, "{}", survivor.log());
     assert_eq!(metric(&survivor, "ostium_malformed_objects_total").await, 0.0, "{}", survivor.log());
+
+    // kube-apiserver goes away for a while and comes back. Serving never stops; a change made
+    // once it is back is live, and the Lease renewed, within 5 s.
+    let renewed_before = lease_renew_time(&leases).await;
+    plane.stop_apiserver();
+    let gone = Instant::now();
+    let (mut served, mut failed) = (0, 0);
+    while gone.elapsed() < OUTAGE {
+        match name_behind(survivor.http, "web.example.com").await.as_deref() {
+            Some("b") => served += 1,
+            _ => failed += 1,
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(failed, 0, "{served} requests served, {failed} failed during the outage\n{}", survivor.log());
+    plane.restart_apiserver();
+    plane.wait_ready(&admin, &kinds).await;
+    let back = Instant::now();
+    eprintln!("kube-apiserver back {:?} after it went away", gone.elapsed());
+    apply(&admin, &discovery, &[ingress("fourth", "fourth.example.com", "web")], false).await;
+    let (mut change_live, mut lease_renewed) = (None, None);
+    while change_live.is_none() || lease_renewed.is_none() {
+        assert!(back.elapsed() < Duration::from_secs(60), "not resumed\n{}", survivor.log());
+        if change_live.is_none()
+            && name_behind(survivor.http, "fourth.example.com").await.as_deref() == Some("b")
+        {
+            change_live = Some(back.elapsed());
+        }
+        if lease_renewed.is_none()
+            && lease_renew_time(&leases).await.is_some_and(|t| Some(&t) != renewed_before.as_ref())
+        {
+            lease_renewed = Some(back.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (change_live, lease_renewed) = (change_live.unwrap(), lease_renewed.unwrap());
+    eprintln!(
+        "after a {OUTAGE:?} outage: change live in {change_live:?}, Lease renewed in {lease_renewed:?}"
+    );
+    assert!(change_live <= Duration::from_secs(5), "change live after {change_live:?}\n{}", survivor.log());
+    assert!(
+        lease_renewed <= Duration::from_secs(5),
+        "Lease renewed after {lease_renewed:?}\n{}",
+        survivor.log()
+    );
 
     // Shut down, the leader hands the Lease back.
     let mut survivor = survivor;

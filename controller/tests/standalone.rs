@@ -14,6 +14,19 @@ fn quickstart_manifests_become_ready() {
 }
 
 #[test]
+fn the_text_log_says_ready_with_counts_and_has_no_colour_codes_off_a_terminal() {
+    // The log goes to a file here, not a terminal.
+    let ostium = Ostium::start(BIN.as_ref(), &workspace_root().join("examples/quickstart"), &[]);
+    let log = ostium.log();
+    assert!(!log.contains('\u{1b}'), "{log:?}");
+    let ready: Vec<&str> = log.lines().filter(|l| l.contains(" ready ")).collect();
+    assert_eq!(ready.len(), 1, "{log}");
+    for field in ["INFO", "ingresses=3", "routes=", "backends=2", "hosts=2", "build="] {
+        assert!(ready[0].contains(field), "no {field} in {}", ready[0]);
+    }
+}
+
+#[test]
 fn broken_manifests_at_start_keep_it_unready_until_fixed() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("a.yaml"), "kind: [").unwrap();
@@ -115,7 +128,7 @@ async fn the_access_log_counts_bytes_both_ways() {
         let expected = format!("bytes_out={}", response.body.len());
         let mut line = String::new();
         for _ in 0..100 {
-            let log = strip_ansi(&ostium.log());
+            let log = ostium.log();
             if let Some(found) = log.lines().find(|l| l.contains("ostium::access") && l.contains("/upload")) {
                 line = found.to_owned();
                 break;
@@ -124,23 +137,9 @@ async fn the_access_log_counts_bytes_both_ways() {
         }
         assert!(line.contains("bytes_in=11"), "{line}");
         assert!(line.contains(&expected), "{line} ({expected})");
+        // Milliseconds to the microsecond, at most three decimals.
+        let duration = line.split("duration_ms=").nth(1).and_then(|v| v.split(' ').next()).unwrap();
+        assert!(duration.parse::<f64>().is_ok(), "{line}");
+        assert!(duration.split('.').nth(1).is_none_or(|decimals| decimals.len() <= 3), "{line}");
     });
-}
-
-/// The log without terminal colour codes.
-fn strip_ansi(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }

@@ -250,14 +250,19 @@ impl AccessEntry {
             status = self.status,
             bytes_in = self.bytes_in.as_ref().map_or(0, |b| b.load(Ordering::Relaxed)),
             bytes_out,
-            duration_ms = self.started.elapsed().as_secs_f64() * 1e3,
+            duration_ms = millis(self.started.elapsed()),
             upstream = self.upstream.map(tracing::field::display),
-            upstream_ms = self.upstream_duration.map(|d| d.as_secs_f64() * 1e3),
+            upstream_ms = self.upstream_duration.map(millis),
             ingress = self.ingress.as_deref().map(tracing::field::display),
             request_id = self.request_id.as_ref().and_then(|v| v.to_str().ok()),
             error = self.error.map(tracing::field::display),
         );
     }
+}
+
+/// Milliseconds to the microsecond (`12.346`), not to the last bit of an `f64`.
+fn millis(duration: Duration) -> f64 {
+    duration.as_micros() as f64 / 1e3
 }
 
 /// Every response body: streamed from an endpoint, or a short one of our own; with the access

@@ -5,6 +5,11 @@
 //! before anything is kept. A watcher's (re)list is sent as one complete list, so objects deleted
 //! while the watch was down disappear too. During an API outage the watchers retry with backoff
 //! while the proxy keeps serving the last table.
+//!
+//! Recovery after an outage is bounded: every retry waits at most [`MAX_RETRY_DELAY`] (jittered,
+//! so replicas do not reconnect in lockstep), and the client's connections are probed with TCP
+//! keepalives and time out on connect, so a connection to an API server that went away without
+//! closing it is dropped instead of being waited on or reused.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -13,11 +18,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Client;
 use kube::api::{Api, ListParams};
+use kube::client::ConfigExt;
 use kube::core::DynamicResourceScope;
+use kube::runtime::utils::Backoff;
 use kube::runtime::{WatchStreamExt, watcher};
 use ostium_model::NamespacedName;
 use ostium_translate::{Kind, KindVisitor, Malformed, ObjectKind, Reference, for_each_kind};
@@ -27,10 +36,86 @@ use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 use crate::metrics::Metrics;
 use crate::store::{Change, Update};
 
+/// The longest wait between two attempts to reach the API server, jitter included: after an
+/// outage, watches resume at most this long after the API server is back.
+pub(crate) const MAX_RETRY_DELAY: Duration = Duration::from_secs(2);
+
+/// A TCP connection to the API server must be established within this.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// An idle connection (a quiet watch, a pooled one) is probed after this long without traffic,
+/// then every [`KEEPALIVE_INTERVAL`]; after [`KEEPALIVE_PROBES`] unanswered probes it is dropped.
+/// A probe to an API server that restarted is answered with a reset, which ends the connection
+/// at once.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(5);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(2);
+const KEEPALIVE_PROBES: u32 = 3;
+
+/// A request whose bytes stay unacknowledged this long has lost its connection.
+const UNACKNOWLEDGED_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Pooled connections unused this long are closed rather than kept for reuse.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The client for the API server of `config`: kube's usual stack (base URL, credentials, extra
+/// headers, TLS) over connections that notice when the API server has gone (see the module
+/// documentation). Its requests are not retried: our loops retry, and must see failures.
+pub(crate) fn client(config: &kube::Config) -> Result<Client, kube::Error> {
+    let mut tcp = HttpConnector::new();
+    tcp.enforce_http(false);
+    tcp.set_nodelay(true);
+    tcp.set_connect_timeout(Some(CONNECT_TIMEOUT));
+    tcp.set_keepalive(Some(KEEPALIVE_IDLE));
+    tcp.set_keepalive_interval(Some(KEEPALIVE_INTERVAL));
+    tcp.set_keepalive_retries(Some(KEEPALIVE_PROBES));
+    #[cfg(target_os = "linux")]
+    tcp.set_tcp_user_timeout(Some(UNACKNOWLEDGED_TIMEOUT));
+    let connector = config.rustls_https_connector_with_connector(tcp)?;
+    let http = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .pool_timer(hyper_util::rt::TokioTimer::new())
+        .build(connector);
+    let service = tower::ServiceBuilder::new()
+        .layer(config.base_uri_layer())
+        .option_layer(config.auth_layer()?)
+        .layer(config.extra_headers_layer()?)
+        .map_err(tower::BoxError::from)
+        .service(http);
+    Ok(Client::new(service, config.default_namespace.clone()))
+}
+
+/// The delays between attempts to reach the API server: doubling from 200 ms up to half of
+/// [`MAX_RETRY_DELAY`], each stretched by a random share of itself (up to double) so that many
+/// replicas spread their retries.
+pub(crate) fn retry_backoff() -> impl Backoff {
+    let builder = backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(MAX_RETRY_DELAY / 2)
+        .with_jitter()
+        .without_max_times();
+    watcher::ExponentialBackoff::from(builder)
+}
+
+/// An error with its causes, `a: b: c`: kube's own message often leaves out why (`client error
+/// (Connect)` rather than the refused connection behind it).
+pub(crate) fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let message = cause.to_string();
+        if !text.contains(&message) {
+            text = format!("{text}: {message}");
+        }
+        source = cause.source();
+    }
+    text
+}
+
 /// Starts a watcher and a fetcher for every kind translation reads. Returns the kinds whose
 /// initial list the store must wait for.
 pub(crate) async fn spawn(
     client: Client,
+    api_url: &http::Uri,
     namespace: Option<&str>,
     updates: UnboundedSender<Update>,
     fetches: UnboundedReceiver<Reference>,
@@ -47,6 +132,7 @@ pub(crate) async fn spawn(
     };
     let mut watchers = Watchers {
         client,
+        api_url: api_url.to_string().into(),
         namespace,
         updates,
         metrics,
@@ -62,6 +148,8 @@ pub(crate) async fn spawn(
 /// Starts the watcher and the fetcher of each kind.
 struct Watchers<'a> {
     client: Client,
+    /// Named in the log when the API cannot be reached.
+    api_url: Arc<str>,
     namespace: Option<&'a str>,
     updates: UnboundedSender<Update>,
     metrics: Metrics,
@@ -76,7 +164,7 @@ impl KindVisitor for Watchers<'_> {
             return;
         }
         let api = api::<K>(&self.client, self.namespace);
-        tokio::spawn(watch(api, self.updates.clone(), self.metrics.clone()));
+        tokio::spawn(watch(api, self.api_url.clone(), self.updates.clone(), self.metrics.clone()));
         let (fetcher, wanted) = mpsc::unbounded_channel();
         tokio::spawn(fetch::<K>(self.client.clone(), wanted, self.updates.clone()));
         self.fetchers.insert(K::OBJECT_KIND, fetcher);
@@ -93,10 +181,15 @@ fn api<K: Kind>(client: &Client, namespace: Option<&str>) -> Api<Guarded<K>> {
 }
 
 /// Follows one kind until the store goes away.
-async fn watch<K: Kind>(api: Api<Guarded<K>>, updates: UnboundedSender<Update>, metrics: Metrics) {
+async fn watch<K: Kind>(
+    api: Api<Guarded<K>>,
+    api_url: Arc<str>,
+    updates: UnboundedSender<Update>,
+    metrics: Metrics,
+) {
     let kind = K::OBJECT_KIND.as_str();
     // `any_semantic`: lists may come from the API server's watch cache, as informers do.
-    let stream = watcher(api, watcher::Config::default().any_semantic()).default_backoff();
+    let stream = watcher(api, watcher::Config::default().any_semantic()).backoff(retry_backoff());
     let mut stream = std::pin::pin!(stream);
     let mut listed = Vec::new();
     let mut health = Health::default();
@@ -108,9 +201,9 @@ async fn watch<K: Kind>(api: Api<Guarded<K>>, updates: UnboundedSender<Update>, 
                 metrics.watch_error(kind);
                 // Logged once per outage; the backoff retries meanwhile.
                 if transition == (Transition::Failed { first: true }) {
-                    tracing::warn!(kind, "watch failed, retrying with backoff: {e}");
+                    tracing::warn!(kind, api = %api_url, "watch failed, retrying: {}", with_causes(&e));
                 } else {
-                    tracing::debug!(kind, "watch still failing: {e}");
+                    tracing::debug!(kind, "watch still failing: {}", with_causes(&e));
                 }
                 continue;
             }
@@ -205,14 +298,20 @@ async fn fetch<K: Kind>(
     let kind = K::OBJECT_KIND.as_str();
     while let Some(key) = wanted.recv().await {
         let api = api::<K>(&client, Some(&key.namespace));
-        let mut delay = Duration::from_millis(100);
+        let mut delays = retry_backoff();
+        let mut failed = false;
         let object = loop {
             match api.get_opt(&key.name).await {
                 Ok(object) => break object,
                 Err(e) => {
-                    tracing::warn!(kind, object = %key, "cannot get a referenced object, retrying: {e}");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(30));
+                    // Once per object; each retry at debug.
+                    let e = with_causes(&e);
+                    if std::mem::replace(&mut failed, true) {
+                        tracing::debug!(kind, object = %key, "still cannot get a referenced object: {e}");
+                    } else {
+                        tracing::warn!(kind, object = %key, "cannot get a referenced object, retrying: {e}");
+                    }
+                    tokio::time::sleep(delays.next().unwrap_or(MAX_RETRY_DELAY)).await;
                 }
             }
         };
@@ -312,9 +411,21 @@ impl<K: Kind> fmt::Debug for Guarded<K> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use kube::runtime::watcher::{Error, Event};
 
-    use super::{Health, Transition};
+    use super::{Health, MAX_RETRY_DELAY, Transition, retry_backoff};
+
+    #[test]
+    fn retries_start_quickly_wait_at_most_the_cap_and_differ_between_replicas() {
+        let delays: Vec<Duration> = retry_backoff().take(40).collect();
+        assert!(delays[0] < Duration::from_millis(400), "{delays:?}");
+        assert!(delays.iter().all(|d| *d <= MAX_RETRY_DELAY), "{delays:?}");
+        assert!(delays[10..].iter().all(|d| *d >= MAX_RETRY_DELAY / 2), "{delays:?}");
+        let other: Vec<Duration> = retry_backoff().take(40).collect();
+        assert_ne!(delays, other, "jitter");
+    }
 
     #[test]
     fn a_list_retried_while_it_fails_is_no_reconnection() {

@@ -221,6 +221,14 @@ impl Table {
         self.exact_hosts.len() + self.wildcard_hosts.len() + usize::from(self.any_host.is_some())
     }
 
+    /// How many routes the virtual hosts hold (path routes and host fallbacks), plus the default
+    /// route when there is one.
+    pub fn route_count(&self) -> usize {
+        let hosts = self.exact_hosts.values().chain(self.wildcard_hosts.values()).chain(&self.any_host);
+        let routes: usize = hosts.map(|v| v.routes.len() + usize::from(v.fallback.is_some())).sum();
+        routes + usize::from(self.default_route.is_some())
+    }
+
     /// Every virtual host: exact names, then wildcards (each sorted), then the host-less one.
     pub fn virtual_hosts(&self) -> Vec<&VirtualHost> {
         let mut exact: Vec<_> = self.exact_hosts.values().collect();

@@ -6,9 +6,10 @@
 //! `resourceVersion`, until the client goes away or `timeoutSeconds`), get, create, replace
 //! (with `resourceVersion` preconditions: a stale write gets 409), merge patch (also on the
 //! `status` subresource), delete, and metadata-only lists. It validates nothing else, so
-//! EndpointSlices may point at loopback addresses. Tests change objects through [`KubeApi::apply`] and [`KubeApi::delete`],
-//! which watchers see like any other change, and can make the server refuse everything
-//! ([`KubeApi::set_down`]) to play an outage.
+//! EndpointSlices may point at loopback addresses. Tests change objects through [`KubeApi::apply`]
+//! and [`KubeApi::delete`], which watchers see like any other change, and can play an outage: the
+//! server answering 503 ([`KubeApi::set_down`]), or gone, its port refusing connections and every
+//! open one closed ([`KubeApi::set_unreachable`]).
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -22,7 +23,7 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use serde_json::{Value, json};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, watch};
 
 /// Kinds the server knows: (collection path prefix, plural, kind, namespaced).
 const KINDS: &[(&str, &str, &str, bool)] = &[
@@ -51,6 +52,7 @@ struct State {
     down: AtomicBool,
     /// Every request as `METHOD path`, with ` (metadata only)` for metadata-only reads.
     requests: Mutex<Vec<String>>,
+    unreachable: watch::Sender<bool>,
 }
 
 #[derive(Debug, Default)]
@@ -86,27 +88,15 @@ impl KubeApi {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the fake API");
         let addr = listener.local_addr().expect("local address");
         let (events, _) = broadcast::channel(4096);
+        let unreachable = watch::Sender::new(false);
         let state = Arc::new(State {
             inner: Mutex::default(),
             events,
             down: AtomicBool::new(false),
             requests: Mutex::default(),
+            unreachable,
         });
-        let served = state.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
-                let state = served.clone();
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |request| {
-                        let state = state.clone();
-                        async move { Ok::<_, Infallible>(handle(&state, request).await) }
-                    });
-                    let io = hyper_util::rt::TokioIo::new(stream);
-                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
-                });
-            }
-        });
+        tokio::spawn(serve(listener, state.clone()));
         Self { addr, state }
     }
 
@@ -169,6 +159,54 @@ impl KubeApi {
     /// While down, every request gets 503 and open watches end.
     pub fn set_down(&self, down: bool) {
         self.state.down.store(down, Ordering::SeqCst);
+    }
+
+    /// While unreachable, as when the API server's process is gone: every open connection is
+    /// closed and the port refuses new ones. Back, the same port accepts again.
+    pub fn set_unreachable(&self, unreachable: bool) {
+        self.state.unreachable.send_replace(unreachable);
+    }
+}
+
+/// Accepts and serves connections while reachable; closes them all and stops listening while not.
+async fn serve(listener: tokio::net::TcpListener, state: Arc<State>) {
+    let addr = listener.local_addr().expect("local address");
+    let mut listener = Some(listener);
+    let mut unreachable = state.unreachable.subscribe();
+    loop {
+        let Some(open) = &listener else {
+            let _ = unreachable.wait_for(|gone| !*gone).await;
+            // The port was ours a moment ago; should another socket take it meanwhile, this fails
+            // loudly rather than serving elsewhere.
+            listener = Some(tokio::net::TcpListener::bind(addr).await.expect("bind the fake API again"));
+            continue;
+        };
+        let accepted = tokio::select! {
+            accepted = open.accept() => accepted,
+            _ = unreachable.wait_for(|gone| *gone) => {
+                listener = None;
+                continue;
+            }
+        };
+        let Ok((stream, _)) = accepted else { continue };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let mut unreachable = state.unreachable.subscribe();
+            let service = hyper::service::service_fn({
+                let state = state.clone();
+                move |request| {
+                    let state = state.clone();
+                    async move { Ok::<_, Infallible>(handle(&state, request).await) }
+                }
+            });
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let connection = hyper::server::conn::http1::Builder::new().serve_connection(io, service);
+            // Dropping the connection closes its socket.
+            tokio::select! {
+                _ = connection => {}
+                _ = unreachable.wait_for(|gone| *gone) => {}
+            }
+        });
     }
 }
 
