@@ -23,6 +23,7 @@ mod retry;
 mod shaping;
 mod store;
 mod table;
+mod telemetry;
 mod tls;
 
 pub use access::{AddressVerdict, CidrSet, InvalidNetwork, Satisfy, SourceAccess};
@@ -54,6 +55,7 @@ pub use retry::{NextUpstream, RetryCondition, RetryConditions};
 pub use shaping::{Shaping, TextRewrite};
 pub use store::{TableReader, TableStore};
 pub use table::{Route, RouteAction, RouteConflict, RouteMatch, Table, TableBuilder, VirtualHost};
+pub use telemetry::{RouteTracing, Sampler, TraceExport};
 pub use tls::{Certificate, ServerTls, TlsTable};
 
 /// Hash maps of the table: a fast hasher, randomly seeded per process (keys come from the

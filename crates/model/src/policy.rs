@@ -10,8 +10,8 @@ use std::time::Duration;
 use http::HeaderValue;
 
 use crate::{
-    BackendId, BackendTls, Cors, ExternalAuth, NextUpstream, RateLimit, ResponseRate, Satisfy, Shaping,
-    SourceAccess,
+    BackendId, BackendTls, Cors, ExternalAuth, NextUpstream, RateLimit, ResponseRate, RouteTracing, Satisfy,
+    Shaping, SourceAccess,
 };
 
 /// ingress-nginx's default `proxy-body-size`: 1 MiB.
@@ -88,6 +88,9 @@ pub struct Policy {
     /// The request line and headers sent upstream, the endpoint's headers sent back, and the
     /// style of the proxy's own redirects.
     pub shaping: Shaping,
+    /// `enable-opentelemetry` (or the ConfigMap's): a span per request, and `traceparent` sent
+    /// upstream; `None`: not traced, and nothing of tracing is done.
+    pub tracing: Option<RouteTracing>,
 }
 
 /// `custom-http-errors` and `disable-proxy-intercept-errors`: which answers are replaced by the
@@ -257,6 +260,7 @@ impl Default for Policy {
             rate_limit: None,
             response_rate: None,
             shaping: Shaping::default(),
+            tracing: None,
         }
     }
 }

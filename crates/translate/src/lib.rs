@@ -13,6 +13,7 @@ mod annotations;
 mod backend;
 mod class;
 mod diagnostic;
+mod global_config;
 mod kind;
 mod objects;
 mod render;
@@ -57,6 +58,8 @@ pub struct Options {
     pub fallback_certificate: Certificate,
     /// `--annotations-prefix`.
     pub annotations_prefix: String,
+    /// `--configmap`: the global settings (ingress-nginx's ConfigMap keys).
+    pub configmap: Option<NamespacedName>,
     /// `--enable-ssl-passthrough`: the `ssl-passthrough` annotation is honoured.
     pub enable_ssl_passthrough: bool,
     pub crypto_provider: Arc<CryptoProvider>,
@@ -83,6 +86,7 @@ impl Options {
             default_ssl_certificate: None,
             fallback_certificate,
             annotations_prefix: Self::DEFAULT_ANNOTATIONS_PREFIX.into(),
+            configmap: None,
             enable_ssl_passthrough: false,
             crypto_provider,
             rate_limit_zones: RateLimitZones::default(),
@@ -141,6 +145,8 @@ struct Translator<'a> {
     /// sets it.
     server_tls: BTreeMap<HostRule, ServerTls>,
     options: &'a Options,
+    /// The `--configmap` settings.
+    global: global_config::GlobalConfig,
     classes: class::Classes<'a>,
     backends: backend::Backends<'a>,
     certificates: tls::Certificates<'a>,
@@ -153,6 +159,7 @@ impl<'a> Translator<'a> {
         let mut diagnostics = Vec::new();
         let mut certificates = tls::Certificates::new(objects, options);
         let default_certificate = certificates.default_certificate(&mut diagnostics);
+        let global = global_config::GlobalConfig::new(options.configmap.as_ref(), objects, &mut diagnostics);
         Self {
             objects,
             www_redirects: Vec::new(),
@@ -160,6 +167,7 @@ impl<'a> Translator<'a> {
             passthrough: BTreeMap::new(),
             server_tls: BTreeMap::new(),
             options,
+            global,
             classes: class::Classes::new(objects, options),
             backends: backend::Backends::new(objects),
             certificates,
@@ -183,6 +191,7 @@ impl<'a> Translator<'a> {
             self.objects,
             &self.options.rate_limit_zones,
             &self.options.crypto_provider,
+            &self.global,
             &mut self.diagnostics,
         );
         let mut policy = annotated.policy;

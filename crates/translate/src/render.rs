@@ -5,7 +5,7 @@ use std::fmt::Write;
 
 use ostium_model::{
     Backend, BackendTlsSettings, ClientAuth, Credentials, ExternalAuth, HostRule, HttpsRedirect, Policy,
-    Protocol, Route, RouteAction, ServerTls, Shaping, Table, Target, TextRewrite,
+    Protocol, Route, RouteAction, RouteTracing, Sampler, ServerTls, Shaping, Table, Target, TextRewrite,
 };
 
 use crate::Translation;
@@ -244,7 +244,32 @@ fn policy_line(table: &Table, policy: &Policy) -> String {
         parts.push(format!("error pages for {}{scope}", codes.join(",")));
     }
     shaping_parts(&policy.shaping, &mut parts);
+    if let Some(tracing) = &policy.tracing {
+        parts.push(tracing_part(tracing));
+    }
     if parts.is_empty() { String::new() } else { format!(" [{}]", parts.join("; ")) }
+}
+
+/// `enable-opentelemetry`: the span's name, whether an incoming span is its parent, and the
+/// export (`otlp-collector-*`, `otel-*`).
+fn tracing_part(tracing: &RouteTracing) -> String {
+    let export = &tracing.export;
+    let sampler = match export.sampler {
+        Sampler::AlwaysOn => "always".to_owned(),
+        Sampler::AlwaysOff => "never".to_owned(),
+        Sampler::TraceIdRatio { bound } => format!("ratio {:.4}", bound as f64 / (1u64 << 63) as f64),
+    };
+    format!(
+        "traced as {} {} incoming spans, to {} as {} sampled {sampler}{} queue {} batch {} every {}ms",
+        tracing.operation_name.as_deref().unwrap_or("HTTP <method>"),
+        if tracing.trust_incoming_span { "trusting" } else { "ignoring" },
+        export.collector,
+        export.service_name,
+        if export.parent_based { " parent-based" } else { "" },
+        export.max_queue_size,
+        export.max_export_batch_size,
+        export.schedule_delay.as_millis(),
+    )
 }
 
 /// `proxy-ssl-*`: the Secret, what is verified and sent, versions and suites.

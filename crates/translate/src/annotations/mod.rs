@@ -18,6 +18,7 @@
 //!   does not implement yet ([`DENIED_UNTIL_IMPLEMENTED`]) deny every route of their Ingress
 //!   (503): serving the routes without them would be more open than asked. Every other
 //!   annotation with the prefix is reported as not supported and ignored (the migration report).
+//! - `enable-opentelemetry` and its family: a span per request (see `opentelemetry`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -27,6 +28,7 @@ use k8s_openapi::api::networking::v1::Ingress;
 use ostium_model::{ClientAuth, Denial, HostRule, HttpsRedirect, Policy, Protocol, RateLimitZones, Redirect};
 use rustls::crypto::CryptoProvider;
 
+use crate::global_config::GlobalConfig;
 use crate::{Diagnostic, ObjectRef, Objects, Reason};
 
 mod access;
@@ -36,6 +38,7 @@ mod backend_tls;
 mod backends;
 mod cors;
 mod external_auth;
+mod opentelemetry;
 mod rate_limit;
 mod shaping;
 mod tls;
@@ -73,6 +76,7 @@ const SUPPORTED: &[&[&str]] = &[
     backends::KEYS,
     cors::KEYS,
     external_auth::KEYS,
+    opentelemetry::KEYS,
     rate_limit::KEYS,
     shaping::KEYS,
     tls::KEYS,
@@ -130,6 +134,7 @@ pub(crate) fn parse(
     objects: &Objects,
     zones: &RateLimitZones,
     provider: &Arc<CryptoProvider>,
+    global: &GlobalConfig,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Annotated {
     let mut ours: BTreeMap<&str, &str> = BTreeMap::new();
@@ -208,6 +213,7 @@ pub(crate) fn parse(
     let _ = parser.flag("http2-push-preload");
     policy.satisfy = parser.satisfy();
     policy.shaping = parser.shaping(protocol);
+    policy.tracing = parser.tracing(&global.tracing);
 
     let rewrite = parser.value("rewrite-target").and_then(|target| match rewrite_target(target) {
         Some(target) => Some(target),
