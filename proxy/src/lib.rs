@@ -69,6 +69,7 @@ mod response;
 mod retry;
 mod rewrite;
 mod route;
+mod telemetry;
 mod tls;
 mod tunnel;
 mod upstream;
@@ -142,6 +143,7 @@ struct Inner {
     body_files: buffer::BodyFiles,
     config: ProxyConfig,
     metrics: ProxyMetrics,
+    tracer: telemetry::Tracer,
 }
 
 /// What the proxy knows of the connection a request arrived on.
@@ -185,7 +187,8 @@ impl Proxy {
     ) -> Self {
         let upstream = upstream::Upstream::new(&config, provider);
         let body_files = buffer::BodyFiles::new(config.body_temp_dir.clone());
-        Self { inner: Arc::new(Inner { tables, upstream, body_files, config, metrics }) }
+        let tracer = telemetry::Tracer::new(metrics.clone());
+        Self { inner: Arc::new(Inner { tables, upstream, body_files, config, metrics, tracer }) }
     }
 
     pub(crate) fn upstream(&self) -> &upstream::Upstream {

@@ -28,6 +28,14 @@ struct Inner {
     connections: Gauge,
     connections_refused: Counter,
     tls_handshake_errors: Counter,
+    spans_exported: Counter,
+    spans_dropped: Family<DropLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DropLabels {
+    /// `queue_full` (otel-max-queuesize reached) or `export_failed`.
+    reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -70,6 +78,8 @@ impl Default for ProxyMetrics {
             connections: Gauge::default(),
             connections_refused: Counter::default(),
             tls_handshake_errors: Counter::default(),
+            spans_exported: Counter::default(),
+            spans_dropped: Family::default(),
         };
         Self { inner: Arc::new(inner) }
     }
@@ -116,6 +126,16 @@ impl ProxyMetrics {
             "TLS handshakes that failed or timed out",
             m.tls_handshake_errors.clone(),
         );
+        registry.register(
+            "tracing_spans_exported",
+            "Request spans the OpenTelemetry collector accepted",
+            m.spans_exported.clone(),
+        );
+        registry.register(
+            "tracing_spans_dropped",
+            "Request spans dropped: the export queue was full, or the collector failed",
+            m.spans_dropped.clone(),
+        );
         metrics
     }
 
@@ -152,6 +172,14 @@ impl ProxyMetrics {
 
     pub(crate) fn connection_refused(&self) {
         self.inner.connections_refused.inc();
+    }
+
+    pub(crate) fn spans_exported(&self, count: usize) {
+        self.inner.spans_exported.inc_by(count as u64);
+    }
+
+    pub(crate) fn spans_dropped(&self, reason: &'static str, count: usize) {
+        self.inner.spans_dropped.get_or_create(&DropLabels { reason }).inc_by(count as u64);
     }
 
     pub(crate) fn tls_handshake_error(&self) {
