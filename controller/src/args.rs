@@ -70,6 +70,12 @@ pub struct Args {
     #[arg(long)]
     enable_ssl_passthrough: bool,
 
+    /// Global settings: ingress-nginx's ConfigMap keys, same names, values and defaults (in
+    /// --manifests mode: a ConfigMap among the manifests). Applied live; a bad value is reported
+    /// and keeps its default.
+    #[arg(long, value_name = "NS/NAME")]
+    configmap: Option<NamespacedName>,
+
     /// Service whose address is written into Ingress status.loadBalancer.
     #[arg(long, value_name = "NS/NAME", conflicts_with = "publish_status_address")]
     publish_service: Option<NamespacedName>,
@@ -249,6 +255,7 @@ impl TryFrom<Args> for Config {
             default_ssl_certificate,
             annotations_prefix,
             enable_ssl_passthrough,
+            configmap,
             publish_service,
             publish_status_address,
             election_id,
@@ -279,6 +286,7 @@ impl TryFrom<Args> for Config {
             default_ssl_certificate,
             fallback_certificate: self_signed_certificate(&crypto_provider)?,
             annotations_prefix,
+            configmap,
             enable_ssl_passthrough,
             crypto_provider,
             rate_limit_zones: Default::default(),
@@ -429,6 +437,8 @@ mod tests {
             "--annotations-prefix",
             "x.io",
             "--enable-ssl-passthrough",
+            "--configmap",
+            "ingress/ostium",
             "--publish-status-address",
             "10.0.0.1",
             "--log-format",
@@ -443,6 +453,7 @@ mod tests {
         assert_eq!(c.log_format, Some(LogFormat::Json));
         assert!(c.translate.watch_ingress_without_class && !c.access_log);
         assert!(c.translate.enable_ssl_passthrough);
+        assert_eq!(c.translate.configmap, Some(NamespacedName::new("ingress", "ostium")));
     }
 
     #[test]
