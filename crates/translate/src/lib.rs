@@ -187,10 +187,8 @@ impl<'a> Translator<'a> {
         let annotated = annotations::parse(
             &object,
             ingress,
-            &self.options.annotations_prefix,
             self.objects,
-            &self.options.rate_limit_zones,
-            &self.options.crypto_provider,
+            self.options,
             &self.global,
             &mut self.diagnostics,
         );

@@ -25,11 +25,10 @@ use std::sync::Arc;
 
 use http::HeaderValue;
 use k8s_openapi::api::networking::v1::Ingress;
-use ostium_model::{ClientAuth, Denial, HostRule, HttpsRedirect, Policy, Protocol, RateLimitZones, Redirect};
-use rustls::crypto::CryptoProvider;
+use ostium_model::{ClientAuth, Denial, HostRule, HttpsRedirect, Policy, Protocol, Redirect};
 
 use crate::global_config::GlobalConfig;
-use crate::{Diagnostic, ObjectRef, Objects, Reason};
+use crate::{Diagnostic, ObjectRef, Objects, Options, Reason};
 
 mod access;
 mod auth;
@@ -125,18 +124,19 @@ pub(crate) struct Annotated {
     pub(crate) client_auth: Option<ClientAuth>,
 }
 
-/// Parses the annotations of one Ingress. Invalid values are reported and leave the default.
-/// Rate limits take the Ingress's zone from `zones`.
+/// Parses the annotations of one Ingress (under `--annotations-prefix`). Invalid values are
+/// reported and leave the default. Rate limits take the Ingress's zone from the options' zones;
+/// `global` holds the `--configmap` settings some annotations fall back to.
 pub(crate) fn parse(
     object: &ObjectRef,
     ingress: &Ingress,
-    prefix: &str,
     objects: &Objects,
-    zones: &RateLimitZones,
-    provider: &Arc<CryptoProvider>,
+    options: &Options,
     global: &GlobalConfig,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Annotated {
+    let (prefix, zones, provider) =
+        (options.annotations_prefix.as_str(), &options.rate_limit_zones, &options.crypto_provider);
     let mut ours: BTreeMap<&str, &str> = BTreeMap::new();
     // The first denying annotation, in key order.
     let mut denied = None;
@@ -454,8 +454,9 @@ mod tests {
         let object = ObjectRef::new(ObjectKind::Ingress, Some("default"), "web");
         let mut diagnostics = Vec::new();
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let zones = RateLimitZones::default();
-        let annotated = parse(&object, ingress, PREFIX, &objects, &zones, &provider, &mut diagnostics);
+        let options = Options::new(ostium_test_support::fallback_certificate(), provider);
+        let global = GlobalConfig::default();
+        let annotated = parse(&object, ingress, &objects, &options, &global, &mut diagnostics);
         (annotated, diagnostics)
     }
 
