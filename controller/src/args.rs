@@ -72,6 +72,12 @@ pub struct Args {
     #[arg(long, global = true)]
     enable_ssl_passthrough: bool,
 
+    /// Global settings: ingress-nginx's ConfigMap keys, same names, values and defaults (in
+    /// --manifests mode: a ConfigMap among the manifests). Applied live; a bad value is reported
+    /// and keeps its default.
+    #[arg(long, global = true, value_name = "NS/NAME")]
+    configmap: Option<NamespacedName>,
+
     /// Service whose address is written into Ingress status.loadBalancer.
     #[arg(long, global = true, value_name = "NS/NAME", conflicts_with = "publish_status_address")]
     publish_service: Option<NamespacedName>,
@@ -267,6 +273,7 @@ impl TryFrom<Args> for Config {
             default_ssl_certificate,
             annotations_prefix,
             enable_ssl_passthrough,
+            configmap,
             publish_service,
             publish_status_address,
             election_id,
@@ -297,6 +304,7 @@ impl TryFrom<Args> for Config {
             default_ssl_certificate,
             fallback_certificate: self_signed_certificate(&crypto_provider)?,
             annotations_prefix,
+            configmap,
             enable_ssl_passthrough,
             crypto_provider,
             rate_limit_zones: Default::default(),
@@ -447,6 +455,8 @@ mod tests {
             "--annotations-prefix",
             "x.io",
             "--enable-ssl-passthrough",
+            "--configmap",
+            "ingress/ostium",
             "--publish-status-address",
             "10.0.0.1",
             "--log-format",
@@ -461,6 +471,7 @@ mod tests {
         assert_eq!(c.log_format, Some(LogFormat::Json));
         assert!(c.translate.watch_ingress_without_class && !c.access_log);
         assert!(c.translate.enable_ssl_passthrough);
+        assert_eq!(c.translate.configmap, Some(NamespacedName::new("ingress", "ostium")));
     }
 
     #[test]

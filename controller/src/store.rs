@@ -539,6 +539,32 @@ pub(crate) mod tests {
         assert!(store.objects().config_maps[&key].data.is_none());
     }
 
+    /// `--configmap` names its ConfigMap for as long as the process runs: it is held whole, and
+    /// a change to its data is a rebuild; other ConfigMaps' changes are not.
+    #[test]
+    fn the_configmap_of_the_flag_is_held_whole_and_its_changes_rebuild() {
+        let config_map = |name: &str, enabled: &str| {
+            one::<ConfigMap>(&format!(
+                "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}, namespace: ingress}}\ndata: {{enable-opentelemetry: \"{enabled}\"}}\n"
+            ))
+        };
+        let options = Options { configmap: Some(NamespacedName::new("ingress", "ostium")), ..options() };
+        let mut store = Store::new(options, &[ObjectKind::Ingress], true);
+        store.update(apply(class()));
+        store.update(apply(config_map("ostium", "false")));
+        store.update(apply(config_map("other", "false")));
+        store.update(listed::<Ingress>(Vec::new()));
+        assert!(store.take_pending().is_some(), "the first build is always pending");
+        store.built(&[]);
+        let key = NamespacedName::new("ingress", "ostium");
+        assert!(store.objects().config_maps[&key].data.is_some(), "held whole");
+
+        store.update(apply(config_map("other", "true")));
+        assert_eq!(store.take_pending(), None);
+        store.update(apply(config_map("ostium", "true")));
+        assert!(store.take_pending().is_some_and(|p| p.rebuild));
+    }
+
     #[test]
     fn a_list_removes_what_it_no_longer_has() {
         let objects = vec![apply(class()), apply(ingress("a", "ostium", "web", "")), apply(service("web"))];

@@ -28,6 +28,7 @@ use crate::policy::{Admission, AuthEffects, Original};
 use crate::request::RequestHead;
 use crate::rewrite::{Outgoing, upstream_request};
 use crate::route::{Defaults, Routed};
+use crate::telemetry::{Finished, Span};
 use crate::tunnel::tunnel;
 use crate::upstream;
 use crate::upstream_body::OutgoingBody;
@@ -49,6 +50,8 @@ pub(crate) struct Trace {
     unlogged: bool,
     /// What an auth service's answer adds to the client's answer (`Set-Cookie`).
     auth_effects: Option<AuthEffects>,
+    /// The request's span, when its route is traced.
+    span: Option<Span>,
 }
 
 impl Proxy {
@@ -83,6 +86,16 @@ impl Proxy {
         }
         if let Some(effects) = trace.auth_effects.take() {
             effects.apply_response(response.status(), response.headers_mut());
+        }
+        if trace.span.is_some() {
+            let finished = Finished {
+                status: response.status().as_u16(),
+                ingress: trace.ingress.as_ref(),
+                service: trace.service.as_ref(),
+                upstream: trace.upstream,
+                client: connection.remote,
+            };
+            self.inner.tracer.finish(trace.span.take(), started, finished);
         }
         self.inner.metrics.request(
             trace.ingress.clone(),
@@ -204,6 +217,13 @@ impl Proxy {
         trace: &mut Trace,
     ) -> Result<Response<ProxyBody>, Outcome> {
         trace.response_headers = policy::cors_headers(&routed.policy, request.headers());
+        trace.span = Span::start(
+            routed.policy.tracing.as_ref(),
+            request.method(),
+            request.uri(),
+            head.host(),
+            request.headers(),
+        );
         trace.unlogged = !routed.policy.access_log;
         let original = Original { method: request.method(), headers: request.headers(), head, connection };
         let mut effects = AuthEffects::default();
@@ -228,6 +248,9 @@ impl Proxy {
         let mut outgoing = upstream_request(request, head, routed, connection, version, body)?;
         if let Some(effects) = &mut trace.auth_effects {
             effects.apply_upstream(&mut outgoing.parts.headers);
+        }
+        if let Some(span) = &trace.span {
+            span.propagate(&mut outgoing.parts.headers);
         }
         if let (Some(_), Some(details)) = (&instead, details) {
             details.tell(&mut outgoing.parts.headers, 503);

@@ -71,6 +71,7 @@ mod response;
 mod retry;
 mod rewrite;
 mod route;
+mod telemetry;
 mod tls;
 mod tunnel;
 mod upstream;
@@ -148,6 +149,7 @@ struct Inner {
     mirrors: mirror::Mirrors,
     config: ProxyConfig,
     metrics: ProxyMetrics,
+    tracer: telemetry::Tracer,
 }
 
 /// What the proxy knows of the connection a request arrived on.
@@ -192,7 +194,8 @@ impl Proxy {
         let upstream = upstream::Upstream::new(&config, provider);
         let body_files = buffer::BodyFiles::new(config.body_temp_dir.clone());
         let mirrors = mirror::Mirrors::new(config.mirrors_in_flight);
-        Self { inner: Arc::new(Inner { tables, upstream, body_files, mirrors, config, metrics }) }
+        let tracer = telemetry::Tracer::new(metrics.clone());
+        Self { inner: Arc::new(Inner { tables, upstream, body_files, mirrors, config, metrics, tracer }) }
     }
 
     pub(crate) fn upstream(&self) -> &upstream::Upstream {

@@ -29,6 +29,14 @@ struct Inner {
     connections_refused: Counter,
     tls_handshake_errors: Counter,
     mirror_dropped: Counter,
+    spans_exported: Counter,
+    spans_dropped: Family<DropLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DropLabels {
+    /// `queue_full` (otel-max-queuesize reached) or `export_failed`.
+    reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -72,6 +80,8 @@ impl Default for ProxyMetrics {
             connections_refused: Counter::default(),
             tls_handshake_errors: Counter::default(),
             mirror_dropped: Counter::default(),
+            spans_exported: Counter::default(),
+            spans_dropped: Family::default(),
         };
         Self { inner: Arc::new(inner) }
     }
@@ -123,6 +133,16 @@ impl ProxyMetrics {
             "Request copies (mirror-target) not sent because the most allowed in flight were",
             m.mirror_dropped.clone(),
         );
+        registry.register(
+            "tracing_spans_exported",
+            "Request spans the OpenTelemetry collector accepted",
+            m.spans_exported.clone(),
+        );
+        registry.register(
+            "tracing_spans_dropped",
+            "Request spans dropped: the export queue was full, or the collector failed",
+            m.spans_dropped.clone(),
+        );
         metrics
     }
 
@@ -163,6 +183,14 @@ impl ProxyMetrics {
 
     pub(crate) fn mirror_dropped(&self) {
         self.inner.mirror_dropped.inc();
+    }
+
+    pub(crate) fn spans_exported(&self, count: usize) {
+        self.inner.spans_exported.inc_by(count as u64);
+    }
+
+    pub(crate) fn spans_dropped(&self, reason: &'static str, count: usize) {
+        self.inner.spans_dropped.get_or_create(&DropLabels { reason }).inc_by(count as u64);
     }
 
     pub(crate) fn tls_handshake_error(&self) {

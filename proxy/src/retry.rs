@@ -93,7 +93,8 @@ impl Proxy {
         let mut this_try = body.for_try().ok_or(ProxyError::BadRequest("request body"))?;
         loop {
             let retry = tries.made > 0;
-            let (authority, endpoint) = peers.pick(self, balance, &mut tried, stickiness.as_deref_mut(), retry)?;
+            let (authority, endpoint) =
+                peers.pick(self, balance, &mut tried, stickiness.as_deref_mut(), retry)?;
             // A try that may be followed by another sends a copy of the head.
             let mut head = match tries.left_after_this() {
                 true => copy_head(&parts),

@@ -26,6 +26,7 @@ mod retry;
 mod shaping;
 mod store;
 mod table;
+mod telemetry;
 mod tls;
 mod upstream_hash;
 
@@ -63,6 +64,7 @@ pub use retry::{NextUpstream, RetryCondition, RetryConditions};
 pub use shaping::{Shaping, TextRewrite};
 pub use store::{TableReader, TableStore};
 pub use table::{Route, RouteAction, RouteConflict, RouteMatch, Table, TableBuilder, VirtualHost};
+pub use telemetry::{RouteTracing, Sampler, TraceExport};
 pub use tls::{Certificate, ServerTls, TlsTable, describe_tls_error};
 pub use upstream_hash::{DEFAULT_SUBSET_SIZE, HashRing, POINTS_PER_NODE, StableHasher, UpstreamHash};
 

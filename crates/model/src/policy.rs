@@ -11,7 +11,7 @@ use http::HeaderValue;
 
 use crate::{
     Affinity, BackendId, BackendTls, Cors, ExternalAuth, LoadBalance, Mirror, NextUpstream, RateLimit,
-    ResponseRate, Satisfy, Shaping, SourceAccess, UpstreamHash,
+    ResponseRate, RouteTracing, Satisfy, Shaping, SourceAccess, UpstreamHash,
 };
 
 /// ingress-nginx's default `proxy-body-size`: 1 MiB.
@@ -96,6 +96,9 @@ pub struct Policy {
     pub affinity: Option<std::sync::Arc<Affinity>>,
     /// `upstream-hash-by`: a key of the request picks the endpoint (unless `affinity` is set).
     pub upstream_hash: Option<std::sync::Arc<UpstreamHash>>,
+    /// `enable-opentelemetry` (or the ConfigMap's): a span per request, and `traceparent` sent
+    /// upstream; `None`: not traced, and nothing of tracing is done.
+    pub tracing: Option<RouteTracing>,
 }
 
 /// `custom-http-errors` and `disable-proxy-intercept-errors`: which answers are replaced by the
@@ -269,6 +272,7 @@ impl Default for Policy {
             mirror: None,
             affinity: None,
             upstream_hash: None,
+            tracing: None,
         }
     }
 }

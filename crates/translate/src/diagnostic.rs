@@ -66,6 +66,12 @@ pub enum Reason {
     /// An annotation that restricts access and is not implemented: its routes deny (503).
     UnsupportedAccessControl,
     AuthMisconfigured,
+    /// `--configmap` names a ConfigMap that does not exist: every setting keeps its default.
+    MissingConfigMap,
+    /// A key of the `--configmap` ConfigMap with a value ostium cannot read: its default is kept.
+    InvalidSetting,
+    /// A key of the `--configmap` ConfigMap that ostium knows and does not implement.
+    UnsupportedSetting,
 }
 
 // === impl Diagnostic ===
@@ -149,6 +155,9 @@ impl Reason {
             Self::RefusedAnnotation => "RefusedAnnotation",
             Self::UnsupportedAccessControl => "UnsupportedAccessControl",
             Self::AuthMisconfigured => "AuthMisconfigured",
+            Self::MissingConfigMap => "MissingConfigMap",
+            Self::InvalidSetting => "InvalidSetting",
+            Self::UnsupportedSetting => "UnsupportedSetting",
         }
     }
 }

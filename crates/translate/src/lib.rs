@@ -13,6 +13,7 @@ mod annotations;
 mod backend;
 mod class;
 mod diagnostic;
+mod global_config;
 mod kind;
 mod objects;
 mod render;
@@ -59,6 +60,8 @@ pub struct Options {
     pub fallback_certificate: Certificate,
     /// `--annotations-prefix`.
     pub annotations_prefix: String,
+    /// `--configmap`: the global settings (ingress-nginx's ConfigMap keys).
+    pub configmap: Option<NamespacedName>,
     /// `--enable-ssl-passthrough`: the `ssl-passthrough` annotation is honoured.
     pub enable_ssl_passthrough: bool,
     pub crypto_provider: Arc<CryptoProvider>,
@@ -85,6 +88,7 @@ impl Options {
             default_ssl_certificate: None,
             fallback_certificate,
             annotations_prefix: Self::DEFAULT_ANNOTATIONS_PREFIX.into(),
+            configmap: None,
             enable_ssl_passthrough: false,
             crypto_provider,
             rate_limit_zones: RateLimitZones::default(),
@@ -148,6 +152,8 @@ struct Translator<'a> {
     /// sets it.
     server_tls: BTreeMap<HostRule, ServerTls>,
     options: &'a Options,
+    /// The `--configmap` settings.
+    global: global_config::GlobalConfig,
     classes: class::Classes<'a>,
     backends: backend::Backends<'a>,
     certificates: tls::Certificates<'a>,
@@ -160,6 +166,7 @@ impl<'a> Translator<'a> {
         let mut diagnostics = Vec::new();
         let mut certificates = tls::Certificates::new(objects, options);
         let default_certificate = certificates.default_certificate(&mut diagnostics);
+        let global = global_config::GlobalConfig::new(options.configmap.as_ref(), objects, &mut diagnostics);
         Self {
             objects,
             www_redirects: Vec::new(),
@@ -167,6 +174,7 @@ impl<'a> Translator<'a> {
             passthrough: BTreeMap::new(),
             server_tls: BTreeMap::new(),
             options,
+            global,
             classes: class::Classes::new(objects, options),
             backends: backend::Backends::new(objects),
             certificates,
@@ -186,10 +194,9 @@ impl<'a> Translator<'a> {
         let annotated = annotations::parse(
             &object,
             ingress,
-            &self.options.annotations_prefix,
             self.objects,
-            &self.options.rate_limit_zones,
-            &self.options.crypto_provider,
+            self.options,
+            &self.global,
             &mut self.diagnostics,
         );
         let mut policy = annotated.policy;

@@ -5,8 +5,8 @@ use std::fmt::Write;
 
 use ostium_model::{
     Affinity, Backend, BackendTlsSettings, ClientAuth, Credentials, ExternalAuth, HostRule, HttpsRedirect,
-    LoadBalance, Mirror, MirrorPath, Policy, Protocol, RedirectContext, Route, RouteAction, SameSite, ServerTls,
-    Shaping, Table, Target, TextRewrite,
+    LoadBalance, Mirror, MirrorPath, Policy, Protocol, RedirectContext, Route, RouteAction, RouteTracing,
+    SameSite, Sampler, ServerTls, Shaping, Table, Target, TextRewrite,
 };
 
 use crate::Translation;
@@ -262,6 +262,9 @@ fn policy_line(table: &Table, policy: &Policy) -> String {
     if let Some(mirror) = &policy.mirror {
         parts.push(mirror_part(mirror));
     }
+    if let Some(tracing) = &policy.tracing {
+        parts.push(tracing_part(tracing));
+    }
     if parts.is_empty() { String::new() } else { format!(" [{}]", parts.join("; ")) }
 }
 
@@ -290,6 +293,28 @@ fn affinity_part(affinity: &Affinity) -> String {
     }
     let failure = if affinity.change_on_failure { ", changed on failure" } else { "" };
     format!("affinity {} cookie {} ({}){failure}", affinity.mode, cookie.name, attributes.join("; "))
+}
+
+/// `enable-opentelemetry`: the span's name, whether an incoming span is its parent, and the
+/// export (`otlp-collector-*`, `otel-*`).
+fn tracing_part(tracing: &RouteTracing) -> String {
+    let export = &tracing.export;
+    let sampler = match export.sampler {
+        Sampler::AlwaysOn => "always".to_owned(),
+        Sampler::AlwaysOff => "never".to_owned(),
+        Sampler::TraceIdRatio { bound } => format!("ratio {:.4}", bound as f64 / (1u64 << 63) as f64),
+    };
+    format!(
+        "traced as {} {} incoming spans, to {} as {} sampled {sampler}{} queue {} batch {} every {}ms",
+        tracing.operation_name.as_deref().unwrap_or("HTTP <method>"),
+        if tracing.trust_incoming_span { "trusting" } else { "ignoring" },
+        export.collector,
+        export.service_name,
+        if export.parent_based { " parent-based" } else { "" },
+        export.max_queue_size,
+        export.max_export_batch_size,
+        export.schedule_delay.as_millis(),
+    )
 }
 
 /// `proxy-ssl-*`: the Secret, what is verified and sent, versions and suites.

@@ -84,6 +84,7 @@ fn options(flags: &str) -> Options {
             "--default-ssl-certificate" => options.default_ssl_certificate = Some(value.parse().unwrap()),
             "--annotations-prefix" => options.annotations_prefix = value.into(),
             "--enable-ssl-passthrough" => options.enable_ssl_passthrough = true,
+            "--configmap" => options.configmap = Some(value.parse().unwrap()),
             other => panic!("unknown flag in fixture: {other}"),
         }
     }

@@ -20,16 +20,17 @@
 //!   does not implement yet ([`DENIED_UNTIL_IMPLEMENTED`]) deny every route of their Ingress
 //!   (503): serving the routes without them would be more open than asked. Every other
 //!   annotation with the prefix is reported as not supported and ignored (the migration report).
+//! - `enable-opentelemetry` and its family: a span per request (see `opentelemetry`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use http::HeaderValue;
 use k8s_openapi::api::networking::v1::Ingress;
-use ostium_model::{ClientAuth, Denial, HostRule, HttpsRedirect, Policy, Protocol, RateLimitZones, Redirect};
-use rustls::crypto::CryptoProvider;
+use ostium_model::{ClientAuth, Denial, HostRule, HttpsRedirect, Policy, Protocol, Redirect};
 
-use crate::{Diagnostic, ObjectRef, Objects, Reason};
+use crate::global_config::GlobalConfig;
+use crate::{Diagnostic, ObjectRef, Objects, Options, Reason};
 
 mod access;
 mod affinity;
@@ -41,6 +42,7 @@ mod balance;
 mod cors;
 mod external_auth;
 mod mirror;
+mod opentelemetry;
 mod rate_limit;
 mod shaping;
 mod tls;
@@ -85,9 +87,6 @@ const NOT_SUPPORTED: &[&str] = &[
     "canary-weight",
     "canary-weight-total",
     "affinity-canary-behavior",
-    "enable-opentelemetry",
-    "opentelemetry-trust-incoming-span",
-    "opentelemetry-operation-name",
 ];
 
 /// Annotations ostium reads, by family (each family's module lists its keys).
@@ -102,6 +101,7 @@ const SUPPORTED: &[&[&str]] = &[
     cors::KEYS,
     external_auth::KEYS,
     mirror::KEYS,
+    opentelemetry::KEYS,
     rate_limit::KEYS,
     shaping::KEYS,
     tls::KEYS,
@@ -152,17 +152,19 @@ pub(crate) struct Annotated {
     pub(crate) cookie_path_from_route: bool,
 }
 
-/// Parses the annotations of one Ingress. Invalid values are reported and leave the default.
-/// Rate limits take the Ingress's zone from `zones`.
+/// Parses the annotations of one Ingress (under `--annotations-prefix`). Invalid values are
+/// reported and leave the default. Rate limits take the Ingress's zone from the options' zones;
+/// `global` holds the `--configmap` settings some annotations fall back to.
 pub(crate) fn parse(
     object: &ObjectRef,
     ingress: &Ingress,
-    prefix: &str,
     objects: &Objects,
-    zones: &RateLimitZones,
-    provider: &Arc<CryptoProvider>,
+    options: &Options,
+    global: &GlobalConfig,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Annotated {
+    let (prefix, zones, provider) =
+        (options.annotations_prefix.as_str(), &options.rate_limit_zones, &options.crypto_provider);
     let mut ours: BTreeMap<&str, &str> = BTreeMap::new();
     // The first denying annotation, in key order.
     let mut denied = None;
@@ -249,6 +251,7 @@ pub(crate) fn parse(
     policy.mirror = parser.mirror();
     let cookie_path_from_route = parser.affinity(&mut policy);
     parser.upstream_hash(&mut policy);
+    policy.tracing = parser.tracing(&global.tracing);
 
     let rewrite = parser.value("rewrite-target").and_then(|target| match rewrite_target(target) {
         Some(target) => Some(target),
@@ -549,8 +552,9 @@ mod tests {
         let object = ObjectRef::new(ObjectKind::Ingress, Some("default"), "web");
         let mut diagnostics = Vec::new();
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let zones = RateLimitZones::default();
-        let annotated = parse(&object, ingress, PREFIX, &objects, &zones, &provider, &mut diagnostics);
+        let options = Options::new(ostium_test_support::fallback_certificate(), provider);
+        let global = GlobalConfig::default();
+        let annotated = parse(&object, ingress, &objects, &options, &global, &mut diagnostics);
         (annotated, diagnostics)
     }
 

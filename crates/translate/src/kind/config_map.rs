@@ -1,4 +1,5 @@
-//! ConfigMaps: headers for external auth (`auth-proxy-set-headers`). One counts while something
+//! ConfigMaps: the global settings (`--configmap`) and headers for external auth
+//! (`auth-proxy-set-headers`). One counts while something
 //! names it; one nothing names is held without its data, so a cluster's many ConfigMaps cost
 //! only their metadata.
 

@@ -201,12 +201,14 @@ pub(crate) fn normalize<K: Kind>(object: &mut K) {
 // === impl Options ===
 
 impl Options {
-    /// The objects the flags name (`--default-backend-service`, `--default-ssl-certificate`):
+    /// The objects the flags name (`--default-backend-service`, `--default-ssl-certificate`,
+    /// `--configmap`):
     /// they matter for as long as the process runs.
     pub fn references(&self) -> Vec<Reference> {
         let services = self.default_backend_service.iter().map(|s| Reference::new(ObjectKind::Service, s));
         let secrets = self.default_ssl_certificate.iter().map(|s| Reference::new(ObjectKind::Secret, s));
-        services.chain(secrets).collect()
+        let config_maps = self.configmap.iter().map(|c| Reference::new(ObjectKind::ConfigMap, c));
+        services.chain(secrets).chain(config_maps).collect()
     }
 }
 

@@ -1,0 +1,81 @@
+//! `--configmap` through the whole binary: a ConfigMap among the manifests turns OpenTelemetry
+//! tracing on (the endpoint gets a `traceparent`), and an edit of it applies live.
+//! Keys as ingress-nginx's internal/ingress/controller/config/config.go.
+
+use std::time::Duration;
+
+use ostium_e2e::{Ostium, eventually, free_addr, request};
+use ostium_test_support::{EchoBackend, echoed_header};
+
+const BIN: &str = env!("CARGO_BIN_EXE_ostium");
+
+fn manifest(backend: std::net::SocketAddr, collector: std::net::SocketAddr, enabled: bool) -> String {
+    format!(
+        r#"apiVersion: networking.k8s.io/v1
+kind: IngressClass
+metadata: {{name: ostium}}
+spec: {{controller: ostium.dev/ingress-controller}}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: ostium, namespace: ingress}}
+data:
+  enable-opentelemetry: "{enabled}"
+  otlp-collector-host: "{ip}"
+  otlp-collector-port: "{port}"
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: web}}
+spec: {{ports: [{{name: http, port: 80}}]}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: web-1, labels: {{kubernetes.io/service-name: web}}}}
+addressType: IPv4
+ports: [{{name: http, port: {backend_port}}}]
+endpoints: [{{addresses: ["{backend_ip}"]}}]
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {{name: web}}
+spec:
+  ingressClassName: ostium
+  rules:
+  - host: web.example.com
+    http:
+      paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: web, port: {{number: 80}}}}}}}}]
+"#,
+        ip = collector.ip(),
+        port = collector.port(),
+        backend_ip = backend.ip(),
+        backend_port = backend.port(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_configmap_among_the_manifests_turns_tracing_on_and_off_live() {
+    let backend = EchoBackend::start("web").await;
+    // Nothing listens there: exports fail, which requests must not notice.
+    let collector = free_addr();
+    let dir = tempfile::tempdir().unwrap();
+    let write = |enabled: bool| {
+        let path = dir.path().join("all.tmp");
+        std::fs::write(&path, manifest(backend.addr, collector, enabled)).unwrap();
+        std::fs::rename(path, dir.path().join("all.yaml")).unwrap();
+    };
+    write(true);
+    tokio::task::block_in_place(|| {
+        let ostium = Ostium::start(BIN.as_ref(), dir.path(), &["--configmap", "ingress/ostium"]);
+        let traceparents = || {
+            let raw = "GET / HTTP/1.1\r\nHost: web.example.com\r\nConnection: close\r\n\r\n";
+            let response = request(ostium.http, raw).unwrap();
+            assert_eq!(response.status, 200, "{}", ostium.log());
+            echoed_header(&response.body, "traceparent").len()
+        };
+        assert_eq!(traceparents(), 1, "{}", ostium.log());
+
+        write(false);
+        eventually(Duration::from_secs(10), "tracing turned off", || traceparents() == 0);
+    });
+}
