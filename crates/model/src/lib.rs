@@ -10,6 +10,7 @@
 mod access;
 mod backend;
 mod backend_tls;
+mod canary;
 mod client_auth;
 mod cors;
 mod external_auth;
@@ -33,6 +34,7 @@ pub use backend_tls::{
     BackendTls, BackendTlsError, BackendTlsSettings, DEFAULT_BACKEND_TLS_NAME, Verification,
     accept_any_server_certificate,
 };
+pub use canary::{Canary, CanaryAffinity, CanaryHeader, CanarySessions, DEFAULT_WEIGHT_TOTAL, HeaderRule};
 pub use client_auth::{ClientAuth, ClientTrust, ClientVerify, VerifyClient};
 pub use cors::{Cors, CorsOrigins};
 pub use external_auth::{

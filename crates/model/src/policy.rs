@@ -88,6 +88,8 @@ pub struct Policy {
     /// The request line and headers sent upstream, the endpoint's headers sent back, and the
     /// style of the proxy's own redirects.
     pub shaping: Shaping,
+    /// The canary Ingress of the route's host and path: some requests go to its backend.
+    pub canary: Option<std::sync::Arc<crate::Canary>>,
 }
 
 /// `custom-http-errors` and `disable-proxy-intercept-errors`: which answers are replaced by the
@@ -257,6 +259,7 @@ impl Default for Policy {
             rate_limit: None,
             response_rate: None,
             shaping: Shaping::default(),
+            canary: None,
         }
     }
 }

@@ -34,6 +34,7 @@ mod auth;
 mod auth_tls;
 mod backend_tls;
 mod backends;
+mod canary;
 mod cors;
 mod external_auth;
 mod rate_limit;
@@ -43,6 +44,7 @@ mod upstream;
 
 pub(crate) use auth::auth_secret;
 pub(crate) use backend_tls::backend_tls_secret;
+pub(crate) use canary::CanaryRules;
 pub(crate) use external_auth::auth_headers_config_map;
 pub(crate) use tls::FrontendTls;
 
@@ -71,6 +73,7 @@ const SUPPORTED: &[&[&str]] = &[
     access::KEYS,
     backend_tls::KEYS,
     backends::KEYS,
+    canary::KEYS,
     cors::KEYS,
     external_auth::KEYS,
     rate_limit::KEYS,
@@ -119,6 +122,8 @@ pub(crate) struct Annotated {
     pub(crate) frontend_tls: FrontendTls,
     /// `auth-tls-*`: what the Ingress's hosts ask of client certificates.
     pub(crate) client_auth: Option<ClientAuth>,
+    /// `canary: "true"`: the Ingress only lends its backends to the routes of other Ingresses.
+    pub(crate) canary: Option<CanaryRules>,
 }
 
 /// Parses the annotations of one Ingress. Invalid values are reported and leave the default.
@@ -244,6 +249,7 @@ pub(crate) fn parse(
     let default_backend = parser.default_backend_service();
     let frontend_tls = parser.frontend_tls();
     let client_auth = parser.client_auth(objects);
+    let canary = parser.canary();
     Annotated {
         policy,
         protocol,
@@ -255,6 +261,7 @@ pub(crate) fn parse(
         default_backend,
         frontend_tls,
         client_auth,
+        canary,
     }
 }
 
