@@ -52,6 +52,7 @@ macro_rules! write_through_to_inner {
 
 mod body;
 mod buffer;
+mod canary;
 mod client_cert;
 mod connection;
 mod error;
