@@ -14,7 +14,8 @@ use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::api::networking::v1::{IngressBackend, IngressSpec};
 use md5::{Digest as _, Md5};
 use ostium_model::{
-    Backend, Canary, CanarySessions, HostRule, NamespacedName, PathRule, Policy, Route, RouteAction,
+    Backend, Canary, CanarySessions, ClientAuth, HostRule, NamespacedName, PathRule, Policy, Route,
+    RouteAction,
 };
 
 use crate::backend::Dial;
@@ -33,6 +34,9 @@ pub(crate) struct CanaryIngress {
     /// Host, path and pathType as written, and the backend of each path.
     paths: Vec<(WrittenPath, IngressBackend)>,
     default_backend: Option<IngressBackend>,
+    /// `auth-tls-*`: ingress-nginx gives a canary Ingress's client certificate rules to the
+    /// hosts it serves like any Ingress's (a server-level setting, not a location's).
+    client_auth: Option<ClientAuth>,
 }
 
 /// A route a canary may join.
@@ -69,6 +73,7 @@ impl Translator<'_> {
         spec: &IngressSpec,
         rules: CanaryRules,
         dial: Dial,
+        client_auth: Option<ClientAuth>,
     ) {
         let mut paths = Vec::new();
         for rule in spec.rules.iter().flatten() {
@@ -92,13 +97,15 @@ impl Translator<'_> {
         }
         let default_backend = spec.default_backend.clone().filter(|backend| backend.service.is_some());
         let id = id.clone();
-        self.canaries.push(CanaryIngress { object, id, rules, dial, paths, default_backend });
+        self.canaries.push(CanaryIngress { object, id, rules, dial, paths, default_backend, client_auth });
     }
 
     /// Joins each canary Ingress to the routes it matches; a path that matches none is reported
     /// (ingress-nginx drops its backend).
     pub(crate) fn canaries(&mut self) {
-        for canary in std::mem::take(&mut self.canaries) {
+        for mut canary in std::mem::take(&mut self.canaries) {
+            // The hosts the canary joined: its client certificate rules apply to them.
+            let mut hosts: Vec<Option<HostRule>> = Vec::new();
             for (key, backend) in &canary.paths {
                 let (host, written, path_type) = key;
                 let joined = match self.main_paths.get(key) {
@@ -110,6 +117,9 @@ impl Translator<'_> {
                     }
                     None => false,
                 };
+                if joined && !hosts.contains(host) {
+                    hosts.push(host.clone());
+                }
                 if !joined {
                     let message = format!(
                         "canary path {}{written} ({path_type}) has no route of another Ingress to join; it is not served",
@@ -118,21 +128,28 @@ impl Translator<'_> {
                     self.warn(&canary.object, message);
                 }
             }
-            let Some(backend) = &canary.default_backend else { continue };
-            let mut joined: Vec<Joined> = match self.table.defined_virtual_host_mut(None) {
-                Some(vhost) => {
-                    vhost.routes_mut().iter().map(|r| Joined::Route(None, r.rule.clone())).collect()
+            if let Some(backend) = &canary.default_backend {
+                let mut joined: Vec<Joined> = match self.table.defined_virtual_host_mut(None) {
+                    Some(vhost) => {
+                        vhost.routes_mut().iter().map(|r| Joined::Route(None, r.rule.clone())).collect()
+                    }
+                    None => Vec::new(),
+                };
+                joined.extend([Joined::Fallback(None), Joined::Default]);
+                let mut any = false;
+                for joined in &joined {
+                    any |= self.join(&canary, backend, joined);
                 }
-                None => Vec::new(),
-            };
-            joined.extend([Joined::Fallback(None), Joined::Default]);
-            let mut any = false;
-            for joined in &joined {
-                any |= self.join(&canary, backend, joined);
+                if any && !hosts.contains(&None) {
+                    hosts.push(None);
+                }
+                if !any {
+                    let message = "the canary's defaultBackend has no catch-all or host-less route of another Ingress to join; it is not served";
+                    self.warn(&canary.object, message.into());
+                }
             }
-            if !any {
-                let message = "the canary's defaultBackend has no catch-all or host-less route of another Ingress to join; it is not served";
-                self.warn(&canary.object, message.into());
+            if let Some(client_auth) = canary.client_auth.take() {
+                self.client_auth(&canary.object, &hosts, client_auth);
             }
         }
     }

@@ -200,7 +200,7 @@ impl<'a> Translator<'a> {
         );
         if let Some(rules) = annotated.canary {
             let dial = if annotated.service_upstream { Dial::ClusterIp } else { Dial::Endpoints };
-            self.add_canary(object, id, spec, rules, dial);
+            self.add_canary(object, id, spec, rules, dial, annotated.client_auth);
             return;
         }
         self.add_sticky_cookie(id, ingress);

@@ -22,10 +22,18 @@ pub(super) const KEYS: &[&str] = &[
     "affinity-canary-behavior",
 ];
 
-/// Annotations a canary Ingress keeps (ingress-nginx builds the canary's upstream from them);
-/// every other one is the main Ingress's to set. A trailing `*` matches by prefix.
-const KEPT_BY_A_CANARY: &[&str] =
-    &["canary*", "affinity*", "session-cookie-*", "load-balance", "upstream-hash-by*", "service-upstream"];
+/// Annotations a canary Ingress keeps (ingress-nginx builds the canary's upstream from them, or
+/// applies them to the hosts it serves); every other one is the main Ingress's to set. A
+/// trailing `*` matches by prefix.
+const KEPT_BY_A_CANARY: &[&str] = &[
+    "canary*",
+    "auth-tls-*",
+    "affinity*",
+    "session-cookie-*",
+    "load-balance",
+    "upstream-hash-by*",
+    "service-upstream",
+];
 
 /// What a canary Ingress (`canary: "true"`) asks of the routes it joins.
 #[derive(Clone, Debug)]
