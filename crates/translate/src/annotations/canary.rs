@@ -133,7 +133,7 @@ impl<'a> Parser<'a> {
                         "annotation {prefix}/canary-by-header-pattern is ignored: canary-by-header-value is set"
                     ));
                 }
-                // The value holds only letters, digits and `-._~/:` (checked above).
+                // Letters, digits, spaces and `-._~/:` only (checked above): a valid header value.
                 HeaderRule::Value(HeaderValue::from_str(value).ok()?)
             }
             (None, Some(pattern)) => self.compile_pattern(pattern),
