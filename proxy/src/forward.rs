@@ -149,7 +149,7 @@ impl Proxy {
         trace: &mut Trace,
     ) -> Result<Response<ProxyBody>, Outcome> {
         let head = RequestHead::check(&request, connection)?;
-        let routed = self.route(&head, trace)?;
+        let routed = self.route(&head, request.headers(), trace)?;
         let Some(defaults) = routed.defaults.as_deref() else {
             return self.pass(request, &head, &routed, connection, None, trace).await;
         };

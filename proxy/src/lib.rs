@@ -53,6 +53,7 @@ macro_rules! write_through_to_inner {
 mod affinity;
 mod body;
 mod buffer;
+mod canary;
 mod client_cert;
 mod connection;
 mod error;

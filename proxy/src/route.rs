@@ -4,8 +4,10 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
+use http::HeaderMap;
 use ostium_model::{ClientAuth, Policy, PortRef, Protocol, RouteAction, Target};
 
+use crate::canary::chosen_backend;
 use crate::forward::Trace;
 use crate::request::RequestHead;
 use crate::{Proxy, ProxyError};
@@ -42,6 +44,7 @@ impl Proxy {
     pub(crate) fn route<'h>(
         &self,
         head: &'h RequestHead,
+        headers: &HeaderMap,
         trace: &mut Trace,
     ) -> Result<Routed<'h>, ProxyError> {
         let path = head.routed_path()?;
@@ -50,7 +53,7 @@ impl Proxy {
         trace.ingress = matched.route.ingress.clone();
         let backend = match &matched.route.action {
             RouteAction::Forward(id) => {
-                let backend = table.backend(*id);
+                let backend = table.backend(chosen_backend(&table, &matched.route.policy, *id, headers));
                 trace.service = Some(backend.service.clone());
                 Some((backend.target.clone(), backend.protocol))
             }

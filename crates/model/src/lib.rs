@@ -12,6 +12,7 @@ mod affinity;
 mod backend;
 mod backend_tls;
 mod balance;
+mod canary;
 mod client_auth;
 mod cors;
 mod external_auth;
@@ -42,6 +43,7 @@ pub use backend_tls::{
     accept_any_server_certificate,
 };
 pub use balance::{DECAY_TIME_US, LoadBalance, decay_ewma};
+pub use canary::{Canary, CanaryAffinity, CanaryHeader, CanarySessions, DEFAULT_WEIGHT_TOTAL, HeaderRule};
 pub use client_auth::{ClientAuth, ClientTrust, ClientVerify, VerifyClient};
 pub use cors::{Cors, CorsOrigins};
 pub use external_auth::{

@@ -99,6 +99,8 @@ pub struct Policy {
     /// `enable-opentelemetry` (or the ConfigMap's): a span per request, and `traceparent` sent
     /// upstream; `None`: not traced, and nothing of tracing is done.
     pub tracing: Option<RouteTracing>,
+    /// The canary Ingress of the route's host and path: some requests go to its backend.
+    pub canary: Option<std::sync::Arc<crate::Canary>>,
 }
 
 /// `custom-http-errors` and `disable-proxy-intercept-errors`: which answers are replaced by the
@@ -273,6 +275,7 @@ impl Default for Policy {
             affinity: None,
             upstream_hash: None,
             tracing: None,
+            canary: None,
         }
     }
 }

@@ -302,6 +302,10 @@ impl TableBuilder {
         id
     }
 
+    pub fn backend(&self, id: BackendId) -> &Backend {
+        self.table.backend(id)
+    }
+
     /// The virtual host of a host rule, if some rule defines it.
     pub fn virtual_host(&self, host: &HostRule) -> Option<&VirtualHost> {
         match host {
@@ -321,6 +325,16 @@ impl TableBuilder {
         match host {
             HostRule::Exact(name) => self.table.exact_hosts.contains_key(name),
             HostRule::Wildcard(suffix) => self.table.wildcard_hosts.contains_key(suffix),
+        }
+    }
+
+    /// The virtual host for a host rule (`None`: the rules without a host), if some rule
+    /// defines it, to change its routes' policies.
+    pub fn defined_virtual_host_mut(&mut self, host: Option<&HostRule>) -> Option<&mut VirtualHost> {
+        match host {
+            Some(HostRule::Exact(name)) => self.table.exact_hosts.get_mut(name),
+            Some(HostRule::Wildcard(suffix)) => self.table.wildcard_hosts.get_mut(suffix),
+            None => self.table.any_host.as_mut(),
         }
     }
 
@@ -353,6 +367,11 @@ impl TableBuilder {
         copy.host = Some(alias.clone());
         *self.virtual_host_mut(Some(alias)) = copy;
         true
+    }
+
+    /// The route for requests that match no host or path, to change its policy.
+    pub fn default_route_mut(&mut self) -> Option<&mut Route> {
+        self.table.default_route.as_mut()
     }
 
     /// Sets the route for requests that match no host or path. The first one set wins.
@@ -393,6 +412,16 @@ impl VirtualHost {
 
     pub fn fallback(&self) -> Option<&Route> {
         self.fallback.as_ref()
+    }
+
+    /// The routes, to change their policies (their rules stay as they are).
+    pub fn routes_mut(&mut self) -> &mut [Route] {
+        &mut self.routes
+    }
+
+    /// The fallback, to change its policy.
+    pub fn fallback_mut(&mut self) -> Option<&mut Route> {
+        self.fallback.as_mut()
     }
 
     pub fn client_auth(&self) -> Option<&Arc<ClientAuth>> {

@@ -11,6 +11,7 @@
 
 mod annotations;
 mod backend;
+mod canary;
 mod class;
 mod diagnostic;
 mod global_config;
@@ -22,8 +23,9 @@ mod tls;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use annotations::FrontendTls;
+use annotations::{CanaryRules, FrontendTls};
 use backend::Dial;
+use canary::{CanaryIngress, WrittenPath};
 
 use k8s_openapi::api::networking::v1::{HTTPIngressPath, Ingress};
 use ostium_model::{
@@ -121,6 +123,7 @@ pub fn translate(objects: &Objects, options: &Options) -> Translation {
     for (id, ingress) in &ingresses {
         translator.ingress(id, ingress);
     }
+    translator.canaries();
     translator.aliases();
     translator.frontend_tls();
     translator.www_redirects();
@@ -151,6 +154,13 @@ struct Translator<'a> {
     /// `ssl-ciphers`, `ssl-prefer-server-ciphers` per host: each from the oldest Ingress that
     /// sets it.
     server_tls: BTreeMap<HostRule, ServerTls>,
+    /// The rule of each route an Ingress path made, by host, path and pathType as written: what
+    /// a canary Ingress's paths are matched against.
+    main_paths: BTreeMap<WrittenPath, PathRule>,
+    /// Canary Ingresses, oldest first, joined to the routes of the others once all are in.
+    canaries: Vec<CanaryIngress>,
+    /// The session affinity cookie of each Ingress with `affinity: cookie`, kept by a canary.
+    sticky_cookies: BTreeMap<Arc<NamespacedName>, Box<str>>,
     options: &'a Options,
     /// The `--configmap` settings.
     global: global_config::GlobalConfig,
@@ -173,6 +183,9 @@ impl<'a> Translator<'a> {
             aliases: BTreeMap::new(),
             passthrough: BTreeMap::new(),
             server_tls: BTreeMap::new(),
+            main_paths: BTreeMap::new(),
+            canaries: Vec::new(),
+            sticky_cookies: BTreeMap::new(),
             options,
             global,
             classes: class::Classes::new(objects, options),
@@ -199,6 +212,12 @@ impl<'a> Translator<'a> {
             &self.global,
             &mut self.diagnostics,
         );
+        if let Some(rules) = annotated.canary {
+            let dial = if annotated.service_upstream { Dial::ClusterIp } else { Dial::Endpoints };
+            self.add_canary(object, id, spec, rules, dial, annotated.client_auth);
+            return;
+        }
+        self.add_sticky_cookie(id, ingress);
         let mut policy = annotated.policy;
         if let Some(service) = &annotated.default_backend {
             policy.default_backend = self.default_backend_annotation(&object, service);
@@ -263,7 +282,10 @@ impl<'a> Translator<'a> {
                     &mut self.table,
                     &mut self.diagnostics,
                 );
-                self.add_route(&object, id, host.as_ref(), rule, backend, &policy);
+                if self.add_route(&object, id, host.as_ref(), rule.clone(), backend, &policy) {
+                    let key = (host.clone(), written.into(), path.path_type.as_str().into());
+                    self.main_paths.entry(key).or_insert(rule);
+                }
             }
         }
 
@@ -476,7 +498,7 @@ impl<'a> Translator<'a> {
         rule: PathRule,
         backend: BackendId,
         policy: &Arc<Policy>,
-    ) {
+    ) -> bool {
         let route = Route {
             rule,
             ingress: Some(id.clone()),
@@ -487,7 +509,9 @@ impl<'a> Translator<'a> {
             let message =
                 format!("{} {} is {conflict}; this path is ignored", display_host(host), conflict.rule);
             self.error(object, Reason::PathConflict, message);
+            return false;
         }
+        true
     }
 
     /// `from-to-www-redirect`: the other name of each host redirects to it, unless some Ingress

@@ -4,9 +4,9 @@
 use std::fmt::Write;
 
 use ostium_model::{
-    Affinity, Backend, BackendTlsSettings, ClientAuth, Credentials, ExternalAuth, HostRule, HttpsRedirect,
-    LoadBalance, Mirror, MirrorPath, Policy, Protocol, RedirectContext, Route, RouteAction, RouteTracing,
-    SameSite, Sampler, ServerTls, Shaping, Table, Target, TextRewrite,
+    Affinity, Backend, BackendTlsSettings, Canary, CanaryAffinity, ClientAuth, Credentials, ExternalAuth,
+    HeaderRule, HostRule, HttpsRedirect, LoadBalance, Mirror, MirrorPath, Policy, Protocol, RedirectContext,
+    Route, RouteAction, RouteTracing, SameSite, Sampler, ServerTls, Shaping, Table, Target, TextRewrite,
 };
 
 use crate::Translation;
@@ -265,6 +265,9 @@ fn policy_line(table: &Table, policy: &Policy) -> String {
     if let Some(tracing) = &policy.tracing {
         parts.push(tracing_part(tracing));
     }
+    if let Some(canary) = &policy.canary {
+        parts.push(canary_part(table, canary));
+    }
     if parts.is_empty() { String::new() } else { format!(" [{}]", parts.join("; ")) }
 }
 
@@ -315,6 +318,32 @@ fn tracing_part(tracing: &RouteTracing) -> String {
         export.max_export_batch_size,
         export.schedule_delay.as_millis(),
     )
+}
+
+/// The canary of a route: its backend and rules, in the order they decide.
+fn canary_part(table: &Table, canary: &Canary) -> String {
+    let mut part =
+        format!("canary of ingress {} {}", canary.ingress, backend_line(table.backend(canary.backend)));
+    if let Some(header) = &canary.header {
+        let rule = match &header.rule {
+            HeaderRule::AlwaysOrNever => "always/never".to_owned(),
+            HeaderRule::Value(value) => format!("= {}", value.to_str().unwrap_or("?")),
+            HeaderRule::Pattern(pattern) => format!("~ {pattern}"),
+            HeaderRule::BrokenPattern => "present: main".to_owned(),
+        };
+        let _ = write!(part, ", header {} {rule}", header.name);
+    }
+    if let Some(cookie) = &canary.cookie {
+        let _ = write!(part, ", cookie {cookie} always/never");
+    }
+    let _ = write!(part, ", weight {}/{}", canary.weight, canary.weight_total);
+    if canary.affinity == CanaryAffinity::Legacy {
+        part.push_str(", legacy affinity");
+    }
+    if let Some(sessions) = &canary.sessions {
+        let _ = write!(part, ", sessions by cookie {}", sessions.cookie);
+    }
+    part
 }
 
 /// `proxy-ssl-*`: the Secret, what is verified and sent, versions and suites.

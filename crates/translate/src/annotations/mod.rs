@@ -39,6 +39,7 @@ mod auth_tls;
 mod backend_tls;
 mod backends;
 mod balance;
+mod canary;
 mod cors;
 mod external_auth;
 mod mirror;
@@ -51,6 +52,7 @@ mod upstream;
 pub(crate) use affinity::with_cookie_path;
 pub(crate) use auth::auth_secret;
 pub(crate) use backend_tls::backend_tls_secret;
+pub(crate) use canary::CanaryRules;
 pub(crate) use external_auth::auth_headers_config_map;
 pub(crate) use tls::FrontendTls;
 
@@ -75,19 +77,7 @@ const DENIED_UNTIL_IMPLEMENTED: [&str; 4] = [
 /// ingress-nginx annotations that ostium does not read: reported as not supported and ignored.
 /// Any other name under the prefix is not an ingress-nginx annotation at all (a typo, most
 /// likely), and is reported as unknown. docs/annotations.md lists them all.
-const NOT_SUPPORTED: &[&str] = &[
-    "fastcgi-index",
-    "fastcgi-params-configmap",
-    "custom-headers",
-    "canary",
-    "canary-by-header",
-    "canary-by-header-value",
-    "canary-by-header-pattern",
-    "canary-by-cookie",
-    "canary-weight",
-    "canary-weight-total",
-    "affinity-canary-behavior",
-];
+const NOT_SUPPORTED: &[&str] = &["fastcgi-index", "fastcgi-params-configmap", "custom-headers"];
 
 /// Annotations ostium reads, by family (each family's module lists its keys).
 const SUPPORTED: &[&[&str]] = &[
@@ -98,6 +88,7 @@ const SUPPORTED: &[&[&str]] = &[
     backend_tls::KEYS,
     backends::KEYS,
     balance::KEYS,
+    canary::KEYS,
     cors::KEYS,
     external_auth::KEYS,
     mirror::KEYS,
@@ -150,6 +141,8 @@ pub(crate) struct Annotated {
     pub(crate) client_auth: Option<ClientAuth>,
     /// `affinity: cookie` without `session-cookie-path`: each route's cookie takes its path.
     pub(crate) cookie_path_from_route: bool,
+    /// `canary: "true"`: the Ingress only lends its backends to the routes of other Ingresses.
+    pub(crate) canary: Option<CanaryRules>,
 }
 
 /// Parses the annotations of one Ingress (under `--annotations-prefix`). Invalid values are
@@ -288,6 +281,7 @@ pub(crate) fn parse(
     let default_backend = parser.default_backend_service();
     let frontend_tls = parser.frontend_tls();
     let client_auth = parser.client_auth(objects);
+    let canary = parser.canary();
     Annotated {
         policy,
         protocol,
@@ -300,6 +294,7 @@ pub(crate) fn parse(
         frontend_tls,
         client_auth,
         cookie_path_from_route,
+        canary,
     }
 }
 
