@@ -13,9 +13,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use http::HeaderValue;
 use http::header::USER_AGENT;
 use ostium_model::{
-    Affinity, AffinityMode, Endpoint, Endpoints, Policy, SameSite, StableHasher, same_site_none_compatible,
+    Affinity, AffinityMode, Endpoint, Endpoints, SameSite, StableHasher, same_site_none_compatible,
 };
 
+use crate::canary::Balancing;
 use crate::policy::{Original, cookie, render};
 
 /// How a request's endpoint is tied to the request.
@@ -39,6 +40,9 @@ pub(crate) struct Session {
     same_site_none: bool,
     /// The value of the cookie to send, once an endpoint was picked anew.
     new_value: Option<String>,
+    /// On a route with a canary, the key of the backend this session is with, appended to the
+    /// cookie's value as ingress-nginx does (`<key>|<backend key>`).
+    backend_key: Option<Box<str>>,
 }
 
 /// How often a balanced session looks for a random key whose endpoint was not tried yet, as
@@ -48,11 +52,11 @@ const NEW_KEY_ATTEMPTS: usize = 20;
 impl Stickiness {
     /// What ties the request to an endpoint on its route, if anything (cookie affinity wins
     /// over hashing; translation keeps only one).
-    pub(crate) fn new(policy: &Policy, original: &Original<'_>) -> Option<Self> {
-        if let Some(affinity) = &policy.affinity {
-            return Some(Self::Cookie(Session::new(affinity, original)));
+    pub(crate) fn new(balancing: &Balancing<'_>, original: &Original<'_>) -> Option<Self> {
+        if let Some(affinity) = balancing.affinity {
+            return Some(Self::Cookie(Session::new(affinity, balancing.session_backend, original)));
         }
-        let hash = policy.upstream_hash.as_ref()?;
+        let hash = balancing.upstream_hash?;
         let mut hasher = StableHasher::new();
         render(&hash.key, original, &mut hasher);
         Some(Self::Hash { key: hasher.finish(), subset: hash.subset_size })
@@ -88,10 +92,14 @@ impl Stickiness {
 // === impl Session ===
 
 impl Session {
-    fn new(affinity: &Arc<Affinity>, original: &Original<'_>) -> Self {
+    fn new(affinity: &Arc<Affinity>, backend_key: Option<&str>, original: &Original<'_>) -> Self {
         let settings = &affinity.cookie;
-        // The value is `key` or ingress-nginx's `key|backend`.
-        let key = cookie(original.headers, &settings.name).map(|v| v.split('|').next().unwrap_or(v));
+        // The value is `key` or ingress-nginx's `key|backend`; on a route with a canary, a cookie
+        // of the other backend names no endpoint here.
+        let key = cookie(original.headers, &settings.name).and_then(|value| {
+            let (key, backend) = value.split_once('|').map_or((value, None), |(k, b)| (k, Some(b)));
+            (backend_key.is_none() || backend == backend_key).then_some(key)
+        });
         let named = key.filter(|k| !k.is_empty()).and_then(|key| match affinity.mode {
             AffinityMode::Balanced => Some(StableHasher::hash(key.as_bytes())),
             AffinityMode::Persistent => u64::from_str_radix(key, 16).ok(),
@@ -104,6 +112,7 @@ impl Session {
             https: original.connection.is_tls,
             same_site_none,
             new_value: None,
+            backend_key: backend_key.map(Box::from),
         }
     }
 
@@ -143,6 +152,9 @@ impl Session {
         let value = self.new_value.as_deref()?;
         let cookie = &self.affinity.cookie;
         let mut out = format!("{}={value}", cookie.name);
+        if let Some(backend) = &self.backend_key {
+            let _ = write!(out, "|{backend}");
+        }
         if let Some(seconds) = cookie.expires {
             let now = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
             out.push_str("; Expires=");

@@ -1,8 +1,45 @@
 //! The canary decision of a route, made per request while routing (ingress-nginx decides it in
 //! its balancer, `route_to_alternative_balancer` in rootfs/etc/nginx/lua/balancer.lua).
 
+use std::sync::Arc;
+
 use http::HeaderMap;
-use ostium_model::{BackendId, Policy, Table};
+use ostium_model::{Affinity, BackendId, CanaryAffinity, LoadBalance, Policy, Table, UpstreamHash};
+
+/// How an endpoint of the backend a request goes to is picked.
+#[derive(Debug)]
+pub(crate) struct Balancing<'p> {
+    pub(crate) load_balance: LoadBalance,
+    pub(crate) affinity: Option<&'p Arc<Affinity>>,
+    pub(crate) upstream_hash: Option<&'p UpstreamHash>,
+    /// On a route with a canary, the key of the chosen backend that session cookies carry
+    /// (`<key>|<backend key>`), so the next request stays with that backend.
+    pub(crate) session_backend: Option<&'p str>,
+}
+
+/// The route's own balancing, or for its canary the canary Ingress's `load-balance` and
+/// `upstream-hash-by` with the route's session affinity, unless `affinity-canary-behavior:
+/// legacy` (as ingress-nginx builds the canary's upstream).
+pub(crate) fn balancing(policy: &Policy, to_canary: bool) -> Balancing<'_> {
+    let own = Balancing {
+        load_balance: policy.load_balance,
+        affinity: policy.affinity.as_ref(),
+        upstream_hash: policy.upstream_hash.as_deref(),
+        session_backend: None,
+    };
+    let Some(canary) = &policy.canary else { return own };
+    let sessions = canary.sessions.as_ref();
+    if !to_canary {
+        return Balancing { session_backend: sessions.map(|s| &*s.main_key), ..own };
+    }
+    let affinity = own.affinity.filter(|_| canary.affinity == CanaryAffinity::Sticky);
+    Balancing {
+        load_balance: canary.load_balance,
+        affinity,
+        upstream_hash: canary.upstream_hash.as_deref(),
+        session_backend: affinity.and(sessions).map(|s| &*s.canary_key),
+    }
+}
 
 /// The backend a request is forwarded to: the route's own, or its canary's when the canary's
 /// rules choose it. As in ingress-nginx, whose balancer exists only for a backend with

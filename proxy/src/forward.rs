@@ -21,6 +21,7 @@ use ostium_model::{LoadBalance, NamespacedName, NextUpstream, Protocol};
 use crate::affinity::Stickiness;
 use crate::body::{AccessEntry, ProxyBody};
 use crate::buffer::BufferedBody;
+use crate::canary;
 use crate::error_page::{Details, ErrorPageRequest};
 use crate::mirror::MirrorCopy;
 use crate::outcome::Outcome;
@@ -240,7 +241,8 @@ impl Proxy {
         // `default-backend`: while the route's Service has no endpoints.
         let instead = routed.defaults.as_ref().and_then(|d| d.instead_of(&target));
         // Sessions and hash keys tie requests to the route's own endpoints only.
-        let mut stickiness = instead.is_none().then(|| Stickiness::new(&routed.policy, &original)).flatten();
+        let balancing = canary::balancing(&routed.policy, routed.to_canary);
+        let mut stickiness = instead.is_none().then(|| Stickiness::new(&balancing, &original)).flatten();
         let (target, protocol) = instead.clone().unwrap_or((target, protocol));
         let (_, version) = upstream::scheme(protocol);
         let mirror = routed.policy.mirror.as_ref().map(|mirror| MirrorCopy::capture(mirror, &request));
@@ -267,7 +269,7 @@ impl Proxy {
             self.mirror(copy, &outgoing.body);
         }
         let clocks = self.clocks(routed);
-        let tries = (&routed.policy.next_upstream, routed.policy.load_balance);
+        let tries = (&routed.policy.next_upstream, balancing.load_balance);
         let tls = routed.policy.backend_tls.as_ref();
         let (mut response, client_upgrade) = self
             .to_backend(outgoing, target, (protocol, tls), clocks, tries, stickiness.as_mut(), trace)

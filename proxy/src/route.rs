@@ -21,6 +21,8 @@ pub(crate) struct Routed<'h> {
     pub(crate) policy: Arc<Policy>,
     /// Where a forwarded request goes, and how it is spoken to; `None` for a redirect route.
     pub(crate) backend: Option<(Target, Protocol)>,
+    /// The route's canary was chosen for the request.
+    pub(crate) to_canary: bool,
     /// The host is a TLS host of some Ingress (HTTPS redirect, HSTS).
     pub(crate) host_has_certificate: bool,
     /// Default backends, for a route with `default-backend` or `custom-http-errors` only.
@@ -51,9 +53,12 @@ impl Proxy {
         let table = self.inner.tables.load();
         let matched = table.route(head.host(), &path).ok_or(ProxyError::NoRoute)?;
         trace.ingress = matched.route.ingress.clone();
+        let mut to_canary = false;
         let backend = match &matched.route.action {
             RouteAction::Forward(id) => {
-                let backend = table.backend(chosen_backend(&table, &matched.route.policy, *id, headers));
+                let chosen = chosen_backend(&table, &matched.route.policy, *id, headers);
+                to_canary = chosen != *id;
+                let backend = table.backend(chosen);
                 trace.service = Some(backend.service.clone());
                 Some((backend.target.clone(), backend.protocol))
             }
@@ -78,6 +83,6 @@ impl Proxy {
                 service_port,
             })
         });
-        Ok(Routed { path, action, policy, backend, host_has_certificate, defaults, client_auth })
+        Ok(Routed { path, action, policy, backend, to_canary, host_has_certificate, defaults, client_auth })
     }
 }

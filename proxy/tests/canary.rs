@@ -11,8 +11,9 @@ use std::sync::Arc;
 
 use http::{HeaderName, HeaderValue};
 use ostium_model::{
-    Canary, CanaryAffinity, CanaryHeader, CanarySessions, DEFAULT_WEIGHT_TOTAL, HeaderRule, NamespacedName,
-    Policy, Target,
+    Affinity, AffinityMode, Canary, CanaryAffinity, CanaryHeader, CanarySessions, DEFAULT_WEIGHT_TOTAL,
+    HeaderRule, LoadBalance, NamespacedName, Policy, SessionCookie, Target, Template, TemplatePart,
+    UpstreamHash, Variable,
 };
 use ostium_test_support::EchoBackend;
 use support::*;
@@ -30,6 +31,8 @@ fn rules() -> Canary {
         weight_total: DEFAULT_WEIGHT_TOTAL,
         affinity: CanaryAffinity::Sticky,
         sessions: None,
+        load_balance: LoadBalance::RoundRobin,
+        upstream_hash: None,
     }
 }
 
@@ -42,10 +45,15 @@ fn by_header(rule: HeaderRule) -> Canary {
 }
 
 /// A proxy serving `HOST` from `main`, with `canary` lending `canary_target`.
-async fn site(main: Target, canary_target: Target, mut canary: Canary) -> Harness {
+async fn site(main: Target, canary_target: Target, canary: Canary) -> Harness {
+    site_with(main, canary_target, canary, Policy::default()).await
+}
+
+/// The same, the route having `policy` besides its canary.
+async fn site_with(main: Target, canary_target: Target, mut canary: Canary, policy: Policy) -> Harness {
     let mut table = TableBuilder::new();
     canary.backend = table.backend("shop-canary", canary_target);
-    let policy = Policy { canary: Some(Arc::new(canary)), ..Policy::default() };
+    let policy = Policy { canary: Some(Arc::new(canary)), ..policy };
     let rule = ostium_model::PathRule::prefix("/").unwrap();
     Harness::start(table.route_with(Some(HOST), rule, "shop", main, policy).build()).await
 }
@@ -190,4 +198,105 @@ async fn sessions_stay_with_their_backend_unless_legacy() {
     assert_eq!(served_by(proxy.http, "Cookie: aff=e2|canarykey\r\n").await, "main");
     assert_eq!(served_by(proxy.http, "X-Canary: always\r\nCookie: aff=e1|mainkey\r\n").await, "main");
     assert_eq!(served_by(proxy.http, "X-Canary: always\r\nCookie: aff=e2|canarykey\r\n").await, "canary");
+}
+
+/// The route's `affinity: cookie`, balanced, as its Ingress would have it.
+fn route_affinity() -> Policy {
+    let cookie = SessionCookie {
+        name: "INGRESSCOOKIE".into(),
+        path: "/".into(),
+        domain: None,
+        expires: None,
+        max_age: None,
+        same_site: None,
+        conditional_same_site_none: false,
+        secure: false,
+    };
+    let affinity = Affinity { mode: AffinityMode::Balanced, cookie, change_on_failure: false };
+    Policy { affinity: Some(Arc::new(affinity)), ..Policy::default() }
+}
+
+fn sessions() -> CanarySessions {
+    CanarySessions {
+        cookie: "INGRESSCOOKIE".into(),
+        main_key: "mainkey".into(),
+        canary_key: "canarykey".into(),
+    }
+}
+
+/// The value of the session cookie an answer sets.
+fn session_cookie(answer: &support::Answer) -> Option<String> {
+    let value = answer.header("set-cookie")?.strip_prefix("INGRESSCOOKIE=")?;
+    Some(value.split(';').next().unwrap().to_owned())
+}
+
+/// With the route's cookie affinity, a new session's cookie names the backend that answered
+/// (`<key>|<backend key>`, as ingress-nginx's sticky balancer writes it), and sending it back
+/// keeps the requests with that backend, whatever the weight draws.
+#[tokio::test]
+async fn new_sessions_name_the_backend_that_answered() {
+    let canary = Canary { sessions: Some(sessions()), weight: 50, ..rules() };
+    let (main, alternative) = (EchoBackend::start("main").await, EchoBackend::start("canary").await);
+    let (main_target, canary_target) =
+        (endpoints("shop", &[main.addr]), endpoints("shop-canary", &[alternative.addr]));
+    let proxy = site_with(main_target, canary_target, canary, route_affinity()).await;
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..40 {
+        let request = format!("GET /info HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n");
+        let answer = raw(proxy.http, request.as_bytes()).await;
+        let backend = answer.header("x-backend").unwrap().to_owned();
+        let value = session_cookie(&answer).unwrap_or_else(|| panic!("no session cookie: {answer:?}"));
+        let suffix = if backend == "canary" { "|canarykey" } else { "|mainkey" };
+        assert!(value.ends_with(suffix), "{backend} set {value}");
+        for _ in 0..5 {
+            assert_eq!(served_by(proxy.http, &format!("Cookie: INGRESSCOOKIE={value}\r\n")).await, backend);
+        }
+        seen.insert(backend);
+        if seen.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(seen.len(), 2, "both backends drawn at weight 50");
+}
+
+/// `legacy`: the canary's answers carry no session of the route's; the main backend's still do.
+#[tokio::test]
+async fn legacy_canaries_have_no_sessions() {
+    let request = format!("GET /info HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n");
+    for (weight, backend, sets_cookie) in [(100, "canary", false), (0, "main", true)] {
+        let canary =
+            Canary { sessions: Some(sessions()), weight, affinity: CanaryAffinity::Legacy, ..rules() };
+        let (main, alternative) = (EchoBackend::start("main").await, EchoBackend::start("canary").await);
+        let targets = (endpoints("shop", &[main.addr]), endpoints("shop-canary", &[alternative.addr]));
+        let proxy = site_with(targets.0, targets.1, canary, route_affinity()).await;
+        let answer = raw(proxy.http, request.as_bytes()).await;
+        assert_eq!(answer.header("x-backend"), Some(backend));
+        assert_eq!(session_cookie(&answer).is_some(), sets_cookie, "{answer:?}");
+    }
+}
+
+/// The canary's endpoints are picked with the canary Ingress's own `upstream-hash-by`, as
+/// ingress-nginx builds the canary's upstream with it: one key, one endpoint.
+#[tokio::test]
+async fn the_canary_balances_with_its_own_upstream_hash() {
+    let key =
+        Template::new(vec![TemplatePart::Variable(Variable::Header(HeaderName::from_static("x-user")))]);
+    let upstream_hash = Some(Arc::new(UpstreamHash { key, subset_size: None }));
+    let canary = Canary { weight: 100, upstream_hash, ..rules() };
+    let main = EchoBackend::start("main").await;
+    let mut canaries = Vec::new();
+    for i in 0..3 {
+        canaries.push(EchoBackend::start(&format!("canary{i}")).await);
+    }
+    let addrs: Vec<SocketAddr> = canaries.iter().map(|c| c.addr).collect();
+    let proxy = site(endpoints("shop", &[main.addr]), endpoints("shop-canary", &addrs), canary).await;
+    let mut used = std::collections::BTreeSet::new();
+    for user in 0..12 {
+        let first = served_by(proxy.http, &format!("X-User: u{user}\r\n")).await;
+        for _ in 0..3 {
+            assert_eq!(served_by(proxy.http, &format!("X-User: u{user}\r\n")).await, first, "user u{user}");
+        }
+        used.insert(first);
+    }
+    assert!(used.len() > 1, "12 keys all on one of 3 endpoints: {used:?}");
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use http::header::{COOKIE, GetAll};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::{BackendId, NamespacedName};
+use crate::{BackendId, LoadBalance, NamespacedName, UpstreamHash};
 
 /// ingress-nginx's smallest (and default) `canary-weight-total`.
 pub const DEFAULT_WEIGHT_TOTAL: u64 = 100;
@@ -35,6 +35,12 @@ pub struct Canary {
     /// The session affinity cookie of the route's own backend (its Ingress's `affinity:
     /// cookie`), which the canary keeps unless `legacy`.
     pub sessions: Option<CanarySessions>,
+    /// The canary Ingress's own `load-balance`, which ingress-nginx builds the canary's upstream
+    /// with.
+    pub load_balance: LoadBalance,
+    /// The canary Ingress's own `upstream-hash-by`, likewise (used when the route's session
+    /// affinity does not apply to the canary).
+    pub upstream_hash: Option<Arc<UpstreamHash>>,
 }
 
 /// Session affinity by cookie, as ingress-nginx's sticky balancers recognise their sessions
@@ -133,6 +139,8 @@ impl PartialEq for Canary {
             && self.weight_total == other.weight_total
             && self.affinity == other.affinity
             && self.sessions == other.sessions
+            && self.load_balance == other.load_balance
+            && self.upstream_hash == other.upstream_hash
     }
 }
 

@@ -14,8 +14,8 @@ use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::api::networking::v1::{IngressBackend, IngressSpec};
 use md5::{Digest as _, Md5};
 use ostium_model::{
-    Backend, Canary, CanarySessions, ClientAuth, HostRule, NamespacedName, PathRule, Policy, Route,
-    RouteAction,
+    Backend, Canary, CanarySessions, ClientAuth, HostRule, LoadBalance, NamespacedName, PathRule, Policy,
+    Route, RouteAction, UpstreamHash,
 };
 
 use crate::backend::Dial;
@@ -29,14 +29,22 @@ pub(crate) struct CanaryIngress {
     object: ObjectRef,
     id: Arc<NamespacedName>,
     rules: CanaryRules,
-    /// `service-upstream` of the canary Ingress (ingress-nginx builds its upstream with it).
-    dial: Dial,
+    /// How the canary's upstream is built: the canary Ingress's `service-upstream`,
+    /// `load-balance` and `upstream-hash-by`.
+    upstream: CanaryUpstream,
     /// Host, path and pathType as written, and the backend of each path.
     paths: Vec<(WrittenPath, IngressBackend)>,
     default_backend: Option<IngressBackend>,
     /// `auth-tls-*`: ingress-nginx gives a canary Ingress's client certificate rules to the
     /// hosts it serves like any Ingress's (a server-level setting, not a location's).
     client_auth: Option<ClientAuth>,
+}
+
+/// The keys of a canary Ingress that ingress-nginx builds the canary's upstream with.
+pub(crate) struct CanaryUpstream {
+    pub(crate) dial: Dial,
+    pub(crate) load_balance: LoadBalance,
+    pub(crate) upstream_hash: Option<Arc<UpstreamHash>>,
 }
 
 /// A route a canary may join.
@@ -72,7 +80,7 @@ impl Translator<'_> {
         id: &Arc<NamespacedName>,
         spec: &IngressSpec,
         rules: CanaryRules,
-        dial: Dial,
+        upstream: CanaryUpstream,
         client_auth: Option<ClientAuth>,
     ) {
         let mut paths = Vec::new();
@@ -97,7 +105,15 @@ impl Translator<'_> {
         }
         let default_backend = spec.default_backend.clone().filter(|backend| backend.service.is_some());
         let id = id.clone();
-        self.canaries.push(CanaryIngress { object, id, rules, dial, paths, default_backend, client_auth });
+        self.canaries.push(CanaryIngress {
+            object,
+            id,
+            rules,
+            upstream,
+            paths,
+            default_backend,
+            client_auth,
+        });
     }
 
     /// Joins each canary Ingress to the routes it matches; a path that matches none is reported
@@ -167,7 +183,7 @@ impl Translator<'_> {
             &canary.object,
             backend,
             protocol,
-            canary.dial,
+            canary.upstream.dial,
             &mut self.table,
             &mut self.diagnostics,
         );
@@ -198,6 +214,8 @@ impl Translator<'_> {
                     weight_total: rules.weight_total,
                     affinity: rules.affinity,
                     sessions,
+                    load_balance: canary.upstream.load_balance,
+                    upstream_hash: canary.upstream.upstream_hash.clone(),
                 };
                 let route = self.joined_route_mut(joined).expect("found above");
                 route.policy =

@@ -213,8 +213,12 @@ impl<'a> Translator<'a> {
             &mut self.diagnostics,
         );
         if let Some(rules) = annotated.canary {
-            let dial = if annotated.service_upstream { Dial::ClusterIp } else { Dial::Endpoints };
-            self.add_canary(object, id, spec, rules, dial, annotated.client_auth);
+            let upstream = canary::CanaryUpstream {
+                dial: if annotated.service_upstream { Dial::ClusterIp } else { Dial::Endpoints },
+                load_balance: annotated.policy.load_balance,
+                upstream_hash: annotated.policy.upstream_hash.clone(),
+            };
+            self.add_canary(object, id, spec, rules, upstream, annotated.client_auth);
             return;
         }
         self.add_sticky_cookie(id, ingress);

@@ -343,6 +343,12 @@ fn canary_part(table: &Table, canary: &Canary) -> String {
     if let Some(sessions) = &canary.sessions {
         let _ = write!(part, ", sessions by cookie {}", sessions.cookie);
     }
+    if canary.load_balance == LoadBalance::Ewma {
+        part.push_str(", balance ewma");
+    }
+    if let Some(hash) = &canary.upstream_hash {
+        let _ = write!(part, ", hash by {}", hash.key);
+    }
     part
 }
 
