@@ -214,7 +214,14 @@ mod tests {
 
     fn session(cookie: SessionCookie, https: bool, same_site_none: bool) -> Session {
         let affinity = Arc::new(Affinity { mode: AffinityMode::Balanced, cookie, change_on_failure: false });
-        Session { affinity, named: None, https, same_site_none, new_value: Some("k".into()) }
+        Session {
+            affinity,
+            named: None,
+            https,
+            same_site_none,
+            new_value: Some("k".into()),
+            backend_key: None,
+        }
     }
 
     fn cookie() -> SessionCookie {
