@@ -251,6 +251,8 @@ mod tests {
             weight_total: DEFAULT_WEIGHT_TOTAL,
             affinity: CanaryAffinity::Sticky,
             sessions: None,
+            load_balance: LoadBalance::RoundRobin,
+            upstream_hash: None,
         }
     }
 
