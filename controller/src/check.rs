@@ -12,7 +12,8 @@ use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use kube::api::{Api, ListParams};
 use ostium_model::NamespacedName;
 use ostium_translate::{
-    AnnotationSupport, Diagnostic, Kind, ObjectKind, Objects, Options, Reason, Severity, Translation,
+    APPLIED_CONFIGMAP_KEYS, AnnotationSupport, Diagnostic, Kind, ObjectKind, Objects, Options, Reason,
+    Severity, Translation,
 };
 use serde::Serialize;
 
@@ -378,17 +379,19 @@ fn problem(diagnostic: &Diagnostic) -> Problem {
     }
 }
 
-/// The ingress-nginx ConfigMap: its keys, none of them applied, since ostium does not read
-/// global settings from a ConfigMap yet.
+/// The ingress-nginx ConfigMap: its keys, and those ostium applies (given as `--configmap`).
 fn configmap_report(id: &NamespacedName, config_map: Option<&ConfigMap>) -> ConfigMapReport {
     let keys: Vec<String> =
         config_map.and_then(|c| c.data.as_ref()).into_iter().flatten().map(|(k, _)| k.clone()).collect();
+    let applied: Vec<String> =
+        keys.iter().filter(|k| APPLIED_CONFIGMAP_KEYS.contains(&k.as_str())).cloned().collect();
     let note = match config_map {
         None => "not found".to_owned(),
         Some(_) if keys.is_empty() => "no keys".to_owned(),
         Some(_) => format!(
-            "{} key(s); global ConfigMap settings are not applied yet: each keeps ostium's default",
-            keys.len()
+            "{} key(s), {} applied with --configmap (the OpenTelemetry keys); the others keep ostium's default",
+            keys.len(),
+            applied.len()
         ),
     };
     ConfigMapReport {
@@ -396,7 +399,7 @@ fn configmap_report(id: &NamespacedName, config_map: Option<&ConfigMap>) -> Conf
         name: id.name.clone(),
         found: config_map.is_some(),
         keys,
-        applied: Vec::new(),
+        applied,
         note,
     }
 }

@@ -60,7 +60,8 @@ fn ingress_nginx_objects() -> Vec<Value> {
                "spec": {"rules": [rule("old.example.com")]}}),
         json!({"apiVersion": "v1", "kind": "ConfigMap",
                "metadata": {"name": "ingress-nginx-controller", "namespace": "ingress-nginx"},
-               "data": {"proxy-body-size": "8m", "use-forwarded-headers": "true"}}),
+               "data": {"proxy-body-size": "8m", "use-forwarded-headers": "true",
+                        "enable-opentelemetry": "false"}}),
     ]
 }
 
@@ -126,8 +127,11 @@ fn the_json_report_classifies_annotations_and_names_problems() {
         (&annotations["unknown"], &annotations["not_supported"], &annotations["refused"]),
         (&json!(1), &json!(1), &json!(1))
     );
-    assert_eq!(report["configmap"]["keys"], json!(["proxy-body-size", "use-forwarded-headers"]));
-    assert_eq!(report["configmap"]["applied"], json!([]));
+    assert_eq!(
+        report["configmap"]["keys"],
+        json!(["enable-opentelemetry", "proxy-body-size", "use-forwarded-headers"])
+    );
+    assert_eq!(report["configmap"]["applied"], json!(["enable-opentelemetry"]));
     assert!(!out.contains(SECRET_DATA));
 }
 
@@ -155,7 +159,10 @@ async fn the_cluster_report_reads_the_api_read_only_and_never_secret_data() {
         shop["problems"].as_array().unwrap().iter().map(|p| p["reason"].as_str().unwrap()).collect();
     assert_eq!(reasons, ["MissingSecret"], "{out}");
     assert!(report["notes"][0].as_str().unwrap().contains("Secret data is not read"), "{out}");
-    assert_eq!(report["configmap"]["keys"], json!(["proxy-body-size", "use-forwarded-headers"]));
+    assert_eq!(
+        report["configmap"]["keys"],
+        json!(["enable-opentelemetry", "proxy-body-size", "use-forwarded-headers"])
+    );
     assert_eq!(code, Some(1), "the snippet is an error");
     assert!(!out.contains(SECRET_DATA));
 

@@ -12,6 +12,22 @@ use ostium_model::{NamespacedName, Sampler, TraceExport};
 
 use crate::{Diagnostic, ObjectKind, ObjectRef, Objects, Reason};
 
+/// The ConfigMap keys ostium applies; any other key keeps ostium's default.
+pub const APPLIED_CONFIGMAP_KEYS: &[&str] = &[
+    "enable-opentelemetry",
+    "opentelemetry-trust-incoming-span",
+    "opentelemetry-operation-name",
+    "otlp-collector-host",
+    "otlp-collector-port",
+    "otel-service-name",
+    "otel-sampler",
+    "otel-sampler-ratio",
+    "otel-sampler-parent-based",
+    "otel-max-queuesize",
+    "otel-schedule-delay-millis",
+    "otel-max-export-batch-size",
+];
+
 /// The global settings, each with ingress-nginx's default when the ConfigMap does not set it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct GlobalConfig {

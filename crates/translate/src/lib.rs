@@ -39,6 +39,7 @@ pub use annotations::{AnnotationSupport, annotation_support};
 pub use backend::SERVICE_NAME_LABEL;
 pub use class::ClassClaim;
 pub use diagnostic::{Diagnostic, ObjectKind, ObjectRef, Reason, Severity};
+pub use global_config::APPLIED_CONFIGMAP_KEYS;
 pub use kind::{Kind, KindScope, KindVisitor, Malformed, Reference, Relevance, for_each_kind, visit_kind};
 pub use objects::{DocumentError, ManifestError, Object, ObjectMap, Objects, parse_manifests};
 

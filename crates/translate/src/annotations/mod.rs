@@ -648,8 +648,9 @@ mod tests {
     /// that ostium ignores is not supported; neither denies.
     #[test]
     fn a_typo_is_unknown_and_distinct_from_an_unsupported_key() {
-        let typo =
-            format!("{PREFIX}/proxy-read-timout: \"30\", {PREFIX}/canary: \"true\", {PREFIX}/zzz: \"1\"");
+        let typo = format!(
+            "{PREFIX}/proxy-read-timout: \"30\", {PREFIX}/custom-headers: \"default/extra\", {PREFIX}/zzz: \"1\""
+        );
         let (annotated, diagnostics) = annotated(&typo, "");
         assert_eq!(annotated.policy.denied, None);
         let reasons: Vec<(Reason, &str)> =
@@ -662,14 +663,14 @@ mod tests {
         )));
         assert!(reasons.contains(&(
             Reason::UnsupportedAnnotation,
-            "annotation nginx.ingress.kubernetes.io/canary is not supported and was ignored"
+            "annotation nginx.ingress.kubernetes.io/custom-headers is not supported and was ignored"
         )));
         assert!(reasons.contains(&(
             Reason::UnknownAnnotation,
             "annotation nginx.ingress.kubernetes.io/zzz is not an ingress-nginx annotation; it was ignored"
         )));
         assert_eq!(annotation_support("proxy-read-timeout"), AnnotationSupport::Supported);
-        assert_eq!(annotation_support("canary-weight"), AnnotationSupport::NotSupported);
+        assert_eq!(annotation_support("fastcgi-index"), AnnotationSupport::NotSupported);
         assert_eq!(annotation_support("enable-modsecurity"), AnnotationSupport::Denied);
         assert_eq!(annotation_support("global-rate-limit-window"), AnnotationSupport::Denied);
         assert_eq!(annotation_support("server-snippet"), AnnotationSupport::Refused);
