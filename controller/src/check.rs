@@ -488,16 +488,17 @@ mod tests {
         Options::new(fallback, provider)
     }
 
-    const NGINX_CONFIGMAP: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: ingress-nginx-controller, namespace: ingress-nginx}\ndata: {proxy-body-size: 8m, use-forwarded-headers: \"true\"}\n";
+    const NGINX_CONFIGMAP: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: ingress-nginx-controller, namespace: ingress-nginx}\ndata: {otlp-collector-host: otel.example, proxy-body-size: 8m, use-forwarded-headers: \"true\"}\n";
 
     #[test]
-    fn the_configmap_keys_are_listed_as_not_applied() {
+    fn the_configmap_keys_are_listed_with_those_applied() {
         let objects = Objects::from_yaml(NGINX_CONFIGMAP).unwrap();
         let id = NamespacedName::new("ingress-nginx", "ingress-nginx-controller");
         let report = configmap_report(&id, objects.config_maps.get(&id).map(|c| &**c));
-        assert!(report.found && report.applied.is_empty());
-        assert_eq!(report.keys, ["proxy-body-size", "use-forwarded-headers"]);
-        assert!(report.note.contains("not applied yet"), "{}", report.note);
+        assert!(report.found);
+        assert_eq!(report.keys, ["otlp-collector-host", "proxy-body-size", "use-forwarded-headers"]);
+        assert_eq!(report.applied, ["otlp-collector-host"]);
+        assert!(report.note.contains("3 key(s), 1 applied"), "{}", report.note);
         assert!(!configmap_report(&NamespacedName::new("a", "b"), None).found);
     }
 
