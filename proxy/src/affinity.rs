@@ -74,7 +74,7 @@ impl Stickiness {
             Self::Cookie(session) => session.pick(endpoints, tried, retry),
             Self::Hash { key, subset: None } => endpoints.by_hash(*key).cloned(),
             Self::Hash { key, subset: Some(size) } => {
-                let chosen = fastrand::usize(..size.get() as usize);
+                let chosen = fastrand::usize(..(size.get() as usize).min(endpoints.len()).max(1));
                 endpoints.subset_by_hash(*key, *size).nth(chosen).cloned()
             }
         }
@@ -120,6 +120,8 @@ impl Session {
     /// and `session-cookie-change-on-failure` is on; then a new one, not tried yet, and a new
     /// cookie. The cookie's endpoint is used whatever its health, as ingress-nginx.
     fn pick(&mut self, endpoints: &Endpoints, tried: &[SocketAddr], retry: bool) -> Option<Arc<Endpoint>> {
+        // The cookie names what this try picks, never an endpoint of an earlier try.
+        self.new_value = None;
         let mode = self.affinity.mode;
         let named = self.named.and_then(|named| match mode {
             AffinityMode::Balanced => endpoints.by_hash(named),

@@ -326,7 +326,9 @@ pub(crate) fn pick_ewma(
     }
     let first = fastrand::usize(..n);
     let second = (first + 1 + fastrand::usize(..n - 1)) % n;
-    let (first, second) = (candidate(first, skip_ejected)?, candidate(second, skip_ejected)?);
+    // Another request may eject an endpoint meanwhile: then any untried one will do.
+    let first = candidate(first, skip_ejected).or_else(|| candidate(0, false))?;
+    let second = candidate(second, skip_ejected).unwrap_or(first);
     // A tie keeps the first drawn, as ingress-nginx's `pick_and_score`.
     let better = second.latency_score(now_us) < first.latency_score(now_us);
     Some(if better { second } else { first }.clone())

@@ -1,14 +1,15 @@
 //! Session affinity (`affinity: cookie` and the `session-cookie-*` keys), as ingress-nginx's Lua
 //! balancer (`balancer/sticky*.lua`) does it: a cookie ties a client to an endpoint of the
-//! route's backend. Its value never shows an endpoint's address:
+//! route's backend. Its value never shows an endpoint's address in clear:
 //!
 //! - [`AffinityMode::Balanced`] (the default): the cookie holds a random key, placed on the
 //!   endpoints' hash ring ([`crate::HashRing`]). An endpoint leaving moves only its own keys to
 //!   the next endpoint on the ring; a new endpoint takes over about its share of keys. The cookie
 //!   stays as it is.
 //! - [`AffinityMode::Persistent`]: the cookie holds the endpoint's [`crate::Endpoint::session_id`]
-//!   (a hash of its address). Its session never moves; once the endpoint is gone, another is
-//!   picked at random and a new cookie is sent.
+//!   (a hash of its address, the same on every replica, so like ingress-nginx's MD5 it can be
+//!   matched against guessed pod addresses). Its session never moves; once the endpoint is gone,
+//!   another is picked at random and a new cookie is sent.
 
 use std::fmt;
 

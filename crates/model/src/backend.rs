@@ -5,7 +5,6 @@
 //! so the controller can move endpoints without rebuilding the table, and balancer state of the
 //! endpoints that stay carries over.
 
-use std::borrow::Cow;
 use std::fmt;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
@@ -89,9 +88,9 @@ pub struct Endpoints {
     /// The endpoints on a hash ring (`upstream-hash-by`, balanced affinity), built when a route
     /// first needs it.
     ring: OnceLock<HashRing>,
-    /// The subsets of `upstream-hash-by-subset` on a hash ring, for the subset size of the route
-    /// that first needed it.
-    subset_ring: OnceLock<(NonZeroU32, HashRing)>,
+    /// The subsets of `upstream-hash-by-subset` on hash rings, one per number of subsets the
+    /// routes of this Service port ask for, each built when first needed.
+    subset_rings: ArcSwap<Vec<(usize, Arc<HashRing>)>>,
 }
 
 /// A pod's socket address and the live state the balancer keeps for it.
@@ -184,11 +183,12 @@ impl EndpointSet {
         if old.list.len() == addrs.len() && old.iter().zip(&addrs).all(|(e, a)| e.addr == *a) {
             return false;
         }
+        let slow_start = Endpoint::slow_start(&old);
         let list = addrs
             .into_iter()
             .map(|addr| match old.list.binary_search_by_key(&addr, |e| e.addr) {
                 Ok(i) => old.list[i].clone(),
-                Err(_) => Arc::new(Endpoint::new(addr).starting_slow(&old)),
+                Err(_) => Arc::new(Endpoint::new(addr).starting_slow(slow_start)),
             })
             .collect();
         self.current.store(Arc::new(Endpoints { list, ..Endpoints::default() }));
@@ -246,16 +246,25 @@ impl Endpoints {
     /// groups them: in order, `size` at a time, the last group filled up from the first
     /// endpoints; the groups are placed on a ring.
     pub fn subset_by_hash(&self, hash: u64, size: NonZeroU32) -> impl Iterator<Item = &Arc<Endpoint>> {
-        let (n, size_n) = (self.list.len(), size.get() as usize);
-        let count = n.div_ceil(size_n);
-        let build = || HashRing::new((1..=count).map(|i| format!("set{i}")));
-        let ring = match self.subset_ring.get_or_init(|| (size, build())) {
-            (cached, ring) if *cached == size => Cow::Borrowed(ring),
-            // Another route of the same Service port asks for other subsets: rare, built anew.
-            _ => Cow::Owned(build()),
-        };
+        // A subset larger than the endpoints is all of them.
+        let (n, size_n) = (self.list.len(), (size.get() as usize).min(self.list.len()).max(1));
+        let ring = self.subset_ring(n.div_ceil(size_n));
         let first = ring.find(hash).map(|subset| subset * size_n);
         first.into_iter().flat_map(move |first| (first..first + size_n).map(move |i| &self.list[i % n]))
+    }
+
+    /// The ring of `count` subsets, built once per version.
+    fn subset_ring(&self, count: usize) -> Arc<HashRing> {
+        if let Some((_, ring)) = self.subset_rings.load().iter().find(|(c, _)| *c == count) {
+            return ring.clone();
+        }
+        let ring = Arc::new(HashRing::new((1..=count).map(|i| format!("set{i}"))));
+        self.subset_rings.rcu(|rings| {
+            let mut rings = Vec::clone(rings);
+            rings.push((count, ring.clone()));
+            rings
+        });
+        ring
     }
 }
 
@@ -280,14 +289,22 @@ impl Endpoint {
     /// A new endpoint starts with the average latency of the endpoints that have one, as
     /// ingress-nginx's `calculate_slow_start_ewma`, so it is not flooded for having none; it is
     /// dated from the latest of theirs (ingress-nginx dates it now; there is no clock here).
-    fn starting_slow(self, others: &Endpoints) -> Self {
-        let known: Vec<_> = others.iter().filter_map(|e| e.latency()).collect();
-        if let Some(touched) = known.iter().map(|(_, touched)| *touched).max() {
-            let average = known.iter().map(|(latency, _)| latency).sum::<f64>() / known.len() as f64;
+    fn starting_slow(self, slow_start: Option<(f64, u64)>) -> Self {
+        if let Some((average, touched)) = slow_start {
             self.latency_us.store(average.to_bits(), Ordering::Relaxed);
             self.latency_touched_us.store(touched, Ordering::Relaxed);
         }
         self
+    }
+
+    /// The average latency of the endpoints that have one, and the latest of their dates.
+    fn slow_start(others: &Endpoints) -> Option<(f64, u64)> {
+        let (mut sum, mut count, mut latest) = (0.0, 0u32, None::<u64>);
+        for (latency, touched) in others.iter().filter_map(|e| e.latency()) {
+            (sum, count) = (sum + latency, count + 1);
+            latest = latest.max(Some(touched));
+        }
+        latest.map(|touched| (sum / f64::from(count), touched))
     }
 
     /// The latency average and when it was updated; `None` before the first response.
