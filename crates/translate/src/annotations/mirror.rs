@@ -55,7 +55,7 @@ impl Parser<'_> {
         let Some((scheme, authority, path)) = parse_target(target) else {
             self.invalid(
                 "mirror-target",
-                "an http:// or https:// URL whose path may use $request_uri (no other variable)",
+                "an http:// or https:// URL whose path may use $request_uri once (no other variable)",
             );
             return None;
         };
@@ -91,7 +91,8 @@ fn parse_target(target: &str) -> Option<(Scheme, Authority, MirrorPath)> {
     let authority = Authority::try_from(authority).ok().filter(|a| !a.host().is_empty())?;
     let path = if path.contains('$') {
         let parts: Box<[Box<str>]> = path.split(REQUEST_URI).map(Box::from).collect();
-        if parts.iter().any(|part| part.contains('$')) {
+        // One `$request_uri` at most: each copy would repeat the request's URI.
+        if parts.len() > 2 || parts.iter().any(|part| part.contains('$')) {
             return None;
         }
         MirrorPath::WithRequestUri(parts)
