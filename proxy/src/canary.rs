@@ -18,8 +18,8 @@ pub(crate) struct Balancing<'p> {
 }
 
 /// The route's own balancing, or for its canary the canary Ingress's `load-balance` and
-/// `upstream-hash-by` with the route's session affinity, unless `affinity-canary-behavior:
-/// legacy` (as ingress-nginx builds the canary's upstream).
+/// `upstream-hash-by` with the route's session affinity, or with `affinity-canary-behavior:
+/// legacy` the canary Ingress's own (as ingress-nginx builds the canary's upstream).
 pub(crate) fn balancing(policy: &Policy, to_canary: bool) -> Balancing<'_> {
     let own = Balancing {
         load_balance: policy.load_balance,
@@ -32,7 +32,10 @@ pub(crate) fn balancing(policy: &Policy, to_canary: bool) -> Balancing<'_> {
     if !to_canary {
         return Balancing { session_backend: sessions.map(|s| &*s.main_key), ..own };
     }
-    let affinity = own.affinity.filter(|_| canary.affinity == CanaryAffinity::Sticky);
+    let affinity = match canary.affinity {
+        CanaryAffinity::Sticky => own.affinity,
+        CanaryAffinity::Legacy => canary.own_affinity.as_ref(),
+    };
     Balancing {
         load_balance: canary.load_balance,
         affinity,

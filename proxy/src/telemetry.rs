@@ -30,6 +30,9 @@ use tokio::sync::mpsc;
 
 use crate::ProxyMetrics;
 
+/// The most of a collector's answer read.
+const COLLECTOR_ANSWER_LIMIT: usize = 64 * 1024;
+
 const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
@@ -235,6 +238,8 @@ async fn send(
     let answer = async {
         let response = client.request(request).await.map_err(|e| e.to_string())?;
         let (parts, body) = response.into_parts();
+        // An export's answer is a few bytes; a collector sending more is cut off.
+        let body = http_body_util::Limited::new(body, COLLECTOR_ANSWER_LIMIT);
         let body = body.collect().await.map_err(|e| e.to_string())?;
         if !parts.status.is_success() {
             return Err(format!("collector answered {}", parts.status));

@@ -33,6 +33,7 @@ fn rules() -> Canary {
         sessions: None,
         load_balance: LoadBalance::RoundRobin,
         upstream_hash: None,
+        own_affinity: None,
     }
 }
 
@@ -259,9 +260,10 @@ async fn new_sessions_name_the_backend_that_answered() {
     assert_eq!(seen.len(), 2, "both backends drawn at weight 50");
 }
 
-/// `legacy`: the canary's answers carry no session of the route's; the main backend's still do.
+/// `legacy`: the canary's answers carry no session of the route's (only one of the canary
+/// Ingress's own affinity, when it has one); the main backend's still do.
 #[tokio::test]
-async fn legacy_canaries_have_no_sessions() {
+async fn legacy_canaries_keep_their_own_sessions() {
     let request = format!("GET /info HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n");
     for (weight, backend, sets_cookie) in [(100, "canary", false), (0, "main", true)] {
         let canary =
@@ -273,6 +275,26 @@ async fn legacy_canaries_have_no_sessions() {
         assert_eq!(answer.header("x-backend"), Some(backend));
         assert_eq!(session_cookie(&answer).is_some(), sets_cookie, "{answer:?}");
     }
+    let own = route_affinity().affinity.map(|a| {
+        Arc::new(Affinity {
+            cookie: SessionCookie { name: "CANARY".into(), ..a.cookie.clone() },
+            ..(*a).clone()
+        })
+    });
+    let canary = Canary {
+        sessions: Some(sessions()),
+        weight: 100,
+        affinity: CanaryAffinity::Legacy,
+        own_affinity: own,
+        ..rules()
+    };
+    let (main, alternative) = (EchoBackend::start("main").await, EchoBackend::start("canary").await);
+    let targets = (endpoints("shop", &[main.addr]), endpoints("shop-canary", &[alternative.addr]));
+    let proxy = site_with(targets.0, targets.1, canary, route_affinity()).await;
+    let answer = raw(proxy.http, request.as_bytes()).await;
+    assert_eq!(answer.header("x-backend"), Some("canary"));
+    let cookie = answer.header("set-cookie").unwrap_or_default();
+    assert!(cookie.starts_with("CANARY=") && cookie.contains("|canarykey;"), "{answer:?}");
 }
 
 /// The canary's endpoints are picked with the canary Ingress's own `upstream-hash-by`, as

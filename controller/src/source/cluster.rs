@@ -61,6 +61,13 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// headers, TLS) over connections that notice when the API server has gone (see the module
 /// documentation). Its requests are not retried: our loops retry, and must see failures.
 pub(crate) fn client(config: &kube::Config) -> Result<Client, kube::Error> {
+    if config.proxy_url.is_some() {
+        // Only kube's own client tunnels through the kubeconfig's `proxy-url`.
+        tracing::warn!(
+            "the kubeconfig names a proxy: its connections keep kube's defaults (an outage is noticed later)"
+        );
+        return Client::try_from(config.clone());
+    }
     let mut tcp = HttpConnector::new();
     tcp.enforce_http(false);
     tcp.set_nodelay(true);
@@ -303,6 +310,12 @@ async fn fetch<K: Kind>(
         let object = loop {
             match api.get_opt(&key.name).await {
                 Ok(object) => break object,
+                // Refused for good (no RBAC right to it, a name the API rejects): asking again
+                // changes nothing, so it serves as a missing object (which denies what needs it).
+                Err(kube::Error::Api(e)) if matches!(e.code, 400 | 403 | 422) => {
+                    tracing::warn!(kind, object = %key, "cannot get a referenced object; it counts as missing: {e}");
+                    break None;
+                }
                 Err(e) => {
                     // Once per object; each retry at debug.
                     let e = with_causes(&e);

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use http::header::{COOKIE, GetAll};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::{BackendId, LoadBalance, NamespacedName, UpstreamHash};
+use crate::{Affinity, BackendId, LoadBalance, NamespacedName, UpstreamHash};
 
 /// ingress-nginx's smallest (and default) `canary-weight-total`.
 pub const DEFAULT_WEIGHT_TOTAL: u64 = 100;
@@ -41,6 +41,9 @@ pub struct Canary {
     /// The canary Ingress's own `upstream-hash-by`, likewise (used when the route's session
     /// affinity does not apply to the canary).
     pub upstream_hash: Option<Arc<UpstreamHash>>,
+    /// The canary Ingress's own `affinity: cookie`: its backend keeps it with `legacy` (with
+    /// `sticky` it takes the route's instead, as ingress-nginx's `mergeAlternativeBackend`).
+    pub own_affinity: Option<Arc<Affinity>>,
 }
 
 /// Session affinity by cookie, as ingress-nginx's sticky balancers recognise their sessions
@@ -141,6 +144,7 @@ impl PartialEq for Canary {
             && self.sessions == other.sessions
             && self.load_balance == other.load_balance
             && self.upstream_hash == other.upstream_hash
+            && self.own_affinity == other.own_affinity
     }
 }
 
@@ -253,6 +257,7 @@ mod tests {
             sessions: None,
             load_balance: LoadBalance::RoundRobin,
             upstream_hash: None,
+            own_affinity: None,
         }
     }
 

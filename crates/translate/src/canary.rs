@@ -10,12 +10,11 @@
 
 use std::sync::Arc;
 
-use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::api::networking::v1::{IngressBackend, IngressSpec};
 use md5::{Digest as _, Md5};
 use ostium_model::{
-    Backend, Canary, CanarySessions, ClientAuth, HostRule, LoadBalance, NamespacedName, PathRule, Policy,
-    Route, RouteAction, UpstreamHash,
+    Affinity, Backend, Canary, CanaryAffinity, CanarySessions, ClientAuth, HostRule, LoadBalance,
+    NamespacedName, PathRule, Policy, Route, RouteAction, UpstreamHash,
 };
 
 use crate::backend::Dial;
@@ -40,11 +39,13 @@ pub(crate) struct CanaryIngress {
     client_auth: Option<ClientAuth>,
 }
 
-/// The keys of a canary Ingress that ingress-nginx builds the canary's upstream with.
+/// The keys of a canary Ingress that ingress-nginx builds the canary's upstream with
+/// (`affinity` only with `affinity-canary-behavior: legacy`).
 pub(crate) struct CanaryUpstream {
     pub(crate) dial: Dial,
     pub(crate) load_balance: LoadBalance,
     pub(crate) upstream_hash: Option<Arc<UpstreamHash>>,
+    pub(crate) affinity: Option<Arc<Affinity>>,
 }
 
 /// A route a canary may join.
@@ -56,21 +57,11 @@ enum Joined {
 
 impl Translator<'_> {
     /// Remembers the session affinity cookie of an Ingress with `affinity: cookie`, which
-    /// requests of its routes keep when a canary joins them (the `session-cookie-name`, default
-    /// `INGRESSCOOKIE`, as ingress-nginx's sessionaffinity parser reads it). Only its name is
-    /// read here; the affinity itself is not this module's.
-    pub(crate) fn add_sticky_cookie(&mut self, id: &Arc<NamespacedName>, ingress: &Ingress) {
-        let prefix = &self.options.annotations_prefix;
-        let annotation = |name: &str| ingress.metadata.annotations.as_ref()?.get(&format!("{prefix}/{name}"));
-        if annotation("affinity").map(|value| value.trim()) != Some("cookie") {
-            return;
+    /// requests of its routes keep when a canary joins them.
+    pub(crate) fn add_sticky_cookie(&mut self, id: &Arc<NamespacedName>, policy: &Policy) {
+        if let Some(affinity) = &policy.affinity {
+            self.sticky_cookies.insert(id.clone(), affinity.cookie.name.clone());
         }
-        let basic = |b: u8| b.is_ascii_alphanumeric() || b"-._~/:".contains(&b);
-        let name = annotation("session-cookie-name")
-            .map(|name| name.trim())
-            .filter(|name| !name.is_empty() && name.bytes().all(basic))
-            .unwrap_or("INGRESSCOOKIE");
-        self.sticky_cookies.insert(id.clone(), name.into());
     }
 
     /// Sets a canary Ingress aside: it joins the routes of the others once all are in.
@@ -178,6 +169,17 @@ impl Translator<'_> {
         else {
             return false;
         };
+        // Another namespace's route is not the canary's to take traffic from (ingress-nginx lets
+        // any namespace's canary join, so one tenant could draw another's requests).
+        if ingress.namespace != canary.id.namespace {
+            let message = format!(
+                "canary: the route {} {} belongs to ingress {ingress} of another namespace; a canary joins routes of its own namespace only",
+                display_host(joined_host(joined)),
+                route.rule
+            );
+            self.warn(&canary.object, message);
+            return false;
+        }
         let protocol = self.table.backend(main).protocol; // the main location's backend-protocol
         let alternative = self.backends.resolve(
             &canary.object,
@@ -216,6 +218,11 @@ impl Translator<'_> {
                     sessions,
                     load_balance: canary.upstream.load_balance,
                     upstream_hash: canary.upstream.upstream_hash.clone(),
+                    own_affinity: canary
+                        .upstream
+                        .affinity
+                        .clone()
+                        .filter(|_| rules.affinity == CanaryAffinity::Legacy),
                 };
                 let route = self.joined_route_mut(joined).expect("found above");
                 route.policy =

@@ -218,11 +218,12 @@ impl<'a> Translator<'a> {
                 dial: if annotated.service_upstream { Dial::ClusterIp } else { Dial::Endpoints },
                 load_balance: annotated.policy.load_balance,
                 upstream_hash: annotated.policy.upstream_hash.clone(),
+                affinity: annotated.policy.affinity.clone(),
             };
             self.add_canary(object, id, spec, rules, upstream, annotated.client_auth);
             return;
         }
-        self.add_sticky_cookie(id, ingress);
+        self.add_sticky_cookie(id, &annotated.policy);
         let mut policy = annotated.policy;
         if let Some(service) = &annotated.default_backend {
             policy.default_backend = self.default_backend_annotation(&object, service);

@@ -349,6 +349,9 @@ fn canary_part(table: &Table, canary: &Canary) -> String {
     if let Some(hash) = &canary.upstream_hash {
         let _ = write!(part, ", hash by {}", hash.key);
     }
+    if let Some(affinity) = &canary.own_affinity {
+        let _ = write!(part, ", own {}", affinity_part(affinity));
+    }
     part
 }
 
