@@ -39,10 +39,10 @@ pub(crate) struct Session {
     /// Whether the user agent takes `SameSite=None`.
     same_site_none: bool,
     /// The value of the cookie to send, once an endpoint was picked anew.
-    new_value: Option<String>,
+    new_value: Option<[u8; 16]>,
     /// On a route with a canary, the key of the backend this session is with, appended to the
     /// cookie's value as ingress-nginx does (`<key>|<backend key>`).
-    backend_key: Option<Box<str>>,
+    backend_key: Option<Arc<str>>,
 }
 
 /// How often a balanced session looks for a random key whose endpoint was not tried yet, as
@@ -92,13 +92,13 @@ impl Stickiness {
 // === impl Session ===
 
 impl Session {
-    fn new(affinity: &Arc<Affinity>, backend_key: Option<&str>, original: &Original<'_>) -> Self {
+    fn new(affinity: &Arc<Affinity>, backend_key: Option<&Arc<str>>, original: &Original<'_>) -> Self {
         let settings = &affinity.cookie;
         // The value is `key` or ingress-nginx's `key|backend`; on a route with a canary, a cookie
         // of the other backend names no endpoint here.
         let key = cookie(original.headers, &settings.name).and_then(|value| {
             let (key, backend) = value.split_once('|').map_or((value, None), |(k, b)| (k, Some(b)));
-            (backend_key.is_none() || backend == backend_key).then_some(key)
+            (backend_key.is_none() || backend == backend_key.map(|k| &**k)).then_some(key)
         });
         let named = key.filter(|k| !k.is_empty()).and_then(|key| match affinity.mode {
             AffinityMode::Balanced => Some(StableHasher::hash(key.as_bytes())),
@@ -112,7 +112,7 @@ impl Session {
             https: original.connection.is_tls,
             same_site_none,
             new_value: None,
-            backend_key: backend_key.map(Box::from),
+            backend_key: backend_key.cloned(),
         }
     }
 
@@ -134,15 +134,15 @@ impl Session {
         }
         let (endpoint, value) = match mode {
             AffinityMode::Balanced => (0..NEW_KEY_ATTEMPTS).find_map(|_| {
-                let key = format!("{:016x}", fastrand::u64(..));
-                let endpoint = endpoints.by_hash(StableHasher::hash(key.as_bytes()))?;
+                let key = hex16(fastrand::u64(..));
+                let endpoint = endpoints.by_hash(StableHasher::hash(&key))?;
                 (!tried.contains(&endpoint.addr)).then(|| (endpoint.clone(), key))
             })?,
             AffinityMode::Persistent => {
                 let untried: Vec<&Arc<Endpoint>> =
                     endpoints.iter().filter(|e| !tried.contains(&e.addr)).collect();
                 let endpoint = fastrand::choice(untried)?;
-                (endpoint.clone(), format!("{:016x}", endpoint.session_id))
+                (endpoint.clone(), hex16(endpoint.session_id))
             }
         };
         self.new_value = Some(value);
@@ -151,11 +151,15 @@ impl Session {
 
     /// The cookie as `resty.cookie` writes it for `sticky.lua`.
     fn set_cookie(&self, now: SystemTime) -> Option<HeaderValue> {
-        let value = self.new_value.as_deref()?;
+        let value = self.new_value.as_ref()?;
         let cookie = &self.affinity.cookie;
-        let mut out = format!("{}={value}", cookie.name);
+        let mut out = String::with_capacity(160);
+        out.push_str(&cookie.name);
+        out.push('=');
+        out.push_str(std::str::from_utf8(value).ok()?);
         if let Some(backend) = &self.backend_key {
-            let _ = write!(out, "|{backend}");
+            out.push('|');
+            out.push_str(backend);
         }
         if let Some(seconds) = cookie.expires {
             let now = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
@@ -182,6 +186,12 @@ impl Session {
         }
         HeaderValue::from_str(&out).ok()
     }
+}
+
+/// `n` as 16 lower-case hex digits, on the stack.
+fn hex16(n: u64) -> [u8; 16] {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    std::array::from_fn(|i| DIGITS[(n >> (60 - 4 * i)) as usize & 0xf])
 }
 
 /// nginx's `ngx_http_cookie_time` (`ngx.cookie_time`): `Thu, 26-Nov-26 16:00:00 GMT`, the year
@@ -221,7 +231,7 @@ mod tests {
             named: None,
             https,
             same_site_none,
-            new_value: Some("k".into()),
+            new_value: Some(*b"0123456789abcdef"),
             backend_key: None,
         }
     }
@@ -242,16 +252,22 @@ mod tests {
     /// sticky.lua: `Secure` follows `$https` unless `session-cookie-secure`; `Expires` is
     /// `ngx.cookie_time(ngx.time() + expires)`.
     #[test]
+    fn keys_are_sixteen_hex_digits() {
+        assert_eq!(&hex16(0x0123_4567_89ab_cdef), b"0123456789abcdef");
+        assert_eq!(&hex16(0xf), b"000000000000000f");
+    }
+
+    #[test]
     fn secure_follows_https_and_expires_counts_from_now() {
         let now = UNIX_EPOCH + std::time::Duration::from_secs(86_400);
         let written = |s: Session| s.set_cookie(now).unwrap().to_str().unwrap().to_owned();
         assert_eq!(
             written(session(cookie(), true, true)),
-            "S=k; Expires=Thu, 01-Jan-70 23:59:00 GMT; Path=/; Secure; HttpOnly; SameSite=None"
+            "S=0123456789abcdef; Expires=Thu, 01-Jan-70 23:59:00 GMT; Path=/; Secure; HttpOnly; SameSite=None"
         );
         assert_eq!(
             written(session(cookie(), false, false)),
-            "S=k; Expires=Thu, 01-Jan-70 23:59:00 GMT; Path=/; HttpOnly"
+            "S=0123456789abcdef; Expires=Thu, 01-Jan-70 23:59:00 GMT; Path=/; HttpOnly"
         );
         let unchosen = Session { new_value: None, ..session(cookie(), false, true) };
         assert!(unchosen.set_cookie(now).is_none(), "no new endpoint, no cookie");

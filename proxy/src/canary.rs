@@ -14,7 +14,7 @@ pub(crate) struct Balancing<'p> {
     pub(crate) upstream_hash: Option<&'p UpstreamHash>,
     /// On a route with a canary, the key of the chosen backend that session cookies carry
     /// (`<key>|<backend key>`), so the next request stays with that backend.
-    pub(crate) session_backend: Option<&'p str>,
+    pub(crate) session_backend: Option<&'p Arc<str>>,
 }
 
 /// The route's own balancing, or for its canary the canary Ingress's `load-balance` and
@@ -30,7 +30,7 @@ pub(crate) fn balancing(policy: &Policy, to_canary: bool) -> Balancing<'_> {
     let Some(canary) = &policy.canary else { return own };
     let sessions = canary.sessions.as_ref();
     if !to_canary {
-        return Balancing { session_backend: sessions.map(|s| &*s.main_key), ..own };
+        return Balancing { session_backend: sessions.map(|s| &s.main_key), ..own };
     }
     let affinity = match canary.affinity {
         CanaryAffinity::Sticky => own.affinity,
@@ -40,7 +40,7 @@ pub(crate) fn balancing(policy: &Policy, to_canary: bool) -> Balancing<'_> {
         load_balance: canary.load_balance,
         affinity,
         upstream_hash: canary.upstream_hash.as_deref(),
-        session_backend: affinity.and(sessions).map(|s| &*s.canary_key),
+        session_backend: affinity.and(sessions).map(|s| &s.canary_key),
     }
 }
 

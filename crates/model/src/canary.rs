@@ -57,9 +57,9 @@ pub struct CanarySessions {
     /// `session-cookie-name` of the route's Ingress (default `INGRESSCOOKIE`).
     pub cookie: Box<str>,
     /// The key of the route's own backend.
-    pub main_key: Box<str>,
+    pub main_key: Arc<str>,
     /// The key of the canary's backend.
-    pub canary_key: Box<str>,
+    pub canary_key: Arc<str>,
 }
 
 /// `canary-by-header`: the request header, and what its value must be.

@@ -254,7 +254,7 @@ impl Translator<'_> {
 /// of the hex MD5 of its upstream name followed by that name (`backend_key` in
 /// rootfs/etc/nginx/lua/balancer/sticky.lua; the name from `upstreamName` in
 /// internal/ingress/controller/util.go).
-fn session_key(backend: &Backend) -> Box<str> {
+fn session_key(backend: &Backend) -> Arc<str> {
     let name = format!("{}-{}-{}", backend.service.namespace, backend.service.name, backend.port);
     let inner = hex(&Md5::digest(name.as_bytes()));
     hex(&Md5::digest(format!("{inner}{name}").as_bytes())).into()
