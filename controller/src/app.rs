@@ -164,7 +164,11 @@ impl Cluster<'_> {
 pub fn run_tool(config: &Config, command: &Command) -> anyhow::Result<u8> {
     match command {
         Command::Check { manifests, output, nginx_configmap } => {
-            crate::check::run(config, manifests.as_deref(), *output, nginx_configmap)
+            // The ConfigMap ostium is given is the one a migration carries over.
+            let nginx_configmap = nginx_configmap.clone().or_else(|| config.translate.configmap.clone());
+            let nginx_configmap = nginx_configmap
+                .unwrap_or_else(|| NamespacedName::new("ingress-nginx", "ingress-nginx-controller"));
+            crate::check::run(config, manifests.as_deref(), *output, &nginx_configmap)
         }
         Command::Route { manifests, host, path, https } => {
             let objects = source::manifests::Manifests::new(manifests.clone()).load()?;

@@ -149,9 +149,10 @@ pub enum Command {
         /// The report as text or as one JSON object (shape in docs/cli.md).
         #[arg(long, value_enum, value_name = "FORMAT", default_value = "text")]
         output: OutputFormat,
-        /// The ingress-nginx ConfigMap whose keys are listed.
-        #[arg(long, value_name = "NS/NAME", default_value = "ingress-nginx/ingress-nginx-controller")]
-        nginx_configmap: NamespacedName,
+        /// The ingress-nginx ConfigMap whose keys are listed (default: --configmap, else
+        /// ingress-nginx/ingress-nginx-controller).
+        #[arg(long, value_name = "NS/NAME")]
+        nginx_configmap: Option<NamespacedName>,
     },
     /// Explain which rule, backend and policies a request would get.
     Route {
@@ -503,7 +504,7 @@ mod tests {
             Some(Command::Check {
                 manifests: Some("dir".into()),
                 output: OutputFormat::Text,
-                nginx_configmap: NamespacedName::new("ingress-nginx", "ingress-nginx-controller"),
+                nginx_configmap: None,
             })
         );
     }

@@ -98,6 +98,31 @@ fn ingresses_of_another_class_are_listed_with_the_flags_that_select_them() {
     assert!(out.contains("summary: 2 ingresses (0 served, 2 not served)"), "{out}");
 }
 
+/// The ConfigMap given as `--configmap` is the one whose keys the report lists, unless
+/// `--nginx-configmap` names another.
+#[test]
+fn the_report_lists_the_configmap_given_to_ostium() {
+    let dir = manifests_dir();
+    let path = dir.path().to_str().unwrap();
+    let report = |extra: &[&str]| {
+        let (_, out) = ostium(&[&["check", path, "--output", "json"][..], &NGINX, extra].concat(), None);
+        serde_json::from_str::<Value>(&out).unwrap()["configmap"].clone()
+    };
+    assert_eq!(report(&[])["name"], "ingress-nginx-controller");
+    let given = report(&["--configmap", "ingress/ostium"]);
+    assert_eq!(
+        (&given["namespace"], &given["name"], &given["found"]),
+        (&json!("ingress"), &json!("ostium"), &json!(false))
+    );
+    let named = report(&[
+        "--configmap",
+        "ingress/ostium",
+        "--nginx-configmap",
+        "ingress-nginx/ingress-nginx-controller",
+    ]);
+    assert_eq!(named["found"], true);
+}
+
 /// The flags come after the subcommand; the JSON report tells a typo (unknown, with the key it
 /// meant) from a real ingress-nginx key ostium ignores, and names the problems.
 #[test]
