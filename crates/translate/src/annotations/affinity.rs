@@ -12,8 +12,8 @@ use ostium_model::{
     UpstreamHash,
 };
 
-use super::Parser;
 use super::external_auth::template;
+use super::{Parser, is_basic_char};
 use crate::{Diagnostic, Reason};
 
 /// The keys this module reads.
@@ -223,11 +223,6 @@ pub(crate) fn with_cookie_path(policy: &Arc<Policy>, written: &str) -> Arc<Polic
     let mut affinity = Affinity::clone(affinity);
     affinity.cookie.path = written.into();
     Arc::new(Policy { affinity: Some(Arc::new(affinity)), ..Policy::clone(policy) })
-}
-
-/// ingress-nginx's `BasicCharsRegex`: letters, digits, `-._~/:`.
-fn is_basic_char(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"-._~/:".contains(&b)
 }
 
 /// `true` as Go's `strconv.ParseBool` reads it.

@@ -7,7 +7,7 @@
 use http::{HeaderName, HeaderValue};
 use ostium_model::{CanaryAffinity, CanaryHeader, DEFAULT_WEIGHT_TOTAL, HeaderRule};
 
-use super::Parser;
+use super::{Parser, is_basic_char};
 use crate::{Diagnostic, Reason};
 
 /// The keys this module reads.
@@ -146,8 +146,7 @@ impl<'a> Parser<'a> {
     /// spaces not counted); empty is unset, anything else is reported and unset.
     fn basic_chars(&mut self, name: &str) -> Option<&'a str> {
         let value = self.value(name)?;
-        let basic = |b: u8| b.is_ascii_alphanumeric() || b"-._~/:".contains(&b);
-        if !value.bytes().filter(|&b| b != b' ').all(basic) {
+        if !value.bytes().filter(|&b| b != b' ').all(is_basic_char) {
             self.warn_default(name, "");
             return None;
         }

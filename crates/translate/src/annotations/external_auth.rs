@@ -12,7 +12,7 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue, Method};
 use ostium_model::{AuthCache, Denial, ExternalAuth, NamespacedName, Template, TemplatePart, Variable};
 
-use super::Parser;
+use super::{Parser, is_basic_char};
 use crate::{Diagnostic, Objects, Reason};
 
 /// The keys this module reads.
@@ -217,7 +217,7 @@ pub(crate) fn auth_headers_config_map(
     namespace: &str,
     reference: &str,
 ) -> Result<NamespacedName, &'static str> {
-    if !reference.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~/:".contains(&b)) {
+    if !reference.bytes().all(is_basic_char) {
         return Err("has characters other than letters, digits and -._~/:");
     }
     match reference.split('/').collect::<Vec<_>>()[..] {

@@ -100,6 +100,12 @@ const SUPPORTED: &[&[&str]] = &[
     GENERAL,
 ];
 
+/// ingress-nginx's `BasicCharsRegex` (`internal/ingress/annotations/parser/validators.go`):
+/// letters, digits, `-._~/:`.
+pub(super) fn is_basic_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~/:".contains(&b)
+}
+
 /// Annotations read in this file.
 const GENERAL: &[&str] = &[
     "upstream-vhost",
