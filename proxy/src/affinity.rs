@@ -125,7 +125,7 @@ impl Session {
         let mode = self.affinity.mode;
         let named = self.named.and_then(|named| match mode {
             AffinityMode::Balanced => endpoints.by_hash(named),
-            AffinityMode::Persistent => endpoints.iter().find(|e| e.session_id == named),
+            AffinityMode::Persistent => endpoints.by_session_id(named),
         });
         if let Some(endpoint) = named
             && !(retry && self.affinity.change_on_failure)

@@ -91,6 +91,9 @@ pub struct Endpoints {
     /// The subsets of `upstream-hash-by-subset` on hash rings, one per number of subsets the
     /// routes of this Service port ask for, each built when first needed.
     subset_rings: ArcSwap<Vec<(usize, Arc<HashRing>)>>,
+    /// The endpoints' session ids, sorted, with their index (persistent affinity), built when a
+    /// route first needs them.
+    session_ids: OnceLock<Box<[(u64, usize)]>>,
 }
 
 /// A pod's socket address and the live state the balancer keeps for it.
@@ -234,6 +237,18 @@ impl Endpoints {
     /// Advances the shared cursor and returns its previous value.
     pub fn next_cursor(&self) -> usize {
         self.cursor.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The endpoint whose [`Endpoint::session_id`] this is.
+    pub fn by_session_id(&self, id: u64) -> Option<&Arc<Endpoint>> {
+        let ids = self.session_ids.get_or_init(|| {
+            let mut ids: Vec<(u64, usize)> =
+                self.list.iter().enumerate().map(|(i, e)| (e.session_id, i)).collect();
+            ids.sort_unstable();
+            ids.into()
+        });
+        let found = ids.binary_search_by_key(&id, |&(id, _)| id).ok()?;
+        self.list.get(ids[found].1)
     }
 
     /// The endpoint a key's hash belongs to on the endpoints' ring (see [`HashRing`]).
@@ -438,6 +453,17 @@ mod tests {
         assert_eq!(seen, expected);
         // Another size on the same version is served too.
         assert_eq!(endpoints.subset_by_hash(1, NonZeroU32::new(7).unwrap()).count(), 7);
+    }
+
+    #[test]
+    fn endpoints_are_found_by_session_id() {
+        let set = EndpointSet::new(key(), (1..=5).map(|i| SocketAddr::from(([10, 0, 0, i], 80))));
+        let endpoints = set.load();
+        for endpoint in endpoints.iter() {
+            assert_eq!(endpoints.by_session_id(endpoint.session_id).unwrap().addr, endpoint.addr);
+        }
+        let unknown = (0..).find(|id| endpoints.iter().all(|e| e.session_id != *id)).unwrap();
+        assert!(endpoints.by_session_id(unknown).is_none());
     }
 
     #[test]
