@@ -16,6 +16,7 @@ mod canary;
 mod client_auth;
 mod cors;
 mod external_auth;
+mod global;
 mod host;
 mod mirror;
 mod name;
@@ -49,6 +50,7 @@ pub use cors::{Cors, CorsOrigins};
 pub use external_auth::{
     AUTH_CACHE_ENTRIES, AuthCache, CachedAnswer, ExternalAuth, Template, TemplatePart, Variable,
 };
+pub use global::GlobalSettings;
 pub use host::{HostMatch, HostRule, InvalidHost, NormalizedHost, normalize_host};
 pub use mirror::{Mirror, MirrorPath};
 pub use name::{InvalidName, NamespacedName};

@@ -7,7 +7,7 @@ use crate::backend::{Backend, BackendId, EndpointKey, EndpointSet, Target};
 use crate::host::NormalizedHost;
 use crate::host::{HostMatch, HostRule, normalize_host};
 use crate::path::{PathMatch, PathMatchKind, PathRule};
-use crate::{ClientAuth, HashMap, HostRedirect, NamespacedName, Policy, TlsTable};
+use crate::{ClientAuth, GlobalSettings, HashMap, HostRedirect, NamespacedName, Policy, TlsTable};
 
 /// One immutable version of the routing configuration.
 ///
@@ -35,6 +35,8 @@ pub struct Table {
     /// Some virtual host has client certificate rules: without, [`Table::client_auth`] looks
     /// nothing up.
     has_client_auth: bool,
+    /// The `--configmap` settings that apply to every connection and request.
+    global: Arc<GlobalSettings>,
 }
 
 /// A [`Table`] being filled by translation; [`TableBuilder::build`] turns it into the immutable
@@ -118,7 +120,13 @@ impl Table {
             tls,
             passthrough: HashMap::default(),
             has_client_auth: false,
+            global: Arc::default(),
         }
+    }
+
+    /// The settings that apply to every connection and request.
+    pub fn global(&self) -> &Arc<GlobalSettings> {
+        &self.global
     }
 
     /// The backend a TLS connection for this SNI name is passed through to, undecrypted; `None`
@@ -281,6 +289,10 @@ impl TableBuilder {
 
     pub fn tls(&self) -> &TlsTable {
         &self.table.tls
+    }
+
+    pub fn set_global(&mut self, global: Arc<GlobalSettings>) {
+        self.table.global = global;
     }
 
     pub fn tls_mut(&mut self) -> &mut TlsTable {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use http::uri::Authority;
 use k8s_openapi::api::core::v1::ConfigMap;
-use ostium_model::{NamespacedName, Sampler, TraceExport};
+use ostium_model::{GlobalSettings, NamespacedName, Sampler, TraceExport};
 
 use crate::{Diagnostic, ObjectKind, ObjectRef, Objects, Reason};
 
@@ -29,9 +29,11 @@ pub const APPLIED_CONFIGMAP_KEYS: &[&str] = &[
 ];
 
 /// The global settings, each with ingress-nginx's default when the ConfigMap does not set it.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub(crate) struct GlobalConfig {
     pub(crate) tracing: TracingConfig,
+    /// The settings the proxy applies to every connection and request.
+    pub(crate) settings: GlobalSettings,
 }
 
 /// The OpenTelemetry keys (docs/user-guide/third-party-addons/opentelemetry.md).
@@ -69,7 +71,7 @@ impl GlobalConfig {
             return Self::default();
         };
         let mut reader = Reader { object, config_map, diagnostics };
-        Self { tracing: reader.tracing() }
+        Self { tracing: reader.tracing(), settings: GlobalSettings {} }
     }
 }
 

@@ -129,6 +129,7 @@ pub fn translate(objects: &Objects, options: &Options) -> Translation {
     translator.frontend_tls();
     translator.www_redirects();
     translator.default_backend_flag();
+    translator.table.set_global(Arc::new(translator.global.settings.clone()));
 
     let mut ingresses: Vec<NamespacedName> = ingresses.into_iter().map(|(id, _)| id.clone()).collect();
     ingresses.sort();
