@@ -5,8 +5,9 @@ use std::fmt::Write;
 
 use ostium_model::{
     Affinity, Backend, BackendTlsSettings, Canary, CanaryAffinity, ClientAuth, Credentials, ExternalAuth,
-    HeaderRule, HostRule, HttpsRedirect, LoadBalance, Mirror, MirrorPath, Policy, Protocol, RedirectContext,
-    Route, RouteAction, RouteTracing, SameSite, Sampler, ServerTls, Shaping, Table, Target, TextRewrite,
+    GlobalSettings, HeaderRule, HostRule, HttpsRedirect, LoadBalance, Mirror, MirrorPath, Policy, Protocol,
+    RedirectContext, Route, RouteAction, RouteTracing, SameSite, Sampler, ServerTls, Shaping, Table, Target,
+    TextRewrite,
 };
 
 use crate::Translation;
@@ -48,6 +49,14 @@ pub(crate) fn render(translation: &Translation) -> String {
         }
     }
 
+    let global = global_lines(table.global());
+    if !global.is_empty() {
+        out.push_str("global:\n");
+        for line in global {
+            let _ = writeln!(out, "  {line}");
+        }
+    }
+
     out.push_str("hosts:\n");
     for vhost in table.virtual_hosts() {
         let name = vhost.host().map_or_else(|| "(any host)".to_owned(), |h| h.to_string());
@@ -70,6 +79,13 @@ pub(crate) fn render(translation: &Translation) -> String {
         let _ = writeln!(out, "  - {diagnostic}");
     }
     out
+}
+
+/// The `--configmap` settings that differ from the defaults, one line per family (none when
+/// all are default, so that translations without a ConfigMap render as before).
+fn global_lines(global: &GlobalSettings) -> Vec<String> {
+    let GlobalSettings {} = global;
+    Vec::new()
 }
 
 /// `ssl-ciphers` (TLS 1.2 suites) and `ssl-prefer-server-ciphers` of a host.
