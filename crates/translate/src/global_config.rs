@@ -3,14 +3,16 @@
 //! translation. Only the OpenTelemetry keys are read so far; every other key is left alone
 //! quietly. A value ostium cannot read is reported and keeps its default, as ingress-nginx does.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::uri::Authority;
 use k8s_openapi::api::core::v1::ConfigMap;
-use ostium_model::{GlobalSettings, NamespacedName, Sampler, TraceExport};
+use ostium_model::{GlobalSettings, Sampler, TraceExport};
 
-use crate::{Diagnostic, ObjectKind, ObjectRef, Objects, Reason};
+use crate::annotations::{self, CONFIGMAP_DEFAULTS};
+use crate::{Diagnostic, ObjectKind, ObjectRef, Objects, Options, Reason};
 
 /// The ConfigMap keys ostium applies; any other key keeps ostium's default.
 pub const APPLIED_CONFIGMAP_KEYS: &[&str] = &[
@@ -34,6 +36,9 @@ pub(crate) struct GlobalConfig {
     pub(crate) tracing: TracingConfig,
     /// The settings the proxy applies to every connection and request.
     pub(crate) settings: GlobalSettings,
+    /// The values of [`CONFIGMAP_DEFAULTS`] keys, checked: the defaults of the annotations of
+    /// the same names.
+    pub(crate) annotation_defaults: BTreeMap<&'static str, String>,
 }
 
 /// The OpenTelemetry keys (docs/user-guide/third-party-addons/opentelemetry.md).
@@ -58,20 +63,22 @@ impl Default for TracingConfig {
 
 impl GlobalConfig {
     /// The settings of the ConfigMap `key` (the defaults when there is none).
-    pub(crate) fn new(
-        key: Option<&NamespacedName>,
-        objects: &Objects,
-        diagnostics: &mut Vec<Diagnostic>,
-    ) -> Self {
-        let Some(key) = key else { return Self::default() };
+    pub(crate) fn new(objects: &Objects, options: &Options, diagnostics: &mut Vec<Diagnostic>) -> Self {
+        let Some(key) = options.configmap.as_ref() else { return Self::default() };
         let object = ObjectRef::new(ObjectKind::ConfigMap, Some(&key.namespace), &key.name);
         let Some(config_map) = objects.config_maps.get(key) else {
             let message = "named by --configmap and does not exist; every setting keeps its default";
             diagnostics.push(Diagnostic::warning(object, Reason::MissingConfigMap, message));
             return Self::default();
         };
+        let defaults = CONFIGMAP_DEFAULTS
+            .iter()
+            .filter_map(|key| Some((*key, config_map.data.as_ref()?.get(*key)?.clone())))
+            .collect();
+        let annotation_defaults =
+            annotations::annotation_defaults(&object, defaults, objects, options, diagnostics);
         let mut reader = Reader { object, config_map, diagnostics };
-        Self { tracing: reader.tracing(), settings: GlobalSettings {} }
+        Self { tracing: reader.tracing(), settings: GlobalSettings {}, annotation_defaults }
     }
 }
 

@@ -178,7 +178,7 @@ impl<'a> Translator<'a> {
         let mut diagnostics = Vec::new();
         let mut certificates = tls::Certificates::new(objects, options);
         let default_certificate = certificates.default_certificate(&mut diagnostics);
-        let global = global_config::GlobalConfig::new(options.configmap.as_ref(), objects, &mut diagnostics);
+        let global = global_config::GlobalConfig::new(objects, options, &mut diagnostics);
         Self {
             objects,
             www_redirects: Vec::new(),

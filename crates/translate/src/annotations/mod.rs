@@ -164,6 +164,7 @@ pub(crate) fn parse(
 ) -> Annotated {
     let (prefix, zones, provider) =
         (options.annotations_prefix.as_str(), &options.rate_limit_zones, &options.crypto_provider);
+    let reported_before = diagnostics.len();
     let mut ours: BTreeMap<&str, &str> = BTreeMap::new();
     // The first denying annotation, in key order.
     let mut denied = None;
@@ -194,7 +195,8 @@ pub(crate) fn parse(
             diagnostics.push(Diagnostic::warning(object.clone(), Reason::UnknownAnnotation, message));
         }
     }
-    let mut parser = Parser { object, ours, prefix, diagnostics };
+    let defaults = &global.annotation_defaults;
+    let mut parser = Parser { object, ours, defaults, prefix, diagnostics };
     let mut policy = Policy { denied, ..Policy::default() };
 
     parser.upstream(&mut policy);
@@ -288,6 +290,18 @@ pub(crate) fn parse(
     let frontend_tls = parser.frontend_tls();
     let client_auth = parser.client_auth(objects);
     let canary = parser.canary();
+    // What the ConfigMap's defaults cause was said once, of the ConfigMap.
+    let inherited: Vec<String> = (parser.defaults.keys())
+        .filter(|key| !parser.ours.contains_key(*key))
+        .map(|key| format!("annotation {prefix}/{key} "))
+        .collect();
+    if !inherited.is_empty() {
+        let mut index = 0;
+        parser.diagnostics.retain(|diagnostic| {
+            index += 1;
+            index <= reported_before || !inherited.iter().any(|key| diagnostic.message.starts_with(key.as_str()))
+        });
+    }
     Annotated {
         policy,
         protocol,
@@ -302,6 +316,79 @@ pub(crate) fn parse(
         cookie_path_from_route,
         canary,
     }
+}
+
+/// ConfigMap keys that set the default of the annotation of the same name, for every Ingress
+/// without it (ingress-nginx's `internal/ingress/defaults`, which its annotation parsers fall
+/// back to through `GetDefaultBackend()`, and the http-level nginx directives that locations
+/// inherit).
+pub(crate) const CONFIGMAP_DEFAULTS: &[&str] = &[
+    "client-body-buffer-size",
+    "custom-http-errors",
+    "disable-proxy-intercept-errors",
+    "force-ssl-redirect",
+    "limit-rate",
+    "limit-rate-after",
+    "load-balance",
+    "preserve-trailing-slash",
+    "proxy-body-size",
+    "proxy-buffer-size",
+    "proxy-buffering",
+    "proxy-buffers-number",
+    "proxy-busy-buffers-size",
+    "proxy-connect-timeout",
+    "proxy-cookie-domain",
+    "proxy-cookie-path",
+    "proxy-http-version",
+    "proxy-max-temp-file-size",
+    "proxy-next-upstream",
+    "proxy-next-upstream-timeout",
+    "proxy-next-upstream-tries",
+    "proxy-read-timeout",
+    "proxy-redirect-from",
+    "proxy-redirect-to",
+    "proxy-request-buffering",
+    "proxy-send-timeout",
+    "relative-redirects",
+    "service-upstream",
+    "ssl-redirect",
+    "use-port-in-redirects",
+];
+
+/// Reads the ConfigMap values of [`CONFIGMAP_DEFAULTS`] keys as the annotations of the same
+/// names would be read, and keeps those that are good. The problems found are worded for the
+/// ConfigMap `object`; a key with an invalid value keeps ingress-nginx's default.
+pub(crate) fn annotation_defaults(
+    object: &ObjectRef,
+    values: BTreeMap<&'static str, String>,
+    objects: &Objects,
+    options: &Options,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> BTreeMap<&'static str, String> {
+    let prefix = options.annotations_prefix.as_str();
+    let mut ingress = Ingress::default();
+    ingress.metadata.annotations =
+        Some(values.iter().map(|(key, value)| (format!("{prefix}/{key}"), value.clone())).collect());
+    let mut found = Vec::new();
+    let _ = parse(object, &ingress, objects, options, &GlobalConfig::default(), &mut found);
+    let annotation = format!("annotation {prefix}/");
+    let mut rejected = Vec::new();
+    for mut diagnostic in found {
+        let key = values.keys().find(|key| diagnostic.message.starts_with(&format!("{annotation}{key}")));
+        let invalid =
+            diagnostic.severity == crate::Severity::Error || diagnostic.message.contains("invalid value");
+        if let (Some(key), true) = (key, invalid) {
+            rejected.push(*key);
+        }
+        diagnostic.severity = crate::Severity::Warning;
+        diagnostic.reason = Reason::InvalidSetting;
+        diagnostic.message = diagnostic
+            .message
+            .replacen(&annotation, "", 1)
+            .replace("; it was ignored", "; Ingresses without the annotation keep ingress-nginx's default");
+        diagnostics.push(diagnostic);
+    }
+    values.into_iter().filter(|(key, _)| !rejected.contains(key)).collect()
 }
 
 /// Whether ostium reads an annotation (its name without the prefix).
@@ -409,13 +496,16 @@ fn capture_template(target: &str) -> Option<Box<str>> {
 struct Parser<'a> {
     object: &'a ObjectRef,
     ours: BTreeMap<&'a str, &'a str>,
+    /// The `--configmap` values of [`CONFIGMAP_DEFAULTS`] keys, already checked: what an
+    /// annotation the Ingress does not have falls back to.
+    defaults: &'a BTreeMap<&'static str, String>,
     prefix: &'a str,
     diagnostics: &'a mut Vec<Diagnostic>,
 }
 
 impl<'a> Parser<'a> {
     fn value(&self, name: &str) -> Option<&'a str> {
-        self.ours.get(name).copied()
+        self.ours.get(name).copied().or_else(|| self.defaults.get(name).map(String::as_str))
     }
 
     fn invalid(&mut self, name: &str, expected: &str) {
