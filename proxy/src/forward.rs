@@ -202,7 +202,7 @@ impl Proxy {
         let tries = (&next_upstream, LoadBalance::default());
         let (response, _) =
             self.to_backend(outgoing, target, (protocol, None), clocks, tries, None, trace).await?;
-        let hsts = connection.is_tls && routed.host_has_certificate;
+        let hsts = routed.hsts(connection);
         self.respond(response, None, hsts, clocks.read, Admission::default())
     }
 
@@ -278,7 +278,7 @@ impl Proxy {
         if let Some(cookie) = stickiness.as_ref().and_then(Stickiness::set_cookie) {
             response.headers_mut().append(http::header::SET_COOKIE, cookie);
         }
-        let hsts = connection.is_tls && routed.host_has_certificate;
+        let hsts = routed.hsts(connection);
         Ok(self.respond(response, client_upgrade, hsts, clocks.read, admission)?)
     }
 
@@ -311,7 +311,7 @@ impl Proxy {
         &self,
         mut response: Response<Incoming>,
         client_upgrade: Option<hyper::upgrade::OnUpgrade>,
-        hsts: bool,
+        hsts: Option<&HeaderValue>,
         read_timeout: Duration,
         mut admission: Admission,
     ) -> Result<Response<ProxyBody>, ProxyError> {
@@ -339,12 +339,8 @@ impl Proxy {
         headers::rewrite_response(response.headers_mut(), switching);
         // HTTP/1.1 to the client, whatever the endpoint spoke (hyper writes this version).
         *response.version_mut() = Version::HTTP_11;
-        if hsts {
-            // ingress-nginx's defaults: hsts, hsts-max-age 31536000, hsts-include-subdomains.
-            response.headers_mut().insert(
-                http::header::STRICT_TRANSPORT_SECURITY,
-                HeaderValue::from_static("max-age=31536000; includeSubDomains"),
-            );
+        if let Some(hsts) = hsts {
+            response.headers_mut().insert(http::header::STRICT_TRANSPORT_SECURITY, hsts.clone());
         }
         Ok(response.map(|body| admission.limit(ProxyBody::upstream(body, read_timeout))))
     }

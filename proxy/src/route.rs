@@ -5,12 +5,13 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use http::HeaderMap;
-use ostium_model::{ClientAuth, Policy, PortRef, Protocol, RouteAction, Target};
+use http::HeaderValue;
+use ostium_model::{ClientAuth, GlobalSettings, Policy, PortRef, Protocol, RouteAction, Target};
 
 use crate::canary::chosen_backend;
 use crate::forward::Trace;
 use crate::request::RequestHead;
-use crate::{Proxy, ProxyError};
+use crate::{ConnectionInfo, Proxy, ProxyError};
 
 /// What routing decided for a request.
 #[derive(Debug)]
@@ -25,6 +26,8 @@ pub(crate) struct Routed<'h> {
     pub(crate) to_canary: bool,
     /// The host is a TLS host of some Ingress (HTTPS redirect, HSTS).
     pub(crate) host_has_certificate: bool,
+    /// The `--configmap` settings of the table the request was routed on.
+    pub(crate) global: Arc<GlobalSettings>,
     /// Default backends, for a route with `default-backend` or `custom-http-errors` only.
     pub(crate) defaults: Option<Box<Defaults>>,
     /// The host's client certificate rules (`auth-tls-*`), whatever route serves the request.
@@ -40,6 +43,15 @@ pub(crate) struct Defaults {
     pub(crate) global: Option<(Target, Protocol)>,
     /// The route's Service port, as its Ingress names it (`X-Service-Port`).
     pub(crate) service_port: Option<PortRef>,
+}
+
+impl Routed<'_> {
+    /// The `Strict-Transport-Security` value for the answer: HTTPS hosts with a certificate
+    /// only, as ingress-nginx's Lua header filter.
+    pub(crate) fn hsts(&self, connection: &ConnectionInfo) -> Option<&HeaderValue> {
+        let https = connection.is_tls && self.host_has_certificate;
+        https.then_some(self.global.https.hsts.as_ref()).flatten()
+    }
 }
 
 impl Proxy {
@@ -83,6 +95,17 @@ impl Proxy {
                 service_port,
             })
         });
-        Ok(Routed { path, action, policy, backend, to_canary, host_has_certificate, defaults, client_auth })
+        let global = table.global().clone();
+        Ok(Routed {
+            path,
+            action,
+            policy,
+            backend,
+            to_canary,
+            host_has_certificate,
+            global,
+            defaults,
+            client_auth,
+        })
     }
 }

@@ -10,7 +10,10 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use http::HeaderValue;
-use ostium_model::{BasicAuth, Credentials, HttpsRedirect, PasswordHash, PathRule, Policy, Redirect};
+use ostium_model::{
+    BasicAuth, Credentials, GlobalSettings, HttpsRedirect, HttpsSettings, PasswordHash, PathRule, Policy,
+    Redirect,
+};
 use ostium_proxy::ProxyConfig;
 use ostium_test_support::{EchoBackend, echoed, echoed_header};
 use support::*;
@@ -150,6 +153,56 @@ async fn https_redirect_for_hosts_with_a_certificate_and_hsts_over_tls() {
     assert_eq!(answer.status, 200, "no redirect over TLS");
     assert_eq!(answer.header("strict-transport-security"), Some("max-age=31536000; includeSubDomains"));
     assert_eq!(echoed(&answer.body, "backend"), Some("a"));
+}
+
+/// The ConfigMap's `http-redirect-code`, `no-tls-redirect-locations` and `hsts*` keys
+/// (ingress-nginx's lua_ingress.lua `redirect_to_https` and `header`).
+#[tokio::test]
+async fn configmap_redirect_code_exempt_locations_and_hsts() {
+    let backend = EchoBackend::start("a").await;
+    let settings = |https: HttpsSettings| GlobalSettings { https, ..GlobalSettings::default() };
+    let site = |hsts: Option<&'static str>| {
+        let https = HttpsSettings {
+            redirect_code: 301,
+            no_redirect_locations: Box::new(["/open".into()]),
+            hsts: hsts.map(HeaderValue::from_static),
+        };
+        TableBuilder::new()
+            .site(Some("secure.example.com"), "a", backend.addr, Policy::default())
+            .tls("secure.example.com", certificate(&["secure.example.com"]))
+            .global(settings(https))
+            .build()
+    };
+    let proxy = Harness::start(site(Some("max-age=60; preload"))).await;
+    let answer = get(proxy.http, "secure.example.com", "/a").await;
+    assert_eq!(answer.status, 301);
+    assert_eq!(answer.header("location"), Some("https://secure.example.com/a"));
+    assert_eq!(get(proxy.http, "secure.example.com", "/open/x").await.status, 200, "exempt");
+    let answer = get(proxy.http, "secure.example.com", "/.well-known/acme-challenge/t").await;
+    assert_eq!(answer.status, 301, "the default exemption is replaced");
+
+    let over_tls = |proxy: &Harness| {
+        let addr = proxy.https;
+        async move {
+            let stream = TcpStream::connect(addr).await.unwrap();
+            let name = rustls::pki_types::ServerName::try_from("secure.example.com").unwrap();
+            let mut tls = tls_client(&[b"http/1.1"]).connect(name, stream).await.unwrap();
+            tls.write_all(b"GET / HTTP/1.1\r\nHost: secure.example.com\r\nConnection: close\r\n\r\n")
+                .await
+                .unwrap();
+            let mut bytes = Vec::new();
+            let _ = tls.read_to_end(&mut bytes).await;
+            parse(&bytes)
+        }
+    };
+    let answer = over_tls(&proxy).await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.header("strict-transport-security"), Some("max-age=60; preload"));
+
+    proxy.store.publish(Arc::new(site(None)));
+    let answer = over_tls(&proxy).await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.header("strict-transport-security"), None, "hsts: false");
 }
 
 #[tokio::test]

@@ -50,7 +50,7 @@ pub use cors::{Cors, CorsOrigins};
 pub use external_auth::{
     AUTH_CACHE_ENTRIES, AuthCache, CachedAnswer, ExternalAuth, Template, TemplatePart, Variable,
 };
-pub use global::GlobalSettings;
+pub use global::{ACME_CHALLENGE, GlobalSettings, HttpsSettings};
 pub use host::{HostMatch, HostRule, InvalidHost, NormalizedHost, normalize_host};
 pub use mirror::{Mirror, MirrorPath};
 pub use name::{InvalidName, NamespacedName};

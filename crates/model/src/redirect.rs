@@ -11,7 +11,7 @@
 use http::HeaderValue;
 
 use crate::shaping::split_port;
-use crate::{HttpsRedirect, Policy, Route, RouteAction};
+use crate::{HttpsRedirect, HttpsSettings, Policy, Route, RouteAction};
 
 /// `from-to-www-redirect`'s other name: every request is redirected (308) to the host, its path
 /// and query kept. The `Location` prefix of each scheme is built once, with the table.
@@ -34,6 +34,8 @@ pub struct RedirectContext<'a> {
     pub target: &'a str,
     /// The host is a TLS host of some Ingress (see [`TlsTable::has_certificate`](crate::TlsTable::has_certificate)).
     pub host_has_certificate: bool,
+    /// The redirect's status and the paths that never get it (`--configmap`).
+    pub https: &'a HttpsSettings,
 }
 
 /// A redirect to answer with.
@@ -50,9 +52,6 @@ pub enum Location {
     Fixed(HeaderValue),
     Built(String),
 }
-
-/// Let's Encrypt HTTP-01 challenges stay on plain HTTP (`no-tls-redirect-locations`).
-const ACME_CHALLENGE: &str = "/.well-known/acme-challenge";
 
 impl HostRedirect {
     /// A redirect to `host` (a valid host name).
@@ -114,11 +113,14 @@ pub fn redirection(
         HttpsRedirect::WhenHostHasCertificate => request.host_has_certificate,
         HttpsRedirect::Never => false,
     };
-    if to_https && !request.is_tls && !request.path.starts_with(ACME_CHALLENGE) {
+    if to_https && !request.is_tls && !request.https.is_exempt(request.path) {
         let target = if shaping.preserve_trailing_slash { request.target } else { target };
         let (host, port) = (split_port(request.host).0, shaping.https_redirect_port());
         let location = format!("https://{host}{port}{target}");
-        return Some(Redirection { status: 308, location: Location::Built(location) });
+        return Some(Redirection {
+            status: request.https.redirect_code,
+            location: Location::Built(location),
+        });
     }
     None
 }
@@ -149,7 +151,15 @@ mod tests {
     }
 
     fn request<'a>(is_tls: bool, path: &'a str, target: &'a str) -> RedirectContext<'a> {
-        RedirectContext { is_tls, host: "shop.example.com:8080", path, target, host_has_certificate: true }
+        static HTTPS: std::sync::LazyLock<HttpsSettings> = std::sync::LazyLock::new(HttpsSettings::default);
+        RedirectContext {
+            is_tls,
+            host: "shop.example.com:8080",
+            path,
+            target,
+            host_has_certificate: true,
+            https: &HTTPS,
+        }
     }
 
     #[test]

@@ -7,9 +7,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::HeaderValue;
 use http::uri::Authority;
 use k8s_openapi::api::core::v1::ConfigMap;
-use ostium_model::{GlobalSettings, Sampler, TraceExport};
+use ostium_model::{GlobalSettings, HttpsSettings, Sampler, TraceExport};
 
 use crate::annotations::{self, CONFIGMAP_DEFAULTS};
 use crate::{Diagnostic, ObjectKind, ObjectRef, Objects, Options, Reason};
@@ -28,6 +29,12 @@ pub const APPLIED_CONFIGMAP_KEYS: &[&str] = &[
     "otel-max-queuesize",
     "otel-schedule-delay-millis",
     "otel-max-export-batch-size",
+    "hsts",
+    "hsts-max-age",
+    "hsts-include-subdomains",
+    "hsts-preload",
+    "http-redirect-code",
+    "no-tls-redirect-locations",
 ];
 
 /// The global settings, each with ingress-nginx's default when the ConfigMap does not set it.
@@ -78,7 +85,8 @@ impl GlobalConfig {
         let annotation_defaults =
             annotations::annotation_defaults(&object, defaults, objects, options, diagnostics);
         let mut reader = Reader { object, config_map, diagnostics };
-        Self { tracing: reader.tracing(), settings: GlobalSettings {}, annotation_defaults }
+        let settings = GlobalSettings { https: reader.https() };
+        Self { tracing: reader.tracing(), settings, annotation_defaults }
     }
 }
 
@@ -201,5 +209,45 @@ impl<'a> Reader<'a> {
     fn invalid(&mut self, key: &str, expected: &str, default: &str) {
         let message = format!("{key}: expected {expected}; {default} is used");
         self.diagnostics.push(Diagnostic::warning(self.object.clone(), Reason::InvalidSetting, message));
+    }
+}
+
+/// HTTPS redirects and HSTS (ingress-nginx's `lua_ingress.lua` `redirect_to_https` and
+/// `header`, and `template/configmap.go` for `http-redirect-code`).
+impl Reader<'_> {
+    fn https(&mut self) -> HttpsSettings {
+        let defaults = HttpsSettings::default();
+        let redirect_code = match self.value("http-redirect-code").map(|code| code.trim().parse::<u16>()) {
+            None => defaults.redirect_code,
+            Some(Ok(code @ (301 | 302 | 307 | 308))) => code,
+            Some(_) => {
+                self.invalid("http-redirect-code", "301, 302, 307 or 308", "308");
+                defaults.redirect_code
+            }
+        };
+        let no_redirect_locations = match self.value("no-tls-redirect-locations") {
+            None => defaults.no_redirect_locations,
+            Some(list) => list.split(',').map(str::trim).filter(|l| !l.is_empty()).map(Into::into).collect(),
+        };
+        let max_age = match self.value("hsts-max-age").map(str::trim) {
+            None => "31536000",
+            Some(age) if !age.is_empty() && age.bytes().all(|b| b.is_ascii_digit()) => age,
+            Some(_) => {
+                self.invalid("hsts-max-age", "a whole number of seconds", "31536000");
+                "31536000"
+            }
+        };
+        let mut hsts = format!("max-age={max_age}");
+        if self.flag("hsts-include-subdomains").unwrap_or(true) {
+            hsts.push_str("; includeSubDomains");
+        }
+        if self.flag("hsts-preload").unwrap_or(false) {
+            hsts.push_str("; preload");
+        }
+        let hsts = self
+            .flag("hsts")
+            .unwrap_or(true)
+            .then(|| HeaderValue::try_from(hsts).expect("digits and fixed text"));
+        HttpsSettings { redirect_code, no_redirect_locations, hsts }
     }
 }

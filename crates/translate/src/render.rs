@@ -5,9 +5,9 @@ use std::fmt::Write;
 
 use ostium_model::{
     Affinity, Backend, BackendTlsSettings, Canary, CanaryAffinity, ClientAuth, Credentials, ExternalAuth,
-    GlobalSettings, HeaderRule, HostRule, HttpsRedirect, LoadBalance, Mirror, MirrorPath, Policy, Protocol,
-    RedirectContext, Route, RouteAction, RouteTracing, SameSite, Sampler, ServerTls, Shaping, Table, Target,
-    TextRewrite,
+    GlobalSettings, HeaderRule, HostRule, HttpsRedirect, HttpsSettings, LoadBalance, Mirror, MirrorPath,
+    Policy, Protocol, RedirectContext, Route, RouteAction, RouteTracing, SameSite, Sampler, ServerTls,
+    Shaping, Table, Target, TextRewrite,
 };
 
 use crate::Translation;
@@ -84,8 +84,14 @@ pub(crate) fn render(translation: &Translation) -> String {
 /// The `--configmap` settings that differ from the defaults, one line per family (none when
 /// all are default, so that translations without a ConfigMap render as before).
 fn global_lines(global: &GlobalSettings) -> Vec<String> {
-    let GlobalSettings {} = global;
-    Vec::new()
+    let GlobalSettings { https } = global;
+    let mut lines = Vec::new();
+    if *https != HttpsSettings::default() {
+        let hsts = https.hsts.as_ref().map_or("off", |value| value.to_str().unwrap_or("?"));
+        let exempt = https.no_redirect_locations.join(", ");
+        lines.push(format!("https: redirect {}, not for [{exempt}]; hsts {hsts}", https.redirect_code));
+    }
+    lines
 }
 
 /// `ssl-ciphers` (TLS 1.2 suites) and `ssl-prefer-server-ciphers` of a host.
@@ -538,7 +544,15 @@ pub(crate) fn explain(translation: &Translation, host: &str, path: &str, https: 
     let _ = writeln!(out, "route: {} ({how})", route_line(table, matched.route));
     let host_has_certificate =
         ostium_model::normalize_host(host).is_some_and(|h| table.tls().has_certificate(&h));
-    let request = RedirectContext { is_tls: https, host, path: &normal, target: path, host_has_certificate };
+    let settings = &translation.table.global().https;
+    let request = RedirectContext {
+        is_tls: https,
+        host,
+        path: &normal,
+        target: path,
+        host_has_certificate,
+        https: settings,
+    };
     match matched.route.redirect(&request) {
         Some(redirection) => {
             let status = redirection.status;

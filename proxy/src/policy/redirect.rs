@@ -21,6 +21,7 @@ pub(super) fn check(
         path: &routed.path,
         target: head.target(),
         host_has_certificate: routed.host_has_certificate,
+        https: &routed.global.https,
     };
     match ostium_model::redirection(&routed.action, &routed.policy, &request) {
         Some(redirection) => ControlFlow::Break(Outcome::Redirect(redirection)),

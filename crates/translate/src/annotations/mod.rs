@@ -299,7 +299,8 @@ pub(crate) fn parse(
         let mut index = 0;
         parser.diagnostics.retain(|diagnostic| {
             index += 1;
-            index <= reported_before || !inherited.iter().any(|key| diagnostic.message.starts_with(key.as_str()))
+            index <= reported_before
+                || !inherited.iter().any(|key| diagnostic.message.starts_with(key.as_str()))
         });
     }
     Annotated {
