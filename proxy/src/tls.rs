@@ -11,10 +11,10 @@
 
 use std::sync::{Arc, Mutex};
 
-use ostium_model::{ClientVerify, ServerTls, TableReader};
+use ostium_model::{ClientVerify, ServerTls, TableReader, TlsVersions};
 use rustls::ServerConfig;
 use rustls::crypto::CryptoProvider;
-use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::server::{ClientHello, ProducesTickets, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
 use crate::client_cert::AnyClientCertificate;
@@ -75,11 +75,21 @@ const MAX_DERIVED_CONFIGS: usize = 64;
 pub(crate) struct HostConfigs {
     base: Arc<ServerConfig>,
     derived: Mutex<Vec<(ServerTls, Arc<ServerConfig>)>>,
+    /// For `ssl-session-tickets`: one ticket key rotation shared by every config, so that a
+    /// ticket stays good across configuration changes.
+    ticketer: Option<Arc<dyn ProducesTickets>>,
 }
 
 impl HostConfigs {
     pub(crate) fn new(base: Arc<ServerConfig>) -> Self {
-        Self { base, derived: Mutex::new(Vec::new()) }
+        let ticketer = match rustls::crypto::ring::Ticketer::new() {
+            Ok(ticketer) => Some(ticketer),
+            Err(error) => {
+                tracing::warn!(%error, "no TLS session tickets: the system gave no randomness");
+                None
+            }
+        };
+        Self { base, derived: Mutex::new(Vec::new()), ticketer }
     }
 
     /// The config for a host's settings (`None`: the listener's own).
@@ -92,30 +102,62 @@ impl HostConfigs {
         if derived.len() >= MAX_DERIVED_CONFIGS {
             derived.clear();
         }
-        let config = derive(&self.base, settings);
+        let config = derive(&self.base, settings, self.ticketer.as_ref());
         derived.push((settings.clone(), config.clone()));
         config
     }
 }
 
-/// `base` with a host's settings: its TLS 1.2 cipher suites (the TLS 1.3 ones stay), and whose
-/// order of suites decides. Certificates, ALPN and session resumption are `base`'s.
-fn derive(base: &ServerConfig, settings: &ServerTls) -> Arc<ServerConfig> {
+/// `base` with a host's settings: its TLS 1.2 cipher suites (the TLS 1.3 ones stay), whose
+/// order of suites decides, its versions, key exchange groups and session resumption.
+/// Certificates and ALPN are `base`'s, and so is the session cache when one is kept.
+fn derive(
+    base: &ServerConfig,
+    settings: &ServerTls,
+    ticketer: Option<&Arc<dyn ProducesTickets>>,
+) -> Arc<ServerConfig> {
     let mut provider = CryptoProvider::clone(base.crypto_provider());
     if let Some(tls12) = &settings.tls12_cipher_suites {
         provider.cipher_suites.retain(|suite| suite.tls13().is_some());
         provider.cipher_suites.extend(tls12.iter().copied());
     }
-    let mut config = ServerConfig::builder_with_provider(Arc::new(provider))
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        // The TLS 1.3 suites of the base config are kept, so some suite is always usable.
-        .expect("TLS 1.3 suites are kept")
-        .with_no_client_auth()
-        .with_cert_resolver(base.cert_resolver.clone());
+    if let Some(groups) = &settings.kx_groups {
+        let offered = std::mem::take(&mut provider.kx_groups);
+        provider.kx_groups = groups
+            .iter()
+            .filter_map(|name| offered.iter().find(|group| group.name() == *name).copied())
+            .collect();
+        if provider.kx_groups.is_empty() {
+            provider.kx_groups = offered;
+        }
+    }
+    let versions: &[&rustls::SupportedProtocolVersion] = match settings.versions {
+        Some(TlsVersions::Tls12) => &[&rustls::version::TLS12],
+        Some(TlsVersions::Tls13) => &[&rustls::version::TLS13],
+        Some(TlsVersions::Both) | None => VERSIONS,
+    };
+    let Ok(builder) =
+        ServerConfig::builder_with_provider(Arc::new(provider)).with_protocol_versions(versions)
+    else {
+        // The settings leave no usable suite for a version (checked at translation): the
+        // listener's config rather than none.
+        return Arc::new(base.clone());
+    };
+    let mut config = builder.with_no_client_auth().with_cert_resolver(base.cert_resolver.clone());
     config.alpn_protocols = base.alpn_protocols.clone();
     config.ignore_client_order = settings.prefer_server_ciphers.unwrap_or(base.ignore_client_order);
     config.session_storage = base.session_storage.clone();
-    config.ticketer = base.ticketer.clone();
     config.send_tls13_tickets = base.send_tls13_tickets;
+    if settings.session_cache == Some(false) {
+        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        config.send_tls13_tickets = 0;
+    }
+    match (settings.session_tickets, ticketer) {
+        (Some(true), Some(ticketer)) => {
+            config.ticketer = ticketer.clone();
+            config.send_tls13_tickets = config.send_tls13_tickets.max(1);
+        }
+        _ => config.ticketer = base.ticketer.clone(),
+    }
     Arc::new(config)
 }

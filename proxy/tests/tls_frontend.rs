@@ -12,13 +12,13 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ostium_model::ServerTls;
+use ostium_model::{ServerTls, TlsVersions};
 use ostium_proxy::{ConnectionLimits, ProxyConfig};
 use ostium_test_support::{EchoBackend, certificate, echoed};
 use rustls::crypto::CryptoProvider;
 use rustls::crypto::ring::{cipher_suite, default_provider};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
-use rustls::{CipherSuite, SupportedCipherSuite};
+use rustls::{CipherSuite, NamedGroup, SupportedCipherSuite};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -147,7 +147,7 @@ async fn ssl_ciphers_is_what_a_tls12_client_negotiates_and_tls13_is_untouched() 
             .site(None, "a", backend.addr, Default::default())
             .server_tls(
                 "ciphers.example.com",
-                ServerTls { tls12_cipher_suites: Some(Arc::new([only])), prefer_server_ciphers: None },
+                ServerTls { tls12_cipher_suites: Some(Arc::new([only])), ..ServerTls::default() },
             )
             .build(),
     )
@@ -183,7 +183,7 @@ async fn ssl_prefer_server_ciphers_off_lets_the_client_order_decide() {
             .site(None, "a", backend.addr, Default::default())
             .server_tls(
                 "client.example.com",
-                ServerTls { tls12_cipher_suites: None, prefer_server_ciphers: Some(false) },
+                ServerTls { prefer_server_ciphers: Some(false), ..ServerTls::default() },
             )
             .build(),
     )
@@ -196,6 +196,55 @@ async fn ssl_prefer_server_ciphers_off_lets_the_client_order_decide() {
     assert_eq!(client.suite, client_order[0].suite(), "the client's first choice");
     let server = exchange(proxy.https, "server.example.com", tls12(&client_order)).await;
     assert_eq!(server.suite, client_order[1].suite(), "the server's first choice by default");
+}
+
+/// What `openssl s_client` says of a handshake with the HTTPS listener, with `args`.
+fn s_client(addr: std::net::SocketAddr, args: &[&str]) -> String {
+    let output = std::process::Command::new("openssl")
+        .args(["s_client", "-connect", &addr.to_string(), "-servername", "any.example.com"])
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("openssl runs");
+    String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr)
+}
+
+/// The ConfigMap's `ssl-protocols`, `ssl-ecdh-curve` and `ssl-session-tickets` (nginx's
+/// `ssl_protocols`, `ssl_ecdh_curve`, `ssl_session_tickets`), seen by OpenSSL's client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configmap_protocols_curves_and_session_tickets_reach_a_real_client() {
+    let backend = EchoBackend::start("a").await;
+    let table = |settings: ServerTls| {
+        TableBuilder::new()
+            .site(None, "a", backend.addr, Default::default())
+            .default_server_tls(settings)
+            .build()
+    };
+    let proxy = Harness::start(table(ServerTls::default())).await;
+    let https = proxy.https;
+    let defaults = tokio::task::spawn_blocking(move || s_client(https, &["-tls1_2"])).await.unwrap();
+    assert!(defaults.contains("Protocol  : TLSv1.2") || defaults.contains("TLSv1.2"), "{defaults}");
+    assert!(!defaults.contains("TLS session ticket lifetime hint"), "no tickets by default: {defaults}");
+
+    proxy.store.publish(Arc::new(table(ServerTls {
+        versions: Some(TlsVersions::Tls13),
+        kx_groups: Some(Arc::new([NamedGroup::secp384r1])),
+        ..ServerTls::default()
+    })));
+    let tls12 = tokio::task::spawn_blocking(move || s_client(https, &["-tls1_2"])).await.unwrap();
+    assert!(
+        tls12.contains("alert")
+            || tls12.contains("no protocols available")
+            || tls12.contains("Cipher is (NONE)"),
+        "{tls12}"
+    );
+    let tls13 = tokio::task::spawn_blocking(move || s_client(https, &["-tls1_3"])).await.unwrap();
+    assert!(tls13.contains("TLSv1.3"), "{tls13}");
+    assert!(tls13.contains("P-384") || tls13.contains("secp384r1"), "the one group offered: {tls13}");
+
+    proxy.store.publish(Arc::new(table(ServerTls { session_tickets: Some(true), ..ServerTls::default() })));
+    let tickets = tokio::task::spawn_blocking(move || s_client(https, &["-tls1_2"])).await.unwrap();
+    assert!(tickets.contains("TLS session ticket lifetime hint"), "{tickets}");
 }
 
 async fn with_limits(table: ostium_model::Table, connections: ConnectionLimits) -> Harness {

@@ -69,7 +69,7 @@ pub use shaping::{Shaping, TextRewrite};
 pub use store::{TableReader, TableStore};
 pub use table::{Route, RouteAction, RouteConflict, RouteMatch, Table, TableBuilder, VirtualHost};
 pub use telemetry::{RouteTracing, Sampler, TraceExport};
-pub use tls::{Certificate, ServerTls, TlsTable, describe_tls_error};
+pub use tls::{Certificate, ServerTls, TlsTable, TlsVersions, describe_tls_error};
 pub use upstream_hash::{DEFAULT_SUBSET_SIZE, HashRing, POINTS_PER_NODE, StableHasher, UpstreamHash};
 
 /// Hash maps of the table: a fast hasher, randomly seeded per process (keys come from the

@@ -3,8 +3,8 @@
 use std::fmt;
 use std::sync::Arc;
 
-use rustls::SupportedCipherSuite;
 use rustls::sign::CertifiedKey;
+use rustls::{NamedGroup, SupportedCipherSuite};
 
 use crate::host::{HostRule, NormalizedHost, normalize_host};
 use crate::{HashMap, HashSet};
@@ -36,10 +36,14 @@ pub struct TlsTable {
     /// Handshake settings of hosts that differ from the defaults, by exact name and wildcard.
     exact_settings: HashMap<Box<str>, ServerTls>,
     wildcard_settings: HashMap<Box<str>, ServerTls>,
+    /// The `--configmap` handshake settings: those of every host without settings of its own
+    /// (and a host's own settings fall back to them field by field, at translation).
+    default_settings: Option<ServerTls>,
 }
 
-/// The handshake settings of a host that annotations change (`ssl-ciphers`,
-/// `ssl-prefer-server-ciphers`); `None` keeps the listener's default.
+/// The handshake settings of a host that annotations (`ssl-ciphers`,
+/// `ssl-prefer-server-ciphers`) or the ConfigMap (`ssl-protocols`, `ssl-ciphers`,
+/// `ssl-ecdh-curve`, `ssl-session-*`) change; `None` keeps the listener's default.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ServerTls {
     /// The TLS 1.2 cipher suites offered, in order. TLS 1.3 suites stay as they are: OpenSSL's
@@ -47,6 +51,37 @@ pub struct ServerTls {
     pub tls12_cipher_suites: Option<Arc<[SupportedCipherSuite]>>,
     /// Whether the server's order of cipher suites decides rather than the client's.
     pub prefer_server_ciphers: Option<bool>,
+    /// `ssl-protocols`: the versions offered (the listener's: TLS 1.2 and 1.3).
+    pub versions: Option<TlsVersions>,
+    /// `ssl-ecdh-curve`: the key exchange groups offered, in order (the listener's: all the
+    /// provider has).
+    pub kx_groups: Option<Arc<[NamedGroup]>>,
+    /// `ssl-session-tickets`: resumption by stateless tickets (off, as ingress-nginx).
+    pub session_tickets: Option<bool>,
+    /// `ssl-session-cache`: resumption from a cache of sessions kept by the server (on).
+    pub session_cache: Option<bool>,
+}
+
+/// The TLS versions a host is served with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TlsVersions {
+    Tls12,
+    Tls13,
+    Both,
+}
+
+impl ServerTls {
+    /// These settings, with `defaults`' for the ones left unset.
+    pub fn or(self, defaults: &ServerTls) -> ServerTls {
+        ServerTls {
+            tls12_cipher_suites: self.tls12_cipher_suites.or_else(|| defaults.tls12_cipher_suites.clone()),
+            prefer_server_ciphers: self.prefer_server_ciphers.or(defaults.prefer_server_ciphers),
+            versions: self.versions.or(defaults.versions),
+            kx_groups: self.kx_groups.or_else(|| defaults.kx_groups.clone()),
+            session_tickets: self.session_tickets.or(defaults.session_tickets),
+            session_cache: self.session_cache.or(defaults.session_cache),
+        }
+    }
 }
 
 // === impl TlsTable ===
@@ -61,7 +96,19 @@ impl TlsTable {
             default,
             exact_settings: HashMap::default(),
             wildcard_settings: HashMap::default(),
+            default_settings: None,
         }
+    }
+
+    /// The ConfigMap's handshake settings, for hosts without their own; settings equal to the
+    /// defaults are not kept.
+    pub fn set_default_server_tls(&mut self, settings: ServerTls) {
+        self.default_settings = (settings != ServerTls::default()).then_some(settings);
+    }
+
+    /// The ConfigMap's handshake settings (`None`: all defaults).
+    pub fn default_server_tls(&self) -> Option<&ServerTls> {
+        self.default_settings.as_ref()
     }
 
     /// Sets the handshake settings of a host; settings equal to the defaults are not kept.
@@ -77,13 +124,15 @@ impl TlsTable {
         }
     }
 
-    /// The handshake settings for an SNI name (exact name, then one-label wildcard), if the host
-    /// has settings of its own.
+    /// The handshake settings for an SNI name (exact name, then one-label wildcard), else the
+    /// ConfigMap's; `None` when neither differs from the listener's.
     pub fn server_tls(&self, sni: Option<&str>) -> Option<&ServerTls> {
-        let host = normalize_host(sni?)?;
-        self.exact_settings
-            .get(host.as_str())
-            .or_else(|| host.wildcard_suffix().and_then(|suffix| self.wildcard_settings.get(suffix)))
+        let own = sni.and_then(normalize_host).and_then(|host| {
+            self.exact_settings
+                .get(host.as_str())
+                .or_else(|| host.wildcard_suffix().and_then(|suffix| self.wildcard_settings.get(suffix)))
+        });
+        own.or(self.default_settings.as_ref())
     }
 
     /// Every host with handshake settings of its own, sorted.

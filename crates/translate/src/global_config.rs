@@ -10,7 +10,8 @@ use std::time::Duration;
 use http::HeaderValue;
 use http::uri::Authority;
 use k8s_openapi::api::core::v1::ConfigMap;
-use ostium_model::{GlobalSettings, HttpsSettings, Sampler, TraceExport};
+use ostium_model::{GlobalSettings, HttpsSettings, Sampler, ServerTls, TlsVersions, TraceExport};
+use rustls::NamedGroup;
 
 use crate::annotations::{self, CONFIGMAP_DEFAULTS};
 use crate::{Diagnostic, ObjectKind, ObjectRef, Objects, Options, Reason};
@@ -35,6 +36,11 @@ pub const APPLIED_CONFIGMAP_KEYS: &[&str] = &[
     "hsts-preload",
     "http-redirect-code",
     "no-tls-redirect-locations",
+    "ssl-protocols",
+    "ssl-ciphers",
+    "ssl-ecdh-curve",
+    "ssl-session-tickets",
+    "ssl-session-cache",
 ];
 
 /// The global settings, each with ingress-nginx's default when the ConfigMap does not set it.
@@ -43,6 +49,9 @@ pub(crate) struct GlobalConfig {
     pub(crate) tracing: TracingConfig,
     /// The settings the proxy applies to every connection and request.
     pub(crate) settings: GlobalSettings,
+    /// `ssl-protocols`, `ssl-ciphers`, `ssl-ecdh-curve`, `ssl-session-*`: the handshake
+    /// settings of every host (an annotation's win for its hosts).
+    pub(crate) server_tls: ServerTls,
     /// The values of [`CONFIGMAP_DEFAULTS`] keys, checked: the defaults of the annotations of
     /// the same names.
     pub(crate) annotation_defaults: BTreeMap<&'static str, String>,
@@ -86,7 +95,8 @@ impl GlobalConfig {
             annotations::annotation_defaults(&object, defaults, objects, options, diagnostics);
         let mut reader = Reader { object, config_map, diagnostics };
         let settings = GlobalSettings { https: reader.https() };
-        Self { tracing: reader.tracing(), settings, annotation_defaults }
+        let server_tls = reader.server_tls(options);
+        Self { tracing: reader.tracing(), settings, server_tls, annotation_defaults }
     }
 }
 
@@ -249,5 +259,115 @@ impl Reader<'_> {
             .unwrap_or(true)
             .then(|| HeaderValue::try_from(hsts).expect("digits and fixed text"));
         HttpsSettings { redirect_code, no_redirect_locations, hsts }
+    }
+}
+
+/// The TLS listener's handshake (nginx's `ssl_*` directives at the http level, config.go's
+/// defaults: TLS 1.2 and 1.3, curves `auto`, no session tickets, a session cache).
+impl Reader<'_> {
+    fn server_tls(&mut self, options: &Options) -> ServerTls {
+        let provider = &options.crypto_provider;
+        let tls12_cipher_suites = self
+            .value("ssl-ciphers")
+            .and_then(|value| annotations::configmap_ciphers(&self.object, value, self.diagnostics))
+            .map(|names| {
+                let offered =
+                    |name| provider.cipher_suites.iter().find(|suite| suite.suite() == name).copied();
+                names.into_iter().filter_map(offered).collect::<Arc<[_]>>()
+            })
+            .filter(|suites| !suites.is_empty());
+        let kx_groups = self.kx_groups(options);
+        ServerTls {
+            tls12_cipher_suites,
+            prefer_server_ciphers: None,
+            versions: self.versions(),
+            kx_groups,
+            session_tickets: self.flag("ssl-session-tickets").filter(|on| *on),
+            session_cache: self.flag("ssl-session-cache").filter(|on| !on),
+        }
+    }
+
+    /// `ssl-protocols`: of OpenSSL's names, rustls speaks TLSv1.2 and TLSv1.3 only.
+    fn versions(&mut self) -> Option<TlsVersions> {
+        let value = self.value("ssl-protocols")?;
+        let (mut tls12, mut tls13, mut older) = (false, false, Vec::new());
+        for name in value.split_whitespace() {
+            match name {
+                "TLSv1.2" => tls12 = true,
+                "TLSv1.3" => tls13 = true,
+                "SSLv2" | "SSLv3" | "TLSv1" | "TLSv1.1" => older.push(name),
+                _ => {
+                    self.invalid(
+                        "ssl-protocols",
+                        "TLS versions such as `TLSv1.2 TLSv1.3`",
+                        "TLSv1.2 TLSv1.3",
+                    );
+                    return None;
+                }
+            }
+        }
+        if !older.is_empty() {
+            let message = format!(
+                "ssl-protocols: {} cannot be offered (ostium speaks TLS 1.2 and 1.3 only) and were left out",
+                older.join(", ")
+            );
+            self.diagnostics.push(Diagnostic::warning(
+                self.object.clone(),
+                Reason::UnsupportedSetting,
+                message,
+            ));
+        }
+        match (tls12, tls13) {
+            (true, true) => Some(TlsVersions::Both),
+            (true, false) => Some(TlsVersions::Tls12),
+            (false, true) => Some(TlsVersions::Tls13),
+            (false, false) => {
+                self.invalid("ssl-protocols", "TLSv1.2, TLSv1.3 or both", "TLSv1.2 TLSv1.3");
+                None
+            }
+        }
+    }
+
+    /// `ssl-ecdh-curve`: `auto`, or OpenSSL's curve names separated by `:`.
+    fn kx_groups(&mut self, options: &Options) -> Option<Arc<[NamedGroup]>> {
+        let value = self.value("ssl-ecdh-curve")?.trim();
+        if value.is_empty() || value == "auto" {
+            return None;
+        }
+        let offered = &options.crypto_provider.kx_groups;
+        let mut groups = Vec::new();
+        for name in value.split(':') {
+            let group = match name {
+                "X25519" | "x25519" => NamedGroup::X25519,
+                "prime256v1" | "P-256" | "secp256r1" => NamedGroup::secp256r1,
+                "secp384r1" | "P-384" => NamedGroup::secp384r1,
+                "secp521r1" | "P-521" => NamedGroup::secp521r1,
+                "X448" | "x448" => NamedGroup::X448,
+                "X25519MLKEM768" => NamedGroup::X25519MLKEM768,
+                _ => {
+                    self.invalid("ssl-ecdh-curve", "auto or curve names such as X25519:prime256v1", "auto");
+                    return None;
+                }
+            };
+            if offered.iter().any(|kx| kx.name() == group) {
+                groups.push(group);
+            } else {
+                let message = format!("ssl-ecdh-curve: {name} is not offered by ostium and was left out");
+                self.diagnostics.push(Diagnostic::warning(
+                    self.object.clone(),
+                    Reason::UnsupportedSetting,
+                    message,
+                ));
+            }
+        }
+        if groups.is_empty() {
+            self.invalid(
+                "ssl-ecdh-curve",
+                "at least one curve ostium offers (X25519, prime256v1, secp384r1)",
+                "auto",
+            );
+            return None;
+        }
+        Some(groups.into())
     }
 }

@@ -392,9 +392,11 @@ impl<'a> Translator<'a> {
     /// Applies the TLS frontend settings: each host's handshake settings (its aliases share
     /// them), and the backend of each `ssl-passthrough` host.
     fn frontend_tls(&mut self) {
+        let defaults = self.global.server_tls.clone();
         for (host, settings) in std::mem::take(&mut self.server_tls) {
-            self.table.tls_mut().set_server_tls(&host, settings);
+            self.table.tls_mut().set_server_tls(&host, settings.or(&defaults));
         }
+        self.table.tls_mut().set_default_server_tls(defaults);
         let prefix = self.options.annotations_prefix.clone();
         for (name, object) in std::mem::take(&mut self.passthrough) {
             let warn = |diagnostics: &mut Vec<Diagnostic>, message: String| {

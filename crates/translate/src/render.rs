@@ -38,6 +38,9 @@ pub(crate) fn render(translation: &Translation) -> String {
     for (host, source) in tls_hosts {
         let _ = writeln!(out, "  {host}: {source}");
     }
+    if let Some(settings) = table.tls().default_server_tls() {
+        let _ = writeln!(out, "  every other host's handshake: {}", server_tls_line(settings));
+    }
     for (host, settings) in table.tls().server_tls_hosts() {
         let _ = writeln!(out, "  {host} handshake: {}", server_tls_line(settings));
     }
@@ -100,6 +103,19 @@ fn server_tls_line(settings: &ServerTls) -> String {
     if let Some(suites) = &settings.tls12_cipher_suites {
         let names: Vec<String> = suites.iter().map(|suite| format!("{:?}", suite.suite())).collect();
         parts.push(format!("tls1.2 suites {}", names.join(",")));
+    }
+    if let Some(versions) = settings.versions {
+        parts.push(format!("versions {versions:?}"));
+    }
+    if let Some(groups) = &settings.kx_groups {
+        let names: Vec<String> = groups.iter().map(|group| format!("{group:?}")).collect();
+        parts.push(format!("groups {}", names.join(",")));
+    }
+    if settings.session_tickets == Some(true) {
+        parts.push("session tickets".to_owned());
+    }
+    if settings.session_cache == Some(false) {
+        parts.push("no session cache".to_owned());
     }
     if let Some(prefer) = settings.prefer_server_ciphers {
         parts.push(format!("prefer server ciphers {}", if prefer { "on" } else { "off" }));

@@ -219,6 +219,12 @@ impl TableBuilder {
         self
     }
 
+    /// The ConfigMap's handshake settings, for hosts without their own.
+    pub fn default_server_tls(mut self, settings: ostium_model::ServerTls) -> Self {
+        self.table.tls_mut().set_default_server_tls(settings);
+        self
+    }
+
     /// The `--configmap` settings of the table.
     pub fn global(mut self, global: ostium_model::GlobalSettings) -> Self {
         self.table.set_global(Arc::new(global));

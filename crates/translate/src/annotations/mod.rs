@@ -29,6 +29,8 @@ use http::HeaderValue;
 use k8s_openapi::api::networking::v1::Ingress;
 use ostium_model::{ClientAuth, Denial, HostRule, HttpsRedirect, Policy, Protocol, Redirect};
 
+pub(crate) use tls::configmap_ciphers;
+
 use crate::global_config::GlobalConfig;
 use crate::{Diagnostic, ObjectRef, Objects, Options, Reason};
 

@@ -5,7 +5,9 @@
 use rustls::CipherSuite;
 
 use super::Parser;
-use crate::{Diagnostic, Reason};
+use std::collections::BTreeMap;
+
+use crate::{Diagnostic, ObjectRef, Reason};
 
 /// The keys this module reads.
 pub(super) const KEYS: &[&str] = &["ssl-passthrough", "ssl-ciphers", "ssl-prefer-server-ciphers"];
@@ -37,6 +39,27 @@ const EXCLUDES_NOTHING_OFFERED: [&str; 22] = [
     "aNULL", "eNULL", "NULL", "MD5", "RC4", "DES", "3DES", "EXP", "EXPORT", "EXPORT40", "EXPORT56", "LOW",
     "PSK", "SRP", "DSS", "aDSS", "CAMELLIA", "SEED", "IDEA", "ADH", "AECDH", "kRSA",
 ];
+
+/// The ConfigMap's `ssl-ciphers`, read as the annotation is (ingress-nginx's `ssl_ciphers` at
+/// the http level); problems are reported of the ConfigMap `object`.
+pub(crate) fn configmap_ciphers(
+    object: &ObjectRef,
+    value: &str,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<Vec<CipherSuite>> {
+    let defaults = BTreeMap::new();
+    let ours = [("ssl-ciphers", value)].into();
+    let mut found = Vec::new();
+    let mut parser = Parser { object, ours, defaults: &defaults, prefix: "", diagnostics: &mut found };
+    let ciphers = parser.ssl_ciphers();
+    for mut diagnostic in found {
+        diagnostic.reason = Reason::InvalidSetting;
+        diagnostic.severity = crate::Severity::Warning;
+        diagnostic.message = diagnostic.message.replacen("annotation /", "", 1);
+        diagnostics.push(diagnostic);
+    }
+    ciphers
+}
 
 impl Parser<'_> {
     pub(super) fn frontend_tls(&mut self) -> FrontendTls {
