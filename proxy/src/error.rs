@@ -14,10 +14,12 @@ pub enum ProxyError {
     MethodNotAllowed,
     #[error("the client address is not allowed on this route")]
     Forbidden,
+    /// With the status to answer (`limit-req-status-code`).
     #[error("the client is over the route's request rate (limit-rps, limit-rpm)")]
-    RateLimited,
+    RateLimited(u16),
+    /// With the status to answer (`limit-conn-status-code`).
     #[error("the client has as many requests in flight as the route allows (limit-connections)")]
-    TooManyConnections,
+    TooManyConnections(u16),
     #[error("request target longer than 8 KiB")]
     UriTooLong,
     #[error("transfer coding other than chunked")]
@@ -76,12 +78,12 @@ impl ProxyError {
             Self::ClientBodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::LengthRequired => StatusCode::LENGTH_REQUIRED,
-            Self::NoEndpoints
-            | Self::BackendUnavailable
-            | Self::AuthMisconfigured
-            | Self::RouteDenied
-            | Self::RateLimited
-            | Self::TooManyConnections => StatusCode::SERVICE_UNAVAILABLE,
+            Self::NoEndpoints | Self::BackendUnavailable | Self::AuthMisconfigured | Self::RouteDenied => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Self::RateLimited(code) | Self::TooManyConnections(code) => {
+                StatusCode::from_u16(code).unwrap_or(StatusCode::SERVICE_UNAVAILABLE)
+            }
             Self::ConnectFailed | Self::UpstreamReset | Self::UpstreamInvalidResponse => {
                 StatusCode::BAD_GATEWAY
             }
@@ -120,16 +122,29 @@ impl ProxyError {
             Self::ClientBodyTimeout => "408 Request Time-out\n",
             Self::BodyTooLarge => "413 Request Entity Too Large\n",
             Self::LengthRequired => "411 Length Required\n",
-            Self::NoEndpoints
-            | Self::BackendUnavailable
-            | Self::AuthMisconfigured
-            | Self::RouteDenied
-            | Self::RateLimited
-            | Self::TooManyConnections => "503 Service Temporarily Unavailable\n",
+            Self::NoEndpoints | Self::BackendUnavailable | Self::AuthMisconfigured | Self::RouteDenied => {
+                "503 Service Temporarily Unavailable\n"
+            }
+            Self::RateLimited(code) | Self::TooManyConnections(code) => limit_body(code),
             Self::ConnectFailed | Self::UpstreamReset | Self::UpstreamInvalidResponse => "502 Bad Gateway\n",
             Self::UpstreamTimeout => "504 Gateway Time-out\n",
             Self::BodyBufferFailed | Self::AuthServiceFailed => "500 Internal Server Error\n",
         }
+    }
+}
+
+/// nginx's page text for the statuses a limit may be given (400 to 599); empty for the others.
+fn limit_body(code: u16) -> &'static str {
+    match code {
+        400 => "400 Bad Request\n",
+        403 => "403 Forbidden\n",
+        404 => "404 Not Found\n",
+        429 => "429 Too Many Requests\n",
+        500 => "500 Internal Server Error\n",
+        502 => "502 Bad Gateway\n",
+        503 => "503 Service Temporarily Unavailable\n",
+        504 => "504 Gateway Time-out\n",
+        _ => "",
     }
 }
 

@@ -59,8 +59,14 @@ async fn statuses(source: &str, proxy: SocketAddr, n: usize) -> Vec<u16> {
 
 fn limit(change: impl FnOnce(&mut RateLimit)) -> Option<RateLimit> {
     let zone = Arc::new(RateLimitZone::new(NamespacedName::new("default", "web"), "uid"));
-    let mut limit =
-        RateLimit { per_second: None, per_minute: None, connections: None, allowlist: None, zone };
+    let mut limit = RateLimit {
+        per_second: None,
+        per_minute: None,
+        connections: None,
+        allowlist: None,
+        zone,
+        statuses: Default::default(),
+    };
     change(&mut limit);
     Some(limit)
 }
@@ -83,6 +89,22 @@ async fn requests_over_the_rate_get_503_once_the_burst_is_spent() {
     assert_eq!((refused.status, refused.body.as_str()), (503, "503 Service Temporarily Unavailable\n"));
     assert_eq!(statuses("127.0.0.3", proxy.http, 6).await, [200, 200, 200, 200, 200, 503], "own bucket");
     assert_eq!(backend.requests(), 10, "refused requests never reach the backend");
+}
+
+/// The ConfigMap's `limit-req-status-code` (nginx's `limit_req_status`, the page text nginx
+/// sends with it).
+#[tokio::test]
+async fn the_configmap_status_answers_requests_over_the_rate() {
+    let backend = EchoBackend::start("a").await;
+    let rate_limit = limit(|l| {
+        l.per_minute = Some(RequestRate::per_minute(1, 0));
+        l.statuses.requests = 429;
+    });
+    let policy = Policy { rate_limit, ..Policy::default() };
+    let proxy = Harness::start(TableBuilder::new().site(None, "a", backend.addr, policy).build()).await;
+    assert_eq!(statuses("127.0.0.2", proxy.http, 1).await, [200]);
+    let refused = get_from("127.0.0.2", proxy.http).await;
+    assert_eq!((refused.status, refused.body.as_str()), (429, "429 Too Many Requests\n"));
 }
 
 #[tokio::test]

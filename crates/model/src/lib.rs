@@ -61,7 +61,8 @@ pub use policy::{
     UpstreamTimeouts,
 };
 pub use rate_limit::{
-    ConnectionSlot, Limited, RateLimit, RateLimitZone, RateLimitZones, RequestRate, ResponseRate,
+    ConnectionSlot, LimitStatuses, Limited, RateLimit, RateLimitZone, RateLimitZones, RequestRate,
+    ResponseRate,
 };
 pub use redirect::{HostRedirect, Location, RedirectContext, Redirection, redirection};
 pub use retry::{NextUpstream, RetryCondition, RetryConditions};

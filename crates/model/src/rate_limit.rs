@@ -41,6 +41,21 @@ pub struct RateLimit {
     pub allowlist: Option<CidrSet>,
     /// The Ingress's per-client state.
     pub zone: Arc<RateLimitZone>,
+    /// The answers to requests over the limits.
+    pub statuses: LimitStatuses,
+}
+
+/// `limit-req-status-code` and `limit-conn-status-code` (ConfigMap keys, 503 each).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LimitStatuses {
+    pub requests: u16,
+    pub connections: u16,
+}
+
+impl Default for LimitStatuses {
+    fn default() -> Self {
+        Self { requests: 503, connections: 503 }
+    }
 }
 
 /// A `limit_req` rate: nginx's leaky bucket with `burst` and `nodelay`. A client's excess grows
@@ -161,6 +176,7 @@ impl PartialEq for RateLimit {
             && self.allowlist == other.allowlist
             && self.zone.ingress == other.zone.ingress
             && self.zone.uid == other.zone.uid
+            && self.statuses == other.statuses
     }
 }
 
@@ -174,6 +190,7 @@ impl fmt::Debug for RateLimit {
             .field("connections", &self.connections)
             .field("allowlist", &self.allowlist)
             .field("zone", &self.zone)
+            .field("statuses", &self.statuses)
             .finish()
     }
 }
@@ -344,7 +361,14 @@ mod tests {
     }
 
     fn limit(per_second: Option<RequestRate>, per_minute: Option<RequestRate>) -> RateLimit {
-        RateLimit { per_second, per_minute, connections: None, allowlist: None, zone: zone() }
+        RateLimit {
+            per_second,
+            per_minute,
+            connections: None,
+            allowlist: None,
+            zone: zone(),
+            statuses: LimitStatuses::default(),
+        }
     }
 
     fn ip(s: &str) -> IpAddr {

@@ -10,7 +10,9 @@ use std::time::Duration;
 use http::HeaderValue;
 use http::uri::Authority;
 use k8s_openapi::api::core::v1::ConfigMap;
-use ostium_model::{GlobalSettings, HttpsSettings, Sampler, ServerTls, TlsVersions, TraceExport};
+use ostium_model::{
+    GlobalSettings, HttpsSettings, LimitStatuses, Sampler, ServerTls, TlsVersions, TraceExport,
+};
 use rustls::NamedGroup;
 
 use crate::annotations::{self, CONFIGMAP_DEFAULTS};
@@ -41,6 +43,8 @@ pub const APPLIED_CONFIGMAP_KEYS: &[&str] = &[
     "ssl-ecdh-curve",
     "ssl-session-tickets",
     "ssl-session-cache",
+    "limit-req-status-code",
+    "limit-conn-status-code",
 ];
 
 /// The global settings, each with ingress-nginx's default when the ConfigMap does not set it.
@@ -52,6 +56,8 @@ pub(crate) struct GlobalConfig {
     /// `ssl-protocols`, `ssl-ciphers`, `ssl-ecdh-curve`, `ssl-session-*`: the handshake
     /// settings of every host (an annotation's win for its hosts).
     pub(crate) server_tls: ServerTls,
+    /// `limit-req-status-code`, `limit-conn-status-code`.
+    pub(crate) limit_statuses: LimitStatuses,
     /// The values of [`CONFIGMAP_DEFAULTS`] keys, checked: the defaults of the annotations of
     /// the same names.
     pub(crate) annotation_defaults: BTreeMap<&'static str, String>,
@@ -96,7 +102,11 @@ impl GlobalConfig {
         let mut reader = Reader { object, config_map, diagnostics };
         let settings = GlobalSettings { https: reader.https() };
         let server_tls = reader.server_tls(options);
-        Self { tracing: reader.tracing(), settings, server_tls, annotation_defaults }
+        let limit_statuses = LimitStatuses {
+            requests: reader.status("limit-req-status-code", 503),
+            connections: reader.status("limit-conn-status-code", 503),
+        };
+        Self { tracing: reader.tracing(), settings, server_tls, limit_statuses, annotation_defaults }
     }
 }
 
@@ -211,6 +221,18 @@ impl<'a> Reader<'a> {
             Some(Ok(count)) if count > 0 => count,
             Some(_) => {
                 self.invalid(key, "a positive whole number", &default.to_string());
+                default
+            }
+        }
+    }
+
+    /// An HTTP status from 400 to 599 (nginx's `limit_req_status` range), else `default`.
+    fn status(&mut self, key: &str, default: u16) -> u16 {
+        match self.value(key).map(|code| code.trim().parse::<u16>()) {
+            None => default,
+            Some(Ok(code)) if (400..=599).contains(&code) => code,
+            Some(_) => {
+                self.invalid(key, "a status from 400 to 599", &default.to_string());
                 default
             }
         }

@@ -5,9 +5,9 @@ use std::fmt::Write;
 
 use ostium_model::{
     Affinity, Backend, BackendTlsSettings, Canary, CanaryAffinity, ClientAuth, Credentials, ExternalAuth,
-    GlobalSettings, HeaderRule, HostRule, HttpsRedirect, HttpsSettings, LoadBalance, Mirror, MirrorPath,
-    Policy, Protocol, RedirectContext, Route, RouteAction, RouteTracing, SameSite, Sampler, ServerTls,
-    Shaping, Table, Target, TextRewrite,
+    GlobalSettings, HeaderRule, HostRule, HttpsRedirect, HttpsSettings, LimitStatuses, LoadBalance, Mirror,
+    MirrorPath, Policy, Protocol, RedirectContext, Route, RouteAction, RouteTracing, SameSite, Sampler,
+    ServerTls, Shaping, Table, Target, TextRewrite,
 };
 
 use crate::Translation;
@@ -245,6 +245,10 @@ fn policy_line(table: &Table, policy: &Policy) -> String {
         }
         if let Some(allowlist) = &limit.allowlist {
             limits.push(format!("except {allowlist}"));
+        }
+        if limit.statuses != LimitStatuses::default() {
+            let LimitStatuses { requests, connections } = limit.statuses;
+            limits.push(format!("answered {requests} (requests) {connections} (connections)"));
         }
         parts.push(format!("limit {}", limits.join(", ")));
     }

@@ -45,9 +45,11 @@ pub(super) fn check(policy: &Policy, connection: &ConnectionInfo) -> ControlFlow
         None => None,
         Some(limit) => match limit.admit(connection.remote.ip(), now_ms()) {
             Ok(slot) => slot,
-            Err(Limited::Requests) => return ControlFlow::Break(ProxyError::RateLimited.into()),
+            Err(Limited::Requests) => {
+                return ControlFlow::Break(ProxyError::RateLimited(limit.statuses.requests).into());
+            }
             Err(Limited::Connections) => {
-                return ControlFlow::Break(ProxyError::TooManyConnections.into());
+                return ControlFlow::Break(ProxyError::TooManyConnections(limit.statuses.connections).into());
             }
         },
     };

@@ -10,7 +10,9 @@
 //! on`. ostium streams responses either way.
 
 use k8s_openapi::api::networking::v1::Ingress;
-use ostium_model::{CidrSet, Denial, NamespacedName, RateLimit, RateLimitZones, RequestRate, ResponseRate};
+use ostium_model::{
+    CidrSet, Denial, LimitStatuses, NamespacedName, RateLimit, RateLimitZones, RequestRate, ResponseRate,
+};
 
 use super::Parser;
 use crate::{Diagnostic, Reason};
@@ -40,6 +42,7 @@ impl Parser<'_> {
         &mut self,
         ingress: &Ingress,
         zones: &RateLimitZones,
+        statuses: LimitStatuses,
         denied: &mut Option<Denial>,
     ) -> Option<RateLimit> {
         let per_second = self.limit("limit-rps", denied);
@@ -71,6 +74,7 @@ impl Parser<'_> {
             connections: connections.map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
             allowlist: allowlist.map(|(_, networks)| networks),
             zone: zones.zone(&NamespacedName::new(namespace, &self.object.name), uid),
+            statuses,
         })
     }
 
