@@ -45,6 +45,7 @@ pub const APPLIED_CONFIGMAP_KEYS: &[&str] = &[
     "ssl-session-cache",
     "limit-req-status-code",
     "limit-conn-status-code",
+    "allow-cross-namespace-resources",
 ];
 
 /// The global settings, each with ingress-nginx's default when the ConfigMap does not set it.
@@ -56,6 +57,9 @@ pub(crate) struct GlobalConfig {
     /// `ssl-protocols`, `ssl-ciphers`, `ssl-ecdh-curve`, `ssl-session-*`: the handshake
     /// settings of every host (an annotation's win for its hosts).
     pub(crate) server_tls: ServerTls,
+    /// `allow-cross-namespace-resources`: annotations may name Secrets and ConfigMaps of other
+    /// namespaces (off: an Ingress reads its own namespace's only).
+    pub(crate) allow_cross_namespace: bool,
     /// `limit-req-status-code`, `limit-conn-status-code`.
     pub(crate) limit_statuses: LimitStatuses,
     /// The values of [`CONFIGMAP_DEFAULTS`] keys, checked: the defaults of the annotations of
@@ -106,7 +110,15 @@ impl GlobalConfig {
             requests: reader.status("limit-req-status-code", 503),
             connections: reader.status("limit-conn-status-code", 503),
         };
-        Self { tracing: reader.tracing(), settings, server_tls, limit_statuses, annotation_defaults }
+        let allow_cross_namespace = reader.flag("allow-cross-namespace-resources").unwrap_or(false);
+        Self {
+            tracing: reader.tracing(),
+            settings,
+            server_tls,
+            allow_cross_namespace,
+            limit_statuses,
+            annotation_defaults,
+        }
     }
 }
 

@@ -24,7 +24,7 @@ pub(crate) enum AuthError {
     MissingAuthSecret { prefix: String },
     #[error("{prefix}/auth-secret is set without {prefix}/auth-type")]
     MissingAuthType { prefix: String },
-    #[error("{prefix}/auth-secret `{reference}` is in another namespace")]
+    #[error("{prefix}/auth-secret `{reference}` is in another namespace (allow-cross-namespace-resources is off)")]
     OtherNamespace { prefix: String, reference: String },
     #[error("secret {0} not found")]
     SecretNotFound(NamespacedName),
@@ -39,11 +39,12 @@ pub(crate) enum AuthError {
 }
 
 /// The Secret an `auth-secret` value names: `name` or `namespace/name`, in the Ingress's own
-/// namespace only (there is no flag to allow others). `None` for another namespace.
-pub(crate) fn auth_secret(namespace: &str, reference: &str) -> Option<NamespacedName> {
+/// namespace unless `cross_namespace` (the ConfigMap's `allow-cross-namespace-resources`).
+/// `None` for another namespace.
+pub(crate) fn auth_secret(namespace: &str, reference: &str, cross_namespace: bool) -> Option<NamespacedName> {
     match reference.split_once('/') {
         None => Some(NamespacedName::new(namespace, reference)),
-        Some((ns, name)) if ns == namespace => Some(NamespacedName::new(ns, name)),
+        Some((ns, name)) if ns == namespace || cross_namespace => Some(NamespacedName::new(ns, name)),
         Some(_) => None,
     }
 }
@@ -102,7 +103,7 @@ impl Parser<'_> {
         let namespace = self.object.namespace.as_deref().unwrap_or_default();
         let reference =
             self.value("auth-secret").ok_or_else(|| AuthError::MissingAuthSecret { prefix: prefix() })?;
-        let secret = auth_secret(namespace, reference)
+        let secret = auth_secret(namespace, reference, self.cross_namespace)
             .ok_or_else(|| AuthError::OtherNamespace { prefix: prefix(), reference: reference.to_owned() })?;
         let data = objects
             .secrets

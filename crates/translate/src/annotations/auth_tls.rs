@@ -28,7 +28,7 @@ pub(super) const KEYS: &[&str] = &[
 /// Why a host's client certificates cannot be checked (the host then refuses every request).
 #[derive(Debug, thiserror::Error)]
 enum CaError {
-    #[error("{prefix}/auth-tls-secret `{reference}` is in another namespace")]
+    #[error("{prefix}/auth-tls-secret `{reference}` is in another namespace (allow-cross-namespace-resources is off)")]
     OtherNamespace { prefix: String, reference: String },
     #[error("secret {0} not found")]
     SecretNotFound(NamespacedName),
@@ -148,9 +148,8 @@ impl Parser<'_> {
     /// the Ingress's own namespace.
     fn trust(&self, reference: &str, objects: &Objects) -> Result<(ClientTrust, NamespacedName), CaError> {
         let namespace = self.object.namespace.as_deref().unwrap_or_default();
-        let secret = auth_secret(namespace, reference).ok_or_else(|| CaError::OtherNamespace {
-            prefix: self.prefix.to_owned(),
-            reference: reference.to_owned(),
+        let secret = auth_secret(namespace, reference, self.cross_namespace).ok_or_else(|| {
+            CaError::OtherNamespace { prefix: self.prefix.to_owned(), reference: reference.to_owned() }
         })?;
         let data = objects
             .secrets

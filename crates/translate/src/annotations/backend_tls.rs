@@ -49,11 +49,17 @@ struct SecretMaterial {
 }
 
 /// The Secret a `proxy-ssl-secret` value names: `namespace/name`, in the Ingress's own namespace
-/// only (there is no flag to allow others); else why not.
-pub(crate) fn backend_tls_secret(namespace: &str, reference: &str) -> Result<NamespacedName, &'static str> {
+/// unless `cross_namespace` (`allow-cross-namespace-resources`); else why not.
+pub(crate) fn backend_tls_secret(
+    namespace: &str,
+    reference: &str,
+    cross_namespace: bool,
+) -> Result<NamespacedName, &'static str> {
     match reference.trim().split('/').collect::<Vec<_>>()[..] {
-        [ns, name] if ns == namespace && !name.is_empty() => Ok(NamespacedName::new(ns, name)),
-        [_, name] if !name.is_empty() => Err("is in another namespace"),
+        [ns, name] if (ns == namespace || cross_namespace) && !ns.is_empty() && !name.is_empty() => {
+            Ok(NamespacedName::new(ns, name))
+        }
+        [_, name] if !name.is_empty() => Err("is in another namespace (allow-cross-namespace-resources is off)"),
         _ => Err("is not namespace/name"),
     }
 }
@@ -171,7 +177,7 @@ impl Parser<'_> {
         objects: &Objects,
     ) -> Result<SecretMaterial, (Reason, String)> {
         let namespace = self.object.namespace.as_deref().unwrap_or_default();
-        let id = backend_tls_secret(namespace, reference)
+        let id = backend_tls_secret(namespace, reference, self.cross_namespace)
             .map_err(|why| (Reason::InvalidAnnotation, format!("`{reference}` {why}")))?;
         let secret = objects
             .secrets

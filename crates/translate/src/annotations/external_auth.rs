@@ -169,8 +169,8 @@ impl Parser<'_> {
         objects: &Objects,
     ) -> Result<Vec<(HeaderName, Template)>, String> {
         let namespace = self.object.namespace.as_deref().unwrap_or_default();
-        let key =
-            auth_headers_config_map(namespace, reference).map_err(|why| format!("`{reference}` {why}"))?;
+        let key = auth_headers_config_map(namespace, reference, self.cross_namespace)
+            .map_err(|why| format!("`{reference}` {why}"))?;
         let Some(config_map) = objects.config_maps.get(&key) else {
             return Err(format!("ConfigMap {key} does not exist"));
         };
@@ -216,14 +216,17 @@ impl Parser<'_> {
 pub(crate) fn auth_headers_config_map(
     namespace: &str,
     reference: &str,
+    cross_namespace: bool,
 ) -> Result<NamespacedName, &'static str> {
     if !reference.bytes().all(is_basic_char) {
         return Err("has characters other than letters, digits and -._~/:");
     }
     match reference.split('/').collect::<Vec<_>>()[..] {
         [name] if !name.is_empty() => Ok(NamespacedName::new(namespace, name)),
-        [ns, name] if ns == namespace && !name.is_empty() => Ok(NamespacedName::new(ns, name)),
-        [ns, name] if !ns.is_empty() && !name.is_empty() => Err("is in another namespace"),
+        [ns, name] if (ns == namespace || cross_namespace) && !ns.is_empty() && !name.is_empty() => {
+            Ok(NamespacedName::new(ns, name))
+        }
+        [ns, name] if !ns.is_empty() && !name.is_empty() => Err("is in another namespace (allow-cross-namespace-resources is off)"),
         _ => Err("is not name or namespace/name"),
     }
 }
@@ -482,10 +485,12 @@ mod tests {
     #[test]
     fn proxy_set_headers_come_from_a_config_map_of_the_ingress_namespace() {
         let key = NamespacedName::new("shop", "auth-headers");
-        assert_eq!(auth_headers_config_map("shop", "auth-headers"), Ok(key.clone()));
-        assert_eq!(auth_headers_config_map("shop", "shop/auth-headers"), Ok(key));
+        assert_eq!(auth_headers_config_map("shop", "auth-headers", false), Ok(key.clone()));
+        assert_eq!(auth_headers_config_map("shop", "shop/auth-headers", false), Ok(key));
+        let other = NamespacedName::new("shared", "auth-headers");
+        assert_eq!(auth_headers_config_map("shop", "shared/auth-headers", true), Ok(other));
         for bad in ["other/auth-headers", "a/b/c", "shop/", "/x", "x y", "x;y"] {
-            assert!(auth_headers_config_map("shop", bad).is_err(), "{bad}");
+            assert!(auth_headers_config_map("shop", bad, false).is_err(), "{bad}");
         }
     }
 

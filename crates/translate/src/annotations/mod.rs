@@ -198,7 +198,8 @@ pub(crate) fn parse(
         }
     }
     let defaults = &global.annotation_defaults;
-    let mut parser = Parser { object, ours, defaults, prefix, diagnostics };
+    let cross_namespace = global.allow_cross_namespace;
+    let mut parser = Parser { object, ours, defaults, cross_namespace, prefix, diagnostics };
     let mut policy = Policy { denied, ..Policy::default() };
 
     parser.upstream(&mut policy);
@@ -502,6 +503,8 @@ struct Parser<'a> {
     /// The `--configmap` values of [`CONFIGMAP_DEFAULTS`] keys, already checked: what an
     /// annotation the Ingress does not have falls back to.
     defaults: &'a BTreeMap<&'static str, String>,
+    /// `allow-cross-namespace-resources`: Secrets and ConfigMaps of other namespaces may be named.
+    cross_namespace: bool,
     prefix: &'a str,
     diagnostics: &'a mut Vec<Diagnostic>,
 }

@@ -50,7 +50,14 @@ pub(crate) fn configmap_ciphers(
     let defaults = BTreeMap::new();
     let ours = [("ssl-ciphers", value)].into();
     let mut found = Vec::new();
-    let mut parser = Parser { object, ours, defaults: &defaults, prefix: "", diagnostics: &mut found };
+    let mut parser = Parser {
+        object,
+        ours,
+        defaults: &defaults,
+        cross_namespace: false,
+        prefix: "",
+        diagnostics: &mut found,
+    };
     let ciphers = parser.ssl_ciphers();
     for mut diagnostic in found {
         diagnostic.reason = Reason::InvalidSetting;

@@ -34,6 +34,9 @@ impl Kind for Ingress {
     /// Its backends' Services, its TLS, auth and backend TLS Secrets and its external auth
     /// headers' ConfigMap, read straight from the object, whatever its class.
     fn references(&self, key: &NamespacedName, options: &Options) -> Vec<Reference> {
+        // Whether the ConfigMap allows objects of other namespaces is decided at translation;
+        // held here either way, so that they are at hand when it does.
+        const CROSS: bool = true;
         let mut refs = Vec::new();
         let Some(spec) = &self.spec else { return refs };
         let service =
@@ -55,17 +58,17 @@ impl Kind for Ingress {
             self.metadata.annotations.as_ref()?.get(&format!("{}/{name}", options.annotations_prefix))
         };
         if let Some(name) =
-            annotation("auth-secret").and_then(|value| annotations::auth_secret(&key.namespace, value))
+            annotation("auth-secret").and_then(|value| annotations::auth_secret(&key.namespace, value, CROSS))
         {
             refs.push(Reference { kind: ObjectKind::Secret, key: name });
         }
         let backend_tls_secret = annotation("proxy-ssl-secret")
-            .and_then(|value| annotations::backend_tls_secret(&key.namespace, value).ok());
+            .and_then(|value| annotations::backend_tls_secret(&key.namespace, value, CROSS).ok());
         if let Some(name) = backend_tls_secret {
             refs.push(Reference { kind: ObjectKind::Secret, key: name });
         }
         let auth_headers = annotation("auth-proxy-set-headers")
-            .and_then(|value| annotations::auth_headers_config_map(&key.namespace, value).ok());
+            .and_then(|value| annotations::auth_headers_config_map(&key.namespace, value, CROSS).ok());
         if let Some(name) = auth_headers {
             refs.push(Reference { kind: ObjectKind::ConfigMap, key: name });
         }
@@ -84,7 +87,8 @@ mod tests {
     use super::*;
 
     /// A Secret a route reads must be held with its data, so `proxy-ssl-secret` names it like
-    /// `auth-secret` does; a reference the annotation refuses names nothing.
+    /// `auth-secret` does; one of another namespace too, which a ConfigMap with
+    /// `allow-cross-namespace-resources` lets routes read.
     #[test]
     fn auth_and_backend_tls_secrets_are_referenced() {
         let options = Options::new(
@@ -104,6 +108,7 @@ mod tests {
             ingress.references(&key, &options).iter().map(ToString::to_string).collect()
         };
         assert_eq!(secrets(ingress("shop/backend-ca")), ["secret shop/backend-ca", "secret shop/htpasswd"]);
-        assert_eq!(secrets(ingress("other/backend-ca")), ["secret shop/htpasswd"]);
+        assert_eq!(secrets(ingress("other/backend-ca")), ["secret other/backend-ca", "secret shop/htpasswd"]);
+        assert_eq!(secrets(ingress("not-a-reference")), ["secret shop/htpasswd"]);
     }
 }
