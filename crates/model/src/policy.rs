@@ -165,6 +165,12 @@ pub enum Denial {
         /// The full key, prefix included.
         annotation: Box<str>,
     },
+    /// An annotation graded above the ConfigMap's `annotations-risk-level` (ingress-nginx
+    /// refuses the Ingress).
+    TooRisky {
+        /// The full key, prefix included.
+        annotation: Box<str>,
+    },
 }
 
 /// `rewrite-target`, as nginx's `rewrite "(?i)<path>" <target> break;`: the whole path is
@@ -288,7 +294,8 @@ impl Denial {
         match self {
             Self::UnimplementedAnnotation { annotation }
             | Self::RefusedSnippet { annotation }
-            | Self::InvalidAnnotation { annotation } => annotation,
+            | Self::InvalidAnnotation { annotation }
+            | Self::TooRisky { annotation } => annotation,
         }
     }
 }
@@ -304,6 +311,9 @@ impl fmt::Display for Denial {
             }
             Self::InvalidAnnotation { annotation } => {
                 write!(f, "annotation {annotation} has an invalid value")
+            }
+            Self::TooRisky { annotation } => {
+                write!(f, "annotation {annotation} is graded above the ConfigMap's annotations-risk-level")
             }
         }
     }

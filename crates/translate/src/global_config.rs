@@ -15,7 +15,7 @@ use ostium_model::{
 };
 use rustls::NamedGroup;
 
-use crate::annotations::{self, CONFIGMAP_DEFAULTS};
+use crate::annotations::{self, CONFIGMAP_DEFAULTS, Risk};
 use crate::{Diagnostic, ObjectKind, ObjectRef, Objects, Options, Reason};
 
 /// The ConfigMap keys ostium applies; any other key keeps ostium's default.
@@ -46,10 +46,12 @@ pub const APPLIED_CONFIGMAP_KEYS: &[&str] = &[
     "limit-req-status-code",
     "limit-conn-status-code",
     "allow-cross-namespace-resources",
+    "annotations-risk-level",
+    "allow-snippet-annotations",
 ];
 
 /// The global settings, each with ingress-nginx's default when the ConfigMap does not set it.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub(crate) struct GlobalConfig {
     pub(crate) tracing: TracingConfig,
     /// The settings the proxy applies to every connection and request.
@@ -60,6 +62,8 @@ pub(crate) struct GlobalConfig {
     /// `allow-cross-namespace-resources`: annotations may name Secrets and ConfigMaps of other
     /// namespaces (off: an Ingress reads its own namespace's only).
     pub(crate) allow_cross_namespace: bool,
+    /// `annotations-risk-level`: annotations graded above it deny their routes.
+    pub(crate) risk_level: Risk,
     /// `limit-req-status-code`, `limit-conn-status-code`.
     pub(crate) limit_statuses: LimitStatuses,
     /// The values of [`CONFIGMAP_DEFAULTS`] keys, checked: the defaults of the annotations of
@@ -87,6 +91,20 @@ impl Default for TracingConfig {
     }
 }
 
+impl Default for GlobalConfig {
+    fn default() -> Self {
+        Self {
+            tracing: TracingConfig::default(),
+            settings: GlobalSettings::default(),
+            server_tls: ServerTls::default(),
+            allow_cross_namespace: false,
+            risk_level: Risk::High,
+            limit_statuses: LimitStatuses::default(),
+            annotation_defaults: BTreeMap::new(),
+        }
+    }
+}
+
 impl GlobalConfig {
     /// The settings of the ConfigMap `key` (the defaults when there is none).
     pub(crate) fn new(objects: &Objects, options: &Options, diagnostics: &mut Vec<Diagnostic>) -> Self {
@@ -111,11 +129,17 @@ impl GlobalConfig {
             connections: reader.status("limit-conn-status-code", 503),
         };
         let allow_cross_namespace = reader.flag("allow-cross-namespace-resources").unwrap_or(false);
+        let risk_level = reader.value("annotations-risk-level").map_or(Risk::High, Risk::from_setting);
+        if reader.flag("allow-snippet-annotations") == Some(true) {
+            let message = "allow-snippet-annotations: ostium never interprets configuration snippets, whatever this says; Ingresses with snippets keep their routes denied (503)";
+            reader.diagnostics.push(Diagnostic::warning(reader.object.clone(), Reason::UnsupportedSetting, message));
+        }
         Self {
             tracing: reader.tracing(),
             settings,
             server_tls,
             allow_cross_namespace,
+            risk_level,
             limit_statuses,
             annotation_defaults,
         }

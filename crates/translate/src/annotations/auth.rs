@@ -24,7 +24,9 @@ pub(crate) enum AuthError {
     MissingAuthSecret { prefix: String },
     #[error("{prefix}/auth-secret is set without {prefix}/auth-type")]
     MissingAuthType { prefix: String },
-    #[error("{prefix}/auth-secret `{reference}` is in another namespace (allow-cross-namespace-resources is off)")]
+    #[error(
+        "{prefix}/auth-secret `{reference}` is in another namespace (allow-cross-namespace-resources is off)"
+    )]
     OtherNamespace { prefix: String, reference: String },
     #[error("secret {0} not found")]
     SecretNotFound(NamespacedName),

@@ -28,7 +28,9 @@ pub(super) const KEYS: &[&str] = &[
 /// Why a host's client certificates cannot be checked (the host then refuses every request).
 #[derive(Debug, thiserror::Error)]
 enum CaError {
-    #[error("{prefix}/auth-tls-secret `{reference}` is in another namespace (allow-cross-namespace-resources is off)")]
+    #[error(
+        "{prefix}/auth-tls-secret `{reference}` is in another namespace (allow-cross-namespace-resources is off)"
+    )]
     OtherNamespace { prefix: String, reference: String },
     #[error("secret {0} not found")]
     SecretNotFound(NamespacedName),

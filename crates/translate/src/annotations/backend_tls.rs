@@ -59,7 +59,9 @@ pub(crate) fn backend_tls_secret(
         [ns, name] if (ns == namespace || cross_namespace) && !ns.is_empty() && !name.is_empty() => {
             Ok(NamespacedName::new(ns, name))
         }
-        [_, name] if !name.is_empty() => Err("is in another namespace (allow-cross-namespace-resources is off)"),
+        [_, name] if !name.is_empty() => {
+            Err("is in another namespace (allow-cross-namespace-resources is off)")
+        }
         _ => Err("is not namespace/name"),
     }
 }

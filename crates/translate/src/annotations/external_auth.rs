@@ -226,7 +226,9 @@ pub(crate) fn auth_headers_config_map(
         [ns, name] if (ns == namespace || cross_namespace) && !ns.is_empty() && !name.is_empty() => {
             Ok(NamespacedName::new(ns, name))
         }
-        [ns, name] if !ns.is_empty() && !name.is_empty() => Err("is in another namespace (allow-cross-namespace-resources is off)"),
+        [ns, name] if !ns.is_empty() && !name.is_empty() => {
+            Err("is in another namespace (allow-cross-namespace-resources is off)")
+        }
         _ => Err("is not name or namespace/name"),
     }
 }

@@ -29,6 +29,7 @@ use http::HeaderValue;
 use k8s_openapi::api::networking::v1::Ingress;
 use ostium_model::{ClientAuth, Denial, HostRule, HttpsRedirect, Policy, Protocol, Redirect};
 
+pub(crate) use risk::Risk;
 pub(crate) use tls::configmap_ciphers;
 
 use crate::global_config::GlobalConfig;
@@ -47,6 +48,7 @@ mod external_auth;
 mod mirror;
 mod opentelemetry;
 mod rate_limit;
+mod risk;
 mod shaping;
 mod tls;
 mod upstream;
@@ -184,6 +186,14 @@ pub(crate) fn parse(
             );
             diagnostics.push(Diagnostic::error(object.clone(), Reason::UnsupportedAccessControl, message));
             denied.get_or_insert(Denial::UnimplementedAnnotation { annotation: key.as_str().into() });
+        } else if is_supported(name) && risk::Risk::of(name).is_some_and(|risk| risk > global.risk_level) {
+            let message = format!(
+                "annotation {key} is graded {:?} by ingress-nginx, above the ConfigMap's annotations-risk-level ({:?}); every request to these paths is refused (503)",
+                risk::Risk::of(name).unwrap_or(risk::Risk::Critical),
+                global.risk_level
+            );
+            diagnostics.push(Diagnostic::error(object.clone(), Reason::RefusedAnnotation, message));
+            denied.get_or_insert(Denial::TooRisky { annotation: key.as_str().into() });
         } else if is_supported(name) {
             ours.insert(name, value.as_str());
         } else if NOT_SUPPORTED.contains(&name) {
