@@ -165,6 +165,12 @@ pub enum Denial {
         /// The full key, prefix included.
         annotation: Box<str>,
     },
+    /// A ConfigMap key that restricts access has a value ostium cannot apply
+    /// (`global-auth-url` and its family).
+    InvalidSetting {
+        /// The ConfigMap key.
+        key: Box<str>,
+    },
     /// An annotation graded above the ConfigMap's `annotations-risk-level` (ingress-nginx
     /// refuses the Ingress).
     TooRisky {
@@ -295,6 +301,7 @@ impl Denial {
             Self::UnimplementedAnnotation { annotation }
             | Self::RefusedSnippet { annotation }
             | Self::InvalidAnnotation { annotation }
+            | Self::InvalidSetting { key: annotation }
             | Self::TooRisky { annotation } => annotation,
         }
     }
@@ -311,6 +318,9 @@ impl fmt::Display for Denial {
             }
             Self::InvalidAnnotation { annotation } => {
                 write!(f, "annotation {annotation} has an invalid value")
+            }
+            Self::InvalidSetting { key } => {
+                write!(f, "the ConfigMap's {key} has a value that cannot be applied")
             }
             Self::TooRisky { annotation } => {
                 write!(f, "annotation {annotation} is graded above the ConfigMap's annotations-risk-level")

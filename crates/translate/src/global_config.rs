@@ -11,11 +11,12 @@ use http::HeaderValue;
 use http::uri::Authority;
 use k8s_openapi::api::core::v1::ConfigMap;
 use ostium_model::{
-    GlobalSettings, HttpsSettings, LimitStatuses, Sampler, ServerTls, TlsVersions, TraceExport,
+    ACME_CHALLENGE, GlobalSettings, HttpsSettings, LimitStatuses, Sampler, ServerTls, TlsVersions,
+    TraceExport,
 };
 use rustls::NamedGroup;
 
-use crate::annotations::{self, CONFIGMAP_DEFAULTS, Risk};
+use crate::annotations::{self, CONFIGMAP_DEFAULTS, GLOBAL_AUTH_KEYS, Risk};
 use crate::{Diagnostic, ObjectKind, ObjectRef, Objects, Options, Reason};
 
 /// The ConfigMap keys ostium applies; any other key keeps ostium's default.
@@ -48,7 +49,28 @@ pub const APPLIED_CONFIGMAP_KEYS: &[&str] = &[
     "allow-cross-namespace-resources",
     "annotations-risk-level",
     "allow-snippet-annotations",
+    "global-auth-url",
+    "global-auth-method",
+    "global-auth-signin",
+    "global-auth-signin-redirect-param",
+    "global-auth-response-headers",
+    "global-auth-request-redirect",
+    "global-auth-cache-key",
+    "global-auth-cache-duration",
+    "global-auth-always-set-cookie",
+    "global-auth-snippet",
+    "no-auth-locations",
 ];
+
+/// The ConfigMap's external auth for every Ingress without its own.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum GlobalAuth {
+    /// The `auth-*` annotation values it stands for, checked.
+    Checked(BTreeMap<&'static str, String>),
+    /// This key makes it unusable: the routes it would guard are denied (503), where
+    /// ingress-nginx would serve them without it.
+    Unusable(&'static str),
+}
 
 /// The global settings, each with ingress-nginx's default when the ConfigMap does not set it.
 #[derive(Clone, Debug, PartialEq)]
@@ -62,6 +84,10 @@ pub(crate) struct GlobalConfig {
     /// `allow-cross-namespace-resources`: annotations may name Secrets and ConfigMaps of other
     /// namespaces (off: an Ingress reads its own namespace's only).
     pub(crate) allow_cross_namespace: bool,
+    /// `global-auth-*`: the external auth of every Ingress without its own.
+    pub(crate) global_auth: Option<GlobalAuth>,
+    /// `no-auth-locations`: routes whose path starts with one of these skip authentication.
+    pub(crate) no_auth_locations: Box<[Box<str>]>,
     /// `annotations-risk-level`: annotations graded above it deny their routes.
     pub(crate) risk_level: Risk,
     /// `limit-req-status-code`, `limit-conn-status-code`.
@@ -98,6 +124,8 @@ impl Default for GlobalConfig {
             settings: GlobalSettings::default(),
             server_tls: ServerTls::default(),
             allow_cross_namespace: false,
+            global_auth: None,
+            no_auth_locations: Box::new([ACME_CHALLENGE.into()]),
             risk_level: Risk::High,
             limit_statuses: LimitStatuses::default(),
             annotation_defaults: BTreeMap::new(),
@@ -129,16 +157,27 @@ impl GlobalConfig {
             connections: reader.status("limit-conn-status-code", 503),
         };
         let allow_cross_namespace = reader.flag("allow-cross-namespace-resources").unwrap_or(false);
+        let global_auth = reader.global_auth(objects, options);
+        let no_auth_locations = match reader.value("no-auth-locations") {
+            None => Box::new([ACME_CHALLENGE.into()]) as Box<[Box<str>]>,
+            Some(list) => list.split(',').map(str::trim).filter(|l| !l.is_empty()).map(Into::into).collect(),
+        };
         let risk_level = reader.value("annotations-risk-level").map_or(Risk::High, Risk::from_setting);
         if reader.flag("allow-snippet-annotations") == Some(true) {
             let message = "allow-snippet-annotations: ostium never interprets configuration snippets, whatever this says; Ingresses with snippets keep their routes denied (503)";
-            reader.diagnostics.push(Diagnostic::warning(reader.object.clone(), Reason::UnsupportedSetting, message));
+            reader.diagnostics.push(Diagnostic::warning(
+                reader.object.clone(),
+                Reason::UnsupportedSetting,
+                message,
+            ));
         }
         Self {
             tracing: reader.tracing(),
             settings,
             server_tls,
             allow_cross_namespace,
+            global_auth,
+            no_auth_locations,
             risk_level,
             limit_statuses,
             annotation_defaults,
@@ -427,5 +466,29 @@ impl Reader<'_> {
             return None;
         }
         Some(groups.into())
+    }
+}
+
+/// `global-auth-*` (ingress-nginx's template/configmap.go, nginx.tmpl's shouldApplyGlobalAuth).
+impl Reader<'_> {
+    fn global_auth(&mut self, objects: &Objects, options: &Options) -> Option<GlobalAuth> {
+        let url = self.value("global-auth-url").filter(|url| !url.trim().is_empty())?;
+        if self.value("global-auth-snippet").is_some_and(|snippet| !snippet.trim().is_empty()) {
+            let message = "global-auth-snippet is a configuration snippet, never interpreted; the routes global auth guards are refused (503)";
+            self.diagnostics.push(Diagnostic::error(self.object.clone(), Reason::RefusedAnnotation, message));
+            return Some(GlobalAuth::Unusable("global-auth-snippet"));
+        }
+        let mut values: BTreeMap<&'static str, String> = GLOBAL_AUTH_KEYS
+            .iter()
+            .filter_map(|(global, name)| Some((*name, self.value(global)?.to_owned())))
+            .collect();
+        values.insert("auth-url", url.to_owned());
+        if annotations::check_global_auth(&self.object, &values, objects, options, self.diagnostics) {
+            Some(GlobalAuth::Checked(values))
+        } else {
+            let message = "global-auth-url: the global external auth cannot be applied; the routes it guards are refused (503)";
+            self.diagnostics.push(Diagnostic::error(self.object.clone(), Reason::InvalidSetting, message));
+            Some(GlobalAuth::Unusable("global-auth-url"))
+        }
     }
 }

@@ -281,6 +281,9 @@ impl<'a> Translator<'a> {
                 if cookie_path_from_route {
                     policy = annotations::with_cookie_path(&policy, written);
                 }
+                if self.global.no_auth_locations.iter().any(|location| written.starts_with(&**location)) {
+                    policy = without_authentication(&policy);
+                }
                 let backend = self.backends.resolve(
                     &object,
                     &path.backend,
@@ -660,6 +663,15 @@ fn with_rewrite(
         }),
         ..Policy::clone(policy)
     })
+}
+
+/// The policy of a route under `no-auth-locations`: no basic or external auth (ingress-nginx's
+/// nginx.tmpl skips both for such locations).
+fn without_authentication(policy: &Arc<Policy>) -> Arc<Policy> {
+    if policy.auth.is_none() && policy.external_auth.is_none() {
+        return policy.clone();
+    }
+    Arc::new(Policy { auth: None, external_auth: None, ..Policy::clone(policy) })
 }
 
 fn display_host(host: Option<&HostRule>) -> String {

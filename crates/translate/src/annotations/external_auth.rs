@@ -1,7 +1,7 @@
 //! External authentication: `auth-url`, `auth-method`, `auth-signin`,
 //! `auth-signin-redirect-param`, `auth-response-headers`, `auth-proxy-set-headers`,
 //! `auth-request-redirect`, `auth-cache-key`, `auth-cache-duration`, `auth-always-set-cookie`, `auth-keepalive*`, and
-//! `enable-global-auth` (there is no global auth to turn off).
+//! `enable-global-auth` (read where the ConfigMap's `global-auth-*` are applied, in `parse`).
 //!
 //! Follows ingress-nginx's internal/ingress/annotations/authreq/main.go. Where ingress-nginx
 //! drops the whole external auth on an invalid value (so the route is served without it), the
@@ -16,7 +16,7 @@ use super::{Parser, is_basic_char};
 use crate::{Diagnostic, Objects, Reason};
 
 /// The keys this module reads.
-pub(super) const KEYS: &[&str] = &[
+pub(crate) const KEYS: &[&str] = &[
     "auth-url",
     "auth-method",
     "auth-signin",

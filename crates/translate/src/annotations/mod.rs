@@ -32,7 +32,7 @@ use ostium_model::{ClientAuth, Denial, HostRule, HttpsRedirect, Policy, Protocol
 pub(crate) use risk::Risk;
 pub(crate) use tls::configmap_ciphers;
 
-use crate::global_config::GlobalConfig;
+use crate::global_config::{GlobalAuth, GlobalConfig};
 use crate::{Diagnostic, ObjectRef, Objects, Options, Reason};
 
 mod access;
@@ -44,7 +44,7 @@ mod backends;
 mod balance;
 mod canary;
 mod cors;
-mod external_auth;
+pub(crate) mod external_auth;
 mod mirror;
 mod opentelemetry;
 mod rate_limit;
@@ -158,13 +158,13 @@ pub(crate) struct Annotated {
 /// Parses the annotations of one Ingress (under `--annotations-prefix`). Invalid values are
 /// reported and leave the default. Rate limits take the Ingress's zone from the options' zones;
 /// `global` holds the `--configmap` settings some annotations fall back to.
-pub(crate) fn parse(
-    object: &ObjectRef,
-    ingress: &Ingress,
+pub(crate) fn parse<'a>(
+    object: &'a ObjectRef,
+    ingress: &'a Ingress,
     objects: &Objects,
-    options: &Options,
-    global: &GlobalConfig,
-    diagnostics: &mut Vec<Diagnostic>,
+    options: &'a Options,
+    global: &'a GlobalConfig,
+    diagnostics: &'a mut Vec<Diagnostic>,
 ) -> Annotated {
     let (prefix, zones, provider) =
         (options.annotations_prefix.as_str(), &options.rate_limit_zones, &options.crypto_provider);
@@ -205,6 +205,24 @@ pub(crate) fn parse(
             let message =
                 format!("annotation {key} is not an ingress-nginx annotation{hint}; it was ignored");
             diagnostics.push(Diagnostic::warning(object.clone(), Reason::UnknownAnnotation, message));
+        }
+    }
+    // The ConfigMap's `global-auth-*` stand for the `auth-*` of an Ingress without `auth-url`
+    // that does not opt out (ingress-nginx's shouldApplyGlobalAuth: all of them, or none).
+    let opted_out = matches!(
+        ours.get("enable-global-auth").map(|v| v.trim()),
+        Some("false" | "0" | "f" | "F" | "FALSE" | "False")
+    );
+    if !ours.contains_key("auth-url") && !opted_out {
+        match &global.global_auth {
+            None => {}
+            Some(GlobalAuth::Checked(keys)) => {
+                ours.retain(|name, _| !external_auth::KEYS.contains(name));
+                ours.extend(keys.iter().map(|(name, value)| (*name, value.as_str())));
+            }
+            Some(GlobalAuth::Unusable(key)) => {
+                denied.get_or_insert(Denial::InvalidSetting { key: (*key).into() });
+            }
         }
     }
     let defaults = &global.annotation_defaults;
@@ -403,6 +421,45 @@ pub(crate) fn annotation_defaults(
         diagnostics.push(diagnostic);
     }
     values.into_iter().filter(|(key, _)| !rejected.contains(key)).collect()
+}
+
+/// The ConfigMap's `global-auth-*` keys and the `auth-*` annotations they stand for.
+pub(crate) const GLOBAL_AUTH_KEYS: &[(&str, &str)] = &[
+    ("global-auth-url", "auth-url"),
+    ("global-auth-method", "auth-method"),
+    ("global-auth-signin", "auth-signin"),
+    ("global-auth-signin-redirect-param", "auth-signin-redirect-param"),
+    ("global-auth-response-headers", "auth-response-headers"),
+    ("global-auth-request-redirect", "auth-request-redirect"),
+    ("global-auth-cache-key", "auth-cache-key"),
+    ("global-auth-cache-duration", "auth-cache-duration"),
+    ("global-auth-always-set-cookie", "auth-always-set-cookie"),
+];
+
+/// Checks the ConfigMap's `global-auth-*` values (by their `auth-*` names) as an Ingress's
+/// annotations would be checked: `true` when they make a usable external auth. Problems are
+/// reported of the ConfigMap `object`, by the ConfigMap's key names.
+pub(crate) fn check_global_auth(
+    object: &ObjectRef,
+    values: &BTreeMap<&'static str, String>,
+    objects: &Objects,
+    options: &Options,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> bool {
+    let prefix = options.annotations_prefix.as_str();
+    let mut ingress = Ingress::default();
+    ingress.metadata.annotations =
+        Some(values.iter().map(|(key, value)| (format!("{prefix}/{key}"), value.clone())).collect());
+    let mut found = Vec::new();
+    let annotated = parse(object, &ingress, objects, options, &GlobalConfig::default(), &mut found);
+    for mut diagnostic in found {
+        for (global, name) in GLOBAL_AUTH_KEYS {
+            diagnostic.message = diagnostic.message.replace(&format!("annotation {prefix}/{name}"), global);
+        }
+        diagnostic.reason = Reason::InvalidSetting;
+        diagnostics.push(diagnostic);
+    }
+    annotated.policy.denied.is_none() && annotated.policy.external_auth.is_some()
 }
 
 /// Whether ostium reads an annotation (its name without the prefix).
