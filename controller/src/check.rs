@@ -12,8 +12,8 @@ use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use kube::api::{Api, ListParams};
 use ostium_model::NamespacedName;
 use ostium_translate::{
-    APPLIED_CONFIGMAP_KEYS, AnnotationSupport, Diagnostic, Kind, ObjectKind, Objects, Options, Reason,
-    Severity, Translation,
+    AnnotationSupport, Diagnostic, Kind, ObjectKind, Objects, Options, Reason, SettingSupport, Severity,
+    Translation, setting_support,
 };
 use serde::Serialize;
 
@@ -116,7 +116,18 @@ struct ConfigMapReport {
     keys: Vec<String>,
     /// The keys ostium applies.
     applied: Vec<String>,
+    /// Every key, with what ostium does with it (docs/configmap.md).
+    settings: Vec<SettingReport>,
     note: String,
+}
+
+#[derive(Debug, Serialize)]
+struct SettingReport {
+    key: String,
+    /// `supported`, `no-effect`, `not-supported`, `refused` or `unknown`.
+    support: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    did_you_mean: Option<&'static str>,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -285,6 +296,18 @@ impl Report {
         }
         let configmap = &self.configmap;
         let _ = writeln!(out, "configmap {}/{}: {}", configmap.namespace, configmap.name, configmap.note);
+        for support in ["no-effect", "not-supported", "refused", "unknown"] {
+            let keys: Vec<String> = (configmap.settings.iter())
+                .filter(|s| s.support == support)
+                .map(|s| match s.did_you_mean {
+                    Some(meant) => format!("{} (did you mean {meant}?)", s.key),
+                    None => s.key.clone(),
+                })
+                .collect();
+            if !keys.is_empty() {
+                let _ = writeln!(out, "  {support}: {}", keys.join(", "));
+            }
+        }
         if !configmap.keys.is_empty() {
             let _ = writeln!(out, "  keys: {}", configmap.keys.join(", "));
         }
@@ -383,15 +406,33 @@ fn problem(diagnostic: &Diagnostic) -> Problem {
 fn configmap_report(id: &NamespacedName, config_map: Option<&ConfigMap>) -> ConfigMapReport {
     let keys: Vec<String> =
         config_map.and_then(|c| c.data.as_ref()).into_iter().flatten().map(|(k, _)| k.clone()).collect();
+    let settings: Vec<SettingReport> = keys
+        .iter()
+        .map(|key| {
+            let (support, did_you_mean) = match setting_support(key) {
+                SettingSupport::Supported => ("supported", None),
+                SettingSupport::NoEffect => ("no-effect", None),
+                SettingSupport::NotSupported => ("not-supported", None),
+                SettingSupport::Refused => ("refused", None),
+                SettingSupport::Unknown { did_you_mean } => ("unknown", did_you_mean),
+            };
+            SettingReport { key: key.clone(), support, did_you_mean }
+        })
+        .collect();
     let applied: Vec<String> =
-        keys.iter().filter(|k| APPLIED_CONFIGMAP_KEYS.contains(&k.as_str())).cloned().collect();
+        settings.iter().filter(|s| s.support == "supported").map(|s| s.key.clone()).collect();
+    let count = |support| settings.iter().filter(|s| s.support == support).count();
     let note = match config_map {
         None => "not found".to_owned(),
         Some(_) if keys.is_empty() => "no keys".to_owned(),
         Some(_) => format!(
-            "{} key(s), {} applied with --configmap (the OpenTelemetry keys); the others keep ostium's default",
+            "{} key(s): {} applied with --configmap, {} no effect, {} not supported, {} refused, {} unknown (docs/configmap.md)",
             keys.len(),
-            applied.len()
+            applied.len(),
+            count("no-effect"),
+            count("not-supported"),
+            count("refused"),
+            count("unknown"),
         ),
     };
     ConfigMapReport {
@@ -400,6 +441,7 @@ fn configmap_report(id: &NamespacedName, config_map: Option<&ConfigMap>) -> Conf
         found: config_map.is_some(),
         keys,
         applied,
+        settings,
         note,
     }
 }
@@ -497,8 +539,8 @@ mod tests {
         let report = configmap_report(&id, objects.config_maps.get(&id).map(|c| &**c));
         assert!(report.found);
         assert_eq!(report.keys, ["otlp-collector-host", "proxy-body-size", "use-forwarded-headers"]);
-        assert_eq!(report.applied, ["otlp-collector-host"]);
-        assert!(report.note.contains("3 key(s), 1 applied"), "{}", report.note);
+        assert_eq!(report.applied, ["otlp-collector-host", "proxy-body-size"]);
+        assert!(report.note.contains("3 key(s): 2 applied"), "{}", report.note);
         assert!(!configmap_report(&NamespacedName::new("a", "b"), None).found);
     }
 

@@ -72,6 +72,10 @@ pub enum Reason {
     InvalidSetting,
     /// A key of the `--configmap` ConfigMap that ostium knows and does not implement.
     UnsupportedSetting,
+    /// A key of the `--configmap` ConfigMap that tunes nginx internals: accepted, no effect.
+    NoEffectSetting,
+    /// A key of the `--configmap` ConfigMap that ingress-nginx does not know.
+    UnknownSetting,
 }
 
 // === impl Diagnostic ===
@@ -158,6 +162,8 @@ impl Reason {
             Self::MissingConfigMap => "MissingConfigMap",
             Self::InvalidSetting => "InvalidSetting",
             Self::UnsupportedSetting => "UnsupportedSetting",
+            Self::NoEffectSetting => "NoEffectSetting",
+            Self::UnknownSetting => "UnknownSetting",
         }
     }
 }

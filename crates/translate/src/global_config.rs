@@ -17,10 +17,13 @@ use ostium_model::{
 use rustls::NamedGroup;
 
 use crate::annotations::{self, CONFIGMAP_DEFAULTS, GLOBAL_AUTH_KEYS, Risk};
+use crate::configmap_keys::{SettingSupport, setting_support};
 use crate::{Diagnostic, ObjectKind, ObjectRef, Objects, Options, Reason};
 
-/// The ConfigMap keys ostium applies; any other key keeps ostium's default.
-pub const APPLIED_CONFIGMAP_KEYS: &[&str] = &[
+/// The ConfigMap keys read here (besides the annotation defaults); `configmap_keys` says
+/// `Supported` for exactly these.
+#[cfg(test)]
+pub(crate) const APPLIED_CONFIGMAP_KEYS: &[&str] = &[
     "enable-opentelemetry",
     "opentelemetry-trust-incoming-span",
     "opentelemetry-operation-name",
@@ -58,8 +61,8 @@ pub const APPLIED_CONFIGMAP_KEYS: &[&str] = &[
     "global-auth-cache-key",
     "global-auth-cache-duration",
     "global-auth-always-set-cookie",
-    "global-auth-snippet",
     "no-auth-locations",
+    "retry-non-idempotent",
 ];
 
 /// The ConfigMap's external auth for every Ingress without its own.
@@ -88,6 +91,11 @@ pub(crate) struct GlobalConfig {
     pub(crate) global_auth: Option<GlobalAuth>,
     /// `no-auth-locations`: routes whose path starts with one of these skip authentication.
     pub(crate) no_auth_locations: Box<[Box<str>]>,
+    /// A key that restricts access and cannot be applied (a snippet, ModSecurity): every
+    /// route is denied (503).
+    pub(crate) denies_every_route: Option<&'static str>,
+    /// `retry-non-idempotent`: POST, LOCK and PATCH are tried again like other requests.
+    pub(crate) retry_non_idempotent: bool,
     /// `annotations-risk-level`: annotations graded above it deny their routes.
     pub(crate) risk_level: Risk,
     /// `limit-req-status-code`, `limit-conn-status-code`.
@@ -126,6 +134,8 @@ impl Default for GlobalConfig {
             allow_cross_namespace: false,
             global_auth: None,
             no_auth_locations: Box::new([ACME_CHALLENGE.into()]),
+            denies_every_route: None,
+            retry_non_idempotent: false,
             risk_level: Risk::High,
             limit_statuses: LimitStatuses::default(),
             annotation_defaults: BTreeMap::new(),
@@ -156,6 +166,8 @@ impl GlobalConfig {
             requests: reader.status("limit-req-status-code", 503),
             connections: reader.status("limit-conn-status-code", 503),
         };
+        let denies_every_route = reader.report_keys();
+        let retry_non_idempotent = reader.flag("retry-non-idempotent").unwrap_or(false);
         let allow_cross_namespace = reader.flag("allow-cross-namespace-resources").unwrap_or(false);
         let global_auth = reader.global_auth(objects, options);
         let no_auth_locations = match reader.value("no-auth-locations") {
@@ -178,6 +190,8 @@ impl GlobalConfig {
             allow_cross_namespace,
             global_auth,
             no_auth_locations,
+            denies_every_route,
+            retry_non_idempotent,
             risk_level,
             limit_statuses,
             annotation_defaults,
@@ -195,14 +209,6 @@ struct Reader<'a> {
 impl<'a> Reader<'a> {
     fn tracing(&mut self) -> TracingConfig {
         let defaults = TracingConfig::default();
-        if self.value("opentelemetry-config").is_some() {
-            let message = "opentelemetry-config (a file of the nginx module) is not supported; the otel-* keys set the same";
-            self.diagnostics.push(Diagnostic::warning(
-                self.object.clone(),
-                Reason::UnsupportedSetting,
-                message,
-            ));
-        }
         let operation_name = self.value("opentelemetry-operation-name").filter(|name| !name.is_empty());
         // ingress-nginx passes it to nginx, which expands variables; ostium takes text only.
         let operation_name = match operation_name {
@@ -492,3 +498,82 @@ impl Reader<'_> {
         }
     }
 }
+
+/// What the ConfigMap sets and ostium does not apply.
+impl Reader<'_> {
+    /// Reports each key that is not applied, once; the snippet or WAF key that denies every
+    /// route, if one is set.
+    fn report_keys(&mut self) -> Option<&'static str> {
+        let mut denies = None;
+        let keys: Vec<&str> = self.config_map.data.iter().flatten().map(|(key, _)| key.as_str()).collect();
+        for key in keys {
+            let (severity, reason, message) = match setting_support(key) {
+                SettingSupport::Supported => continue,
+                SettingSupport::NoEffect => (
+                    false,
+                    Reason::NoEffectSetting,
+                    format!("{key} has no effect in ostium (docs/configmap.md)"),
+                ),
+                SettingSupport::NotSupported => {
+                    (false, Reason::UnsupportedSetting, format!("{key} is not supported and was ignored"))
+                }
+                SettingSupport::Unknown { did_you_mean } => {
+                    let hint = did_you_mean.map(|k| format!(" (did you mean {k}?)")).unwrap_or_default();
+                    (
+                        false,
+                        Reason::UnknownSetting,
+                        format!("{key} is not an ingress-nginx ConfigMap key{hint}; it was ignored"),
+                    )
+                }
+                SettingSupport::Refused => match key {
+                    "http-snippet" | "server-snippet" | "location-snippet" => {
+                        denies = denies.or(DENYING.iter().copied().find(|k| *k == key));
+                        (
+                            true,
+                            Reason::RefusedAnnotation,
+                            format!(
+                                "{key} is a configuration snippet, never interpreted; every route is refused (503)"
+                            ),
+                        )
+                    }
+                    "enable-modsecurity" | "enable-owasp-modsecurity-crs" => {
+                        if self.flag(key) != Some(true) {
+                            continue;
+                        }
+                        denies = denies.or(DENYING.iter().copied().find(|k| *k == key));
+                        (
+                            true,
+                            Reason::UnsupportedAccessControl,
+                            format!(
+                                "{key}: ostium has no WAF; every route is refused (503) rather than served unprotected"
+                            ),
+                        )
+                    }
+                    // global-auth-snippet is judged with the global auth.
+                    "global-auth-snippet" => continue,
+                    _ => (
+                        true,
+                        Reason::RefusedAnnotation,
+                        format!("{key} is a configuration snippet, never interpreted; it was ignored"),
+                    ),
+                },
+            };
+            let object = self.object.clone();
+            self.diagnostics.push(if severity {
+                Diagnostic::error(object, reason, message)
+            } else {
+                Diagnostic::warning(object, reason, message)
+            });
+        }
+        denies
+    }
+}
+
+/// The refused keys that deny every route when set.
+const DENYING: &[&str] = &[
+    "http-snippet",
+    "server-snippet",
+    "location-snippet",
+    "enable-modsecurity",
+    "enable-owasp-modsecurity-crs",
+];

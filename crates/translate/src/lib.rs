@@ -13,6 +13,7 @@ mod annotations;
 mod backend;
 mod canary;
 mod class;
+mod configmap_keys;
 mod diagnostic;
 mod global_config;
 mod kind;
@@ -38,8 +39,8 @@ use rustls::crypto::CryptoProvider;
 pub use annotations::{AnnotationSupport, annotation_support};
 pub use backend::SERVICE_NAME_LABEL;
 pub use class::ClassClaim;
+pub use configmap_keys::{SettingSupport, setting_support};
 pub use diagnostic::{Diagnostic, ObjectKind, ObjectRef, Reason, Severity};
-pub use global_config::APPLIED_CONFIGMAP_KEYS;
 pub use kind::{Kind, KindScope, KindVisitor, Malformed, Reference, Relevance, for_each_kind, visit_kind};
 pub use objects::{DocumentError, ManifestError, Object, ObjectMap, Objects, parse_manifests};
 

@@ -225,12 +225,17 @@ pub(crate) fn parse<'a>(
             }
         }
     }
+    if let Some(key) = global.denies_every_route {
+        denied.get_or_insert(Denial::InvalidSetting { key: key.into() });
+    }
     let defaults = &global.annotation_defaults;
     let cross_namespace = global.allow_cross_namespace;
     let mut parser = Parser { object, ours, defaults, cross_namespace, prefix, diagnostics };
     let mut policy = Policy { denied, ..Policy::default() };
 
     parser.upstream(&mut policy);
+    // nginx.tmpl's buildNextUpstream adds `non_idempotent` to every location's list.
+    policy.next_upstream.non_idempotent |= global.retry_non_idempotent;
     let protocol = match parser.value("backend-protocol").map(str::to_ascii_uppercase).as_deref() {
         None | Some("HTTP") => Protocol::Http,
         Some("HTTPS") => Protocol::Https,
@@ -512,7 +517,7 @@ fn closest_key(name: &str) -> Option<&'static str> {
 }
 
 /// Levenshtein distance, by bytes (annotation names are ASCII).
-fn edit_distance(a: &str, b: &str) -> usize {
+pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
     let mut row: Vec<usize> = (0..=b.len()).collect();
     for (i, ca) in a.bytes().enumerate() {
         let mut diagonal = row[0];
