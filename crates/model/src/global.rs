@@ -4,6 +4,11 @@
 //! Keys that only give routes a default are applied by translation to each route's
 //! [`crate::Policy`] instead.
 
+use crate::Compression;
+
 /// The global settings of one table; `Default` is ingress-nginx's defaults.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct GlobalSettings {}
+pub struct GlobalSettings {
+    /// `use-gzip`, `enable-brotli` and their keys.
+    pub compression: Compression,
+}
