@@ -8,6 +8,7 @@ use http::HeaderMap;
 use ostium_model::{ClientAuth, Policy, PortRef, Protocol, RouteAction, Target};
 
 use crate::canary::chosen_backend;
+use crate::compress::Negotiation;
 use crate::forward::Trace;
 use crate::request::RequestHead;
 use crate::{Proxy, ProxyError};
@@ -51,6 +52,7 @@ impl Proxy {
     ) -> Result<Routed<'h>, ProxyError> {
         let path = head.routed_path()?;
         let table = self.inner.tables.load();
+        trace.compression = Negotiation::new(table.global(), head.version, headers);
         let matched = table.route(head.host(), &path).ok_or(ProxyError::NoRoute)?;
         trace.ingress = matched.route.ingress.clone();
         let mut to_canary = false;
