@@ -73,7 +73,9 @@ impl Negotiation {
         let compression = &self.settings.compression;
         let length = response.body().size_hint().exact();
         let headers = response.headers_mut();
-        if headers.get(CONTENT_ENCODING).is_some_and(|coding| !coding.is_empty()) || forbids_transform(headers) {
+        if headers.get(CONTENT_ENCODING).is_some_and(|coding| !coding.is_empty())
+            || forbids_transform(headers)
+        {
             return response;
         }
         let content_type = headers.get(CONTENT_TYPE).map(HeaderValue::as_bytes).unwrap_or_default();
@@ -89,7 +91,7 @@ impl Negotiation {
         let (coding, codec) = if brotli && self.brotli {
             ("br", Codec::brotli(compression.brotli.level, length))
         } else if gzip && self.gzip {
-            ("gzip", Codec::Gzip(GzEncoder::new(Vec::new(), flate2::Compression::new(compression.gzip.level))))
+            ("gzip", Codec::gzip(compression.gzip.level))
         } else {
             return response;
         };
@@ -211,7 +213,10 @@ fn find_ignore_case(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 /// `Cache-Control: no-transform` (RFC 9111 §5.2.2.6): a proxy must not change the content.
 fn forbids_transform(headers: &HeaderMap) -> bool {
     headers.get_all(CACHE_CONTROL).iter().any(|value| {
-        value.as_bytes().split(|&b| b == b',').any(|directive| directive.trim_ascii().eq_ignore_ascii_case(b"no-transform"))
+        value
+            .as_bytes()
+            .split(|&b| b == b',')
+            .any(|directive| directive.trim_ascii().eq_ignore_ascii_case(b"no-transform"))
     })
 }
 
@@ -269,11 +274,15 @@ pub(crate) struct Encoder {
 }
 
 enum Codec {
-    Gzip(GzEncoder<Vec<u8>>),
+    Gzip(Box<GzEncoder<Vec<u8>>>),
     Brotli(Box<brotli::CompressorWriter<Vec<u8>>>),
 }
 
 impl Codec {
+    fn gzip(level: u32) -> Self {
+        Self::Gzip(Box::new(GzEncoder::new(Vec::new(), flate2::Compression::new(level))))
+    }
+
     /// ngx_brotli's window: its default, or less for a body known to be shorter.
     fn brotli(quality: u32, length: Option<u64>) -> Self {
         let mut window_bits = BROTLI_WINDOW_BITS;
