@@ -445,3 +445,41 @@ async fn a_streamed_answer_is_compressed_as_it_arrives() {
         assert_eq!(decoder.feed(b""), [FIRST, REST].concat(), "{coding}");
     }
 }
+
+/// HTTP/2 clients are answered the same way (nginx's `gzip_http_version 1.1` lets 2 through).
+#[tokio::test]
+async fn http2_clients_get_compressed_answers() {
+    let backend = scripted_backend(Vec::new()).await;
+    let proxy = proxy_for(backend, compression(true, false)).await;
+    let (mut sender, _connection) = h2c(proxy.http).await;
+    let request = Request::get("http://a.example/text").header("accept-encoding", "gzip");
+    let response = sender.send_request(request.body(Empty::<Bytes>::new()).unwrap()).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(header(response.headers(), "content-encoding"), Some("gzip"));
+    assert_eq!(header(response.headers(), "content-length"), None);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(gunzip(&body), text());
+}
+
+/// An upgrade (101) is never compressed, whatever the types: the tunnel carries the bytes as
+/// they are.
+#[tokio::test]
+async fn an_upgraded_connection_is_tunnelled_untouched() {
+    let backend = ostium_test_support::EchoBackend::start("ws").await;
+    let mut settings = compression(true, true);
+    settings.compression.gzip.types = MediaTypes::Any;
+    settings.compression.brotli.types = MediaTypes::Any;
+    let proxy = proxy_for(backend.addr, settings).await;
+    let mut stream = TcpStream::connect(proxy.http).await.unwrap();
+    stream
+        .write_all(b"GET /chat HTTP/1.1\r\nHost: h\r\nAccept-Encoding: gzip, br\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+        .await
+        .unwrap();
+    let head = read_head(&mut stream).await.to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(!head.contains("content-encoding") && !head.contains("vary"), "{head}");
+    stream.write_all(b"raw bytes").await.unwrap();
+    let mut echoed = [0u8; 9];
+    tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut echoed)).await.unwrap().unwrap();
+    assert_eq!(&echoed, b"raw bytes");
+}
