@@ -282,6 +282,19 @@ async fn gzip_disable_spares_matching_user_agents() {
     assert_eq!(header(&headers, "content-encoding"), Some("gzip"));
     let (_, headers, _) = get(proxy.http, "/text", &[("accept-encoding", "br"), old[1]]).await;
     assert_eq!(header(&headers, "content-encoding"), Some("br"));
+
+    // nginx's own keyword, with the user agents of ingress-nginx's test/e2e/settings/gzip.go.
+    let mut settings = compression(true, false);
+    settings.compression.gzip_disable = Some(UserAgents::parse("msie6").unwrap());
+    let proxy = proxy_for(backend, settings).await;
+    for (user_agent, coding) in [
+        ("Mozilla/4.8 [en] (Windows NT 5.1; U)", Some("gzip")),
+        ("Mozilla/45.0 (compatible; MSIE 6.0; Windows NT 5.1)", None),
+    ] {
+        let (_, headers, _) =
+            get(proxy.http, "/text", &[("accept-encoding", "gzip"), ("user-agent", user_agent)]).await;
+        assert_eq!(header(&headers, "content-encoding"), coding, "{user_agent}");
+    }
 }
 
 /// The compressed answer: `Vary` merged, a strong `ETag` made weak, `Accept-Ranges` and
@@ -482,4 +495,38 @@ async fn an_upgraded_connection_is_tunnelled_untouched() {
     let mut echoed = [0u8; 9];
     tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut echoed)).await.unwrap().unwrap();
     assert_eq!(&echoed, b"raw bytes");
+}
+
+/// ingress-nginx's test/e2e/settings/gzip.go and brotli.go: `gzip-min-length: 100` and
+/// `brotli-min-length: 24` with `application/octet-stream` listed; an answer of exactly the
+/// minimum is compressed, one byte less is not.
+#[tokio::test]
+async fn minimum_lengths_are_inclusive() {
+    let bytes = |length| Reply {
+        headers: vec![("Content-Type", "application/octet-stream".into())],
+        body: vec![b'b'; length],
+        ..Reply::text()
+    };
+    let backend = scripted_backend(vec![
+        ("/23", bytes(23)),
+        ("/24", bytes(24)),
+        ("/99", bytes(99)),
+        ("/100", bytes(100)),
+    ])
+    .await;
+    let mut settings = compression(true, true);
+    settings.compression.gzip.min_length = 100;
+    settings.compression.gzip.types = MediaTypes::parse("application/octet-stream").unwrap();
+    settings.compression.brotli.min_length = 24;
+    settings.compression.brotli.types = MediaTypes::parse("application/octet-stream").unwrap();
+    let proxy = proxy_for(backend, settings).await;
+    for (path, accept, coding) in [
+        ("/99", "gzip", None),
+        ("/100", "gzip", Some("gzip")),
+        ("/23", "br", None),
+        ("/24", "br", Some("br")),
+    ] {
+        let (_, headers, _) = get(proxy.http, path, &[("accept-encoding", accept)]).await;
+        assert_eq!(header(&headers, "content-encoding"), coding, "{path}");
+    }
 }
