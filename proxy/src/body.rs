@@ -5,6 +5,8 @@
 //!   (`proxy_send_timeout`) or has it all (`proxy_read_timeout` runs).
 //! - A response body from an endpoint times the endpoint's pauses (`proxy_read_timeout`: the
 //!   client's connection is cut, as nginx does once the head is sent).
+//! - A response body the ConfigMap compresses goes through its [`Encoder`] (gzip or brotli)
+//!   before `limit-rate`, so the pace and the access log count what the client gets.
 //! - A response body under `limit-rate` is paced by its [`Throttle`], and holds the request's
 //!   place under `limit-connections` until it is done.
 //! - Both count bytes for the access log, whose line is written when the response body is
