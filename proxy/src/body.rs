@@ -5,6 +5,8 @@
 //!   (`proxy_send_timeout`) or has it all (`proxy_read_timeout` runs).
 //! - A response body from an endpoint times the endpoint's pauses (`proxy_read_timeout`: the
 //!   client's connection is cut, as nginx does once the head is sent).
+//! - A response body the ConfigMap compresses goes through its [`Encoder`] (gzip or brotli)
+//!   before `limit-rate`, so the pace and the access log count what the client gets.
 //! - A response body under `limit-rate` is paced by its [`Throttle`], and holds the request's
 //!   place under `limit-connections` until it is done.
 //! - Both count bytes for the access log, whose line is written when the response body is
@@ -28,6 +30,7 @@ use ostium_model::{ConnectionSlot, NamespacedName};
 use tokio::time::Sleep;
 
 use crate::ProxyError;
+use crate::compress::Encoder;
 use crate::connection::RequestGuard;
 use crate::error::find_cause;
 use crate::policy::Throttle;
@@ -265,13 +268,15 @@ fn millis(duration: Duration) -> f64 {
     duration.as_micros() as f64 / 1e3
 }
 
-/// Every response body: streamed from an endpoint, or a short one of our own; with the access
-/// log entry to write once it is done.
+/// Every response body: streamed from an endpoint, or a short one of our own, compressed or
+/// not; with the access log entry to write once it is done.
 #[derive(Debug)]
 pub struct ProxyBody {
     inner: Either<Incoming, Full<Bytes>>,
     /// `proxy_read_timeout` between two reads of an endpoint's body.
     read_timer: Option<IdleTimer>,
+    /// `use-gzip`, `enable-brotli`.
+    encoder: Option<Box<Encoder>>,
     log: Option<Box<AccessEntry>>,
     bytes_out: u64,
     /// The request counts as in flight on its connection until its response body is done.
@@ -293,6 +298,7 @@ impl ProxyBody {
         Self {
             inner: Either::Left(body),
             read_timer,
+            encoder: None,
             log: None,
             bytes_out: 0,
             active: None,
@@ -305,6 +311,7 @@ impl ProxyBody {
         Self {
             inner: Either::Right(Full::new(bytes)),
             read_timer: None,
+            encoder: None,
             log: None,
             bytes_out: 0,
             active: None,
@@ -317,6 +324,12 @@ impl ProxyBody {
     pub(crate) fn limited(mut self, slot: Option<ConnectionSlot>, throttle: Option<Throttle>) -> Self {
         self.slot = slot;
         self.throttle = throttle.map(Box::new);
+        self
+    }
+
+    /// Compressed on its way to the client.
+    pub(crate) fn encoded(mut self, encoder: Encoder) -> Self {
+        self.encoder = Some(Box::new(encoder));
         self
     }
 
@@ -349,19 +362,11 @@ impl Body for ProxyBody {
                 return Poll::Ready(Some(Ok(Frame::data(data))));
             }
         }
-        let polled = match &mut this.inner {
-            Either::Left(body) => Pin::new(body).poll_frame(cx),
-            Either::Right(body) => Pin::new(body).poll_frame(cx).map_err(|never| match never {}),
+        let (inner, read_timer) = (&mut this.inner, &mut this.read_timer);
+        let polled = match &mut this.encoder {
+            Some(encoder) => encoder.poll_frame(cx, |cx| poll_source(inner, read_timer, cx)),
+            None => poll_source(inner, read_timer, cx),
         };
-        if let Some(timer) = &mut this.read_timer {
-            match polled {
-                Poll::Pending if timer.expired(cx) => {
-                    return Poll::Ready(Some(Err(UpstreamBodyTimeout.into())));
-                }
-                Poll::Pending => {}
-                _ => timer.disarm(),
-            }
-        }
         let polled = match (&mut this.throttle, polled) {
             (Some(throttle), Poll::Ready(Some(Ok(frame)))) => match frame.into_data() {
                 Ok(data) => Poll::Ready(Some(Ok(Frame::data(throttle.pass(data))))),
@@ -370,15 +375,20 @@ impl Body for ProxyBody {
             (_, polled) => polled,
         };
         this.bytes_out += data_len(&polled);
-        polled.map_err(Into::into)
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream() && self.throttle.as_ref().is_none_or(|t| t.held_len() == 0)
+        let source_ended = match &self.encoder {
+            Some(encoder) => encoder.is_end_stream(),
+            None => self.inner.is_end_stream(),
+        };
+        source_ended && self.throttle.as_ref().is_none_or(|t| t.held_len() == 0)
     }
 
     fn size_hint(&self) -> SizeHint {
-        let mut hint = self.inner.size_hint();
+        // Compressed: of a length known only at its end.
+        let mut hint = if self.encoder.is_some() { SizeHint::default() } else { self.inner.size_hint() };
         if let Some(held) = self.throttle.as_ref().map(|t| t.held_len()).filter(|&held| held > 0) {
             // The upper bound first: a lower bound may never exceed it.
             if let Some(upper) = hint.upper() {
@@ -388,6 +398,27 @@ impl Body for ProxyBody {
         }
         hint
     }
+}
+
+/// The next frame of the body as the endpoint (or the proxy) sends it, under
+/// `proxy_read_timeout`.
+fn poll_source(
+    inner: &mut Either<Incoming, Full<Bytes>>,
+    read_timer: &mut Option<IdleTimer>,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    let polled = match inner {
+        Either::Left(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+        Either::Right(body) => Pin::new(body).poll_frame(cx).map_err(|never| match never {}),
+    };
+    if let Some(timer) = read_timer {
+        match polled {
+            Poll::Pending if timer.expired(cx) => return Poll::Ready(Some(Err(UpstreamBodyTimeout.into()))),
+            Poll::Pending => {}
+            _ => timer.disarm(),
+        }
+    }
+    polled
 }
 
 impl Drop for ProxyBody {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use http::header::{CONTENT_LENGTH, HOST};
 use http::uri::PathAndQuery;
-use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Version};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use ostium_model::{LoadBalance, NamespacedName, NextUpstream, Protocol};
@@ -22,6 +22,7 @@ use crate::affinity::Stickiness;
 use crate::body::{AccessEntry, ProxyBody};
 use crate::buffer::BufferedBody;
 use crate::canary;
+use crate::compress::Negotiation;
 use crate::error_page::{Details, ErrorPageRequest};
 use crate::mirror::MirrorCopy;
 use crate::outcome::Outcome;
@@ -53,6 +54,8 @@ pub(crate) struct Trace {
     auth_effects: Option<AuthEffects>,
     /// The request's span, when its route is traced.
     span: Option<Span>,
+    /// What the client accepts, when the table compresses responses.
+    pub(crate) compression: Option<Negotiation>,
 }
 
 impl Proxy {
@@ -64,6 +67,7 @@ impl Proxy {
     ) -> Response<ProxyBody> {
         let started = Instant::now();
         let version = request.version();
+        let head_only = request.method() == Method::HEAD;
         let logged =
             self.inner.config.access_log.then(|| {
                 (request.method().clone(), request.uri().clone(), request.headers().get(HOST).cloned())
@@ -87,6 +91,9 @@ impl Proxy {
         }
         if let Some(effects) = trace.auth_effects.take() {
             effects.apply_response(response.status(), response.headers_mut());
+        }
+        if let Some(negotiation) = trace.compression.take().filter(|_| !head_only) {
+            response = negotiation.apply(response);
         }
         if trace.span.is_some() {
             let finished = Finished {

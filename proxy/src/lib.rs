@@ -55,6 +55,7 @@ mod body;
 mod buffer;
 mod canary;
 mod client_cert;
+mod compress;
 mod connection;
 mod error;
 mod error_page;

@@ -9,6 +9,7 @@ use http::HeaderValue;
 use ostium_model::{ClientAuth, GlobalSettings, Policy, PortRef, Protocol, RouteAction, Target};
 
 use crate::canary::chosen_backend;
+use crate::compress::Negotiation;
 use crate::forward::Trace;
 use crate::request::RequestHead;
 use crate::{ConnectionInfo, Proxy, ProxyError};
@@ -63,6 +64,7 @@ impl Proxy {
     ) -> Result<Routed<'h>, ProxyError> {
         let path = head.routed_path()?;
         let table = self.inner.tables.load();
+        trace.compression = Negotiation::new(table.global(), head.version, headers);
         let matched = table.route(head.host(), &path).ok_or(ProxyError::NoRoute)?;
         trace.ingress = matched.route.ingress.clone();
         let mut to_canary = false;

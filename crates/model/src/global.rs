@@ -6,10 +6,14 @@
 
 use http::HeaderValue;
 
+use crate::Compression;
+
 /// The global settings of one table; `Default` is ingress-nginx's defaults.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct GlobalSettings {
     pub https: HttpsSettings,
+    /// `use-gzip`, `enable-brotli` and their keys.
+    pub compression: Compression,
 }
 
 /// How plain requests are sent to HTTPS, and what HTTPS answers carry.

@@ -14,6 +14,7 @@ mod backend_tls;
 mod balance;
 mod canary;
 mod client_auth;
+mod compression;
 mod cors;
 mod external_auth;
 mod global;
@@ -46,6 +47,9 @@ pub use backend_tls::{
 pub use balance::{DECAY_TIME_US, LoadBalance, decay_ewma};
 pub use canary::{Canary, CanaryAffinity, CanaryHeader, CanarySessions, DEFAULT_WEIGHT_TOTAL, HeaderRule};
 pub use client_auth::{ClientAuth, ClientTrust, ClientVerify, VerifyClient};
+pub use compression::{
+    Compression, DEFAULT_BROTLI_TYPES, DEFAULT_GZIP_TYPES, Encoding, MediaTypes, UserAgents,
+};
 pub use cors::{Cors, CorsOrigins};
 pub use external_auth::{
     AUTH_CACHE_ENTRIES, AuthCache, CachedAnswer, ExternalAuth, Template, TemplatePart, Variable,

@@ -11,8 +11,8 @@ use http::HeaderValue;
 use http::uri::Authority;
 use k8s_openapi::api::core::v1::ConfigMap;
 use ostium_model::{
-    ACME_CHALLENGE, GlobalSettings, HttpsSettings, LimitStatuses, Sampler, ServerTls, TlsVersions,
-    TraceExport,
+    ACME_CHALLENGE, Compression, Encoding, GlobalSettings, HttpsSettings, LimitStatuses, MediaTypes, Sampler,
+    ServerTls, TlsVersions, TraceExport, UserAgents,
 };
 use rustls::NamedGroup;
 
@@ -63,6 +63,15 @@ pub(crate) const APPLIED_CONFIGMAP_KEYS: &[&str] = &[
     "global-auth-always-set-cookie",
     "no-auth-locations",
     "retry-non-idempotent",
+    "use-gzip",
+    "gzip-level",
+    "gzip-min-length",
+    "gzip-types",
+    "gzip-disable",
+    "enable-brotli",
+    "brotli-level",
+    "brotli-min-length",
+    "brotli-types",
 ];
 
 /// The ConfigMap's external auth for every Ingress without its own.
@@ -160,7 +169,7 @@ impl GlobalConfig {
         let annotation_defaults =
             annotations::annotation_defaults(&object, defaults, objects, options, diagnostics);
         let mut reader = Reader { object, config_map, diagnostics };
-        let settings = GlobalSettings { https: reader.https() };
+        let settings = GlobalSettings { https: reader.https(), compression: reader.compression() };
         let server_tls = reader.server_tls(options);
         let limit_statuses = LimitStatuses {
             requests: reader.status("limit-req-status-code", 503),
@@ -577,3 +586,67 @@ const DENYING: &[&str] = &[
     "enable-modsecurity",
     "enable-owasp-modsecurity-crs",
 ];
+/// Response compression: the `use-gzip` and `enable-brotli` families (config.go's defaults;
+/// nginx.tmpl turns them into `gzip_*` and `brotli_*` directives).
+impl Reader<'_> {
+    fn compression(&mut self) -> Compression {
+        let defaults = Compression::default();
+        let gzip = Encoding {
+            enabled: self.flag("use-gzip").unwrap_or(defaults.gzip.enabled),
+            // nginx's bounds for `gzip_comp_level`.
+            level: self.level("gzip-level", 1..=9, defaults.gzip.level),
+            min_length: self.length("gzip-min-length", defaults.gzip.min_length),
+            types: self.media_types("gzip-types", defaults.gzip.types),
+        };
+        let brotli = Encoding {
+            enabled: self.flag("enable-brotli").unwrap_or(defaults.brotli.enabled),
+            // ngx_brotli's bounds for `brotli_comp_level`.
+            level: self.level("brotli-level", 0..=11, defaults.brotli.level),
+            min_length: self.length("brotli-min-length", defaults.brotli.min_length),
+            types: self.media_types("brotli-types", defaults.brotli.types),
+        };
+        let gzip_disable = match self.value("gzip-disable").filter(|value| !value.is_empty()) {
+            None => None,
+            Some(value) => match UserAgents::parse(value) {
+                Ok(user_agents) => Some(user_agents),
+                Err(_) => {
+                    self.invalid("gzip-disable", "msie6 or a regular expression", "none");
+                    None
+                }
+            },
+        };
+        Compression { gzip, gzip_disable, brotli }
+    }
+
+    fn level(&mut self, key: &str, bounds: std::ops::RangeInclusive<u32>, default: u32) -> u32 {
+        match self.value(key).map(|level| level.trim().parse::<u32>()) {
+            None => default,
+            Some(Ok(level)) if bounds.contains(&level) => level,
+            Some(_) => {
+                let expected = format!("a whole number from {} to {}", bounds.start(), bounds.end());
+                self.invalid(key, &expected, &default.to_string());
+                default
+            }
+        }
+    }
+
+    /// A length in bytes, 0 included.
+    fn length(&mut self, key: &str, default: u64) -> u64 {
+        match self.value(key).map(|length| length.trim().parse::<u64>()) {
+            None => default,
+            Some(Ok(length)) => length,
+            Some(Err(_)) => {
+                self.invalid(key, "a whole number of bytes", &default.to_string());
+                default
+            }
+        }
+    }
+
+    fn media_types(&mut self, key: &str, default: MediaTypes) -> MediaTypes {
+        let Some(value) = self.value(key) else { return default };
+        MediaTypes::parse(value).unwrap_or_else(|| {
+            self.invalid(key, "media types separated by spaces", "the default list");
+            default
+        })
+    }
+}

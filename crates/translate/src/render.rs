@@ -4,10 +4,10 @@
 use std::fmt::Write;
 
 use ostium_model::{
-    Affinity, Backend, BackendTlsSettings, Canary, CanaryAffinity, ClientAuth, Credentials, ExternalAuth,
-    GlobalSettings, HeaderRule, HostRule, HttpsRedirect, HttpsSettings, LimitStatuses, LoadBalance, Mirror,
-    MirrorPath, Policy, Protocol, RedirectContext, Route, RouteAction, RouteTracing, SameSite, Sampler,
-    ServerTls, Shaping, Table, Target, TextRewrite,
+    Affinity, Backend, BackendTlsSettings, Canary, CanaryAffinity, ClientAuth, Compression, Credentials,
+    Encoding, ExternalAuth, GlobalSettings, HeaderRule, HostRule, HttpsRedirect, HttpsSettings,
+    LimitStatuses, LoadBalance, MediaTypes, Mirror, MirrorPath, Policy, Protocol, RedirectContext, Route,
+    RouteAction, RouteTracing, SameSite, Sampler, ServerTls, Shaping, Table, Target, TextRewrite, UserAgents,
 };
 
 use crate::Translation;
@@ -87,14 +87,46 @@ pub(crate) fn render(translation: &Translation) -> String {
 /// The `--configmap` settings that differ from the defaults, one line per family (none when
 /// all are default, so that translations without a ConfigMap render as before).
 fn global_lines(global: &GlobalSettings) -> Vec<String> {
-    let GlobalSettings { https } = global;
+    let GlobalSettings { https, compression } = global;
     let mut lines = Vec::new();
     if *https != HttpsSettings::default() {
         let hsts = https.hsts.as_ref().map_or("off", |value| value.to_str().unwrap_or("?"));
         let exempt = https.no_redirect_locations.join(", ");
         lines.push(format!("https: redirect {}, not for [{exempt}]; hsts {hsts}", https.redirect_code));
     }
+    if *compression != Compression::default() {
+        lines.push(compression_line(compression));
+    }
     lines
+}
+
+/// `use-gzip`, `enable-brotli` and their keys.
+fn compression_line(compression: &Compression) -> String {
+    let defaults = Compression::default();
+    let encoding = |name: &str, encoding: &Encoding, default_types: &MediaTypes| {
+        if !encoding.enabled {
+            return format!("{name} off");
+        }
+        let types = match &encoding.types {
+            types if types == default_types => "default".to_owned(),
+            MediaTypes::Any => "*".to_owned(),
+            MediaTypes::Listed(types) => types.join(" "),
+        };
+        format!("{name} level {} from {} bytes, types {types}", encoding.level, encoding.min_length)
+    };
+    let mut line = format!(
+        "compression: {}; {}",
+        encoding("gzip", &compression.gzip, &defaults.gzip.types),
+        encoding("brotli", &compression.brotli, &defaults.brotli.types)
+    );
+    match &compression.gzip_disable {
+        None => {}
+        Some(UserAgents::Msie6) => line.push_str("; no gzip for msie6"),
+        Some(UserAgents::Matching(regex)) => {
+            let _ = write!(line, "; no gzip for user agents ~* {}", regex.as_str());
+        }
+    }
+    line
 }
 
 /// `ssl-ciphers` (TLS 1.2 suites) and `ssl-prefer-server-ciphers` of a host.

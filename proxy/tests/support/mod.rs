@@ -225,9 +225,9 @@ impl TableBuilder {
         self
     }
 
-    /// The `--configmap` settings of the table.
-    pub fn global(mut self, global: ostium_model::GlobalSettings) -> Self {
-        self.table.set_global(Arc::new(global));
+    /// The ConfigMap's settings for every request (`--configmap`).
+    pub fn global(mut self, settings: ostium_model::GlobalSettings) -> Self {
+        self.table.set_global(Arc::new(settings));
         self
     }
 
