@@ -72,6 +72,9 @@ pub enum Reason {
     InvalidSetting,
     /// A key of the `--configmap` ConfigMap that ostium knows and does not implement.
     UnsupportedSetting,
+    /// An entry of a TCP or UDP services ConfigMap that cannot be served (a bad port or
+    /// reference, a port of the controller's listeners, an unsupported Service): no listener.
+    InvalidStreamService,
 }
 
 // === impl Diagnostic ===
@@ -158,6 +161,7 @@ impl Reason {
             Self::MissingConfigMap => "MissingConfigMap",
             Self::InvalidSetting => "InvalidSetting",
             Self::UnsupportedSetting => "UnsupportedSetting",
+            Self::InvalidStreamService => "InvalidStreamService",
         }
     }
 }

@@ -6,8 +6,8 @@ use std::fmt::Write;
 use ostium_model::{
     Affinity, Backend, BackendTlsSettings, Canary, CanaryAffinity, ClientAuth, Credentials, ExternalAuth,
     GlobalSettings, HeaderRule, HostRule, HttpsRedirect, LoadBalance, Mirror, MirrorPath, Policy, Protocol,
-    RedirectContext, Route, RouteAction, RouteTracing, SameSite, Sampler, ServerTls, Shaping, Table, Target,
-    TextRewrite,
+    RedirectContext, Route, RouteAction, RouteTracing, SameSite, Sampler, ServerTls, Shaping, StreamService,
+    Table, Target, TextRewrite,
 };
 
 use crate::Translation;
@@ -46,6 +46,14 @@ pub(crate) fn render(translation: &Translation) -> String {
         out.push_str("passthrough:\n");
         for (host, backend) in passthrough {
             let _ = writeln!(out, "  {host} -> {}", backend_line(table.backend(backend)));
+        }
+    }
+
+    let mut streams = table.streams().peekable();
+    if streams.peek().is_some() {
+        out.push_str("streams:\n");
+        for stream in streams {
+            let _ = writeln!(out, "  {}", stream_line(stream));
         }
     }
 
@@ -496,6 +504,26 @@ fn backend_line(backend: &Backend) -> String {
         Target::Unavailable => "unavailable (503)".to_owned(),
     };
     format!("service {}:{}{protocol} {target}", backend.service, backend.port)
+}
+
+/// A TCP or UDP service: its port, the Service port and its endpoints, and the PROXY protocol.
+fn stream_line(stream: &StreamService) -> String {
+    let addrs: Vec<String> = stream.endpoints.addrs().iter().map(ToString::to_string).collect();
+    let mut line = format!(
+        "{} {} -> service {}:{} endpoints [{}]",
+        stream.protocol,
+        stream.port,
+        stream.service,
+        stream.service_port,
+        addrs.join(", ")
+    );
+    if stream.decode_proxy_protocol {
+        line.push_str(", PROXY protocol from clients");
+    }
+    if stream.send_proxy_protocol {
+        line.push_str(", PROXY protocol to endpoints");
+    }
+    line
 }
 
 /// What a request would get, in words.
