@@ -40,6 +40,10 @@ pub struct StreamLimits {
     /// UDP sessions (clients) per port at most; datagrams of further clients are dropped until
     /// a session ends.
     pub max_udp_sessions: usize,
+    /// A UDP session ends once its endpoint has sent this many datagrams per datagram of the
+    /// client (nginx's `proxy_responses`, ingress-nginx's `proxy-stream-responses`: 1, so each
+    /// DNS query is balanced on its own); `None`: only the idle timeout ends it.
+    pub udp_responses: Option<u32>,
 }
 
 impl Default for StreamLimits {
@@ -48,6 +52,7 @@ impl Default for StreamLimits {
             idle_timeout: Duration::from_secs(600),
             proxy_protocol_timeout: Duration::from_secs(5),
             max_udp_sessions: 4096,
+            udp_responses: Some(1),
         }
     }
 }
@@ -291,6 +296,8 @@ struct Session {
     upstream: Arc<UdpSocket>,
     /// Milliseconds (since the port opened) of the last datagram either way.
     last_active: Arc<AtomicU64>,
+    /// Datagrams of the client so far.
+    requests: Arc<AtomicU64>,
     replies: JoinHandle<()>,
 }
 
@@ -334,6 +341,10 @@ async fn serve_udp(
             }
             () = &mut stop => return,
         };
+        // A session whose replies are all in has ended, even if the news is still on its way.
+        if sessions.get(&client).is_some_and(|s| s.replies.is_finished()) {
+            sessions.remove(&client);
+        }
         if !sessions.contains_key(&client) {
             if sessions.len() >= limits.max_udp_sessions {
                 tracing::debug!(port, %client, "UDP session limit reached; datagram dropped");
@@ -341,11 +352,12 @@ async fn serve_udp(
             }
             next_id += 1;
             let opening = SessionStart { socket: &socket, port, client, id: next_id, opened, ended: &ended };
-            let Some(session) = opening.open(&proxy, limits.idle_timeout).await else { continue };
+            let Some(session) = opening.open(&proxy, &limits).await else { continue };
             sessions.insert(client, session);
         }
         let Some(session) = sessions.get(&client) else { continue };
         session.last_active.store(millis_since(opened), Ordering::Relaxed);
+        session.requests.fetch_add(1, Ordering::Relaxed);
         if let Err(error) = session.upstream.send(&datagram[..length]).await {
             tracing::debug!(port, %client, %error, "UDP datagram not sent to the endpoint");
         }
@@ -364,7 +376,7 @@ struct SessionStart<'a> {
 
 impl SessionStart<'_> {
     /// A session with an endpoint picked from the port's service; `None` when it has none.
-    async fn open(self, proxy: &Proxy, idle: Duration) -> Option<Session> {
+    async fn open(self, proxy: &Proxy, limits: &StreamLimits) -> Option<Session> {
         let endpoints = proxy.inner.tables.load().stream(Transport::Udp, self.port)?.endpoints.load();
         let endpoint = crate::upstream::pick(&endpoints, proxy.upstream().now_ms(), &[])?;
         let any: IpAddr = match endpoint.addr {
@@ -384,20 +396,23 @@ impl SessionStart<'_> {
             }
         };
         let last_active = Arc::new(AtomicU64::new(millis_since(self.opened)));
+        let requests = Arc::new(AtomicU64::new(0));
         let relay = Relay {
             upstream: upstream.clone(),
             socket: self.socket.clone(),
             client: self.client,
             last_active: last_active.clone(),
+            requests: requests.clone(),
+            responses: limits.udp_responses,
             opened: self.opened,
-            idle,
+            idle: limits.idle_timeout,
         };
         let (ended, client, id) = (self.ended.clone(), self.client, self.id);
         let replies = tokio::spawn(async move {
             relay.run().await;
             let _ = ended.send((client, id));
         });
-        Some(Session { id: self.id, upstream, last_active, replies })
+        Some(Session { id: self.id, upstream, last_active, requests, replies })
     }
 }
 
@@ -407,14 +422,19 @@ struct Relay {
     socket: Arc<UdpSocket>,
     client: SocketAddr,
     last_active: Arc<AtomicU64>,
+    requests: Arc<AtomicU64>,
+    /// Replies per client datagram that end the session.
+    responses: Option<u32>,
     opened: Instant,
     idle: Duration,
 }
 
 impl Relay {
-    /// Until the session is idle for the timeout, or the endpoint refuses.
+    /// Until the expected replies are in, the session is idle for the timeout, or the endpoint
+    /// refuses.
     async fn run(self) {
         let mut reply = vec![0u8; MAX_REPLY_BYTES];
+        let mut replies = 0u64;
         loop {
             let last = Duration::from_millis(self.last_active.load(Ordering::Relaxed));
             let deadline = self.opened + last + self.idle;
@@ -423,6 +443,11 @@ impl Relay {
                     Ok(length) => {
                         self.last_active.store(millis_since(self.opened), Ordering::Relaxed);
                         let _ = self.socket.send_to(&reply[..length], self.client).await;
+                        replies += 1;
+                        let requests = self.requests.load(Ordering::Relaxed);
+                        if self.responses.is_some_and(|n| replies >= u64::from(n) * requests) {
+                            return;
+                        }
                     }
                     // The endpoint's port is closed (an ICMP error on the connected socket): the
                     // client's next datagram opens a new session.

@@ -295,6 +295,12 @@ async fn udp_echo(name: &'static str) -> SocketAddr {
     addr
 }
 
+/// Sessions that only the idle timeout ends (nginx's default without ingress-nginx's
+/// `proxy-stream-responses`).
+fn lasting_sessions() -> StreamLimits {
+    StreamLimits { udp_responses: None, ..StreamLimits::default() }
+}
+
 /// A client socket that retries its first datagram until the port answers.
 async fn udp_client() -> UdpSocket {
     UdpSocket::bind("127.0.0.1:0").await.unwrap()
@@ -322,8 +328,7 @@ async fn ask(client: &UdpSocket, port: u16, message: &str) -> (String, String, S
 async fn udp_clients_get_their_own_replies_through_their_own_sessions() {
     let a = udp_echo("a").await;
     let port = free_port().await;
-    let _streams =
-        Streams::start(table(vec![stream(Transport::Udp, port, "dns", &[a])]), StreamLimits::default());
+    let _streams = Streams::start(table(vec![stream(Transport::Udp, port, "dns", &[a])]), lasting_sessions());
     let (one, two) = (udp_client().await, udp_client().await);
     let (backend, one_seen, echoed) = ask(&one, port, "from one").await;
     assert_eq!((backend.as_str(), echoed.as_str()), ("a", "from one"));
@@ -338,7 +343,7 @@ async fn udp_clients_get_their_own_replies_through_their_own_sessions() {
 async fn an_idle_udp_session_ends_and_the_next_datagram_starts_one_on_the_current_endpoints() {
     let (a, b) = (udp_echo("a").await, udp_echo("b").await);
     let port = free_port().await;
-    let limits = StreamLimits { idle_timeout: Duration::from_millis(300), ..StreamLimits::default() };
+    let limits = StreamLimits { idle_timeout: Duration::from_millis(300), ..lasting_sessions() };
     let streams = Streams::start(table(vec![stream(Transport::Udp, port, "dns", &[a])]), limits);
     let client = udp_client().await;
     let (backend, first_seen, _) = ask(&client, port, "1").await;
@@ -359,11 +364,8 @@ async fn an_idle_udp_session_ends_and_the_next_datagram_starts_one_on_the_curren
 async fn udp_sessions_are_bounded() {
     let a = udp_echo("a").await;
     let port = free_port().await;
-    let limits = StreamLimits {
-        idle_timeout: Duration::from_millis(300),
-        max_udp_sessions: 1,
-        ..StreamLimits::default()
-    };
+    let limits =
+        StreamLimits { idle_timeout: Duration::from_millis(300), max_udp_sessions: 1, ..lasting_sessions() };
     let _streams = Streams::start(table(vec![stream(Transport::Udp, port, "dns", &[a])]), limits);
     let (one, two) = (udp_client().await, udp_client().await);
     ask(&one, port, "first").await;
@@ -374,4 +376,22 @@ async fn udp_sessions_are_bounded() {
     // Once the first session has gone idle, the second client gets one.
     let (_, _, echoed) = ask(&two, port, "second").await;
     assert_eq!(echoed, "second");
+}
+
+/// ingress-nginx's `proxy-stream-responses: 1` (nginx's `proxy_responses`): a session ends with
+/// the reply to its datagram, so each query is balanced on its own.
+#[tokio::test]
+async fn by_default_a_reply_ends_the_session_and_the_next_datagram_is_balanced_again() {
+    let (a, b) = (udp_echo("a").await, udp_echo("b").await);
+    let port = free_port().await;
+    let _streams =
+        Streams::start(table(vec![stream(Transport::Udp, port, "dns", &[a, b])]), StreamLimits::default());
+    let client = udp_client().await;
+    let mut backends = Vec::new();
+    for i in 0..4 {
+        let (backend, _, echoed) = ask(&client, port, &i.to_string()).await;
+        assert_eq!(echoed, i.to_string());
+        backends.push(backend);
+    }
+    assert!(backends.windows(2).all(|w| w[0] != w[1]), "round robin per datagram: {backends:?}");
 }
