@@ -8,7 +8,9 @@ use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::Path;
 use std::time::Duration;
 
-use ostium_e2e::{Ostium, eventually, free_addr};
+use ostium_e2e::{Ostium, eventually, free_addr, workspace_root};
+use ostium_model::Transport;
+use ostium_translate::{Objects, Options, translate};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ostium");
 
@@ -111,4 +113,26 @@ fn tcp_and_udp_services_from_manifests_follow_their_configmaps() {
     });
     eventually(wait, "the removed port is closed", || TcpStream::connect(("127.0.0.1", first)).is_err());
     assert_eq!(udp_exchange(dns, "still").as_deref(), Some("udp:still"));
+}
+
+#[test]
+fn the_example_serves_a_tcp_and_a_udp_service_without_diagnostics() {
+    let dir = workspace_root().join("examples/tcp-udp");
+    let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    files.retain(|path| path.extension().is_some_and(|e| e == "yaml"));
+    files.sort();
+    let yaml: Vec<String> = files.iter().map(|path| std::fs::read_to_string(path).unwrap()).collect();
+    let objects = Objects::from_yaml(&yaml.join("\n---\n")).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let options = Options {
+        tcp_services_configmap: Some("ingress-nginx/tcp-services".parse().unwrap()),
+        udp_services_configmap: Some("ingress-nginx/udp-services".parse().unwrap()),
+        ..Options::new(ostium_test_support::fallback_certificate(), provider)
+    };
+    let translation = translate(&objects, &options);
+    assert!(translation.diagnostics.is_empty(), "{:?}", translation.diagnostics);
+    let tcp = translation.table.stream(Transport::Tcp, 9432).unwrap();
+    assert_eq!(tcp.endpoints.addrs(), vec!["127.0.0.1:15432".parse::<SocketAddr>().unwrap()]);
+    let udp = translation.table.stream(Transport::Udp, 9053).unwrap();
+    assert_eq!(udp.endpoints.addrs(), vec!["127.0.0.1:15353".parse::<SocketAddr>().unwrap()]);
 }
