@@ -107,7 +107,7 @@ pub(crate) async fn splice(
 
 /// A connection to the target: an endpoint (skipping those that refuse, up to
 /// [`MAX_CONNECT_TRIES`]), or an external name.
-pub(crate) async fn connect(proxy: &Proxy, target: &Target) -> Option<(TcpStream, Option<Arc<Endpoint>>)> {
+async fn connect(proxy: &Proxy, target: &Target) -> Option<(TcpStream, Option<Arc<Endpoint>>)> {
     let timeout = proxy.config().connect_timeout;
     let set = match target {
         Target::Endpoints(set) | Target::ClusterIp(set) => set,

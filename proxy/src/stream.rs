@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use ostium_model::{Target, Transport};
+use ostium_model::{Endpoint, EndpointSet, StreamSettings, Transport};
 use ppp::PartialResult;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
@@ -28,31 +28,27 @@ use tokio::time::Instant;
 use crate::Proxy;
 use crate::passthrough::Replayed;
 
-/// The timeouts and limits of TCP and UDP services.
+/// The timeouts and limits of TCP and UDP services that no ConfigMap key sets (those that
+/// do, `proxy-stream-*`, come with the table: [`ostium_model::StreamSettings`]).
 #[derive(Clone, Debug)]
 pub struct StreamLimits {
-    /// A TCP connection or UDP session with nothing moving either way for this long is closed
-    /// (nginx's stream `proxy_timeout`, ingress-nginx's `proxy-stream-timeout`: 600 s).
-    pub idle_timeout: Duration,
+    /// Time to connect to an endpoint (nginx's stream `proxy_connect_timeout`, which
+    /// ingress-nginx leaves at 60 s).
+    pub connect_timeout: Duration,
     /// How long a client may take to send its PROXY protocol header on a port that expects one
     /// (ingress-nginx's `proxy-protocol-header-timeout`: 5 s).
     pub proxy_protocol_timeout: Duration,
     /// UDP sessions (clients) per port at most; datagrams of further clients are dropped until
     /// a session ends.
     pub max_udp_sessions: usize,
-    /// A UDP session ends once its endpoint has sent this many datagrams per datagram of the
-    /// client (nginx's `proxy_responses`, ingress-nginx's `proxy-stream-responses`: 1, so each
-    /// DNS query is balanced on its own); `None`: only the idle timeout ends it.
-    pub udp_responses: Option<u32>,
 }
 
 impl Default for StreamLimits {
     fn default() -> Self {
         Self {
-            idle_timeout: Duration::from_secs(600),
+            connect_timeout: Duration::from_secs(60),
             proxy_protocol_timeout: Duration::from_secs(5),
             max_udp_sessions: 4096,
-            udp_responses: Some(1),
         }
     }
 }
@@ -173,8 +169,11 @@ async fn forward_tcp(
     limits: &StreamLimits,
 ) -> io::Result<()> {
     let _ = client.set_nodelay(true);
-    let service = proxy.inner.tables.load().stream(Transport::Tcp, port).cloned();
-    let Some(service) = service else { return Ok(()) };
+    let (service, settings) = {
+        let table = proxy.inner.tables.load();
+        let Some(service) = table.stream(Transport::Tcp, port).cloned() else { return Ok(()) };
+        (service, table.global().stream.clone())
+    };
     let local = client.local_addr()?;
     let (head, source, destination) = match service.decode_proxy_protocol {
         false => (Vec::new(), remote, local),
@@ -191,8 +190,7 @@ async fn forward_tcp(
             }
         }
     };
-    let target = Target::Endpoints(service.endpoints.clone());
-    let Some((mut upstream, endpoint)) = crate::passthrough::connect(proxy, &target).await else {
+    let Some((mut upstream, endpoint)) = connect(proxy, &service.endpoints, &settings, limits).await else {
         tracing::debug!(port, %remote, "no endpoint of the stream service could be reached; closing");
         return Ok(());
     };
@@ -201,14 +199,50 @@ async fn forward_tcp(
         let header = ppp::v1::Addresses::from((source, destination)).to_string();
         upstream.write_all(header.as_bytes()).await?;
     }
-    if let Some(endpoint) = &endpoint {
-        endpoint.start_request();
-    }
-    let result = crate::tunnel::tunnel(Replayed::new(head, client), upstream, limits.idle_timeout).await;
-    if let Some(endpoint) = &endpoint {
-        endpoint.finish_request();
-    }
+    endpoint.start_request();
+    let result = crate::tunnel::tunnel(Replayed::new(head, client), upstream, settings.timeout).await;
+    endpoint.finish_request();
     result
+}
+
+/// A connection to one of the endpoints: the balancer's choice, then others while
+/// `proxy-stream-next-upstream` allows (endpoints that fail are counted toward ejection, as on
+/// the HTTP side).
+async fn connect(
+    proxy: &Proxy,
+    set: &EndpointSet,
+    settings: &StreamSettings,
+    limits: &StreamLimits,
+) -> Option<(TcpStream, Arc<Endpoint>)> {
+    let endpoints = set.load();
+    let upstream = proxy.upstream();
+    let tries = match (settings.next_upstream, settings.next_upstream_tries) {
+        (false, _) => 1,
+        (true, Some(tries)) => tries.get() as usize,
+        (true, None) => endpoints.len(),
+    };
+    let started = Instant::now();
+    let mut tried = Vec::new();
+    while tried.len() < tries {
+        let late = settings.next_upstream_timeout.is_some_and(|limit| started.elapsed() >= limit);
+        if !tried.is_empty() && late {
+            return None;
+        }
+        let endpoint = crate::upstream::pick(&endpoints, upstream.now_ms(), &tried)?;
+        match tokio::time::timeout(limits.connect_timeout, TcpStream::connect(endpoint.addr)).await {
+            Ok(Ok(stream)) => {
+                let _ = stream.set_nodelay(true);
+                endpoint.record_success();
+                return Some((stream, endpoint));
+            }
+            _ => {
+                proxy.metrics().connect_error();
+                endpoint.record_failure(upstream.now_ms(), upstream.eject_for_ms());
+                tried.push(endpoint.addr);
+            }
+        }
+    }
+    None
 }
 
 /// What a client's PROXY protocol header says, and the bytes read after it.
@@ -298,6 +332,8 @@ struct Session {
     last_active: Arc<AtomicU64>,
     /// Datagrams of the client so far.
     requests: Arc<AtomicU64>,
+    /// `proxy-stream-responses: 0`: the session ends with each datagram sent.
+    expects_no_reply: bool,
     replies: JoinHandle<()>,
 }
 
@@ -352,7 +388,7 @@ async fn serve_udp(
             }
             next_id += 1;
             let opening = SessionStart { socket: &socket, port, client, id: next_id, opened, ended: &ended };
-            let Some(session) = opening.open(&proxy, &limits).await else { continue };
+            let Some(session) = opening.open(&proxy).await else { continue };
             sessions.insert(client, session);
         }
         let Some(session) = sessions.get(&client) else { continue };
@@ -360,6 +396,9 @@ async fn serve_udp(
         session.requests.fetch_add(1, Ordering::Relaxed);
         if let Err(error) = session.upstream.send(&datagram[..length]).await {
             tracing::debug!(port, %client, %error, "UDP datagram not sent to the endpoint");
+        }
+        if session.expects_no_reply {
+            sessions.remove(&client);
         }
     }
 }
@@ -376,8 +415,11 @@ struct SessionStart<'a> {
 
 impl SessionStart<'_> {
     /// A session with an endpoint picked from the port's service; `None` when it has none.
-    async fn open(self, proxy: &Proxy, limits: &StreamLimits) -> Option<Session> {
-        let endpoints = proxy.inner.tables.load().stream(Transport::Udp, self.port)?.endpoints.load();
+    async fn open(self, proxy: &Proxy) -> Option<Session> {
+        let (endpoints, settings) = {
+            let table = proxy.inner.tables.load();
+            (table.stream(Transport::Udp, self.port)?.endpoints.load(), table.global().stream.clone())
+        };
         let endpoint = crate::upstream::pick(&endpoints, proxy.upstream().now_ms(), &[])?;
         let any: IpAddr = match endpoint.addr {
             SocketAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
@@ -403,16 +445,17 @@ impl SessionStart<'_> {
             client: self.client,
             last_active: last_active.clone(),
             requests: requests.clone(),
-            responses: limits.udp_responses,
+            responses: settings.responses,
             opened: self.opened,
-            idle: limits.idle_timeout,
+            idle: settings.timeout,
         };
         let (ended, client, id) = (self.ended.clone(), self.client, self.id);
         let replies = tokio::spawn(async move {
             relay.run().await;
             let _ = ended.send((client, id));
         });
-        Some(Session { id: self.id, upstream, last_active, requests, replies })
+        let expects_no_reply = settings.responses == Some(0);
+        Some(Session { id: self.id, upstream, last_active, requests, expects_no_reply, replies })
     }
 }
 

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ostium_model::{
-    EndpointKey, EndpointSet, NamespacedName, PortRef, StreamService, Table, TableStore, TlsTable, Transport,
+    EndpointKey, EndpointSet, GlobalSettings, NamespacedName, PortRef, StreamService, StreamSettings, Table,
+    TableStore, TlsTable, Transport,
 };
 use ostium_proxy::{Proxy, ProxyConfig, ProxyMetrics, StreamLimits};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -51,11 +52,17 @@ impl Drop for Streams {
 }
 
 fn table(streams: Vec<StreamService>) -> Table {
+    table_with(streams, StreamSettings::default())
+}
+
+/// A table with these `proxy-stream-*` settings.
+fn table_with(streams: Vec<StreamService>, settings: StreamSettings) -> Table {
     let mut table =
         ostium_model::TableBuilder::new(TlsTable::new(ostium_test_support::fallback_certificate()));
     for stream in streams {
         assert!(table.add_stream(stream));
     }
+    table.set_global(Arc::new(GlobalSettings { stream: settings }));
     table.build()
 }
 
@@ -131,13 +138,18 @@ async fn established(port: u16) -> (TcpStream, String) {
     (stream, String::from_utf8_lossy(&greeting).into_owned())
 }
 
-/// Sends `message`, ends the client's side, and reads the whole answer.
+/// Sends `message`, ends the client's side, and reads the whole answer (empty when the proxy
+/// closed the connection, by a reset if `message` was left unread).
 async fn exchange(mut stream: TcpStream, message: &str) -> String {
-    stream.write_all(message.as_bytes()).await.unwrap();
-    stream.shutdown().await.unwrap();
+    let _ = stream.write_all(message.as_bytes()).await;
+    let _ = stream.shutdown().await;
     let mut answer = String::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_string(&mut answer)).await.unwrap().unwrap();
-    answer
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_string(&mut answer)).await;
+    match read.expect("an answer or the end of the connection") {
+        Ok(_) => answer,
+        Err(error) if error.kind() == std::io::ErrorKind::ConnectionReset => answer,
+        Err(error) => panic!("{error}"),
+    }
 }
 
 // --- TCP ---
@@ -297,8 +309,13 @@ async fn udp_echo(name: &'static str) -> SocketAddr {
 
 /// Sessions that only the idle timeout ends (nginx's default without ingress-nginx's
 /// `proxy-stream-responses`).
-fn lasting_sessions() -> StreamLimits {
-    StreamLimits { udp_responses: None, ..StreamLimits::default() }
+fn lasting_sessions() -> StreamSettings {
+    StreamSettings { responses: None, ..StreamSettings::default() }
+}
+
+/// The same, ending after 300 ms without a datagram.
+fn short_sessions() -> StreamSettings {
+    StreamSettings { timeout: Duration::from_millis(300), ..lasting_sessions() }
 }
 
 /// A client socket that retries its first datagram until the port answers.
@@ -328,7 +345,8 @@ async fn ask(client: &UdpSocket, port: u16, message: &str) -> (String, String, S
 async fn udp_clients_get_their_own_replies_through_their_own_sessions() {
     let a = udp_echo("a").await;
     let port = free_port().await;
-    let _streams = Streams::start(table(vec![stream(Transport::Udp, port, "dns", &[a])]), lasting_sessions());
+    let table = table_with(vec![stream(Transport::Udp, port, "dns", &[a])], lasting_sessions());
+    let _streams = Streams::start(table, StreamLimits::default());
     let (one, two) = (udp_client().await, udp_client().await);
     let (backend, one_seen, echoed) = ask(&one, port, "from one").await;
     assert_eq!((backend.as_str(), echoed.as_str()), ("a", "from one"));
@@ -343,8 +361,8 @@ async fn udp_clients_get_their_own_replies_through_their_own_sessions() {
 async fn an_idle_udp_session_ends_and_the_next_datagram_starts_one_on_the_current_endpoints() {
     let (a, b) = (udp_echo("a").await, udp_echo("b").await);
     let port = free_port().await;
-    let limits = StreamLimits { idle_timeout: Duration::from_millis(300), ..lasting_sessions() };
-    let streams = Streams::start(table(vec![stream(Transport::Udp, port, "dns", &[a])]), limits);
+    let table = table_with(vec![stream(Transport::Udp, port, "dns", &[a])], short_sessions());
+    let streams = Streams::start(table, StreamLimits::default());
     let client = udp_client().await;
     let (backend, first_seen, _) = ask(&client, port, "1").await;
     assert_eq!(backend, "a");
@@ -364,9 +382,9 @@ async fn an_idle_udp_session_ends_and_the_next_datagram_starts_one_on_the_curren
 async fn udp_sessions_are_bounded() {
     let a = udp_echo("a").await;
     let port = free_port().await;
-    let limits =
-        StreamLimits { idle_timeout: Duration::from_millis(300), max_udp_sessions: 1, ..lasting_sessions() };
-    let _streams = Streams::start(table(vec![stream(Transport::Udp, port, "dns", &[a])]), limits);
+    let limits = StreamLimits { max_udp_sessions: 1, ..StreamLimits::default() };
+    let table = table_with(vec![stream(Transport::Udp, port, "dns", &[a])], short_sessions());
+    let _streams = Streams::start(table, limits);
     let (one, two) = (udp_client().await, udp_client().await);
     ask(&one, port, "first").await;
     two.send_to(b"second", ("127.0.0.1", port)).await.unwrap();
@@ -394,4 +412,39 @@ async fn by_default_a_reply_ends_the_session_and_the_next_datagram_is_balanced_a
         backends.push(backend);
     }
     assert!(backends.windows(2).all(|w| w[0] != w[1]), "round robin per datagram: {backends:?}");
+}
+
+/// `proxy-stream-next-upstream: "false"`: an endpoint that refuses is not left for another.
+#[tokio::test]
+async fn without_next_upstream_a_refused_connection_is_not_tried_elsewhere() {
+    let a = tcp_echo("a").await;
+    let refused = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+    let port = free_port().await;
+    let settings = StreamSettings { next_upstream: false, ..StreamSettings::default() };
+    let _streams = Streams::start(
+        table_with(vec![stream(Transport::Tcp, port, "web", &[refused, a])], settings),
+        StreamLimits::default(),
+    );
+    let mut answers = Vec::new();
+    for _ in 0..4 {
+        answers.push(exchange(connect(port).await, "z").await);
+    }
+    assert!(answers.contains(&String::new()), "some connections closed: {answers:?}");
+    assert!(answers.contains(&"a:z".to_owned()), "others served: {answers:?}");
+}
+
+/// `proxy-stream-timeout`: a TCP connection with no byte either way for that long is closed.
+#[tokio::test]
+async fn an_idle_tcp_connection_is_closed_after_the_stream_timeout() {
+    let a = tcp_echo("a").await;
+    let port = free_port().await;
+    let settings = StreamSettings { timeout: Duration::from_millis(200), ..StreamSettings::default() };
+    let _streams = Streams::start(
+        table_with(vec![stream(Transport::Tcp, port, "a", &[a])], settings),
+        StreamLimits::default(),
+    );
+    let (mut idle, _) = established(port).await;
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), idle.read_to_end(&mut rest)).await;
+    assert!(matches!(read, Ok(Ok(0))), "closed without more bytes: {read:?}");
 }

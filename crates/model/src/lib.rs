@@ -68,7 +68,7 @@ pub use redirect::{HostRedirect, Location, RedirectContext, Redirection, redirec
 pub use retry::{NextUpstream, RetryCondition, RetryConditions};
 pub use shaping::{Shaping, TextRewrite};
 pub use store::{TableReader, TableStore};
-pub use stream::{StreamService, Transport};
+pub use stream::{StreamService, StreamSettings, Transport};
 pub use table::{Route, RouteAction, RouteConflict, RouteMatch, Table, TableBuilder, VirtualHost};
 pub use telemetry::{RouteTracing, Sampler, TraceExport};
 pub use tls::{Certificate, ServerTls, TlsTable, describe_tls_error};

@@ -4,7 +4,9 @@
 //! without a rebuild, as for HTTP backends.
 
 use std::fmt;
+use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::{EndpointSet, NamespacedName, PortRef};
 
@@ -35,6 +37,39 @@ pub struct StreamService {
     /// The Service port's endpoints, shared with the table (and any HTTP backend of the same
     /// port), moved in place.
     pub endpoints: Arc<EndpointSet>,
+}
+
+/// How TCP and UDP services behave: ingress-nginx's `proxy-stream-*` ConfigMap keys (its
+/// `config.go`; nginx's stream `proxy_*` directives). `Default` is ingress-nginx's defaults.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamSettings {
+    /// `proxy-stream-timeout` (600 s): a TCP connection or UDP session with nothing moving either
+    /// way for this long is closed.
+    pub timeout: Duration,
+    /// `proxy-stream-next-upstream` (on): when an endpoint cannot be connected to, the next one
+    /// is tried.
+    pub next_upstream: bool,
+    /// `proxy-stream-next-upstream-timeout` (600 s): no other endpoint is tried after this long;
+    /// `None` (`0`): no limit.
+    pub next_upstream_timeout: Option<Duration>,
+    /// `proxy-stream-next-upstream-tries` (3): endpoints tried at most; `None` (`0`): each once.
+    pub next_upstream_tries: Option<NonZeroU32>,
+    /// `proxy-stream-responses` (1): a UDP session ends once its endpoint has sent this many
+    /// datagrams per datagram of the client (so each DNS query is balanced on its own); `None`
+    /// (nginx's own default, which the ConfigMap cannot express): only the timeout ends it.
+    pub responses: Option<u32>,
+}
+
+impl Default for StreamSettings {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(600),
+            next_upstream: true,
+            next_upstream_timeout: Some(Duration::from_secs(600)),
+            next_upstream_tries: NonZeroU32::new(3),
+            responses: Some(1),
+        }
+    }
 }
 
 impl fmt::Display for Transport {

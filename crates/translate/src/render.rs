@@ -7,7 +7,7 @@ use ostium_model::{
     Affinity, Backend, BackendTlsSettings, Canary, CanaryAffinity, ClientAuth, Credentials, ExternalAuth,
     GlobalSettings, HeaderRule, HostRule, HttpsRedirect, LoadBalance, Mirror, MirrorPath, Policy, Protocol,
     RedirectContext, Route, RouteAction, RouteTracing, SameSite, Sampler, ServerTls, Shaping, StreamService,
-    Table, Target, TextRewrite,
+    StreamSettings, Table, Target, TextRewrite,
 };
 
 use crate::Translation;
@@ -92,8 +92,20 @@ pub(crate) fn render(translation: &Translation) -> String {
 /// The `--configmap` settings that differ from the defaults, one line per family (none when
 /// all are default, so that translations without a ConfigMap render as before).
 fn global_lines(global: &GlobalSettings) -> Vec<String> {
-    let GlobalSettings {} = global;
-    Vec::new()
+    let GlobalSettings { stream } = global;
+    let mut lines = Vec::new();
+    if *stream != StreamSettings::default() {
+        let limit = |limit: Option<String>| limit.unwrap_or_else(|| "no limit".to_owned());
+        lines.push(format!(
+            "stream: timeout {:?}, next upstream {}, tries {}, next upstream timeout {}, UDP responses {}",
+            stream.timeout,
+            if stream.next_upstream { "on" } else { "off" },
+            limit(stream.next_upstream_tries.map(|n| n.to_string())),
+            limit(stream.next_upstream_timeout.map(|t| format!("{t:?}"))),
+            limit(stream.responses.map(|n| n.to_string())),
+        ));
+    }
+    lines
 }
 
 /// `ssl-ciphers` (TLS 1.2 suites) and `ssl-prefer-server-ciphers` of a host.
