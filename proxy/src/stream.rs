@@ -56,13 +56,16 @@ impl Default for StreamLimits {
 /// The longest PROXY protocol header read from a client: a v1 line is at most 107 bytes; a v2
 /// header is 16 bytes and its addresses and TLVs, which nginx reads up to 4 KiB of.
 const MAX_PROXY_HEADER_BYTES: usize = 16 + 4096;
+/// How often a port that could not be bound is tried again.
+const BIND_RETRY: Duration = Duration::from_secs(1);
 /// The largest reply datagram relayed to a UDP client (nginx's stream `proxy_buffer_size`);
 /// longer ones are cut, as nginx's.
 const MAX_REPLY_BYTES: usize = 16 * 1024;
 
 /// Serves the TCP and UDP services of the current table on `ip` (the HTTP listener's address),
 /// reconciling the open ports with the table each time `published` changes, until `shutdown`.
-/// A port that cannot be bound is logged and tried again with the next table.
+/// A port that cannot be bound (taken by another process, or still held by the listener of a
+/// port just closed) is logged once and tried again every [`BIND_RETRY`].
 pub async fn serve_streams(
     proxy: Proxy,
     ip: IpAddr,
@@ -72,10 +75,12 @@ pub async fn serve_streams(
 ) {
     // Dropping a port's sender stops its listener.
     let mut open: BTreeMap<(Transport, u16), oneshot::Sender<()>> = BTreeMap::new();
+    let mut failing: BTreeSet<(Transport, u16)> = BTreeSet::new();
     let mut shutdown = pin!(shutdown);
     loop {
         let wanted: BTreeSet<(Transport, u16)> =
             proxy.inner.tables.load().streams().map(|s| (s.protocol, s.port)).collect();
+        failing.retain(|slot| wanted.contains(slot));
         open.retain(|&(protocol, port), _| {
             let keep = wanted.contains(&(protocol, port));
             if !keep {
@@ -103,15 +108,25 @@ pub async fn serve_streams(
             match bound {
                 Ok(()) => {
                     tracing::info!(%protocol, %addr, "stream service listening");
+                    failing.remove(&(protocol, port));
                     open.insert((protocol, port), stop);
                 }
                 Err(error) => {
-                    tracing::error!(%protocol, %addr, %error, "cannot listen for a stream service; tried again with the next table")
+                    if failing.insert((protocol, port)) {
+                        tracing::error!(%protocol, %addr, %error, "cannot listen for a stream service; trying again");
+                    }
                 }
             }
         }
+        let retry = async {
+            match failing.is_empty() {
+                true => std::future::pending().await,
+                false => tokio::time::sleep(BIND_RETRY).await,
+            }
+        };
         tokio::select! {
             changed = published.changed() => if changed.is_err() { break },
+            () = retry => {}
             () = &mut shutdown => break,
         }
     }

@@ -448,3 +448,25 @@ async fn an_idle_tcp_connection_is_closed_after_the_stream_timeout() {
     let read = tokio::time::timeout(Duration::from_secs(10), idle.read_to_end(&mut rest)).await;
     assert!(matches!(read, Ok(Ok(0))), "closed without more bytes: {read:?}");
 }
+
+/// A port taken by another process when the table names it is opened once it is free, without
+/// a new table.
+#[tokio::test]
+async fn a_port_that_cannot_be_bound_is_tried_again() {
+    let a = tcp_echo("a").await;
+    let squatter = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = squatter.local_addr().unwrap().port();
+    let _streams =
+        Streams::start(table(vec![stream(Transport::Tcp, port, "a", &[a])]), StreamLimits::default());
+    // Let the supervisor fail once before the port is freed.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(squatter);
+    let mut answer = String::new();
+    for _ in 0..300 {
+        answer = exchange(connect(port).await, "late").await;
+        if answer == "a:late" {
+            break;
+        }
+    }
+    assert_eq!(answer, "a:late");
+}
