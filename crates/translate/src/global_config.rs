@@ -1,7 +1,8 @@
 //! The ConfigMap named by `--configmap`: ingress-nginx's global settings, same keys, values and
 //! defaults (its `internal/ingress/controller/config/config.go`), read into typed values once per
-//! translation. Only the OpenTelemetry keys are read so far; every other key is left alone
-//! quietly. A value ostium cannot read is reported and keeps its default, as ingress-nginx does.
+//! translation. Only the OpenTelemetry and `proxy-stream-*` keys are read so far; every other key
+//! is left alone quietly. A value ostium cannot read is reported and keeps its default, as
+//! ingress-nginx does.
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
