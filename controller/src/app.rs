@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use ostium_model::{NamespacedName, Table, TableReader, TableStore, TlsTable};
-use ostium_proxy::{Proxy, ProxyConfig};
+use ostium_proxy::{Proxy, ProxyConfig, StreamLimits};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -23,6 +23,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let reader = tables.reader();
     let metrics = Metrics::default();
     let publisher = Publisher::new(tables, options.clone(), metrics.clone());
+    let published = publisher.subscribe();
     let (stop, stopped) = watch::channel(false);
 
     // The source starts first: a bad --manifests path must fail before any port is bound.
@@ -39,7 +40,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
     };
     tokio::spawn(rebuild::run(store, publisher, updates_rx, outputs));
-    let (http, https) = serve(&config, reader, metrics, stopped).await?;
+    let (http, https) = serve(&config, reader, metrics, published, stopped).await?;
 
     shutdown_signal().await;
     tracing::info!("shutting down: no new connections, draining requests in flight");
@@ -59,6 +60,7 @@ async fn serve(
     config: &Config,
     reader: TableReader,
     metrics: Metrics,
+    published: watch::Receiver<()>,
     stopped: watch::Receiver<bool>,
 ) -> anyhow::Result<(JoinHandle<()>, JoinHandle<()>)> {
     let bind = |addr: SocketAddr, flag: &'static str| async move {
@@ -81,6 +83,15 @@ async fn serve(
         ..ProxyConfig::default()
     };
     let proxy = Proxy::new(reader.clone(), proxy_config, proxy_metrics, provider.clone());
+    // TCP and UDP services listen on the HTTP listener's address.
+    let streams = ostium_proxy::serve_streams(
+        proxy.clone(),
+        config.http_addr.ip(),
+        StreamLimits::default(),
+        published,
+        until_stopped(stopped.clone()),
+    );
+    tokio::spawn(streams);
     let http = tokio::spawn(ostium_proxy::serve_http(proxy.clone(), http, until_stopped(stopped.clone())));
     let tls = ostium_proxy::server_config(reader, provider);
     let https = tokio::spawn(ostium_proxy::serve_https(proxy, https, tls, until_stopped(stopped)));

@@ -78,6 +78,15 @@ pub struct Args {
     #[arg(long, global = true, value_name = "NS/NAME")]
     configmap: Option<NamespacedName>,
 
+    /// Raw TCP forwarding: data "<port>": "<ns>/<svc>:<port>[:PROXY][:PROXY]" (ingress-nginx's
+    /// format; in --manifests mode: a ConfigMap among the manifests). Applied live.
+    #[arg(long, global = true, value_name = "NS/NAME")]
+    tcp_services_configmap: Option<NamespacedName>,
+
+    /// The same for UDP (ingress-nginx's format).
+    #[arg(long, global = true, value_name = "NS/NAME")]
+    udp_services_configmap: Option<NamespacedName>,
+
     /// Service whose address is written into Ingress status.loadBalancer.
     #[arg(long, global = true, value_name = "NS/NAME", conflicts_with = "publish_status_address")]
     publish_service: Option<NamespacedName>,
@@ -275,6 +284,8 @@ impl TryFrom<Args> for Config {
             annotations_prefix,
             enable_ssl_passthrough,
             configmap,
+            tcp_services_configmap,
+            udp_services_configmap,
             publish_service,
             publish_status_address,
             election_id,
@@ -307,6 +318,9 @@ impl TryFrom<Args> for Config {
             annotations_prefix,
             configmap,
             enable_ssl_passthrough,
+            tcp_services_configmap,
+            udp_services_configmap,
+            reserved_ports: vec![http_addr.port(), https_addr.port(), admin_addr.port()],
             crypto_provider,
             rate_limit_zones: Default::default(),
         };

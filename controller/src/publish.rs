@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use ostium_model::{NamespacedName, TableReader, TableStore};
 use ostium_translate::{Diagnostic, Objects, Options, Severity, Translation, translate};
+use tokio::sync::watch;
 
 use crate::metrics::Metrics;
 
@@ -17,6 +18,8 @@ pub(crate) struct Publisher {
     metrics: Metrics,
     /// Diagnostics of the last build, rendered, so each is logged once while it lasts.
     reported: BTreeSet<String>,
+    /// Told of every table published (the TCP and UDP listeners follow the table).
+    published: watch::Sender<()>,
 }
 
 /// What an update did.
@@ -39,11 +42,16 @@ pub(crate) struct Build {
 
 impl Publisher {
     pub(crate) fn new(store: TableStore, options: Options, metrics: Metrics) -> Self {
-        Self { store, options, metrics, reported: BTreeSet::new() }
+        Self { store, options, metrics, reported: BTreeSet::new(), published: watch::Sender::new(()) }
     }
 
     pub(crate) fn reader(&self) -> TableReader {
         self.store.reader()
+    }
+
+    /// A receiver that sees a change each time a new table is published.
+    pub(crate) fn subscribe(&self) -> watch::Receiver<()> {
+        self.published.subscribe()
     }
 
     /// How many tables this publisher has built.
@@ -78,6 +86,7 @@ impl Publisher {
         let backends = table.backends().len();
         let routes = table.route_count();
         self.store.publish(Arc::new(table));
+        self.published.send_replace(());
         // Freeing a large table takes milliseconds that the next build need not wait for.
         if Arc::strong_count(&current) == 1 {
             std::thread::spawn(move || drop(current));
@@ -201,11 +210,29 @@ mod tests {
     }
 
     #[test]
+    fn each_published_table_is_announced_and_an_unchanged_one_is_not() {
+        let mut p = publisher();
+        let mut published = p.subscribe();
+        assert!(!published.has_changed().unwrap());
+        p.update(&objects("a.example.com", "10.0.0.1"));
+        assert!(published.has_changed().unwrap());
+        published.mark_unchanged();
+        p.update(&objects("a.example.com", "10.0.0.1"));
+        assert!(!published.has_changed().unwrap(), "the same table is not published again");
+        p.update(&objects("b.example.com", "10.0.0.1"));
+        assert!(published.has_changed().unwrap());
+    }
+
+    #[test]
     fn endpoint_change_moves_endpoints_without_a_new_table() {
         let mut p = publisher();
         p.update(&objects("a.example.com", "10.0.0.1"));
         let before = p.reader().load_full();
-        let key = EndpointKey { service: NamespacedName::new("default", "web"), port: 80 };
+        let key = EndpointKey {
+            service: NamespacedName::new("default", "web"),
+            port: 80,
+            protocol: ostium_model::Transport::Tcp,
+        };
 
         assert_eq!(p.update(&objects("a.example.com", "10.0.0.2")).outcome, Outcome::Unchanged);
         let after = p.reader().load_full();
@@ -225,7 +252,11 @@ mod tests {
         let after = p.reader().load_full();
         assert!(after.route(Some("b.example.com"), "/").is_some());
         assert!(after.route(Some("a.example.com"), "/").is_none());
-        let key = EndpointKey { service: NamespacedName::new("default", "web"), port: 80 };
+        let key = EndpointKey {
+            service: NamespacedName::new("default", "web"),
+            port: 80,
+            protocol: ostium_model::Transport::Tcp,
+        };
         assert!(Arc::ptr_eq(before.endpoint_set(&key).unwrap(), after.endpoint_set(&key).unwrap()));
     }
 

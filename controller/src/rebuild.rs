@@ -162,7 +162,11 @@ mod tests {
     }
 
     fn web_key() -> EndpointKey {
-        EndpointKey { service: NamespacedName::new("default", "web"), port: 80 }
+        EndpointKey {
+            service: NamespacedName::new("default", "web"),
+            port: 80,
+            protocol: ostium_model::Transport::Tcp,
+        }
     }
 
     #[tokio::test(start_paused = true)]

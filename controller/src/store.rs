@@ -457,6 +457,37 @@ pub(crate) mod tests {
         assert_eq!(store.objects().slices_of(&NamespacedName::new("default", "web")).count(), 0);
     }
 
+    /// The `--tcp-services-configmap` ConfigMap counts, and names the Services of its entries:
+    /// their changes rebuild, their endpoints move in place.
+    #[test]
+    fn the_tcp_services_configmap_and_the_services_it_names_count() {
+        let options = Options {
+            tcp_services_configmap: Some(NamespacedName::new("default", "tcp-services")),
+            ..options()
+        };
+        let mut store = Store::new(options, &[ObjectKind::Ingress], true);
+        store.update(listed::<Ingress>(vec![]));
+        assert!(store.take_pending().is_some(), "the first build");
+        let tcp_services = |data: &str| {
+            one::<ConfigMap>(&format!(
+                "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: tcp-services, namespace: default}}\ndata: {{{data}}}\n"
+            ))
+        };
+        store.update(apply(tcp_services("\"9000\": \"default/web:80\"")));
+        assert!(store.take_pending().is_some_and(|p| p.rebuild), "a new entry");
+        store.update(apply(service("web")));
+        assert!(store.take_pending().is_some_and(|p| p.rebuild), "the Service named");
+        store.update(apply(slice("web", "10.0.0.1")));
+        let pending = store.take_pending().unwrap();
+        assert!(!pending.rebuild);
+        assert_eq!(pending.endpoints, BTreeSet::from([NamespacedName::new("default", "web")]));
+
+        store.update(apply(tcp_services("\"9001\": \"default/api:80\"")));
+        assert!(store.take_pending().is_some_and(|p| p.rebuild), "a changed entry");
+        store.update(apply(slice("web", "10.0.0.2")));
+        assert_eq!(store.take_pending(), None, "web is no longer named");
+    }
+
     #[test]
     fn a_slice_moving_to_another_service_moves_the_endpoints_of_both() {
         let objects = vec![

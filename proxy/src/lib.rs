@@ -73,6 +73,7 @@ mod response;
 mod retry;
 mod rewrite;
 mod route;
+mod stream;
 mod telemetry;
 mod tls;
 mod tunnel;
@@ -91,6 +92,7 @@ pub use connection::{ConnectionLimits, default_max_connections};
 pub use error::ProxyError;
 pub use listener::{serve_admin, serve_http, serve_https};
 pub use metrics::ProxyMetrics;
+pub use stream::{StreamLimits, serve_streams};
 pub use tls::server_config;
 pub use upstream::upstream_tls_config;
 

@@ -377,7 +377,11 @@ mod tests {
     }
 
     fn set(n: u8) -> EndpointSet {
-        let key = EndpointKey { service: NamespacedName::new("default", "web"), port: 80 };
+        let key = EndpointKey {
+            service: NamespacedName::new("default", "web"),
+            port: 80,
+            protocol: ostium_model::Transport::Tcp,
+        };
         EndpointSet::new(key, (1..=n).map(|i| SocketAddr::from(([10, 0, 0, i], 80))))
     }
 

@@ -46,7 +46,11 @@ fn hashed_by(variable: Variable, subset: Option<u32>) -> Policy {
 
 /// An endpoint set the test can move, and a table routing `/` to it with `policy`.
 fn site(addrs: &[SocketAddr], policy: Policy) -> (Arc<EndpointSet>, Table) {
-    let key = EndpointKey { service: NamespacedName::new("default", "web"), port: 80 };
+    let key = EndpointKey {
+        service: NamespacedName::new("default", "web"),
+        port: 80,
+        protocol: ostium_model::Transport::Tcp,
+    };
     let set = Arc::new(EndpointSet::new(key, addrs.iter().copied()));
     let table = TableBuilder::new()
         .route_with(None, PathRule::prefix("/").unwrap(), "web", Target::Endpoints(set.clone()), policy)

@@ -189,8 +189,11 @@ async fn a_default_backend_without_endpoints_is_not_used() {
 #[tokio::test]
 async fn service_upstream_sends_to_the_cluster_ip() {
     let service = EchoBackend::start("cluster-ip").await;
-    let key =
-        ostium_model::EndpointKey { service: ostium_model::NamespacedName::new("default", "web"), port: 80 };
+    let key = ostium_model::EndpointKey {
+        service: ostium_model::NamespacedName::new("default", "web"),
+        port: 80,
+        protocol: ostium_model::Transport::Tcp,
+    };
     let set = std::sync::Arc::new(ostium_model::EndpointSet::new(key, [service.addr]));
     let table = TableBuilder::new().route(None, "/", "web", Target::ClusterIp(set)).build();
     let proxy = Harness::start(table).await;

@@ -21,7 +21,10 @@ pub fn table(n: usize) -> Table {
     for i in 0..n {
         let service = NamespacedName::new("bench", format!("svc-{i}"));
         let addrs = (0..5u8).map(|j| SocketAddr::from((Ipv4Addr::new(10, (i >> 8) as u8, i as u8, j), 8080)));
-        let set = EndpointSet::new(EndpointKey { service: service.clone(), port: 80 }, addrs);
+        let set = EndpointSet::new(
+            EndpointKey { service: service.clone(), port: 80, protocol: ostium_model::Transport::Tcp },
+            addrs,
+        );
         let backend = table.add_backend(Backend {
             service: Arc::new(service),
             port: PortRef::Number(80),

@@ -14,7 +14,7 @@ use std::sync::{Arc, OnceLock};
 use arc_swap::ArcSwap;
 use http::uri::Authority;
 
-use crate::{HashRing, NamespacedName, StableHasher, decay_ewma};
+use crate::{HashRing, NamespacedName, StableHasher, Transport, decay_ewma};
 
 /// Index of a [`Backend`] in its [`Table`](crate::Table).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -66,11 +66,13 @@ pub enum Target {
     Unavailable,
 }
 
-/// Identity of an endpoint set: a Service and one of its ports (by number).
+/// Identity of an endpoint set: a Service and one of its ports (by number and protocol: DNS
+/// Services have port 53 twice, once for TCP and once for UDP).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct EndpointKey {
     pub service: NamespacedName,
     pub port: u16,
+    pub protocol: Transport,
 }
 
 /// The current endpoints of one Service port, swappable in place.
@@ -386,7 +388,7 @@ mod tests {
     use super::*;
 
     fn key() -> EndpointKey {
-        EndpointKey { service: NamespacedName::new("default", "web"), port: 80 }
+        EndpointKey { service: NamespacedName::new("default", "web"), port: 80, protocol: Transport::Tcp }
     }
 
     fn addr(s: &str) -> SocketAddr {

@@ -6,7 +6,7 @@
 
 use http::HeaderValue;
 
-use crate::Compression;
+use crate::{Compression, StreamSettings};
 
 /// The global settings of one table; `Default` is ingress-nginx's defaults.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -14,6 +14,8 @@ pub struct GlobalSettings {
     pub https: HttpsSettings,
     /// `use-gzip`, `enable-brotli` and their keys.
     pub compression: Compression,
+    /// `proxy-stream-*`: TCP and UDP services.
+    pub stream: StreamSettings,
 }
 
 /// How plain requests are sent to HTTPS, and what HTTPS answers carry.

@@ -28,6 +28,7 @@ mod redirect;
 mod retry;
 mod shaping;
 mod store;
+mod stream;
 mod table;
 mod telemetry;
 mod tls;
@@ -72,6 +73,7 @@ pub use redirect::{HostRedirect, Location, RedirectContext, Redirection, redirec
 pub use retry::{NextUpstream, RetryCondition, RetryConditions};
 pub use shaping::{Shaping, TextRewrite};
 pub use store::{TableReader, TableStore};
+pub use stream::{StreamService, StreamSettings, Transport};
 pub use table::{Route, RouteAction, RouteConflict, RouteMatch, Table, TableBuilder, VirtualHost};
 pub use telemetry::{RouteTracing, Sampler, TraceExport};
 pub use tls::{Certificate, ServerTls, TlsTable, TlsVersions, describe_tls_error};

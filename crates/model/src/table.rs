@@ -7,7 +7,10 @@ use crate::backend::{Backend, BackendId, EndpointKey, EndpointSet, Target};
 use crate::host::NormalizedHost;
 use crate::host::{HostMatch, HostRule, normalize_host};
 use crate::path::{PathMatch, PathMatchKind, PathRule};
-use crate::{ClientAuth, GlobalSettings, HashMap, HostRedirect, NamespacedName, Policy, TlsTable};
+use crate::{
+    ClientAuth, GlobalSettings, HashMap, HostRedirect, NamespacedName, Policy, StreamService, TlsTable,
+    Transport,
+};
 
 /// One immutable version of the routing configuration.
 ///
@@ -37,6 +40,8 @@ pub struct Table {
     has_client_auth: bool,
     /// The `--configmap` settings that apply to every connection and request.
     global: Arc<GlobalSettings>,
+    /// TCP and UDP services, by protocol and port.
+    streams: BTreeMap<(Transport, u16), StreamService>,
 }
 
 /// A [`Table`] being filled by translation; [`TableBuilder::build`] turns it into the immutable
@@ -121,12 +126,23 @@ impl Table {
             passthrough: HashMap::default(),
             has_client_auth: false,
             global: Arc::default(),
+            streams: BTreeMap::new(),
         }
     }
 
     /// The settings that apply to every connection and request.
     pub fn global(&self) -> &Arc<GlobalSettings> {
         &self.global
+    }
+
+    /// The TCP or UDP service listening on `port`, if any.
+    pub fn stream(&self, protocol: Transport, port: u16) -> Option<&StreamService> {
+        self.streams.get(&(protocol, port))
+    }
+
+    /// Every TCP service, then every UDP service, each by port.
+    pub fn streams(&self) -> impl Iterator<Item = &StreamService> {
+        self.streams.values()
     }
 
     /// The backend a TLS connection for this SNI name is passed through to, undecrypted; `None`
@@ -220,8 +236,9 @@ impl Table {
 
     /// The endpoint sets of one Service, one per port the table uses.
     pub fn endpoint_sets_of(&self, service: &NamespacedName) -> impl Iterator<Item = &Arc<EndpointSet>> {
-        let key = |port| EndpointKey { service: service.clone(), port };
-        self.endpoint_sets.range(key(0)..=key(u16::MAX)).map(|(_, set)| set)
+        let key = |port, protocol| EndpointKey { service: service.clone(), port, protocol };
+        let range = key(0, Transport::Tcp)..=key(u16::MAX, Transport::Udp);
+        self.endpoint_sets.range(range).map(|(_, set)| set)
     }
 
     /// How many virtual hosts there are (the host-less one included).
@@ -263,6 +280,11 @@ impl Table {
                 && let Some(shared) = self.endpoint_sets.get(set.key())
             {
                 *set = shared.clone();
+            }
+        }
+        for stream in self.streams.values_mut() {
+            if let Some(shared) = self.endpoint_sets.get(stream.endpoints.key()) {
+                stream.endpoints = shared.clone();
             }
         }
         swapped
@@ -316,6 +338,21 @@ impl TableBuilder {
 
     pub fn backend(&self, id: BackendId) -> &Backend {
         self.table.backend(id)
+    }
+
+    /// Adds a TCP or UDP service; its endpoint set is registered as a backend's is (shared with
+    /// any backend of the same Service port). `false`, and nothing added, when its protocol and
+    /// port are taken.
+    pub fn add_stream(&mut self, mut stream: StreamService) -> bool {
+        let slot = (stream.protocol, stream.port);
+        if self.table.streams.contains_key(&slot) {
+            return false;
+        }
+        let key = stream.endpoints.key().clone();
+        stream.endpoints =
+            self.table.endpoint_sets.entry(key).or_insert_with(|| stream.endpoints.clone()).clone();
+        self.table.streams.insert(slot, stream);
+        true
     }
 
     /// The virtual host of a host rule, if some rule defines it.

@@ -14,6 +14,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::IngressBackend;
 use ostium_model::{
     Backend, BackendId, EndpointKey, EndpointSet, NamespacedName, PortRef, Protocol, TableBuilder, Target,
+    Transport,
 };
 
 use crate::{Diagnostic, ObjectKind, ObjectRef, Objects, Reason};
@@ -195,7 +196,7 @@ impl<'a> Backends<'a> {
 
         let Some(service_port) = service_port else { return unknown_port() };
         let Ok(number) = u16::try_from(service_port.port) else { return unknown_port() };
-        let key = EndpointKey { service: id.clone(), port: number };
+        let key = EndpointKey { service: id.clone(), port: number, protocol: Transport::Tcp };
         let cluster_ip = spec.cluster_ip.as_deref().and_then(|ip| ip.parse::<IpAddr>().ok());
         if let (Dial::ClusterIp, Some(ip)) = (dial, cluster_ip) {
             let set = EndpointSet::new(key, [SocketAddr::new(ip, number)]);
@@ -203,19 +204,26 @@ impl<'a> Backends<'a> {
         }
         let slices: Vec<&EndpointSlice> = self.objects.slices_of(id).collect();
         let slices = (!slices.is_empty()).then_some(&slices[..]);
-        let addrs = addrs(slices, self.objects.endpoints.get(id).map(|e| &**e), service_port);
+        let endpoints = self.objects.endpoints.get(id).map(|e| &**e);
+        let addrs = addrs(slices, endpoints, service_port, Transport::Tcp);
         (Target::Endpoints(Arc::new(EndpointSet::new(key, addrs))), None)
     }
 }
 
 /// Ready endpoint addresses of a Service port from its EndpointSlices (serving-but-terminating
-/// ones when none is ready), or, when it has no slice, from its Endpoints object.
+/// ones when none is ready), or, when it has no slice, from its Endpoints object; the endpoint
+/// ports of `protocol` only.
 pub(crate) fn addrs(
     slices: Option<&[&EndpointSlice]>,
     endpoints: Option<&Endpoints>,
     service_port: &ServicePort,
+    protocol: Transport,
 ) -> Vec<SocketAddr> {
     let port_name = service_port.name.as_deref().unwrap_or("");
+    let protocol = match protocol {
+        Transport::Tcp => "TCP",
+        Transport::Udp => "UDP",
+    };
     if let Some(slices) = slices {
         let mut ready = Vec::new();
         let mut terminating = Vec::new();
@@ -225,7 +233,7 @@ pub(crate) fn addrs(
             }
             let port = slice.ports.iter().flatten().find(|p| {
                 p.name.as_deref().unwrap_or("") == port_name
-                    && p.protocol.as_deref().unwrap_or("TCP") == "TCP"
+                    && p.protocol.as_deref().unwrap_or("TCP") == protocol
             });
             let Some(port) = port.and_then(|p| u16::try_from(p.port?).ok()) else { continue };
             for endpoint in &slice.endpoints {
@@ -252,7 +260,7 @@ pub(crate) fn addrs(
     let mut addrs = Vec::new();
     for subset in endpoints.subsets.iter().flatten() {
         let port = subset.ports.iter().flatten().find(|p| {
-            p.name.as_deref().unwrap_or("") == port_name && p.protocol.as_deref().unwrap_or("TCP") == "TCP"
+            p.name.as_deref().unwrap_or("") == port_name && p.protocol.as_deref().unwrap_or("TCP") == protocol
         });
         let Some(port) = port.and_then(|p| u16::try_from(p.port).ok()) else { continue };
         for address in subset.addresses.iter().flatten() {

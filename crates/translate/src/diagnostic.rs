@@ -76,6 +76,9 @@ pub enum Reason {
     NoEffectSetting,
     /// A key of the `--configmap` ConfigMap that ingress-nginx does not know.
     UnknownSetting,
+    /// An entry of a TCP or UDP services ConfigMap that cannot be served (a bad port or
+    /// reference, a port of the controller's listeners, an unsupported Service): no listener.
+    InvalidStreamService,
 }
 
 // === impl Diagnostic ===
@@ -164,6 +167,7 @@ impl Reason {
             Self::UnsupportedSetting => "UnsupportedSetting",
             Self::NoEffectSetting => "NoEffectSetting",
             Self::UnknownSetting => "UnknownSetting",
+            Self::InvalidStreamService => "InvalidStreamService",
         }
     }
 }

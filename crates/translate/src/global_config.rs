@@ -1,9 +1,11 @@
 //! The ConfigMap named by `--configmap`: ingress-nginx's global settings, same keys, values and
 //! defaults (its `internal/ingress/controller/config/config.go`), read into typed values once per
-//! translation. Only the OpenTelemetry keys are read so far; every other key is left alone
-//! quietly. A value ostium cannot read is reported and keeps its default, as ingress-nginx does.
+//! translation. Only the OpenTelemetry and `proxy-stream-*` keys are read so far; every other key
+//! is left alone quietly. A value ostium cannot read is reported and keeps its default, as
+//! ingress-nginx does.
 
 use std::collections::BTreeMap;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +14,7 @@ use http::uri::Authority;
 use k8s_openapi::api::core::v1::ConfigMap;
 use ostium_model::{
     ACME_CHALLENGE, Compression, Encoding, GlobalSettings, HttpsSettings, LimitStatuses, MediaTypes, Sampler,
-    ServerTls, TlsVersions, TraceExport, UserAgents,
+    ServerTls, StreamSettings, TlsVersions, TraceExport, UserAgents,
 };
 use rustls::NamedGroup;
 
@@ -72,6 +74,11 @@ pub(crate) const APPLIED_CONFIGMAP_KEYS: &[&str] = &[
     "brotli-level",
     "brotli-min-length",
     "brotli-types",
+    "proxy-stream-timeout",
+    "proxy-stream-next-upstream",
+    "proxy-stream-next-upstream-timeout",
+    "proxy-stream-next-upstream-tries",
+    "proxy-stream-responses",
 ];
 
 /// The ConfigMap's external auth for every Ingress without its own.
@@ -169,7 +176,11 @@ impl GlobalConfig {
         let annotation_defaults =
             annotations::annotation_defaults(&object, defaults, objects, options, diagnostics);
         let mut reader = Reader { object, config_map, diagnostics };
-        let settings = GlobalSettings { https: reader.https(), compression: reader.compression() };
+        let settings = GlobalSettings {
+            https: reader.https(),
+            compression: reader.compression(),
+            stream: reader.stream(),
+        };
         let server_tls = reader.server_tls(options);
         let limit_statuses = LimitStatuses {
             requests: reader.status("limit-req-status-code", 503),
@@ -649,4 +660,90 @@ impl Reader<'_> {
             default
         })
     }
+}
+/// TCP and UDP services: the `proxy-stream-*` keys.
+impl Reader<'_> {
+    fn stream(&mut self) -> StreamSettings {
+        let defaults = StreamSettings::default();
+        let timeout = match self.nginx_duration("proxy-stream-timeout", "600s") {
+            Some(timeout) if timeout.is_zero() => {
+                self.invalid("proxy-stream-timeout", "a time longer than 0", "600s");
+                None
+            }
+            timeout => timeout,
+        };
+        let next_upstream_timeout = match self.nginx_duration("proxy-stream-next-upstream-timeout", "600s") {
+            Some(timeout) => (!timeout.is_zero()).then_some(timeout),
+            None => defaults.next_upstream_timeout,
+        };
+        let next_upstream_tries = match self.value("proxy-stream-next-upstream-tries") {
+            None => defaults.next_upstream_tries,
+            Some(tries) => match tries.trim().parse::<u32>() {
+                Ok(tries) => NonZeroU32::new(tries),
+                Err(_) => {
+                    self.invalid("proxy-stream-next-upstream-tries", "a whole number (0: no limit)", "3");
+                    defaults.next_upstream_tries
+                }
+            },
+        };
+        let responses = match self.value("proxy-stream-responses").map(|n| n.trim().parse::<u32>()) {
+            None => defaults.responses,
+            Some(Ok(responses)) => Some(responses),
+            Some(Err(_)) => {
+                self.invalid("proxy-stream-responses", "a whole number", "1");
+                defaults.responses
+            }
+        };
+        StreamSettings {
+            timeout: timeout.unwrap_or(defaults.timeout),
+            next_upstream: self.flag("proxy-stream-next-upstream").unwrap_or(defaults.next_upstream),
+            next_upstream_timeout,
+            next_upstream_tries,
+            responses,
+        }
+    }
+
+    /// An nginx time (`600s`, `10m`, `1h30m`, `500ms`; a bare number is seconds), `None` when
+    /// the key is unset or its value is reported as unreadable (`default` is then used).
+    fn nginx_duration(&mut self, key: &str, default: &str) -> Option<Duration> {
+        let text = self.value(key)?.trim();
+        let parsed = parse_nginx_duration(text);
+        if parsed.is_none() {
+            self.invalid(key, "an nginx time such as 600s, 10m or 1h", default);
+        }
+        parsed
+    }
+}
+
+/// nginx's time syntax (`ngx_parse_time`): numbers with units `ms`, `s`, `m`, `h`, `d`, `w`,
+/// `M` (30 days), `y` (365 days), largest first, a unit-less number in seconds.
+fn parse_nginx_duration(text: &str) -> Option<Duration> {
+    const UNITS: [(&str, u64); 8] = [
+        ("ms", 1),
+        ("s", 1_000),
+        ("m", 60_000),
+        ("h", 3_600_000),
+        ("d", 86_400_000),
+        ("w", 604_800_000),
+        ("M", 2_592_000_000),
+        ("y", 31_536_000_000),
+    ];
+    if text.is_empty() {
+        return None;
+    }
+    let mut rest = text;
+    let mut millis = 0u64;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let number: u64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let (unit, factor) = match UNITS.iter().find(|(unit, _)| rest.starts_with(unit)) {
+            Some(&(unit, factor)) => (unit, factor),
+            None if rest.is_empty() => ("", 1_000),
+            None => return None,
+        };
+        rest = &rest[unit.len()..];
+        millis = millis.checked_add(number.checked_mul(factor)?)?;
+    }
+    Some(Duration::from_millis(millis))
 }

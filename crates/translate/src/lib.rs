@@ -19,6 +19,7 @@ mod global_config;
 mod kind;
 mod objects;
 mod render;
+mod stream;
 mod tls;
 
 use std::collections::BTreeMap;
@@ -68,6 +69,13 @@ pub struct Options {
     pub configmap: Option<NamespacedName>,
     /// `--enable-ssl-passthrough`: the `ssl-passthrough` annotation is honoured.
     pub enable_ssl_passthrough: bool,
+    /// `--tcp-services-configmap`: TCP services, `"<port>": "<ns>/<service>:<port>"`.
+    pub tcp_services_configmap: Option<NamespacedName>,
+    /// `--udp-services-configmap`: UDP services, the same format.
+    pub udp_services_configmap: Option<NamespacedName>,
+    /// The ports of the controller's own listeners (HTTP, HTTPS, admin), which no TCP or UDP
+    /// service may take.
+    pub reserved_ports: Vec<u16>,
     pub crypto_provider: Arc<CryptoProvider>,
     /// The rate limit zones of the tables built with these options: a new table takes each
     /// Ingress's zone from the table before it, so rebuilding keeps every client's state.
@@ -94,6 +102,9 @@ impl Options {
             annotations_prefix: Self::DEFAULT_ANNOTATIONS_PREFIX.into(),
             configmap: None,
             enable_ssl_passthrough: false,
+            tcp_services_configmap: None,
+            udp_services_configmap: None,
+            reserved_ports: vec![8080, 8443, 10254],
             crypto_provider,
             rate_limit_zones: RateLimitZones::default(),
         }
@@ -131,6 +142,7 @@ pub fn translate(objects: &Objects, options: &Options) -> Translation {
     translator.www_redirects();
     translator.default_backend_flag();
     translator.table.set_global(Arc::new(translator.global.settings.clone()));
+    stream::add_streams(objects, options, &mut translator.table, &mut translator.diagnostics);
 
     let mut ingresses: Vec<NamespacedName> = ingresses.into_iter().map(|(id, _)| id.clone()).collect();
     ingresses.sort();

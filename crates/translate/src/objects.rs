@@ -12,7 +12,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::{Metadata, Resource};
-use ostium_model::{EndpointKey, NamespacedName};
+use ostium_model::{EndpointKey, NamespacedName, Transport};
 use serde_json::Value;
 
 use crate::class::ClassList;
@@ -247,10 +247,15 @@ impl Objects {
     /// one. `None` when the Service or its port is gone, which only a new translation can answer.
     pub fn endpoint_addrs(&self, key: &EndpointKey) -> Option<Vec<SocketAddr>> {
         let spec = self.services.get(&key.service)?.spec.as_ref()?;
-        let port = spec.ports.iter().flatten().find(|p| p.port == i32::from(key.port))?;
+        // The port of that number and protocol; HTTP backends take a port by number alone.
+        let ports = || spec.ports.iter().flatten().filter(|p| p.port == i32::from(key.port));
+        let port = ports()
+            .find(|p| crate::stream::transport(p) == key.protocol)
+            .or_else(|| ports().next().filter(|_| key.protocol == Transport::Tcp))?;
         let slices: Vec<&EndpointSlice> = self.slices_of(&key.service).collect();
         let slices = (!slices.is_empty()).then_some(&slices[..]);
-        Some(backend::addrs(slices, self.endpoints.get(&key.service).map(|e| &**e), port))
+        let endpoints = self.endpoints.get(&key.service).map(|e| &**e);
+        Some(backend::addrs(slices, endpoints, port, key.protocol))
     }
 
     /// The metadata of an object named by kind and key.

@@ -7,7 +7,8 @@ use ostium_model::{
     Affinity, Backend, BackendTlsSettings, Canary, CanaryAffinity, ClientAuth, Compression, Credentials,
     Encoding, ExternalAuth, GlobalSettings, HeaderRule, HostRule, HttpsRedirect, HttpsSettings,
     LimitStatuses, LoadBalance, MediaTypes, Mirror, MirrorPath, Policy, Protocol, RedirectContext, Route,
-    RouteAction, RouteTracing, SameSite, Sampler, ServerTls, Shaping, Table, Target, TextRewrite, UserAgents,
+    RouteAction, RouteTracing, SameSite, Sampler, ServerTls, Shaping, StreamService, StreamSettings, Table,
+    Target, TextRewrite, UserAgents,
 };
 
 use crate::Translation;
@@ -52,6 +53,14 @@ pub(crate) fn render(translation: &Translation) -> String {
         }
     }
 
+    let mut streams = table.streams().peekable();
+    if streams.peek().is_some() {
+        out.push_str("streams:\n");
+        for stream in streams {
+            let _ = writeln!(out, "  {}", stream_line(stream));
+        }
+    }
+
     let global = global_lines(table.global());
     if !global.is_empty() {
         out.push_str("global:\n");
@@ -87,7 +96,7 @@ pub(crate) fn render(translation: &Translation) -> String {
 /// The `--configmap` settings that differ from the defaults, one line per family (none when
 /// all are default, so that translations without a ConfigMap render as before).
 fn global_lines(global: &GlobalSettings) -> Vec<String> {
-    let GlobalSettings { https, compression } = global;
+    let GlobalSettings { https, compression, stream } = global;
     let mut lines = Vec::new();
     if *https != HttpsSettings::default() {
         let hsts = https.hsts.as_ref().map_or("off", |value| value.to_str().unwrap_or("?"));
@@ -96,6 +105,17 @@ fn global_lines(global: &GlobalSettings) -> Vec<String> {
     }
     if *compression != Compression::default() {
         lines.push(compression_line(compression));
+    }
+    if *stream != StreamSettings::default() {
+        let limit = |limit: Option<String>| limit.unwrap_or_else(|| "no limit".to_owned());
+        lines.push(format!(
+            "stream: timeout {:?}, next upstream {}, tries {}, next upstream timeout {}, UDP responses {}",
+            stream.timeout,
+            if stream.next_upstream { "on" } else { "off" },
+            limit(stream.next_upstream_tries.map(|n| n.to_string())),
+            limit(stream.next_upstream_timeout.map(|t| format!("{t:?}"))),
+            limit(stream.responses.map(|n| n.to_string())),
+        ));
     }
     lines
 }
@@ -554,6 +574,26 @@ fn backend_line(backend: &Backend) -> String {
         Target::Unavailable => "unavailable (503)".to_owned(),
     };
     format!("service {}:{}{protocol} {target}", backend.service, backend.port)
+}
+
+/// A TCP or UDP service: its port, the Service port and its endpoints, and the PROXY protocol.
+fn stream_line(stream: &StreamService) -> String {
+    let addrs: Vec<String> = stream.endpoints.addrs().iter().map(ToString::to_string).collect();
+    let mut line = format!(
+        "{} {} -> service {}:{} endpoints [{}]",
+        stream.protocol,
+        stream.port,
+        stream.service,
+        stream.service_port,
+        addrs.join(", ")
+    );
+    if stream.decode_proxy_protocol {
+        line.push_str(", PROXY protocol from clients");
+    }
+    if stream.send_proxy_protocol {
+        line.push_str(", PROXY protocol to endpoints");
+    }
+    line
 }
 
 /// What a request would get, in words.

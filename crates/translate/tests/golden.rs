@@ -85,6 +85,8 @@ fn options(flags: &str) -> Options {
             "--annotations-prefix" => options.annotations_prefix = value.into(),
             "--enable-ssl-passthrough" => options.enable_ssl_passthrough = true,
             "--configmap" => options.configmap = Some(value.parse().unwrap()),
+            "--tcp-services-configmap" => options.tcp_services_configmap = Some(value.parse().unwrap()),
+            "--udp-services-configmap" => options.udp_services_configmap = Some(value.parse().unwrap()),
             other => panic!("unknown flag in fixture: {other}"),
         }
     }

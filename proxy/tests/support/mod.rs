@@ -253,7 +253,11 @@ pub fn backend_tls(name: &str) -> Arc<rustls::ServerConfig> {
 
 /// Endpoints for a service (each call makes a new set; use a distinct service per call).
 pub fn endpoints(service: &str, addrs: &[SocketAddr]) -> Target {
-    let key = EndpointKey { service: NamespacedName::new("default", service), port: 80 };
+    let key = EndpointKey {
+        service: NamespacedName::new("default", service),
+        port: 80,
+        protocol: ostium_model::Transport::Tcp,
+    };
     Target::Endpoints(Arc::new(EndpointSet::new(key, addrs.iter().copied())))
 }
 

@@ -333,7 +333,11 @@ fn lookup_agrees_with_best_path_match_over_all_rules() {
 
 #[test]
 fn adopting_endpoint_sets_keeps_previous_sets_and_moves_their_endpoints() {
-    let key = EndpointKey { service: NamespacedName::new("default", "web"), port: 80 };
+    let key = EndpointKey {
+        service: NamespacedName::new("default", "web"),
+        port: 80,
+        protocol: crate::Transport::Tcp,
+    };
     let addr = |s: &str| s.parse::<SocketAddr>().unwrap();
     let backend = |addrs: [SocketAddr; 1]| Backend {
         target: Target::Endpoints(Arc::new(EndpointSet::new(key.clone(), addrs))),
@@ -358,8 +362,51 @@ fn adopting_endpoint_sets_keeps_previous_sets_and_moves_their_endpoints() {
 }
 
 #[test]
+fn a_stream_shares_its_service_ports_endpoint_set_and_adopts_the_previous_one() {
+    let key = EndpointKey {
+        service: NamespacedName::new("default", "web"),
+        port: 80,
+        protocol: crate::Transport::Tcp,
+    };
+    let addr = |s: &str| s.parse::<SocketAddr>().unwrap();
+    let tls = TlsTable::new(test_certificate("default.invalid"));
+    let table = |endpoint: SocketAddr| {
+        let set = || Arc::new(EndpointSet::new(key.clone(), [endpoint]));
+        let mut t = TableBuilder::new(tls.clone());
+        t.add_backend(Backend { target: Target::Endpoints(set()), ..unavailable("web") });
+        let stream = crate::StreamService {
+            port: 9000,
+            protocol: crate::Transport::Tcp,
+            service: Arc::new(key.service.clone()),
+            service_port: PortRef::Number(80),
+            decode_proxy_protocol: false,
+            send_proxy_protocol: false,
+            endpoints: set(),
+        };
+        assert!(t.add_stream(stream.clone()));
+        assert!(!t.add_stream(stream), "one service per protocol and port");
+        t.build()
+    };
+    let old = table(addr("10.0.0.1:8080"));
+    let old_set = old.endpoint_set(&key).unwrap().clone();
+    let stream = old.stream(crate::Transport::Tcp, 9000).unwrap();
+    assert!(Arc::ptr_eq(&stream.endpoints, &old_set), "shared with the backend");
+    assert!(old.stream(crate::Transport::Udp, 9000).is_none());
+
+    let mut new = table(addr("10.0.0.2:8080"));
+    new.adopt_endpoint_sets(&old);
+    assert!(Arc::ptr_eq(&new.stream(crate::Transport::Tcp, 9000).unwrap().endpoints, &old_set));
+    assert_eq!(old_set.addrs(), vec![addr("10.0.0.2:8080")]);
+    assert_eq!(old, new, "tables compare without their endpoints");
+}
+
+#[test]
 fn backends_with_the_same_service_port_share_one_endpoint_set() {
-    let key = EndpointKey { service: NamespacedName::new("default", "web"), port: 80 };
+    let key = EndpointKey {
+        service: NamespacedName::new("default", "web"),
+        port: 80,
+        protocol: crate::Transport::Tcp,
+    };
     let mut t = empty_table();
     let mk = |protocol| Backend {
         protocol,

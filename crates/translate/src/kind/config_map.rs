@@ -1,12 +1,13 @@
-//! ConfigMaps: the global settings (`--configmap`) and headers for external auth
-//! (`auth-proxy-set-headers`). One counts while something
+//! ConfigMaps: the global settings (`--configmap`), TCP and UDP services
+//! (`--tcp-services-configmap`, `--udp-services-configmap`, which name Services) and headers for
+//! external auth (`auth-proxy-set-headers`). One counts while something
 //! names it; one nothing names is held without its data, so a cluster's many ConfigMaps cost
 //! only their metadata.
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use ostium_model::NamespacedName;
 
-use crate::kind::{Kind, Relevance};
+use crate::kind::{Kind, Reference, Relevance};
 use crate::{ObjectKind, ObjectMap, Objects, Options};
 
 impl Kind for ConfigMap {
@@ -26,6 +27,22 @@ impl Kind for ConfigMap {
 
     fn relevance(&self, _: &NamespacedName, _: &Objects, _: &Options) -> Relevance {
         Relevance::TableWhileReferenced
+    }
+
+    /// A TCP or UDP services ConfigMap names the Services of its entries.
+    fn references(&self, key: &NamespacedName, options: &Options) -> Vec<Reference> {
+        let is_streams = [&options.tcp_services_configmap, &options.udp_services_configmap]
+            .into_iter()
+            .any(|flag| flag.as_ref() == Some(key));
+        if !is_streams {
+            return Vec::new();
+        }
+        let mut services: Vec<Reference> = crate::stream::referenced_services(self)
+            .map(|service| Reference::new(ObjectKind::Service, &service))
+            .collect();
+        services.sort();
+        services.dedup();
+        services
     }
 
     /// Its metadata only.

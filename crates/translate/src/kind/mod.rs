@@ -202,12 +202,15 @@ pub(crate) fn normalize<K: Kind>(object: &mut K) {
 
 impl Options {
     /// The objects the flags name (`--default-backend-service`, `--default-ssl-certificate`,
-    /// `--configmap`):
+    /// `--configmap`, `--tcp-services-configmap`, `--udp-services-configmap`):
     /// they matter for as long as the process runs.
     pub fn references(&self) -> Vec<Reference> {
         let services = self.default_backend_service.iter().map(|s| Reference::new(ObjectKind::Service, s));
         let secrets = self.default_ssl_certificate.iter().map(|s| Reference::new(ObjectKind::Secret, s));
-        let config_maps = self.configmap.iter().map(|c| Reference::new(ObjectKind::ConfigMap, c));
+        let config_maps = [&self.configmap, &self.tcp_services_configmap, &self.udp_services_configmap]
+            .into_iter()
+            .flatten()
+            .map(|c| Reference::new(ObjectKind::ConfigMap, c));
         services.chain(secrets).chain(config_maps).collect()
     }
 }
