@@ -6,4 +6,7 @@
 
 /// The global settings of one table; `Default` is ingress-nginx's defaults.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct GlobalSettings {}
+pub struct GlobalSettings {
+    /// Headers set, hidden, dropped or blocked on every request and answer.
+    pub headers: crate::HeaderSettings,
+}

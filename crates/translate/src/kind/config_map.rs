@@ -1,12 +1,14 @@
-//! ConfigMaps: the global settings (`--configmap`) and headers for external auth
-//! (`auth-proxy-set-headers`). One counts while something
+//! ConfigMaps: the global settings (`--configmap`) and the ConfigMaps its `proxy-set-headers`
+//! and `add-headers` name, headers for external auth (`auth-proxy-set-headers`) and responses
+//! (`custom-headers`). One counts while something
 //! names it; one nothing names is held without its data, so a cluster's many ConfigMaps cost
 //! only their metadata.
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use ostium_model::NamespacedName;
 
-use crate::kind::{Kind, Relevance};
+use crate::global_config::header_config_maps;
+use crate::kind::{Kind, Reference, Relevance};
 use crate::{ObjectKind, ObjectMap, Objects, Options};
 
 impl Kind for ConfigMap {
@@ -26,6 +28,14 @@ impl Kind for ConfigMap {
 
     fn relevance(&self, _: &NamespacedName, _: &Objects, _: &Options) -> Relevance {
         Relevance::TableWhileReferenced
+    }
+
+    /// The global settings' header ConfigMaps, named by the `--configmap` one.
+    fn references(&self, key: &NamespacedName, options: &Options) -> Vec<Reference> {
+        match options.configmap.as_ref() == Some(key) {
+            true => header_config_maps(self),
+            false => Vec::new(),
+        }
     }
 
     /// Its metadata only.

@@ -31,8 +31,8 @@ impl Kind for Ingress {
         Relevance::TableWhenServed { ours }
     }
 
-    /// Its backends' Services, its TLS, auth and backend TLS Secrets and its external auth
-    /// headers' ConfigMap, read straight from the object, whatever its class.
+    /// Its backends' Services, its TLS, auth and backend TLS Secrets and its external auth and
+    /// custom headers' ConfigMaps, read straight from the object, whatever its class.
     fn references(&self, key: &NamespacedName, options: &Options) -> Vec<Reference> {
         let mut refs = Vec::new();
         let Some(spec) = &self.spec else { return refs };
@@ -67,6 +67,11 @@ impl Kind for Ingress {
         let auth_headers = annotation("auth-proxy-set-headers")
             .and_then(|value| annotations::auth_headers_config_map(&key.namespace, value).ok());
         if let Some(name) = auth_headers {
+            refs.push(Reference { kind: ObjectKind::ConfigMap, key: name });
+        }
+        let custom_headers = annotation("custom-headers")
+            .and_then(|value| annotations::auth_headers_config_map(&key.namespace, value).ok());
+        if let Some(name) = custom_headers {
             refs.push(Reference { kind: ObjectKind::ConfigMap, key: name });
         }
         refs.sort();
