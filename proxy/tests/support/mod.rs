@@ -219,6 +219,12 @@ impl TableBuilder {
         self
     }
 
+    /// The settings of the whole proxy (the `--configmap` keys).
+    pub fn global(mut self, global: ostium_model::GlobalSettings) -> Self {
+        self.table.set_global(Arc::new(global));
+        self
+    }
+
     pub fn build(self) -> Table {
         self.table.build()
     }
