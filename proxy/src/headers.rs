@@ -398,6 +398,35 @@ mod tests {
     }
 
     #[test]
+    fn allowed_underscores_never_spell_a_header_of_the_proxy() {
+        let ip = HeaderValue::from_static("192.0.2.7");
+        let settings = HeaderSettings { underscores_in_headers: true, ..HeaderSettings::default() };
+        let mut h = headers(&[
+            ("x_forwarded_host", "evil"),
+            ("x_real_ip", "1.2.3.4"),
+            ("x_request_id", "forged"),
+            ("ssl_client_verify", "SUCCESS"),
+            ("x_tenant", "acme"),
+        ]);
+        rewrite_request(&mut h, forwarded(&ip), None, &settings);
+        let underscored: Vec<&str> = h.keys().map(HeaderName::as_str).filter(|k| k.contains('_')).collect();
+        assert_eq!(underscored, ["x_tenant"]);
+    }
+
+    #[test]
+    fn without_generation_a_request_id_is_only_passed_on() {
+        let ip = HeaderValue::from_static("192.0.2.7");
+        let settings = HeaderSettings { generate_request_id: false, ..HeaderSettings::default() };
+        let mut h = headers(&[("x-request-id", "has space")]);
+        rewrite_request(&mut h, forwarded(&ip), None, &settings);
+        assert!(h.get("x-request-id").is_none());
+        let h = headers(&[("x-request-id", "abc")]);
+        assert_eq!(request_id(&h, &settings).unwrap(), "abc");
+        assert_eq!(request_id(&HeaderMap::new(), &settings), None);
+        assert_eq!(request_id(&HeaderMap::new(), &HeaderSettings::default()).unwrap().len(), 32);
+    }
+
+    #[test]
     fn a_valid_client_request_id_is_kept_and_a_bad_one_replaced() {
         let ip = HeaderValue::from_static("192.0.2.7");
         let mut h = headers(&[("x-request-id", "abc-123")]);

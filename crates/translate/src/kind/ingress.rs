@@ -111,4 +111,24 @@ mod tests {
         assert_eq!(secrets(ingress("shop/backend-ca")), ["secret shop/backend-ca", "secret shop/htpasswd"]);
         assert_eq!(secrets(ingress("other/backend-ca")), ["secret shop/htpasswd"]);
     }
+
+    /// The `custom-headers` ConfigMap is read whole and its edits rebuild, as long as it is in
+    /// the Ingress's namespace (another namespace denies the routes and names nothing).
+    #[test]
+    fn the_custom_headers_config_map_is_referenced() {
+        let options = Options::new(
+            ostium_test_support::fallback_certificate(),
+            Arc::new(rustls::crypto::ring::default_provider()),
+        );
+        let key = NamespacedName::new("shop", "web");
+        let references = |reference: &str| -> Vec<String> {
+            let annotations = json!({"nginx.ingress.kubernetes.io/custom-headers": reference});
+            let value = json!({"metadata": {"name": "web", "namespace": "shop", "annotations": annotations}, "spec": {}});
+            let ingress = Ingress::from_value(value).unwrap();
+            ingress.references(&key, &options).iter().map(ToString::to_string).collect()
+        };
+        assert_eq!(references("shop/headers"), ["configmap shop/headers"]);
+        assert_eq!(references("headers"), ["configmap shop/headers"]);
+        assert!(references("other/headers").is_empty());
+    }
 }
