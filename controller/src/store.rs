@@ -589,7 +589,9 @@ pub(crate) mod tests {
 
         store.update(apply(config_map("ingress", "ostium", "proxy-set-headers: headers/to-backends")));
         assert_eq!(store.take_fetches(), vec![Reference::new(ObjectKind::ConfigMap, &key)]);
-        store.update(Change::Fetched(key.clone(), Some(config_map("headers", "to-backends", "X-Team: b"))).into());
+        store.update(
+            Change::Fetched(key.clone(), Some(config_map("headers", "to-backends", "X-Team: b"))).into(),
+        );
         assert!(store.take_pending().is_some_and(|p| p.rebuild));
         store.update(apply(config_map("headers", "to-backends", "X-Team: c")));
         assert!(store.take_pending().is_some_and(|p| p.rebuild), "a change of a named one rebuilds");

@@ -21,7 +21,9 @@
 //! ConfigMap's `hide-headers`, `server-tokens` and `add-headers` (see [`set_on_answer`]).
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use ostium_model::{HeaderSettings, UpgradeProtocol};
+use ostium_model::{HeaderSettings, SetValue, UpgradeProtocol};
+
+use crate::policy::{Original, render};
 
 /// What the forwarded headers say about the client connection.
 #[derive(Debug)]
@@ -156,16 +158,46 @@ pub(crate) fn request_id(headers: &HeaderMap, settings: &HeaderSettings) -> Opti
 /// The ConfigMap's headers toward the backend, after the proxy's own as nginx.tmpl orders its
 /// `proxy_set_header` lines: `X-Original-URI` (the request target as sent) when
 /// `proxy-add-original-uri-header` asks, then each `proxy-set-headers` entry, which replaces
-/// what the client or the proxy put under its name (an empty value removes it).
-pub(crate) fn set_configured(headers: &mut HeaderMap, settings: &HeaderSettings, request_uri: &str) {
+/// what the client or the proxy put under its name (a value that is or comes out empty removes
+/// it). `filled` holds the values of the entries with variables, in order (see
+/// [`fill_templates`]).
+pub(crate) fn set_configured(
+    headers: &mut HeaderMap,
+    settings: &HeaderSettings,
+    request_uri: &str,
+    filled: Vec<HeaderValue>,
+) {
     if settings.original_uri_header
         && let Ok(uri) = HeaderValue::from_str(request_uri)
     {
         headers.insert(X_ORIGINAL_URI, uri);
     }
+    let mut filled = filled.into_iter();
     for (name, value) in &settings.proxy_set_headers {
-        set_or_remove(headers, name, value);
+        match value {
+            SetValue::Text(value) => set_or_remove(headers, name, value),
+            SetValue::Template(_) => {
+                set_or_remove(headers, name, &filled.next().unwrap_or(HeaderValue::from_static("")))
+            }
+        }
     }
+}
+
+/// The values of the `proxy-set-headers` entries with variables, filled from the request as the
+/// client sent it (nginx's variables read the client's request); none without such entries.
+/// A value that comes out as no valid header value is empty.
+pub(crate) fn fill_templates(settings: &HeaderSettings, original: &Original<'_>) -> Vec<HeaderValue> {
+    let templates = settings.proxy_set_headers.iter().filter_map(|(_, value)| match value {
+        SetValue::Template(template) => Some(template),
+        SetValue::Text(_) => None,
+    });
+    templates
+        .map(|template| {
+            let mut text = String::new();
+            render(template, original, &mut text);
+            HeaderValue::try_from(text).unwrap_or(HeaderValue::from_static(""))
+        })
+        .collect()
 }
 
 /// Headers of every answer, endpoint's or the proxy's own: `Server` under `server-tokens`, then

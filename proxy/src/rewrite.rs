@@ -19,6 +19,7 @@ use ostium_model::{ClientAuth, HeaderSettings, Policy, Rewrite};
 
 use crate::body::{BodyClock, RequestBody};
 use crate::headers::{self, Forwarded};
+use crate::policy::Original;
 use crate::request::RequestHead;
 use crate::route::Routed;
 use crate::upstream_body::OutgoingBody;
@@ -54,6 +55,9 @@ pub(crate) fn upstream_request(
         _ => None,
     };
     let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut request));
+    let original =
+        Original { method: request.method(), headers: request.headers(), head, connection, settings };
+    let filled = headers::fill_templates(settings, &original);
     // `connection-proxy-header` replaces the default, but not the `upgrade` a tunnel needs.
     let fixed_connection =
         shaping.connection.clone().filter(|_| upgrade.is_none() && version != Version::HTTP_2);
@@ -86,7 +90,7 @@ pub(crate) fn upstream_request(
     if head.version == Version::HTTP_2 && version != Version::HTTP_2 {
         headers::join_cookies(&mut parts.headers);
     }
-    headers::set_configured(&mut parts.headers, settings, head.target());
+    headers::set_configured(&mut parts.headers, settings, head.target(), filled);
     parts.version = version;
 
     // Only a request with a body needs a clock of its own, shared with the body.

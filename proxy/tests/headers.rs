@@ -13,7 +13,10 @@ mod support;
 use std::sync::Arc;
 
 use http::{HeaderName, HeaderValue};
-use ostium_model::{BlockPattern, GlobalSettings, HeaderBlock, HeaderSettings, Policy, Shaping};
+use ostium_model::{
+    BlockPattern, GlobalSettings, HeaderBlock, HeaderSettings, Policy, SetValue, Shaping, Template,
+    TemplatePart, Variable,
+};
 use ostium_test_support::{EchoBackend, echoed, echoed_header};
 use support::*;
 
@@ -42,8 +45,13 @@ async fn get_with(proxy: &Harness, extra: &str) -> Answer {
 #[tokio::test]
 async fn proxy_set_headers_replace_what_the_client_and_the_proxy_set() {
     let backend = EchoBackend::start("web").await;
+    let text = |value: &'static str| SetValue::Text(HeaderValue::from_static(value));
     let headers = HeaderSettings {
-        proxy_set_headers: pairs(&[("x-forwarded-proto", "https"), ("x-team", "edge"), ("x-removed", "")]),
+        proxy_set_headers: Box::new([
+            (HeaderName::from_static("x-forwarded-proto"), text("https")),
+            (HeaderName::from_static("x-team"), text("edge")),
+            (HeaderName::from_static("x-removed"), text("")),
+        ]),
         ..HeaderSettings::default()
     };
     let proxy = proxy(&backend, headers, Policy::default()).await;
@@ -59,6 +67,44 @@ async fn proxy_set_headers_replace_what_the_client_and_the_proxy_set() {
     let answer = get_with(&proxy, "X-Team: client\r\n").await;
     assert_eq!(echoed_header(&answer.body, "x-team"), ["client"]);
     assert_eq!(echoed_header(&answer.body, "x-forwarded-proto"), ["http"]);
+}
+
+/// The few nginx variables ostium fills, from the request as the client sent it
+/// (docs/examples/customization/custom-headers: `X-Request-Start: t=${msec}`).
+#[tokio::test]
+async fn proxy_set_headers_fill_their_variables_per_request() {
+    let backend = EchoBackend::start("web").await;
+    let template = |parts: Vec<TemplatePart>| SetValue::Template(Template::new(parts));
+    let headers = HeaderSettings {
+        proxy_set_headers: Box::new([
+            (
+                HeaderName::from_static("x-request-start"),
+                template(vec![TemplatePart::Text("t=".into()), TemplatePart::Variable(Variable::Msec)]),
+            ),
+            (
+                HeaderName::from_static("x-seen"),
+                template(vec![
+                    TemplatePart::Variable(Variable::Header(HeaderName::from_static("x-forwarded-for"))),
+                    TemplatePart::Text(" via ".into()),
+                    TemplatePart::Variable(Variable::Host),
+                ]),
+            ),
+            (
+                HeaderName::from_static("x-empty"),
+                template(vec![TemplatePart::Variable(Variable::Header(HeaderName::from_static("x-absent")))]),
+            ),
+        ]),
+        ..HeaderSettings::default()
+    };
+    let proxy = proxy(&backend, headers, Policy::default()).await;
+    let before = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    let answer = get_with(&proxy, "X-Forwarded-For: 203.0.113.9\r\nX-Empty: client\r\n").await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    let start = echoed_header(&answer.body, "x-request-start");
+    let seconds: f64 = start[0].strip_prefix("t=").unwrap().parse().unwrap();
+    assert!(seconds >= before.floor() && start[0].split_once('.').unwrap().1.len() == 3, "{start:?}");
+    assert_eq!(echoed_header(&answer.body, "x-seen"), ["203.0.113.9 via web.example.com"]);
+    assert!(echoed_header(&answer.body, "x-empty").is_empty(), "a value that comes out empty removes");
 }
 
 #[tokio::test]

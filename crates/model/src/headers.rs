@@ -9,12 +9,14 @@
 use http::{HeaderName, HeaderValue};
 use regex::bytes::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
 
+use crate::Template;
+
 /// Headers of every request and response; `Default` is ingress-nginx's defaults.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HeaderSettings {
     /// `proxy-set-headers`: sent to the backend, replacing what the client or the proxy put
-    /// under the same name.
-    pub proxy_set_headers: Box<[(HeaderName, HeaderValue)]>,
+    /// under the same name (a value that is or comes out empty removes it).
+    pub proxy_set_headers: Box<[(HeaderName, SetValue)]>,
     /// `add-headers`: set on every answer (nginx's `more_set_headers` at the `http` level),
     /// replacing the endpoint's.
     pub add_headers: Box<[(HeaderName, HeaderValue)]>,
@@ -55,6 +57,14 @@ impl Default for HeaderSettings {
             block_referers: None,
         }
     }
+}
+
+/// A `proxy-set-headers` value: text, built once, or text with nginx variables, filled per
+/// request from the request as the client sent it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SetValue {
+    Text(HeaderValue),
+    Template(Template),
 }
 
 impl HeaderSettings {

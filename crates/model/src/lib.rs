@@ -52,7 +52,7 @@ pub use external_auth::{
     AUTH_CACHE_ENTRIES, AuthCache, CachedAnswer, ExternalAuth, Template, TemplatePart, Variable,
 };
 pub use global::GlobalSettings;
-pub use headers::{BlockPattern, HeaderBlock, HeaderSettings};
+pub use headers::{BlockPattern, HeaderBlock, HeaderSettings, SetValue};
 pub use host::{HostMatch, HostRule, InvalidHost, NormalizedHost, normalize_host};
 pub use mirror::{Mirror, MirrorPath};
 pub use name::{InvalidName, NamespacedName};

@@ -10,10 +10,10 @@ use http::uri::Authority;
 use http::{HeaderName, HeaderValue};
 use k8s_openapi::api::core::v1::ConfigMap;
 use ostium_model::{
-    BlockPattern, GlobalSettings, HeaderBlock, HeaderSettings, NamespacedName, Sampler, TraceExport,
+    BlockPattern, GlobalSettings, HeaderBlock, HeaderSettings, NamespacedName, Sampler, SetValue, TraceExport,
 };
 
-use crate::annotations::is_header_name;
+use crate::annotations::{header_template, is_header_name};
 use crate::kind::Reference;
 use crate::{Diagnostic, ObjectKind, ObjectRef, Objects, Reason};
 
@@ -255,8 +255,8 @@ impl Reader<'_> {
     fn headers(&mut self, objects: &Objects) -> (HeaderSettings, Box<[Box<str>]>) {
         let defaults = HeaderSettings::default();
         let settings = HeaderSettings {
-            proxy_set_headers: self.header_config_map("proxy-set-headers", objects),
-            add_headers: self.header_config_map("add-headers", objects),
+            proxy_set_headers: self.header_config_map("proxy-set-headers", objects, set_value),
+            add_headers: self.header_config_map("add-headers", objects, text_value),
             hide_headers: self.hide_headers(),
             server_tokens: self.flag("server-tokens").unwrap_or(defaults.server_tokens),
             underscores_in_headers: self
@@ -275,11 +275,15 @@ impl Reader<'_> {
         (settings, self.allowed_response_headers())
     }
 
-    /// The data of the ConfigMap `key` names, as headers. ingress-nginx hands names and values
-    /// to nginx, which expands `$variables` in them; ostium takes text only, so a value with `$`
-    /// is skipped, as are names nginx would not read and headers that frame the message. An
-    /// empty value removes the header (nginx sends no header with an empty value).
-    fn header_config_map(&mut self, key: &str, objects: &Objects) -> Box<[(HeaderName, HeaderValue)]> {
+    /// The data of the ConfigMap `key` names, as headers, each value read by `read`. Names nginx
+    /// would not read and headers that frame the message are skipped; so is a value `read`
+    /// refuses. An empty value removes the header (nginx sends no header with an empty value).
+    fn header_config_map<T>(
+        &mut self,
+        key: &str,
+        objects: &Objects,
+        read: impl Fn(&str) -> Result<T, String>,
+    ) -> Box<[(HeaderName, T)]> {
         let Some(value) = self.value(key).map(str::trim).filter(|value| !value.is_empty()) else {
             return Box::default();
         };
@@ -296,19 +300,18 @@ impl Reader<'_> {
         for (header, value) in config_map.data.iter().flatten() {
             let header_name =
                 HeaderName::from_bytes(header.as_bytes()).ok().filter(|_| is_header_name(header));
-            let problem = match (header_name, HeaderValue::from_str(value)) {
-                (None, _) => "is not a name of letters, digits, - and _",
-                (Some(name), _) if FRAMING_HEADERS.contains(&name.as_str()) => {
-                    "frames the message and cannot be set"
+            let problem = match header_name {
+                None => "is not a name of letters, digits, - and _".to_owned(),
+                Some(name) if FRAMING_HEADERS.contains(&name.as_str()) => {
+                    "frames the message and cannot be set".to_owned()
                 }
-                (Some(_), Err(_)) => "has a value with control characters",
-                (Some(_), Ok(_)) if value.contains('$') => {
-                    "has a value with $ (nginx variables are not expanded, and the value is not sent as text either)"
-                }
-                (Some(name), Ok(value)) => {
-                    headers.push((name, value));
-                    continue;
-                }
+                Some(name) => match read(value) {
+                    Ok(value) => {
+                        headers.push((name, value));
+                        continue;
+                    }
+                    Err(why) => why,
+                },
             };
             let message = format!("{key}: ConfigMap {name}: header `{header}` {problem}; it is skipped");
             self.warn(Reason::InvalidSetting, message);
@@ -396,6 +399,27 @@ impl Reader<'_> {
     fn warn(&mut self, reason: Reason, message: String) {
         self.diagnostics.push(Diagnostic::warning(self.object.clone(), reason, message));
     }
+}
+
+/// A `proxy-set-headers` value: nginx expands its variables (nginx.tmpl puts it in a quoted
+/// `proxy_set_header` argument); ostium fills the few it knows, parsed here once, and refuses
+/// the others.
+fn set_value(value: &str) -> Result<SetValue, String> {
+    let template = header_template(value).map_err(|why| format!("has a value ostium cannot send: {why}"))?;
+    match template.as_text().map(HeaderValue::from_str) {
+        Some(Ok(text)) => Ok(SetValue::Text(text)),
+        Some(Err(_)) => Err("has a value with control characters".to_owned()),
+        None => Ok(SetValue::Template(template)),
+    }
+}
+
+/// An `add-headers` value: text only. nginx would expand `$variables` in it; ostium never
+/// does, and does not send such a value as other text either.
+fn text_value(value: &str) -> Result<HeaderValue, String> {
+    if value.contains('$') {
+        return Err("has a value with $ (an nginx variable, not filled in answers)".to_owned());
+    }
+    HeaderValue::from_str(value).map_err(|_| "has a value with control characters".to_owned())
 }
 
 /// A comma-separated list, each entry trimmed, empty ones left out.

@@ -7,7 +7,7 @@ use ostium_model::{
     Affinity, Backend, BackendTlsSettings, Canary, CanaryAffinity, ClientAuth, Credentials, ExternalAuth,
     GlobalSettings, HeaderRule, HeaderSettings, HostRule, HttpsRedirect, LoadBalance, Mirror, MirrorPath,
     Policy, Protocol, RedirectContext, Route, RouteAction, RouteTracing, SameSite, Sampler, ServerTls,
-    Shaping, Table, Target, TextRewrite,
+    SetValue, Shaping, Table, Target, TextRewrite,
 };
 
 use crate::Translation;
@@ -97,7 +97,11 @@ fn header_settings_line(headers: &HeaderSettings) -> String {
     let defaults = HeaderSettings::default();
     let mut parts = Vec::new();
     if !headers.proxy_set_headers.is_empty() {
-        parts.push(format!("to backends [{}]", header_pairs(&headers.proxy_set_headers)));
+        let pairs = headers.proxy_set_headers.iter().map(|(name, value)| match value {
+            SetValue::Text(text) => format!("{name}: {}", String::from_utf8_lossy(text.as_bytes())),
+            SetValue::Template(template) => format!("{name}: {template}"),
+        });
+        parts.push(format!("to backends [{}]", pairs.collect::<Vec<_>>().join("; ")));
     }
     if !headers.add_headers.is_empty() {
         parts.push(format!("to clients [{}]", header_pairs(&headers.add_headers)));

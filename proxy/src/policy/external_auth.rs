@@ -13,7 +13,7 @@
 //! what the client made up.
 
 use std::fmt::{self, Write as _};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, StatusCode, Uri, Version};
@@ -355,6 +355,10 @@ pub(crate) fn render(template: &Template, original: &Original<'_>, out: &mut imp
                     key.eq_ignore_ascii_case(name).then_some(value)
                 });
                 let _ = out.write_str(value.unwrap_or(""));
+            }
+            Variable::Msec => {
+                let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+                let _ = write!(out, "{}.{:03}", now.as_secs(), now.subsec_millis());
             }
         }
     }

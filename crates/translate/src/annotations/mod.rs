@@ -57,7 +57,7 @@ pub(crate) use auth::auth_secret;
 pub(crate) use backend_tls::backend_tls_secret;
 pub(crate) use canary::CanaryRules;
 pub(crate) use custom_headers::is_header_name;
-pub(crate) use external_auth::auth_headers_config_map;
+pub(crate) use external_auth::{auth_headers_config_map, header_template};
 pub(crate) use tls::FrontendTls;
 
 /// Annotations that would inject raw nginx configuration: refused, never interpreted. A snippet
