@@ -1,7 +1,8 @@
 //! The fourth phase: the request as the backend gets it. Headers as ingress-nginx sends them
-//! (see `headers`, the ConfigMap's last), the host routed on, credentials the proxy consumed removed, the path the
-//! router judged (reserved escapes as sent) or its `rewrite-target`, the route's `Connection`
-//! value and HTTP/1 version, and the body under the route's size limit and the client's clock.
+//! (see `headers`; the ConfigMap's `proxy-set-headers` last), the host routed on, credentials
+//! the proxy consumed removed, the path the router judged (reserved escapes as sent) or its
+//! `rewrite-target`, the route's `Connection` value and HTTP/1 version, and the body under the
+//! route's size limit and the client's clock.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
