@@ -596,6 +596,44 @@ pub(crate) mod tests {
         assert!(store.take_pending().is_some_and(|p| p.rebuild));
     }
 
+    /// `proxy-set-headers` and `add-headers` of the `--configmap` ConfigMap name ConfigMaps in
+    /// any namespace: those are held whole while named, and their changes rebuild.
+    #[test]
+    fn the_header_config_maps_of_the_configmap_count_while_it_names_them() {
+        let config_map = |namespace: &str, name: &str, data: &str| {
+            one::<ConfigMap>(&format!(
+                "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}, namespace: {namespace}}}\ndata: {{{data}}}\n"
+            ))
+        };
+        let options = Options { configmap: Some(NamespacedName::new("ingress", "ostium")), ..options() };
+        let mut store = Store::new(options, &[ObjectKind::Ingress], true);
+        store.update(apply(class()));
+        store.update(apply(config_map("headers", "to-backends", "X-Team: a")));
+        store.update(apply(config_map("ingress", "ostium", "")));
+        store.update(listed::<Ingress>(Vec::new()));
+        assert!(store.take_pending().is_some(), "the first build is always pending");
+        store.built(&[]);
+        let key = NamespacedName::new("headers", "to-backends");
+        assert!(store.objects().config_maps[&key].data.is_none(), "not named yet");
+        store.update(apply(config_map("headers", "to-backends", "X-Team: b")));
+        assert_eq!(store.take_pending(), None);
+
+        store.update(apply(config_map("ingress", "ostium", "proxy-set-headers: headers/to-backends")));
+        assert_eq!(store.take_fetches(), vec![Reference::new(ObjectKind::ConfigMap, &key)]);
+        store.update(
+            Change::Fetched(key.clone(), Some(config_map("headers", "to-backends", "X-Team: b"))).into(),
+        );
+        assert!(store.take_pending().is_some_and(|p| p.rebuild));
+        store.update(apply(config_map("headers", "to-backends", "X-Team: c")));
+        assert!(store.take_pending().is_some_and(|p| p.rebuild), "a change of a named one rebuilds");
+
+        store.update(apply(config_map("ingress", "ostium", "add-headers: headers/other")));
+        assert!(store.take_pending().is_some());
+        assert!(store.objects().config_maps[&key].data.is_none(), "no longer named");
+        store.update(apply(config_map("headers", "to-backends", "X-Team: d")));
+        assert_eq!(store.take_pending(), None);
+    }
+
     #[test]
     fn a_list_removes_what_it_no_longer_has() {
         let objects = vec![apply(class()), apply(ingress("a", "ostium", "web", "")), apply(service("web"))];

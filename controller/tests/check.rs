@@ -48,7 +48,7 @@ fn ingress_nginx_objects() -> Vec<Value> {
         json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
                "metadata": {"name": "shop", "namespace": "default", "annotations": {
                    "nginx.ingress.kubernetes.io/proxy-read-timout": "30",
-                   "nginx.ingress.kubernetes.io/custom-headers": "default/extra-headers",
+                   "nginx.ingress.kubernetes.io/fastcgi-index": "index.php",
                    "nginx.ingress.kubernetes.io/ssl-redirect": "false",
                    "nginx.ingress.kubernetes.io/configuration-snippet": "deny all;"}},
                "spec": {"ingressClassName": "nginx", "rules": [rule("shop.example.com")],
@@ -140,7 +140,7 @@ fn the_json_report_classifies_annotations_and_names_problems() {
         (&typo["support"], &typo["did_you_mean"]),
         (&json!("unknown"), &json!("nginx.ingress.kubernetes.io/proxy-read-timeout"))
     );
-    assert_eq!(support(shop, "custom-headers")["support"], "not-supported");
+    assert_eq!(support(shop, "fastcgi-index")["support"], "not-supported");
     assert_eq!(support(shop, "configuration-snippet")["support"], "refused");
     assert_eq!(support(shop, "ssl-redirect")["support"], "supported");
     let reasons: Vec<&str> =

@@ -331,3 +331,32 @@ async fn a_leader_shut_down_hands_over_at_once() {
         drop(follower);
     });
 }
+
+/// `proxy-set-headers` of the `--configmap` ConfigMap names a ConfigMap of another namespace
+/// (ingress-nginx's nginx.go reads it by `namespace/name`): its data is fetched once named, and
+/// each edit of it applies at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_header_config_map_named_by_the_configmap_applies_its_edits_live() {
+    let cluster = Cluster::start().await;
+    let backend = EchoBackend::start("web").await;
+    cluster.seed_web(&backend);
+    let headers = |team: &str| {
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+               "metadata": {"name": "to-backends", "namespace": "headers"}, "data": {"X-Team": team}})
+    };
+    cluster.api.apply(headers("red"));
+    cluster.api.apply(json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "ostium", "namespace": "ingress"},
+        "data": {"proxy-set-headers": "headers/to-backends"}}));
+    let team = |ostium: &Ostium| {
+        let response = get(ostium.http, "/", Some("web.example.com")).ok()?;
+        ostium_test_support::echoed_header(&response.body, "x-team").first().map(|t| (*t).to_owned())
+    };
+    tokio::task::block_in_place(|| {
+        let mut ostium = cluster.ostium("one", &["--configmap", "ingress/ostium"]);
+        ostium.wait_ready(Duration::from_secs(30));
+        assert_eq!(team(&ostium).as_deref(), Some("red"), "{}", ostium.log());
+        cluster.api.apply(headers("blue"));
+        eventually(Duration::from_secs(10), "the edit applies", || team(&ostium).as_deref() == Some("blue"));
+    });
+}

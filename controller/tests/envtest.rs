@@ -757,7 +757,7 @@ async fn the_migration_report_reads_a_real_api_server() {
     shop["spec"]["tls"] = json!([{"hosts": ["shop.example.com"], "secretName": "shop-tls"},
                                  {"hosts": ["lost.example.com"], "secretName": "lost-tls"}]);
     shop["metadata"]["annotations"] = json!({"nginx.ingress.kubernetes.io/proxy-read-timout": "30",
-                                              "nginx.ingress.kubernetes.io/custom-headers": "default/extra-headers"});
+                                              "nginx.ingress.kubernetes.io/fastcgi-index": "index.php"});
     let mut other = ingress("other", "other.example.com", "web");
     other["spec"]["ingressClassName"] = json!("traefik");
     apply(
@@ -811,7 +811,7 @@ async fn the_migration_report_reads_a_real_api_server() {
     assert_eq!(
         support,
         [
-            ("nginx.ingress.kubernetes.io/custom-headers", "not-supported"),
+            ("nginx.ingress.kubernetes.io/fastcgi-index", "not-supported"),
             ("nginx.ingress.kubernetes.io/proxy-read-timout", "unknown")
         ]
     );

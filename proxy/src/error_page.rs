@@ -13,7 +13,7 @@ use std::sync::Arc;
 use http::header::{ACCEPT, CONTENT_LENGTH, EXPECT, HOST, TRANSFER_ENCODING};
 use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
-use ostium_model::{NamespacedName, Protocol, Target};
+use ostium_model::{HeaderSettings, NamespacedName, Protocol, Target};
 
 use crate::headers;
 use crate::request::RequestHead;
@@ -112,9 +112,10 @@ impl ErrorPageRequest {
         request_id: Option<HeaderValue>,
         head: &RequestHead,
         connection: &ConnectionInfo,
+        settings: &HeaderSettings,
     ) -> Result<(Method, HeaderMap, PathAndQuery), ProxyError> {
         let mut headers = self.headers;
-        headers::rewrite_request(&mut headers, forwarded(head, connection), None);
+        headers::rewrite_request(&mut headers, forwarded(head, connection), None, settings);
         // Sent without the client's body.
         for name in [CONTENT_LENGTH, TRANSFER_ENCODING, EXPECT] {
             headers.remove(name);

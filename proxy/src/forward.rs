@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 
 use http::header::{CONTENT_LENGTH, HOST};
 use http::uri::PathAndQuery;
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use ostium_model::{LoadBalance, NamespacedName, NextUpstream, Protocol};
+use ostium_model::{GlobalSettings, LoadBalance, NamespacedName, NextUpstream, Protocol};
 
 use crate::affinity::Stickiness;
 use crate::body::{AccessEntry, ProxyBody};
@@ -56,6 +56,10 @@ pub(crate) struct Trace {
     span: Option<Span>,
     /// What the client accepts, when the table compresses responses.
     pub(crate) compression: Option<Negotiation>,
+    /// The settings of the whole proxy, from the table the request started with.
+    global: Arc<GlobalSettings>,
+    /// The route's `custom-headers`, for whatever answers the request.
+    custom_headers: Option<Arc<[(HeaderName, HeaderValue)]>>,
 }
 
 impl Proxy {
@@ -72,9 +76,13 @@ impl Proxy {
             self.inner.config.access_log.then(|| {
                 (request.method().clone(), request.uri().clone(), request.headers().get(HOST).cloned())
             });
-        let mut trace = Trace { bytes_in: logged.is_some().then(Arc::default), ..Trace::default() };
+        let global = self.inner.tables.load().global().clone();
+        let mut trace = Trace { bytes_in: logged.is_some().then(Arc::default), global, ..Trace::default() };
         let (mut response, error) = match self.forward(request, connection, &mut trace).await {
-            Ok(response) => (response, None),
+            Ok(mut response) => {
+                headers::hide(response.headers_mut(), &trace.global.headers);
+                (response, None)
+            }
             Err(outcome) => {
                 let error = outcome.error();
                 if let Some(error) = error {
@@ -83,11 +91,16 @@ impl Proxy {
                 (outcome.into_response(version), error)
             }
         };
+        // The ConfigMap's first, then the route's (nginx runs `http`-level `more_set_headers`
+        // before a location's); each replaces the endpoint's.
+        headers::set_on_answer(response.headers_mut(), &trace.global.headers);
         if let Some(headers) = trace.response_headers.take() {
-            // They replace the endpoint's, as nginx's `more_set_headers` does.
             for (name, value) in headers.iter() {
                 response.headers_mut().insert(name, value.clone());
             }
+        }
+        for (name, value) in trace.custom_headers.take().iter().flat_map(|headers| headers.iter()) {
+            response.headers_mut().insert(name, value.clone());
         }
         if let Some(effects) = trace.auth_effects.take() {
             effects.apply_response(response.status(), response.headers_mut());
@@ -157,6 +170,7 @@ impl Proxy {
         trace: &mut Trace,
     ) -> Result<Response<ProxyBody>, Outcome> {
         let head = RequestHead::check(&request, connection)?;
+        policy::block::check(&trace.global.headers, request.headers())?;
         let routed = self.route(&head, request.headers(), trace)?;
         let Some(defaults) = routed.defaults.as_deref() else {
             return self.pass(request, &head, &routed, connection, None, trace).await;
@@ -180,7 +194,14 @@ impl Proxy {
         drop(result);
         Ok(self
             .error_page(
-                page.for_code(code, &details, trace.request_id.clone(), &head, connection)?,
+                page.for_code(
+                    code,
+                    &details,
+                    trace.request_id.clone(),
+                    &head,
+                    connection,
+                    &trace.global.headers,
+                )?,
                 defaults,
                 &routed,
                 connection,
@@ -225,6 +246,7 @@ impl Proxy {
         trace: &mut Trace,
     ) -> Result<Response<ProxyBody>, Outcome> {
         trace.response_headers = policy::cors_headers(&routed.policy, request.headers());
+        trace.custom_headers = routed.policy.shaping.custom_headers.clone();
         trace.span = Span::start(
             routed.policy.tracing.as_ref(),
             request.method(),
@@ -233,7 +255,9 @@ impl Proxy {
             request.headers(),
         );
         trace.unlogged = !routed.policy.access_log;
-        let original = Original { method: request.method(), headers: request.headers(), head, connection };
+        let settings = &trace.global.headers;
+        let original =
+            Original { method: request.method(), headers: request.headers(), head, connection, settings };
         let mut effects = AuthEffects::default();
         let checked =
             policy::check(&original, trace.response_headers.as_ref(), routed, self, &mut effects).await;
@@ -254,7 +278,7 @@ impl Proxy {
         let (_, version) = upstream::scheme(protocol);
         let mirror = routed.policy.mirror.as_ref().map(|mirror| MirrorCopy::capture(mirror, &request));
         let body = (self.inner.config.connections.client_body_timeout, trace.bytes_in.clone());
-        let mut outgoing = upstream_request(request, head, routed, connection, version, body)?;
+        let mut outgoing = upstream_request(request, head, routed, connection, version, body, settings)?;
         if let Some(effects) = &mut trace.auth_effects {
             effects.apply_upstream(&mut outgoing.parts.headers);
         }

@@ -8,16 +8,22 @@
 //!
 //! Order matters: hop-by-hop headers (and every header the client lists in `Connection`) are
 //! removed first and our headers are set last, so `Connection: X-Forwarded-For` cannot strip
-//! them. Headers with `_` in their name are dropped, as nginx does by default
-//! (`underscores_in_headers off`), so `X_Forwarded_For` never reaches a backend that folds `_`
-//! into `-`. `Upgrade` survives only for the protocols the route allows (WebSocket by default):
-//! a backend that would accept `Upgrade: h2c` must not receive a raw, unrouted tunnel.
+//! them. Headers nginx ignores are dropped: by default (`ignore-invalid-headers` on,
+//! `enable-underscores-in-headers` off) every name with anything but letters, digits and `-`.
+//! Whatever those settings say, an underscore spelling of a header the proxy sets
+//! (`X_Forwarded_For`, `X_Real_IP` …) never reaches a backend, which might fold `_` into `-`.
+//! `Upgrade` survives only for the protocols the route allows (WebSocket by default):
+//! a backend that would accept `Upgrade: h2c` must not receive a raw, unrouted tunnel. Then the
+//! ConfigMap's `proxy-add-original-uri-header` and `proxy-set-headers` (see [`set_configured`]).
 //!
 //! Sent to the client: no hop-by-hop headers, and neither the endpoint's `Server` nor its
-//! `Date` (nginx's `proxy_hide_header` defaults; hyper writes our own `Date`).
+//! `Date` (nginx's `proxy_hide_header` defaults; hyper writes our own `Date`); then the
+//! ConfigMap's `hide-headers`, `server-tokens` and `add-headers` (see [`set_on_answer`]).
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use ostium_model::UpgradeProtocol;
+use ostium_model::{HeaderSettings, SetValue, UpgradeProtocol};
+
+use crate::policy::{Original, render};
 
 /// What the forwarded headers say about the client connection.
 #[derive(Debug)]
@@ -62,6 +68,10 @@ const CLIENT_MAY_NOT_SET: [HeaderName; 14] = [
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const X_ORIGINAL_URI: HeaderName = HeaderName::from_static("x-original-uri");
+
+/// `server-tokens`: the proxy and its version.
+const SERVER_TOKENS: HeaderValue = HeaderValue::from_static(concat!("ostium/", env!("CARGO_PKG_VERSION")));
 
 /// Rewrites request headers for the upstream. `upgrade` is the `Upgrade` value to keep for a
 /// protocol upgrade (WebSocket), which is hop-by-hop but must reach the backend.
@@ -69,9 +79,10 @@ pub(crate) fn rewrite_request(
     headers: &mut HeaderMap,
     forwarded: Forwarded<'_>,
     upgrade: Option<HeaderValue>,
+    settings: &HeaderSettings,
 ) {
     remove_hop_by_hop(headers);
-    remove_matching(headers, |name| name.contains('_'));
+    remove_ignored(headers, settings);
     let original_forwarded_for = headers.get(X_FORWARDED_FOR).cloned();
     for name in CLIENT_MAY_NOT_SET {
         headers.remove(name);
@@ -81,7 +92,7 @@ pub(crate) fn rewrite_request(
     remove_matching(headers, |name| name.starts_with("x-forwarded-"));
     let request_id = match headers.get(X_REQUEST_ID) {
         Some(id) if is_valid_request_id(id) => None,
-        _ => Some(generate_request_id()),
+        _ => Some(settings.generate_request_id.then(generate_request_id)),
     };
 
     headers.insert(X_FORWARDED_FOR, forwarded.client_ip.clone());
@@ -94,8 +105,14 @@ pub(crate) fn rewrite_request(
     headers.insert(HeaderName::from_static("x-forwarded-proto"), scheme.clone());
     headers.insert(HeaderName::from_static("x-forwarded-scheme"), scheme.clone());
     headers.insert(HeaderName::from_static("x-scheme"), scheme);
-    if let Some(id) = request_id {
-        headers.insert(X_REQUEST_ID, id);
+    match request_id {
+        None => {}
+        Some(Some(id)) => {
+            headers.insert(X_REQUEST_ID, id);
+        }
+        Some(None) => {
+            headers.remove(X_REQUEST_ID);
+        }
     }
     if let Some(original) = original_forwarded_for {
         headers.insert(HeaderName::from_static("x-original-forwarded-for"), original);
@@ -108,25 +125,107 @@ pub(crate) fn rewrite_request(
 
 /// Prepares the client's headers for an external auth subrequest: hop-by-hop headers and
 /// whatever a client may not claim removed, `X-Forwarded-For` and `X-Real-IP` set to the peer,
-/// and the request's id.
-pub(crate) fn for_auth_service(headers: &mut HeaderMap, client_ip: &HeaderValue, request_id: HeaderValue) {
+/// and the request's id (none: no header).
+pub(crate) fn for_auth_service(
+    headers: &mut HeaderMap,
+    client_ip: &HeaderValue,
+    request_id: Option<HeaderValue>,
+    settings: &HeaderSettings,
+) {
     remove_hop_by_hop(headers);
-    remove_matching(headers, |name| name.contains('_'));
+    remove_ignored(headers, settings);
     for name in CLIENT_MAY_NOT_SET {
         headers.remove(name);
     }
     remove_matching(headers, |name| name.starts_with("x-forwarded-"));
-    headers.insert(X_REQUEST_ID, request_id);
+    match request_id {
+        Some(id) => headers.insert(X_REQUEST_ID, id),
+        None => headers.remove(X_REQUEST_ID),
+    };
     headers.insert(X_FORWARDED_FOR, client_ip.clone());
     headers.insert(HeaderName::from_static("x-real-ip"), client_ip.clone());
 }
 
-/// The request's id: the client's `X-Request-ID` when valid, else a fresh one.
-pub(crate) fn request_id(headers: &HeaderMap) -> HeaderValue {
+/// The request's id: the client's `X-Request-ID` when valid, else a fresh one
+/// (`generate-request-id`), else none.
+pub(crate) fn request_id(headers: &HeaderMap, settings: &HeaderSettings) -> Option<HeaderValue> {
     match headers.get(X_REQUEST_ID) {
-        Some(id) if is_valid_request_id(id) => id.clone(),
-        _ => generate_request_id(),
+        Some(id) if is_valid_request_id(id) => Some(id.clone()),
+        _ => settings.generate_request_id.then(generate_request_id),
     }
+}
+
+/// The ConfigMap's headers toward the backend, after the proxy's own as nginx.tmpl orders its
+/// `proxy_set_header` lines: `X-Original-URI` (the request target as sent) when
+/// `proxy-add-original-uri-header` asks, then each `proxy-set-headers` entry, which replaces
+/// what the client or the proxy put under its name (a value that is or comes out empty removes
+/// it). `filled` holds the values of the entries with variables, in order (see
+/// [`fill_templates`]).
+pub(crate) fn set_configured(
+    headers: &mut HeaderMap,
+    settings: &HeaderSettings,
+    request_uri: &str,
+    filled: Vec<HeaderValue>,
+) {
+    if settings.original_uri_header
+        && let Ok(uri) = HeaderValue::from_str(request_uri)
+    {
+        headers.insert(X_ORIGINAL_URI, uri);
+    }
+    let mut filled = filled.into_iter();
+    for (name, value) in &settings.proxy_set_headers {
+        match value {
+            SetValue::Text(value) => set_or_remove(headers, name, value),
+            SetValue::Template(_) => {
+                set_or_remove(headers, name, &filled.next().unwrap_or(HeaderValue::from_static("")))
+            }
+        }
+    }
+}
+
+/// The values of the `proxy-set-headers` entries with variables, filled from the request as the
+/// client sent it (nginx's variables read the client's request); none without such entries.
+/// A value that comes out as no valid header value is empty.
+pub(crate) fn fill_templates(settings: &HeaderSettings, original: &Original<'_>) -> Vec<HeaderValue> {
+    let templates = settings.proxy_set_headers.iter().filter_map(|(_, value)| match value {
+        SetValue::Template(template) => Some(template),
+        SetValue::Text(_) => None,
+    });
+    templates
+        .map(|template| {
+            let mut text = String::new();
+            render(template, original, &mut text);
+            HeaderValue::try_from(text).unwrap_or(HeaderValue::from_static(""))
+        })
+        .collect()
+}
+
+/// Headers of every answer, endpoint's or the proxy's own: `Server` under `server-tokens`, then
+/// `add-headers` (nginx's `more_set_headers`, which replaces; an empty value removes). Without
+/// `server-tokens` an `add-headers` `Server` is dropped too (ingress-nginx clears it after).
+pub(crate) fn set_on_answer(headers: &mut HeaderMap, settings: &HeaderSettings) {
+    if settings.server_tokens {
+        headers.insert(header::SERVER, SERVER_TOKENS);
+    }
+    for (name, value) in &settings.add_headers {
+        if *name != header::SERVER || settings.server_tokens {
+            set_or_remove(headers, name, value);
+        }
+    }
+}
+
+/// `hide-headers`: the endpoint's headers of these names are not passed on.
+pub(crate) fn hide(headers: &mut HeaderMap, settings: &HeaderSettings) {
+    for name in &settings.hide_headers {
+        headers.remove(name);
+    }
+}
+
+fn set_or_remove(headers: &mut HeaderMap, name: &HeaderName, value: &HeaderValue) {
+    match value.is_empty() {
+        true => headers.remove(name),
+        false => headers.insert(name.clone(), value.clone()),
+    };
 }
 
 /// Removes hop-by-hop headers from a response (a `101` keeps its `Upgrade` and `Connection`),
@@ -187,6 +286,24 @@ fn remove_hop_by_hop(headers: &mut HeaderMap) {
     for name in HOP_BY_HOP {
         headers.remove(name);
     }
+}
+
+/// Removes the client headers nginx ignores, and underscore spellings of the headers the proxy
+/// sets whatever the settings allow.
+fn remove_ignored(headers: &mut HeaderMap, settings: &HeaderSettings) {
+    remove_matching(headers, |name| settings.ignores_request_header(name) || spells_a_proxy_header(name));
+}
+
+/// Whether a name with `_` reads, with `-` for `_`, as a header the proxy sets or removes.
+fn spells_a_proxy_header(name: &str) -> bool {
+    if !name.contains('_') {
+        return false;
+    }
+    let dashed = name.replace('_', "-");
+    dashed.starts_with("x-forwarded-")
+        || dashed == X_REQUEST_ID.as_str()
+        || dashed == X_ORIGINAL_URI.as_str()
+        || CLIENT_MAY_NOT_SET.iter().any(|proxy| proxy.as_str() == dashed)
 }
 
 /// Removes every header whose name matches, allocating only when one does.
@@ -259,7 +376,7 @@ mod tests {
             ("x-forwarded-prefix", "/evil"),
             ("x-forwarded-ssl", "on"),
         ]);
-        rewrite_request(&mut h, forwarded(&ip), None);
+        rewrite_request(&mut h, forwarded(&ip), None, &HeaderSettings::default());
         assert_eq!(h["x-forwarded-for"], "192.0.2.7");
         assert_eq!(h["x-real-ip"], "192.0.2.7");
         assert_eq!(h["x-forwarded-proto"], "http");
@@ -278,7 +395,7 @@ mod tests {
         let ip = HeaderValue::from_static("192.0.2.7");
         let mut h =
             headers(&[("connection", "close, X-Forwarded-For, X-Real-IP, x-request-id"), ("x-custom", "1")]);
-        rewrite_request(&mut h, forwarded(&ip), None);
+        rewrite_request(&mut h, forwarded(&ip), None, &HeaderSettings::default());
         assert_eq!(h["x-forwarded-for"], "192.0.2.7");
         assert_eq!(h["x-real-ip"], "192.0.2.7");
         assert!(h.get("x-request-id").is_some());
@@ -295,7 +412,7 @@ mod tests {
             ("keep-alive", "timeout=5"),
             ("te", "trailers"),
         ]);
-        rewrite_request(&mut h, forwarded(&ip), None);
+        rewrite_request(&mut h, forwarded(&ip), None, &HeaderSettings::default());
         assert!(h.get("x-secret").is_none() && h.get("keep-alive").is_none() && h.get("te").is_none());
     }
 
@@ -307,19 +424,48 @@ mod tests {
             ("X_Real_IP", "1.2.3.4"),
             ("x_forwarded_proto", "https"),
         ]);
-        rewrite_request(&mut h, forwarded(&ip), None);
+        rewrite_request(&mut h, forwarded(&ip), None, &HeaderSettings::default());
         assert!(h.keys().all(|k| !k.as_str().contains('_')), "{h:?}");
         assert_eq!(h["x-forwarded-for"], "192.0.2.7");
+    }
+
+    #[test]
+    fn allowed_underscores_never_spell_a_header_of_the_proxy() {
+        let ip = HeaderValue::from_static("192.0.2.7");
+        let settings = HeaderSettings { underscores_in_headers: true, ..HeaderSettings::default() };
+        let mut h = headers(&[
+            ("x_forwarded_host", "evil"),
+            ("x_real_ip", "1.2.3.4"),
+            ("x_request_id", "forged"),
+            ("ssl_client_verify", "SUCCESS"),
+            ("x_tenant", "acme"),
+        ]);
+        rewrite_request(&mut h, forwarded(&ip), None, &settings);
+        let underscored: Vec<&str> = h.keys().map(HeaderName::as_str).filter(|k| k.contains('_')).collect();
+        assert_eq!(underscored, ["x_tenant"]);
+    }
+
+    #[test]
+    fn without_generation_a_request_id_is_only_passed_on() {
+        let ip = HeaderValue::from_static("192.0.2.7");
+        let settings = HeaderSettings { generate_request_id: false, ..HeaderSettings::default() };
+        let mut h = headers(&[("x-request-id", "has space")]);
+        rewrite_request(&mut h, forwarded(&ip), None, &settings);
+        assert!(h.get("x-request-id").is_none());
+        let h = headers(&[("x-request-id", "abc")]);
+        assert_eq!(request_id(&h, &settings).unwrap(), "abc");
+        assert_eq!(request_id(&HeaderMap::new(), &settings), None);
+        assert_eq!(request_id(&HeaderMap::new(), &HeaderSettings::default()).unwrap().len(), 32);
     }
 
     #[test]
     fn a_valid_client_request_id_is_kept_and_a_bad_one_replaced() {
         let ip = HeaderValue::from_static("192.0.2.7");
         let mut h = headers(&[("x-request-id", "abc-123")]);
-        rewrite_request(&mut h, forwarded(&ip), None);
+        rewrite_request(&mut h, forwarded(&ip), None, &HeaderSettings::default());
         assert_eq!(h["x-request-id"], "abc-123");
         let mut h = headers(&[("x-request-id", "has space")]);
-        rewrite_request(&mut h, forwarded(&ip), None);
+        rewrite_request(&mut h, forwarded(&ip), None, &HeaderSettings::default());
         assert_ne!(h["x-request-id"], "has space");
     }
 
@@ -356,7 +502,7 @@ mod tests {
         let mut h = headers(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
         let upgrade = requested_upgrade(&h, &[UpgradeProtocol::WebSocket]);
         assert_eq!(upgrade.as_ref().unwrap(), "websocket");
-        rewrite_request(&mut h, forwarded(&ip), upgrade);
+        rewrite_request(&mut h, forwarded(&ip), upgrade, &HeaderSettings::default());
         assert_eq!(h["upgrade"], "websocket");
         assert_eq!(h["connection"], "upgrade");
     }

@@ -1,7 +1,8 @@
 //! The fourth phase: the request as the backend gets it. Headers as ingress-nginx sends them
-//! (see `headers`), the host routed on, credentials the proxy consumed removed, the path the
-//! router judged (reserved escapes as sent) or its `rewrite-target`, the route's `Connection`
-//! value and HTTP/1 version, and the body under the route's size limit and the client's clock.
+//! (see `headers`; the ConfigMap's `proxy-set-headers` last), the host routed on, credentials
+//! the proxy consumed removed, the path the router judged (reserved escapes as sent) or its
+//! `rewrite-target`, the route's `Connection` value and HTTP/1 version, and the body under the
+//! route's size limit and the client's clock.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -15,10 +16,11 @@ use http::{HeaderValue, Request, Version};
 use http_body_util::Limited;
 use hyper::body::{Body as _, Incoming};
 use hyper::upgrade::OnUpgrade;
-use ostium_model::{ClientAuth, Policy, Rewrite};
+use ostium_model::{ClientAuth, HeaderSettings, Policy, Rewrite};
 
 use crate::body::{BodyClock, RequestBody};
 use crate::headers::{self, Forwarded};
+use crate::policy::Original;
 use crate::request::RequestHead;
 use crate::route::Routed;
 use crate::upstream_body::OutgoingBody;
@@ -43,6 +45,7 @@ pub(crate) fn upstream_request(
     connection: &ConnectionInfo,
     version: Version,
     body: (Duration, Option<Arc<AtomicU64>>),
+    settings: &HeaderSettings,
 ) -> Result<Outgoing, ProxyError> {
     let shaping = &routed.policy.shaping;
     let version = if version == Version::HTTP_11 { shaping.http_version } else { version };
@@ -53,11 +56,14 @@ pub(crate) fn upstream_request(
         _ => None,
     };
     let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut request));
+    let original =
+        Original { method: request.method(), headers: request.headers(), head, connection, settings };
+    let filled = headers::fill_templates(settings, &original);
     // `connection-proxy-header` replaces the default, but not the `upgrade` a tunnel needs.
     let fixed_connection =
         shaping.connection.clone().filter(|_| upgrade.is_none() && version != Version::HTTP_2);
     let (mut parts, incoming) = request.into_parts();
-    headers::rewrite_request(&mut parts.headers, forwarded(head, connection), upgrade);
+    headers::rewrite_request(&mut parts.headers, forwarded(head, connection), upgrade, settings);
     if let Some(value) = fixed_connection {
         parts.headers.insert(CONNECTION, value);
     }
@@ -85,6 +91,7 @@ pub(crate) fn upstream_request(
     if head.version == Version::HTTP_2 && version != Version::HTTP_2 {
         headers::join_cookies(&mut parts.headers);
     }
+    headers::set_configured(&mut parts.headers, settings, head.target(), filled);
     parts.version = version;
 
     // Only a request with a body needs a clock of its own, shared with the body.

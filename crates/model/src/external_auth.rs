@@ -83,6 +83,8 @@ pub enum Variable {
     Cookie(Box<str>),
     /// `$arg_<name>`: an argument of the request's query.
     Argument(Box<str>),
+    /// `$msec`: the time, in seconds since the epoch with milliseconds (`1700000000.123`).
+    Msec,
 }
 
 /// `auth-cache-key` and `auth-cache-duration`: which answers are remembered, and how long.
@@ -152,6 +154,7 @@ impl fmt::Display for Variable {
             Self::Header(name) => write!(f, "${{http_{}}}", name.as_str().replace('-', "_")),
             Self::Cookie(name) => write!(f, "${{cookie_{name}}}"),
             Self::Argument(name) => write!(f, "${{arg_{name}}}"),
+            Self::Msec => f.write_str("${msec}"),
         }
     }
 }

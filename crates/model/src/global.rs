@@ -16,6 +16,8 @@ pub struct GlobalSettings {
     pub compression: Compression,
     /// `proxy-stream-*`: TCP and UDP services.
     pub stream: StreamSettings,
+    /// Headers set, hidden, dropped or blocked on every request and answer.
+    pub headers: crate::HeaderSettings,
 }
 
 /// How plain requests are sent to HTTPS, and what HTTPS answers carry.

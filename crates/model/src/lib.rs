@@ -18,6 +18,7 @@ mod compression;
 mod cors;
 mod external_auth;
 mod global;
+mod headers;
 mod host;
 mod mirror;
 mod name;
@@ -56,6 +57,7 @@ pub use external_auth::{
     AUTH_CACHE_ENTRIES, AuthCache, CachedAnswer, ExternalAuth, Template, TemplatePart, Variable,
 };
 pub use global::{ACME_CHALLENGE, GlobalSettings, HttpsSettings};
+pub use headers::{BlockPattern, HeaderBlock, HeaderSettings, SetValue};
 pub use host::{HostMatch, HostRule, InvalidHost, NormalizedHost, normalize_host};
 pub use mirror::{Mirror, MirrorPath};
 pub use name::{InvalidName, NamespacedName};

@@ -1,8 +1,9 @@
 //! Request and response shaping: what a route changes in the request line and headers sent
-//! upstream, in the endpoint's `Location`, `Refresh` and `Set-Cookie` headers, and in the style
-//! of the redirects the proxy makes itself. ingress-nginx's `proxy_set_header Connection`,
-//! `proxy_http_version`, `proxy_redirect`, `proxy_cookie_domain`, `proxy_cookie_path`,
-//! `port_in_redirect`, `absolute_redirect` and `rewrite_log`.
+//! upstream, in the endpoint's `Location`, `Refresh` and `Set-Cookie` headers, in the style of
+//! the redirects the proxy makes itself, and the headers added to its answers. ingress-nginx's
+//! `proxy_set_header Connection`, `proxy_http_version`, `proxy_redirect`, `proxy_cookie_domain`,
+//! `proxy_cookie_path`, `port_in_redirect`, `absolute_redirect`, `rewrite_log` and the
+//! `custom-headers` annotation.
 
 use http::{HeaderValue, Version};
 
@@ -34,6 +35,9 @@ pub struct Shaping {
     pub relative_redirects: bool,
     /// `enable-rewrite-log`: each `rewrite-target` rewrite is logged (debug, `ostium::rewrite`).
     pub rewrite_log: bool,
+    /// `custom-headers`: set on every answer of the route (after the `add-headers` of the
+    /// ConfigMap, which they replace), as literal text.
+    pub custom_headers: Option<std::sync::Arc<[(http::HeaderName, HeaderValue)]>>,
 }
 
 /// One `from to` pair of nginx's `proxy_redirect` or `proxy_cookie_*`: plain text, never a

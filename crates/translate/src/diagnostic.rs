@@ -66,7 +66,8 @@ pub enum Reason {
     /// An annotation that restricts access and is not implemented: its routes deny (503).
     UnsupportedAccessControl,
     AuthMisconfigured,
-    /// `--configmap` names a ConfigMap that does not exist: every setting keeps its default.
+    /// `--configmap` names a ConfigMap that does not exist (every setting keeps its default), or
+    /// one of its keys does (no headers are taken from it).
     MissingConfigMap,
     /// A key of the `--configmap` ConfigMap with a value ostium cannot read: its default is kept.
     InvalidSetting,

@@ -9,17 +9,19 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::HeaderValue;
 use http::uri::Authority;
+use http::{HeaderName, HeaderValue};
 use k8s_openapi::api::core::v1::ConfigMap;
 use ostium_model::{
-    ACME_CHALLENGE, Compression, Encoding, GlobalSettings, HttpsSettings, LimitStatuses, MediaTypes, Sampler,
-    ServerTls, StreamSettings, TlsVersions, TraceExport, UserAgents,
+    ACME_CHALLENGE, BlockPattern, Compression, Encoding, GlobalSettings, HeaderBlock, HeaderSettings,
+    HttpsSettings, LimitStatuses, MediaTypes, NamespacedName, Sampler, ServerTls, SetValue, StreamSettings,
+    TlsVersions, TraceExport, UserAgents,
 };
 use rustls::NamedGroup;
 
-use crate::annotations::{self, CONFIGMAP_DEFAULTS, GLOBAL_AUTH_KEYS, Risk};
+use crate::annotations::{self, CONFIGMAP_DEFAULTS, GLOBAL_AUTH_KEYS, Risk, header_template, is_header_name};
 use crate::configmap_keys::{SettingSupport, setting_support};
+use crate::kind::Reference;
 use crate::{Diagnostic, ObjectKind, ObjectRef, Objects, Options, Reason};
 
 /// The ConfigMap keys read here (besides the annotation defaults); `configmap_keys` says
@@ -79,6 +81,17 @@ pub(crate) const APPLIED_CONFIGMAP_KEYS: &[&str] = &[
     "proxy-stream-next-upstream-timeout",
     "proxy-stream-next-upstream-tries",
     "proxy-stream-responses",
+    "proxy-set-headers",
+    "add-headers",
+    "hide-headers",
+    "server-tokens",
+    "enable-underscores-in-headers",
+    "ignore-invalid-headers",
+    "generate-request-id",
+    "proxy-add-original-uri-header",
+    "block-user-agents",
+    "block-referers",
+    "global-allowed-response-headers",
 ];
 
 /// The ConfigMap's external auth for every Ingress without its own.
@@ -119,6 +132,8 @@ pub(crate) struct GlobalConfig {
     /// The values of [`CONFIGMAP_DEFAULTS`] keys, checked: the defaults of the annotations of
     /// the same names.
     pub(crate) annotation_defaults: BTreeMap<&'static str, String>,
+    /// `global-allowed-response-headers`: the header names a `custom-headers` ConfigMap may set.
+    pub(crate) allowed_response_headers: Box<[Box<str>]>,
 }
 
 /// The OpenTelemetry keys (docs/user-guide/third-party-addons/opentelemetry.md).
@@ -155,6 +170,7 @@ impl Default for GlobalConfig {
             risk_level: Risk::High,
             limit_statuses: LimitStatuses::default(),
             annotation_defaults: BTreeMap::new(),
+            allowed_response_headers: Box::new([]),
         }
     }
 }
@@ -176,10 +192,12 @@ impl GlobalConfig {
         let annotation_defaults =
             annotations::annotation_defaults(&object, defaults, objects, options, diagnostics);
         let mut reader = Reader { object, config_map, diagnostics };
+        let (headers, allowed_response_headers) = reader.headers(objects);
         let settings = GlobalSettings {
             https: reader.https(),
             compression: reader.compression(),
             stream: reader.stream(),
+            headers,
         };
         let server_tls = reader.server_tls(options);
         let limit_statuses = LimitStatuses {
@@ -215,6 +233,7 @@ impl GlobalConfig {
             risk_level,
             limit_statuses,
             annotation_defaults,
+            allowed_response_headers,
         }
     }
 }
@@ -746,4 +765,215 @@ fn parse_nginx_duration(text: &str) -> Option<Duration> {
         millis = millis.checked_add(number.checked_mul(factor)?)?;
     }
     Some(Duration::from_millis(millis))
+}
+
+/// The ConfigMaps `proxy-set-headers` and `add-headers` name: a change to one is a change of the
+/// settings.
+pub(crate) fn header_config_maps(config_map: &ConfigMap) -> Vec<Reference> {
+    let data = config_map.data.iter().flatten();
+    let named = data.filter(|(key, _)| *key == "proxy-set-headers" || *key == "add-headers");
+    named
+        .filter_map(|(_, value)| config_map_key(value))
+        .map(|key| Reference::new(ObjectKind::ConfigMap, &key))
+        .collect()
+}
+
+/// `namespace/name`, the form ingress-nginx looks these ConfigMaps up by (any namespace).
+fn config_map_key(value: &str) -> Option<NamespacedName> {
+    let (namespace, name) = value.trim().split_once('/')?;
+    let valid = |part: &str| !part.is_empty() && !part.contains('/');
+    (valid(namespace) && valid(name)).then(|| NamespacedName::new(namespace, name))
+}
+
+/// Headers that frame a message or its connection: never set nor hidden from a ConfigMap.
+const FRAMING_HEADERS: [&str; 9] = [
+    "connection",
+    "content-length",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+];
+
+/// The header keys: nginx.tmpl's `proxy_set_header` and `more_set_headers` loops,
+/// `proxy_hide_header`, `server_tokens`, `underscores_in_headers`, `ignore_invalid_headers`,
+/// the `$req_id` map, `X-Original-URI` and the `$block_ua`/`$block_ref` maps; the lists split
+/// at `,` and trimmed as configmap.go's `splitAndTrimSpace`.
+impl Reader<'_> {
+    fn headers(&mut self, objects: &Objects) -> (HeaderSettings, Box<[Box<str>]>) {
+        let defaults = HeaderSettings::default();
+        let settings = HeaderSettings {
+            proxy_set_headers: self.header_config_map("proxy-set-headers", objects, set_value),
+            add_headers: self.header_config_map("add-headers", objects, text_value),
+            hide_headers: self.hide_headers(),
+            server_tokens: self.flag("server-tokens").unwrap_or(defaults.server_tokens),
+            underscores_in_headers: self
+                .flag("enable-underscores-in-headers")
+                .unwrap_or(defaults.underscores_in_headers),
+            ignore_invalid_headers: self
+                .flag("ignore-invalid-headers")
+                .unwrap_or(defaults.ignore_invalid_headers),
+            generate_request_id: self.flag("generate-request-id").unwrap_or(defaults.generate_request_id),
+            original_uri_header: self
+                .flag("proxy-add-original-uri-header")
+                .unwrap_or(defaults.original_uri_header),
+            block_user_agents: self.block("block-user-agents"),
+            block_referers: self.block("block-referers"),
+        };
+        (settings, self.allowed_response_headers())
+    }
+
+    /// The data of the ConfigMap `key` names, as headers, each value read by `read`. Names nginx
+    /// would not read and headers that frame the message are skipped; so is a value `read`
+    /// refuses. An empty value removes the header (nginx sends no header with an empty value).
+    fn header_config_map<T>(
+        &mut self,
+        key: &str,
+        objects: &Objects,
+        read: impl Fn(&str) -> Result<T, String>,
+    ) -> Box<[(HeaderName, T)]> {
+        let Some(value) = self.value(key).map(str::trim).filter(|value| !value.is_empty()) else {
+            return Box::default();
+        };
+        let Some(name) = config_map_key(value) else {
+            self.invalid(key, "a ConfigMap as namespace/name", "none");
+            return Box::default();
+        };
+        let Some(config_map) = objects.config_maps.get(&name) else {
+            let message = format!("{key}: ConfigMap {name} does not exist; no headers are set from it");
+            self.warn(Reason::MissingConfigMap, message);
+            return Box::default();
+        };
+        let mut headers = Vec::new();
+        for (header, value) in config_map.data.iter().flatten() {
+            let header_name =
+                HeaderName::from_bytes(header.as_bytes()).ok().filter(|_| is_header_name(header));
+            let problem = match header_name {
+                None => "is not a name of letters, digits, - and _".to_owned(),
+                Some(name) if FRAMING_HEADERS.contains(&name.as_str()) => {
+                    "frames the message and cannot be set".to_owned()
+                }
+                Some(name) => match read(value) {
+                    Ok(value) => {
+                        headers.push((name, value));
+                        continue;
+                    }
+                    Err(why) => why,
+                },
+            };
+            let message = format!("{key}: ConfigMap {name}: header `{header}` {problem}; it is skipped");
+            self.warn(Reason::InvalidSetting, message);
+        }
+        headers.into()
+    }
+
+    /// `hide-headers`: endpoint headers not passed to the client.
+    fn hide_headers(&mut self) -> Box<[HeaderName]> {
+        let mut hidden = Vec::new();
+        for header in list(self.value("hide-headers")) {
+            match HeaderName::from_bytes(header.as_bytes()) {
+                Ok(name) if !FRAMING_HEADERS.contains(&name.as_str()) => hidden.push(name),
+                _ => {
+                    let message = format!(
+                        "hide-headers: `{header}` is not a header name that can be hidden; it is skipped"
+                    );
+                    self.warn(Reason::InvalidSetting, message);
+                }
+            }
+        }
+        hidden.into()
+    }
+
+    /// `block-user-agents` or `block-referers`: entries of an nginx map, an exact value or, after
+    /// `~` (`~*` ignoring case), a regular expression. One that does not compile (Rust `regex`
+    /// syntax: no look-around nor back references) or is too large is reported and skipped.
+    fn block(&mut self, key: &str) -> Option<HeaderBlock> {
+        let (mut exact, mut patterns) = (Vec::new(), Vec::new());
+        for entry in list(self.value(key)) {
+            let pattern = match entry.strip_prefix("~*") {
+                Some(source) => BlockPattern::new(source, true),
+                None => match entry.strip_prefix('~') {
+                    Some(source) => BlockPattern::new(source, false),
+                    None => {
+                        // nginx's map reads a leading `\` as an escape of what follows.
+                        exact.push(entry.strip_prefix('\\').unwrap_or(entry).to_owned());
+                        continue;
+                    }
+                },
+            };
+            match pattern {
+                Ok(pattern) => patterns.push(pattern),
+                Err(why) => {
+                    let why = why.lines().last().unwrap_or_default().trim().to_owned();
+                    self.warn(
+                        Reason::InvalidSetting,
+                        format!("{key}: `{entry}` is not a usable regular expression ({why}); it is skipped"),
+                    );
+                }
+            }
+        }
+        if exact.is_empty() && patterns.is_empty() {
+            return None;
+        }
+        match HeaderBlock::new(exact, patterns) {
+            Ok(block) => Some(block),
+            Err(_) => {
+                self.warn(
+                    Reason::InvalidSetting,
+                    format!("{key}: the expressions together are too large; nothing is blocked"),
+                );
+                None
+            }
+        }
+    }
+
+    /// `global-allowed-response-headers`: names ingress-nginx's `headerRegexp` accepts.
+    fn allowed_response_headers(&mut self) -> Box<[Box<str>]> {
+        let mut allowed = Vec::new();
+        for header in list(self.value("global-allowed-response-headers")) {
+            match is_header_name(header) {
+                true => allowed.push(header.into()),
+                false => {
+                    let message = format!(
+                        "global-allowed-response-headers: `{header}` is not a name of letters, digits, - and _; it is skipped"
+                    );
+                    self.warn(Reason::InvalidSetting, message);
+                }
+            }
+        }
+        allowed.into()
+    }
+
+    fn warn(&mut self, reason: Reason, message: String) {
+        self.diagnostics.push(Diagnostic::warning(self.object.clone(), reason, message));
+    }
+}
+
+/// A `proxy-set-headers` value: nginx expands its variables (nginx.tmpl puts it in a quoted
+/// `proxy_set_header` argument); ostium fills the few it knows, parsed here once, and refuses
+/// the others.
+fn set_value(value: &str) -> Result<SetValue, String> {
+    let template = header_template(value).map_err(|why| format!("has a value ostium cannot send: {why}"))?;
+    match template.as_text().map(HeaderValue::from_str) {
+        Some(Ok(text)) => Ok(SetValue::Text(text)),
+        Some(Err(_)) => Err("has a value with control characters".to_owned()),
+        None => Ok(SetValue::Template(template)),
+    }
+}
+
+/// An `add-headers` value: text only. nginx would expand `$variables` in it; ostium never
+/// does, and does not send such a value as other text either.
+fn text_value(value: &str) -> Result<HeaderValue, String> {
+    if value.contains('$') {
+        return Err("has a value with $ (an nginx variable, not filled in answers)".to_owned());
+    }
+    HeaderValue::from_str(value).map_err(|_| "has a value with control characters".to_owned())
+}
+
+/// A comma-separated list, each entry trimmed, empty ones left out.
+fn list(value: Option<&str>) -> impl Iterator<Item = &str> {
+    value.unwrap_or_default().split(',').map(str::trim).filter(|entry| !entry.is_empty())
 }

@@ -5,10 +5,10 @@ use std::fmt::Write;
 
 use ostium_model::{
     Affinity, Backend, BackendTlsSettings, Canary, CanaryAffinity, ClientAuth, Compression, Credentials,
-    Encoding, ExternalAuth, GlobalSettings, HeaderRule, HostRule, HttpsRedirect, HttpsSettings,
-    LimitStatuses, LoadBalance, MediaTypes, Mirror, MirrorPath, Policy, Protocol, RedirectContext, Route,
-    RouteAction, RouteTracing, SameSite, Sampler, ServerTls, Shaping, StreamService, StreamSettings, Table,
-    Target, TextRewrite, UserAgents,
+    Encoding, ExternalAuth, GlobalSettings, HeaderRule, HeaderSettings, HostRule, HttpsRedirect,
+    HttpsSettings, LimitStatuses, LoadBalance, MediaTypes, Mirror, MirrorPath, Policy, Protocol,
+    RedirectContext, Route, RouteAction, RouteTracing, SameSite, Sampler, ServerTls, SetValue, Shaping,
+    StreamService, StreamSettings, Table, Target, TextRewrite, UserAgents,
 };
 
 use crate::Translation;
@@ -96,8 +96,11 @@ pub(crate) fn render(translation: &Translation) -> String {
 /// The `--configmap` settings that differ from the defaults, one line per family (none when
 /// all are default, so that translations without a ConfigMap render as before).
 fn global_lines(global: &GlobalSettings) -> Vec<String> {
-    let GlobalSettings { https, compression, stream } = global;
+    let GlobalSettings { https, compression, stream, headers } = global;
     let mut lines = Vec::new();
+    if *headers != HeaderSettings::default() {
+        lines.push(format!("headers: {}", header_settings_line(headers)));
+    }
     if *https != HttpsSettings::default() {
         let hsts = https.hsts.as_ref().map_or("off", |value| value.to_str().unwrap_or("?"));
         let exempt = https.no_redirect_locations.join(", ");
@@ -147,6 +150,45 @@ fn compression_line(compression: &Compression) -> String {
         }
     }
     line
+}
+
+/// The header settings that differ from ingress-nginx's defaults.
+fn header_settings_line(headers: &HeaderSettings) -> String {
+    let defaults = HeaderSettings::default();
+    let mut parts = Vec::new();
+    if !headers.proxy_set_headers.is_empty() {
+        let pairs = headers.proxy_set_headers.iter().map(|(name, value)| match value {
+            SetValue::Text(text) => format!("{name}: {}", String::from_utf8_lossy(text.as_bytes())),
+            SetValue::Template(template) => format!("{name}: {template}"),
+        });
+        parts.push(format!("to backends [{}]", pairs.collect::<Vec<_>>().join("; ")));
+    }
+    if !headers.add_headers.is_empty() {
+        parts.push(format!("to clients [{}]", header_pairs(&headers.add_headers)));
+    }
+    if !headers.hide_headers.is_empty() {
+        let names: Vec<&str> = headers.hide_headers.iter().map(|name| name.as_str()).collect();
+        parts.push(format!("hidden [{}]", names.join(", ")));
+    }
+    let flags = [
+        (headers.server_tokens, defaults.server_tokens, "server tokens"),
+        (headers.underscores_in_headers, defaults.underscores_in_headers, "underscores in headers"),
+        (headers.ignore_invalid_headers, defaults.ignore_invalid_headers, "invalid headers ignored"),
+        (headers.generate_request_id, defaults.generate_request_id, "request ids generated"),
+        (headers.original_uri_header, defaults.original_uri_header, "X-Original-URI"),
+    ];
+    for (value, default, what) in flags {
+        if value != default {
+            parts.push(format!("{what} {}", if value { "on" } else { "off" }));
+        }
+    }
+    for (what, block) in [("user agents", &headers.block_user_agents), ("referers", &headers.block_referers)]
+    {
+        if let Some(block) = block {
+            parts.push(format!("blocked {what} [{}]", block.entries().collect::<Vec<_>>().join(", ")));
+        }
+    }
+    parts.join(", ")
 }
 
 /// `ssl-ciphers` (TLS 1.2 suites) and `ssl-prefer-server-ciphers` of a host.
@@ -552,6 +594,16 @@ fn shaping_parts(shaping: &Shaping, parts: &mut Vec<String>) {
         (shaping.rewrite_log, "rewrite log"),
     ];
     parts.extend(flags.into_iter().filter(|(on, _)| *on).map(|(_, text)| text.to_owned()));
+    if let Some(headers) = &shaping.custom_headers {
+        parts.push(format!("custom headers {}", header_pairs(headers)));
+    }
+}
+
+/// `name: value` pairs, `;`-separated, values as UTF-8 where they are.
+fn header_pairs(headers: &[(http::HeaderName, http::HeaderValue)]) -> String {
+    let pairs =
+        headers.iter().map(|(name, value)| format!("{name}: {}", String::from_utf8_lossy(value.as_bytes())));
+    pairs.collect::<Vec<_>>().join("; ")
 }
 
 fn backend_line(backend: &Backend) -> String {

@@ -13,13 +13,14 @@
 //! what the client made up.
 
 use std::fmt::{self, Write as _};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, StatusCode, Uri, Version};
 use http_body_util::{BodyExt as _, Limited};
 use ostium_model::{
-    AuthCache, CachedAnswer, ExternalAuth, Location, Protocol, Redirection, Template, TemplatePart, Variable,
+    AuthCache, CachedAnswer, ExternalAuth, HeaderSettings, Location, Protocol, Redirection, Template,
+    TemplatePart, Variable,
 };
 
 use crate::outcome::Outcome;
@@ -65,6 +66,8 @@ pub(crate) struct Original<'a> {
     pub(crate) headers: &'a HeaderMap,
     pub(crate) head: &'a RequestHead,
     pub(crate) connection: &'a ConnectionInfo,
+    /// The ConfigMap's header settings.
+    pub(crate) settings: &'a HeaderSettings,
 }
 
 /// Asks the auth service (or the cache) about a request.
@@ -85,8 +88,8 @@ pub(super) async fn check(
     let (status, answer) = match cached {
         Some(cached) => (cached.status, cached.headers),
         None => {
-            let request_id = headers::request_id(original.headers);
-            effects.request_id = Some(request_id.clone());
+            let request_id = headers::request_id(original.headers, original.settings);
+            effects.request_id = request_id.clone();
             let Some((status, answer)) = ask(auth, original, proxy, request_id).await else {
                 return Verdict::Failed;
             };
@@ -160,7 +163,7 @@ async fn ask(
     auth: &ExternalAuth,
     original: &Original<'_>,
     proxy: &Proxy,
-    request_id: HeaderValue,
+    request_id: Option<HeaderValue>,
 ) -> Option<(u16, HeaderMap)> {
     let mut url = String::new();
     render(&auth.url, original, &mut url);
@@ -199,10 +202,10 @@ fn subrequest_headers(
     auth: &ExternalAuth,
     original: &Original<'_>,
     host: HeaderValue,
-    request_id: HeaderValue,
+    request_id: Option<HeaderValue>,
 ) -> HeaderMap {
     let mut headers = original.headers.clone();
-    headers::for_auth_service(&mut headers, &original.connection.client_ip, request_id);
+    headers::for_auth_service(&mut headers, &original.connection.client_ip, request_id, original.settings);
     // `proxy_pass_request_body off`: no body, and nothing that announces one.
     headers.remove(header::CONTENT_LENGTH);
     headers.remove(header::EXPECT);
@@ -352,6 +355,10 @@ pub(crate) fn render(template: &Template, original: &Original<'_>, out: &mut imp
                     key.eq_ignore_ascii_case(name).then_some(value)
                 });
                 let _ = out.write_str(value.unwrap_or(""));
+            }
+            Variable::Msec => {
+                let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+                let _ = write!(out, "{}.{:03}", now.as_secs(), now.subsec_millis());
             }
         }
     }

@@ -5,6 +5,7 @@
 
 mod access;
 mod basic_auth;
+pub(crate) mod block;
 mod client_cert;
 mod cors;
 mod deny;

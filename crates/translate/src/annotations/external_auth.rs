@@ -258,15 +258,8 @@ fn proxy_set_header(name: &str, value: &str) -> Result<(HeaderName, Template), S
     if FRAMING_HEADERS.contains(&header.as_str()) {
         return Err(format!("`{name}` frames the request and cannot be set"));
     }
-    let template = template(value).map_err(|why| format!("header {name}: {why}"))?;
-    let text_is_valid = template.parts().iter().all(|part| match part {
-        TemplatePart::Text(text) => HeaderValue::from_str(text).is_ok(),
-        TemplatePart::Variable(_) => true,
-    });
-    if !text_is_valid {
-        return Err(format!("header {name}: the value has control characters"));
-    }
-    Ok((header, Template::new(merge_text(template.parts().to_vec()))))
+    let template = header_template(value).map_err(|why| format!("header {name}: {why}"))?;
+    Ok((header, template))
 }
 
 /// `auth-method` values ingress-nginx accepts.
@@ -347,6 +340,7 @@ fn variable(name: &str) -> Option<Variable> {
         "request_method" => Variable::RequestMethod,
         "remote_addr" => Variable::RemoteAddr,
         "remote_user" => Variable::RemoteUser,
+        "msec" => Variable::Msec,
         _ => {
             if let Some(header) = name.strip_prefix("http_").filter(|h| valid_suffix(h)) {
                 let header = header.to_ascii_lowercase().replace('_', "-");
@@ -359,6 +353,20 @@ fn variable(name: &str) -> Option<Variable> {
             Variable::Argument(argument.into())
         }
     })
+}
+
+/// Text with the nginx variables ostium fills, for a header value: adjacent text joined, and
+/// text that is not a valid header value (control characters) refused.
+pub(crate) fn header_template(text: &str) -> Result<Template, String> {
+    let template = Template::new(merge_text(template(text)?.parts().to_vec()));
+    let text_is_valid = template.parts().iter().all(|part| match part {
+        TemplatePart::Text(text) => HeaderValue::from_str(text).is_ok(),
+        TemplatePart::Variable(_) => true,
+    });
+    match text_is_valid {
+        true => Ok(template),
+        false => Err("the value has control characters".to_owned()),
+    }
 }
 
 /// Adjacent text parts joined, so a template without variables is one text.

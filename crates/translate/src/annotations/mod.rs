@@ -21,6 +21,8 @@
 //!   (503): serving the routes without them would be more open than asked. Every other
 //!   annotation with the prefix is reported as not supported and ignored (the migration report).
 //! - `enable-opentelemetry` and its family: a span per request (see `opentelemetry`).
+//! - `custom-headers`: response headers from a ConfigMap, restricted by the ConfigMap's
+//!   `global-allowed-response-headers` (see `custom_headers`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -44,6 +46,7 @@ mod backends;
 mod balance;
 mod canary;
 mod cors;
+mod custom_headers;
 pub(crate) mod external_auth;
 mod mirror;
 mod opentelemetry;
@@ -57,7 +60,8 @@ pub(crate) use affinity::with_cookie_path;
 pub(crate) use auth::auth_secret;
 pub(crate) use backend_tls::backend_tls_secret;
 pub(crate) use canary::CanaryRules;
-pub(crate) use external_auth::auth_headers_config_map;
+pub(crate) use custom_headers::is_header_name;
+pub(crate) use external_auth::{auth_headers_config_map, header_template};
 pub(crate) use tls::FrontendTls;
 
 /// Annotations that would inject raw nginx configuration: refused, never interpreted. A snippet
@@ -81,7 +85,7 @@ const DENIED_UNTIL_IMPLEMENTED: [&str; 4] = [
 /// ingress-nginx annotations that ostium does not read: reported as not supported and ignored.
 /// Any other name under the prefix is not an ingress-nginx annotation at all (a typo, most
 /// likely), and is reported as unknown. docs/annotations.md lists them all.
-const NOT_SUPPORTED: &[&str] = &["fastcgi-index", "fastcgi-params-configmap", "custom-headers"];
+const NOT_SUPPORTED: &[&str] = &["fastcgi-index", "fastcgi-params-configmap"];
 
 /// Annotations ostium reads, by family (each family's module lists its keys).
 const SUPPORTED: &[&[&str]] = &[
@@ -94,6 +98,7 @@ const SUPPORTED: &[&[&str]] = &[
     balance::KEYS,
     canary::KEYS,
     cors::KEYS,
+    custom_headers::KEYS,
     external_auth::KEYS,
     mirror::KEYS,
     opentelemetry::KEYS,
@@ -284,6 +289,8 @@ pub(crate) fn parse<'a>(
     let _ = parser.flag("http2-push-preload");
     policy.satisfy = parser.satisfy();
     policy.shaping = parser.shaping(protocol);
+    policy.shaping.custom_headers =
+        parser.custom_headers(objects, &global.allowed_response_headers, &mut policy.denied);
     policy.load_balance = parser.load_balance();
     policy.mirror = parser.mirror();
     let cookie_path_from_route = parser.affinity(&mut policy);
@@ -823,7 +830,7 @@ mod tests {
     #[test]
     fn a_typo_is_unknown_and_distinct_from_an_unsupported_key() {
         let typo = format!(
-            "{PREFIX}/proxy-read-timout: \"30\", {PREFIX}/custom-headers: \"default/extra\", {PREFIX}/zzz: \"1\""
+            "{PREFIX}/proxy-read-timout: \"30\", {PREFIX}/fastcgi-index: \"index.php\", {PREFIX}/zzz: \"1\""
         );
         let (annotated, diagnostics) = annotated(&typo, "");
         assert_eq!(annotated.policy.denied, None);
@@ -837,7 +844,7 @@ mod tests {
         )));
         assert!(reasons.contains(&(
             Reason::UnsupportedAnnotation,
-            "annotation nginx.ingress.kubernetes.io/custom-headers is not supported and was ignored"
+            "annotation nginx.ingress.kubernetes.io/fastcgi-index is not supported and was ignored"
         )));
         assert!(reasons.contains(&(
             Reason::UnknownAnnotation,

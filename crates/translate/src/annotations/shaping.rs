@@ -77,6 +77,7 @@ impl<'a> Parser<'a> {
             port_in_redirects: self.flag("use-port-in-redirects").unwrap_or(false),
             relative_redirects: self.flag("relative-redirects").unwrap_or(false),
             rewrite_log: self.flag("enable-rewrite-log").unwrap_or(false),
+            custom_headers: None,
         }
     }
 

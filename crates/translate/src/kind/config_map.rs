@@ -1,12 +1,14 @@
-//! ConfigMaps: the global settings (`--configmap`), TCP and UDP services
-//! (`--tcp-services-configmap`, `--udp-services-configmap`, which name Services) and headers for
-//! external auth (`auth-proxy-set-headers`). One counts while something
+//! ConfigMaps: the global settings (`--configmap`) and the ConfigMaps its `proxy-set-headers`
+//! and `add-headers` name, TCP and UDP services (`--tcp-services-configmap`,
+//! `--udp-services-configmap`, which name Services), headers for external auth
+//! (`auth-proxy-set-headers`) and responses (`custom-headers`). One counts while something
 //! names it; one nothing names is held without its data, so a cluster's many ConfigMaps cost
 //! only their metadata.
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use ostium_model::NamespacedName;
 
+use crate::global_config::header_config_maps;
 use crate::kind::{Kind, Reference, Relevance};
 use crate::{ObjectKind, ObjectMap, Objects, Options};
 
@@ -29,8 +31,12 @@ impl Kind for ConfigMap {
         Relevance::TableWhileReferenced
     }
 
-    /// A TCP or UDP services ConfigMap names the Services of its entries.
+    /// A TCP or UDP services ConfigMap names the Services of its entries; the `--configmap`
+    /// one, the ConfigMaps of its header keys.
     fn references(&self, key: &NamespacedName, options: &Options) -> Vec<Reference> {
+        if options.configmap.as_ref() == Some(key) {
+            return header_config_maps(self);
+        }
         let is_streams = [&options.tcp_services_configmap, &options.udp_services_configmap]
             .into_iter()
             .any(|flag| flag.as_ref() == Some(key));

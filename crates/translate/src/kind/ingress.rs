@@ -31,8 +31,8 @@ impl Kind for Ingress {
         Relevance::TableWhenServed { ours }
     }
 
-    /// Its backends' Services, its TLS, auth and backend TLS Secrets and its external auth
-    /// headers' ConfigMap, read straight from the object, whatever its class.
+    /// Its backends' Services, its TLS, auth and backend TLS Secrets and its external auth and
+    /// custom headers' ConfigMaps, read straight from the object, whatever its class.
     fn references(&self, key: &NamespacedName, options: &Options) -> Vec<Reference> {
         // Whether the ConfigMap allows objects of other namespaces is decided at translation;
         // held here either way, so that they are at hand when it does.
@@ -70,6 +70,11 @@ impl Kind for Ingress {
         let auth_headers = annotation("auth-proxy-set-headers")
             .and_then(|value| annotations::auth_headers_config_map(&key.namespace, value, CROSS).ok());
         if let Some(name) = auth_headers {
+            refs.push(Reference { kind: ObjectKind::ConfigMap, key: name });
+        }
+        let custom_headers = annotation("custom-headers")
+            .and_then(|value| annotations::auth_headers_config_map(&key.namespace, value, CROSS).ok());
+        if let Some(name) = custom_headers {
             refs.push(Reference { kind: ObjectKind::ConfigMap, key: name });
         }
         refs.sort();
@@ -110,5 +115,26 @@ mod tests {
         assert_eq!(secrets(ingress("shop/backend-ca")), ["secret shop/backend-ca", "secret shop/htpasswd"]);
         assert_eq!(secrets(ingress("other/backend-ca")), ["secret other/backend-ca", "secret shop/htpasswd"]);
         assert_eq!(secrets(ingress("not-a-reference")), ["secret shop/htpasswd"]);
+    }
+
+    /// The `custom-headers` ConfigMap is read whole and its edits rebuild; one of another
+    /// namespace too (`allow-cross-namespace-resources` decides at translation).
+    #[test]
+    fn the_custom_headers_config_map_is_referenced() {
+        let options = Options::new(
+            ostium_test_support::fallback_certificate(),
+            Arc::new(rustls::crypto::ring::default_provider()),
+        );
+        let key = NamespacedName::new("shop", "web");
+        let references = |reference: &str| -> Vec<String> {
+            let annotations = json!({"nginx.ingress.kubernetes.io/custom-headers": reference});
+            let value = json!({"metadata": {"name": "web", "namespace": "shop", "annotations": annotations}, "spec": {}});
+            let ingress = Ingress::from_value(value).unwrap();
+            ingress.references(&key, &options).iter().map(ToString::to_string).collect()
+        };
+        assert_eq!(references("shop/headers"), ["configmap shop/headers"]);
+        assert_eq!(references("headers"), ["configmap shop/headers"]);
+        assert_eq!(references("other/headers"), ["configmap other/headers"]);
+        assert!(references("a/b/c").is_empty());
     }
 }
