@@ -4,6 +4,11 @@
 //! Keys that only give routes a default are applied by translation to each route's
 //! [`crate::Policy`] instead.
 
+use crate::AccessLogSettings;
+
 /// The global settings of one table; `Default` is ingress-nginx's defaults.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct GlobalSettings {}
+pub struct GlobalSettings {
+    /// The access log: on or off, which requests, and its line format.
+    pub access_log: AccessLogSettings,
+}

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use http::uri::Authority;
 use k8s_openapi::api::core::v1::ConfigMap;
-use ostium_model::{GlobalSettings, NamespacedName, Sampler, TraceExport};
+use ostium_model::{
+    AccessLogSettings, GlobalSettings, LogEscape, LogFormat, NamespacedName, Sampler, TraceExport,
+};
 
 use crate::{Diagnostic, ObjectKind, ObjectRef, Objects, Reason};
 
@@ -26,6 +28,13 @@ pub const APPLIED_CONFIGMAP_KEYS: &[&str] = &[
     "otel-max-queuesize",
     "otel-schedule-delay-millis",
     "otel-max-export-batch-size",
+    "disable-access-log",
+    "disable-http-access-log",
+    "skip-access-log-urls",
+    "enable-access-log-for-default-backend",
+    "log-format-upstream",
+    "log-format-escape-json",
+    "log-format-escape-none",
 ];
 
 /// The global settings, each with ingress-nginx's default when the ConfigMap does not set it.
@@ -71,7 +80,7 @@ impl GlobalConfig {
             return Self::default();
         };
         let mut reader = Reader { object, config_map, diagnostics };
-        Self { tracing: reader.tracing(), settings: GlobalSettings {} }
+        Self { tracing: reader.tracing(), settings: GlobalSettings { access_log: reader.access_log() } }
     }
 }
 
@@ -194,5 +203,81 @@ impl<'a> Reader<'a> {
     fn invalid(&mut self, key: &str, expected: &str, default: &str) {
         let message = format!("{key}: expected {expected}; {default} is used");
         self.diagnostics.push(Diagnostic::warning(self.object.clone(), Reason::InvalidSetting, message));
+    }
+}
+
+/// The access log keys (ingress-nginx's config.go, and nginx.tmpl's `log_format upstreaminfo`,
+/// `map $request_uri $loggable` and `access_log`).
+impl Reader<'_> {
+    fn access_log(&mut self) -> AccessLogSettings {
+        for key in ["access-log-path", "http-access-log-path", "error-log-path", "access-log-params"] {
+            if self.value(key).is_some() {
+                self.no_effect(key, "the access log goes to stdout and every other log to stderr");
+            }
+        }
+        for key in ["log-format-stream", "stream-access-log-path", "disable-stream-access-log"] {
+            if self.value(key).is_some() {
+                self.no_effect(key, "TCP and UDP services are not logged");
+            }
+        }
+        if self.flag("enable-auth-access-log") == Some(true) {
+            self.no_effect("enable-auth-access-log", "requests to auth services are not logged");
+        }
+        let escape = if self.flag("log-format-escape-none").unwrap_or(false) {
+            LogEscape::None
+        } else if self.flag("log-format-escape-json").unwrap_or(false) {
+            LogEscape::Json
+        } else {
+            LogEscape::Default
+        };
+        let format = self.value("log-format-upstream").and_then(|template| {
+            match LogFormat::parse(template, escape) {
+                Ok((format, unknown)) => {
+                    for name in unknown {
+                        let message = format!(
+                            "log-format-upstream: ${name} is not a variable ostium knows; it is logged as missing"
+                        );
+                        self.diagnostics.push(Diagnostic::warning(
+                            self.object.clone(),
+                            Reason::UnsupportedSetting,
+                            message,
+                        ));
+                    }
+                    Some(Arc::new(format))
+                }
+                Err(error) => {
+                    let expected = format!("an nginx log format ({error})");
+                    self.invalid("log-format-upstream", &expected, "ostium's own access log event");
+                    None
+                }
+            }
+        });
+        let urls = self.value("skip-access-log-urls").unwrap_or_default();
+        let urls = urls.split(',').map(str::trim).filter(|url| !url.is_empty());
+        let (patterns, urls): (Vec<&str>, Vec<&str>) = urls.partition(|url| url.starts_with('~'));
+        if !patterns.is_empty() {
+            let why = format!(
+                "regular expressions ({}) are not supported; they match nothing",
+                patterns.join(", ")
+            );
+            self.diagnostics.push(Diagnostic::warning(
+                self.object.clone(),
+                Reason::UnsupportedSetting,
+                format!("skip-access-log-urls: {why}"),
+            ));
+        }
+        let skip_urls = urls.into_iter().map(Box::from).collect();
+        let disabled = self.flag("disable-access-log").unwrap_or(false);
+        AccessLogSettings {
+            disabled: disabled || self.flag("disable-http-access-log").unwrap_or(false),
+            skip_urls,
+            default_backend: self.flag("enable-access-log-for-default-backend").unwrap_or(false),
+            format,
+        }
+    }
+
+    fn no_effect(&mut self, key: &str, why: &str) {
+        let message = format!("{key} has no effect: {why}");
+        self.diagnostics.push(Diagnostic::warning(self.object.clone(), Reason::UnsupportedSetting, message));
     }
 }
