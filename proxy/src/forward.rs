@@ -11,13 +11,14 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
-use http::header::{CONTENT_LENGTH, HOST};
+use http::header::CONTENT_LENGTH;
 use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use ostium_model::{LoadBalance, NamespacedName, NextUpstream, Protocol};
 
+use crate::access_log::{Line, UpstreamNames};
 use crate::affinity::Stickiness;
 use crate::body::{AccessEntry, ProxyBody};
 use crate::buffer::BufferedBody;
@@ -53,6 +54,13 @@ pub(crate) struct Trace {
     auth_effects: Option<AuthEffects>,
     /// The request's span, when its route is traced.
     span: Option<Span>,
+    /// No route took the request (or only `--default-backend-service`'s).
+    pub(crate) default_backend: bool,
+    /// The status of the endpoint's answer.
+    pub(crate) upstream_status: Option<u16>,
+    /// The access log line names the route's Service: `upstream_names` is filled in by routing.
+    pub(crate) wants_upstream_names: bool,
+    pub(crate) upstream_names: Option<Box<UpstreamNames>>,
 }
 
 impl Proxy {
@@ -64,11 +72,9 @@ impl Proxy {
     ) -> Response<ProxyBody> {
         let started = Instant::now();
         let version = request.version();
-        let logged =
-            self.inner.config.access_log.then(|| {
-                (request.method().clone(), request.uri().clone(), request.headers().get(HOST).cloned())
-            });
-        let mut trace = Trace { bytes_in: logged.is_some().then(Arc::default), ..Trace::default() };
+        let mut trace = Trace::default();
+        let logged = self.access_log_start(&request, &mut trace);
+        trace.bytes_in = logged.is_some().then(Arc::default);
         let (mut response, error) = match self.forward(request, connection, &mut trace).await {
             Ok(response) => (response, None),
             Err(outcome) => {
@@ -105,13 +111,22 @@ impl Proxy {
             started.elapsed(),
             trace.upstream_duration,
         );
-        let Some((method, uri, host)) = logged.filter(|_| !trace.unlogged) else { return response };
+        // `enable-access-log-for-default-backend` for requests no route takes.
+        let Some(logged) =
+            logged.filter(|logged| !trace.unlogged && (logged.default_backend || !trace.default_backend))
+        else {
+            return response;
+        };
+        let line = logged.line.map(|request| {
+            let output = self.inner.config.access_log_output.clone();
+            Box::new(Line::new(request, logged.version, &response, connection, &mut trace, output))
+        });
         let entry = AccessEntry {
             started,
             client: connection.remote,
-            method,
-            uri,
-            host,
+            method: logged.method,
+            uri: logged.uri,
+            host: logged.host,
             status: response.status().as_u16(),
             bytes_in: trace.bytes_in,
             upstream: trace.upstream,
@@ -119,6 +134,7 @@ impl Proxy {
             ingress: trace.ingress,
             request_id: trace.request_id,
             error,
+            line,
         };
         response.map(|body| body.logged(entry))
     }
@@ -132,7 +148,8 @@ impl Proxy {
             () => return,
         };
         self.inner.metrics.request(None, None, status.as_u16(), Duration::ZERO, None);
-        if self.inner.config.access_log {
+        // Always the event, even with a `log-format-upstream`: there is no request to fill it.
+        if self.inner.config.access_log && !self.inner.tables.load().global().access_log.disabled {
             tracing::info!(
                 target: "ostium::access",
                 client = %remote,
@@ -274,6 +291,7 @@ impl Proxy {
         let (mut response, client_upgrade) = self
             .to_backend(outgoing, target, (protocol, tls), clocks, tries, stickiness.as_mut(), trace)
             .await?;
+        trace.upstream_status = Some(response.status().as_u16());
         response::shape(response.headers_mut(), &routed.policy.shaping, connection.is_tls, head.host());
         if let Some(cookie) = stickiness.as_ref().and_then(Stickiness::set_cookie) {
             response.headers_mut().append(http::header::SET_COOKIE, cookie);

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use http::HeaderMap;
 use ostium_model::{ClientAuth, Policy, PortRef, Protocol, RouteAction, Target};
 
+use crate::access_log::UpstreamNames;
 use crate::canary::chosen_backend;
 use crate::forward::Trace;
 use crate::request::RequestHead;
@@ -51,8 +52,14 @@ impl Proxy {
     ) -> Result<Routed<'h>, ProxyError> {
         let path = head.routed_path()?;
         let table = self.inner.tables.load();
-        let matched = table.route(head.host(), &path).ok_or(ProxyError::NoRoute)?;
+        let Some(matched) = table.route(head.host(), &path) else {
+            trace.default_backend = true;
+            return Err(ProxyError::NoRoute);
+        };
         trace.ingress = matched.route.ingress.clone();
+        // `--default-backend-service` (a catch-all Ingress's route names its Ingress).
+        trace.default_backend = trace.ingress.is_none()
+            && table.default_route_ref().is_some_and(|default| std::ptr::eq(default, matched.route));
         let mut to_canary = false;
         let backend = match &matched.route.action {
             RouteAction::Forward(id) => {
@@ -60,6 +67,11 @@ impl Proxy {
                 to_canary = chosen != *id;
                 let backend = table.backend(chosen);
                 trace.service = Some(backend.service.clone());
+                // The default backend keeps ingress-nginx's `upstream-default-backend`.
+                if trace.wants_upstream_names && !trace.default_backend {
+                    let names = UpstreamNames::new(table.backend(*id), to_canary.then_some(backend));
+                    trace.upstream_names = Some(Box::new(names));
+                }
                 Some((backend.target.clone(), backend.protocol))
             }
             RouteAction::Redirect(_) => None,
