@@ -351,38 +351,17 @@ impl Line {
                     value.display(&names.port);
                 }
             }
-            LogVariable::RequestHeader(slot) => {
-                let separator: &[u8] = if self.request.format.request_headers()[*slot] == header::COOKIE {
-                    b"; "
-                } else {
-                    b", "
-                };
-                value.joined(&self.request.headers, *slot, separator);
-            }
-            LogVariable::ResponseHeader(slot) => value.joined(&self.response_headers, *slot, b", "),
-            LogVariable::Cookie(name) => {
-                let found = self.request_header(&header::COOKIE).find_map(|cookies| {
-                    cookies.split(|&b| b == b';').find_map(|pair| {
-                        let pair = pair.trim_ascii();
-                        let eq = pair.iter().position(|&b| b == b'=')?;
-                        pair[..eq].eq_ignore_ascii_case(name.as_bytes()).then(|| &pair[eq + 1..])
-                    })
-                });
-                value.optional(found);
-            }
-            LogVariable::Unknown(_) => value.missing(),
+            LogVariable::RequestHeader(slot) => value.joined(&self.request.headers, *slot),
+            LogVariable::ResponseHeader(slot) => value.joined(&self.response_headers, *slot),
+            LogVariable::Withheld(_) | LogVariable::Unknown(_) => value.missing(),
         }
-    }
-
-    /// The kept values of a request header.
-    fn request_header(&self, name: &http::HeaderName) -> impl Iterator<Item = &[u8]> {
-        let slot = self.request.format.request_headers().iter().position(|h| h == name);
-        self.request.headers.iter().filter(move |(i, _)| Some(*i) == slot).map(|(_, v)| v.as_bytes())
     }
 
     /// `$remote_user`: the user name of `Authorization: Basic`, decoded on the stack.
     fn remote_user(&self) -> Option<([u8; 192], usize)> {
-        let value = self.request_header(&header::AUTHORIZATION).next()?;
+        let slot = self.request.format.request_headers().iter().position(|h| h == header::AUTHORIZATION)?;
+        let (_, value) = self.request.headers.iter().find(|(i, _)| *i == slot)?;
+        let value = value.as_bytes();
         let space = value.iter().position(|&b| b == b' ')?;
         if !value[..space].eq_ignore_ascii_case(b"basic") {
             return None;
@@ -476,11 +455,11 @@ impl Value<'_> {
     }
 
     /// The kept values of header `slot`, joined as nginx joins a repeated header.
-    fn joined(&mut self, values: &[(usize, HeaderValue)], slot: usize, separator: &[u8]) {
+    fn joined(&mut self, values: &[(usize, HeaderValue)], slot: usize) {
         let mut found = false;
         for (_, value) in values.iter().filter(|(i, _)| *i == slot) {
             if found {
-                self.bytes(separator);
+                self.bytes(b", ");
             }
             self.bytes(value.as_bytes());
             found = true;

@@ -2,12 +2,13 @@
 //! `skip-access-log-urls`, `enable-access-log-for-default-backend`, `log-format-upstream`,
 //! `log-format-escape-json` and `log-format-escape-none`). A `log-format-upstream` template is
 //! parsed once, at translation, into text and [`LogVariable`]s, which the proxy fills per request;
-//! nothing else of the template is ever interpreted.
+//! nothing else of the template is ever interpreted. Credentials are never logged: variables that
+//! would read them (`$http_authorization`, `$http_cookie`, `$cookie_<name>` …) stay empty.
 
 use std::fmt;
 use std::sync::Arc;
 
-use http::HeaderName;
+use http::{HeaderName, header};
 
 /// The access log settings of a table; `Default` is ingress-nginx's defaults, except that
 /// without a `log-format-upstream` the proxy writes its own structured event.
@@ -135,10 +136,11 @@ pub enum LogVariable {
     /// `$http_<name>`: a request header (several joined with `, `); an index into
     /// [`LogFormat::request_headers`].
     RequestHeader(usize),
-    /// `$cookie_<name>`: a cookie of the request.
-    Cookie(Box<str>),
     /// `$sent_http_<name>`: a response header; an index into [`LogFormat::response_headers`].
     ResponseHeader(usize),
+    /// A variable that would log credentials (`Authorization`, `Proxy-Authorization`,
+    /// `Cookie` and its `$cookie_<name>`): always missing.
+    Withheld(Box<str>),
     /// A variable ostium does not know: always missing.
     Unknown(Box<str>),
 }
@@ -161,9 +163,9 @@ pub enum InvalidLogFormat {
 impl LogFormat {
     /// Parses `template` as nginx parses `log_format upstreaminfo '<template>'` (ingress-nginx's
     /// nginx.tmpl): the quoted string's backslash escapes, then text and `$name` or `${name}`
-    /// variables. Returns the format and the names of the variables ostium does not know, which
-    /// are always missing (nginx would refuse them).
-    pub fn parse(template: &str, escape: LogEscape) -> Result<(Self, Vec<Box<str>>), InvalidLogFormat> {
+    /// variables. Returns the format and the variables that are always missing: those ostium
+    /// does not know (nginx would refuse them) and those it withholds.
+    pub fn parse(template: &str, escape: LogEscape) -> Result<(Self, Vec<LogVariable>), InvalidLogFormat> {
         let template = unquote(template)?;
         if template.is_empty() {
             return Err(InvalidLogFormat::Empty);
@@ -189,8 +191,8 @@ impl LogFormat {
                 return Err(InvalidLogFormat::MissingName);
             }
             let variable = format.variable(&name);
-            if let LogVariable::Unknown(name) = &variable {
-                unknown.push(name.clone());
+            if matches!(variable, LogVariable::Unknown(_) | LogVariable::Withheld(_)) {
+                unknown.push(variable.clone());
             }
             format.parts.push(LogPart::Variable(variable));
         }
@@ -278,15 +280,18 @@ impl Builder {
             let name = name.strip_prefix(prefix).filter(|n| !n.is_empty())?;
             HeaderName::from_bytes(name.replace('_', "-").as_bytes()).ok()
         };
+        let credentials = [header::AUTHORIZATION, header::PROXY_AUTHORIZATION, header::COOKIE];
+        let reads_credentials = [header("http_"), header("sent_http_")]
+            .iter()
+            .any(|h| h.as_ref().is_some_and(|h| credentials.contains(h)));
+        if reads_credentials || name.starts_with("cookie_") {
+            return LogVariable::Withheld(name.into());
+        }
         if let Some(header) = header("http_") {
             return LogVariable::RequestHeader(slot(&mut self.request_headers, header));
         }
         if let Some(header) = header("sent_http_") {
             return LogVariable::ResponseHeader(slot(&mut self.response_headers, header));
-        }
-        if let Some(cookie) = name.strip_prefix("cookie_").filter(|n| !n.is_empty()) {
-            slot(&mut self.request_headers, http::header::COOKIE);
-            return LogVariable::Cookie(cookie.into());
         }
         if let Some(argument) = name.strip_prefix("arg_").filter(|n| !n.is_empty()) {
             return LogVariable::Argument(argument.into());
@@ -295,7 +300,7 @@ impl Builder {
             "remote_addr" => LogVariable::RemoteAddr,
             "remote_port" => LogVariable::RemotePort,
             "remote_user" => {
-                slot(&mut self.request_headers, http::header::AUTHORIZATION);
+                slot(&mut self.request_headers, header::AUTHORIZATION);
                 LogVariable::RemoteUser
             }
             "time_local" => LogVariable::TimeLocal,
@@ -367,8 +372,9 @@ impl fmt::Display for LogFormat {
 // === impl LogVariable ===
 
 impl LogVariable {
-    /// nginx's name of the variable (without `$`); a header's is its [`LogFormat`]'s to give.
-    fn name(&self) -> std::borrow::Cow<'_, str> {
+    /// nginx's name of the variable (without `$`); for `$http_…` and `$sent_http_…` only the
+    /// prefix (the header is the [`LogFormat`]'s to name).
+    pub fn name(&self) -> std::borrow::Cow<'_, str> {
         let name = match self {
             Self::RemoteAddr => "remote_addr",
             Self::RemotePort => "remote_port",
@@ -404,9 +410,8 @@ impl LogVariable {
             Self::ServiceName => "service_name",
             Self::ServicePort => "service_port",
             Self::RequestHeader(_) => "http_",
-            Self::Cookie(name) => return format!("cookie_{name}").into(),
             Self::ResponseHeader(_) => "sent_http_",
-            Self::Unknown(name) => return name.as_ref().into(),
+            Self::Withheld(name) | Self::Unknown(name) => return name.as_ref().into(),
         };
         name.into()
     }
@@ -455,8 +460,22 @@ mod tests {
     #[test]
     fn unknown_variables_are_named() {
         let (format, unknown) = LogFormat::parse("$geoip_country_code $status", LogEscape::Default).unwrap();
-        assert_eq!(unknown, ["geoip_country_code".into()] as [Box<str>; 1]);
+        assert_eq!(unknown, [LogVariable::Unknown("geoip_country_code".into())]);
         assert_eq!(format.parts()[0], LogPart::Variable(LogVariable::Unknown("geoip_country_code".into())));
+    }
+
+    #[test]
+    fn credentials_are_withheld() {
+        let template =
+            "$http_authorization $HTTP_COOKIE $cookie_session $http_proxy_authorization $remote_user";
+        let (format, withheld) = LogFormat::parse(template, LogEscape::Default).unwrap();
+        let names: Vec<String> = withheld.iter().map(|v| v.name().into_owned()).collect();
+        assert_eq!(
+            names,
+            ["http_authorization", "http_cookie", "cookie_session", "http_proxy_authorization"]
+        );
+        // `$remote_user` reads the user name alone.
+        assert_eq!(format.request_headers(), [header::AUTHORIZATION]);
     }
 
     #[test]

@@ -9,7 +9,8 @@ use std::time::Duration;
 use http::uri::Authority;
 use k8s_openapi::api::core::v1::ConfigMap;
 use ostium_model::{
-    AccessLogSettings, GlobalSettings, LogEscape, LogFormat, NamespacedName, Sampler, TraceExport,
+    AccessLogSettings, GlobalSettings, LogEscape, LogFormat, LogVariable, NamespacedName, Sampler,
+    TraceExport,
 };
 
 use crate::{Diagnostic, ObjectKind, ObjectRef, Objects, Reason};
@@ -233,10 +234,16 @@ impl Reader<'_> {
         let format = self.value("log-format-upstream").and_then(|template| {
             match LogFormat::parse(template, escape) {
                 Ok((format, unknown)) => {
-                    for name in unknown {
-                        let message = format!(
-                            "log-format-upstream: ${name} is not a variable ostium knows; it is logged as missing"
-                        );
+                    for variable in unknown {
+                        let name = variable.name();
+                        let message = match variable {
+                            LogVariable::Withheld(_) => format!(
+                                "log-format-upstream: ${name} would log credentials; it is logged as missing"
+                            ),
+                            _ => format!(
+                                "log-format-upstream: ${name} is not a variable ostium knows; it is logged as missing"
+                            ),
+                        };
                         self.diagnostics.push(Diagnostic::warning(
                             self.object.clone(),
                             Reason::UnsupportedSetting,
