@@ -13,7 +13,7 @@ use std::fmt;
 use std::io::Write;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri, Version, header};
@@ -87,9 +87,19 @@ pub(crate) struct Line {
     response_head_length: u64,
     client_ip: HeaderValue,
     is_tls: bool,
+    tls: Option<TlsParameters>,
+    upstream_started: Option<Instant>,
     upstream_status: Option<u16>,
     names: Option<Box<UpstreamNames>>,
     output: AccessLogOutput,
+}
+
+/// What a TLS connection agreed, for `$ssl_protocol`, `$ssl_cipher` and `$ssl_server_name`.
+#[derive(Debug)]
+struct TlsParameters {
+    version: Option<rustls::ProtocolVersion>,
+    cipher_suite: Option<rustls::CipherSuite>,
+    server_name: Option<Box<str>>,
 }
 
 /// The route's Service and the canary's that took the request, for `$proxy_upstream_name`,
@@ -129,14 +139,13 @@ impl Proxy {
             (settings.format.clone(), settings.default_backend)
         };
         let line = format.map(|format| {
-            trace.wants_upstream_names = [
+            let names = [
                 LogVariable::ProxyUpstreamName,
                 LogVariable::ProxyAlternativeUpstreamName,
                 LogVariable::ServiceName,
                 LogVariable::ServicePort,
-            ]
-            .iter()
-            .any(|variable| format.uses(variable));
+            ];
+            trace.wants_upstream_names = uses_any(&format, &names);
             LineRequest::capture(format, request)
         });
         Some(Logged {
@@ -162,6 +171,10 @@ impl LineRequest {
         };
         Self { format, headers, head_length }
     }
+}
+
+fn uses_any(format: &LogFormat, variables: &[LogVariable]) -> bool {
+    variables.iter().any(|variable| format.uses(variable))
 }
 
 /// The values of `names` in `headers`, each tagged with its name's index.
@@ -198,6 +211,12 @@ impl Line {
         } else {
             0
         };
+        let ssl = [LogVariable::SslProtocol, LogVariable::SslCipher, LogVariable::SslServerName];
+        let tls = connection.tls.as_ref().filter(|_| uses_any(format, &ssl)).map(|tls| TlsParameters {
+            version: tls.version,
+            cipher_suite: tls.cipher_suite,
+            server_name: tls.server_name.clone(),
+        });
         Self {
             request,
             version,
@@ -205,6 +224,8 @@ impl Line {
             response_head_length,
             client_ip: connection.client_ip.clone(),
             is_tls: connection.is_tls,
+            tls,
+            upstream_started: trace.upstream_started,
             upstream_status: trace.upstream_status,
             names: trace.upstream_names.take(),
             output,
@@ -293,6 +314,18 @@ impl Line {
             LogVariable::ServerProtocol => value.bytes(protocol(self.version).as_bytes()),
             LogVariable::Scheme => value.bytes(if self.is_tls { b"https" } else { b"http" }),
             LogVariable::Https => value.bytes(if self.is_tls { b"on" } else { b"" }),
+            LogVariable::SslProtocol => {
+                let version = self.tls.as_ref().and_then(|tls| tls.version);
+                value.optional(version.and_then(|v| v.as_str()).map(openssl_version).map(str::as_bytes));
+            }
+            LogVariable::SslCipher => {
+                let suite = self.tls.as_ref().and_then(|tls| tls.cipher_suite);
+                value.optional(suite.and_then(openssl_cipher).map(str::as_bytes));
+            }
+            LogVariable::SslServerName => {
+                let name = self.tls.as_ref().and_then(|tls| tls.server_name.as_deref());
+                value.optional(name.map(str::as_bytes));
+            }
             LogVariable::Host => {
                 let authority = uri.authority().map(|a| a.as_str());
                 let authority = authority.or_else(|| entry.host.as_ref().and_then(|h| h.to_str().ok()));
@@ -319,7 +352,16 @@ impl Line {
                 Some(status) => value.number(status),
                 None => value.missing(),
             },
-            LogVariable::UpstreamResponseTime => match entry.upstream_duration {
+            LogVariable::UpstreamResponseTime => {
+                // An endpoint that answered took until its body is done (the body streams on
+                // to the client, as nginx's with proxy_buffering off); one that failed, till then.
+                let answered = self.upstream_started.filter(|_| self.upstream_status.is_some());
+                match answered.map(|started| started.elapsed()).or(entry.upstream_duration) {
+                    Some(took) => value.raw(|out| seconds(out, took)),
+                    None => value.missing(),
+                }
+            }
+            LogVariable::UpstreamHeaderTime => match entry.upstream_duration {
                 Some(took) => value.raw(|out| seconds(out, took)),
                 None => value.missing(),
             },
@@ -477,6 +519,32 @@ impl Value<'_> {
         self.bytes(b"-");
         self.display(port);
     }
+}
+
+/// OpenSSL's name of a TLS version (rustls says `TLSv1_3`).
+fn openssl_version(rustls_name: &'static str) -> &'static str {
+    match rustls_name {
+        "TLSv1_2" => "TLSv1.2",
+        "TLSv1_3" => "TLSv1.3",
+        other => other,
+    }
+}
+
+/// OpenSSL's name of a cipher suite rustls offers, as nginx logs it.
+fn openssl_cipher(suite: rustls::CipherSuite) -> Option<&'static str> {
+    use rustls::CipherSuite as Suite;
+    Some(match suite {
+        Suite::TLS13_AES_128_GCM_SHA256 => "TLS_AES_128_GCM_SHA256",
+        Suite::TLS13_AES_256_GCM_SHA384 => "TLS_AES_256_GCM_SHA384",
+        Suite::TLS13_CHACHA20_POLY1305_SHA256 => "TLS_CHACHA20_POLY1305_SHA256",
+        Suite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256 => "ECDHE-ECDSA-AES128-GCM-SHA256",
+        Suite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384 => "ECDHE-ECDSA-AES256-GCM-SHA384",
+        Suite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256 => "ECDHE-ECDSA-CHACHA20-POLY1305",
+        Suite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 => "ECDHE-RSA-AES128-GCM-SHA256",
+        Suite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384 => "ECDHE-RSA-AES256-GCM-SHA384",
+        Suite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256 => "ECDHE-RSA-CHACHA20-POLY1305",
+        _ => return None,
+    })
 }
 
 fn protocol(version: Version) -> &'static str {

@@ -56,7 +56,8 @@ pub(crate) struct Trace {
     span: Option<Span>,
     /// No route took the request (or only `--default-backend-service`'s).
     pub(crate) default_backend: bool,
-    /// The status of the endpoint's answer.
+    /// When the last request to an endpoint was sent, and the status of its answer.
+    pub(crate) upstream_started: Option<Instant>,
     pub(crate) upstream_status: Option<u16>,
     /// The access log line names the route's Service: `upstream_names` is filled in by routing.
     pub(crate) wants_upstream_names: bool,

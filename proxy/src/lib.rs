@@ -180,6 +180,9 @@ struct TlsSession {
     /// The client certificate rules of the SNI name's host, when they request a certificate,
     /// and the certificate judged by them.
     client_cert: Option<(Arc<ostium_model::ClientAuth>, client_cert::ClientCert)>,
+    /// The protocol version and cipher suite agreed (`$ssl_protocol`, `$ssl_cipher`).
+    version: Option<rustls::ProtocolVersion>,
+    cipher_suite: Option<rustls::CipherSuite>,
 }
 
 impl ConnectionInfo {

@@ -164,3 +164,48 @@ async fn a_new_format_applies_from_the_next_table_on() {
     assert_eq!(request(&proxy, "/", "").await, 200);
     assert_eq!(lines(&log, 2).await, ["first 200", "second GET"]);
 }
+
+#[tokio::test]
+async fn tls_variables_name_what_the_handshake_agreed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let backend = EchoBackend::start("web").await;
+    let template = "$scheme $https $ssl_protocol $ssl_cipher $ssl_server_name $server_protocol";
+    let (proxy, log) = logging_proxy(table(&backend, format(template, LogEscape::Default))).await;
+    assert_eq!(request(&proxy, "/", "").await, 200);
+
+    let stream = tokio::net::TcpStream::connect(proxy.https).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("shop.example").unwrap();
+    let mut tls = tls_client(&[b"http/1.1"]).connect(name, stream).await.unwrap();
+    let suite = tls.get_ref().1.negotiated_cipher_suite().unwrap().suite();
+    tls.write_all(b"GET / HTTP/1.1\r\nHost: shop.example\r\nConnection: close\r\n\r\n").await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tls.read_to_end(&mut answer).await;
+    assert!(answer.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&answer));
+
+    // nginx names suites as OpenSSL does.
+    let openssl_name = match suite {
+        rustls::CipherSuite::TLS13_AES_128_GCM_SHA256 => "TLS_AES_128_GCM_SHA256",
+        rustls::CipherSuite::TLS13_AES_256_GCM_SHA384 => "TLS_AES_256_GCM_SHA384",
+        rustls::CipherSuite::TLS13_CHACHA20_POLY1305_SHA256 => "TLS_CHACHA20_POLY1305_SHA256",
+        other => panic!("a TLS 1.3 suite expected, not {other:?}"),
+    };
+    let lines = lines(&log, 2).await;
+    assert_eq!(lines[0], "http  - - - HTTP/1.1");
+    assert_eq!(lines[1], format!("https on TLSv1.3 {openssl_name} shop.example HTTP/1.1"));
+}
+
+#[tokio::test]
+async fn credentials_are_never_logged_but_the_basic_user_is() {
+    let backend = EchoBackend::start("web").await;
+    let (format, withheld) =
+        LogFormat::parse("$remote_user|$http_authorization|$http_cookie|$cookie_sid", LogEscape::Default)
+            .unwrap();
+    assert_eq!(withheld.len(), 3);
+    let settings = AccessLogSettings { format: Some(Arc::new(format)), ..AccessLogSettings::default() };
+    let (proxy, log) = logging_proxy(table(&backend, settings)).await;
+    // "alice:secret"
+    let headers = "Authorization: Basic YWxpY2U6c2VjcmV0\r\nCookie: sid=s3cr3t\r\n";
+    assert_eq!(request(&proxy, "/", headers).await, 200);
+    assert_eq!(lines(&log, 1).await, ["alice|-|-|-"]);
+}

@@ -99,6 +99,12 @@ pub enum LogVariable {
     Scheme,
     /// `$https`: `on` over TLS.
     Https,
+    /// `$ssl_protocol`: `TLSv1.2`, `TLSv1.3`.
+    SslProtocol,
+    /// `$ssl_cipher`: the cipher suite's OpenSSL name.
+    SslCipher,
+    /// `$ssl_server_name`: the SNI name.
+    SslServerName,
     /// `$host`: the host asked for, lower-case, without port.
     Host,
     /// `$status`.
@@ -117,8 +123,11 @@ pub enum LogVariable {
     UpstreamAddr,
     /// `$upstream_status`.
     UpstreamStatus,
-    /// `$upstream_response_time`.
+    /// `$upstream_response_time`: seconds from sending the request to the endpoint to the end
+    /// of its response (to its failure, when it failed).
     UpstreamResponseTime,
+    /// `$upstream_header_time`: seconds to the endpoint's response head.
+    UpstreamHeaderTime,
     /// `$upstream_response_length`.
     UpstreamResponseLength,
     /// `$proxy_upstream_name`: `namespace-service-port` of the route's Service.
@@ -315,6 +324,9 @@ impl Builder {
             "server_protocol" => LogVariable::ServerProtocol,
             "scheme" => LogVariable::Scheme,
             "https" => LogVariable::Https,
+            "ssl_protocol" => LogVariable::SslProtocol,
+            "ssl_cipher" => LogVariable::SslCipher,
+            "ssl_server_name" => LogVariable::SslServerName,
             "host" => LogVariable::Host,
             "status" => LogVariable::Status,
             "body_bytes_sent" => LogVariable::BodyBytesSent,
@@ -325,6 +337,7 @@ impl Builder {
             "upstream_addr" => LogVariable::UpstreamAddr,
             "upstream_status" => LogVariable::UpstreamStatus,
             "upstream_response_time" => LogVariable::UpstreamResponseTime,
+            "upstream_header_time" => LogVariable::UpstreamHeaderTime,
             "upstream_response_length" => LogVariable::UpstreamResponseLength,
             "proxy_upstream_name" => LogVariable::ProxyUpstreamName,
             "proxy_alternative_upstream_name" => LogVariable::ProxyAlternativeUpstreamName,
@@ -392,6 +405,9 @@ impl LogVariable {
             Self::ServerProtocol => "server_protocol",
             Self::Scheme => "scheme",
             Self::Https => "https",
+            Self::SslProtocol => "ssl_protocol",
+            Self::SslCipher => "ssl_cipher",
+            Self::SslServerName => "ssl_server_name",
             Self::Host => "host",
             Self::Status => "status",
             Self::BodyBytesSent => "body_bytes_sent",
@@ -402,6 +418,7 @@ impl LogVariable {
             Self::UpstreamAddr => "upstream_addr",
             Self::UpstreamStatus => "upstream_status",
             Self::UpstreamResponseTime => "upstream_response_time",
+            Self::UpstreamHeaderTime => "upstream_header_time",
             Self::UpstreamResponseLength => "upstream_response_length",
             Self::ProxyUpstreamName => "proxy_upstream_name",
             Self::ProxyAlternativeUpstreamName => "proxy_alternative_upstream_name",
