@@ -432,7 +432,7 @@ impl Value<'_> {
             // nginx's `ngx_http_log_escape`.
             LogEscape::Default => {
                 for &byte in value {
-                    if byte < 0x20 || byte >= 0x7f || byte == b'"' || byte == b'\\' {
+                    if !(0x20..0x7f).contains(&byte) || byte == b'"' || byte == b'\\' {
                         let hex = [b'\\', b'x', HEX[usize::from(byte >> 4)], HEX[usize::from(byte & 0xf)]];
                         self.out.extend_from_slice(&hex);
                     } else {

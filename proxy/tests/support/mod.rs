@@ -221,8 +221,7 @@ impl TableBuilder {
 
     /// The ConfigMap's access log settings.
     pub fn access_log_settings(mut self, access_log: ostium_model::AccessLogSettings) -> Self {
-        let global = ostium_model::GlobalSettings { access_log, ..Default::default() };
-        self.table.set_global(Arc::new(global));
+        self.table.set_global(Arc::new(ostium_model::GlobalSettings { access_log }));
         self
     }
 
