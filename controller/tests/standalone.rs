@@ -143,3 +143,30 @@ async fn the_access_log_counts_bytes_both_ways() {
         assert!(duration.split('.').nth(1).is_none_or(|decimals| decimals.len() <= 3), "{line}");
     });
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configmap_log_format_writes_bare_lines_beside_the_log() {
+    let backend = ostium_test_support::EchoBackend::start("a").await;
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = format!(
+        "apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: {{name: ostium}}\nspec: {{controller: ostium.dev/ingress-controller}}\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: web}}\nspec: {{ports: [{{name: http, port: 80}}]}}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: web-1, labels: {{kubernetes.io/service-name: web}}}}\naddressType: IPv4\nports: [{{name: http, port: {}}}]\nendpoints: [{{addresses: [\"{}\"]}}]\n---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: web}}\nspec:\n  ingressClassName: ostium\n  rules: [{{host: web.example.com, http: {{paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: web, port: {{number: 80}}}}}}}}]}}}}]\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: ostium, namespace: default}}\ndata:\n  log-format-upstream: 'access \"$request\" $status [$proxy_upstream_name] $http_x_custom'\n",
+        backend.addr.port(),
+        backend.addr.ip()
+    );
+    std::fs::write(dir.path().join("all.yaml"), manifest).unwrap();
+    tokio::task::block_in_place(|| {
+        // The log is text here: an event would carry its time, level and target before it.
+        let ostium = Ostium::start(BIN.as_ref(), dir.path(), &["--configmap", "default/ostium"]);
+        let raw =
+            "GET /shop?a=1 HTTP/1.1\r\nHost: web.example.com\r\nX-Custom: blue\r\nConnection: close\r\n\r\n";
+        assert_eq!(ostium_e2e::request(ostium.http, raw).unwrap().status, 200, "{}", ostium.log());
+        let expected = r#"access "GET /shop?a=1 HTTP/1.1" 200 [default-web-80] blue"#;
+        for _ in 0..100 {
+            if ostium.log().lines().any(|line| line == expected) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("no line {expected:?} in:\n{}", ostium.log());
+    });
+}

@@ -30,6 +30,7 @@ use ostium_model::{ConnectionSlot, NamespacedName};
 use tokio::time::Sleep;
 
 use crate::ProxyError;
+use crate::access_log::Line;
 use crate::compress::Encoder;
 use crate::connection::RequestGuard;
 use crate::error::find_cause;
@@ -238,10 +239,15 @@ pub(crate) struct AccessEntry {
     pub(crate) request_id: Option<HeaderValue>,
     /// Why the request was refused or failed.
     pub(crate) error: Option<ProxyError>,
+    /// The rest of a `log-format-upstream` line, which is written instead of the event.
+    pub(crate) line: Option<Box<Line>>,
 }
 
 impl AccessEntry {
     fn write(&self, bytes_out: u64) {
+        if let Some(line) = &self.line {
+            return line.write(self, bytes_out);
+        }
         let host =
             self.uri.authority().map(|a| a.as_str()).or(self.host.as_ref().and_then(|h| h.to_str().ok()));
         tracing::info!(

@@ -11,13 +11,14 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
-use http::header::{CONTENT_LENGTH, HOST};
+use http::header::CONTENT_LENGTH;
 use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use ostium_model::{GlobalSettings, LoadBalance, NamespacedName, NextUpstream, Protocol};
 
+use crate::access_log::{Line, UpstreamNames};
 use crate::affinity::Stickiness;
 use crate::body::{AccessEntry, ProxyBody};
 use crate::buffer::BufferedBody;
@@ -57,9 +58,17 @@ pub(crate) struct Trace {
     /// What the client accepts, when the table compresses responses.
     pub(crate) compression: Option<Negotiation>,
     /// The settings of the whole proxy, from the table the request started with.
-    global: Arc<GlobalSettings>,
+    pub(crate) global: Arc<GlobalSettings>,
     /// The route's `custom-headers`, for whatever answers the request.
     custom_headers: Option<Arc<[(HeaderName, HeaderValue)]>>,
+    /// No route took the request (or only `--default-backend-service`'s).
+    pub(crate) default_backend: bool,
+    /// When the last request to an endpoint was sent, and the status of its answer.
+    pub(crate) upstream_started: Option<Instant>,
+    pub(crate) upstream_status: Option<u16>,
+    /// The access log line names the route's Service: `upstream_names` is filled in by routing.
+    pub(crate) wants_upstream_names: bool,
+    pub(crate) upstream_names: Option<Box<UpstreamNames>>,
 }
 
 impl Proxy {
@@ -72,12 +81,10 @@ impl Proxy {
         let started = Instant::now();
         let version = request.version();
         let head_only = request.method() == Method::HEAD;
-        let logged =
-            self.inner.config.access_log.then(|| {
-                (request.method().clone(), request.uri().clone(), request.headers().get(HOST).cloned())
-            });
         let global = self.inner.tables.load().global().clone();
-        let mut trace = Trace { bytes_in: logged.is_some().then(Arc::default), global, ..Trace::default() };
+        let mut trace = Trace { global, ..Trace::default() };
+        let logged = self.access_log_start(&request, &mut trace);
+        trace.bytes_in = logged.is_some().then(Arc::default);
         let (mut response, error) = match self.forward(request, connection, &mut trace).await {
             Ok(mut response) => {
                 headers::hide(response.headers_mut(), &trace.global.headers);
@@ -125,13 +132,22 @@ impl Proxy {
             started.elapsed(),
             trace.upstream_duration,
         );
-        let Some((method, uri, host)) = logged.filter(|_| !trace.unlogged) else { return response };
+        // `enable-access-log-for-default-backend` for requests no route takes.
+        let Some(logged) =
+            logged.filter(|logged| !trace.unlogged && (logged.default_backend || !trace.default_backend))
+        else {
+            return response;
+        };
+        let line = logged.line.map(|request| {
+            let output = self.inner.config.access_log_output.clone();
+            Box::new(Line::new(request, logged.version, &response, connection, &mut trace, output))
+        });
         let entry = AccessEntry {
             started,
             client: connection.remote,
-            method,
-            uri,
-            host,
+            method: logged.method,
+            uri: logged.uri,
+            host: logged.host,
             status: response.status().as_u16(),
             bytes_in: trace.bytes_in,
             upstream: trace.upstream,
@@ -139,6 +155,7 @@ impl Proxy {
             ingress: trace.ingress,
             request_id: trace.request_id,
             error,
+            line,
         };
         response.map(|body| body.logged(entry))
     }
@@ -152,7 +169,8 @@ impl Proxy {
             () => return,
         };
         self.inner.metrics.request(None, None, status.as_u16(), Duration::ZERO, None);
-        if self.inner.config.access_log {
+        // Always the event, even with a `log-format-upstream`: there is no request to fill it.
+        if self.inner.config.access_log && !self.inner.tables.load().global().access_log.disabled {
             tracing::info!(
                 target: "ostium::access",
                 client = %remote,
@@ -305,6 +323,7 @@ impl Proxy {
         let (mut response, client_upgrade) = self
             .to_backend(outgoing, target, (protocol, tls), clocks, tries, stickiness.as_mut(), trace)
             .await?;
+        trace.upstream_status = Some(response.status().as_u16());
         response::shape(response.headers_mut(), &routed.policy.shaping, connection.is_tls, head.host());
         if let Some(cookie) = stickiness.as_ref().and_then(Stickiness::set_cookie) {
             response.headers_mut().append(http::header::SET_COOKIE, cookie);

@@ -50,6 +50,7 @@ macro_rules! write_through_to_inner {
     };
 }
 
+mod access_log;
 mod affinity;
 mod body;
 mod buffer;
@@ -87,6 +88,7 @@ use std::time::Duration;
 
 use ostium_model::TableReader;
 
+pub use access_log::AccessLogOutput;
 pub use body::ProxyBody;
 pub use connection::{ConnectionLimits, default_max_connections};
 pub use error::ProxyError;
@@ -99,8 +101,11 @@ pub use upstream::upstream_tls_config;
 /// How the proxy behaves; the defaults are ingress-nginx's.
 #[derive(Clone, Debug)]
 pub struct ProxyConfig {
-    /// One log event per finished request on the `ostium::access` target.
+    /// One log event per finished request on the `ostium::access` target, or one line in the
+    /// ConfigMap's `log-format-upstream` to `access_log_output`.
     pub access_log: bool,
+    /// Where `log-format-upstream` lines go (stdout).
+    pub access_log_output: AccessLogOutput,
     /// Time to establish a connection to an endpoint, TLS handshake included, for routes
     /// without their own `proxy-connect-timeout` (5 s).
     pub connect_timeout: Duration,
@@ -127,6 +132,7 @@ impl Default for ProxyConfig {
     fn default() -> Self {
         Self {
             access_log: true,
+            access_log_output: AccessLogOutput::default(),
             connect_timeout: Duration::from_secs(5),
             send_timeout: Duration::from_secs(60),
             read_timeout: Duration::from_secs(60),
@@ -177,6 +183,9 @@ struct TlsSession {
     /// The client certificate rules of the SNI name's host, when they request a certificate,
     /// and the certificate judged by them.
     client_cert: Option<(Arc<ostium_model::ClientAuth>, client_cert::ClientCert)>,
+    /// The protocol version and cipher suite agreed (`$ssl_protocol`, `$ssl_cipher`).
+    version: Option<rustls::ProtocolVersion>,
+    cipher_suite: Option<rustls::CipherSuite>,
 }
 
 impl ConnectionInfo {

@@ -157,7 +157,9 @@ async fn handshake(
         (rules, ClientCert::judge(verify, stream.get_ref().1.peer_certificates(), algorithms))
     });
     let server_name = server_name.map(|name| name.as_str().into());
-    Ok((stream, TlsSession { server_name, client_cert }))
+    let version = stream.get_ref().1.protocol_version();
+    let cipher_suite = stream.get_ref().1.negotiated_cipher_suite().map(|suite| suite.suite());
+    Ok((stream, TlsSession { server_name, client_cert, version, cipher_suite }))
 }
 
 /// Serves a small HTTP/1.1 service (the admin endpoints) under the same connection clocks as

@@ -141,6 +141,7 @@ impl Proxy {
         let started = Instant::now();
         let _in_flight = endpoint.map(|e| InFlight::start(e));
         trace.upstream = endpoint.map(|e| e.addr);
+        trace.upstream_started = Some(started);
         let upstream = self.inner.upstream.request(protocol, tls, clocks.connect, request);
         let result = tokio::select! {
             result = upstream => Some(result),

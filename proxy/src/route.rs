@@ -8,6 +8,7 @@ use http::HeaderMap;
 use http::HeaderValue;
 use ostium_model::{ClientAuth, GlobalSettings, Policy, PortRef, Protocol, RouteAction, Target};
 
+use crate::access_log::UpstreamNames;
 use crate::canary::chosen_backend;
 use crate::compress::Negotiation;
 use crate::forward::Trace;
@@ -65,8 +66,14 @@ impl Proxy {
         let path = head.routed_path()?;
         let table = self.inner.tables.load();
         trace.compression = Negotiation::new(table.global(), head.version, headers);
-        let matched = table.route(head.host(), &path).ok_or(ProxyError::NoRoute)?;
+        let Some(matched) = table.route(head.host(), &path) else {
+            trace.default_backend = true;
+            return Err(ProxyError::NoRoute);
+        };
         trace.ingress = matched.route.ingress.clone();
+        // `--default-backend-service` (a catch-all Ingress's route names its Ingress).
+        trace.default_backend = trace.ingress.is_none()
+            && table.default_route_ref().is_some_and(|default| std::ptr::eq(default, matched.route));
         let mut to_canary = false;
         let backend = match &matched.route.action {
             RouteAction::Forward(id) => {
@@ -74,6 +81,11 @@ impl Proxy {
                 to_canary = chosen != *id;
                 let backend = table.backend(chosen);
                 trace.service = Some(backend.service.clone());
+                // The default backend keeps ingress-nginx's `upstream-default-backend`.
+                if trace.wants_upstream_names && !trace.default_backend {
+                    let names = UpstreamNames::new(table.backend(*id), to_canary.then_some(backend));
+                    trace.upstream_names = Some(Box::new(names));
+                }
                 Some((backend.target.clone(), backend.protocol))
             }
             RouteAction::Redirect(_) => None,

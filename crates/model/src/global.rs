@@ -6,7 +6,7 @@
 
 use http::HeaderValue;
 
-use crate::{Compression, StreamSettings};
+use crate::{AccessLogSettings, Compression, StreamSettings};
 
 /// The global settings of one table; `Default` is ingress-nginx's defaults.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -18,6 +18,8 @@ pub struct GlobalSettings {
     pub stream: StreamSettings,
     /// Headers set, hidden, dropped or blocked on every request and answer.
     pub headers: crate::HeaderSettings,
+    /// The access log: on or off, which requests, and its line format.
+    pub access_log: AccessLogSettings,
 }
 
 /// How plain requests are sent to HTTPS, and what HTTPS answers carry.

@@ -8,6 +8,7 @@
 //! This crate knows nothing of Kubernetes, hyper or tokio: it is data plus lookup.
 
 mod access;
+mod access_log;
 mod affinity;
 mod backend;
 mod backend_tls;
@@ -36,6 +37,7 @@ mod tls;
 mod upstream_hash;
 
 pub use access::{AddressVerdict, CidrSet, InvalidNetwork, Satisfy, SourceAccess};
+pub use access_log::{AccessLogSettings, InvalidLogFormat, LogEscape, LogFormat, LogPart, LogVariable};
 pub use affinity::{
     Affinity, AffinityMode, DEFAULT_SESSION_COOKIE, SameSite, SessionCookie, same_site_none_compatible,
 };

@@ -13,9 +13,9 @@ use http::uri::Authority;
 use http::{HeaderName, HeaderValue};
 use k8s_openapi::api::core::v1::ConfigMap;
 use ostium_model::{
-    ACME_CHALLENGE, BlockPattern, Compression, Encoding, GlobalSettings, HeaderBlock, HeaderSettings,
-    HttpsSettings, LimitStatuses, MediaTypes, NamespacedName, Sampler, ServerTls, SetValue, StreamSettings,
-    TlsVersions, TraceExport, UserAgents,
+    ACME_CHALLENGE, AccessLogSettings, BlockPattern, Compression, Encoding, GlobalSettings, HeaderBlock,
+    HeaderSettings, HttpsSettings, LimitStatuses, LogEscape, LogFormat, LogVariable, MediaTypes,
+    NamespacedName, Sampler, ServerTls, SetValue, StreamSettings, TlsVersions, TraceExport, UserAgents,
 };
 use rustls::NamedGroup;
 
@@ -92,6 +92,13 @@ pub(crate) const APPLIED_CONFIGMAP_KEYS: &[&str] = &[
     "block-user-agents",
     "block-referers",
     "global-allowed-response-headers",
+    "disable-access-log",
+    "disable-http-access-log",
+    "skip-access-log-urls",
+    "enable-access-log-for-default-backend",
+    "log-format-upstream",
+    "log-format-escape-json",
+    "log-format-escape-none",
 ];
 
 /// The ConfigMap's external auth for every Ingress without its own.
@@ -198,6 +205,7 @@ impl GlobalConfig {
             compression: reader.compression(),
             stream: reader.stream(),
             headers,
+            access_log: reader.access_log(),
         };
         let server_tls = reader.server_tls(options);
         let limit_statuses = LimitStatuses {
@@ -976,4 +984,68 @@ fn text_value(value: &str) -> Result<HeaderValue, String> {
 /// A comma-separated list, each entry trimmed, empty ones left out.
 fn list(value: Option<&str>) -> impl Iterator<Item = &str> {
     value.unwrap_or_default().split(',').map(str::trim).filter(|entry| !entry.is_empty())
+}
+
+/// The access log keys (ingress-nginx's config.go, and nginx.tmpl's `log_format upstreaminfo`,
+/// `map $request_uri $loggable` and `access_log`).
+impl Reader<'_> {
+    fn access_log(&mut self) -> AccessLogSettings {
+        let escape = if self.flag("log-format-escape-none").unwrap_or(false) {
+            LogEscape::None
+        } else if self.flag("log-format-escape-json").unwrap_or(false) {
+            LogEscape::Json
+        } else {
+            LogEscape::Default
+        };
+        let format = self.value("log-format-upstream").and_then(|template| {
+            match LogFormat::parse(template, escape) {
+                Ok((format, unknown)) => {
+                    for variable in unknown {
+                        let name = variable.name();
+                        let message = match variable {
+                            LogVariable::Withheld(_) => format!(
+                                "log-format-upstream: ${name} would log credentials; it is logged as missing"
+                            ),
+                            _ => format!(
+                                "log-format-upstream: ${name} is not a variable ostium knows; it is logged as missing"
+                            ),
+                        };
+                        self.diagnostics.push(Diagnostic::warning(
+                            self.object.clone(),
+                            Reason::UnsupportedSetting,
+                            message,
+                        ));
+                    }
+                    Some(Arc::new(format))
+                }
+                Err(error) => {
+                    let expected = format!("an nginx log format ({error})");
+                    self.invalid("log-format-upstream", &expected, "ostium's own access log event");
+                    None
+                }
+            }
+        });
+        let urls = self.value("skip-access-log-urls").unwrap_or_default();
+        let urls = urls.split(',').map(str::trim).filter(|url| !url.is_empty());
+        let (patterns, urls): (Vec<&str>, Vec<&str>) = urls.partition(|url| url.starts_with('~'));
+        if !patterns.is_empty() {
+            let why = format!(
+                "regular expressions ({}) are not supported; they match nothing",
+                patterns.join(", ")
+            );
+            self.diagnostics.push(Diagnostic::warning(
+                self.object.clone(),
+                Reason::UnsupportedSetting,
+                format!("skip-access-log-urls: {why}"),
+            ));
+        }
+        let skip_urls = urls.into_iter().map(Box::from).collect();
+        let disabled = self.flag("disable-access-log").unwrap_or(false);
+        AccessLogSettings {
+            disabled: disabled || self.flag("disable-http-access-log").unwrap_or(false),
+            skip_urls,
+            default_backend: self.flag("enable-access-log-for-default-backend").unwrap_or(false),
+            format,
+        }
+    }
 }

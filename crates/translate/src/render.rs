@@ -4,11 +4,11 @@
 use std::fmt::Write;
 
 use ostium_model::{
-    Affinity, Backend, BackendTlsSettings, Canary, CanaryAffinity, ClientAuth, Compression, Credentials,
-    Encoding, ExternalAuth, GlobalSettings, HeaderRule, HeaderSettings, HostRule, HttpsRedirect,
-    HttpsSettings, LimitStatuses, LoadBalance, MediaTypes, Mirror, MirrorPath, Policy, Protocol,
-    RedirectContext, Route, RouteAction, RouteTracing, SameSite, Sampler, ServerTls, SetValue, Shaping,
-    StreamService, StreamSettings, Table, Target, TextRewrite, UserAgents,
+    AccessLogSettings, Affinity, Backend, BackendTlsSettings, Canary, CanaryAffinity, ClientAuth,
+    Compression, Credentials, Encoding, ExternalAuth, GlobalSettings, HeaderRule, HeaderSettings, HostRule,
+    HttpsRedirect, HttpsSettings, LimitStatuses, LoadBalance, LogEscape, MediaTypes, Mirror, MirrorPath,
+    Policy, Protocol, RedirectContext, Route, RouteAction, RouteTracing, SameSite, Sampler, ServerTls,
+    SetValue, Shaping, StreamService, StreamSettings, Table, Target, TextRewrite, UserAgents,
 };
 
 use crate::Translation;
@@ -96,8 +96,11 @@ pub(crate) fn render(translation: &Translation) -> String {
 /// The `--configmap` settings that differ from the defaults, one line per family (none when
 /// all are default, so that translations without a ConfigMap render as before).
 fn global_lines(global: &GlobalSettings) -> Vec<String> {
-    let GlobalSettings { https, compression, stream, headers } = global;
+    let GlobalSettings { https, compression, stream, headers, access_log } = global;
     let mut lines = Vec::new();
+    if *access_log != AccessLogSettings::default() {
+        lines.push(access_log_line(access_log));
+    }
     if *headers != HeaderSettings::default() {
         lines.push(format!("headers: {}", header_settings_line(headers)));
     }
@@ -189,6 +192,33 @@ fn header_settings_line(headers: &HeaderSettings) -> String {
         }
     }
     parts.join(", ")
+}
+
+/// `disable-access-log`, `skip-access-log-urls`, `enable-access-log-for-default-backend` and
+/// `log-format-upstream` with its escaping.
+fn access_log_line(settings: &AccessLogSettings) -> String {
+    if settings.disabled {
+        return "access log: off".to_owned();
+    }
+    let mut line = "access log:".to_owned();
+    match &settings.format {
+        Some(format) => {
+            let escape = match format.escape() {
+                LogEscape::Default => "nginx",
+                LogEscape::Json => "json",
+                LogEscape::None => "none",
+            };
+            let _ = write!(line, " format ({escape} escaping) '{format}'");
+        }
+        None => line.push_str(" event"),
+    }
+    if !settings.skip_urls.is_empty() {
+        let _ = write!(line, ", skipping {}", settings.skip_urls.join(" "));
+    }
+    if settings.default_backend {
+        line.push_str(", default backend included");
+    }
+    line
 }
 
 /// `ssl-ciphers` (TLS 1.2 suites) and `ssl-prefer-server-ciphers` of a host.

@@ -225,6 +225,11 @@ impl TableBuilder {
         self
     }
 
+    /// The ConfigMap's access log settings.
+    pub fn access_log_settings(self, access_log: ostium_model::AccessLogSettings) -> Self {
+        self.global(ostium_model::GlobalSettings { access_log, ..Default::default() })
+    }
+
     /// The ConfigMap's settings for every request (`--configmap`).
     pub fn global(mut self, settings: ostium_model::GlobalSettings) -> Self {
         self.table.set_global(Arc::new(settings));
