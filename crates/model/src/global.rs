@@ -6,4 +6,7 @@
 
 /// The global settings of one table; `Default` is ingress-nginx's defaults.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct GlobalSettings {}
+pub struct GlobalSettings {
+    /// Where client addresses come from (PROXY protocol, forwarded headers), and `block-cidrs`.
+    pub client_address: crate::ClientAddressing,
+}

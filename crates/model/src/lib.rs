@@ -13,6 +13,7 @@ mod backend;
 mod backend_tls;
 mod balance;
 mod canary;
+mod client_address;
 mod client_auth;
 mod cors;
 mod external_auth;
@@ -45,6 +46,7 @@ pub use backend_tls::{
 };
 pub use balance::{DECAY_TIME_US, LoadBalance, decay_ewma};
 pub use canary::{Canary, CanaryAffinity, CanaryHeader, CanarySessions, DEFAULT_WEIGHT_TOTAL, HeaderRule};
+pub use client_address::{Blocked, ClientAddressing, ForwardedHeaders, ProxyProtocol, every_ipv4_address};
 pub use client_auth::{ClientAuth, ClientTrust, ClientVerify, VerifyClient};
 pub use cors::{Cors, CorsOrigins};
 pub use external_auth::{

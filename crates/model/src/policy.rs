@@ -165,6 +165,12 @@ pub enum Denial {
         /// The full key, prefix included.
         annotation: Box<str>,
     },
+    /// A `--configmap` access restriction the route takes (`whitelist-source-range`, …) whose
+    /// value is invalid.
+    InvalidSetting {
+        /// The ConfigMap key.
+        key: Box<str>,
+    },
 }
 
 /// `rewrite-target`, as nginx's `rewrite "(?i)<path>" <target> break;`: the whole path is
@@ -283,12 +289,13 @@ impl Default for Policy {
 // === impl Denial ===
 
 impl Denial {
-    /// The annotation that causes the denial, prefix included.
+    /// The annotation that causes the denial (prefix included), or the ConfigMap key.
     pub fn annotation(&self) -> &str {
         match self {
             Self::UnimplementedAnnotation { annotation }
             | Self::RefusedSnippet { annotation }
-            | Self::InvalidAnnotation { annotation } => annotation,
+            | Self::InvalidAnnotation { annotation }
+            | Self::InvalidSetting { key: annotation } => annotation,
         }
     }
 }
@@ -305,6 +312,7 @@ impl fmt::Display for Denial {
             Self::InvalidAnnotation { annotation } => {
                 write!(f, "annotation {annotation} has an invalid value")
             }
+            Self::InvalidSetting { key } => write!(f, "ConfigMap key {key} has an invalid value"),
         }
     }
 }

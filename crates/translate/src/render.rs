@@ -4,10 +4,10 @@
 use std::fmt::Write;
 
 use ostium_model::{
-    Affinity, Backend, BackendTlsSettings, Canary, CanaryAffinity, ClientAuth, Credentials, ExternalAuth,
-    GlobalSettings, HeaderRule, HostRule, HttpsRedirect, LoadBalance, Mirror, MirrorPath, Policy, Protocol,
-    RedirectContext, Route, RouteAction, RouteTracing, SameSite, Sampler, ServerTls, Shaping, Table, Target,
-    TextRewrite,
+    Affinity, Backend, BackendTlsSettings, Blocked, Canary, CanaryAffinity, ClientAddressing, ClientAuth,
+    Credentials, ExternalAuth, GlobalSettings, HeaderRule, HostRule, HttpsRedirect, LoadBalance, Mirror,
+    MirrorPath, Policy, Protocol, RedirectContext, Route, RouteAction, RouteTracing, SameSite, Sampler,
+    ServerTls, Shaping, Table, Target, TextRewrite,
 };
 
 use crate::Translation;
@@ -84,8 +84,39 @@ pub(crate) fn render(translation: &Translation) -> String {
 /// The `--configmap` settings that differ from the defaults, one line per family (none when
 /// all are default, so that translations without a ConfigMap render as before).
 fn global_lines(global: &GlobalSettings) -> Vec<String> {
-    let GlobalSettings {} = global;
-    Vec::new()
+    let GlobalSettings { client_address } = global;
+    let mut lines = Vec::new();
+    if *client_address != ClientAddressing::default() {
+        lines.push(format!("client address: {}", client_address_line(client_address)));
+    }
+    lines
+}
+
+/// Where client addresses come from, and `block-cidrs`.
+fn client_address_line(rules: &ClientAddressing) -> String {
+    let trusted = rules.trusted.as_ref().map_or_else(|| "nobody".to_owned(), |set| set.to_string());
+    let mut parts = vec![format!("trusting {trusted}")];
+    if let Some(proxy_protocol) = &rules.proxy_protocol {
+        parts.push(format!("PROXY header within {:?}", proxy_protocol.header_timeout));
+    }
+    if let Some(forwarded) = &rules.forwarded {
+        let mut part = format!("client from {}", forwarded.client_header);
+        if forwarded.scheme_and_host {
+            part.push_str(" with X-Forwarded-Proto/-Port/-Host");
+        }
+        if forwarded.full_forwarded_for {
+            part.push_str(", X-Forwarded-For appended to");
+        }
+        parts.push(part);
+    }
+    match &rules.blocked {
+        Some(Blocked::Networks(networks)) => parts.push(format!("blocking {networks}")),
+        Some(Blocked::Unreadable) => {
+            parts.push("blocking everything (503): block-cidrs unreadable".to_owned())
+        }
+        None => {}
+    }
+    parts.join(", ")
 }
 
 /// `ssl-ciphers` (TLS 1.2 suites) and `ssl-prefer-server-ciphers` of a host.
