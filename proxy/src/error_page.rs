@@ -15,6 +15,7 @@ use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use ostium_model::{NamespacedName, Protocol, Target};
 
+use crate::client::Client;
 use crate::headers;
 use crate::request::RequestHead;
 use crate::rewrite::forwarded;
@@ -112,9 +113,10 @@ impl ErrorPageRequest {
         request_id: Option<HeaderValue>,
         head: &RequestHead,
         connection: &ConnectionInfo,
+        client: &Client,
     ) -> Result<(Method, HeaderMap, PathAndQuery), ProxyError> {
         let mut headers = self.headers;
-        headers::rewrite_request(&mut headers, forwarded(head, connection), None);
+        headers::rewrite_request(&mut headers, forwarded(head, connection, client), None);
         // Sent without the client's body.
         for name in [CONTENT_LENGTH, TRANSFER_ENCODING, EXPECT] {
             headers.remove(name);

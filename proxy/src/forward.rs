@@ -22,6 +22,7 @@ use crate::affinity::Stickiness;
 use crate::body::{AccessEntry, ProxyBody};
 use crate::buffer::BufferedBody;
 use crate::canary;
+use crate::client::Client;
 use crate::error_page::{Details, ErrorPageRequest};
 use crate::mirror::MirrorCopy;
 use crate::outcome::Outcome;
@@ -53,6 +54,15 @@ pub(crate) struct Trace {
     auth_effects: Option<AuthEffects>,
     /// The request's span, when its route is traced.
     span: Option<Span>,
+    /// The request's client when its forwarded headers name another than the connection's.
+    pub(crate) client: Option<Client>,
+}
+
+impl Trace {
+    /// The request's client: the one its forwarded headers name, else the connection's.
+    fn client<'a>(&'a self, connection: &'a ConnectionInfo) -> &'a Client {
+        self.client.as_ref().unwrap_or(&connection.client)
+    }
 }
 
 impl Proxy {
@@ -94,7 +104,7 @@ impl Proxy {
                 ingress: trace.ingress.as_ref(),
                 service: trace.service.as_ref(),
                 upstream: trace.upstream,
-                client: connection.remote,
+                client: trace.client(connection).address,
             };
             self.inner.tracer.finish(trace.span.take(), started, finished);
         }
@@ -108,7 +118,7 @@ impl Proxy {
         let Some((method, uri, host)) = logged.filter(|_| !trace.unlogged) else { return response };
         let entry = AccessEntry {
             started,
-            client: connection.remote,
+            client: trace.client(connection).address,
             method,
             uri,
             host,
@@ -150,7 +160,7 @@ impl Proxy {
         trace: &mut Trace,
     ) -> Result<Response<ProxyBody>, Outcome> {
         let head = RequestHead::check(&request, connection)?;
-        let routed = self.route(&head, request.headers(), trace)?;
+        let routed = self.route(&head, request.headers(), connection, trace)?;
         let Some(defaults) = routed.defaults.as_deref() else {
             return self.pass(request, &head, &routed, connection, None, trace).await;
         };
@@ -173,7 +183,14 @@ impl Proxy {
         drop(result);
         Ok(self
             .error_page(
-                page.for_code(code, &details, trace.request_id.clone(), &head, connection)?,
+                page.for_code(
+                    code,
+                    &details,
+                    trace.request_id.clone(),
+                    &head,
+                    connection,
+                    trace.client(connection),
+                )?,
                 defaults,
                 &routed,
                 connection,
@@ -226,7 +243,9 @@ impl Proxy {
             request.headers(),
         );
         trace.unlogged = !routed.policy.access_log;
-        let original = Original { method: request.method(), headers: request.headers(), head, connection };
+        let client = trace.client.as_ref().unwrap_or(&connection.client);
+        let original =
+            Original { method: request.method(), headers: request.headers(), head, connection, client };
         let mut effects = AuthEffects::default();
         let checked =
             policy::check(&original, trace.response_headers.as_ref(), routed, self, &mut effects).await;
@@ -247,7 +266,7 @@ impl Proxy {
         let (_, version) = upstream::scheme(protocol);
         let mirror = routed.policy.mirror.as_ref().map(|mirror| MirrorCopy::capture(mirror, &request));
         let body = (self.inner.config.connections.client_body_timeout, trace.bytes_in.clone());
-        let mut outgoing = upstream_request(request, head, routed, connection, version, body)?;
+        let mut outgoing = upstream_request(request, head, routed, (connection, client), version, body)?;
         if let Some(effects) = &mut trace.auth_effects {
             effects.apply_upstream(&mut outgoing.parts.headers);
         }

@@ -5,12 +5,13 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use http::HeaderMap;
-use ostium_model::{ClientAuth, Policy, PortRef, Protocol, RouteAction, Target};
+use ostium_model::{Blocked, ClientAuth, Policy, PortRef, Protocol, RouteAction, Target};
 
 use crate::canary::chosen_backend;
+use crate::client::Client;
 use crate::forward::Trace;
 use crate::request::RequestHead;
-use crate::{Proxy, ProxyError};
+use crate::{ConnectionInfo, Proxy, ProxyError};
 
 /// What routing decided for a request.
 #[derive(Debug)]
@@ -43,14 +44,31 @@ pub(crate) struct Defaults {
 }
 
 impl Proxy {
+    /// Routes a request on the current table. Its client is settled first, as that table's
+    /// `--configmap` settings say (forwarded headers, `block-cidrs`), and kept in `trace`.
     pub(crate) fn route<'h>(
         &self,
         head: &'h RequestHead,
         headers: &HeaderMap,
+        connection: &ConnectionInfo,
         trace: &mut Trace,
     ) -> Result<Routed<'h>, ProxyError> {
-        let path = head.routed_path()?;
         let table = self.inner.tables.load();
+        let rules = &table.global().client_address;
+        if rules.forwarded.is_some() {
+            trace.client = Client::forwarded(rules, &connection.client, headers);
+        }
+        if let Some(blocked) = &rules.blocked {
+            let client = trace.client.as_ref().unwrap_or(&connection.client);
+            match blocked {
+                Blocked::Networks(networks) if networks.contains(client.address.ip()) => {
+                    return Err(ProxyError::Forbidden);
+                }
+                Blocked::Networks(_) => {}
+                Blocked::Unreadable => return Err(ProxyError::RouteDenied),
+            }
+        }
+        let path = head.routed_path()?;
         let matched = table.route(head.host(), &path).ok_or(ProxyError::NoRoute)?;
         trace.ingress = matched.route.ingress.clone();
         let mut to_canary = false;
