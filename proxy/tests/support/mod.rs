@@ -219,6 +219,12 @@ impl TableBuilder {
         self
     }
 
+    /// The `--configmap` settings of the table.
+    pub fn global(mut self, settings: ostium_model::GlobalSettings) -> Self {
+        self.table.set_global(Arc::new(settings));
+        self
+    }
+
     pub fn build(self) -> Table {
         self.table.build()
     }
