@@ -9,17 +9,19 @@
 mod support;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ostium_model::{
-    Blocked, ClientAddressing, ForwardedHeaders, GlobalSettings, HttpsRedirect, Policy, ProxyProtocol,
-    RateLimit, RateLimitZone, RequestRate, SourceAccess,
+    Blocked, ClientAddressing, ExternalAuth, ForwardedHeaders, GlobalSettings, HttpsRedirect, PathRule,
+    Policy, ProxyProtocol, RateLimit, RateLimitZone, RequestRate, SourceAccess, Template, TemplatePart,
+    UpstreamHash, Variable,
 };
 use ostium_proxy::ProxyConfig;
 use ostium_test_support::log::LogBuffer;
 use ostium_test_support::{EchoBackend, certificate, echoed};
 use ppp::v2;
-use rustls::pki_types::ServerName;
+use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -344,4 +346,114 @@ async fn the_access_log_names_the_real_client() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(log.contains("\"client\":\"203.0.113.7:4711\""), "{log}");
+}
+
+#[tokio::test]
+async fn the_proxy_header_comes_before_the_client_hello_of_a_passthrough_host() {
+    let generated = rcgen::generate_simple_self_signed(vec!["pass.example".to_owned()]).unwrap();
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(generated.signing_key.serialize_der()));
+    let config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![generated.cert.der().clone()], key)
+        .unwrap();
+    let passed = EchoBackend::start_tls("passed", Arc::new(config)).await;
+    let table = TableBuilder::new()
+        .passthrough("pass.example", "passed", passed.addr)
+        .global(settings(|s| s.proxy_protocol = proxy_protocol()))
+        .build();
+    let proxy = Harness::start(table).await;
+    let mut stream = connect_from(TRUSTED, proxy.https).await;
+    stream.write_all(&v2_header("203.0.113.7", 443)).await.unwrap();
+    let name = ServerName::try_from("pass.example").unwrap();
+    let mut tls = tls_client(&[b"http/1.1"]).connect(name, stream).await.unwrap();
+    assert_eq!(tls.get_ref().1.peer_certificates().unwrap()[0], *generated.cert.der(), "the backend's own");
+    tls.write_all(b"GET / HTTP/1.1\r\nHost: pass.example\r\nConnection: close\r\n\r\n").await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut answer)).await;
+    let answer = parse(&answer);
+    assert_eq!(echoed(&answer.body, "backend"), Some("passed"), "{answer:?}");
+}
+
+/// An auth service that lets in the client `203.0.113.7` only, as its `X-Real-IP` and
+/// `X-Forwarded-For` say.
+async fn auth_service_for_one_client() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { continue };
+            tokio::spawn(async move {
+                let service =
+                    hyper::service::service_fn(|request: http::Request<hyper::body::Incoming>| async move {
+                        let headers = request.headers();
+                        let allowed = headers.get("x-real-ip").is_some_and(|v| v == "203.0.113.7")
+                            && headers.get("x-forwarded-for").is_some_and(|v| v == "203.0.113.7");
+                        let status = if allowed { 200 } else { 403 };
+                        let response = http::Response::builder()
+                            .status(status)
+                            .body(http_body_util::Empty::<bytes::Bytes>::new());
+                        Ok::<_, std::convert::Infallible>(response.unwrap())
+                    });
+                let io = hyper_util::rt::TokioIo::new(stream);
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn the_auth_service_is_told_the_real_client() {
+    let auth = auth_service_for_one_client().await;
+    let url = Template::new(vec![TemplatePart::Text(format!("http://{auth}/check").into())]);
+    let external = ExternalAuth {
+        url,
+        method: None,
+        signin: None,
+        response_headers: Box::default(),
+        proxy_set_headers: Box::default(),
+        request_redirect: None,
+        always_set_cookie: false,
+        cache: None,
+    };
+    let policy = Policy { external_auth: Some(Arc::new(external)), ..Policy::default() };
+    let (proxy, _backend) =
+        proxy_with(settings(|s| s.forwarded = use_forwarded_headers(false)), policy).await;
+    assert_eq!(get_with(TRUSTED, proxy.http, &["X-Forwarded-For: 203.0.113.7"]).await.status, 200);
+    assert_eq!(get_with(CLIENT, proxy.http, &["X-Forwarded-For: 203.0.113.7"]).await.status, 403);
+}
+
+#[tokio::test]
+async fn upstream_hash_by_remote_addr_hashes_the_real_client() {
+    let backends =
+        [EchoBackend::start("a").await, EchoBackend::start("b").await, EchoBackend::start("c").await];
+    let addrs: Vec<SocketAddr> = backends.iter().map(|b| b.addr).collect();
+    let key = Template::new(vec![TemplatePart::Variable(Variable::RemoteAddr)]);
+    let hash = UpstreamHash { key, subset_size: None };
+    let policy = Policy { upstream_hash: Some(Arc::new(hash)), ..Policy::default() };
+    let table = TableBuilder::new()
+        .route_with(None, PathRule::prefix("/").unwrap(), "hashed", endpoints("hashed", &addrs), policy)
+        .global(settings(|s| {
+            s.trusted = Some("127.0.0.0/29".parse().unwrap());
+            s.forwarded = use_forwarded_headers(false);
+        }))
+        .build();
+    let proxy = Harness::start(table).await;
+    // The same client through different proxies: one backend, whatever the peer.
+    let mut chosen = std::collections::BTreeSet::new();
+    for source in ["127.0.0.4", "127.0.0.5", "127.0.0.6", "127.0.0.7"] {
+        let answer = get_with(source, proxy.http, &["X-Forwarded-For: 203.0.113.7"]).await;
+        chosen.insert(echoed(&answer.body, "backend").unwrap().to_owned());
+    }
+    assert_eq!(chosen.len(), 1, "{chosen:?}");
+    // Different clients behind the one proxy spread over the backends.
+    let mut spread = std::collections::BTreeSet::new();
+    for i in 1..=24 {
+        let header = format!("X-Forwarded-For: 198.51.100.{i}");
+        let answer = get_with(TRUSTED, proxy.http, &[header.as_str()]).await;
+        spread.insert(echoed(&answer.body, "backend").unwrap().to_owned());
+    }
+    assert!(spread.len() > 1, "every client hashed as the proxy: {spread:?}");
 }
