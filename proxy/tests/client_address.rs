@@ -123,6 +123,53 @@ async fn the_forwarded_for_header_of_a_trusted_peer_names_the_client() {
     assert_eq!(echoed(&untrusted.body, "header: x-forwarded-for"), Some(CLIENT));
 }
 
+/// test/e2e/settings/forwarded_headers.go: with `use-forwarded-headers`, the proxy's
+/// `X-Forwarded-Port`, `-Proto` and `-Host` (its first entry) are passed on.
+#[tokio::test]
+async fn a_trusted_peers_forwarded_port_scheme_and_host_are_passed_on() {
+    let (proxy, _backend) =
+        proxy_with(settings(|s| s.forwarded = use_forwarded_headers(false)), Policy::default()).await;
+    let sent = [
+        "X-Forwarded-Port: 1234",
+        "X-Forwarded-Proto: myproto",
+        "X-Forwarded-Scheme: myproto",
+        "X-Forwarded-For: 1.2.3.4",
+        "X-Forwarded-Host: myhost.com, another.host,example.net",
+    ];
+    let trusted = get_with(TRUSTED, proxy.http, &sent).await;
+    for (name, value) in [
+        ("x-forwarded-port", "1234"),
+        ("x-forwarded-proto", "myproto"),
+        ("x-forwarded-scheme", "myproto"),
+        ("x-forwarded-for", "1.2.3.4"),
+        ("x-forwarded-host", "myhost.com"),
+        ("host", "app.example"),
+    ] {
+        assert_eq!(
+            echoed(&trusted.body, &format!("header: {name}")),
+            Some(value),
+            "{name}: {}",
+            trusted.body
+        );
+    }
+    let untrusted = get_with(CLIENT, proxy.http, &sent).await;
+    for (name, value) in [
+        ("x-forwarded-port", "80"),
+        ("x-forwarded-proto", "http"),
+        ("x-forwarded-scheme", "http"),
+        ("x-forwarded-for", CLIENT),
+        ("x-forwarded-host", "app.example"),
+        ("x-original-forwarded-for", "1.2.3.4"),
+    ] {
+        assert_eq!(
+            echoed(&untrusted.body, &format!("header: {name}")),
+            Some(value),
+            "{name}: {}",
+            untrusted.body
+        );
+    }
+}
+
 #[tokio::test]
 async fn without_forwarded_headers_the_peer_is_the_client_whatever_it_sends() {
     let (proxy, _backend) = proxy_with(settings(|_| {}), Policy::default()).await;

@@ -250,13 +250,16 @@ impl Reader<'_> {
                 HeaderName::from_static("x-forwarded-for")
             }),
         };
-        let forwarded = (use_forwarded_headers || enable_real_ip).then(|| ForwardedHeaders {
+        let proxy_protocol = self.flag("use-proxy-protocol").unwrap_or(false);
+        // nginx.tmpl's `real_ip_header`: the forwarded-for header with use-forwarded-headers, or
+        // with enable-real-ip unless the PROXY header names the client (`proxy_protocol`).
+        let reads_header = use_forwarded_headers || (enable_real_ip && !proxy_protocol);
+        let forwarded = reads_header.then(|| ForwardedHeaders {
             client_header,
             scheme_and_host: use_forwarded_headers,
             // nginx.tmpl: `{{ if and $cfg.UseForwardedHeaders $cfg.ComputeFullForwardedFor }}`.
             full_forwarded_for: use_forwarded_headers && full_forwarded_for,
         });
-        let proxy_protocol = self.flag("use-proxy-protocol").unwrap_or(false);
         let header_timeout = match self.value("proxy-protocol-header-timeout").map(go_duration) {
             None => PROXY_PROTOCOL_HEADER_TIMEOUT,
             Some(Some(timeout)) => timeout,
