@@ -243,6 +243,7 @@ impl Proxy {
             request.headers(),
         );
         trace.unlogged = !routed.policy.access_log;
+        // `trace.client` alone is borrowed: the other fields of `trace` are written below.
         let client = trace.client.as_ref().unwrap_or(&connection.client);
         let original =
             Original { method: request.method(), headers: request.headers(), head, connection, client };
