@@ -54,14 +54,15 @@ pub(crate) struct Trace {
     auth_effects: Option<AuthEffects>,
     /// The request's span, when its route is traced.
     span: Option<Span>,
-    /// The request's client when its forwarded headers name another than the connection's.
-    pub(crate) client: Option<Client>,
+    /// The request's client when its forwarded headers name another than the connection's
+    /// (boxed: most requests have none, and the trace stays small).
+    pub(crate) client: Option<Box<Client>>,
 }
 
 impl Trace {
     /// The request's client: the one its forwarded headers name, else the connection's.
     fn client<'a>(&'a self, connection: &'a ConnectionInfo) -> &'a Client {
-        self.client.as_ref().unwrap_or(&connection.client)
+        self.client.as_deref().unwrap_or(&connection.client)
     }
 }
 
@@ -244,7 +245,7 @@ impl Proxy {
         );
         trace.unlogged = !routed.policy.access_log;
         // `trace.client` alone is borrowed: the other fields of `trace` are written below.
-        let client = trace.client.as_ref().unwrap_or(&connection.client);
+        let client = trace.client.as_deref().unwrap_or(&connection.client);
         let original =
             Original { method: request.method(), headers: request.headers(), head, connection, client };
         let mut effects = AuthEffects::default();

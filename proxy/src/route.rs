@@ -56,10 +56,10 @@ impl Proxy {
         let table = self.inner.tables.load();
         let rules = &table.global().client_address;
         if rules.forwarded.is_some() {
-            trace.client = Client::forwarded(rules, &connection.client, headers);
+            trace.client = Client::forwarded(rules, &connection.client, headers).map(Box::new);
         }
         if let Some(blocked) = &rules.blocked {
-            let client = trace.client.as_ref().unwrap_or(&connection.client);
+            let client = trace.client.as_deref().unwrap_or(&connection.client);
             match blocked {
                 Blocked::Networks(networks) if networks.contains(client.address.ip()) => {
                     return Err(ProxyError::Forbidden);
