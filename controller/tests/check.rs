@@ -156,7 +156,7 @@ fn the_json_report_classifies_annotations_and_names_problems() {
         report["configmap"]["keys"],
         json!(["enable-opentelemetry", "proxy-body-size", "use-forwarded-headers"])
     );
-    assert_eq!(report["configmap"]["applied"], json!(["enable-opentelemetry"]));
+    assert_eq!(report["configmap"]["applied"], json!(["enable-opentelemetry", "use-forwarded-headers"]));
     assert!(!out.contains(SECRET_DATA));
 }
 
