@@ -53,9 +53,10 @@ pub async fn serve_http(proxy: Proxy, listener: TcpListener, shutdown: impl Futu
                 return;
             };
             let (stream, flags) = FramingGuard::new(Replayed::new(read, stream));
+            let client_address = client.address;
             let service = proxy_service(&proxy, &context, (remote, client), None, Some(flags.clone()));
             let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service.service);
-            serve_proxied(proxy, connection, service.activity, Some(flags), remote, context).await;
+            serve_proxied(proxy, connection, service.activity, Some(flags), client_address, context).await;
         }
     })
     .await;
@@ -110,17 +111,19 @@ pub async fn serve_https(
             else {
                 return;
             };
+            let client_address = client.address;
             if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
                 let service = proxy_service(&proxy, &context, (remote, client), Some(session), None);
                 let connection = builders.1.serve_connection(TokioIo::new(stream), service.service);
-                serve_proxied(proxy, connection, service.activity, None, remote, context).await;
+                serve_proxied(proxy, connection, service.activity, None, client_address, context).await;
             } else {
                 let (stream, flags) = FramingGuard::http1_only(stream);
                 let service =
                     proxy_service(&proxy, &context, (remote, client), Some(session), Some(flags.clone()));
                 let connection =
                     builders.0.serve_connection_with_upgrades(TokioIo::new(stream), service.service);
-                serve_proxied(proxy, connection, service.activity, Some(flags), remote, context).await;
+                serve_proxied(proxy, connection, service.activity, Some(flags), client_address, context)
+                    .await;
             }
         }
     })
@@ -374,6 +377,8 @@ fn proxy_service(
     ProxyService { service, activity }
 }
 
+/// Runs a proxied connection; `remote` is its client (the peer, or the source of its PROXY
+/// header), as requests refused by hyper are logged.
 async fn serve_proxied<C>(
     proxy: Proxy,
     connection: C,
