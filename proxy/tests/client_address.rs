@@ -504,3 +504,22 @@ async fn upstream_hash_by_remote_addr_hashes_the_real_client() {
     }
     assert!(spread.len() > 1, "every client hashed as the proxy: {spread:?}");
 }
+
+#[tokio::test]
+async fn http2_with_prior_knowledge_follows_a_proxy_header() {
+    let (proxy, _backend) =
+        proxy_with(settings(|s| s.proxy_protocol = proxy_protocol()), Policy::default()).await;
+    let mut stream = connect_from(TRUSTED, proxy.http).await;
+    stream.write_all(&v1_header("203.0.113.7", 80)).await.unwrap();
+    let executor = hyper_util::rt::TokioExecutor::new();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(executor, hyper_util::rt::TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(connection);
+    let request =
+        http::Request::get("http://app.example/").body(http_body_util::Empty::<bytes::Bytes>::new());
+    let response = sender.send_request(request.unwrap()).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let body = http_body_util::BodyExt::collect(response.into_body()).await.unwrap().to_bytes();
+    let body = String::from_utf8_lossy(&body);
+    assert_eq!(echoed(&body, "header: x-real-ip"), Some("203.0.113.7"), "{body}");
+}
