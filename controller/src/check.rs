@@ -539,8 +539,8 @@ mod tests {
         let report = configmap_report(&id, objects.config_maps.get(&id).map(|c| &**c));
         assert!(report.found);
         assert_eq!(report.keys, ["otlp-collector-host", "proxy-body-size", "use-forwarded-headers"]);
-        assert_eq!(report.applied, ["otlp-collector-host", "proxy-body-size"]);
-        assert!(report.note.contains("3 key(s): 2 applied"), "{}", report.note);
+        assert_eq!(report.applied, ["otlp-collector-host", "proxy-body-size", "use-forwarded-headers"]);
+        assert!(report.note.contains("3 key(s): 3 applied"), "{}", report.note);
         assert!(!configmap_report(&NamespacedName::new("a", "b"), None).found);
     }
 

@@ -156,7 +156,10 @@ fn the_json_report_classifies_annotations_and_names_problems() {
         report["configmap"]["keys"],
         json!(["enable-opentelemetry", "proxy-body-size", "use-forwarded-headers"])
     );
-    assert_eq!(report["configmap"]["applied"], json!(["enable-opentelemetry", "proxy-body-size"]));
+    assert_eq!(
+        report["configmap"]["applied"],
+        json!(["enable-opentelemetry", "proxy-body-size", "use-forwarded-headers"])
+    );
     assert_eq!(report["configmap"]["settings"][1], json!({"key": "proxy-body-size", "support": "supported"}));
     assert!(!out.contains(SECRET_DATA));
 }

@@ -222,7 +222,7 @@ impl Line {
             version,
             response_headers,
             response_head_length,
-            client_ip: connection.client_ip.clone(),
+            client_ip: trace.client(connection).ip.clone(),
             is_tls: connection.is_tls,
             tls,
             upstream_started: trace.upstream_started,

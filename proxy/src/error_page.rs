@@ -15,6 +15,7 @@ use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use ostium_model::{HeaderSettings, NamespacedName, Protocol, Target};
 
+use crate::client::Client;
 use crate::headers;
 use crate::request::RequestHead;
 use crate::rewrite::forwarded;
@@ -113,9 +114,10 @@ impl ErrorPageRequest {
         head: &RequestHead,
         connection: &ConnectionInfo,
         settings: &HeaderSettings,
+        client: &Client,
     ) -> Result<(Method, HeaderMap, PathAndQuery), ProxyError> {
         let mut headers = self.headers;
-        headers::rewrite_request(&mut headers, forwarded(head, connection), None, settings);
+        headers::rewrite_request(&mut headers, forwarded(head, connection, client), None, settings);
         // Sent without the client's body.
         for name in [CONTENT_LENGTH, TRANSFER_ENCODING, EXPECT] {
             headers.remove(name);

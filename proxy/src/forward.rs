@@ -23,6 +23,7 @@ use crate::affinity::Stickiness;
 use crate::body::{AccessEntry, ProxyBody};
 use crate::buffer::BufferedBody;
 use crate::canary;
+use crate::client::Client;
 use crate::compress::Negotiation;
 use crate::error_page::{Details, ErrorPageRequest};
 use crate::mirror::MirrorCopy;
@@ -69,6 +70,16 @@ pub(crate) struct Trace {
     /// The access log line names the route's Service: `upstream_names` is filled in by routing.
     pub(crate) wants_upstream_names: bool,
     pub(crate) upstream_names: Option<Box<UpstreamNames>>,
+    /// The request's client when its forwarded headers name another than the connection's
+    /// (boxed: most requests have none, and the trace stays small).
+    pub(crate) client: Option<Box<Client>>,
+}
+
+impl Trace {
+    /// The request's client: the one its forwarded headers name, else the connection's.
+    pub(crate) fn client<'a>(&'a self, connection: &'a ConnectionInfo) -> &'a Client {
+        self.client.as_deref().unwrap_or(&connection.client)
+    }
 }
 
 impl Proxy {
@@ -121,7 +132,7 @@ impl Proxy {
                 ingress: trace.ingress.as_ref(),
                 service: trace.service.as_ref(),
                 upstream: trace.upstream,
-                client: connection.remote,
+                client: trace.client(connection).address,
             };
             self.inner.tracer.finish(trace.span.take(), started, finished);
         }
@@ -144,7 +155,7 @@ impl Proxy {
         });
         let entry = AccessEntry {
             started,
-            client: connection.remote,
+            client: trace.client(connection).address,
             method: logged.method,
             uri: logged.uri,
             host: logged.host,
@@ -189,7 +200,7 @@ impl Proxy {
     ) -> Result<Response<ProxyBody>, Outcome> {
         let head = RequestHead::check(&request, connection)?;
         policy::block::check(&trace.global.headers, request.headers())?;
-        let routed = self.route(&head, request.headers(), trace)?;
+        let routed = self.route(&head, request.headers(), connection, trace)?;
         let Some(defaults) = routed.defaults.as_deref() else {
             return self.pass(request, &head, &routed, connection, None, trace).await;
         };
@@ -219,6 +230,7 @@ impl Proxy {
                     &head,
                     connection,
                     &trace.global.headers,
+                    trace.client(connection),
                 )?,
                 defaults,
                 &routed,
@@ -274,8 +286,16 @@ impl Proxy {
         );
         trace.unlogged = !routed.policy.access_log;
         let settings = &trace.global.headers;
-        let original =
-            Original { method: request.method(), headers: request.headers(), head, connection, settings };
+        // `trace.client` alone is borrowed: the other fields of `trace` are written below.
+        let client = trace.client.as_deref().unwrap_or(&connection.client);
+        let original = Original {
+            method: request.method(),
+            headers: request.headers(),
+            head,
+            connection,
+            settings,
+            client,
+        };
         let mut effects = AuthEffects::default();
         let checked =
             policy::check(&original, trace.response_headers.as_ref(), routed, self, &mut effects).await;
@@ -296,7 +316,8 @@ impl Proxy {
         let (_, version) = upstream::scheme(protocol);
         let mirror = routed.policy.mirror.as_ref().map(|mirror| MirrorCopy::capture(mirror, &request));
         let body = (self.inner.config.connections.client_body_timeout, trace.bytes_in.clone());
-        let mut outgoing = upstream_request(request, head, routed, connection, version, body, settings)?;
+        let mut outgoing =
+            upstream_request(request, head, routed, (connection, client), version, body, settings)?;
         if let Some(effects) = &mut trace.auth_effects {
             effects.apply_upstream(&mut outgoing.parts.headers);
         }

@@ -1,8 +1,10 @@
 //! Header rewriting, as ingress-nginx does it by default.
 //!
-//! Sent upstream: `X-Forwarded-For` and `X-Real-IP` set to the peer address (client-sent values
-//! are replaced, never appended to), `X-Forwarded-Host` (the `Host` as sent),
-//! `X-Forwarded-Port`, `X-Forwarded-Proto`/`X-Forwarded-Scheme`/`X-Scheme`, `X-Request-ID` (the
+//! Sent upstream: `X-Forwarded-For` and `X-Real-IP` set to the client address (the peer unless a
+//! trusted proxy names another, see `client`; client-sent values are replaced, and appended to
+//! only from a trusted proxy with `compute-full-forwarded-for`), `X-Forwarded-Host` (the `Host`
+//! as sent), `X-Forwarded-Port`, `X-Forwarded-Proto`/`X-Forwarded-Scheme`/`X-Scheme` (a trusted
+//! proxy's with `use-forwarded-headers`), `X-Request-ID` (the
 //! client's, else generated), `X-Original-Forwarded-For` (what the client sent as
 //! `X-Forwarded-For`, under a name that says so), and no `Proxy` header (httpoxy).
 //!
@@ -28,11 +30,15 @@ use crate::policy::{Original, render};
 /// What the forwarded headers say about the client connection.
 #[derive(Debug)]
 pub(crate) struct Forwarded<'a> {
-    /// The peer address, rendered once per connection.
+    /// The client address (`X-Real-IP`).
     pub(crate) client_ip: &'a HeaderValue,
+    /// `X-Forwarded-For`: the client address, or with `compute-full-forwarded-for` the list a
+    /// trusted proxy sent with the proxy appended.
+    pub(crate) forwarded_for: &'a HeaderValue,
     pub(crate) host: Option<HeaderValue>,
     pub(crate) port: HeaderValue,
-    pub(crate) is_tls: bool,
+    /// `X-Forwarded-Proto`, `X-Forwarded-Scheme` and `X-Scheme`.
+    pub(crate) scheme: HeaderValue,
 }
 
 const HOP_BY_HOP: [HeaderName; 8] = [
@@ -95,13 +101,13 @@ pub(crate) fn rewrite_request(
         _ => Some(settings.generate_request_id.then(generate_request_id)),
     };
 
-    headers.insert(X_FORWARDED_FOR, forwarded.client_ip.clone());
+    headers.insert(X_FORWARDED_FOR, forwarded.forwarded_for.clone());
     headers.insert(HeaderName::from_static("x-real-ip"), forwarded.client_ip.clone());
     if let Some(host) = forwarded.host {
         headers.insert(HeaderName::from_static("x-forwarded-host"), host);
     }
     headers.insert(HeaderName::from_static("x-forwarded-port"), forwarded.port);
-    let scheme = HeaderValue::from_static(if forwarded.is_tls { "https" } else { "http" });
+    let scheme = forwarded.scheme;
     headers.insert(HeaderName::from_static("x-forwarded-proto"), scheme.clone());
     headers.insert(HeaderName::from_static("x-forwarded-scheme"), scheme.clone());
     headers.insert(HeaderName::from_static("x-scheme"), scheme);
@@ -124,11 +130,11 @@ pub(crate) fn rewrite_request(
 }
 
 /// Prepares the client's headers for an external auth subrequest: hop-by-hop headers and
-/// whatever a client may not claim removed, `X-Forwarded-For` and `X-Real-IP` set to the peer,
-/// and the request's id (none: no header).
+/// whatever a client may not claim removed, `X-Forwarded-For` and `X-Real-IP` set to the client
+/// (as for the backend), and the request's id (none: no header).
 pub(crate) fn for_auth_service(
     headers: &mut HeaderMap,
-    client_ip: &HeaderValue,
+    (client_ip, forwarded_for): (&HeaderValue, &HeaderValue),
     request_id: Option<HeaderValue>,
     settings: &HeaderSettings,
 ) {
@@ -142,7 +148,7 @@ pub(crate) fn for_auth_service(
         Some(id) => headers.insert(X_REQUEST_ID, id),
         None => headers.remove(X_REQUEST_ID),
     };
-    headers.insert(X_FORWARDED_FOR, client_ip.clone());
+    headers.insert(X_FORWARDED_FOR, forwarded_for.clone());
     headers.insert(HeaderName::from_static("x-real-ip"), client_ip.clone());
 }
 
@@ -350,9 +356,10 @@ mod tests {
     fn forwarded(ip: &HeaderValue) -> Forwarded<'_> {
         Forwarded {
             client_ip: ip,
+            forwarded_for: ip,
             host: Some(HeaderValue::from_static("app.example.com")),
             port: HeaderValue::from_static("80"),
-            is_tls: false,
+            scheme: HeaderValue::from_static("http"),
         }
     }
 

@@ -55,6 +55,7 @@ mod affinity;
 mod body;
 mod buffer;
 mod canary;
+mod client;
 mod client_cert;
 mod compress;
 mod connection;
@@ -69,6 +70,7 @@ mod mirror;
 mod outcome;
 mod passthrough;
 mod policy;
+mod proxy_protocol;
 mod request;
 mod response;
 mod retry;
@@ -165,10 +167,12 @@ struct Inner {
 /// What the proxy knows of the connection a request arrived on.
 #[derive(Clone, Debug)]
 pub struct ConnectionInfo {
+    /// The TCP peer.
     pub remote: SocketAddr,
     pub is_tls: bool,
-    /// `remote`'s IP as a header value, rendered once per connection.
-    pub client_ip: http::HeaderValue,
+    /// The connection's client: `remote`, or the source its PROXY header names (decided once per
+    /// connection); a request's forwarded headers may name another (see `client`).
+    client: client::Client,
     /// What the framing guard of an HTTP/1 connection saw of the request heads (see `framing`).
     framing: Option<framing::FramingFlags>,
     /// What the TLS handshake settled; `None` on plain HTTP.

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response};
+use http::{Request, Response};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -24,6 +24,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
+use crate::client::Client;
 use crate::client_cert::{self, ClientCert};
 use crate::connection::{Activity, ConnectionLimits};
 use crate::framing::{FramingFlags, FramingGuard};
@@ -31,7 +32,7 @@ use ostium_model::{ClientAuth, NormalizedHost};
 
 use crate::passthrough::{self, Replayed, read_client_hello};
 use crate::tls::HostConfigs;
-use crate::{ConnectionInfo, Proxy, TlsSession, tls};
+use crate::{ConnectionInfo, Proxy, TlsSession, proxy_protocol, tls};
 
 /// How long a connection told to shut down may take to close before it is dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
@@ -45,13 +46,17 @@ pub async fn serve_http(proxy: Proxy, listener: TcpListener, shutdown: impl Futu
     let limits = proxy.config().connections.clone();
     let drain = proxy.config().drain_timeout;
     let metrics = proxy.metrics().clone();
-    accept_loop(listener, &limits, drain, Some(&metrics), shutdown, move |stream, remote, context| {
+    accept_loop(listener, &limits, drain, Some(&metrics), shutdown, move |mut stream, remote, context| {
         let (proxy, builder) = (proxy.clone(), builder.clone());
         async move {
-            let (stream, flags) = FramingGuard::new(stream);
-            let service = proxy_service(&proxy, &context, remote, None, Some(flags.clone()));
+            let Some((client, read)) = connection_client(&proxy, &mut stream, remote, &context).await else {
+                return;
+            };
+            let (stream, flags) = FramingGuard::new(Replayed::new(read, stream));
+            let client_address = client.address;
+            let service = proxy_service(&proxy, &context, (remote, client), None, Some(flags.clone()));
             let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service.service);
-            serve_proxied(proxy, connection, service.activity, Some(flags), remote, context).await;
+            serve_proxied(proxy, connection, service.activity, Some(flags), client_address, context).await;
         }
     })
     .await;
@@ -79,7 +84,10 @@ pub async fn serve_https(
             // The ClientHello and the handshake count against the time allowed for the first
             // request head.
             let deadline = context.accepted + proxy.config().connections.client_header_timeout;
-            let hello = tokio::time::timeout_at(deadline, read_client_hello(&mut stream)).await;
+            let Some((client, read)) = connection_client(&proxy, &mut stream, remote, &context).await else {
+                return;
+            };
+            let hello = tokio::time::timeout_at(deadline, read_client_hello(&mut stream, read)).await;
             let Some(hello) = handshake_step(&proxy, remote, "no ClientHello", hello) else { return };
             let sni = hello.server_name.as_deref();
             let server_name = sni.and_then(ostium_model::normalize_host);
@@ -103,20 +111,60 @@ pub async fn serve_https(
             else {
                 return;
             };
+            let client_address = client.address;
             if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
-                let service = proxy_service(&proxy, &context, remote, Some(session), None);
+                let service = proxy_service(&proxy, &context, (remote, client), Some(session), None);
                 let connection = builders.1.serve_connection(TokioIo::new(stream), service.service);
-                serve_proxied(proxy, connection, service.activity, None, remote, context).await;
+                serve_proxied(proxy, connection, service.activity, None, client_address, context).await;
             } else {
                 let (stream, flags) = FramingGuard::http1_only(stream);
-                let service = proxy_service(&proxy, &context, remote, Some(session), Some(flags.clone()));
+                let service =
+                    proxy_service(&proxy, &context, (remote, client), Some(session), Some(flags.clone()));
                 let connection =
                     builders.0.serve_connection_with_upgrades(TokioIo::new(stream), service.service);
-                serve_proxied(proxy, connection, service.activity, Some(flags), remote, context).await;
+                serve_proxied(proxy, connection, service.activity, Some(flags), client_address, context)
+                    .await;
             }
         }
     })
     .await;
+}
+
+/// The client of a new connection. With `use-proxy-protocol` (as the current table says), the
+/// PROXY header that must open the connection is read first, within
+/// `proxy-protocol-header-timeout` and the first-head clock; `None` when it is missing, invalid
+/// or late, and the connection is closed. With the client, the bytes read after the header.
+async fn connection_client(
+    proxy: &Proxy,
+    stream: &mut TcpStream,
+    remote: SocketAddr,
+    context: &Accepted,
+) -> Option<(Client, Vec<u8>)> {
+    let (proxy_protocol, global) = {
+        let table = proxy.inner.tables.load();
+        let rules = &table.global().client_address;
+        match rules.proxy_protocol {
+            None => return Some((Client::of_connection(remote, None, rules), Vec::new())),
+            Some(proxy_protocol) => (proxy_protocol, table.global().clone()),
+        }
+    };
+    let mut deadline = context.accepted + proxy.config().connections.client_header_timeout;
+    if !proxy_protocol.header_timeout.is_zero() {
+        deadline = deadline.min(context.accepted + proxy_protocol.header_timeout);
+    }
+    match tokio::time::timeout_at(deadline, proxy_protocol::read_header(stream)).await {
+        Ok(Ok((header, read))) => {
+            Some((Client::of_connection(remote, Some(header), &global.client_address), read))
+        }
+        Ok(Err(error)) => {
+            tracing::debug!(%remote, %error, "connection closed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(%remote, "no PROXY header in time; connection closed");
+            None
+        }
+    }
 }
 
 /// What a step of the TLS handshake gave, under the connection's deadline; `None` (logged and
@@ -305,7 +353,7 @@ struct ProxyService<S> {
 fn proxy_service(
     proxy: &Proxy,
     context: &Accepted,
-    remote: SocketAddr,
+    (remote, client): (SocketAddr, Client),
     tls: Option<TlsSession>,
     framing: Option<FramingFlags>,
 ) -> ProxyService<
@@ -318,11 +366,8 @@ fn proxy_service(
     + Send
     + 'static,
 > {
-    // Rendered once per connection, shared by every request on it.
-    let client_ip =
-        HeaderValue::from_str(&remote.ip().to_string()).expect("an IP address is a valid header value");
     let activity = Arc::new(Activity::new(context.accepted));
-    let info = Arc::new(ConnectionInfo { remote, is_tls: tls.is_some(), client_ip, framing, tls });
+    let info = Arc::new(ConnectionInfo { remote, is_tls: tls.is_some(), client, framing, tls });
     let (proxy, requests) = (proxy.clone(), activity.clone());
     let service = service_fn(move |request: Request<Incoming>| {
         let active = requests.start_request(request.version() == http::Version::HTTP_2);
@@ -334,6 +379,8 @@ fn proxy_service(
     ProxyService { service, activity }
 }
 
+/// Runs a proxied connection; `remote` is its client (the peer, or the source of its PROXY
+/// header), as requests refused by hyper are logged.
 async fn serve_proxied<C>(
     proxy: Proxy,
     connection: C,

@@ -47,21 +47,29 @@ pub(crate) enum HelloError {
     Io(#[from] io::Error),
 }
 
-/// Reads from `stream` until the ClientHello is complete (parsed by rustls), keeping every byte.
-/// The caller bounds the time it may take.
-pub(crate) async fn read_client_hello(stream: &mut TcpStream) -> Result<ClientHello, HelloError> {
+/// Reads from `stream` until the ClientHello is complete (parsed by rustls), keeping every byte;
+/// `read` are bytes of it read already (after a PROXY header). The caller bounds the time it
+/// may take.
+pub(crate) async fn read_client_hello(
+    stream: &mut TcpStream,
+    read: Vec<u8>,
+) -> Result<ClientHello, HelloError> {
     let mut acceptor = Acceptor::default();
-    let mut bytes = Vec::with_capacity(2048);
+    let mut bytes = read;
+    bytes.reserve(2048);
+    let mut start = 0;
     loop {
-        let room = MAX_CLIENT_HELLO_BYTES - bytes.len();
-        if room == 0 {
-            return Err(HelloError::TooLarge);
-        }
-        let start = bytes.len();
-        if (&mut *stream).take(room as u64).read_buf(&mut bytes).await? == 0 {
-            return Err(HelloError::Closed);
+        if start == bytes.len() {
+            let room = MAX_CLIENT_HELLO_BYTES.saturating_sub(bytes.len());
+            if room == 0 {
+                return Err(HelloError::TooLarge);
+            }
+            if (&mut *stream).take(room as u64).read_buf(&mut bytes).await? == 0 {
+                return Err(HelloError::Closed);
+            }
         }
         let mut fresh = &bytes[start..];
+        start = bytes.len();
         while !fresh.is_empty() {
             if !matches!(acceptor.read_tls(&mut fresh), Ok(n) if n > 0) {
                 // Not a ClientHello rustls can read: let the handshake refuse it.
@@ -202,7 +210,7 @@ mod tests {
             stream
         });
         let (mut stream, _) = listener.accept().await.unwrap();
-        let hello = read_client_hello(&mut stream).await;
+        let hello = read_client_hello(&mut stream, Vec::new()).await;
         drop(client.await.unwrap());
         hello
     }

@@ -19,6 +19,7 @@ use hyper::upgrade::OnUpgrade;
 use ostium_model::{ClientAuth, HeaderSettings, Policy, Rewrite};
 
 use crate::body::{BodyClock, RequestBody};
+use crate::client::Client;
 use crate::headers::{self, Forwarded};
 use crate::policy::Original;
 use crate::request::RequestHead;
@@ -42,7 +43,7 @@ pub(crate) fn upstream_request(
     mut request: Request<Incoming>,
     head: &RequestHead,
     routed: &Routed<'_>,
-    connection: &ConnectionInfo,
+    (connection, client): (&ConnectionInfo, &Client),
     version: Version,
     body: (Duration, Option<Arc<AtomicU64>>),
     settings: &HeaderSettings,
@@ -57,13 +58,13 @@ pub(crate) fn upstream_request(
     };
     let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut request));
     let original =
-        Original { method: request.method(), headers: request.headers(), head, connection, settings };
+        Original { method: request.method(), headers: request.headers(), head, connection, settings, client };
     let filled = headers::fill_templates(settings, &original);
     // `connection-proxy-header` replaces the default, but not the `upgrade` a tunnel needs.
     let fixed_connection =
         shaping.connection.clone().filter(|_| upgrade.is_none() && version != Version::HTTP_2);
     let (mut parts, incoming) = request.into_parts();
-    headers::rewrite_request(&mut parts.headers, forwarded(head, connection), upgrade, settings);
+    headers::rewrite_request(&mut parts.headers, forwarded(head, connection, client), upgrade, settings);
     if let Some(value) = fixed_connection {
         parts.headers.insert(CONNECTION, value);
     }
@@ -157,13 +158,19 @@ fn upstream_target(
     Ok((path_and_query, None))
 }
 
-/// What the `X-Forwarded-*` headers say of a request.
-pub(crate) fn forwarded<'c>(head: &RequestHead, connection: &'c ConnectionInfo) -> Forwarded<'c> {
+/// What the `X-Forwarded-*` headers say of a request from `client`: what a trusted proxy in
+/// front said of the client's scheme, port and host, else what the request says.
+pub(crate) fn forwarded<'c>(
+    head: &RequestHead,
+    connection: &ConnectionInfo,
+    client: &'c Client,
+) -> Forwarded<'c> {
     Forwarded {
-        client_ip: &connection.client_ip,
-        host: head.host.clone(),
-        port: forwarded_port(head.host(), connection.is_tls),
-        is_tls: connection.is_tls,
+        client_ip: &client.ip,
+        forwarded_for: client.forwarded_for(),
+        host: client.host.clone().or_else(|| head.host.clone()),
+        port: client.port.clone().unwrap_or_else(|| forwarded_port(head.host(), connection.is_tls)),
+        scheme: client.scheme(connection.is_tls),
     }
 }
 

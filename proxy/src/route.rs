@@ -6,10 +6,11 @@ use std::sync::Arc;
 
 use http::HeaderMap;
 use http::HeaderValue;
-use ostium_model::{ClientAuth, GlobalSettings, Policy, PortRef, Protocol, RouteAction, Target};
+use ostium_model::{Blocked, ClientAuth, GlobalSettings, Policy, PortRef, Protocol, RouteAction, Target};
 
 use crate::access_log::UpstreamNames;
 use crate::canary::chosen_backend;
+use crate::client::Client;
 use crate::compress::Negotiation;
 use crate::forward::Trace;
 use crate::request::RequestHead;
@@ -57,14 +58,31 @@ impl Routed<'_> {
 }
 
 impl Proxy {
+    /// Routes a request on the current table. Its client is settled first, as that table's
+    /// `--configmap` settings say (forwarded headers, `block-cidrs`), and kept in `trace`.
     pub(crate) fn route<'h>(
         &self,
         head: &'h RequestHead,
         headers: &HeaderMap,
+        connection: &ConnectionInfo,
         trace: &mut Trace,
     ) -> Result<Routed<'h>, ProxyError> {
-        let path = head.routed_path()?;
         let table = self.inner.tables.load();
+        let rules = &table.global().client_address;
+        if rules.forwarded.is_some() {
+            trace.client = Client::forwarded(rules, &connection.client, headers).map(Box::new);
+        }
+        if let Some(blocked) = &rules.blocked {
+            let client = trace.client.as_deref().unwrap_or(&connection.client);
+            match blocked {
+                Blocked::Networks(networks) if networks.contains(client.address.ip()) => {
+                    return Err(ProxyError::Forbidden);
+                }
+                Blocked::Networks(_) => {}
+                Blocked::Unreadable => return Err(ProxyError::RouteDenied),
+            }
+        }
+        let path = head.routed_path()?;
         trace.compression = Negotiation::new(table.global(), head.version, headers);
         let Some(matched) = table.route(head.host(), &path) else {
             trace.default_backend = true;

@@ -20,6 +20,8 @@ pub struct GlobalSettings {
     pub headers: crate::HeaderSettings,
     /// The access log: on or off, which requests, and its line format.
     pub access_log: AccessLogSettings,
+    /// Where client addresses come from (PROXY protocol, forwarded headers), and `block-cidrs`.
+    pub client_address: crate::ClientAddressing,
 }
 
 /// How plain requests are sent to HTTPS, and what HTTPS answers carry.

@@ -14,6 +14,7 @@ mod backend;
 mod backend_tls;
 mod balance;
 mod canary;
+mod client_address;
 mod client_auth;
 mod compression;
 mod cors;
@@ -50,6 +51,7 @@ pub use backend_tls::{
 };
 pub use balance::{DECAY_TIME_US, LoadBalance, decay_ewma};
 pub use canary::{Canary, CanaryAffinity, CanaryHeader, CanarySessions, DEFAULT_WEIGHT_TOTAL, HeaderRule};
+pub use client_address::{Blocked, ClientAddressing, ForwardedHeaders, ProxyProtocol, every_ipv4_address};
 pub use client_auth::{ClientAuth, ClientTrust, ClientVerify, VerifyClient};
 pub use compression::{
     Compression, DEFAULT_BROTLI_TYPES, DEFAULT_GZIP_TYPES, Encoding, MediaTypes, UserAgents,

@@ -165,8 +165,8 @@ pub enum Denial {
         /// The full key, prefix included.
         annotation: Box<str>,
     },
-    /// A ConfigMap key that restricts access has a value ostium cannot apply
-    /// (`global-auth-url` and its family).
+    /// A ConfigMap key that restricts access has a value ostium cannot apply (`global-auth-url`,
+    /// `whitelist-source-range` …), or a ConfigMap snippet or WAF switch denies every route.
     InvalidSetting {
         /// The ConfigMap key.
         key: Box<str>,
@@ -295,7 +295,7 @@ impl Default for Policy {
 // === impl Denial ===
 
 impl Denial {
-    /// The annotation that causes the denial, prefix included.
+    /// The annotation that causes the denial (prefix included), or the ConfigMap key.
     pub fn annotation(&self) -> &str {
         match self {
             Self::UnimplementedAnnotation { annotation }

@@ -13,9 +13,10 @@ use http::uri::Authority;
 use http::{HeaderName, HeaderValue};
 use k8s_openapi::api::core::v1::ConfigMap;
 use ostium_model::{
-    ACME_CHALLENGE, AccessLogSettings, BlockPattern, Compression, Encoding, GlobalSettings, HeaderBlock,
-    HeaderSettings, HttpsSettings, LimitStatuses, LogEscape, LogFormat, LogVariable, MediaTypes,
-    NamespacedName, Sampler, ServerTls, SetValue, StreamSettings, TlsVersions, TraceExport, UserAgents,
+    ACME_CHALLENGE, AccessLogSettings, BlockPattern, Blocked, CidrSet, ClientAddressing, Compression,
+    Encoding, ForwardedHeaders, GlobalSettings, HeaderBlock, HeaderSettings, HttpsSettings, InvalidNetwork,
+    LimitStatuses, LogEscape, LogFormat, LogVariable, MediaTypes, NamespacedName, ProxyProtocol, Sampler,
+    ServerTls, SetValue, StreamSettings, TlsVersions, TraceExport, UserAgents,
 };
 use rustls::NamedGroup;
 
@@ -99,6 +100,16 @@ pub(crate) const APPLIED_CONFIGMAP_KEYS: &[&str] = &[
     "log-format-upstream",
     "log-format-escape-json",
     "log-format-escape-none",
+    "use-forwarded-headers",
+    "enable-real-ip",
+    "forwarded-for-header",
+    "compute-full-forwarded-for",
+    "proxy-real-ip-cidr",
+    "use-proxy-protocol",
+    "proxy-protocol-header-timeout",
+    "whitelist-source-range",
+    "denylist-source-range",
+    "block-cidrs",
 ];
 
 /// The ConfigMap's external auth for every Ingress without its own.
@@ -141,6 +152,26 @@ pub(crate) struct GlobalConfig {
     pub(crate) annotation_defaults: BTreeMap<&'static str, String>,
     /// `global-allowed-response-headers`: the header names a `custom-headers` ConfigMap may set.
     pub(crate) allowed_response_headers: Box<[Box<str>]>,
+    /// `whitelist-source-range` and `denylist-source-range`: the defaults of the annotations.
+    pub(crate) source_ranges: SourceRanges,
+}
+
+/// The ConfigMap's `whitelist-source-range` and `denylist-source-range`: the source ranges of
+/// every Ingress route whose own annotation does not set them (ingress-nginx's ipallowlist and
+/// ipdenylist parsers take them as the default of `whitelist-source-range` and
+/// `denylist-source-range`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct SourceRanges {
+    pub(crate) allow: Option<SourceRange>,
+    pub(crate) deny: Option<SourceRange>,
+}
+
+/// A global source range list.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum SourceRange {
+    Networks(CidrSet),
+    /// It does not parse: the routes it would restrict are denied (503).
+    Invalid,
 }
 
 /// The OpenTelemetry keys (docs/user-guide/third-party-addons/opentelemetry.md).
@@ -178,6 +209,7 @@ impl Default for GlobalConfig {
             limit_statuses: LimitStatuses::default(),
             annotation_defaults: BTreeMap::new(),
             allowed_response_headers: Box::new([]),
+            source_ranges: SourceRanges::default(),
         }
     }
 }
@@ -206,6 +238,7 @@ impl GlobalConfig {
             stream: reader.stream(),
             headers,
             access_log: reader.access_log(),
+            client_address: reader.client_address(),
         };
         let server_tls = reader.server_tls(options);
         let limit_statuses = LimitStatuses {
@@ -242,6 +275,7 @@ impl GlobalConfig {
             limit_statuses,
             annotation_defaults,
             allowed_response_headers,
+            source_ranges: reader.source_ranges(),
         }
     }
 }
@@ -1046,6 +1080,178 @@ impl Reader<'_> {
             skip_urls,
             default_backend: self.flag("enable-access-log-for-default-backend").unwrap_or(false),
             format,
+        }
+    }
+}
+
+/// The client address keys (ingress-nginx's config.go defaults, nginx.tmpl's realip settings)
+/// and the global address lists.
+impl Reader<'_> {
+    fn client_address(&mut self) -> ClientAddressing {
+        let defaults = ClientAddressing::default();
+        let use_forwarded_headers = self.flag("use-forwarded-headers").unwrap_or(false);
+        let enable_real_ip = self.flag("enable-real-ip").unwrap_or(false);
+        let full_forwarded_for = self.flag("compute-full-forwarded-for").unwrap_or(false);
+        let client_header = match self.value("forwarded-for-header").map(str::trim) {
+            None => HeaderName::from_static("x-forwarded-for"),
+            Some(name) => HeaderName::try_from(name).unwrap_or_else(|_| {
+                self.invalid("forwarded-for-header", "a header name", "X-Forwarded-For");
+                HeaderName::from_static("x-forwarded-for")
+            }),
+        };
+        let proxy_protocol = self.flag("use-proxy-protocol").unwrap_or(false);
+        // nginx.tmpl's `real_ip_header`: the forwarded-for header with use-forwarded-headers, or
+        // with enable-real-ip unless the PROXY header names the client (`proxy_protocol`).
+        let reads_header = use_forwarded_headers || (enable_real_ip && !proxy_protocol);
+        let forwarded = reads_header.then(|| ForwardedHeaders {
+            client_header,
+            scheme_and_host: use_forwarded_headers,
+            // nginx.tmpl: `{{ if and $cfg.UseForwardedHeaders $cfg.ComputeFullForwardedFor }}`.
+            full_forwarded_for: use_forwarded_headers && full_forwarded_for,
+        });
+        let header_timeout = match self.value("proxy-protocol-header-timeout").map(go_duration) {
+            None => PROXY_PROTOCOL_HEADER_TIMEOUT,
+            Some(Some(timeout)) => timeout,
+            Some(None) => {
+                self.invalid("proxy-protocol-header-timeout", "a duration such as 5s", "5s");
+                PROXY_PROTOCOL_HEADER_TIMEOUT
+            }
+        };
+        let trusted = match self.value("proxy-real-ip-cidr").map(networks) {
+            None => defaults.trusted,
+            Some(Ok(trusted)) => trusted,
+            Some(Err(error)) => {
+                let message = format!("proxy-real-ip-cidr: {error}; no peer is trusted to name the client");
+                self.diagnostics.push(Diagnostic::error(
+                    self.object.clone(),
+                    Reason::InvalidSetting,
+                    message,
+                ));
+                None
+            }
+        };
+        let uses_peers_word = forwarded.is_some() || proxy_protocol;
+        if uses_peers_word && self.value("proxy-real-ip-cidr").is_none() {
+            let message = "proxy-real-ip-cidr is not set: as with ingress-nginx, every IPv4 peer is trusted to name the client (0.0.0.0/0); set it to the addresses of the proxies in front";
+            self.diagnostics.push(Diagnostic::warning(self.object.clone(), Reason::InvalidSetting, message));
+        }
+        let blocked = match self.value("block-cidrs").map(networks) {
+            None | Some(Ok(None)) => None,
+            Some(Ok(Some(networks))) => Some(Blocked::Networks(networks)),
+            Some(Err(error)) => {
+                let message = format!("block-cidrs: {error}; every request is refused (503)");
+                self.diagnostics.push(Diagnostic::error(
+                    self.object.clone(),
+                    Reason::InvalidSetting,
+                    message,
+                ));
+                Some(Blocked::Unreadable)
+            }
+        };
+        ClientAddressing {
+            trusted,
+            proxy_protocol: proxy_protocol.then_some(ProxyProtocol { header_timeout }),
+            forwarded,
+            blocked,
+        }
+    }
+
+    fn source_ranges(&mut self) -> SourceRanges {
+        SourceRanges {
+            allow: self.source_range("whitelist-source-range"),
+            deny: self.source_range("denylist-source-range"),
+        }
+    }
+
+    fn source_range(&mut self, key: &str) -> Option<SourceRange> {
+        match networks(self.value(key)?) {
+            Ok(networks) => networks.map(SourceRange::Networks),
+            Err(error) => {
+                let message = format!(
+                    "{key}: {error}; every request to a route without its own {key} annotation is refused (503)"
+                );
+                self.diagnostics.push(Diagnostic::error(
+                    self.object.clone(),
+                    Reason::InvalidSetting,
+                    message,
+                ));
+                Some(SourceRange::Invalid)
+            }
+        }
+    }
+}
+
+/// A ConfigMap list of addresses and networks, as configmap.go's `splitAndTrimSpace` splits it
+/// (empty entries dropped); `None` when it has none.
+fn networks(list: &str) -> Result<Option<CidrSet>, InvalidNetwork> {
+    let entries: Vec<&str> = list.split(',').map(str::trim).filter(|entry| !entry.is_empty()).collect();
+    match entries.is_empty() {
+        true => Ok(None),
+        false => entries.join(",").parse().map(Some),
+    }
+}
+
+/// ingress-nginx's default `proxy-protocol-header-timeout`.
+const PROXY_PROTOCOL_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A duration as Go's `time.ParseDuration` reads it (`5s`, `1.5s`, `1m30s`, `250ms`, `0`); not
+/// negative.
+fn go_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    if text == "0" {
+        return Some(Duration::ZERO);
+    }
+    let mut rest = text.strip_prefix('+').unwrap_or(text);
+    if rest.is_empty() {
+        return None;
+    }
+    let mut total = 0f64;
+    while !rest.is_empty() {
+        let number_len = rest.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(rest.len());
+        let (number, after) = rest.split_at(number_len);
+        if number.is_empty() || number == "." || number.matches('.').count() > 1 {
+            return None;
+        }
+        let unit_len = after.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(after.len());
+        let (unit, after) = after.split_at(unit_len);
+        let seconds = match unit {
+            "ns" => 1e-9,
+            "us" | "\u{b5}s" | "\u{3bc}s" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return None,
+        };
+        total += number.parse::<f64>().ok()? * seconds;
+        rest = after;
+    }
+    Duration::try_from_secs_f64(total).ok()
+}
+
+#[cfg(test)]
+mod client_address_tests {
+    use super::*;
+
+    #[test]
+    fn durations_are_read_as_go_reads_them() {
+        let ms = Duration::from_millis;
+        for (text, expected) in [
+            ("5s", Some(ms(5000))),
+            ("1.5s", Some(ms(1500))),
+            ("1m30s", Some(ms(90_000))),
+            ("250ms", Some(ms(250))),
+            ("0", Some(Duration::ZERO)),
+            ("2h", Some(ms(7_200_000))),
+            ("5", None),
+            ("", None),
+            ("s", None),
+            ("-5s", None),
+            ("5 s", None),
+            ("1..5s", None),
+            ("5sec", None),
+        ] {
+            assert_eq!(go_duration(text), expected, "{text:?}");
         }
     }
 }

@@ -4,11 +4,12 @@
 use std::fmt::Write;
 
 use ostium_model::{
-    AccessLogSettings, Affinity, Backend, BackendTlsSettings, Canary, CanaryAffinity, ClientAuth,
-    Compression, Credentials, Encoding, ExternalAuth, GlobalSettings, HeaderRule, HeaderSettings, HostRule,
-    HttpsRedirect, HttpsSettings, LimitStatuses, LoadBalance, LogEscape, MediaTypes, Mirror, MirrorPath,
-    Policy, Protocol, RedirectContext, Route, RouteAction, RouteTracing, SameSite, Sampler, ServerTls,
-    SetValue, Shaping, StreamService, StreamSettings, Table, Target, TextRewrite, UserAgents,
+    AccessLogSettings, Affinity, Backend, BackendTlsSettings, Blocked, Canary, CanaryAffinity,
+    ClientAddressing, ClientAuth, Compression, Credentials, Encoding, ExternalAuth, GlobalSettings,
+    HeaderRule, HeaderSettings, HostRule, HttpsRedirect, HttpsSettings, LimitStatuses, LoadBalance,
+    LogEscape, MediaTypes, Mirror, MirrorPath, Policy, Protocol, RedirectContext, Route, RouteAction,
+    RouteTracing, SameSite, Sampler, ServerTls, SetValue, Shaping, StreamService, StreamSettings, Table,
+    Target, TextRewrite, UserAgents,
 };
 
 use crate::Translation;
@@ -96,8 +97,11 @@ pub(crate) fn render(translation: &Translation) -> String {
 /// The `--configmap` settings that differ from the defaults, one line per family (none when
 /// all are default, so that translations without a ConfigMap render as before).
 fn global_lines(global: &GlobalSettings) -> Vec<String> {
-    let GlobalSettings { https, compression, stream, headers, access_log } = global;
+    let GlobalSettings { https, compression, stream, headers, access_log, client_address } = global;
     let mut lines = Vec::new();
+    if *client_address != ClientAddressing::default() {
+        lines.push(format!("client address: {}", client_address_line(client_address)));
+    }
     if *access_log != AccessLogSettings::default() {
         lines.push(access_log_line(access_log));
     }
@@ -219,6 +223,33 @@ fn access_log_line(settings: &AccessLogSettings) -> String {
         line.push_str(", default backend included");
     }
     line
+}
+
+/// Where client addresses come from, and `block-cidrs`.
+fn client_address_line(rules: &ClientAddressing) -> String {
+    let trusted = rules.trusted.as_ref().map_or_else(|| "nobody".to_owned(), |set| set.to_string());
+    let mut parts = vec![format!("trusting {trusted}")];
+    if let Some(proxy_protocol) = &rules.proxy_protocol {
+        parts.push(format!("PROXY header within {:?}", proxy_protocol.header_timeout));
+    }
+    if let Some(forwarded) = &rules.forwarded {
+        let mut part = format!("client from {}", forwarded.client_header);
+        if forwarded.scheme_and_host {
+            part.push_str(" with X-Forwarded-Proto/-Port/-Host");
+        }
+        if forwarded.full_forwarded_for {
+            part.push_str(", X-Forwarded-For appended to");
+        }
+        parts.push(part);
+    }
+    match &rules.blocked {
+        Some(Blocked::Networks(networks)) => parts.push(format!("blocking {networks}")),
+        Some(Blocked::Unreadable) => {
+            parts.push("blocking everything (503): block-cidrs unreadable".to_owned())
+        }
+        None => {}
+    }
+    parts.join(", ")
 }
 
 /// `ssl-ciphers` (TLS 1.2 suites) and `ssl-prefer-server-ciphers` of a host.

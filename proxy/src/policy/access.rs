@@ -13,8 +13,9 @@ use ostium_model::{AddressVerdict, Credentials, Policy, Satisfy};
 
 use super::basic_auth;
 use super::external_auth::{self, AuthEffects, Original, Verdict};
+use crate::client::Client;
 use crate::outcome::Outcome;
-use crate::{ConnectionInfo, Proxy, ProxyError};
+use crate::{Proxy, ProxyError};
 
 pub(super) async fn check(
     policy: &Policy,
@@ -28,7 +29,7 @@ pub(super) async fn check(
     if policy.auth.as_ref().is_some_and(|auth| auth.credentials == Credentials::Deny) {
         return ControlFlow::Break(Outcome::Refuse(ProxyError::AuthMisconfigured));
     }
-    let address = address_verdict(policy, original.connection);
+    let address = address_verdict(policy, original.client);
     let headers: &HeaderMap = original.headers;
     if policy.satisfy == Satisfy::All {
         if address == Some(AddressVerdict::Denied) {
@@ -77,8 +78,8 @@ pub(super) async fn check(
     }
 }
 
-/// What the route's ranges say of the client's address; `None` without ranges. The TCP peer
-/// counts: forwarded-for headers are never trusted.
-fn address_verdict(policy: &Policy, connection: &ConnectionInfo) -> Option<AddressVerdict> {
-    policy.source_access.as_ref().map(|access| access.judge(connection.remote.ip()))
+/// What the route's ranges say of the client's address (the TCP peer unless a trusted proxy
+/// names another, see `client`); `None` without ranges.
+fn address_verdict(policy: &Policy, client: &Client) -> Option<AddressVerdict> {
+    policy.source_access.as_ref().map(|access| access.judge(client.address.ip()))
 }

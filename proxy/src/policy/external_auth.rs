@@ -23,6 +23,7 @@ use ostium_model::{
     TemplatePart, Variable,
 };
 
+use crate::client::Client;
 use crate::outcome::Outcome;
 use crate::request::RequestHead;
 use crate::upstream_body::UpstreamBody;
@@ -68,6 +69,8 @@ pub(crate) struct Original<'a> {
     pub(crate) connection: &'a ConnectionInfo,
     /// The ConfigMap's header settings.
     pub(crate) settings: &'a HeaderSettings,
+    /// The request's client (see `client`).
+    pub(crate) client: &'a Client,
 }
 
 /// Asks the auth service (or the cache) about a request.
@@ -205,7 +208,13 @@ fn subrequest_headers(
     request_id: Option<HeaderValue>,
 ) -> HeaderMap {
     let mut headers = original.headers.clone();
-    headers::for_auth_service(&mut headers, &original.connection.client_ip, request_id, original.settings);
+    let client = original.client;
+    headers::for_auth_service(
+        &mut headers,
+        (&client.ip, client.forwarded_for()),
+        request_id,
+        original.settings,
+    );
     // `proxy_pass_request_body off`: no body, and nothing that announces one.
     headers.remove(header::CONTENT_LENGTH);
     headers.remove(header::EXPECT);
@@ -230,7 +239,8 @@ fn subrequest_headers(
         if let Ok(target) = HeaderValue::from_str(target) {
             headers.insert("x-original-uri", target);
         }
-        headers.insert("x-scheme", HeaderValue::from_static(scheme));
+        // `$pass_access_scheme`: a trusted proxy's `X-Forwarded-Proto`, else `$scheme`.
+        headers.insert("x-scheme", client.scheme(original.connection.is_tls));
     }
     // `auth-proxy-set-headers` last, as nginx.tmpl's lines; an empty value sends no header.
     for (name, value) in auth.proxy_set_headers.iter() {
@@ -331,7 +341,7 @@ pub(crate) fn render(template: &Template, original: &Original<'_>, out: &mut imp
                 let _ = out.write_str(original.method.as_str());
             }
             Variable::RemoteAddr => {
-                let _ = out.write_str(original.connection.client_ip.to_str().unwrap_or(""));
+                let _ = out.write_str(original.client.ip.to_str().unwrap_or(""));
             }
             Variable::RemoteUser => {
                 let _ = out.write_str(&remote_user(original.headers).unwrap_or_default());

@@ -41,8 +41,8 @@ pub(crate) async fn check(
     client_cert::check(routed.client_auth.as_deref(), head, connection)?;
     deny::check(&routed.policy)?;
     cors::check(original.method, cors)?;
-    redirect::check(head, routed, connection)?;
-    let admission = rate_limit::check(&routed.policy, connection)?;
+    redirect::check(head, routed, (connection, original.client))?;
+    let admission = rate_limit::check(&routed.policy, original.client)?;
     access::check(&routed.policy, original, proxy, effects).await?;
     ControlFlow::Continue(admission)
 }

@@ -1,5 +1,5 @@
 //! Rate limits: `limit-rps`, `limit-rpm` and `limit-connections` by client address (the TCP
-//! peer), checked where nginx runs `limit_req` and `limit_conn` (its preaccess phase: after the
+//! peer unless a trusted proxy names another, see `client`), checked where nginx runs `limit_req` and `limit_conn` (its preaccess phase: after the
 //! redirects of the rewrite phase, before access control and authentication), and `limit-rate`,
 //! which paces the response body. The per-client state is the route's zone, in the model; a
 //! request over a limit gets 503, as ingress-nginx's default `limit-req-status-code` and
@@ -15,8 +15,9 @@ use bytes::Bytes;
 use ostium_model::{ConnectionSlot, Limited, Policy, ResponseRate};
 use tokio::time::{Instant, Sleep};
 
+use crate::client::Client;
 use crate::outcome::Outcome;
-use crate::{ConnectionInfo, ProxyBody, ProxyError};
+use crate::{ProxyBody, ProxyError};
 
 /// What an admitted request keeps until its response is sent: its place under
 /// `limit-connections` and the pace of its response.
@@ -40,10 +41,10 @@ pub(crate) struct Throttle {
     sleeping: bool,
 }
 
-pub(super) fn check(policy: &Policy, connection: &ConnectionInfo) -> ControlFlow<Outcome, Admission> {
+pub(super) fn check(policy: &Policy, client: &Client) -> ControlFlow<Outcome, Admission> {
     let slot = match &policy.rate_limit {
         None => None,
-        Some(limit) => match limit.admit(connection.remote.ip(), now_ms()) {
+        Some(limit) => match limit.admit(client.address.ip(), now_ms()) {
             Ok(slot) => slot,
             Err(Limited::Requests) => {
                 return ControlFlow::Break(ProxyError::RateLimited(limit.statuses.requests).into());

@@ -6,6 +6,7 @@ use std::ops::ControlFlow;
 use ostium_model::RedirectContext;
 
 use crate::ConnectionInfo;
+use crate::client::Client;
 use crate::outcome::Outcome;
 use crate::request::RequestHead;
 use crate::route::Routed;
@@ -13,10 +14,12 @@ use crate::route::Routed;
 pub(super) fn check(
     head: &RequestHead,
     routed: &Routed<'_>,
-    connection: &ConnectionInfo,
+    (connection, client): (&ConnectionInfo, &Client),
 ) -> ControlFlow<Outcome> {
     let request = RedirectContext {
-        is_tls: connection.is_tls,
+        // Behind a trusted proxy that ended TLS, its `X-Forwarded-Proto` (lua_ingress.lua's
+        // `$pass_access_scheme`), so that HTTPS requests are not redirected to HTTPS again.
+        is_tls: client.used_tls(connection.is_tls),
         host: head.host().unwrap_or(""),
         path: &routed.path,
         target: head.target(),

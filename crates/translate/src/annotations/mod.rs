@@ -271,7 +271,7 @@ pub(crate) fn parse<'a>(
     };
     policy.auth = parser.basic_auth(objects).map(Arc::new);
     policy.external_auth = parser.external_auth(objects, &mut policy.denied).map(Arc::new);
-    policy.source_access = parser.source_access(&mut policy.denied);
+    policy.source_access = parser.source_access(&mut policy.denied, &global.source_ranges);
     policy.rate_limit = parser.rate_limit(ingress, zones, global.limit_statuses, &mut policy.denied);
     policy.response_rate = parser.response_rate();
     policy.cors = parser.cors();
