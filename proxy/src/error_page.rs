@@ -112,9 +112,8 @@ impl ErrorPageRequest {
         details: &Details,
         request_id: Option<HeaderValue>,
         head: &RequestHead,
-        connection: &ConnectionInfo,
+        (connection, client): (&ConnectionInfo, &Client),
         settings: &HeaderSettings,
-        client: &Client,
     ) -> Result<(Method, HeaderMap, PathAndQuery), ProxyError> {
         let mut headers = self.headers;
         headers::rewrite_request(&mut headers, forwarded(head, connection, client), None, settings);
