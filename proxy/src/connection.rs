@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use crate::framing::FramingFlags;
 
 /// Timeouts and limits of client connections; the defaults are nginx's.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConnectionLimits {
     /// From accept to a complete first request head, and from the first byte of any later head
     /// to its end (`client_header_timeout`, 60 s).
@@ -30,6 +30,10 @@ pub struct ConnectionLimits {
     pub max_connections: usize,
     /// Largest request head accepted (431 beyond).
     pub max_header_bytes: usize,
+    /// Requests served on one HTTP/1 connection before it closes (`keepalive_requests`, 1000).
+    pub keepalive_requests: u32,
+    /// Streams an HTTP/2 client may open at once (ingress-nginx's 128).
+    pub http2_max_concurrent_streams: u32,
 }
 
 impl Default for ConnectionLimits {
@@ -41,6 +45,23 @@ impl Default for ConnectionLimits {
             http2_idle_timeout: Duration::from_secs(180),
             max_connections: default_max_connections(),
             max_header_bytes: 64 * 1024,
+            keepalive_requests: 1000,
+            http2_max_concurrent_streams: 128,
+        }
+    }
+}
+
+impl ConnectionLimits {
+    /// These limits, with the ConfigMap's where it sets them.
+    pub(crate) fn with(&self, settings: &ostium_model::ClientLimits) -> ConnectionLimits {
+        ConnectionLimits {
+            client_header_timeout: settings.header_timeout.unwrap_or(self.client_header_timeout),
+            client_body_timeout: settings.body_timeout.unwrap_or(self.client_body_timeout),
+            keepalive_timeout: settings.keepalive_timeout.unwrap_or(self.keepalive_timeout),
+            max_header_bytes: settings.max_header_bytes.unwrap_or(self.max_header_bytes),
+            keepalive_requests: settings.keepalive_requests,
+            http2_max_concurrent_streams: settings.http2_max_concurrent_streams,
+            ..self.clone()
         }
     }
 }

@@ -314,7 +314,7 @@ impl Proxy {
         let (target, protocol) = instead.clone().unwrap_or((target, protocol));
         let (_, version) = upstream::scheme(protocol);
         let mirror = routed.policy.mirror.as_ref().map(|mirror| MirrorCopy::capture(mirror, &request));
-        let body = (self.inner.config.connections.client_body_timeout, trace.bytes_in.clone());
+        let body = (connection.body_timeout, trace.bytes_in.clone());
         let mut outgoing =
             upstream_request(request, head, routed, (connection, client), version, body, settings)?;
         if let Some(effects) = &mut trace.auth_effects {

@@ -177,6 +177,8 @@ pub struct ConnectionInfo {
     framing: Option<framing::FramingFlags>,
     /// What the TLS handshake settled; `None` on plain HTTP.
     tls: Option<TlsSession>,
+    /// The longest pause between two reads of a request body (`client_body_timeout`).
+    body_timeout: std::time::Duration,
 }
 
 /// What a TLS handshake settled that requests need.
@@ -225,5 +227,11 @@ impl Proxy {
 
     pub fn config(&self) -> &ProxyConfig {
         &self.inner.config
+    }
+
+    /// The limits of a connection accepted now: the flags', with the current table's ConfigMap
+    /// settings over them.
+    pub(crate) fn connection_limits(&self) -> ConnectionLimits {
+        self.inner.config.connections.with(&self.inner.tables.load().global().client_limits)
     }
 }

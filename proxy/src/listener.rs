@@ -9,6 +9,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -49,14 +50,20 @@ pub async fn serve_http(proxy: Proxy, listener: TcpListener, shutdown: impl Futu
     accept_loop(listener, &limits, drain, Some(&metrics), shutdown, move |mut stream, remote, context| {
         let (proxy, builder) = (proxy.clone(), builder.clone());
         async move {
-            let Some((client, read)) = connection_client(&proxy, &mut stream, remote, &context).await else {
+            let limits = proxy.connection_limits();
+            let Some((client, read)) =
+                connection_client(&proxy, &mut stream, remote, &context, &limits).await
+            else {
                 return;
             };
             let (stream, flags) = FramingGuard::new(Replayed::new(read, stream));
             let client_address = client.address;
-            let service = proxy_service(&proxy, &context, (remote, client), None, Some(flags.clone()));
+            let service =
+                proxy_service(&proxy, &context, (remote, client), None, Some(flags.clone()), &limits);
+            let builder = own_builder(&builder, &proxy, &limits, connection_builder);
             let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service.service);
-            serve_proxied(proxy, connection, service.activity, Some(flags), client_address, context).await;
+            serve_proxied(proxy, connection, service.activity, Some(flags), client_address, context, &limits)
+                .await;
         }
     })
     .await;
@@ -75,7 +82,7 @@ pub async fn serve_https(
     let limits = proxy.config().connections.clone();
     // HTTP/1.1 connections are served by the detecting builder behind a guard that refuses an
     // HTTP/2 preface (it would otherwise detect HTTP/2); `h2` ones by HTTP/2 alone.
-    let builders = Arc::new((connection_builder(&limits), http2_builder(&limits)));
+    let builders = (Arc::new(connection_builder(&limits)), Arc::new(http2_builder(&limits)));
     let drain = proxy.config().drain_timeout;
     let metrics = proxy.metrics().clone();
     accept_loop(listener, &limits, drain, Some(&metrics), shutdown, move |mut stream, remote, context| {
@@ -83,8 +90,11 @@ pub async fn serve_https(
         async move {
             // The ClientHello and the handshake count against the time allowed for the first
             // request head.
-            let deadline = context.accepted + proxy.config().connections.client_header_timeout;
-            let Some((client, read)) = connection_client(&proxy, &mut stream, remote, &context).await else {
+            let limits = proxy.connection_limits();
+            let deadline = context.accepted + limits.client_header_timeout;
+            let Some((client, read)) =
+                connection_client(&proxy, &mut stream, remote, &context, &limits).await
+            else {
                 return;
             };
             let hello = tokio::time::timeout_at(deadline, read_client_hello(&mut stream, read)).await;
@@ -113,17 +123,34 @@ pub async fn serve_https(
             };
             let client_address = client.address;
             if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
-                let service = proxy_service(&proxy, &context, (remote, client), Some(session), None);
-                let connection = builders.1.serve_connection(TokioIo::new(stream), service.service);
-                serve_proxied(proxy, connection, service.activity, None, client_address, context).await;
+                let service = proxy_service(&proxy, &context, (remote, client), Some(session), None, &limits);
+                let builder = own_builder(&builders.1, &proxy, &limits, http2_builder);
+                let connection = builder.serve_connection(TokioIo::new(stream), service.service);
+                serve_proxied(proxy, connection, service.activity, None, client_address, context, &limits)
+                    .await;
             } else {
                 let (stream, flags) = FramingGuard::http1_only(stream);
-                let service =
-                    proxy_service(&proxy, &context, (remote, client), Some(session), Some(flags.clone()));
+                let service = proxy_service(
+                    &proxy,
+                    &context,
+                    (remote, client),
+                    Some(session),
+                    Some(flags.clone()),
+                    &limits,
+                );
+                let builder = own_builder(&builders.0, &proxy, &limits, connection_builder);
                 let connection =
-                    builders.0.serve_connection_with_upgrades(TokioIo::new(stream), service.service);
-                serve_proxied(proxy, connection, service.activity, Some(flags), client_address, context)
-                    .await;
+                    builder.serve_connection_with_upgrades(TokioIo::new(stream), service.service);
+                serve_proxied(
+                    proxy,
+                    connection,
+                    service.activity,
+                    Some(flags),
+                    client_address,
+                    context,
+                    &limits,
+                )
+                .await;
             }
         }
     })
@@ -139,6 +166,7 @@ async fn connection_client(
     stream: &mut TcpStream,
     remote: SocketAddr,
     context: &Accepted,
+    limits: &ConnectionLimits,
 ) -> Option<(Client, Vec<u8>)> {
     let (proxy_protocol, global) = {
         let table = proxy.inner.tables.load();
@@ -148,7 +176,7 @@ async fn connection_client(
             Some(proxy_protocol) => (proxy_protocol, table.global().clone()),
         }
     };
-    let mut deadline = context.accepted + proxy.config().connections.client_header_timeout;
+    let mut deadline = context.accepted + limits.client_header_timeout;
     if !proxy_protocol.header_timeout.is_zero() {
         deadline = deadline.min(context.accepted + proxy_protocol.header_timeout);
     }
@@ -311,6 +339,19 @@ async fn accept_loop<F, Fut>(
     }
 }
 
+/// The listener's `built` builder, or one made for `limits` when the ConfigMap changes them.
+fn own_builder<B>(
+    built: &Arc<B>,
+    proxy: &Proxy,
+    limits: &ConnectionLimits,
+    make: fn(&ConnectionLimits) -> B,
+) -> Arc<B> {
+    match *limits == proxy.config().connections {
+        true => built.clone(),
+        false => Arc::new(make(limits)),
+    }
+}
+
 fn connection_builder(limits: &ConnectionLimits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // hyper's own header timer runs from the moment a connection goes idle; the connection clock
@@ -319,10 +360,12 @@ fn connection_builder(limits: &ConnectionLimits) -> auto::Builder<TokioExecutor>
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.keepalive_timeout + limits.client_header_timeout)
-        .max_buf_size(limits.max_header_bytes);
+        // hyper's least buffer is 8 KiB.
+        .max_buf_size(limits.max_header_bytes.max(8 * 1024));
     builder
         .http2()
         .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.http2_max_concurrent_streams)
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
         .keep_alive_interval(Some(H2_PING_INTERVAL))
         .keep_alive_timeout(H2_PING_TIMEOUT);
@@ -338,6 +381,7 @@ fn http2_builder(limits: &ConnectionLimits) -> hyper::server::conn::http2::Build
     let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     builder
         .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.http2_max_concurrent_streams)
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
         .keep_alive_interval(Some(H2_PING_INTERVAL))
         .keep_alive_timeout(H2_PING_TIMEOUT);
@@ -356,6 +400,7 @@ fn proxy_service(
     (remote, client): (SocketAddr, Client),
     tls: Option<TlsSession>,
     framing: Option<FramingFlags>,
+    limits: &ConnectionLimits,
 ) -> ProxyService<
     impl hyper::service::Service<
         Request<Incoming>,
@@ -367,13 +412,28 @@ fn proxy_service(
     + 'static,
 > {
     let activity = Arc::new(Activity::new(context.accepted));
-    let info = Arc::new(ConnectionInfo { remote, is_tls: tls.is_some(), client, framing, tls });
+    let body_timeout = limits.client_body_timeout;
+    let info = Arc::new(ConnectionInfo { remote, is_tls: tls.is_some(), client, framing, tls, body_timeout });
     let (proxy, requests) = (proxy.clone(), activity.clone());
+    // `keep-alive-requests` (HTTP/1; 0: no keep-alive) and `keep-alive: "0"`.
+    let keepalive_requests = match limits.keepalive_timeout.is_zero() {
+        true => 1,
+        false => limits.keepalive_requests.max(1),
+    };
+    let served = Arc::new(AtomicU32::new(0));
     let service = service_fn(move |request: Request<Incoming>| {
-        let active = requests.start_request(request.version() == http::Version::HTTP_2);
+        let is_http2 = request.version() == http::Version::HTTP_2;
+        let active = requests.start_request(is_http2);
+        let last = !is_http2 && served.fetch_add(1, Ordering::Relaxed) + 1 >= keepalive_requests;
         let (proxy, info) = (proxy.clone(), info.clone());
         async move {
-            Ok::<_, Infallible>(proxy.handle(request, &info).await.map(|body| body.while_active(active)))
+            let mut response = proxy.handle(request, &info).await.map(|body| body.while_active(active));
+            if last {
+                response
+                    .headers_mut()
+                    .insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+            }
+            Ok::<_, Infallible>(response)
         }
     });
     ProxyService { service, activity }
@@ -388,12 +448,12 @@ async fn serve_proxied<C>(
     framing: Option<FramingFlags>,
     remote: SocketAddr,
     context: Accepted,
+    limits: &ConnectionLimits,
 ) where
     C: hyper_util::server::graceful::GracefulConnection,
     C::Error: std::fmt::Display + Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let _open = proxy.metrics().connection();
-    let limits = &proxy.config().connections;
     if let Err(error) = drive(connection, &activity, limits, framing.as_ref(), remote, context).await {
         let error: Box<dyn std::error::Error + Send + Sync> = error.into();
         if let Some(error) = error.downcast_ref::<hyper::Error>() {

@@ -13,7 +13,10 @@ use base64::Engine as _;
 use bytes::Bytes;
 use http::HeaderValue;
 use http_body_util::{BodyExt, Empty};
-use ostium_model::{BasicAuth, Credentials, Denial, PasswordHash, PathRegex, PathRule, Policy, Rewrite};
+use ostium_model::{
+    BasicAuth, ClientLimits, Credentials, Denial, GlobalSettings, PasswordHash, PathRegex, PathRule, Policy,
+    Rewrite,
+};
 use ostium_proxy::{ConnectionLimits, ProxyConfig, ProxyMetrics};
 use ostium_test_support::{EchoBackend, echoed, echoed_header};
 use rustls::pki_types::ServerName;
@@ -128,6 +131,68 @@ async fn a_slow_request_head_after_a_keep_alive_request_is_timed_by_the_header_t
     stream.write_all(b"GET / HTTP/1.1\r\nHost: h\r\n\r\nGET / HTTP/1.1\r\nHo").await.unwrap();
     let bytes = closed_within(&mut stream, Duration::from_secs(5)).await.expect("closed mid-head");
     assert!(bytes.starts_with(b"HTTP/1.1 200"));
+}
+
+/// A table whose ConfigMap sets the client connection keys.
+fn table_with_limits(addr: SocketAddr, limits: ClientLimits) -> ostium_model::Table {
+    let global = GlobalSettings { client_limits: limits, ..GlobalSettings::default() };
+    TableBuilder::new().site(None, "a", addr, Policy::default()).global(global).build()
+}
+
+/// The ConfigMap's `client-header-timeout` and `keep-alive` win over the flags, for connections
+/// accepted after the table is published (nginx's client_header_timeout, keepalive_timeout).
+#[tokio::test]
+async fn configmap_timeouts_override_the_flags_for_new_connections() {
+    let backend = EchoBackend::start("a").await;
+    let proxy = with_clocks(site_table(backend.addr), 60_000, 60_000, 60_000).await;
+    let short = ClientLimits { header_timeout: Some(Duration::from_millis(300)), ..ClientLimits::default() };
+    proxy.store.publish(Arc::new(table_with_limits(backend.addr, short)));
+    let mut silent = TcpStream::connect(proxy.http).await.unwrap();
+    assert!(closed_within(&mut silent, Duration::from_secs(5)).await.is_some(), "header timeout");
+
+    let no_keepalive = ClientLimits { keepalive_timeout: Some(Duration::ZERO), ..ClientLimits::default() };
+    proxy.store.publish(Arc::new(table_with_limits(backend.addr, no_keepalive)));
+    let mut stream = TcpStream::connect(proxy.http).await.unwrap();
+    stream.write_all(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n").await.unwrap();
+    let bytes = closed_within(&mut stream, Duration::from_secs(5)).await.expect("closed after one request");
+    let answer = parse(&bytes);
+    assert_eq!((answer.status, answer.header("connection")), (200, Some("close")));
+}
+
+/// `keep-alive-requests`: the last request a connection may carry is answered with
+/// `Connection: close`, and the connection closes (nginx's keepalive_requests).
+#[tokio::test]
+async fn configmap_keep_alive_requests_close_the_connection_after_the_last() {
+    let backend = EchoBackend::start("a").await;
+    let limits = ClientLimits { keepalive_requests: 2, ..ClientLimits::default() };
+    let proxy = with_clocks(table_with_limits(backend.addr, limits), 60_000, 60_000, 60_000).await;
+    let mut stream = TcpStream::connect(proxy.http).await.unwrap();
+    let three = b"GET /1 HTTP/1.1\r\nHost: h\r\n\r\nGET /2 HTTP/1.1\r\nHost: h\r\n\r\nGET /3 HTTP/1.1\r\nHost: h\r\n\r\n";
+    stream.write_all(three).await.unwrap();
+    let bytes = closed_within(&mut stream, Duration::from_secs(5)).await.expect("closed after two");
+    let text = String::from_utf8_lossy(&bytes);
+    assert_eq!(text.matches("HTTP/1.1 200").count(), 2, "{text}");
+    assert_eq!(backend.requests(), 2);
+}
+
+/// `large-client-header-buffers`: heads beyond the buffers' total are refused (431).
+#[tokio::test]
+async fn configmap_header_buffers_limit_the_request_head() {
+    let backend = EchoBackend::start("a").await;
+    let limits = ClientLimits { max_header_bytes: Some(8192), ..ClientLimits::default() };
+    let proxy = with_clocks(table_with_limits(backend.addr, limits), 60_000, 60_000, 60_000).await;
+    let small =
+        format!("GET / HTTP/1.1\r\nHost: h\r\nX-Pad: {}\r\nConnection: close\r\n\r\n", "a".repeat(512));
+    assert_eq!(parse(&raw_exchange(proxy.http, small.as_bytes()).await).status, 200);
+    let large =
+        format!("GET / HTTP/1.1\r\nHost: h\r\nX-Pad: {}\r\nConnection: close\r\n\r\n", "a".repeat(16 * 1024));
+    assert_eq!(parse(&raw_exchange(proxy.http, large.as_bytes()).await).status, 431);
+}
+
+async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> Vec<u8> {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    closed_within(&mut stream, Duration::from_secs(5)).await.unwrap_or_default()
 }
 
 #[tokio::test]

@@ -22,6 +22,8 @@ pub struct GlobalSettings {
     pub access_log: AccessLogSettings,
     /// Where client addresses come from (PROXY protocol, forwarded headers), and `block-cidrs`.
     pub client_address: crate::ClientAddressing,
+    /// Timeouts and limits of client connections, over the proxy's flags.
+    pub client_limits: crate::ClientLimits,
 }
 
 /// How plain requests are sent to HTTPS, and what HTTPS answers carry.

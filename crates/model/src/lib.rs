@@ -16,6 +16,7 @@ mod balance;
 mod canary;
 mod client_address;
 mod client_auth;
+mod client_limits;
 mod compression;
 mod cors;
 mod external_auth;
@@ -53,6 +54,7 @@ pub use balance::{DECAY_TIME_US, LoadBalance, decay_ewma};
 pub use canary::{Canary, CanaryAffinity, CanaryHeader, CanarySessions, DEFAULT_WEIGHT_TOTAL, HeaderRule};
 pub use client_address::{Blocked, ClientAddressing, ForwardedHeaders, ProxyProtocol, every_ipv4_address};
 pub use client_auth::{ClientAuth, ClientTrust, ClientVerify, VerifyClient};
+pub use client_limits::ClientLimits;
 pub use compression::{
     Compression, DEFAULT_BROTLI_TYPES, DEFAULT_GZIP_TYPES, Encoding, MediaTypes, UserAgents,
 };

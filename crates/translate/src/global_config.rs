@@ -13,10 +13,10 @@ use http::uri::Authority;
 use http::{HeaderName, HeaderValue};
 use k8s_openapi::api::core::v1::ConfigMap;
 use ostium_model::{
-    ACME_CHALLENGE, AccessLogSettings, BlockPattern, Blocked, CidrSet, ClientAddressing, Compression,
-    Encoding, ForwardedHeaders, GlobalSettings, HeaderBlock, HeaderSettings, HttpsSettings, InvalidNetwork,
-    LimitStatuses, LogEscape, LogFormat, LogVariable, MediaTypes, NamespacedName, ProxyProtocol, Sampler,
-    ServerTls, SetValue, StreamSettings, TlsVersions, TraceExport, UserAgents,
+    ACME_CHALLENGE, AccessLogSettings, BlockPattern, Blocked, CidrSet, ClientAddressing, ClientLimits,
+    Compression, Encoding, ForwardedHeaders, GlobalSettings, HeaderBlock, HeaderSettings, HttpsSettings,
+    InvalidNetwork, LimitStatuses, LogEscape, LogFormat, LogVariable, MediaTypes, NamespacedName,
+    ProxyProtocol, Sampler, ServerTls, SetValue, StreamSettings, TlsVersions, TraceExport, UserAgents,
 };
 use rustls::NamedGroup;
 
@@ -110,6 +110,12 @@ pub(crate) const APPLIED_CONFIGMAP_KEYS: &[&str] = &[
     "whitelist-source-range",
     "denylist-source-range",
     "block-cidrs",
+    "client-header-timeout",
+    "client-body-timeout",
+    "keep-alive",
+    "keep-alive-requests",
+    "large-client-header-buffers",
+    "http2-max-concurrent-streams",
 ];
 
 /// The ConfigMap's external auth for every Ingress without its own.
@@ -239,6 +245,7 @@ impl GlobalConfig {
             headers,
             access_log: reader.access_log(),
             client_address: reader.client_address(),
+            client_limits: reader.client_limits(),
         };
         let server_tls = reader.server_tls(options);
         let limit_statuses = LimitStatuses {
@@ -1227,6 +1234,70 @@ fn go_duration(text: &str) -> Option<Duration> {
         rest = after;
     }
     Duration::try_from_secs_f64(total).ok()
+}
+
+/// Client connections (nginx's `client_header_timeout`, `client_body_timeout`,
+/// `keepalive_timeout`, `keepalive_requests`, `large_client_header_buffers` and
+/// `http2_max_concurrent_streams`, config.go's defaults).
+impl Reader<'_> {
+    fn client_limits(&mut self) -> ClientLimits {
+        let defaults = ClientLimits::default();
+        let seconds = |reader: &mut Self, key: &str, zero: bool| match reader
+            .value(key)
+            .map(|v| v.trim().parse::<u64>())
+        {
+            None => None,
+            Some(Ok(seconds)) if seconds > 0 || zero => Some(Duration::from_secs(seconds)),
+            Some(_) => {
+                reader.invalid(key, "a whole number of seconds", "the flag's value");
+                None
+            }
+        };
+        let header_timeout = seconds(self, "client-header-timeout", false);
+        let body_timeout = seconds(self, "client-body-timeout", false);
+        let keepalive_timeout = seconds(self, "keep-alive", true);
+        let max_header_bytes = self.value("large-client-header-buffers").and_then(|value| {
+            let bytes = header_buffers(value);
+            if bytes.is_none() {
+                self.invalid(
+                    "large-client-header-buffers",
+                    "a number and a size such as `4 8k`",
+                    "the proxy's 64 KiB",
+                );
+            }
+            bytes
+        });
+        ClientLimits {
+            header_timeout,
+            body_timeout,
+            keepalive_timeout,
+            keepalive_requests: self
+                .count("keep-alive-requests", defaults.keepalive_requests as usize)
+                .min(u32::MAX as usize) as u32,
+            max_header_bytes,
+            http2_max_concurrent_streams: self
+                .count("http2-max-concurrent-streams", defaults.http2_max_concurrent_streams as usize)
+                .min(u32::MAX as usize) as u32,
+        }
+    }
+}
+
+/// `large-client-header-buffers`: `<number> <size>` (`4 8k`), the size in bytes, `k` or `m`; the
+/// product, raised to 8 KiB (the HTTP/1 parser's least buffer) and at most 1 MiB.
+fn header_buffers(value: &str) -> Option<usize> {
+    let mut parts = value.split_whitespace();
+    let number: usize = parts.next()?.parse().ok()?;
+    let size = parts.next()?;
+    if parts.next().is_some() {
+        return None;
+    }
+    let (digits, unit) = match size.char_indices().last()? {
+        (at, 'k' | 'K') => (&size[..at], 1024),
+        (at, 'm' | 'M') => (&size[..at], 1024 * 1024),
+        _ => (size, 1),
+    };
+    let bytes = number.checked_mul(digits.parse::<usize>().ok()?.checked_mul(unit)?)?;
+    (1..=1024 * 1024).contains(&bytes).then_some(bytes.max(8 * 1024))
 }
 
 #[cfg(test)]

@@ -5,11 +5,11 @@ use std::fmt::Write;
 
 use ostium_model::{
     AccessLogSettings, Affinity, Backend, BackendTlsSettings, Blocked, Canary, CanaryAffinity,
-    ClientAddressing, ClientAuth, Compression, Credentials, Encoding, ExternalAuth, GlobalSettings,
-    HeaderRule, HeaderSettings, HostRule, HttpsRedirect, HttpsSettings, LimitStatuses, LoadBalance,
-    LogEscape, MediaTypes, Mirror, MirrorPath, Policy, Protocol, RedirectContext, Route, RouteAction,
-    RouteTracing, SameSite, Sampler, ServerTls, SetValue, Shaping, StreamService, StreamSettings, Table,
-    Target, TextRewrite, UserAgents,
+    ClientAddressing, ClientAuth, ClientLimits, Compression, Credentials, Encoding, ExternalAuth,
+    GlobalSettings, HeaderRule, HeaderSettings, HostRule, HttpsRedirect, HttpsSettings, LimitStatuses,
+    LoadBalance, LogEscape, MediaTypes, Mirror, MirrorPath, Policy, Protocol, RedirectContext, Route,
+    RouteAction, RouteTracing, SameSite, Sampler, ServerTls, SetValue, Shaping, StreamService,
+    StreamSettings, Table, Target, TextRewrite, UserAgents,
 };
 
 use crate::Translation;
@@ -97,8 +97,22 @@ pub(crate) fn render(translation: &Translation) -> String {
 /// The `--configmap` settings that differ from the defaults, one line per family (none when
 /// all are default, so that translations without a ConfigMap render as before).
 fn global_lines(global: &GlobalSettings) -> Vec<String> {
-    let GlobalSettings { https, compression, stream, headers, access_log, client_address } = global;
+    let GlobalSettings { https, compression, stream, headers, access_log, client_address, client_limits } =
+        global;
     let mut lines = Vec::new();
+    if *client_limits != ClientLimits::default() {
+        let ClientLimits {
+            header_timeout,
+            body_timeout,
+            keepalive_timeout,
+            keepalive_requests,
+            max_header_bytes,
+            http2_max_concurrent_streams,
+        } = client_limits;
+        lines.push(format!(
+            "client limits: header timeout {header_timeout:?}, body timeout {body_timeout:?}, keep-alive {keepalive_timeout:?} for {keepalive_requests} requests, heads up to {max_header_bytes:?} bytes, {http2_max_concurrent_streams} HTTP/2 streams"
+        ));
+    }
     if *client_address != ClientAddressing::default() {
         lines.push(format!("client address: {}", client_address_line(client_address)));
     }
