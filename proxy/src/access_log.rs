@@ -428,7 +428,10 @@ impl Value<'_> {
     fn bytes(&mut self, value: &[u8]) {
         const HEX: &[u8; 16] = b"0123456789ABCDEF";
         match self.escape {
-            LogEscape::None => self.out.extend_from_slice(value),
+            // Not even unescaped may a value end the line: a client could forge the next one.
+            LogEscape::None => {
+                self.out.extend(value.iter().map(|&b| if b == b'\n' || b == b'\r' { b' ' } else { b }))
+            }
             // nginx's `ngx_http_log_escape`.
             LogEscape::Default => {
                 for &byte in value {

@@ -106,7 +106,9 @@ pub async fn serve_https(
                 let table = proxy.inner.tables.load();
                 let passthrough = sni.and_then(|sni| table.passthrough(sni)).map(|b| b.target.clone());
                 let client_auth = table.client_auth(server_name.as_ref()).cloned();
-                (passthrough, configs.get(table.tls().server_tls(sni)), client_auth)
+                let settings = table.tls().server_tls(sni);
+                let versions = settings.and_then(|settings| settings.versions);
+                (passthrough, (configs.get(settings), versions), client_auth)
             };
             if let Some(target) = passthrough {
                 let _open = proxy.metrics().connection();
@@ -215,16 +217,16 @@ fn handshake_step<T, E: std::fmt::Display>(
 /// The TLS handshake of a connection whose ClientHello was read: `config` is its host's
 /// (handshake settings), asking for a client certificate when the SNI host requires one, and a
 /// client certificate is judged once the handshake is done. `client_auth` are the SNI host's rules,
-/// from the table that chose `config`.
+/// from the table that chose `config`, with the versions `ssl-protocols` leaves.
 async fn handshake(
-    config: Arc<ServerConfig>,
+    (config, versions): (Arc<ServerConfig>, Option<ostium_model::TlsVersions>),
     client_auth: Option<Arc<ClientAuth>>,
     server_name: Option<NormalizedHost>,
     stream: Replayed<TcpStream>,
 ) -> std::io::Result<(tokio_rustls::server::TlsStream<Replayed<TcpStream>>, TlsSession)> {
     let requested = client_auth.as_deref().and_then(client_cert::requested);
     let config = match requested {
-        Some(verify) => tls::with_client_certificates(&config, verify),
+        Some(verify) => tls::with_client_certificates(&config, verify, versions),
         None => config,
     };
     let stream = TlsAcceptor::from(config.clone()).accept(stream).await?;
@@ -428,7 +430,8 @@ fn proxy_service(
         let (proxy, info) = (proxy.clone(), info.clone());
         async move {
             let mut response = proxy.handle(request, &info).await.map(|body| body.while_active(active));
-            if last {
+            // A `101` keeps its `Connection: upgrade`; the tunnel ends the connection anyway.
+            if last && response.status() != http::StatusCode::SWITCHING_PROTOCOLS {
                 response
                     .headers_mut()
                     .insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));

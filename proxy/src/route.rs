@@ -68,7 +68,10 @@ impl Proxy {
         trace: &mut Trace,
     ) -> Result<Routed<'h>, ProxyError> {
         let table = self.inner.tables.load();
-        let rules = &table.global().client_address;
+        // The settings of the table the request started with (`Trace::global`), so that one
+        // request never mixes two ConfigMaps; the routes are the current table's.
+        let global = trace.global.clone();
+        let rules = &global.client_address;
         if rules.forwarded.is_some() {
             trace.client = Client::forwarded(rules, &connection.client, headers).map(Box::new);
         }
@@ -83,7 +86,7 @@ impl Proxy {
             }
         }
         let path = head.routed_path()?;
-        trace.compression = Negotiation::new(table.global(), head.version, headers);
+        trace.compression = Negotiation::new(&global, head.version, headers);
         let Some(matched) = table.route(head.host(), &path) else {
             trace.default_backend = true;
             return Err(ProxyError::NoRoute);
@@ -127,7 +130,6 @@ impl Proxy {
                 service_port,
             })
         });
-        let global = table.global().clone();
         Ok(Routed {
             path,
             action,

@@ -184,10 +184,10 @@ async fn forward_tcp(
     limits: &StreamLimits,
 ) -> io::Result<()> {
     let _ = client.set_nodelay(true);
-    let (service, settings) = {
+    let (service, settings, trusted) = {
         let table = proxy.inner.tables.load();
         let Some(service) = table.stream(Transport::Tcp, port).cloned() else { return Ok(()) };
-        (service, table.global().stream.clone())
+        (service, table.global().stream.clone(), table.global().client_address.trusts(remote.ip()))
     };
     let local = client.local_addr()?;
     let (head, source, destination) = match service.decode_proxy_protocol {
@@ -195,9 +195,12 @@ async fn forward_tcp(
         true => {
             let read = read_proxy_header(&mut client);
             match tokio::time::timeout(limits.proxy_protocol_timeout, read).await {
-                Ok(Ok(header)) => {
+                // The header's addresses are believed from `proxy-real-ip-cidr` peers only, as
+                // nginx's `set_real_ip_from`; another peer is named as itself.
+                Ok(Ok(header)) if trusted => {
                     (header.rest, header.source.unwrap_or(remote), header.destination.unwrap_or(local))
                 }
+                Ok(Ok(header)) => (header.rest, remote, local),
                 Ok(Err(error)) => return Err(error),
                 Err(_) => {
                     return Err(io::Error::new(io::ErrorKind::TimedOut, "no PROXY protocol header in time"));

@@ -35,16 +35,31 @@ pub fn server_config(tables: TableReader, provider: Arc<CryptoProvider>) -> Arc<
 
 const VERSIONS: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13, &rustls::version::TLS12];
 
+/// The versions `ssl-protocols` leaves (both by default).
+fn protocol_versions(versions: Option<TlsVersions>) -> &'static [&'static rustls::SupportedProtocolVersion] {
+    const TLS12: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS12];
+    const TLS13: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
+    match versions {
+        Some(TlsVersions::Tls12) => TLS12,
+        Some(TlsVersions::Tls13) => TLS13,
+        Some(TlsVersions::Both) | None => VERSIONS,
+    }
+}
+
 /// `default` for a handshake with a host that requests client certificates (`auth-tls-*`):
 /// the same certificates and protocols, and a request for a certificate naming the host's CAs.
 /// Made per handshake (the cost is small beside the handshake's), and without session
 /// resumption, so that no session of another host, or of an older configuration, stands in for
 /// the certificate.
-pub(crate) fn with_client_certificates(default: &ServerConfig, verify: &ClientVerify) -> Arc<ServerConfig> {
+pub(crate) fn with_client_certificates(
+    default: &ServerConfig,
+    verify: &ClientVerify,
+    versions: Option<TlsVersions>,
+) -> Arc<ServerConfig> {
     let provider = default.crypto_provider().clone();
     let verifier = AnyClientCertificate::new(&verify.trust, provider.signature_verification_algorithms);
     let mut config = ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(VERSIONS)
+        .with_protocol_versions(protocol_versions(versions))
         .expect("the default configuration has these versions")
         .with_client_cert_verifier(verifier)
         .with_cert_resolver(default.cert_resolver.clone());
@@ -131,11 +146,7 @@ fn derive(
             provider.kx_groups = offered;
         }
     }
-    let versions: &[&rustls::SupportedProtocolVersion] = match settings.versions {
-        Some(TlsVersions::Tls12) => &[&rustls::version::TLS12],
-        Some(TlsVersions::Tls13) => &[&rustls::version::TLS13],
-        Some(TlsVersions::Both) | None => VERSIONS,
-    };
+    let versions = protocol_versions(settings.versions);
     let Ok(builder) =
         ServerConfig::builder_with_provider(Arc::new(provider)).with_protocol_versions(versions)
     else {

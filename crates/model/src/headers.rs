@@ -40,6 +40,8 @@ pub struct HeaderSettings {
     pub block_user_agents: Option<HeaderBlock>,
     /// `block-referers`: requests whose `Referer` matches are answered 403.
     pub block_referers: Option<HeaderBlock>,
+    /// A block list could not be applied whole: every request is refused (503).
+    pub blocks_unusable: bool,
 }
 
 impl Default for HeaderSettings {
@@ -55,6 +57,7 @@ impl Default for HeaderSettings {
             original_uri_header: false,
             block_user_agents: None,
             block_referers: None,
+            blocks_unusable: false,
         }
     }
 }

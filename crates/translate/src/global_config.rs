@@ -854,6 +854,8 @@ const FRAMING_HEADERS: [&str; 9] = [
 impl Reader<'_> {
     fn headers(&mut self, objects: &Objects) -> (HeaderSettings, Box<[Box<str>]>) {
         let defaults = HeaderSettings::default();
+        let (user_agents, referers) = (self.block("block-user-agents"), self.block("block-referers"));
+        let blocks_unusable = user_agents.is_err() || referers.is_err();
         let settings = HeaderSettings {
             proxy_set_headers: self.header_config_map("proxy-set-headers", objects, set_value),
             add_headers: self.header_config_map("add-headers", objects, text_value),
@@ -869,8 +871,9 @@ impl Reader<'_> {
             original_uri_header: self
                 .flag("proxy-add-original-uri-header")
                 .unwrap_or(defaults.original_uri_header),
-            block_user_agents: self.block("block-user-agents"),
-            block_referers: self.block("block-referers"),
+            block_user_agents: user_agents.unwrap_or_default(),
+            block_referers: referers.unwrap_or_default(),
+            blocks_unusable,
         };
         (settings, self.allowed_response_headers())
     }
@@ -939,8 +942,11 @@ impl Reader<'_> {
     /// `block-user-agents` or `block-referers`: entries of an nginx map, an exact value or, after
     /// `~` (`~*` ignoring case), a regular expression. One that does not compile (Rust `regex`
     /// syntax: no look-around nor back references) or is too large is reported and skipped.
-    fn block(&mut self, key: &str) -> Option<HeaderBlock> {
+    /// A block list; `Err` when some entry cannot be applied: the list restricts access, so
+    /// every request is then refused (503) rather than let through.
+    fn block(&mut self, key: &str) -> Result<Option<HeaderBlock>, ()> {
         let (mut exact, mut patterns) = (Vec::new(), Vec::new());
+        let mut unusable = false;
         for entry in list(self.value(key)) {
             let pattern = match entry.strip_prefix("~*") {
                 Some(source) => BlockPattern::new(source, true),
@@ -957,24 +963,35 @@ impl Reader<'_> {
                 Ok(pattern) => patterns.push(pattern),
                 Err(why) => {
                     let why = why.lines().last().unwrap_or_default().trim().to_owned();
-                    self.warn(
-                        Reason::InvalidSetting,
-                        format!("{key}: `{entry}` is not a usable regular expression ({why}); it is skipped"),
+                    let message = format!(
+                        "{key}: `{entry}` is not a usable regular expression ({why}); every request is refused (503)"
                     );
+                    self.diagnostics.push(Diagnostic::error(
+                        self.object.clone(),
+                        Reason::InvalidSetting,
+                        message,
+                    ));
+                    unusable = true;
                 }
             }
         }
+        if unusable {
+            return Err(());
+        }
         if exact.is_empty() && patterns.is_empty() {
-            return None;
+            return Ok(None);
         }
         match HeaderBlock::new(exact, patterns) {
-            Ok(block) => Some(block),
+            Ok(block) => Ok(Some(block)),
             Err(_) => {
-                self.warn(
+                let message =
+                    format!("{key}: the expressions together are too large; every request is refused (503)");
+                self.diagnostics.push(Diagnostic::error(
+                    self.object.clone(),
                     Reason::InvalidSetting,
-                    format!("{key}: the expressions together are too large; nothing is blocked"),
-                );
-                None
+                    message,
+                ));
+                Err(())
             }
         }
     }

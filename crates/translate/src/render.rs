@@ -197,6 +197,7 @@ fn header_settings_line(headers: &HeaderSettings) -> String {
         (headers.ignore_invalid_headers, defaults.ignore_invalid_headers, "invalid headers ignored"),
         (headers.generate_request_id, defaults.generate_request_id, "request ids generated"),
         (headers.original_uri_header, defaults.original_uri_header, "X-Original-URI"),
+        (headers.blocks_unusable, false, "every request refused (503): a block list unusable"),
     ];
     for (value, default, what) in flags {
         if value != default {

@@ -9,6 +9,9 @@ use ostium_model::{HeaderBlock, HeaderSettings};
 use crate::ProxyError;
 
 pub(crate) fn check(settings: &HeaderSettings, headers: &HeaderMap) -> Result<(), ProxyError> {
+    if settings.blocks_unusable {
+        return Err(ProxyError::RouteDenied);
+    }
     let blocks = |block: &Option<HeaderBlock>, name: HeaderName| {
         block.as_ref().is_some_and(|block| with_value(headers, name, |value| block.blocks(value)))
     };

@@ -418,7 +418,12 @@ pub(crate) fn annotation_defaults(
     let annotation = format!("annotation {prefix}/");
     let mut rejected = Vec::new();
     for mut diagnostic in found {
-        let key = values.keys().find(|key| diagnostic.message.starts_with(&format!("{annotation}{key}")));
+        // The key named, and not a longer one it begins (`limit-rate` in `limit-rate-after`).
+        let named = |key: &&&str| {
+            let rest = diagnostic.message.strip_prefix(&annotation).and_then(|m| m.strip_prefix(**key));
+            rest.is_some_and(|rest| rest.starts_with([':', ' ']))
+        };
+        let key = values.keys().find(named);
         let invalid =
             diagnostic.severity == crate::Severity::Error || diagnostic.message.contains("invalid value");
         if let (Some(key), true) = (key, invalid) {
