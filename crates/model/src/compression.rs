@@ -45,7 +45,7 @@ pub enum MediaTypes {
 pub enum UserAgents {
     /// nginx's `msie6`: "MSIE 4.", "MSIE 5." and "MSIE 6." without "SV1" after it.
     Msie6,
-    Matching(regex::Regex),
+    Matching(regex::bytes::Regex),
 }
 
 // === impl Compression ===
@@ -142,13 +142,13 @@ impl UserAgents {
         if value == "msie6" {
             return Ok(Self::Msie6);
         }
-        regex::RegexBuilder::new(value).case_insensitive(true).build().map(Self::Matching)
+        regex::bytes::RegexBuilder::new(value).case_insensitive(true).build().map(Self::Matching)
     }
 
     pub fn matches(&self, user_agent: &[u8]) -> bool {
         match self {
             Self::Msie6 => is_msie6(user_agent),
-            Self::Matching(regex) => std::str::from_utf8(user_agent).is_ok_and(|text| regex.is_match(text)),
+            Self::Matching(regex) => regex.is_match(user_agent),
         }
     }
 }
@@ -226,6 +226,7 @@ mod tests {
         let pattern = UserAgents::parse("curl/[0-9]").unwrap();
         assert!(pattern.matches(b"CURL/8.1"));
         assert!(!pattern.matches(b"Wget/1.2"));
+        assert!(pattern.matches(b"curl/8 \xff"), "a User-Agent that is not UTF-8 is matched too");
         assert!(UserAgents::parse("(unclosed").is_err());
     }
 }
