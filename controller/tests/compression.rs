@@ -5,51 +5,15 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use ostium_e2e::{Ostium, eventually};
+use ostium_e2e::{Ostium, eventually, site_manifest};
 use ostium_test_support::{EchoBackend, echoed};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ostium");
 
 fn manifest(backend: SocketAddr, gzip: bool, brotli: bool) -> String {
     format!(
-        r#"apiVersion: networking.k8s.io/v1
-kind: IngressClass
-metadata: {{name: ostium}}
-spec: {{controller: ostium.dev/ingress-controller}}
----
-apiVersion: v1
-kind: ConfigMap
-metadata: {{name: ostium, namespace: ingress}}
-data:
-  use-gzip: "{gzip}"
-  gzip-min-length: "0"
-  enable-brotli: "{brotli}"
-  brotli-min-length: "0"
----
-apiVersion: v1
-kind: Service
-metadata: {{name: web}}
-spec: {{ports: [{{name: http, port: 80}}]}}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {{name: web-1, labels: {{kubernetes.io/service-name: web}}}}
-addressType: IPv4
-ports: [{{name: http, port: {port}}}]
-endpoints: [{{addresses: ["{ip}"]}}]
----
-apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata: {{name: web}}
-spec:
-  ingressClassName: ostium
-  rules:
-  - host: web.example.com
-    http:
-      paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: web, port: {{number: 80}}}}}}}}]
-"#,
-        ip = backend.ip(),
-        port = backend.port(),
+        "{}---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: ostium, namespace: ingress}}\ndata:\n  use-gzip: \"{gzip}\"\n  gzip-min-length: \"0\"\n  enable-brotli: \"{brotli}\"\n  brotli-min-length: \"0\"\n",
+        site_manifest(backend)
     )
 }
 

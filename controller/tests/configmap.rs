@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use ostium_e2e::{Ostium, eventually, request};
+use ostium_e2e::{Ostium, eventually, request, site_manifest};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ostium");
 
@@ -29,11 +29,7 @@ fn post(ostium: &Ostium, size: usize) -> u16 {
 async fn a_configmap_change_applies_without_a_restart() {
     let backend = ostium_test_support::EchoBackend::start("a").await;
     let dir = tempfile::tempdir().unwrap();
-    let manifest = format!(
-        "apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: {{name: ostium}}\nspec: {{controller: ostium.dev/ingress-controller}}\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: web}}\nspec: {{ports: [{{name: http, port: 80}}]}}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: web-1, labels: {{kubernetes.io/service-name: web}}}}\naddressType: IPv4\nports: [{{name: http, port: {}}}]\nendpoints: [{{addresses: [\"{}\"]}}]\n---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: web}}\nspec:\n  ingressClassName: ostium\n  rules: [{{host: web.example.com, http: {{paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: web, port: {{number: 80}}}}}}}}]}}}}]\n",
-        backend.addr.port(),
-        backend.addr.ip()
-    );
+    let manifest = site_manifest(backend.addr);
     std::fs::write(dir.path().join("all.yaml"), manifest).unwrap();
     write_atomically(dir.path(), "config.yaml", &config_map("  proxy-body-size: 4k\n"));
     tokio::task::block_in_place(|| {

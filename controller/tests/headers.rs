@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use ostium_e2e::{Ostium, eventually, request};
+use ostium_e2e::{Ostium, eventually, request, service_manifest};
 use ostium_test_support::{EchoBackend, echoed_header};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ostium");
@@ -46,18 +46,7 @@ kind: ConfigMap
 metadata: {{name: refused, namespace: default}}
 data: {{Not-Allowed: "1"}}
 ---
-apiVersion: v1
-kind: Service
-metadata: {{name: web}}
-spec: {{ports: [{{name: http, port: 80}}]}}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {{name: web-1, labels: {{kubernetes.io/service-name: web}}}}
-addressType: IPv4
-ports: [{{name: http, port: {port}}}]
-endpoints: [{{addresses: ["{ip}"]}}]
----
+{service}---
 apiVersion: networking.k8s.io/v1
 kind: Ingress
 metadata:
@@ -82,8 +71,7 @@ spec:
     http:
       paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: web, port: {{number: 80}}}}}}}}]
 "#,
-        ip = backend.ip(),
-        port = backend.port(),
+        service = service_manifest("web", backend),
     )
 }
 

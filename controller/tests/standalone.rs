@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use ostium_e2e::{Ostium, get, workspace_root};
+use ostium_e2e::{Ostium, get, site_manifest, workspace_root};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ostium");
 
@@ -114,11 +114,7 @@ fn route_explains_what_a_request_gets() {
 async fn the_access_log_counts_bytes_both_ways() {
     let backend = ostium_test_support::EchoBackend::start("a").await;
     let dir = tempfile::tempdir().unwrap();
-    let manifest = format!(
-        "apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: {{name: ostium}}\nspec: {{controller: ostium.dev/ingress-controller}}\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: web}}\nspec: {{ports: [{{name: http, port: 80}}]}}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: web-1, labels: {{kubernetes.io/service-name: web}}}}\naddressType: IPv4\nports: [{{name: http, port: {}}}]\nendpoints: [{{addresses: [\"{}\"]}}]\n---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: web}}\nspec:\n  ingressClassName: ostium\n  rules: [{{host: web.example.com, http: {{paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: web, port: {{number: 80}}}}}}}}]}}}}]\n",
-        backend.addr.port(),
-        backend.addr.ip()
-    );
+    let manifest = site_manifest(backend.addr);
     std::fs::write(dir.path().join("all.yaml"), manifest).unwrap();
     tokio::task::block_in_place(|| {
         let ostium = Ostium::start(BIN.as_ref(), dir.path(), &[]);

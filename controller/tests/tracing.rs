@@ -4,52 +4,17 @@
 
 use std::time::Duration;
 
-use ostium_e2e::{Ostium, eventually, free_addr, request};
+use ostium_e2e::{Ostium, eventually, free_addr, request, site_manifest};
 use ostium_test_support::{EchoBackend, echoed_header};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ostium");
 
 fn manifest(backend: std::net::SocketAddr, collector: std::net::SocketAddr, enabled: bool) -> String {
     format!(
-        r#"apiVersion: networking.k8s.io/v1
-kind: IngressClass
-metadata: {{name: ostium}}
-spec: {{controller: ostium.dev/ingress-controller}}
----
-apiVersion: v1
-kind: ConfigMap
-metadata: {{name: ostium, namespace: ingress}}
-data:
-  enable-opentelemetry: "{enabled}"
-  otlp-collector-host: "{ip}"
-  otlp-collector-port: "{port}"
----
-apiVersion: v1
-kind: Service
-metadata: {{name: web}}
-spec: {{ports: [{{name: http, port: 80}}]}}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {{name: web-1, labels: {{kubernetes.io/service-name: web}}}}
-addressType: IPv4
-ports: [{{name: http, port: {backend_port}}}]
-endpoints: [{{addresses: ["{backend_ip}"]}}]
----
-apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata: {{name: web}}
-spec:
-  ingressClassName: ostium
-  rules:
-  - host: web.example.com
-    http:
-      paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: web, port: {{number: 80}}}}}}}}]
-"#,
+        "{}---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: ostium, namespace: ingress}}\ndata:\n  enable-opentelemetry: \"{enabled}\"\n  otlp-collector-host: \"{ip}\"\n  otlp-collector-port: \"{port}\"\n",
+        site_manifest(backend),
         ip = collector.ip(),
         port = collector.port(),
-        backend_ip = backend.ip(),
-        backend_port = backend.port(),
     )
 }
 

@@ -170,3 +170,22 @@ pub fn workspace_root() -> PathBuf {
         .expect("a workspace root above")
         .to_owned()
 }
+
+/// A Service `name` in the default namespace whose one endpoint is `backend`, as manifests:
+/// the Service and its EndpointSlice.
+pub fn service_manifest(name: &str, backend: SocketAddr) -> String {
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\nspec: {{ports: [{{name: http, port: 80}}]}}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {name}-1, labels: {{kubernetes.io/service-name: {name}}}}}\naddressType: IPv4\nports: [{{name: http, port: {port}}}]\nendpoints: [{{addresses: [\"{ip}\"]}}]\n",
+        port = backend.port(),
+        ip = backend.ip(),
+    )
+}
+
+/// One site as manifests: the `ostium` IngressClass, Service `web` at `backend`, and Ingress
+/// `web` sending every path of `web.example.com` to it.
+pub fn site_manifest(backend: SocketAddr) -> String {
+    format!(
+        "apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: {{name: ostium}}\nspec: {{controller: ostium.dev/ingress-controller}}\n---\n{}---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: web}}\nspec:\n  ingressClassName: ostium\n  rules: [{{host: web.example.com, http: {{paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: web, port: {{number: 80}}}}}}}}]}}}}]\n",
+        service_manifest("web", backend)
+    )
+}
