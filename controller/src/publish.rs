@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ostium_model::{NamespacedName, TableReader, TableStore};
-use ostium_translate::{Diagnostic, Objects, Options, Severity, Translation, translate};
+use ostium_translate::{Built, Diagnostic, Incremental, Objects, Options, Reference, Severity};
 use tokio::sync::watch;
 
 use crate::metrics::Metrics;
@@ -15,6 +15,8 @@ use crate::metrics::Metrics;
 pub(crate) struct Publisher {
     store: TableStore,
     options: Options,
+    /// What the last translation made, to translate only what a change touches.
+    incremental: Incremental,
     metrics: Metrics,
     /// Diagnostics of the last build, rendered, so each is logged once while it lasts.
     reported: BTreeSet<String>,
@@ -34,15 +36,23 @@ pub(crate) enum Outcome {
 pub(crate) struct Build {
     #[cfg_attr(not(test), expect(dead_code, reason = "the loop acts on `served`; tests read this"))]
     pub(crate) outcome: Outcome,
-    /// The Ingresses the table serves, sorted.
-    pub(crate) served: Vec<NamespacedName>,
+    /// Ingresses the table serves that the previous one did not, and the reverse.
+    pub(crate) served_added: Vec<NamespacedName>,
+    pub(crate) served_removed: Vec<NamespacedName>,
     /// Diagnostics that the previous build did not have.
     pub(crate) new_diagnostics: Vec<Diagnostic>,
 }
 
 impl Publisher {
     pub(crate) fn new(store: TableStore, options: Options, metrics: Metrics) -> Self {
-        Self { store, options, metrics, reported: BTreeSet::new(), published: watch::Sender::new(()) }
+        Self {
+            store,
+            options,
+            incremental: Incremental::new(),
+            metrics,
+            reported: BTreeSet::new(),
+            published: watch::Sender::new(()),
+        }
     }
 
     pub(crate) fn reader(&self) -> TableReader {
@@ -60,47 +70,55 @@ impl Publisher {
         self.metrics.table_builds()
     }
 
-    /// Builds a table from a complete snapshot and serves it if it differs from the current one.
-    /// Endpoint sets the current table already has are kept (their endpoints updated in place),
-    /// so an endpoint-only change moves traffic without a new table. The first update always
+    /// The Ingresses the table serves, sorted.
+    pub(crate) fn served(&self) -> Vec<NamespacedName> {
+        self.incremental.served()
+    }
+
+    /// Builds a table after a change to `changed` (`None`: anything may have changed) and serves
+    /// it if it differs from the current one. Only what the change touches is translated again;
+    /// the new table shares the rest with the current one, and its endpoint sets too, so an
+    /// endpoint-only change moves traffic without a new table. The first update always
     /// publishes, which makes the store ready.
-    pub(crate) fn update(&mut self, objects: &Objects) -> Build {
+    pub(crate) fn update(&mut self, objects: &Objects, changed: Option<&BTreeSet<Reference>>) -> Build {
         let started = Instant::now();
-        let Translation { mut table, diagnostics, ingresses } = translate(objects, &self.options);
-        let current = self.store.current();
-        let swapped = table.adopt_endpoint_sets(&current);
-        self.metrics.endpoints_swapped(swapped);
-        if swapped > 0 {
-            tracing::debug!(endpoint_sets = swapped, "endpoints changed");
+        let Built { table, translated, full, endpoints_moved, served_added, served_removed } = match changed {
+            Some(changed) => self.incremental.update(objects, &self.options, changed),
+            None => self.incremental.rebuild(objects, &self.options),
+        };
+        self.metrics.endpoints_swapped(endpoints_moved);
+        if endpoints_moved > 0 {
+            tracing::debug!(endpoint_sets = endpoints_moved, "endpoints changed");
         }
         let build = started.elapsed();
         self.metrics.table_built(build.as_secs_f64());
-        let new_diagnostics = self.report(diagnostics);
+        let new_diagnostics = self.report(self.incremental.diagnostics());
 
+        let current = self.store.current();
         let first = !self.reader().is_ready();
-        if !first && *current == table {
-            tracing::debug!(build = %Rounded(build), "table unchanged");
-            return Build { outcome: Outcome::Unchanged, served: ingresses, new_diagnostics };
+        let build = Build { outcome: Outcome::Unchanged, served_added, served_removed, new_diagnostics };
+        if !first && Arc::ptr_eq(&current, &table) {
+            tracing::debug!(build = %Rounded(started.elapsed()), translated, "table unchanged");
+            return build;
         }
-        let hosts = table.host_count();
-        let backends = table.backends().len();
-        let routes = table.route_count();
-        self.store.publish(Arc::new(table));
+        let (hosts, routes) = (table.host_count(), table.route_count());
+        self.store.publish(table);
         self.published.send_replace(());
-        // Freeing a large table takes milliseconds that the next build need not wait for.
+        // Freeing a large table takes time that the next build need not wait for.
         if Arc::strong_count(&current) == 1 {
             std::thread::spawn(move || drop(current));
         }
         self.metrics.table_swapped();
-        let ingresses_served = ingresses.len();
-        let build = Rounded(build);
+        let ingresses = self.incremental.served_count();
+        let time = Rounded(started.elapsed());
         if first {
             // The first table makes /readyz answer 200: the one line that says ostium serves.
-            tracing::info!(ingresses = ingresses_served, routes, backends, hosts, %build, "ready");
+            let backends = self.store.current().backends().len();
+            tracing::info!(ingresses, routes, backends, hosts, build = %time, "ready");
         } else {
-            tracing::info!(ingresses = ingresses_served, routes, backends, hosts, %build, "table published");
+            tracing::info!(ingresses, routes, hosts, translated, full, build = %time, "table published");
         }
-        Build { outcome: Outcome::Published, served: ingresses, new_diagnostics }
+        Build { outcome: Outcome::Published, ..build }
     }
 
     /// Moves the endpoints of these Services in place, in the current table. Returns `false`
@@ -204,9 +222,9 @@ mod tests {
     fn first_update_publishes_and_makes_ready_even_when_empty() {
         let mut p = publisher();
         assert!(!p.reader().is_ready());
-        assert_eq!(p.update(&Objects::default()).outcome, Outcome::Published);
+        assert_eq!(p.update(&Objects::default(), None).outcome, Outcome::Published);
         assert!(p.reader().is_ready());
-        assert_eq!(p.update(&Objects::default()).outcome, Outcome::Unchanged);
+        assert_eq!(p.update(&Objects::default(), None).outcome, Outcome::Unchanged);
     }
 
     #[test]
@@ -214,19 +232,19 @@ mod tests {
         let mut p = publisher();
         let mut published = p.subscribe();
         assert!(!published.has_changed().unwrap());
-        p.update(&objects("a.example.com", "10.0.0.1"));
+        p.update(&objects("a.example.com", "10.0.0.1"), None);
         assert!(published.has_changed().unwrap());
         published.mark_unchanged();
-        p.update(&objects("a.example.com", "10.0.0.1"));
+        p.update(&objects("a.example.com", "10.0.0.1"), None);
         assert!(!published.has_changed().unwrap(), "the same table is not published again");
-        p.update(&objects("b.example.com", "10.0.0.1"));
+        p.update(&objects("b.example.com", "10.0.0.1"), None);
         assert!(published.has_changed().unwrap());
     }
 
     #[test]
     fn endpoint_change_moves_endpoints_without_a_new_table() {
         let mut p = publisher();
-        p.update(&objects("a.example.com", "10.0.0.1"));
+        p.update(&objects("a.example.com", "10.0.0.1"), None);
         let before = p.reader().load_full();
         let key = EndpointKey {
             service: NamespacedName::new("default", "web"),
@@ -234,7 +252,7 @@ mod tests {
             protocol: ostium_model::Transport::Tcp,
         };
 
-        assert_eq!(p.update(&objects("a.example.com", "10.0.0.2")).outcome, Outcome::Unchanged);
+        assert_eq!(p.update(&objects("a.example.com", "10.0.0.2"), None).outcome, Outcome::Unchanged);
         let after = p.reader().load_full();
         assert!(Arc::ptr_eq(&before, &after), "no new table");
         assert_eq!(
@@ -246,9 +264,9 @@ mod tests {
     #[test]
     fn route_change_publishes_a_new_table_keeping_endpoint_sets() {
         let mut p = publisher();
-        p.update(&objects("a.example.com", "10.0.0.1"));
+        p.update(&objects("a.example.com", "10.0.0.1"), None);
         let before = p.reader().load_full();
-        assert_eq!(p.update(&objects("b.example.com", "10.0.0.1")).outcome, Outcome::Published);
+        assert_eq!(p.update(&objects("b.example.com", "10.0.0.1"), None).outcome, Outcome::Published);
         let after = p.reader().load_full();
         assert!(after.route(Some("b.example.com"), "/").is_some());
         assert!(after.route(Some("a.example.com"), "/").is_none());
@@ -277,8 +295,8 @@ mod tests {
     fn the_first_publish_says_ready_with_counts_and_build_time() {
         let mut p = publisher();
         let log = logged(|| {
-            p.update(&objects("a.example.com", "10.0.0.1"));
-            p.update(&objects("b.example.com", "10.0.0.1"));
+            p.update(&objects("a.example.com", "10.0.0.1"), None);
+            p.update(&objects("b.example.com", "10.0.0.1"), None);
         });
         let lines: Vec<&str> = log.lines().collect();
         assert_eq!(lines.len(), 2, "{log}");
@@ -300,8 +318,8 @@ mod tests {
         let broken = format!("{CLASS}---\n{}", ingress("broken", "nope"));
         let classless = ingress("classless", "web");
         let log = logged(|| {
-            p.update(&Objects::from_yaml(&broken).unwrap());
-            p.update(&Objects::from_yaml(&classless).unwrap());
+            p.update(&Objects::from_yaml(&broken).unwrap(), None);
+            p.update(&Objects::from_yaml(&classless).unwrap(), None);
         });
         let error = log.lines().find(|l| l.contains("MissingService")).unwrap_or_else(|| panic!("{log}"));
         assert!(error.contains(" ERROR "), "{log}");
@@ -314,7 +332,7 @@ mod tests {
     fn an_endpoint_change_is_one_debug_line() {
         let mut p = publisher();
         let first = objects("a.example.com", "10.0.0.1");
-        p.update(&first);
+        p.update(&first, None);
         let moved = objects("a.example.com", "10.0.0.2");
         let services = BTreeSet::from([NamespacedName::new("default", "web")]);
         let log = logged(|| assert!(p.refresh_endpoints(&moved, &services)));

@@ -48,23 +48,25 @@ pub(crate) async fn run(
         while let Some(pending) = store.take_pending() {
             if !pending.rebuild {
                 if !publisher.refresh_endpoints(store.objects(), &pending.endpoints) {
-                    store.request_rebuild();
+                    store.request_rebuild(&pending.endpoints);
                 }
                 continue;
             }
-            // Translation can take a while with many objects: off the async workers.
-            let snapshot = store.snapshot();
-            let (returned, build) = tokio::task::spawn_blocking(move || {
-                let build = publisher.update(&snapshot);
-                // Dropping the snapshot's maps is not on the way to the next build either.
-                std::thread::spawn(move || drop(snapshot));
-                (publisher, build)
+            let endpoints = pending.endpoints;
+            // Translating everything can take a while with many objects: off the async workers.
+            let (returned_store, returned_publisher, build) = tokio::task::spawn_blocking(move || {
+                let build = publisher.update(store.objects(), Some(&pending.changed));
+                (store, publisher, build)
             })
             .await
             .expect("the build does not panic");
-            publisher = returned;
-            store.built(&build.served);
-            outputs.served.send_replace(build.served.into());
+            (store, publisher) = (returned_store, returned_publisher);
+            store.built(&build.served_added, &build.served_removed);
+            // The whole list only for who reads it (the status writer), and only when it changed.
+            let served_changed = !build.served_added.is_empty() || !build.served_removed.is_empty();
+            if outputs.served.receiver_count() > 0 && served_changed {
+                outputs.served.send_replace(publisher.served().into());
+            }
             if let Some(diagnostics) = &outputs.diagnostics
                 && !build.new_diagnostics.is_empty()
             {
@@ -73,6 +75,10 @@ pub(crate) async fn run(
                     (d, reference)
                 });
                 let _ = diagnostics.send(reports.collect());
+            }
+            // A build translates only what changed: endpoints that moved too are moved now.
+            if !endpoints.is_empty() && !publisher.refresh_endpoints(store.objects(), &endpoints) {
+                store.request_rebuild(&endpoints);
             }
             // Updates that came in during the build are taken before deciding again.
             take_queued(&mut store, &mut updates, &outputs);

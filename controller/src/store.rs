@@ -51,6 +51,8 @@ pub(crate) trait KindChange: Send + fmt::Debug {
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct Pending {
     pub(crate) rebuild: bool,
+    /// The objects whose changes ask for it.
+    pub(crate) changed: BTreeSet<Reference>,
     /// Services whose endpoints changed.
     pub(crate) endpoints: BTreeSet<NamespacedName>,
 }
@@ -91,7 +93,7 @@ impl Store {
             fetching: BTreeSet::new(),
             served: BTreeSet::new(),
             // The first table is built as soon as the store is synced, whatever it holds.
-            pending: Pending { rebuild: true, endpoints: BTreeSet::new() },
+            pending: Pending { rebuild: true, changed: BTreeSet::new(), endpoints: BTreeSet::new() },
             options,
         };
         // The flags name objects too, for good.
@@ -120,24 +122,25 @@ impl Store {
         &self.objects
     }
 
-    /// A snapshot to translate: sharing every object, copying only the maps.
-    pub(crate) fn snapshot(&self) -> Objects {
-        self.objects.clone()
-    }
-
     /// A Kubernetes reference to an object, for Events about it.
     pub(crate) fn reference(&self, object: &ObjectRef) -> ObjectReference {
         self.objects.object_reference(object)
     }
 
-    /// The last table was built from the current objects and serves these Ingresses.
-    pub(crate) fn built(&mut self, served: &[NamespacedName]) {
-        self.served = served.iter().cloned().collect();
+    /// The last table was built from the current objects: it serves `added` and no longer
+    /// serves `removed`.
+    pub(crate) fn built(&mut self, added: &[NamespacedName], removed: &[NamespacedName]) {
+        for ingress in removed {
+            self.served.remove(ingress);
+        }
+        self.served.extend(added.iter().cloned());
     }
 
-    /// Asks for a rebuild (when moving endpoints in place was not enough).
-    pub(crate) fn request_rebuild(&mut self) {
+    /// Asks for a rebuild of what these Services' routes (when moving their endpoints in place
+    /// was not enough).
+    pub(crate) fn request_rebuild(&mut self, services: &BTreeSet<NamespacedName>) {
         self.pending.rebuild = true;
+        self.pending.changed.extend(services.iter().map(|s| Reference::new(ObjectKind::Service, s)));
     }
 
     pub(crate) fn update(&mut self, update: Update) {
@@ -230,18 +233,21 @@ impl Store {
 
     /// Notes what a change to the object `me` asks for.
     fn judge(&mut self, me: &Reference, relevance: Relevance) {
-        match relevance {
-            Relevance::Table => self.pending.rebuild = true,
-            Relevance::TableWhileReferenced => self.pending.rebuild |= self.referenced.contains_key(me),
-            Relevance::TableWhenServed { ours } => {
-                self.pending.rebuild |= ours || self.served.contains(&me.key)
-            }
+        let rebuild = match relevance {
+            Relevance::Table => true,
+            Relevance::TableWhileReferenced => self.referenced.contains_key(me),
+            Relevance::TableWhenServed { ours } => ours || self.served.contains(&me.key),
             Relevance::Endpoints(service) => {
                 if self.referenced.contains_key(&Reference::new(ObjectKind::Service, &service)) {
                     self.pending.endpoints.insert(service);
                 }
+                false
             }
-            Relevance::Nobody => {}
+            Relevance::Nobody => false,
+        };
+        if rebuild {
+            self.pending.rebuild = true;
+            self.pending.changed.insert(me.clone());
         }
     }
 
@@ -397,7 +403,7 @@ pub(crate) mod tests {
         let ingresses = store.objects.ingresses.values().cloned().collect();
         store.update(listed::<Ingress>(ingresses));
         assert!(store.take_pending().is_some(), "the first build is always pending");
-        store.built(&served.iter().map(|n| NamespacedName::new("default", *n)).collect::<Vec<_>>());
+        store.built(&served.iter().map(|n| NamespacedName::new("default", *n)).collect::<Vec<_>>(), &[]);
         store
     }
 
@@ -435,7 +441,7 @@ pub(crate) mod tests {
         assert_eq!(store.take_pending(), None);
         store.update(apply(ingress("other", "ostium", "web", "")));
         assert!(store.take_pending().is_some_and(|p| p.rebuild));
-        store.built(&[NamespacedName::new("default", "other")]);
+        store.built(&[NamespacedName::new("default", "other")], &[]);
         // Leaving our class must drop its routes.
         store.update(apply(ingress("other", "nginx", "web", "")));
         assert!(store.take_pending().is_some_and(|p| p.rebuild));
@@ -586,7 +592,7 @@ pub(crate) mod tests {
         store.update(apply(config_map("other", "false")));
         store.update(listed::<Ingress>(Vec::new()));
         assert!(store.take_pending().is_some(), "the first build is always pending");
-        store.built(&[]);
+        store.built(&[], &[]);
         let key = NamespacedName::new("ingress", "ostium");
         assert!(store.objects().config_maps[&key].data.is_some(), "held whole");
 
@@ -612,7 +618,7 @@ pub(crate) mod tests {
         store.update(apply(config_map("ingress", "ostium", "")));
         store.update(listed::<Ingress>(Vec::new()));
         assert!(store.take_pending().is_some(), "the first build is always pending");
-        store.built(&[]);
+        store.built(&[], &[]);
         let key = NamespacedName::new("headers", "to-backends");
         assert!(store.objects().config_maps[&key].data.is_none(), "not named yet");
         store.update(apply(config_map("headers", "to-backends", "X-Team: b")));

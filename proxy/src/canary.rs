@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use http::HeaderMap;
-use ostium_model::{Affinity, BackendId, CanaryAffinity, LoadBalance, Policy, Table, UpstreamHash};
+use ostium_model::{Affinity, BackendRef, CanaryAffinity, LoadBalance, Policy, UpstreamHash};
 
 /// How an endpoint of the backend a request goes to is picked.
 #[derive(Debug)]
@@ -48,18 +48,19 @@ pub(crate) fn balancing(policy: &Policy, to_canary: bool) -> Balancing<'_> {
 /// rules choose it. As in ingress-nginx, whose balancer exists only for a backend with
 /// endpoints, the canary is considered only while it has endpoints and the route's own backend
 /// (or the `default-backend` standing in for it) has some too.
-pub(crate) fn chosen_backend(
-    table: &Table,
-    policy: &Policy,
-    main: BackendId,
+pub(crate) fn chosen_backend<'a>(
+    policy: &'a Policy,
+    main: &'a BackendRef,
     headers: &HeaderMap,
-) -> BackendId {
+) -> &'a BackendRef {
     let Some(canary) = &policy.canary else { return main };
-    let has_endpoints = |id: BackendId| table.backend(id).target.has_endpoints();
-    let main_served = has_endpoints(main) || policy.default_backend.is_some_and(has_endpoints);
-    if main_served && has_endpoints(canary.backend) && canary.chooses(headers, |total| fastrand::u64(..total))
+    let has_endpoints = |backend: &BackendRef| backend.target.has_endpoints();
+    let main_served = has_endpoints(main) || policy.default_backend.as_ref().is_some_and(has_endpoints);
+    if main_served
+        && has_endpoints(&canary.backend)
+        && canary.chooses(headers, |total| fastrand::u64(..total))
     {
-        canary.backend
+        &canary.backend
     } else {
         main
     }

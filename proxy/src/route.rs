@@ -97,14 +97,13 @@ impl Proxy {
             && table.default_route_ref().is_some_and(|default| std::ptr::eq(default, matched.route));
         let mut to_canary = false;
         let backend = match &matched.route.action {
-            RouteAction::Forward(id) => {
-                let chosen = chosen_backend(&table, &matched.route.policy, *id, headers);
-                to_canary = chosen != *id;
-                let backend = table.backend(chosen);
+            RouteAction::Forward(main) => {
+                let backend = chosen_backend(&matched.route.policy, main, headers);
+                to_canary = !std::sync::Arc::ptr_eq(backend, main);
                 trace.service = Some(backend.service.clone());
                 // The default backend keeps ingress-nginx's `upstream-default-backend`.
                 if trace.wants_upstream_names && !trace.default_backend {
-                    let names = UpstreamNames::new(table.backend(*id), to_canary.then_some(backend));
+                    let names = UpstreamNames::new(main, to_canary.then_some(&**backend));
                     trace.upstream_names = Some(Box::new(names));
                 }
                 Some((backend.target.clone(), backend.protocol))
@@ -116,16 +115,13 @@ impl Proxy {
         let client_auth = table.client_auth(host.as_ref()).cloned();
         let (action, policy) = (matched.route.action.clone(), matched.route.policy.clone());
         let defaults = (policy.default_backend.is_some() || policy.error_pages.is_some()).then(|| {
-            let backend = |id| {
-                let backend = table.backend(id);
-                (backend.target.clone(), backend.protocol)
-            };
+            let backend = |backend: &ostium_model::Backend| (backend.target.clone(), backend.protocol);
             let service_port = match &action {
-                RouteAction::Forward(id) => Some(table.backend(*id).port.clone()),
+                RouteAction::Forward(backend) => Some(backend.port.clone()),
                 RouteAction::Redirect(_) => None,
             };
             Box::new(Defaults {
-                own: policy.default_backend.map(backend),
+                own: policy.default_backend.as_deref().map(backend),
                 global: table.default_backend().map(backend),
                 service_port,
             })

@@ -23,7 +23,13 @@ const HOST: &str = "shop.example.com";
 /// Rules with nothing set: the weight is 0.
 fn rules() -> Canary {
     Canary {
-        backend: ostium_model::BackendId(u32::MAX), // replaced by `site`
+        // Replaced by `site`.
+        backend: Arc::new(ostium_model::Backend {
+            service: Arc::new(NamespacedName::new("default", "shop-canary")),
+            port: ostium_model::PortRef::Number(80),
+            protocol: ostium_model::Protocol::Http,
+            target: ostium_model::Target::Unavailable,
+        }),
         ingress: Arc::new(NamespacedName::new("default", "shop-canary")),
         header: None,
         cookie: None,

@@ -125,7 +125,7 @@ async fn a_route_without_endpoints_goes_to_its_own_default_backend() {
     let global_id = builder.backend("global", endpoints("global", &[global.addr]));
     let own_id = builder.backend("own", endpoints("own", &[own.addr]));
     let policy = |codes: &[u16]| Policy {
-        default_backend: Some(own_id),
+        default_backend: Some(own_id.clone()),
         error_pages: if codes.is_empty() { None } else { pages(codes, true) },
         ..Policy::default()
     };

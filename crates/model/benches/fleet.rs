@@ -18,6 +18,7 @@ pub fn table(n: usize) -> Table {
     let key = CertifiedKey::new(vec![cert.cert.der().clone()], any_supported_type(&key).unwrap());
     let mut table =
         TableBuilder::new(TlsTable::new(Certificate { key: Arc::new(key), source: "bench".into() }));
+    let mut first = None;
     for i in 0..n {
         let service = NamespacedName::new("bench", format!("svc-{i}"));
         let addrs = (0..5u8).map(|j| SocketAddr::from((Ipv4Addr::new(10, (i >> 8) as u8, i as u8, j), 8080)));
@@ -38,14 +39,15 @@ pub fn table(n: usize) -> Table {
                 .add_route(Route {
                     rule,
                     ingress: None,
-                    action: RouteAction::Forward(backend),
+                    action: RouteAction::Forward(backend.clone()),
                     policy: Arc::default(),
                 })
                 .unwrap();
         }
+        first.get_or_insert(backend);
     }
     let any = table.virtual_host_mut(None);
-    let backend = ostium_model::BackendId(0);
+    let backend = first.expect("n > 0");
     any.add_route(Route {
         rule: PathRule::prefix("/").unwrap(),
         ingress: None,

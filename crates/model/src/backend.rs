@@ -16,9 +16,9 @@ use http::uri::Authority;
 
 use crate::{HashRing, NamespacedName, StableHasher, Transport, decay_ewma};
 
-/// Index of a [`Backend`] in its [`Table`](crate::Table).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct BackendId(pub u32);
+/// A backend as routes hold it: shared by every route of the same Service port, and by the
+/// tables that keep those routes, so a new table can take routes from the old one as they are.
+pub type BackendRef = Arc<Backend>;
 
 /// A Service port as an Ingress names it: by number or by name.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -123,6 +123,17 @@ const EJECT_AFTER_FAILURES: u32 = 3;
 // === impl Backend ===
 
 impl Backend {
+    /// A backend of `service` (in `default`, port 80) that cannot be reached: for tests.
+    #[cfg(test)]
+    pub(crate) fn unavailable_for_tests(service: &str) -> BackendRef {
+        Arc::new(Backend {
+            service: Arc::new(NamespacedName::new("default", service)),
+            port: PortRef::Number(80),
+            protocol: Protocol::Http,
+            target: Target::Unavailable,
+        })
+    }
+
     pub fn endpoint_set(&self) -> Option<&Arc<EndpointSet>> {
         match &self.target {
             Target::Endpoints(set) => Some(set),

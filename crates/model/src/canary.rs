@@ -7,7 +7,7 @@ use std::sync::Arc;
 use http::header::{COOKIE, GetAll};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::{Affinity, BackendId, LoadBalance, NamespacedName, UpstreamHash};
+use crate::{Affinity, BackendRef, LoadBalance, NamespacedName, UpstreamHash};
 
 /// ingress-nginx's smallest (and default) `canary-weight-total`.
 pub const DEFAULT_WEIGHT_TOTAL: u64 = 100;
@@ -16,7 +16,7 @@ pub const DEFAULT_WEIGHT_TOTAL: u64 = 100;
 #[derive(Clone, Debug)]
 pub struct Canary {
     /// The canary Ingress's backend for this route's host and path.
-    pub backend: BackendId,
+    pub backend: BackendRef,
     /// The canary Ingress.
     pub ingress: Arc<NamespacedName>,
     /// `canary-by-header` and how its value is judged.
@@ -247,7 +247,7 @@ mod tests {
 
     fn canary(header: Option<CanaryHeader>, cookie: Option<&str>, weight: u64) -> Canary {
         Canary {
-            backend: BackendId(1),
+            backend: crate::Backend::unavailable_for_tests("canary"),
             ingress: Arc::new(NamespacedName::new("default", "canary")),
             header,
             cookie: cookie.map(Into::into),

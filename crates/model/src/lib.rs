@@ -44,7 +44,7 @@ pub use affinity::{
     Affinity, AffinityMode, DEFAULT_SESSION_COOKIE, SameSite, SessionCookie, same_site_none_compatible,
 };
 pub use backend::{
-    Backend, BackendId, Endpoint, EndpointKey, EndpointSet, Endpoints, PortRef, Protocol, Target,
+    Backend, BackendRef, Endpoint, EndpointKey, EndpointSet, Endpoints, PortRef, Protocol, Target,
 };
 pub use backend_tls::{
     BackendTls, BackendTlsError, BackendTlsSettings, DEFAULT_BACKEND_TLS_NAME, Verification,
@@ -82,7 +82,7 @@ pub use retry::{NextUpstream, RetryCondition, RetryConditions};
 pub use shaping::{Shaping, TextRewrite};
 pub use store::{TableReader, TableStore};
 pub use stream::{StreamService, StreamSettings, Transport};
-pub use table::{Route, RouteAction, RouteConflict, RouteMatch, Table, TableBuilder, VirtualHost};
+pub use table::{Replaced, Route, RouteAction, RouteConflict, RouteMatch, Table, TableBuilder, VirtualHost};
 pub use telemetry::{RouteTracing, Sampler, TraceExport};
 pub use tls::{Certificate, ServerTls, TlsTable, TlsVersions, describe_tls_error};
 pub use upstream_hash::{DEFAULT_SUBSET_SIZE, HashRing, POINTS_PER_NODE, StableHasher, UpstreamHash};

@@ -10,7 +10,7 @@ use std::time::Duration;
 use http::HeaderValue;
 
 use crate::{
-    Affinity, BackendId, BackendTls, Cors, ExternalAuth, LoadBalance, Mirror, NextUpstream, RateLimit,
+    Affinity, BackendRef, BackendTls, Cors, ExternalAuth, LoadBalance, Mirror, NextUpstream, RateLimit,
     ResponseRate, RouteTracing, Satisfy, Shaping, SourceAccess, UpstreamHash,
 };
 
@@ -78,7 +78,7 @@ pub struct Policy {
     pub access_log: bool,
     /// `default-backend`: where requests go while the route's Service has no endpoints, and
     /// where [`Policy::error_pages`] are fetched from (instead of `--default-backend-service`).
-    pub default_backend: Option<BackendId>,
+    pub default_backend: Option<BackendRef>,
     /// `custom-http-errors`: answers with these codes are replaced by the default backend's.
     pub error_pages: Option<ErrorPages>,
     /// `limit-rps`, `limit-rpm`, `limit-connections`: requests over them are refused (503).

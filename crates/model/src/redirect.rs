@@ -140,7 +140,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::{BackendId, PathRule, Redirect, Shaping};
+    use crate::{Backend, PathRule, Redirect, Shaping};
 
     fn route(action: RouteAction, policy: Policy) -> Route {
         Route { rule: PathRule::prefix("/").unwrap(), ingress: None, action, policy: Arc::new(policy) }
@@ -179,14 +179,14 @@ mod tests {
             redirect: Some(fixed),
             ..Policy::default()
         };
-        let r = route(RouteAction::Forward(BackendId(0)), policy.clone());
+        let r = route(RouteAction::Forward(Backend::unavailable_for_tests("web")), policy.clone());
         assert_eq!(
             r.redirect(&request(false, "/", "/")).unwrap().location,
             built("http://shop.example.com:8080/app")
         );
         let fixed = HeaderValue::from_static("https://elsewhere.example/");
         assert_eq!(r.redirect(&request(false, "/x", "/x")).unwrap().location, Location::Fixed(fixed));
-        let r = route(RouteAction::Forward(BackendId(0)), Policy::default());
+        let r = route(RouteAction::Forward(Backend::unavailable_for_tests("web")), Policy::default());
         let https = r.redirect(&request(false, "/x/", "/x/?q=1")).unwrap();
         assert_eq!(https, Redirection { status: 308, location: built("https://shop.example.com/x/?q=1") });
         assert_eq!(r.redirect(&request(true, "/x", "/x")), None, "already on TLS");
@@ -199,7 +199,10 @@ mod tests {
     #[test]
     fn https_redirect_style_follows_the_route_shaping() {
         let shaped = |shaping: Shaping| {
-            let r = route(RouteAction::Forward(BackendId(0)), Policy { shaping, ..Policy::default() });
+            let r = route(
+                RouteAction::Forward(Backend::unavailable_for_tests("web")),
+                Policy { shaping, ..Policy::default() },
+            );
             r.redirect(&request(false, "/x/", "/x/?q=1/")).unwrap().location
         };
         assert_eq!(shaped(Shaping::default()), built("https://shop.example.com/x/?q=1"));
@@ -216,7 +219,7 @@ mod tests {
         let to_path = |shaping: Shaping| {
             let fixed = Redirect { status: 301, location: HeaderValue::from_static("/new-location") };
             let policy = Policy { redirect: Some(fixed), shaping, ..Policy::default() };
-            let r = route(RouteAction::Forward(BackendId(0)), policy);
+            let r = route(RouteAction::Forward(Backend::unavailable_for_tests("web")), policy);
             r.redirect(&request(true, "/old", "/old")).unwrap().location
         };
         assert_eq!(to_path(Shaping::default()), built("https://shop.example.com/new-location"));

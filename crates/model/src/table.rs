@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::backend::{Backend, BackendId, EndpointKey, EndpointSet, Target};
+use crate::backend::{Backend, BackendRef, EndpointKey, EndpointSet, Target};
 use crate::host::NormalizedHost;
 use crate::host::{HostMatch, HostRule, normalize_host};
 use crate::path::{PathMatch, PathMatchKind, PathRule};
@@ -20,35 +20,59 @@ use crate::{
 /// `spec.defaultBackend`, for the hosts that Ingress defines), else to the table's default
 /// route; it does not fall through to a less specific host (as nginx picks a `server` first and
 /// a `location` second).
-#[derive(Debug, PartialEq)]
+///
+/// Virtual hosts, backends and certificates are shared (`Arc`), so a table made from another by
+/// [`Table::splice`] costs what changed, plus copying the maps' pointers.
+#[derive(Clone, Debug)]
 pub struct Table {
-    exact_hosts: HashMap<Box<str>, VirtualHost>,
-    wildcard_hosts: HashMap<Box<str>, VirtualHost>,
-    any_host: Option<VirtualHost>,
+    exact_hosts: HashMap<Arc<str>, Arc<VirtualHost>>,
+    wildcard_hosts: HashMap<Arc<str>, Arc<VirtualHost>>,
+    any_host: Option<Arc<VirtualHost>>,
     default_route: Option<Route>,
     /// `--default-backend-service`: where error pages come from when a route has no
     /// `default-backend` of its own.
-    default_backend: Option<BackendId>,
-    backends: Vec<Backend>,
-    endpoint_sets: BTreeMap<EndpointKey, Arc<EndpointSet>>,
+    default_backend: Option<BackendRef>,
+    /// The endpoint set of each Service port some backend uses, and how many users it has
+    /// (virtual hosts, the default route and backend, streams): a set without users leaves.
+    endpoint_sets: Arc<EndpointSets>,
     tls: TlsTable,
     /// `ssl-passthrough` hosts (exact names): their TLS connections go, undecrypted, to this
     /// backend.
-    passthrough: HashMap<Box<str>, BackendId>,
-    /// Some virtual host has client certificate rules: without, [`Table::client_auth`] looks
-    /// nothing up.
-    has_client_auth: bool,
+    passthrough: HashMap<Arc<str>, BackendRef>,
+    /// How many virtual hosts have client certificate rules: without any,
+    /// [`Table::client_auth`] looks nothing up.
+    client_auth_hosts: usize,
+    /// Path routes and host fallbacks of all virtual hosts.
+    routes: usize,
     /// The `--configmap` settings that apply to every connection and request.
     global: Arc<GlobalSettings>,
     /// TCP and UDP services, by protocol and port.
     streams: BTreeMap<(Transport, u16), StreamService>,
 }
 
+/// Endpoint sets by Service port, each with how many users it has.
+type EndpointSets = BTreeMap<Arc<EndpointKey>, (Arc<EndpointSet>, u32)>;
+
 /// A [`Table`] being filled by translation; [`TableBuilder::build`] turns it into the immutable
 /// table that is served.
 #[derive(Debug)]
 pub struct TableBuilder {
     table: Table,
+    /// Endpoint sets to reuse: those of the table being replaced (see
+    /// [`TableBuilder::share_endpoint_sets`]).
+    shared_sets: Option<Arc<EndpointSets>>,
+    /// How many reused sets got other endpoints.
+    endpoints_moved: usize,
+}
+
+/// What [`Table::splice`] takes from a partial table: everything of these hosts (virtual host,
+/// certificate, handshake settings, passthrough), and optionally the rules without a host and
+/// the default route.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Replaced {
+    pub hosts: Vec<HostRule>,
+    pub any_host: bool,
+    pub default_route: bool,
 }
 
 /// The routes of one host (or of the rules with no host).
@@ -82,11 +106,30 @@ pub struct Route {
     pub policy: Arc<Policy>,
 }
 
+/// Tables are equal when they serve the same: the maps are compared, not their order or sharing.
+impl PartialEq for Table {
+    fn eq(&self, other: &Self) -> bool {
+        let sets = |t: &Table| -> Vec<(EndpointKey, u32)> {
+            t.endpoint_sets.iter().map(|(k, (_, users))| (EndpointKey::clone(k), *users)).collect()
+        };
+        self.exact_hosts == other.exact_hosts
+            && self.wildcard_hosts == other.wildcard_hosts
+            && self.any_host == other.any_host
+            && self.default_route == other.default_route
+            && self.default_backend == other.default_backend
+            && self.tls == other.tls
+            && self.passthrough == other.passthrough
+            && self.global == other.global
+            && self.streams == other.streams
+            && sets(self) == sets(other)
+    }
+}
+
 /// What a route does with a request its policies let through.
 #[derive(Clone, Debug, PartialEq)]
 pub enum RouteAction {
-    /// Forward it to a backend of the table.
-    Forward(BackendId),
+    /// Forward it to this backend.
+    Forward(BackendRef),
     /// Redirect it to another host (`from-to-www-redirect`): there is no backend.
     Redirect(HostRedirect),
 }
@@ -120,11 +163,11 @@ impl Table {
             any_host: None,
             default_route: None,
             default_backend: None,
-            backends: Vec::new(),
-            endpoint_sets: BTreeMap::new(),
+            endpoint_sets: Arc::default(),
             tls,
             passthrough: HashMap::default(),
-            has_client_auth: false,
+            client_auth_hosts: 0,
+            routes: 0,
             global: Arc::default(),
             streams: BTreeMap::new(),
         }
@@ -149,13 +192,13 @@ impl Table {
     /// when the connection is terminated here.
     pub fn passthrough(&self, sni: &str) -> Option<&Backend> {
         let host = normalize_host(sni)?;
-        self.passthrough.get(host.as_str()).map(|id| self.backend(*id))
+        self.passthrough.get(host.as_str()).map(|backend| &**backend)
     }
 
     /// Every `ssl-passthrough` host and its backend, sorted.
-    pub fn passthrough_hosts(&self) -> Vec<(&str, BackendId)> {
-        let mut hosts: Vec<_> = self.passthrough.iter().map(|(host, id)| (&**host, *id)).collect();
-        hosts.sort_unstable();
+    pub fn passthrough_hosts(&self) -> Vec<(&str, &Backend)> {
+        let mut hosts: Vec<_> = self.passthrough.iter().map(|(host, b)| (&**host, &**b)).collect();
+        hosts.sort_unstable_by_key(|(host, _)| *host);
         hosts
     }
 
@@ -181,19 +224,19 @@ impl Table {
     fn virtual_host(&self, host: Option<&NormalizedHost>) -> Option<(&VirtualHost, HostMatch)> {
         host.and_then(|h| {
             if let Some(v) = self.exact_hosts.get(h.as_str()) {
-                return Some((v, HostMatch::Exact));
+                return Some((&**v, HostMatch::Exact));
             }
             let v = self.wildcard_hosts.get(h.wildcard_suffix()?)?;
-            Some((v, HostMatch::Wildcard))
+            Some((&**v, HostMatch::Wildcard))
         })
-        .or_else(|| self.any_host.as_ref().map(|v| (v, HostMatch::Any)))
+        .or_else(|| self.any_host.as_deref().map(|v| (v, HostMatch::Any)))
     }
 
     /// The client certificate rules of the virtual host that serves `host` (a request's host,
     /// or a handshake's SNI name; `None` for neither), as nginx applies `ssl_verify_client` per
     /// `server`. Never allocates.
     pub fn client_auth(&self, host: Option<&NormalizedHost>) -> Option<&Arc<ClientAuth>> {
-        if !self.has_client_auth {
+        if self.client_auth_hosts == 0 {
             return None;
         }
         self.virtual_host(host)?.0.client_auth.as_ref()
@@ -202,14 +245,6 @@ impl Table {
     fn default_route(&self) -> Option<RouteMatch<'_>> {
         let route = self.default_route.as_ref()?;
         Some(RouteMatch { route, host: HostMatch::Any, path: None })
-    }
-
-    pub fn backend(&self, id: BackendId) -> &Backend {
-        &self.backends[id.0 as usize]
-    }
-
-    pub fn backends(&self) -> &[Backend] {
-        &self.backends
     }
 
     pub fn tls(&self) -> &TlsTable {
@@ -221,24 +256,24 @@ impl Table {
     }
 
     /// The backend of `--default-backend-service`, if set.
-    pub fn default_backend(&self) -> Option<BackendId> {
-        self.default_backend
+    pub fn default_backend(&self) -> Option<&Backend> {
+        self.default_backend.as_deref()
     }
 
     /// The endpoint set of a Service port, to swap its endpoints in place.
     pub fn endpoint_set(&self, key: &EndpointKey) -> Option<&Arc<EndpointSet>> {
-        self.endpoint_sets.get(key)
+        self.endpoint_sets.get(key).map(|(set, _)| set)
     }
 
     pub fn endpoint_sets(&self) -> impl Iterator<Item = &Arc<EndpointSet>> {
-        self.endpoint_sets.values()
+        self.endpoint_sets.values().map(|(set, _)| set)
     }
 
     /// The endpoint sets of one Service, one per port the table uses.
     pub fn endpoint_sets_of(&self, service: &NamespacedName) -> impl Iterator<Item = &Arc<EndpointSet>> {
         let key = |port, protocol| EndpointKey { service: service.clone(), port, protocol };
         let range = key(0, Transport::Tcp)..=key(u16::MAX, Transport::Udp);
-        self.endpoint_sets.range(range).map(|(_, set)| set)
+        self.endpoint_sets.range::<EndpointKey, _>(range).map(|(_, (set, _))| set)
     }
 
     /// How many virtual hosts there are (the host-less one included).
@@ -249,45 +284,127 @@ impl Table {
     /// How many routes the virtual hosts hold (path routes and host fallbacks), plus the default
     /// route when there is one.
     pub fn route_count(&self) -> usize {
-        let hosts = self.exact_hosts.values().chain(self.wildcard_hosts.values()).chain(&self.any_host);
-        let routes: usize = hosts.map(|v| v.routes.len() + usize::from(v.fallback.is_some())).sum();
-        routes + usize::from(self.default_route.is_some())
+        self.routes + usize::from(self.default_route.is_some())
     }
 
     /// Every virtual host: exact names, then wildcards (each sorted), then the host-less one.
     pub fn virtual_hosts(&self) -> Vec<&VirtualHost> {
-        let mut exact: Vec<_> = self.exact_hosts.values().collect();
-        let mut wildcard: Vec<_> = self.wildcard_hosts.values().collect();
+        let mut exact: Vec<&VirtualHost> = self.exact_hosts.values().map(|v| &**v).collect();
+        let mut wildcard: Vec<&VirtualHost> = self.wildcard_hosts.values().map(|v| &**v).collect();
         exact.sort_by(|a, b| a.host.cmp(&b.host));
         wildcard.sort_by(|a, b| a.host.cmp(&b.host));
-        exact.into_iter().chain(wildcard).chain(self.any_host.as_ref()).collect()
+        exact.into_iter().chain(wildcard).chain(self.any_host.as_deref()).collect()
     }
 
-    /// Makes this (new, unpublished) table share the endpoint sets of the previous one for every
-    /// Service port both know: the previous sets receive the new endpoints, so balancer state
-    /// carries over and requests on the old table see the change at once. Returns how many of
-    /// those sets changed their endpoints.
-    pub fn adopt_endpoint_sets(&mut self, previous: &Table) -> usize {
-        let mut swapped = 0;
-        for (key, set) in &mut self.endpoint_sets {
-            if let Some(old) = previous.endpoint_sets.get(key) {
-                swapped += usize::from(old.replace(set.addrs()));
-                *set = old.clone();
+    /// Every distinct backend the routes, the default route and the passthrough hosts use.
+    pub fn backends(&self) -> Vec<&Backend> {
+        let mut all: Vec<&BackendRef> = Vec::new();
+        let hosts = self.exact_hosts.values().chain(self.wildcard_hosts.values()).chain(&self.any_host);
+        for vhost in hosts {
+            vhost.for_each_backend(&mut |backend| all.push(backend));
+        }
+        if let Some(route) = &self.default_route {
+            route.for_each_backend(&mut |backend| all.push(backend));
+        }
+        all.extend(self.default_backend.iter().chain(self.passthrough.values()));
+        let mut seen = crate::HashSet::default();
+        all.into_iter().filter(|b| seen.insert(Arc::as_ptr(b))).map(|b| &**b).collect()
+    }
+
+    /// A new table: this one with what `replaced` names taken from `part` (a table translated
+    /// from the objects that decide those hosts alone, built with this table's endpoint sets
+    /// shared, see [`TableBuilder::share_endpoint_sets`]). Everything else is shared with this
+    /// table, so the cost is that of the replaced hosts and of copying the maps' pointers.
+    pub fn splice(&self, mut part: Table, replaced: &Replaced) -> Table {
+        let mut table = self.clone();
+        let mut users: HashMap<EndpointKey, i64> = HashMap::default();
+        for host in &replaced.hosts {
+            if let Some(old) = table.remove_virtual_host(host) {
+                count_users(&mut users, old.endpoint_keys(), -1);
+            }
+            if let Some(new) = part.take_virtual_host(host) {
+                count_users(&mut users, new.endpoint_keys(), 1);
+                table.insert_virtual_host(host, new);
+            }
+            if let HostRule::Exact(name) = host {
+                table.passthrough.remove(&**name);
+                if let Some(backend) = part.passthrough.remove(&**name) {
+                    table.passthrough.insert(name.as_ref().into(), backend);
+                }
+            }
+            table.tls.replace_host(host, &part.tls);
+        }
+        if replaced.any_host {
+            if let Some(old) = table.any_host.take() {
+                count_users(&mut users, old.endpoint_keys(), -1);
+                table.routes -= old.route_count();
+                table.client_auth_hosts -= usize::from(old.client_auth.is_some());
+            }
+            if let Some(new) = part.any_host.take() {
+                count_users(&mut users, new.endpoint_keys(), 1);
+                table.routes += new.route_count();
+                table.client_auth_hosts += usize::from(new.client_auth.is_some());
+                table.any_host = Some(new);
             }
         }
-        for backend in &mut self.backends {
-            if let Target::Endpoints(set) = &mut backend.target
-                && let Some(shared) = self.endpoint_sets.get(set.key())
-            {
-                *set = shared.clone();
+        if replaced.default_route {
+            let keys = |route: &Route| {
+                let mut keys = Vec::new();
+                route.for_each_backend(&mut |b| keys.extend(b.endpoint_set().map(|s| s.key().clone())));
+                keys
+            };
+            if let Some(old) = table.default_route.take() {
+                count_users(&mut users, keys(&old), -1);
+            }
+            if let Some(new) = part.default_route.take() {
+                count_users(&mut users, keys(&new), 1);
+                table.default_route = Some(new);
             }
         }
-        for stream in self.streams.values_mut() {
-            if let Some(shared) = self.endpoint_sets.get(stream.endpoints.key()) {
-                stream.endpoints = shared.clone();
+        users.retain(|_, delta| *delta != 0);
+        if !users.is_empty() {
+            let sets = Arc::make_mut(&mut table.endpoint_sets);
+            for (key, delta) in users {
+                if let Some((_, count)) = sets.get_mut(&key) {
+                    *count = u32::try_from(i64::from(*count) + delta).unwrap_or(0);
+                    if *count == 0 {
+                        sets.remove(&key);
+                    }
+                } else if let Some((set, _)) = part.endpoint_sets.get(&key)
+                    && let Ok(count @ 1..) = u32::try_from(delta)
+                {
+                    sets.insert(Arc::new(key), (set.clone(), count));
+                }
             }
         }
-        swapped
+        table
+    }
+
+    fn remove_virtual_host(&mut self, host: &HostRule) -> Option<Arc<VirtualHost>> {
+        let removed = match host {
+            HostRule::Exact(name) => self.exact_hosts.remove(&**name),
+            HostRule::Wildcard(suffix) => self.wildcard_hosts.remove(&**suffix),
+        }?;
+        self.routes -= removed.route_count();
+        self.client_auth_hosts -= usize::from(removed.client_auth.is_some());
+        Some(removed)
+    }
+
+    fn take_virtual_host(&mut self, host: &HostRule) -> Option<Arc<VirtualHost>> {
+        match host {
+            HostRule::Exact(name) => self.exact_hosts.remove(&**name),
+            HostRule::Wildcard(suffix) => self.wildcard_hosts.remove(&**suffix),
+        }
+    }
+
+    fn insert_virtual_host(&mut self, host: &HostRule, vhost: Arc<VirtualHost>) {
+        self.routes += vhost.route_count();
+        self.client_auth_hosts += usize::from(vhost.client_auth.is_some());
+        let (map, name) = match host {
+            HostRule::Exact(name) => (&mut self.exact_hosts, name),
+            HostRule::Wildcard(suffix) => (&mut self.wildcard_hosts, suffix),
+        };
+        map.insert(name.as_ref().into(), vhost);
     }
 }
 
@@ -296,16 +413,48 @@ impl Table {
 impl TableBuilder {
     /// An empty table to fill, serving `tls`'s default certificate.
     pub fn new(tls: TlsTable) -> Self {
-        Self { table: Table::new(tls) }
+        Self { table: Table::new(tls), shared_sets: None, endpoints_moved: 0 }
+    }
+
+    /// Makes the backends added from now on use `previous`'s endpoint set of their Service port
+    /// where it has one, after moving it to the new endpoints: balancer state carries over, and
+    /// requests still on the previous table see the new endpoints at once.
+    pub fn share_endpoint_sets(&mut self, previous: &Table) {
+        self.shared_sets = Some(previous.endpoint_sets.clone());
+    }
+
+    /// How many shared endpoint sets got other endpoints.
+    pub fn endpoints_moved(&self) -> usize {
+        self.endpoints_moved
     }
 
     /// The table, immutable from now on.
     pub fn build(mut self) -> Table {
-        let table = &self.table;
-        let mut hosts =
-            table.exact_hosts.values().chain(table.wildcard_hosts.values()).chain(&table.any_host);
-        let has_client_auth = hosts.any(|v| v.client_auth.is_some());
-        self.table.has_client_auth = has_client_auth;
+        let table = &mut self.table;
+        let mut users: HashMap<EndpointKey, i64> = HashMap::default();
+        let (mut routes, mut client_auth_hosts) = (0, 0);
+        let hosts = table.exact_hosts.values().chain(table.wildcard_hosts.values()).chain(&table.any_host);
+        for vhost in hosts {
+            routes += vhost.route_count();
+            client_auth_hosts += usize::from(vhost.client_auth.is_some());
+            count_users(&mut users, vhost.endpoint_keys(), 1);
+        }
+        let mut extra = Vec::new();
+        if let Some(route) = &table.default_route {
+            route.for_each_backend(&mut |backend| {
+                extra.extend(backend.endpoint_set().map(|s| s.key().clone()))
+            });
+        }
+        extra.extend(table.default_backend.iter().filter_map(|b| b.endpoint_set()).map(|s| s.key().clone()));
+        extra.extend(table.streams.values().map(|stream| stream.endpoints.key().clone()));
+        count_users(&mut users, extra, 1);
+        let sets = Arc::make_mut(&mut table.endpoint_sets);
+        sets.retain(|key, (_, count)| {
+            *count = users.get(&**key).map_or(0, |n| u32::try_from(*n).unwrap_or(u32::MAX));
+            *count > 0
+        });
+        table.routes = routes;
+        table.client_auth_hosts = client_auth_hosts;
         self.table
     }
 
@@ -326,18 +475,32 @@ impl TableBuilder {
     }
 
     /// Adds a backend; its endpoint set (if any) is registered under its key, and a backend
-    /// added later with the same key shares the first one's set.
-    pub fn add_backend(&mut self, mut backend: Backend) -> BackendId {
+    /// added later with the same key shares the first one's set (or the previous table's, see
+    /// [`TableBuilder::share_endpoint_sets`]).
+    pub fn add_backend(&mut self, mut backend: Backend) -> BackendRef {
         if let Target::Endpoints(set) = &mut backend.target {
-            *set = self.table.endpoint_sets.entry(set.key().clone()).or_insert_with(|| set.clone()).clone();
+            *set = self.register(set);
         }
-        let id = BackendId(u32::try_from(self.table.backends.len()).expect("fewer than 2^32 backends"));
-        self.table.backends.push(backend);
-        id
+        Arc::new(backend)
     }
 
-    pub fn backend(&self, id: BackendId) -> &Backend {
-        self.table.backend(id)
+    /// The endpoint set to use for `set`'s Service port: the one registered already, else the
+    /// previous table's (given `set`'s endpoints), else `set`.
+    fn register(&mut self, set: &Arc<EndpointSet>) -> Arc<EndpointSet> {
+        let sets = Arc::make_mut(&mut self.table.endpoint_sets);
+        if let Some((existing, _)) = sets.get(set.key()) {
+            return existing.clone();
+        }
+        let shared = self.shared_sets.as_ref().and_then(|shared| shared.get(set.key()));
+        let chosen = match shared {
+            Some((old, _)) => {
+                self.endpoints_moved += usize::from(old.replace(set.addrs()));
+                old.clone()
+            }
+            None => set.clone(),
+        };
+        sets.insert(Arc::new(set.key().clone()), (chosen.clone(), 0));
+        chosen
     }
 
     /// Adds a TCP or UDP service; its endpoint set is registered as a backend's is (shared with
@@ -348,9 +511,7 @@ impl TableBuilder {
         if self.table.streams.contains_key(&slot) {
             return false;
         }
-        let key = stream.endpoints.key().clone();
-        stream.endpoints =
-            self.table.endpoint_sets.entry(key).or_insert_with(|| stream.endpoints.clone()).clone();
+        stream.endpoints = self.register(&stream.endpoints);
         self.table.streams.insert(slot, stream);
         true
     }
@@ -358,33 +519,31 @@ impl TableBuilder {
     /// The virtual host of a host rule, if some rule defines it.
     pub fn virtual_host(&self, host: &HostRule) -> Option<&VirtualHost> {
         match host {
-            HostRule::Exact(name) => self.table.exact_hosts.get(name),
-            HostRule::Wildcard(suffix) => self.table.wildcard_hosts.get(suffix),
+            HostRule::Exact(name) => self.table.exact_hosts.get(&**name).map(|v| &**v),
+            HostRule::Wildcard(suffix) => self.table.wildcard_hosts.get(&**suffix).map(|v| &**v),
         }
     }
 
     /// Passes TLS connections for `host` (an exact name, lower case) through to `backend`
     /// undecrypted.
-    pub fn set_passthrough(&mut self, host: &str, backend: BackendId) {
+    pub fn set_passthrough(&mut self, host: &str, backend: BackendRef) {
         self.table.passthrough.insert(host.into(), backend);
     }
 
     /// Whether some rule defines this host.
     pub fn has_virtual_host(&self, host: &HostRule) -> bool {
-        match host {
-            HostRule::Exact(name) => self.table.exact_hosts.contains_key(name),
-            HostRule::Wildcard(suffix) => self.table.wildcard_hosts.contains_key(suffix),
-        }
+        self.virtual_host(host).is_some()
     }
 
     /// The virtual host for a host rule (`None`: the rules without a host), if some rule
     /// defines it, to change its routes' policies.
     pub fn defined_virtual_host_mut(&mut self, host: Option<&HostRule>) -> Option<&mut VirtualHost> {
-        match host {
-            Some(HostRule::Exact(name)) => self.table.exact_hosts.get_mut(name),
-            Some(HostRule::Wildcard(suffix)) => self.table.wildcard_hosts.get_mut(suffix),
+        let vhost = match host {
+            Some(HostRule::Exact(name)) => self.table.exact_hosts.get_mut(&**name),
+            Some(HostRule::Wildcard(suffix)) => self.table.wildcard_hosts.get_mut(&**suffix),
             None => self.table.any_host.as_mut(),
-        }
+        };
+        vhost.map(Arc::make_mut)
     }
 
     /// The virtual host for a host rule (`None`: the rules without a host), created if new.
@@ -392,17 +551,20 @@ impl TableBuilder {
         let (map, key) = match host {
             Some(HostRule::Exact(name)) => (&mut self.table.exact_hosts, name),
             Some(HostRule::Wildcard(suffix)) => (&mut self.table.wildcard_hosts, suffix),
-            None => return self.table.any_host.get_or_insert_with(|| VirtualHost::new(None)),
+            None => {
+                let vhost = self.table.any_host.get_or_insert_with(|| Arc::new(VirtualHost::new(None)));
+                return Arc::make_mut(vhost);
+            }
         };
-        if !map.contains_key(key) {
-            map.insert(key.clone(), VirtualHost::new(host.cloned()));
+        if !map.contains_key(&**key) {
+            map.insert(key.as_ref().into(), Arc::new(VirtualHost::new(host.cloned())));
         }
         // Present: inserted just above if it was not.
-        map.get_mut(key).expect("virtual host present")
+        Arc::make_mut(map.get_mut(&**key).expect("virtual host present"))
     }
 
     /// Records the backend of `--default-backend-service`.
-    pub fn set_default_backend(&mut self, backend: BackendId) {
+    pub fn set_default_backend(&mut self, backend: BackendRef) {
         self.table.default_backend = Some(backend);
     }
 
@@ -430,6 +592,35 @@ impl TableBuilder {
         }
         self.table.default_route = Some(route);
         Ok(())
+    }
+}
+
+/// Adds `delta` users to each of `keys`.
+fn count_users(
+    users: &mut HashMap<EndpointKey, i64>,
+    keys: impl IntoIterator<Item = EndpointKey>,
+    delta: i64,
+) {
+    for key in keys {
+        *users.entry(key).or_default() += delta;
+    }
+}
+
+// === impl Route ===
+
+impl Route {
+    /// Calls `f` with each backend the route may send requests to: its own, its canary's and
+    /// its `default-backend`.
+    pub fn for_each_backend<'a>(&'a self, f: &mut impl FnMut(&'a BackendRef)) {
+        if let RouteAction::Forward(backend) = &self.action {
+            f(backend);
+        }
+        if let Some(backend) = &self.policy.default_backend {
+            f(backend);
+        }
+        if let Some(canary) = &self.policy.canary {
+            f(&canary.backend);
+        }
     }
 }
 
@@ -475,6 +666,31 @@ impl VirtualHost {
 
     pub fn client_auth(&self) -> Option<&Arc<ClientAuth>> {
         self.client_auth.as_ref()
+    }
+
+    /// Path routes and the fallback.
+    fn route_count(&self) -> usize {
+        self.routes.len() + usize::from(self.fallback.is_some())
+    }
+
+    /// Calls `f` with each backend the host's routes may send requests to.
+    pub fn for_each_backend<'a>(&'a self, f: &mut impl FnMut(&'a BackendRef)) {
+        for route in self.routes.iter().chain(&self.fallback) {
+            route.for_each_backend(f);
+        }
+    }
+
+    /// The Service ports whose endpoints the host's routes use, each once.
+    fn endpoint_keys(&self) -> Vec<EndpointKey> {
+        let mut keys = Vec::new();
+        self.for_each_backend(&mut |backend| {
+            if let Some(set) = backend.endpoint_set()
+                && !keys.contains(set.key())
+            {
+                keys.push(set.key().clone());
+            }
+        });
+        keys
     }
 
     /// Sets what the host asks of client certificates (`auth-tls-*`).

@@ -15,7 +15,7 @@ use crate::{HashMap, HashSet};
 pub struct Certificate {
     pub key: Arc<CertifiedKey>,
     /// Where it came from, for logs and renderings (`default/foo-tls`, `self-signed`).
-    pub source: Box<str>,
+    pub source: Arc<str>,
 }
 
 /// Certificates for TLS hosts: exact names, one-label wildcards, and the default certificate
@@ -27,15 +27,15 @@ pub struct Certificate {
 /// the HTTPS redirect and HSTS, as with ingress-nginx, rather than fall back to plain HTTP.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TlsTable {
-    exact: HashMap<Box<str>, Certificate>,
-    wildcard: HashMap<Box<str>, Certificate>,
+    exact: HashMap<Arc<str>, Certificate>,
+    wildcard: HashMap<Arc<str>, Certificate>,
     /// TLS hosts served with the default certificate, by exact name and by wildcard suffix.
-    exact_default: HashSet<Box<str>>,
-    wildcard_default: HashSet<Box<str>>,
+    exact_default: HashSet<Arc<str>>,
+    wildcard_default: HashSet<Arc<str>>,
     default: Certificate,
     /// Handshake settings of hosts that differ from the defaults, by exact name and wildcard.
-    exact_settings: HashMap<Box<str>, ServerTls>,
-    wildcard_settings: HashMap<Box<str>, ServerTls>,
+    exact_settings: HashMap<Arc<str>, Arc<ServerTls>>,
+    wildcard_settings: HashMap<Arc<str>, Arc<ServerTls>>,
     /// The `--configmap` handshake settings: those of every host without settings of its own
     /// (and a host's own settings fall back to them field by field, at translation).
     default_settings: Option<ServerTls>,
@@ -118,9 +118,47 @@ impl TlsTable {
             HostRule::Wildcard(suffix) => (&mut self.wildcard_settings, suffix),
         };
         if settings == ServerTls::default() {
-            map.remove(name);
+            map.remove(&**name);
         } else {
-            map.insert(name.clone(), settings);
+            map.insert(name.as_ref().into(), Arc::new(settings));
+        }
+    }
+
+    /// Makes everything this table has for `host` (certificate, default-certificate mark,
+    /// handshake settings) what `other` has for it.
+    pub fn replace_host(&mut self, host: &HostRule, other: &TlsTable) {
+        let (name, certs, defaults, settings, other_certs, other_defaults, other_settings) = match host {
+            HostRule::Exact(name) => (
+                name,
+                &mut self.exact,
+                &mut self.exact_default,
+                &mut self.exact_settings,
+                &other.exact,
+                &other.exact_default,
+                &other.exact_settings,
+            ),
+            HostRule::Wildcard(suffix) => (
+                suffix,
+                &mut self.wildcard,
+                &mut self.wildcard_default,
+                &mut self.wildcard_settings,
+                &other.wildcard,
+                &other.wildcard_default,
+                &other.wildcard_settings,
+            ),
+        };
+        let name: &str = name;
+        certs.remove(name);
+        defaults.remove(name);
+        settings.remove(name);
+        if let Some((key, certificate)) = other_certs.get_key_value(name) {
+            certs.insert(key.clone(), certificate.clone());
+        }
+        if let Some(key) = other_defaults.get(name) {
+            defaults.insert(key.clone());
+        }
+        if let Some((key, value)) = other_settings.get_key_value(name) {
+            settings.insert(key.clone(), value.clone());
         }
     }
 
@@ -132,13 +170,13 @@ impl TlsTable {
                 .get(host.as_str())
                 .or_else(|| host.wildcard_suffix().and_then(|suffix| self.wildcard_settings.get(suffix)))
         });
-        own.or(self.default_settings.as_ref())
+        own.map(|s| &**s).or(self.default_settings.as_ref())
     }
 
     /// Every host with handshake settings of its own, sorted.
     pub fn server_tls_hosts(&self) -> Vec<(HostRule, &ServerTls)> {
-        let exact = self.exact_settings.iter().map(|(n, s)| (HostRule::Exact(n.clone()), s));
-        let wildcard = self.wildcard_settings.iter().map(|(n, s)| (HostRule::Wildcard(n.clone()), s));
+        let exact = self.exact_settings.iter().map(|(n, s)| (HostRule::Exact((**n).into()), &**s));
+        let wildcard = self.wildcard_settings.iter().map(|(n, s)| (HostRule::Wildcard((**n).into()), &**s));
         let mut hosts: Vec<_> = exact.chain(wildcard).collect();
         hosts.sort_by(|a, b| a.0.cmp(&b.0));
         hosts
@@ -151,10 +189,10 @@ impl TlsTable {
             HostRule::Exact(name) => (&mut self.exact, name),
             HostRule::Wildcard(suffix) => (&mut self.wildcard, suffix),
         };
-        if map.contains_key(name) {
+        if map.contains_key(&**name) {
             return false;
         }
-        map.insert(name.clone(), certificate);
+        map.insert(name.as_ref().into(), certificate);
         true
     }
 
@@ -162,8 +200,8 @@ impl TlsTable {
     /// before or after, is what SNI presents for it; either way it stays a TLS host.
     pub fn insert_default(&mut self, host: &HostRule) {
         match host {
-            HostRule::Exact(name) => self.exact_default.insert(name.clone()),
-            HostRule::Wildcard(suffix) => self.wildcard_default.insert(suffix.clone()),
+            HostRule::Exact(name) => self.exact_default.insert(name.as_ref().into()),
+            HostRule::Wildcard(suffix) => self.wildcard_default.insert(suffix.as_ref().into()),
         };
     }
 
@@ -189,8 +227,8 @@ impl TlsTable {
     /// The certificate added for exactly this host rule.
     pub fn certificate(&self, host: &HostRule) -> Option<&Certificate> {
         match host {
-            HostRule::Exact(name) => self.exact.get(name),
-            HostRule::Wildcard(suffix) => self.wildcard.get(suffix),
+            HostRule::Exact(name) => self.exact.get(&**name),
+            HostRule::Wildcard(suffix) => self.wildcard.get(&**suffix),
         }
     }
 
@@ -200,8 +238,8 @@ impl TlsTable {
 
     /// Every host with a certificate of its own, sorted.
     pub fn hosts(&self) -> Vec<(HostRule, &Certificate)> {
-        let mut hosts: Vec<_> = (self.exact.iter().map(|(n, c)| (HostRule::Exact(n.clone()), c)))
-            .chain(self.wildcard.iter().map(|(s, c)| (HostRule::Wildcard(s.clone()), c)))
+        let mut hosts: Vec<_> = (self.exact.iter().map(|(n, c)| (HostRule::Exact((**n).into()), c)))
+            .chain(self.wildcard.iter().map(|(s, c)| (HostRule::Wildcard((**s).into()), c)))
             .collect();
         hosts.sort_by(|a, b| a.0.cmp(&b.0));
         hosts
@@ -211,8 +249,8 @@ impl TlsTable {
     pub fn default_hosts(&self) -> Vec<HostRule> {
         let exact = self.exact_default.iter().filter(|n| !self.exact.contains_key(*n));
         let wildcard = self.wildcard_default.iter().filter(|s| !self.wildcard.contains_key(*s));
-        let mut hosts: Vec<HostRule> = (exact.map(|n| HostRule::Exact(n.clone())))
-            .chain(wildcard.map(|s| HostRule::Wildcard(s.clone())))
+        let mut hosts: Vec<HostRule> = (exact.map(|n| HostRule::Exact((**n).into())))
+            .chain(wildcard.map(|s| HostRule::Wildcard((**s).into())))
             .collect();
         hosts.sort();
         hosts

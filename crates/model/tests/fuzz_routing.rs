@@ -9,8 +9,8 @@ use std::fmt;
 use std::sync::{Arc, OnceLock};
 
 use ostium_model::{
-    BackendId, Certificate, HostRule, PathMatch, PathRule, Route, RouteAction, Table, TableBuilder, TlsTable,
-    forwarded_path, normalize_path,
+    Backend, Certificate, HostRule, NamespacedName, PathMatch, PathRule, PortRef, Protocol, Route,
+    RouteAction, Table, TableBuilder, Target, TlsTable, forwarded_path, normalize_path,
 };
 use ostium_test_support::fuzz;
 use proptest::prelude::*;
@@ -159,7 +159,7 @@ fn fixed_rules() -> &'static [PathRule] {
 }
 
 /// The table of a case and, per host, the rules it holds in the order they were added; a
-/// route's backend id is its rule's index in that list.
+/// route's backend port is its rule's index in that list.
 fn build(extra_rules: &[ExtraRule]) -> (Table, Vec<PathRule>, Vec<PathRule>) {
     let extra = extra_rules.iter().filter_map(|r| match r.kind {
         Kind::Exact => PathRule::exact(&r.path).ok(),
@@ -173,7 +173,12 @@ fn build(extra_rules: &[ExtraRule]) -> (Table, Vec<PathRule>, Vec<PathRule>) {
         let vhost = table.virtual_host_mut(Some(&host));
         let mut added = Vec::new();
         for rule in rules {
-            let backend = BackendId(added.len() as u32);
+            let backend = Arc::new(Backend {
+                service: Arc::new(NamespacedName::new("default", "web")),
+                port: PortRef::Number(u16::try_from(added.len()).expect("few rules")),
+                protocol: Protocol::Http,
+                target: Target::Unavailable,
+            });
             let action = RouteAction::Forward(backend);
             let route = Route { rule: rule.clone(), ingress: None, action, policy: Arc::default() };
             if vhost.add_route(route).is_ok() {
@@ -211,8 +216,9 @@ fn expected(rules: &[PathRule], path: &str) -> Option<(usize, PathMatch)> {
 
 fn routed(table: &Table, host: &str, path: &str) -> Option<(usize, PathMatch)> {
     let m = table.route(Some(host), path)?;
-    let RouteAction::Forward(backend) = m.route.action else { panic!("a redirect route") };
-    Some((backend.0 as usize, m.path.expect("no fallback or default route is set")))
+    let RouteAction::Forward(backend) = &m.route.action else { panic!("a redirect route") };
+    let PortRef::Number(index) = backend.port else { panic!("a numbered port") };
+    Some((usize::from(index), m.path.expect("no fallback or default route is set")))
 }
 
 fn check(case: Case) -> Result<(), TestCaseError> {

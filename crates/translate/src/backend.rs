@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::{Endpoints, Service, ServicePort};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::IngressBackend;
 use ostium_model::{
-    Backend, BackendId, EndpointKey, EndpointSet, NamespacedName, PortRef, Protocol, TableBuilder, Target,
+    Backend, BackendRef, EndpointKey, EndpointSet, NamespacedName, PortRef, Protocol, TableBuilder, Target,
     Transport,
 };
 
@@ -22,7 +22,7 @@ use crate::{Diagnostic, ObjectKind, ObjectRef, Objects, Reason};
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
 /// A resolved Service port, and the problem found resolving it (if any).
-type Resolved = (BackendId, Option<BackendProblem>);
+type Resolved = (BackendRef, Option<BackendProblem>);
 
 /// Why a Service port cannot be reached; its requests get 503.
 #[derive(Clone, Debug, thiserror::Error)]
@@ -84,7 +84,7 @@ impl<'a> Backends<'a> {
         dial: Dial,
         table: &mut TableBuilder,
         diagnostics: &mut Vec<Diagnostic>,
-    ) -> BackendId {
+    ) -> BackendRef {
         let namespace = object.namespace.as_deref().unwrap_or_default();
         let Some(service) = &backend.service else {
             let name = backend.resource.as_ref().map_or("", |r| r.name.as_str());
@@ -146,13 +146,13 @@ impl<'a> Backends<'a> {
         service: &NamespacedName,
         table: &mut TableBuilder,
         diagnostics: &mut Vec<Diagnostic>,
-    ) -> Option<BackendId> {
+    ) -> Option<BackendRef> {
         let first_port =
             self.objects.services.get(service).and_then(|s| s.spec.as_ref()?.ports.as_ref()?.first());
         let port = PortRef::Number(first_port.and_then(|p| u16::try_from(p.port).ok())?);
         let resolved = self.resolved.get(&(service.clone(), port.clone(), Protocol::Http, Dial::Endpoints));
         if let Some((backend, _)) = resolved {
-            return Some(*backend);
+            return Some(backend.clone());
         }
         let (target, problem) = self.target(service, &port, Dial::Endpoints);
         if let Some(problem) = problem {

@@ -180,7 +180,7 @@ impl Translator<'_> {
             self.warn(&canary.object, message);
             return false;
         }
-        let protocol = self.table.backend(main).protocol; // the main location's backend-protocol
+        let protocol = main.protocol; // the main location's backend-protocol
         let alternative = self.backends.resolve(
             &canary.object,
             backend,
@@ -193,7 +193,7 @@ impl Translator<'_> {
         let (rule, existing) = (route.rule.clone(), route.policy.canary.as_ref().map(|c| c.ingress.clone()));
         let place = format!("{} {rule}", display_host(joined_host(joined)));
         let message = match existing {
-            _ if alternative == main => {
+            _ if Arc::ptr_eq(&alternative, &main) => {
                 format!("canary: {place} is served by the same service already; nothing to do")
             }
             Some(existing) if existing == canary.id => return true,
@@ -203,8 +203,8 @@ impl Translator<'_> {
             None => {
                 let sessions = self.sticky_cookies.get(&ingress).map(|cookie| CanarySessions {
                     cookie: cookie.clone(),
-                    main_key: session_key(self.table.backend(main)),
-                    canary_key: session_key(self.table.backend(alternative)),
+                    main_key: session_key(&main),
+                    canary_key: session_key(&alternative),
                 });
                 let rules = &canary.rules;
                 let lent = Canary {
@@ -290,7 +290,7 @@ mod tests {
         let route = table.route(None, "/hostless").unwrap().route;
         assert!(matches!(route.action, RouteAction::Forward(_)));
         let lent = route.policy.canary.as_ref().expect("the route has a canary");
-        let backend = table.backend(lent.backend);
+        let backend = &lent.backend;
         assert!(std::sync::Arc::ptr_eq(backend.endpoint_set().unwrap(), sets[0]));
     }
 

@@ -71,6 +71,11 @@ impl<'a> Classes<'a> {
         Self { list, options, serve_classless }
     }
 
+    /// Whether Ingresses that name no class are ours.
+    pub(crate) fn serves_classless(&self) -> bool {
+        self.serve_classless
+    }
+
     /// Whether we serve this Ingress. An Ingress that names our `--ingress-class` in
     /// `ingressClassName` while no IngressClass of that name exists gets a warning: it is a common
     /// mistake in standalone manifests.
@@ -131,6 +136,12 @@ impl<'a> Classes<'a> {
             ),
         }
     }
+}
+
+/// The class an Ingress names: `spec.ingressClassName`, else the legacy annotation.
+pub(crate) fn class_name(ingress: &Ingress) -> Option<&str> {
+    let spec = ingress.spec.as_ref().and_then(|s| s.ingress_class_name.as_deref());
+    spec.or_else(|| ingress.metadata.annotations.as_ref()?.get(LEGACY_CLASS_ANNOTATION).map(String::as_str))
 }
 
 #[cfg(test)]

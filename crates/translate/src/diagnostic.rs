@@ -1,5 +1,6 @@
 //! Problems found in user objects, tied to the object they are about.
 
+use ostium_model::NamespacedName;
 use std::fmt;
 
 /// The kinds of object ostium reads.
@@ -124,6 +125,12 @@ impl ObjectKind {
 impl ObjectRef {
     pub fn new(kind: ObjectKind, namespace: Option<&str>, name: &str) -> Self {
         Self { kind, namespace: namespace.map(str::to_owned), name: name.to_owned() }
+    }
+
+    /// The Ingress this names, if it names one.
+    pub fn ingress(&self) -> Option<NamespacedName> {
+        (self.kind == ObjectKind::Ingress)
+            .then(|| NamespacedName::new(self.namespace.as_deref().unwrap_or_default(), &self.name))
     }
 }
 

@@ -16,6 +16,7 @@ mod class;
 mod configmap_keys;
 mod diagnostic;
 mod global_config;
+mod incremental;
 mod kind;
 mod objects;
 mod render;
@@ -31,7 +32,7 @@ use canary::{CanaryIngress, WrittenPath};
 
 use k8s_openapi::api::networking::v1::{HTTPIngressPath, Ingress};
 use ostium_model::{
-    BackendId, Certificate, ClientAuth, Denial, HostRedirect, HostRule, NamespacedName, PathRegex, PathRule,
+    BackendRef, Certificate, ClientAuth, Denial, HostRedirect, HostRule, NamespacedName, PathRegex, PathRule,
     Policy, PortRef, Protocol, RateLimitZones, Rewrite, Route, RouteAction, ServerTls, Table, TableBuilder,
     TlsTable,
 };
@@ -42,6 +43,7 @@ pub use backend::SERVICE_NAME_LABEL;
 pub use class::ClassClaim;
 pub use configmap_keys::{SettingSupport, setting_support};
 pub use diagnostic::{Diagnostic, ObjectKind, ObjectRef, Reason, Severity};
+pub use incremental::{Built, Incremental};
 pub use kind::{Kind, KindScope, KindVisitor, Malformed, Reference, Relevance, for_each_kind, visit_kind};
 pub use objects::{DocumentError, ManifestError, Object, ObjectMap, Objects, parse_manifests};
 
@@ -122,31 +124,109 @@ pub struct Translation {
 
 /// Builds the routing table for a snapshot of objects.
 pub fn translate(objects: &Objects, options: &Options) -> Translation {
+    let run = run(objects, options, Scope::All, None);
+    let diagnostics = run.diagnostics.into_iter().map(|(_, d)| d).collect();
+    Translation { table: run.table, diagnostics, ingresses: run.ingresses }
+}
+
+/// Which Ingresses a run translates.
+pub(crate) enum Scope<'a> {
+    /// Every Ingress of our class, and the global parts (flags, streams).
+    All,
+    /// These Ingresses (ours; every Ingress of some hosts, oldest first), and the default route
+    /// when `default_route`: a table with those hosts only, for [`Table::splice`].
+    Part { ingresses: Vec<(&'a NamespacedName, &'a Arc<Ingress>)>, default_route: bool },
+}
+
+/// What one run of the translator made.
+pub(crate) struct Run {
+    pub(crate) table: Table,
+    /// In the order found, each with the Ingress being translated when it was found (`None`:
+    /// the global settings, the flags and the streams).
+    pub(crate) diagnostics: Vec<(Option<NamespacedName>, Diagnostic)>,
+    /// The Ingresses translated, sorted.
+    pub(crate) ingresses: Vec<NamespacedName>,
+    /// How many endpoint sets of `previous` got other endpoints.
+    pub(crate) endpoints_moved: usize,
+}
+
+/// Translates the Ingresses of `scope`. With `previous`, backends reuse its endpoint sets.
+pub(crate) fn run(objects: &Objects, options: &Options, scope: Scope<'_>, previous: Option<&Table>) -> Run {
     let mut translator = Translator::new(objects, options);
-    let mut ingresses: Vec<_> = objects
-        .ingresses
-        .iter()
-        .filter(|(id, _)| options.watch_namespace.as_ref().is_none_or(|ns| *ns == id.namespace))
-        .filter(|(id, ingress)| translator.classes.is_ours(id, ingress, &mut translator.diagnostics))
-        .collect();
-    ingresses.sort_by(|(a_id, a), (b_id, b)| {
-        let (a_age, b_age) = (&a.metadata.creation_timestamp, &b.metadata.creation_timestamp);
-        a_age.cmp(b_age).then_with(|| a_id.cmp(b_id))
-    });
+    if let Some(previous) = previous {
+        translator.table.share_endpoint_sets(previous);
+    }
+    let global = translator.diagnostics.len();
+    // Where each Ingress's diagnostics start.
+    let mut owners: Vec<(usize, &NamespacedName)> = Vec::new();
+    let (ingresses, whole, all) = match scope {
+        Scope::All => {
+            let mut ours = Vec::new();
+            for (id, ingress) in &objects.ingresses {
+                if options.watch_namespace.as_ref().is_some_and(|ns| *ns != id.namespace) {
+                    continue;
+                }
+                owners.push((translator.diagnostics.len(), id));
+                if translator.classes.is_ours(id, ingress, &mut translator.diagnostics) {
+                    ours.push((id, ingress));
+                }
+            }
+            ours.sort_by(|(a_id, a), (b_id, b)| by_age(a_id, a, b_id, b));
+            (ours, true, true)
+        }
+        Scope::Part { ingresses, default_route } => (ingresses, default_route, false),
+    };
     for (id, ingress) in &ingresses {
+        owners.push((translator.diagnostics.len(), *id));
         translator.ingress(id, ingress);
     }
+    let passes = translator.diagnostics.len();
     translator.canaries();
     translator.aliases();
     translator.frontend_tls();
     translator.www_redirects();
-    translator.default_backend_flag();
+    let global_again = translator.diagnostics.len();
+    if whole {
+        translator.default_backend_flag();
+    }
     translator.table.set_global(Arc::new(translator.global.settings.clone()));
-    stream::add_streams(objects, options, &mut translator.table, &mut translator.diagnostics);
+    if all {
+        stream::add_streams(objects, options, &mut translator.table, &mut translator.diagnostics);
+    }
 
-    let mut ingresses: Vec<NamespacedName> = ingresses.into_iter().map(|(id, _)| id.clone()).collect();
-    ingresses.sort();
-    Translation { table: translator.table.build(), diagnostics: translator.diagnostics, ingresses }
+    let endpoints_moved = translator.table.endpoints_moved();
+    let mut owners = owners.into_iter().peekable();
+    let mut owner: Option<&NamespacedName> = None;
+    let mut diagnostics = Vec::with_capacity(translator.diagnostics.len());
+    for (i, diagnostic) in translator.diagnostics.into_iter().enumerate() {
+        let attributed = if i < global || i >= global_again {
+            None
+        } else if i >= passes {
+            // The passes after the loop judge Ingresses against each other, and name the one.
+            diagnostic.object.ingress()
+        } else {
+            while let Some((_, id)) = owners.next_if(|(start, _)| *start <= i) {
+                owner = Some(id);
+            }
+            owner.cloned()
+        };
+        diagnostics.push((attributed, diagnostic));
+    }
+    let mut translated: Vec<NamespacedName> = ingresses.into_iter().map(|(id, _)| id.clone()).collect();
+    translated.sort();
+    Run { table: translator.table.build(), diagnostics, ingresses: translated, endpoints_moved }
+}
+
+/// Oldest first (`creationTimestamp`), then by namespace and name: the order in which Ingresses
+/// claim hosts and paths.
+pub(crate) fn by_age(
+    a_id: &NamespacedName,
+    a: &Ingress,
+    b_id: &NamespacedName,
+    b: &Ingress,
+) -> std::cmp::Ordering {
+    let (a_age, b_age) = (&a.metadata.creation_timestamp, &b.metadata.creation_timestamp);
+    a_age.cmp(b_age).then_with(|| a_id.cmp(b_id))
 }
 
 /// How an Ingress names its class, and the flags that would make ostium serve it.
@@ -426,7 +506,7 @@ impl<'a> Translator<'a> {
                 let root = PathRule::Prefix("".into());
                 vhost.routes().iter().find(|route| route.rule == root).or(vhost.fallback())
             });
-            let forwarded = root.and_then(|route| match route.action {
+            let forwarded = root.and_then(|route| match &route.action {
                 RouteAction::Forward(backend) => Some((route, backend)),
                 RouteAction::Redirect(_) => None,
             });
@@ -454,7 +534,7 @@ impl<'a> Translator<'a> {
                 self.diagnostics.push(Diagnostic::error(object.clone(), Reason::InvalidAnnotation, message));
                 continue;
             }
-            self.table.set_passthrough(&name, backend);
+            self.table.set_passthrough(&name, backend.clone());
             if other_paths {
                 let message = "passes every TLS connection to the backend of /; its other paths are served over plain HTTP only";
                 warn(&mut self.diagnostics, message.into());
@@ -521,7 +601,7 @@ impl<'a> Translator<'a> {
         id: &Arc<NamespacedName>,
         host: Option<&HostRule>,
         rule: PathRule,
-        backend: BackendId,
+        backend: BackendRef,
         policy: &Arc<Policy>,
     ) -> bool {
         let route = Route {
@@ -574,7 +654,7 @@ impl<'a> Translator<'a> {
             self.diagnostics.push(Diagnostic::error(object, Reason::MissingService, message));
             self.table.add_backend(backend::unavailable(service.clone(), PortRef::Number(0), Protocol::Http))
         });
-        self.table.set_default_backend(backend);
+        self.table.set_default_backend(backend.clone());
         if self.table.default_route().is_some() {
             return;
         }
@@ -590,7 +670,7 @@ impl<'a> Translator<'a> {
 
     /// The `default-backend` annotation's Service: its first port. A Service that does not exist
     /// or has no port is reported and the annotation ignored, as ingress-nginx does.
-    fn default_backend_annotation(&mut self, object: &ObjectRef, service: &str) -> Option<BackendId> {
+    fn default_backend_annotation(&mut self, object: &ObjectRef, service: &str) -> Option<BackendRef> {
         let id = NamespacedName::new(object.namespace.as_deref().unwrap_or_default(), service);
         let backend = self.backends.resolve_first_port(&id, &mut self.table, &mut self.diagnostics);
         if backend.is_none() {

@@ -9,7 +9,7 @@ use ostium_model::{
     GlobalSettings, HeaderRule, HeaderSettings, HostRule, HttpsRedirect, HttpsSettings, LimitStatuses,
     LoadBalance, LogEscape, MediaTypes, Mirror, MirrorPath, Policy, Protocol, RedirectContext, Route,
     RouteAction, RouteTracing, SameSite, Sampler, ServerTls, SetValue, Shaping, StreamService,
-    StreamSettings, Table, Target, TextRewrite, UserAgents,
+    StreamSettings, Target, TextRewrite, UserAgents,
 };
 
 use crate::Translation;
@@ -26,7 +26,7 @@ pub(crate) fn render(translation: &Translation) -> String {
     out.push_str("default:\n");
     match table.default_route_ref() {
         Some(route) => {
-            let _ = writeln!(out, "  {}", route_line(table, route));
+            let _ = writeln!(out, "  {}", route_line(route));
         }
         None => out.push_str("  built-in 404\n"),
     }
@@ -50,7 +50,7 @@ pub(crate) fn render(translation: &Translation) -> String {
     if !passthrough.is_empty() {
         out.push_str("passthrough:\n");
         for (host, backend) in passthrough {
-            let _ = writeln!(out, "  {host} -> {}", backend_line(table.backend(backend)));
+            let _ = writeln!(out, "  {host} -> {}", backend_line(backend));
         }
     }
 
@@ -77,10 +77,10 @@ pub(crate) fn render(translation: &Translation) -> String {
         let mut routes: Vec<&Route> = vhost.routes().iter().collect();
         routes.sort_by(|a, b| a.rule.cmp(&b.rule));
         for route in routes {
-            let _ = writeln!(out, "    {}", route_line(table, route));
+            let _ = writeln!(out, "    {}", route_line(route));
         }
         if let Some(fallback) = vhost.fallback() {
-            let _ = writeln!(out, "    fallback {}", route_line(table, fallback));
+            let _ = writeln!(out, "    fallback {}", route_line(fallback));
         }
         if let Some(client_auth) = vhost.client_auth() {
             let _ = writeln!(out, "    client certificates: {}", client_auth_line(client_auth));
@@ -319,21 +319,21 @@ fn client_auth_line(client_auth: &ClientAuth) -> String {
     line
 }
 
-fn route_line(table: &Table, route: &Route) -> String {
+fn route_line(route: &Route) -> String {
     // Only the default backend comes from a flag rather than an Ingress.
     let from = route
         .ingress
         .as_ref()
         .map_or_else(|| "--default-backend-service".to_owned(), |i| format!("ingress {i}"));
     let action = match &route.action {
-        RouteAction::Forward(backend) => backend_line(table.backend(*backend)),
+        RouteAction::Forward(backend) => backend_line(backend),
         RouteAction::Redirect(to) => format!("redirect 308 to host {}", to.host()),
     };
-    format!("{} -> {action} ({from}){}", route.rule, policy_line(table, &route.policy))
+    format!("{} -> {action} ({from}){}", route.rule, policy_line(&route.policy))
 }
 
 /// What a route's policy changes from the default, or nothing.
-fn policy_line(table: &Table, policy: &Policy) -> String {
+fn policy_line(policy: &Policy) -> String {
     let mut parts = Vec::new();
     if let Some(denial) = &policy.denied {
         parts.push(format!("denied: {denial}"));
@@ -452,8 +452,8 @@ fn policy_line(table: &Table, policy: &Policy) -> String {
             prefix.map_or(String::new(), |p| format!(" prefix {p}"))
         ));
     }
-    if let Some(backend) = policy.default_backend {
-        parts.push(format!("default backend {}", backend_line(table.backend(backend))));
+    if let Some(backend) = &policy.default_backend {
+        parts.push(format!("default backend {}", backend_line(backend)));
     }
     if let Some(pages) = &policy.error_pages {
         let codes: Vec<String> = pages.codes.iter().map(u16::to_string).collect();
@@ -478,7 +478,7 @@ fn policy_line(table: &Table, policy: &Policy) -> String {
         parts.push(tracing_part(tracing));
     }
     if let Some(canary) = &policy.canary {
-        parts.push(canary_part(table, canary));
+        parts.push(canary_part(canary));
     }
     if parts.is_empty() { String::new() } else { format!(" [{}]", parts.join("; ")) }
 }
@@ -533,9 +533,8 @@ fn tracing_part(tracing: &RouteTracing) -> String {
 }
 
 /// The canary of a route: its backend and rules, in the order they decide.
-fn canary_part(table: &Table, canary: &Canary) -> String {
-    let mut part =
-        format!("canary of ingress {} {}", canary.ingress, backend_line(table.backend(canary.backend)));
+fn canary_part(canary: &Canary) -> String {
+    let mut part = format!("canary of ingress {} {}", canary.ingress, backend_line(&canary.backend));
     if let Some(header) = &canary.header {
         let rule = match &header.rule {
             HeaderRule::AlwaysOrNever => "always/never".to_owned(),
@@ -761,7 +760,7 @@ pub(crate) fn explain(translation: &Translation, host: &str, path: &str, https: 
         Some(path) => format!("{:?} host, {:?} path", matched.host, path.kind),
         None => "no path matched: fallback or default backend".to_owned(),
     };
-    let _ = writeln!(out, "route: {} ({how})", route_line(table, matched.route));
+    let _ = writeln!(out, "route: {} ({how})", route_line(matched.route));
     let host_has_certificate =
         ostium_model::normalize_host(host).is_some_and(|h| table.tls().has_certificate(&h));
     let settings = &translation.table.global().https;

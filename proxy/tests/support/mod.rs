@@ -166,7 +166,7 @@ impl TableBuilder {
     }
 
     /// A backend no route uses yet (a default backend), speaking HTTP.
-    pub fn backend(&mut self, service: &str, target: Target) -> ostium_model::BackendId {
+    pub fn backend(&mut self, service: &str, target: Target) -> ostium_model::BackendRef {
         self.table.add_backend(Backend {
             service: Arc::new(NamespacedName::new("default", service)),
             port: PortRef::Number(80),
@@ -176,7 +176,7 @@ impl TableBuilder {
     }
 
     /// `--default-backend-service`'s backend (error pages of routes without one of their own).
-    pub fn default_backend(mut self, backend: ostium_model::BackendId) -> Self {
+    pub fn default_backend(mut self, backend: ostium_model::BackendRef) -> Self {
         self.table.set_default_backend(backend);
         self
     }

@@ -29,7 +29,7 @@ fn unavailable(service: &str) -> Backend {
     }
 }
 
-fn route(rule: PathRule, ingress: Option<&str>, backend: BackendId) -> Route {
+fn route(rule: PathRule, ingress: Option<&str>, backend: BackendRef) -> Route {
     Route {
         rule,
         ingress: ingress.map(|n| Arc::new(NamespacedName::new("default", n))),
@@ -77,8 +77,8 @@ impl Builder {
 /// The name of the service a request is routed to, or `None` for the built-in 404.
 fn served_by(table: &Table, host: Option<&str>, path: &str) -> Option<String> {
     let m = table.route(host, path)?;
-    let RouteAction::Forward(backend) = m.route.action else { return Some("redirect".into()) };
-    Some(table.backend(backend).service.name.clone())
+    let RouteAction::Forward(backend) = &m.route.action else { return Some("redirect".into()) };
+    Some(backend.service.name.clone())
 }
 
 fn prefix_table(paths: &[&str]) -> Table {
@@ -242,7 +242,7 @@ fn host_fallback_then_default_route_catch_unmatched_paths() {
     let df = t.add_backend(unavailable("default"));
     let root = || PathRule::prefix("/").unwrap();
     t.virtual_host_mut(Some(&"foo.com".parse().unwrap())).set_fallback(route(root(), None, fb)).unwrap();
-    t.set_default_route(route(root(), None, df)).unwrap();
+    t.set_default_route(route(root(), None, df.clone())).unwrap();
     assert_eq!(
         t.set_default_route(route(root(), None, df)),
         Err(RouteConflict { existing: None, rule: root() })
@@ -320,7 +320,11 @@ fn lookup_agrees_with_best_path_match_over_all_rules() {
             let subset = &rules[start..start + window];
             let mut vhost = VirtualHost::new(None);
             for (i, rule) in subset.iter().enumerate() {
-                let _ = vhost.add_route(route(rule.clone(), None, BackendId(i as u32)));
+                let _ = vhost.add_route(route(
+                    rule.clone(),
+                    None,
+                    Backend::unavailable_for_tests(&i.to_string()),
+                ));
             }
             for req in &requests {
                 let expected = subset.iter().filter_map(|r| r.matches(req)).max();
@@ -332,7 +336,7 @@ fn lookup_agrees_with_best_path_match_over_all_rules() {
 }
 
 #[test]
-fn adopting_endpoint_sets_keeps_previous_sets_and_moves_their_endpoints() {
+fn sharing_endpoint_sets_keeps_previous_sets_and_moves_their_endpoints() {
     let key = EndpointKey {
         service: NamespacedName::new("default", "web"),
         port: 80,
@@ -345,18 +349,27 @@ fn adopting_endpoint_sets_keeps_previous_sets_and_moves_their_endpoints() {
     };
 
     let tls = TlsTable::new(test_certificate("default.invalid"));
+    let table = |builder: &mut TableBuilder, addr: SocketAddr| {
+        let backend = builder.add_backend(backend([addr]));
+        builder
+            .virtual_host_mut(None)
+            .add_route(route(PathRule::prefix("/").unwrap(), None, backend.clone()))
+            .unwrap();
+        backend
+    };
     let mut old = TableBuilder::new(tls.clone());
-    old.add_backend(backend([addr("10.0.0.1:8080")]));
+    table(&mut old, addr("10.0.0.1:8080"));
     let old = old.build();
     let old_set = old.endpoint_set(&key).unwrap().clone();
 
     let mut new = TableBuilder::new(tls);
-    let id = new.add_backend(backend([addr("10.0.0.2:8080")]));
-    let mut new = new.build();
-    new.adopt_endpoint_sets(&old);
+    new.share_endpoint_sets(&old);
+    let backend = table(&mut new, addr("10.0.0.2:8080"));
+    assert_eq!(new.endpoints_moved(), 1);
+    let new = new.build();
 
     assert!(Arc::ptr_eq(new.endpoint_set(&key).unwrap(), &old_set));
-    assert!(Arc::ptr_eq(new.backend(id).endpoint_set().unwrap(), &old_set));
+    assert!(Arc::ptr_eq(backend.endpoint_set().unwrap(), &old_set));
     assert_eq!(old_set.addrs(), vec![addr("10.0.0.2:8080")]);
     assert_eq!(old, new, "tables compare without their endpoints");
 }
@@ -370,9 +383,12 @@ fn a_stream_shares_its_service_ports_endpoint_set_and_adopts_the_previous_one() 
     };
     let addr = |s: &str| s.parse::<SocketAddr>().unwrap();
     let tls = TlsTable::new(test_certificate("default.invalid"));
-    let table = |endpoint: SocketAddr| {
+    let table = |endpoint: SocketAddr, previous: Option<&Table>| {
         let set = || Arc::new(EndpointSet::new(key.clone(), [endpoint]));
         let mut t = TableBuilder::new(tls.clone());
+        if let Some(previous) = previous {
+            t.share_endpoint_sets(previous);
+        }
         t.add_backend(Backend { target: Target::Endpoints(set()), ..unavailable("web") });
         let stream = crate::StreamService {
             port: 9000,
@@ -387,14 +403,13 @@ fn a_stream_shares_its_service_ports_endpoint_set_and_adopts_the_previous_one() 
         assert!(!t.add_stream(stream), "one service per protocol and port");
         t.build()
     };
-    let old = table(addr("10.0.0.1:8080"));
+    let old = table(addr("10.0.0.1:8080"), None);
     let old_set = old.endpoint_set(&key).unwrap().clone();
     let stream = old.stream(crate::Transport::Tcp, 9000).unwrap();
     assert!(Arc::ptr_eq(&stream.endpoints, &old_set), "shared with the backend");
     assert!(old.stream(crate::Transport::Udp, 9000).is_none());
 
-    let mut new = table(addr("10.0.0.2:8080"));
-    new.adopt_endpoint_sets(&old);
+    let new = table(addr("10.0.0.2:8080"), Some(&old));
     assert!(Arc::ptr_eq(&new.stream(crate::Transport::Tcp, 9000).unwrap().endpoints, &old_set));
     assert_eq!(old_set.addrs(), vec![addr("10.0.0.2:8080")]);
     assert_eq!(old, new, "tables compare without their endpoints");
@@ -415,8 +430,7 @@ fn backends_with_the_same_service_port_share_one_endpoint_set() {
     };
     let a = t.add_backend(mk(Protocol::Http));
     let b = t.add_backend(mk(Protocol::Grpc));
-    let t = t.build();
-    assert!(Arc::ptr_eq(t.backend(a).endpoint_set().unwrap(), t.backend(b).endpoint_set().unwrap()));
+    assert!(Arc::ptr_eq(a.endpoint_set().unwrap(), b.endpoint_set().unwrap()));
 }
 
 #[test]
@@ -506,7 +520,7 @@ fn client_auth_follows_the_virtual_host() {
         let host: HostRule = host.parse().unwrap();
         builder
             .virtual_host_mut(Some(&host))
-            .add_route(route(PathRule::prefix("/").unwrap(), None, backend))
+            .add_route(route(PathRule::prefix("/").unwrap(), None, backend.clone()))
             .unwrap();
     }
     builder.virtual_host_mut(Some(&"*.example.com".parse().unwrap())).set_client_auth(refused.clone());

@@ -31,8 +31,9 @@ impl Kind for Ingress {
         Relevance::TableWhenServed { ours }
     }
 
-    /// Its backends' Services, its TLS, auth and backend TLS Secrets and its external auth and
-    /// custom headers' ConfigMaps, read straight from the object, whatever its class.
+    /// Its backends' and `default-backend`'s Services, its TLS, auth, client certificate and
+    /// backend TLS Secrets and its external auth and custom headers' ConfigMaps, read straight
+    /// from the object, whatever its class: what its translation reads.
     fn references(&self, key: &NamespacedName, options: &Options) -> Vec<Reference> {
         // Whether the ConfigMap allows objects of other namespaces is decided at translation;
         // held here either way, so that they are at hand when it does.
@@ -57,10 +58,17 @@ impl Kind for Ingress {
         let annotation = |name: &str| {
             self.metadata.annotations.as_ref()?.get(&format!("{}/{name}", options.annotations_prefix))
         };
+        for secret in ["auth-secret", "auth-tls-secret"] {
+            if let Some(name) =
+                annotation(secret).and_then(|value| annotations::auth_secret(&key.namespace, value, CROSS))
+            {
+                refs.push(Reference { kind: ObjectKind::Secret, key: name });
+            }
+        }
         if let Some(name) =
-            annotation("auth-secret").and_then(|value| annotations::auth_secret(&key.namespace, value, CROSS))
+            annotation("default-backend").map(|name| name.trim()).filter(|name| !name.is_empty())
         {
-            refs.push(Reference { kind: ObjectKind::Secret, key: name });
+            refs.push(service(name));
         }
         let backend_tls_secret = annotation("proxy-ssl-secret")
             .and_then(|value| annotations::backend_tls_secret(&key.namespace, value, CROSS).ok());

@@ -1,0 +1,384 @@
+//! Translation that costs what a change touches.
+//!
+//! The table depends on an Ingress only through its hosts: conflicts (oldest wins), canaries,
+//! aliases, `from-to-www-redirect`, certificates and passthrough are all decided per host. So
+//! the Ingresses fall into groups that share hosts (the rules without a host and the default
+//! route count as two more "hosts"), and a group's hosts are a function of that group alone.
+//! [`Incremental`] remembers, for each Ingress of ours, its hosts and the objects it reads
+//! (Services, Secrets, ConfigMaps). A change re-translates the groups of the Ingresses that
+//! changed or read what changed, into a partial table, and splices that table's hosts into the
+//! previous table, which shares every other host. A change to what every route reads (the
+//! `--configmap` settings, the objects the flags name) translates everything.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use k8s_openapi::api::networking::v1::Ingress;
+use ostium_model::{HostRule, NamespacedName, Replaced, Table};
+
+use crate::kind::Kind;
+use crate::{Diagnostic, ObjectKind, Objects, Options, Reference, Scope, class, run};
+
+/// A name that groups Ingresses: a host, the rules without a host, or the default route.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum HostKey {
+    Host(HostRule),
+    AnyHost,
+    DefaultRoute,
+}
+
+/// What is remembered of an Ingress of ours.
+#[derive(Debug)]
+struct Entry {
+    keys: Vec<HostKey>,
+    dependencies: Vec<Reference>,
+}
+
+/// The translation state kept between changes: see the module documentation.
+#[derive(Debug, Default)]
+pub struct Incremental {
+    table: Option<Arc<Table>>,
+    /// The Ingresses of ours.
+    entries: HashMap<NamespacedName, Entry>,
+    by_key: HashMap<HostKey, BTreeSet<NamespacedName>>,
+    by_dependency: HashMap<Reference, BTreeSet<NamespacedName>>,
+    /// Diagnostics of the global settings and the flags, from the last full translation.
+    global_diagnostics: Vec<Diagnostic>,
+    /// Diagnostics of each Ingress (ours or not: an unknown class is reported too).
+    diagnostics: HashMap<NamespacedName, Vec<Diagnostic>>,
+    /// Whether Ingresses without a class are ours (a default IngressClass of ours, or the flag).
+    serve_classless: bool,
+    /// The Ingresses the last update found changed or reading a changed object, and the group
+    /// it translated.
+    #[cfg(test)]
+    last_dirty: BTreeSet<NamespacedName>,
+    #[cfg(test)]
+    last_group: BTreeSet<NamespacedName>,
+}
+
+/// What a translation made.
+#[derive(Debug)]
+pub struct Built {
+    /// The new table, or the previous one (the same `Arc`) when nothing changed.
+    pub table: Arc<Table>,
+    /// How many Ingresses were translated.
+    pub translated: usize,
+    /// Whether everything was translated.
+    pub full: bool,
+    /// How many endpoint sets of the previous table got other endpoints.
+    pub endpoints_moved: usize,
+    /// Ingresses served now that were not before, and the reverse.
+    pub served_added: Vec<NamespacedName>,
+    pub served_removed: Vec<NamespacedName>,
+}
+
+impl Incremental {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The last table made, if any.
+    pub fn table(&self) -> Option<&Arc<Table>> {
+        self.table.as_ref()
+    }
+
+    /// Every current diagnostic: the global ones, then each Ingress's.
+    pub fn diagnostics(&self) -> Vec<Diagnostic> {
+        let mut ingresses: Vec<_> = self.diagnostics.iter().collect();
+        ingresses.sort_by(|a, b| a.0.cmp(b.0));
+        let per_ingress = ingresses.into_iter().flat_map(|(_, d)| d.iter().cloned());
+        self.global_diagnostics.iter().cloned().chain(per_ingress).collect()
+    }
+
+    /// How many Ingresses are served.
+    pub fn served_count(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// The Ingresses served, sorted.
+    pub fn served(&self) -> Vec<NamespacedName> {
+        let mut served: Vec<_> = self.entries.keys().cloned().collect();
+        served.sort();
+        served
+    }
+
+    /// Translates everything; the previous table lends its endpoint sets, and stays when the new
+    /// one is equal.
+    pub fn rebuild(&mut self, objects: &Objects, options: &Options) -> Built {
+        let previous = self.table.take();
+        let run = run(objects, options, Scope::All, previous.as_deref());
+        let before: BTreeSet<NamespacedName> = self.entries.keys().cloned().collect();
+        self.entries.clear();
+        self.by_key.clear();
+        self.by_dependency.clear();
+        self.global_diagnostics.clear();
+        self.diagnostics.clear();
+        self.serve_classless = class::Classes::new(objects, options).serves_classless();
+        for id in &run.ingresses {
+            let ingress = &objects.ingresses[id];
+            self.remember(id, ingress, options);
+        }
+        for (owner, diagnostic) in run.diagnostics {
+            match owner {
+                Some(id) => self.diagnostics.entry(id).or_default().push(diagnostic),
+                None => self.global_diagnostics.push(diagnostic),
+            }
+        }
+        let after: BTreeSet<NamespacedName> = run.ingresses.into_iter().collect();
+        let table = match previous {
+            Some(previous) if *previous == run.table => previous,
+            _ => Arc::new(run.table),
+        };
+        self.table = Some(table.clone());
+        Built {
+            table,
+            translated: after.len(),
+            full: true,
+            endpoints_moved: run.endpoints_moved,
+            served_added: after.difference(&before).cloned().collect(),
+            served_removed: before.difference(&after).cloned().collect(),
+        }
+    }
+
+    /// Translates what the change of `changed` touches, or everything when one of them is read
+    /// by every route (or nothing was translated yet).
+    pub fn update(&mut self, objects: &Objects, options: &Options, changed: &BTreeSet<Reference>) -> Built {
+        let Some(previous) = self.table.clone() else { return self.rebuild(objects, options) };
+        let global = global_references(objects, options);
+        if changed.iter().any(|r| global.contains(r)) {
+            return self.rebuild(objects, options);
+        }
+        let dirty = self.dirty(objects, options, changed);
+
+        // Forget the dirty Ingresses, keeping the hosts they had, then judge them again.
+        let mut keys: BTreeSet<HostKey> = BTreeSet::new();
+        let (mut served_added, mut served_removed) = (Vec::new(), Vec::new());
+        for id in &dirty {
+            self.diagnostics.remove(id);
+            let was_ours = match self.forget(id) {
+                Some(entry) => {
+                    keys.extend(entry.keys);
+                    true
+                }
+                None => false,
+            };
+            let Some(ingress) = objects.ingresses.get(id) else {
+                if was_ours {
+                    served_removed.push(id.clone());
+                }
+                continue;
+            };
+            let mut found = Vec::new();
+            let ours = options.watch_namespace.as_ref().is_none_or(|ns| *ns == id.namespace)
+                && class::Classes::new(objects, options).is_ours(id, ingress, &mut found);
+            if !found.is_empty() {
+                self.diagnostics.insert(id.clone(), found);
+            }
+            if ours {
+                keys.extend(self.remember(id, ingress, options).iter().cloned());
+                if !was_ours {
+                    served_added.push(id.clone());
+                }
+            } else if was_ours {
+                served_removed.push(id.clone());
+            }
+        }
+        if keys.is_empty() {
+            return Built {
+                table: previous,
+                translated: 0,
+                full: false,
+                endpoints_moved: 0,
+                served_added,
+                served_removed,
+            };
+        }
+
+        // Every Ingress of those hosts, and of their other hosts, until no host is added.
+        let mut group: BTreeSet<NamespacedName> = BTreeSet::new();
+        let mut queue: Vec<HostKey> = keys.iter().cloned().collect();
+        while let Some(key) = queue.pop() {
+            for id in self.by_key.get(&key).into_iter().flatten() {
+                if group.insert(id.clone()) {
+                    for other in &self.entries[id].keys {
+                        if keys.insert(other.clone()) {
+                            queue.push(other.clone());
+                        }
+                    }
+                }
+            }
+        }
+        #[cfg(test)]
+        {
+            self.last_dirty = dirty;
+            self.last_group = group.clone();
+        }
+        let mut ingresses: Vec<(&NamespacedName, &Arc<Ingress>)> =
+            group.iter().map(|id| (id, &objects.ingresses[id])).collect();
+        ingresses.sort_by(|(a_id, a), (b_id, b)| crate::by_age(a_id, a, b_id, b));
+        let default_route = keys.contains(&HostKey::DefaultRoute);
+        let run = run(objects, options, Scope::Part { ingresses, default_route }, Some(&previous));
+        for id in &group {
+            self.diagnostics.remove(id);
+        }
+        for (owner, diagnostic) in run.diagnostics {
+            // The global ones are those of the last full translation.
+            if let Some(id) = owner {
+                self.diagnostics.entry(id).or_default().push(diagnostic);
+            }
+        }
+        let replaced = Replaced {
+            hosts: keys
+                .iter()
+                .filter_map(|k| match k {
+                    HostKey::Host(host) => Some(host.clone()),
+                    _ => None,
+                })
+                .collect(),
+            any_host: keys.contains(&HostKey::AnyHost),
+            default_route,
+        };
+        let table = Arc::new(previous.splice(run.table, &replaced));
+        self.table = Some(table.clone());
+        Built {
+            table,
+            translated: group.len(),
+            full: false,
+            endpoints_moved: run.endpoints_moved,
+            served_added,
+            served_removed,
+        }
+    }
+
+    /// The Ingresses a change to `changed` may translate differently: those changed, those that
+    /// read a changed object, and, for an IngressClass, those of that class (and those without
+    /// a class when whether they are ours changed).
+    fn dirty(
+        &mut self,
+        objects: &Objects,
+        options: &Options,
+        changed: &BTreeSet<Reference>,
+    ) -> BTreeSet<NamespacedName> {
+        let mut dirty = BTreeSet::new();
+        let mut classes = Vec::new();
+        for reference in changed {
+            match reference.kind {
+                ObjectKind::Ingress => {
+                    dirty.insert(reference.key.clone());
+                }
+                ObjectKind::IngressClass => classes.push(reference.key.name.as_str()),
+                _ => dirty.extend(self.by_dependency.get(reference).into_iter().flatten().cloned()),
+            }
+        }
+        if !classes.is_empty() {
+            let serve_classless = class::Classes::new(objects, options).serves_classless();
+            let classless_changed =
+                std::mem::replace(&mut self.serve_classless, serve_classless) != serve_classless;
+            for (id, ingress) in &objects.ingresses {
+                let named = class::class_name(ingress);
+                if named.is_some_and(|name| classes.contains(&name)) || (named.is_none() && classless_changed)
+                {
+                    dirty.insert(id.clone());
+                }
+            }
+        }
+        dirty
+    }
+
+    /// Records an Ingress of ours; returns its keys.
+    fn remember(&mut self, id: &NamespacedName, ingress: &Ingress, options: &Options) -> &[HostKey] {
+        let keys = host_keys(ingress, options);
+        let dependencies = ingress.references(id, options);
+        for key in &keys {
+            self.by_key.entry(key.clone()).or_default().insert(id.clone());
+        }
+        for dependency in &dependencies {
+            self.by_dependency.entry(dependency.clone()).or_default().insert(id.clone());
+        }
+        &self.entries.entry(id.clone()).insert_entry(Entry { keys, dependencies }).into_mut().keys
+    }
+
+    /// Forgets an Ingress; returns what was remembered of it.
+    fn forget(&mut self, id: &NamespacedName) -> Option<Entry> {
+        let entry = self.entries.remove(id)?;
+        for key in &entry.keys {
+            if let Some(ids) = self.by_key.get_mut(key) {
+                ids.remove(id);
+                if ids.is_empty() {
+                    self.by_key.remove(key);
+                }
+            }
+        }
+        for dependency in &entry.dependencies {
+            if let Some(ids) = self.by_dependency.get_mut(dependency) {
+                ids.remove(id);
+                if ids.is_empty() {
+                    self.by_dependency.remove(dependency);
+                }
+            }
+        }
+        Some(entry)
+    }
+}
+
+/// What the global parts of the table read: the objects the flags name, and those the
+/// ConfigMaps among them name (header ConfigMaps, the Services of TCP and UDP services).
+fn global_references(objects: &Objects, options: &Options) -> BTreeSet<Reference> {
+    let mut global: BTreeSet<Reference> = options.references().into_iter().collect();
+    let config_maps: Vec<Reference> =
+        global.iter().filter(|r| r.kind == ObjectKind::ConfigMap).cloned().collect();
+    for reference in config_maps {
+        if let Some(config_map) = objects.config_maps.get(&reference.key) {
+            global.extend(config_map.references(&reference.key, options));
+        }
+    }
+    global
+}
+
+/// Every name an Ingress may give the table: its rules' hosts (or the rules without a host),
+/// its TLS hosts, its `server-alias` names and the other name `from-to-www-redirect` would give
+/// each host, and the default route when it has no rules. Taking a name too many only makes a
+/// group larger.
+fn host_keys(ingress: &Ingress, options: &Options) -> Vec<HostKey> {
+    let mut keys = Vec::new();
+    // Without a name of its own, an Ingress joins the default route's group, to be reported.
+    let Some(spec) = &ingress.spec else { return vec![HostKey::DefaultRoute] };
+    let rules = spec.rules.as_deref().unwrap_or_default();
+    if rules.is_empty() {
+        keys.push(HostKey::DefaultRoute);
+    }
+    let host = |name: &str| name.parse::<HostRule>().ok().map(HostKey::Host);
+    for rule in rules {
+        match rule.host.as_deref().filter(|h| !h.is_empty()) {
+            None => keys.push(HostKey::AnyHost),
+            Some(name) => {
+                keys.extend(host(name));
+                let other = match name.strip_prefix("www.") {
+                    Some(bare) => bare.to_owned(),
+                    None => format!("www.{name}"),
+                };
+                keys.extend(host(&other));
+            }
+        }
+    }
+    for tls in spec.tls.iter().flatten() {
+        keys.extend(tls.hosts.iter().flatten().filter_map(|name| host(name)));
+    }
+    let annotation = |name: &str| {
+        let key = format!("{}/{name}", options.annotations_prefix);
+        ingress.metadata.annotations.as_ref().and_then(|a| a.get(&key))
+    };
+    if let Some(aliases) = annotation("server-alias") {
+        keys.extend(aliases.split([',', ' ']).filter(|a| !a.is_empty()).filter_map(host));
+    }
+    // A canary's defaultBackend joins the rules without a host and the default route.
+    if spec.default_backend.is_some() && annotation("canary").is_some() {
+        keys.extend([HostKey::AnyHost, HostKey::DefaultRoute]);
+    }
+    if keys.is_empty() {
+        keys.push(HostKey::DefaultRoute);
+    }
+    keys.sort();
+    keys.dedup();
+    keys
+}
