@@ -382,3 +382,98 @@ fn host_keys(ingress: &Ingress, options: &Options) -> Vec<HostKey> {
     keys.dedup();
     keys
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Four Ingresses, each its own host: `a` and `b` on Service `shared`, `a` with TLS Secret
+    /// `a-tls`; `c` on Service `own` with basic auth Secret `htpasswd`; `d` of class `other`
+    /// (served too: both classes are ours). Plus the `--configmap` ConfigMap.
+    const FLEET: &str = "apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: {name: ostium}\nspec: {controller: ostium.dev/ingress-controller}\n---\napiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: {name: other}\nspec: {controller: ostium.dev/ingress-controller}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings, namespace: ingress}\ndata: {hsts: \"false\"}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: shared}\nspec: {ports: [{port: 80}]}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: own}\nspec: {ports: [{port: 80}]}\n---\napiVersion: v1\nkind: Secret\nmetadata: {name: htpasswd}\nstringData: {auth: \"user:$apr1$salt$hash\"}\n---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: a}\nspec:\n  ingressClassName: ostium\n  tls: [{hosts: [a.example.com], secretName: a-tls}]\n  rules: [{host: a.example.com, http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: shared, port: {number: 80}}}}]}}]\n---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: b}\nspec:\n  ingressClassName: ostium\n  rules: [{host: b.example.com, http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: shared, port: {number: 80}}}}]}}]\n---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: c\n  annotations: {nginx.ingress.kubernetes.io/auth-type: basic, nginx.ingress.kubernetes.io/auth-secret: htpasswd}\nspec:\n  ingressClassName: ostium\n  rules: [{host: c.example.com, http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: own, port: {number: 80}}}}]}}]\n---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: d}\nspec:\n  ingressClassName: other\n  rules: [{host: d.example.com, http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: own, port: {number: 80}}}}]}}]\n";
+
+    fn options() -> Options {
+        let configmap = Some(NamespacedName::new("ingress", "settings"));
+        Options { configmap, ..crate::tests::options() }
+    }
+
+    fn reference(kind: ObjectKind, namespace: &str, name: &str) -> BTreeSet<Reference> {
+        BTreeSet::from([Reference::new(kind, &NamespacedName::new(namespace, name))])
+    }
+
+    fn names(ids: &BTreeSet<NamespacedName>) -> Vec<&str> {
+        ids.iter().map(|id| id.name.as_str()).collect()
+    }
+
+    /// The fleet translated once, and what an update after `changed` re-translated.
+    fn after_change(changed: BTreeSet<Reference>) -> (Incremental, Built) {
+        let objects = Objects::from_yaml(FLEET).unwrap();
+        let mut incremental = Incremental::new();
+        assert!(incremental.rebuild(&objects, &options()).full);
+        let built = incremental.update(&objects, &options(), &changed);
+        (incremental, built)
+    }
+
+    #[test]
+    fn a_secret_change_translates_the_ingresses_that_read_it() {
+        let (incremental, built) = after_change(reference(ObjectKind::Secret, "default", "a-tls"));
+        assert!(!built.full);
+        assert_eq!(names(&incremental.last_dirty), ["a"]);
+        assert_eq!(built.translated, 1);
+        let (incremental, _) = after_change(reference(ObjectKind::Secret, "default", "htpasswd"));
+        assert_eq!(names(&incremental.last_dirty), ["c"]);
+    }
+
+    #[test]
+    fn a_service_change_translates_the_ingresses_that_point_at_it() {
+        let (incremental, built) = after_change(reference(ObjectKind::Service, "default", "shared"));
+        assert_eq!(names(&incremental.last_dirty), ["a", "b"]);
+        assert_eq!(names(&incremental.last_group), ["a", "b"]);
+        assert_eq!(built.translated, 2);
+        let (incremental, _) = after_change(reference(ObjectKind::Service, "default", "own"));
+        assert_eq!(names(&incremental.last_dirty), ["c", "d"]);
+    }
+
+    #[test]
+    fn an_ingress_class_change_translates_the_ingresses_of_that_class() {
+        let (incremental, built) = after_change(reference(ObjectKind::IngressClass, "", "other"));
+        assert_eq!(names(&incremental.last_dirty), ["d"]);
+        assert_eq!(built.translated, 1);
+    }
+
+    #[test]
+    fn a_global_config_change_translates_everything() {
+        let (_, built) = after_change(reference(ObjectKind::ConfigMap, "ingress", "settings"));
+        assert!(built.full);
+        assert_eq!(built.translated, 4);
+    }
+
+    #[test]
+    fn a_change_nothing_reads_translates_nothing_and_keeps_the_table() {
+        let objects = Objects::from_yaml(FLEET).unwrap();
+        let mut incremental = Incremental::new();
+        let first = incremental.rebuild(&objects, &options()).table;
+        let built =
+            incremental.update(&objects, &options(), &reference(ObjectKind::Secret, "default", "unused"));
+        assert_eq!(built.translated, 0);
+        assert!(Arc::ptr_eq(&first, &built.table));
+    }
+
+    #[test]
+    fn a_new_table_shares_every_host_the_change_did_not_touch() {
+        let mut objects = Objects::from_yaml(FLEET).unwrap();
+        let mut incremental = Incremental::new();
+        let before = incremental.rebuild(&objects, &options()).table;
+        let ingress = "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: e}\nspec:\n  ingressClassName: ostium\n  rules: [{host: e.example.com, http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: own, port: {number: 80}}}}]}}]\n";
+        objects.extend(&Objects::from_yaml(ingress).unwrap());
+        let built = incremental.update(&objects, &options(), &reference(ObjectKind::Ingress, "default", "e"));
+        assert_eq!(built.translated, 1);
+        assert_eq!(built.served_added, [NamespacedName::new("default", "e")]);
+        let after = &built.table;
+        assert!(after.route(Some("e.example.com"), "/").is_some());
+        for host in ["a.example.com", "b.example.com", "c.example.com", "d.example.com"] {
+            let (old, new) = (before.route(Some(host), "/").unwrap(), after.route(Some(host), "/").unwrap());
+            assert!(std::ptr::eq(old.route, new.route), "{host} is shared");
+        }
+    }
+}
