@@ -27,11 +27,13 @@ enum HostKey {
     DefaultRoute,
 }
 
-/// What is remembered of an Ingress of ours.
+/// What is remembered of an Ingress of ours. Keys and dependencies are shared with the indexes
+/// (most of them name one Ingress, so a `Vec` of one is the common case).
 #[derive(Debug)]
 struct Entry {
-    keys: Vec<HostKey>,
-    dependencies: Vec<Reference>,
+    id: Arc<NamespacedName>,
+    keys: Box<[Arc<HostKey>]>,
+    dependencies: Box<[Arc<Reference>]>,
 }
 
 /// The translation state kept between changes: see the module documentation.
@@ -40,8 +42,8 @@ pub struct Incremental {
     table: Option<Arc<Table>>,
     /// The Ingresses of ours.
     entries: HashMap<NamespacedName, Entry>,
-    by_key: HashMap<HostKey, BTreeSet<NamespacedName>>,
-    by_dependency: HashMap<Reference, BTreeSet<NamespacedName>>,
+    by_key: HashMap<Arc<HostKey>, Vec<Arc<NamespacedName>>>,
+    by_dependency: HashMap<Arc<Reference>, Vec<Arc<NamespacedName>>>,
     /// Diagnostics of the global settings and the flags, from the last full translation.
     global_diagnostics: Vec<Diagnostic>,
     /// Diagnostics of each Ingress (ours or not: an unknown class is reported too).
@@ -151,7 +153,7 @@ impl Incremental {
         let dirty = self.dirty(objects, options, changed);
 
         // Forget the dirty Ingresses, keeping the hosts they had, then judge them again.
-        let mut keys: BTreeSet<HostKey> = BTreeSet::new();
+        let mut keys: BTreeSet<Arc<HostKey>> = BTreeSet::new();
         let (mut served_added, mut served_removed) = (Vec::new(), Vec::new());
         for id in &dirty {
             self.diagnostics.remove(id);
@@ -196,11 +198,11 @@ impl Incremental {
 
         // Every Ingress of those hosts, and of their other hosts, until no host is added.
         let mut group: BTreeSet<NamespacedName> = BTreeSet::new();
-        let mut queue: Vec<HostKey> = keys.iter().cloned().collect();
+        let mut queue: Vec<Arc<HostKey>> = keys.iter().cloned().collect();
         while let Some(key) = queue.pop() {
             for id in self.by_key.get(&key).into_iter().flatten() {
-                if group.insert(id.clone()) {
-                    for other in &self.entries[id].keys {
+                if group.insert(NamespacedName::clone(id)) {
+                    for other in &self.entries[&**id].keys {
                         if keys.insert(other.clone()) {
                             queue.push(other.clone());
                         }
@@ -217,6 +219,7 @@ impl Incremental {
             group.iter().map(|id| (id, &objects.ingresses[id])).collect();
         ingresses.sort_by(|(a_id, a), (b_id, b)| crate::by_age(a_id, a, b_id, b));
         let default_route = keys.contains(&HostKey::DefaultRoute);
+        let any_host = keys.contains(&HostKey::AnyHost);
         let run = run(objects, options, Scope::Part { ingresses, default_route }, Some(&previous));
         for id in &group {
             self.diagnostics.remove(id);
@@ -230,12 +233,12 @@ impl Incremental {
         let replaced = Replaced {
             hosts: keys
                 .iter()
-                .filter_map(|k| match k {
+                .filter_map(|k| match &**k {
                     HostKey::Host(host) => Some(host.clone()),
                     _ => None,
                 })
                 .collect(),
-            any_host: keys.contains(&HostKey::AnyHost),
+            any_host,
             default_route,
         };
         let table = Arc::new(previous.splice(run.table, &replaced));
@@ -267,7 +270,13 @@ impl Incremental {
                     dirty.insert(reference.key.clone());
                 }
                 ObjectKind::IngressClass => classes.push(reference.key.name.as_str()),
-                _ => dirty.extend(self.by_dependency.get(reference).into_iter().flatten().cloned()),
+                _ => dirty.extend(
+                    self.by_dependency
+                        .get(reference)
+                        .into_iter()
+                        .flatten()
+                        .map(|id| NamespacedName::clone(id)),
+                ),
             }
         }
         if !classes.is_empty() {
@@ -286,38 +295,57 @@ impl Incremental {
     }
 
     /// Records an Ingress of ours; returns its keys.
-    fn remember(&mut self, id: &NamespacedName, ingress: &Ingress, options: &Options) -> &[HostKey] {
-        let keys = host_keys(ingress, options);
-        let dependencies = ingress.references(id, options);
-        for key in &keys {
-            self.by_key.entry(key.clone()).or_default().insert(id.clone());
-        }
-        for dependency in &dependencies {
-            self.by_dependency.entry(dependency.clone()).or_default().insert(id.clone());
-        }
-        &self.entries.entry(id.clone()).insert_entry(Entry { keys, dependencies }).into_mut().keys
+    fn remember(&mut self, id: &NamespacedName, ingress: &Ingress, options: &Options) -> &[Arc<HostKey>] {
+        let shared = Arc::new(id.clone());
+        let keys = host_keys(ingress, options).into_iter().map(|key| intern(&mut self.by_key, key, &shared));
+        let keys: Box<[Arc<HostKey>]> = keys.collect();
+        let dependencies = ingress.references(id, options).into_iter();
+        let dependencies = dependencies.map(|reference| intern(&mut self.by_dependency, reference, &shared));
+        let dependencies = dependencies.collect();
+        let entry = Entry { id: shared, keys, dependencies };
+        &self.entries.entry(id.clone()).insert_entry(entry).into_mut().keys
     }
 
     /// Forgets an Ingress; returns what was remembered of it.
     fn forget(&mut self, id: &NamespacedName) -> Option<Entry> {
         let entry = self.entries.remove(id)?;
         for key in &entry.keys {
-            if let Some(ids) = self.by_key.get_mut(key) {
-                ids.remove(id);
-                if ids.is_empty() {
-                    self.by_key.remove(key);
-                }
-            }
+            release(&mut self.by_key, key, &entry.id);
         }
         for dependency in &entry.dependencies {
-            if let Some(ids) = self.by_dependency.get_mut(dependency) {
-                ids.remove(id);
-                if ids.is_empty() {
-                    self.by_dependency.remove(dependency);
-                }
-            }
+            release(&mut self.by_dependency, dependency, &entry.id);
         }
         Some(entry)
+    }
+}
+
+/// Adds `id` under `key` in an index; returns the key as the index holds it.
+fn intern<K: Eq + std::hash::Hash>(
+    index: &mut HashMap<Arc<K>, Vec<Arc<NamespacedName>>>,
+    key: K,
+    id: &Arc<NamespacedName>,
+) -> Arc<K> {
+    if let Some(shared) = index.get_key_value(&key).map(|(shared, _)| shared.clone()) {
+        // Present: found just above.
+        index.get_mut(&shared).expect("indexed").push(id.clone());
+        return shared;
+    }
+    let shared = Arc::new(key);
+    index.insert(shared.clone(), vec![id.clone()]);
+    shared
+}
+
+/// Takes `id` out from under `key` in an index.
+fn release<K: Eq + std::hash::Hash>(
+    index: &mut HashMap<Arc<K>, Vec<Arc<NamespacedName>>>,
+    key: &K,
+    id: &NamespacedName,
+) {
+    if let Some(ids) = index.get_mut(key) {
+        ids.retain(|other| **other != *id);
+        if ids.is_empty() {
+            index.remove(key);
+        }
     }
 }
 
@@ -347,27 +375,30 @@ fn host_keys(ingress: &Ingress, options: &Options) -> Vec<HostKey> {
     if rules.is_empty() {
         keys.push(HostKey::DefaultRoute);
     }
+    let annotation = |name: &str| {
+        let key = format!("{}/{name}", options.annotations_prefix);
+        ingress.metadata.annotations.as_ref().and_then(|a| a.get(&key))
+    };
+    let www_redirect = annotation("from-to-www-redirect").is_some();
     let host = |name: &str| name.parse::<HostRule>().ok().map(HostKey::Host);
     for rule in rules {
         match rule.host.as_deref().filter(|h| !h.is_empty()) {
             None => keys.push(HostKey::AnyHost),
             Some(name) => {
                 keys.extend(host(name));
-                let other = match name.strip_prefix("www.") {
-                    Some(bare) => bare.to_owned(),
-                    None => format!("www.{name}"),
-                };
-                keys.extend(host(&other));
+                if www_redirect {
+                    let other = match name.strip_prefix("www.") {
+                        Some(bare) => bare.to_owned(),
+                        None => format!("www.{name}"),
+                    };
+                    keys.extend(host(&other));
+                }
             }
         }
     }
     for tls in spec.tls.iter().flatten() {
         keys.extend(tls.hosts.iter().flatten().filter_map(|name| host(name)));
     }
-    let annotation = |name: &str| {
-        let key = format!("{}/{name}", options.annotations_prefix);
-        ingress.metadata.annotations.as_ref().and_then(|a| a.get(&key))
-    };
     if let Some(aliases) = annotation("server-alias") {
         keys.extend(aliases.split([',', ' ']).filter(|a| !a.is_empty()).filter_map(host));
     }

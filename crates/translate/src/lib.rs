@@ -23,7 +23,7 @@ mod render;
 mod stream;
 mod tls;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use annotations::{CanaryRules, FrontendTls};
@@ -256,6 +256,8 @@ struct Translator<'a> {
     canaries: Vec<CanaryIngress>,
     /// The session affinity cookie of each Ingress with `affinity: cookie`, kept by a canary.
     sticky_cookies: BTreeMap<Arc<NamespacedName>, Box<str>>,
+    /// The policy of the Ingresses without annotations of ours, by namespace.
+    plain_policies: HashMap<String, Arc<Policy>>,
     options: &'a Options,
     /// The `--configmap` settings.
     global: global_config::GlobalConfig,
@@ -281,6 +283,7 @@ impl<'a> Translator<'a> {
             main_paths: BTreeMap::new(),
             canaries: Vec::new(),
             sticky_cookies: BTreeMap::new(),
+            plain_policies: HashMap::new(),
             options,
             global,
             classes: class::Classes::new(objects, options),
@@ -331,7 +334,8 @@ impl<'a> Translator<'a> {
             self.error(&object, Reason::InvalidAnnotation, message);
             policy.denied.get_or_insert(Denial::InvalidAnnotation { annotation: annotation.into() });
         }
-        let (policy, protocol, use_regex) = (Arc::new(policy), annotated.protocol, annotated.use_regex);
+        let policy = self.shared_policy(ingress, &id.namespace, policy);
+        let (protocol, use_regex) = (annotated.protocol, annotated.use_regex);
         let rewrite = annotated.rewrite;
         let cookie_path_from_route = annotated.cookie_path_from_route;
         let www_redirect = annotated.www_redirect;
@@ -439,6 +443,28 @@ impl<'a> Translator<'a> {
         let tls = spec.tls.as_deref().unwrap_or_default();
         self.certificates.apply(&object, tls, &hosts, &mut self.table, &mut self.diagnostics);
         self.add_frontend_tls(&object, &hosts, &annotated.frontend_tls);
+    }
+
+    /// The policy of an Ingress without annotations of ours is that of every other such Ingress
+    /// of its namespace: one copy, not one per Ingress. (Rate limits and external auth keep
+    /// state per Ingress, so a policy with them is never shared.)
+    fn shared_policy(&mut self, ingress: &Ingress, namespace: &str, policy: Policy) -> Arc<Policy> {
+        let prefix = &self.options.annotations_prefix;
+        let annotations = ingress.metadata.annotations.iter().flatten();
+        let annotated = annotations
+            .into_iter()
+            .any(|(key, _)| key.strip_prefix(prefix.as_str()).is_some_and(|rest| rest.starts_with('/')));
+        if annotated || policy.rate_limit.is_some() || policy.external_auth.is_some() {
+            return Arc::new(policy);
+        }
+        match self.plain_policies.get(namespace) {
+            Some(shared) if **shared == policy => shared.clone(),
+            _ => {
+                let policy = Arc::new(policy);
+                self.plain_policies.insert(namespace.to_owned(), policy.clone());
+                policy
+            }
+        }
     }
 
     /// Records what `ssl-passthrough`, `ssl-ciphers` and `ssl-prefer-server-ciphers` ask of the
