@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo build --profile dist && cargo run --release -p ostium --example propagation -- \
-//!     [--binary target/dist/ostium] [--ingresses 1000,10000] [--changes 100] [--mode both]
+//!     [--binary target/dist/ostium] [--ingresses 1000,10000,100000] [--changes 100] [--mode both]
 //! ```
 //!
 //! For each Ingress count N it loads N Ingresses (each its own host, all on one Service) plus a
@@ -35,7 +35,7 @@ struct Options {
 fn options() -> Options {
     let mut options = Options {
         binary: ostium_e2e::workspace_root().join("target/dist/ostium"),
-        counts: vec![1000, 10000],
+        counts: vec![1000, 10000, 100000],
         changes: 100,
         modes: vec!["manifests", "cluster"],
     };

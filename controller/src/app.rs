@@ -31,6 +31,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let (mut outputs, served) = rebuild::Outputs::new();
     let (store, leader) = match &config.manifests {
         Some(path) => {
+            // No status writer reads which Ingresses are served: the list is not made at all.
+            drop(served);
             source::manifests::spawn(path.clone(), updates, reader.clone(), metrics.clone())?;
             (Store::new(options.clone(), &[], false), None)
         }

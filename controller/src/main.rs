@@ -8,6 +8,8 @@ use ostium::{Args, Config, LogFormat};
 
 // Table builds allocate and free hundreds of thousands of small objects; mimalloc does that with
 // less time in free-list upkeep than glibc's allocator, and without its fragmentation growth.
+// Built without transparent huge pages (`no_thp`): with them, each 2 MiB region mimalloc touches
+// counts whole, which cost 15 MiB at idle and about 28 MiB with 10 000 Ingresses.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

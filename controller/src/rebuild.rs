@@ -54,18 +54,22 @@ pub(crate) async fn run(
             }
             let endpoints = pending.endpoints;
             // Translating everything can take a while with many objects: off the async workers.
-            let (returned_store, returned_publisher, build) = tokio::task::spawn_blocking(move || {
-                let build = publisher.update(store.objects(), Some(&pending.changed));
-                (store, publisher, build)
-            })
-            .await
-            .expect("the build does not panic");
+            let wants_served = outputs.served.receiver_count() > 0;
+            let (returned_store, returned_publisher, build, served) =
+                tokio::task::spawn_blocking(move || {
+                    let build = publisher.update(store.objects(), Some(&pending.changed));
+                    // The whole list only for who reads it (the status writer), when it changed, and
+                    // after the table is published.
+                    let changed = !build.served_added.is_empty() || !build.served_removed.is_empty();
+                    let served = (wants_served && changed).then(|| publisher.served());
+                    (store, publisher, build, served)
+                })
+                .await
+                .expect("the build does not panic");
             (store, publisher) = (returned_store, returned_publisher);
             store.built(&build.served_added, &build.served_removed);
-            // The whole list only for who reads it (the status writer), and only when it changed.
-            let served_changed = !build.served_added.is_empty() || !build.served_removed.is_empty();
-            if outputs.served.receiver_count() > 0 && served_changed {
-                outputs.served.send_replace(publisher.served().into());
+            if let Some(served) = served {
+                outputs.served.send_replace(served.into());
             }
             if let Some(diagnostics) = &outputs.diagnostics
                 && !build.new_diagnostics.is_empty()

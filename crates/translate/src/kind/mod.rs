@@ -28,6 +28,9 @@ use serde_json::Value;
 
 use crate::{ObjectKind, ObjectMap, Objects, Options};
 
+/// What `kubectl apply` keeps of an object it applied, which nothing here reads.
+const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
 /// The namespace objects without one are put in, as `kubectl apply` does.
 const DEFAULT_NAMESPACE: &str = "default";
 
@@ -88,12 +91,17 @@ pub trait Kind:
     }
 
     /// Reads an object from its JSON form (as the API server sends it or a manifest holds it),
-    /// normalized and without `managedFields`. An object that does not have this kind's shape is
-    /// [`Malformed`], still with its metadata, so that it can be named and skipped on its own.
+    /// normalized and without `managedFields` or `kubectl apply`'s last applied copy. An object
+    /// that does not have this kind's shape is [`Malformed`], still with its metadata, so that it
+    /// can be named and skipped on its own.
     fn from_value(mut value: Value) -> Result<Self, Malformed> {
         let mut metadata = value.as_object_mut().and_then(|fields| fields.remove("metadata"));
         if let Some(Value::Object(fields)) = &mut metadata {
             fields.remove("managedFields");
+            // `kubectl apply`'s copy of the whole object: often the largest part of it.
+            if let Some(Value::Object(annotations)) = fields.get_mut("annotations") {
+                annotations.remove(LAST_APPLIED_ANNOTATION);
+            }
         }
         let metadata = match metadata.map(ObjectMeta::deserialize).transpose() {
             Ok(metadata) => metadata.unwrap_or_default(),
@@ -312,12 +320,15 @@ mod tests {
 
     #[test]
     fn objects_are_read_without_managed_fields_and_normalized() {
+        let annotations = json!({LAST_APPLIED_ANNOTATION: "{\"data\": {\"auth\": \"...\"}}", "team": "a"});
         let value = json!({
-            "metadata": {"name": "s", "managedFields": [{"manager": "kubectl"}]},
+            "metadata": {"name": "s", "managedFields": [{"manager": "kubectl"}], "annotations": annotations},
             "stringData": {"auth": "user:hash"},
         });
         let secret = Secret::from_value(value).unwrap();
         assert!(secret.metadata.managed_fields.is_none());
+        let kept: Vec<&String> = secret.metadata.annotations.as_ref().unwrap().keys().collect();
+        assert_eq!(kept, ["team"], "kubectl's last applied copy is dropped, other annotations kept");
         assert_eq!(secret.key(), NamespacedName::new("default", "s"));
         assert_eq!(secret.data.unwrap()["auth"].0, b"user:hash");
     }
