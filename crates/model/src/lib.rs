@@ -23,6 +23,7 @@ mod external_auth;
 mod global;
 mod headers;
 mod host;
+mod host_map;
 mod mirror;
 mod name;
 mod path;

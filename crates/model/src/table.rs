@@ -6,6 +6,7 @@ use std::sync::Arc;
 use crate::backend::{Backend, BackendRef, EndpointKey, EndpointSet, Target};
 use crate::host::NormalizedHost;
 use crate::host::{HostMatch, HostRule, normalize_host};
+use crate::host_map::HostMap;
 use crate::path::{PathMatch, PathMatchKind, PathRule};
 use crate::{
     ClientAuth, GlobalSettings, HashMap, HostRedirect, NamespacedName, Policy, StreamService, TlsTable,
@@ -25,8 +26,8 @@ use crate::{
 /// [`Table::splice`] costs what changed, plus copying the maps' pointers.
 #[derive(Clone, Debug)]
 pub struct Table {
-    exact_hosts: HashMap<Arc<str>, Arc<VirtualHost>>,
-    wildcard_hosts: HashMap<Arc<str>, Arc<VirtualHost>>,
+    exact_hosts: HostMap<Arc<VirtualHost>>,
+    wildcard_hosts: HostMap<Arc<VirtualHost>>,
     any_host: Option<Arc<VirtualHost>>,
     default_route: Option<Route>,
     /// `--default-backend-service`: where error pages come from when a route has no
@@ -158,8 +159,8 @@ impl Table {
     /// An empty table: every request gets the built-in 404.
     pub fn new(tls: TlsTable) -> Self {
         Self {
-            exact_hosts: HashMap::default(),
-            wildcard_hosts: HashMap::default(),
+            exact_hosts: HostMap::default(),
+            wildcard_hosts: HostMap::default(),
             any_host: None,
             default_route: None,
             default_backend: None,

@@ -7,7 +7,7 @@ use rustls::sign::CertifiedKey;
 use rustls::{NamedGroup, SupportedCipherSuite};
 
 use crate::host::{HostRule, NormalizedHost, normalize_host};
-use crate::{HashMap, HashSet};
+use crate::host_map::HostMap;
 
 /// A certificate chain and its private key, parsed and checked when the table is built, so
 /// handshakes only look up.
@@ -27,15 +27,15 @@ pub struct Certificate {
 /// the HTTPS redirect and HSTS, as with ingress-nginx, rather than fall back to plain HTTP.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TlsTable {
-    exact: HashMap<Arc<str>, Certificate>,
-    wildcard: HashMap<Arc<str>, Certificate>,
+    exact: HostMap<Certificate>,
+    wildcard: HostMap<Certificate>,
     /// TLS hosts served with the default certificate, by exact name and by wildcard suffix.
-    exact_default: HashSet<Arc<str>>,
-    wildcard_default: HashSet<Arc<str>>,
+    exact_default: HostMap<()>,
+    wildcard_default: HostMap<()>,
     default: Certificate,
     /// Handshake settings of hosts that differ from the defaults, by exact name and wildcard.
-    exact_settings: HashMap<Arc<str>, Arc<ServerTls>>,
-    wildcard_settings: HashMap<Arc<str>, Arc<ServerTls>>,
+    exact_settings: HostMap<Arc<ServerTls>>,
+    wildcard_settings: HostMap<Arc<ServerTls>>,
     /// The `--configmap` handshake settings: those of every host without settings of its own
     /// (and a host's own settings fall back to them field by field, at translation).
     default_settings: Option<ServerTls>,
@@ -89,13 +89,13 @@ impl ServerTls {
 impl TlsTable {
     pub fn new(default: Certificate) -> Self {
         Self {
-            exact: HashMap::default(),
-            wildcard: HashMap::default(),
-            exact_default: HashSet::default(),
-            wildcard_default: HashSet::default(),
+            exact: HostMap::default(),
+            wildcard: HostMap::default(),
+            exact_default: HostMap::default(),
+            wildcard_default: HostMap::default(),
             default,
-            exact_settings: HashMap::default(),
-            wildcard_settings: HashMap::default(),
+            exact_settings: HostMap::default(),
+            wildcard_settings: HostMap::default(),
             default_settings: None,
         }
     }
@@ -154,8 +154,8 @@ impl TlsTable {
         if let Some((key, certificate)) = other_certs.get_key_value(name) {
             certs.insert(key.clone(), certificate.clone());
         }
-        if let Some(key) = other_defaults.get(name) {
-            defaults.insert(key.clone());
+        if let Some((key, ())) = other_defaults.get_key_value(name) {
+            defaults.insert(key.clone(), ());
         }
         if let Some((key, value)) = other_settings.get_key_value(name) {
             settings.insert(key.clone(), value.clone());
@@ -200,8 +200,8 @@ impl TlsTable {
     /// before or after, is what SNI presents for it; either way it stays a TLS host.
     pub fn insert_default(&mut self, host: &HostRule) {
         match host {
-            HostRule::Exact(name) => self.exact_default.insert(name.as_ref().into()),
-            HostRule::Wildcard(suffix) => self.wildcard_default.insert(suffix.as_ref().into()),
+            HostRule::Exact(name) => self.exact_default.insert(name.as_ref().into(), ()),
+            HostRule::Wildcard(suffix) => self.wildcard_default.insert(suffix.as_ref().into(), ()),
         };
     }
 
@@ -218,9 +218,9 @@ impl TlsTable {
     pub fn has_certificate(&self, host: &NormalizedHost) -> bool {
         let name = host.as_str();
         self.exact.contains_key(name)
-            || self.exact_default.contains(name)
+            || self.exact_default.contains_key(name)
             || host.wildcard_suffix().is_some_and(|suffix| {
-                self.wildcard.contains_key(suffix) || self.wildcard_default.contains(suffix)
+                self.wildcard.contains_key(suffix) || self.wildcard_default.contains_key(suffix)
             })
     }
 
@@ -247,8 +247,9 @@ impl TlsTable {
 
     /// Every TLS host served with the default certificate (none of its own), sorted.
     pub fn default_hosts(&self) -> Vec<HostRule> {
-        let exact = self.exact_default.iter().filter(|n| !self.exact.contains_key(*n));
-        let wildcard = self.wildcard_default.iter().filter(|s| !self.wildcard.contains_key(*s));
+        let exact = self.exact_default.iter().map(|(n, ())| n).filter(|n| !self.exact.contains_key(n));
+        let wildcard =
+            self.wildcard_default.iter().map(|(s, ())| s).filter(|s| !self.wildcard.contains_key(s));
         let mut hosts: Vec<HostRule> = (exact.map(|n| HostRule::Exact((**n).into())))
             .chain(wildcard.map(|s| HostRule::Wildcard((**s).into())))
             .collect();
