@@ -14,11 +14,13 @@ const SHARDS: usize = 64;
 /// compare shard by shard); the shards themselves are hash maps with random seeds.
 static SHARD_HASHER: LazyLock<foldhash::fast::RandomState> = LazyLock::new(Default::default);
 
+type Shard<V> = HashMap<Arc<str>, V>;
+
 /// A map from host names to `V`, in shards that tables share: a clone copies the shard pointers,
 /// and a change copies only the shard it touches, so a table made from another by a change of a
 /// few hosts costs what changed, whatever the number of hosts.
 pub(crate) struct HostMap<V> {
-    shards: Box<[Arc<HashMap<Arc<str>, V>>]>,
+    shards: Box<[Arc<Shard<V>>]>,
     len: usize,
 }
 

@@ -383,8 +383,8 @@ impl Table {
 
     fn remove_virtual_host(&mut self, host: &HostRule) -> Option<Arc<VirtualHost>> {
         let removed = match host {
-            HostRule::Exact(name) => self.exact_hosts.remove(&**name),
-            HostRule::Wildcard(suffix) => self.wildcard_hosts.remove(&**suffix),
+            HostRule::Exact(name) => self.exact_hosts.remove(name),
+            HostRule::Wildcard(suffix) => self.wildcard_hosts.remove(suffix),
         }?;
         self.routes -= removed.route_count();
         self.client_auth_hosts -= usize::from(removed.client_auth.is_some());
@@ -393,8 +393,8 @@ impl Table {
 
     fn take_virtual_host(&mut self, host: &HostRule) -> Option<Arc<VirtualHost>> {
         match host {
-            HostRule::Exact(name) => self.exact_hosts.remove(&**name),
-            HostRule::Wildcard(suffix) => self.wildcard_hosts.remove(&**suffix),
+            HostRule::Exact(name) => self.exact_hosts.remove(name),
+            HostRule::Wildcard(suffix) => self.wildcard_hosts.remove(suffix),
         }
     }
 
@@ -520,8 +520,8 @@ impl TableBuilder {
     /// The virtual host of a host rule, if some rule defines it.
     pub fn virtual_host(&self, host: &HostRule) -> Option<&VirtualHost> {
         match host {
-            HostRule::Exact(name) => self.table.exact_hosts.get(&**name).map(|v| &**v),
-            HostRule::Wildcard(suffix) => self.table.wildcard_hosts.get(&**suffix).map(|v| &**v),
+            HostRule::Exact(name) => self.table.exact_hosts.get(name).map(|v| &**v),
+            HostRule::Wildcard(suffix) => self.table.wildcard_hosts.get(suffix).map(|v| &**v),
         }
     }
 
@@ -540,8 +540,8 @@ impl TableBuilder {
     /// defines it, to change its routes' policies.
     pub fn defined_virtual_host_mut(&mut self, host: Option<&HostRule>) -> Option<&mut VirtualHost> {
         let vhost = match host {
-            Some(HostRule::Exact(name)) => self.table.exact_hosts.get_mut(&**name),
-            Some(HostRule::Wildcard(suffix)) => self.table.wildcard_hosts.get_mut(&**suffix),
+            Some(HostRule::Exact(name)) => self.table.exact_hosts.get_mut(name),
+            Some(HostRule::Wildcard(suffix)) => self.table.wildcard_hosts.get_mut(suffix),
             None => self.table.any_host.as_mut(),
         };
         vhost.map(Arc::make_mut)
@@ -557,11 +557,11 @@ impl TableBuilder {
                 return Arc::make_mut(vhost);
             }
         };
-        if !map.contains_key(&**key) {
+        if !map.contains_key(key) {
             map.insert(key.as_ref().into(), Arc::new(VirtualHost::new(host.cloned())));
         }
         // Present: inserted just above if it was not.
-        Arc::make_mut(map.get_mut(&**key).expect("virtual host present"))
+        Arc::make_mut(map.get_mut(key).expect("virtual host present"))
     }
 
     /// Records the backend of `--default-backend-service`.

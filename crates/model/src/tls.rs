@@ -118,7 +118,7 @@ impl TlsTable {
             HostRule::Wildcard(suffix) => (&mut self.wildcard_settings, suffix),
         };
         if settings == ServerTls::default() {
-            map.remove(&**name);
+            map.remove(name);
         } else {
             map.insert(name.as_ref().into(), Arc::new(settings));
         }
@@ -189,7 +189,7 @@ impl TlsTable {
             HostRule::Exact(name) => (&mut self.exact, name),
             HostRule::Wildcard(suffix) => (&mut self.wildcard, suffix),
         };
-        if map.contains_key(&**name) {
+        if map.contains_key(name) {
             return false;
         }
         map.insert(name.as_ref().into(), certificate);
@@ -227,8 +227,8 @@ impl TlsTable {
     /// The certificate added for exactly this host rule.
     pub fn certificate(&self, host: &HostRule) -> Option<&Certificate> {
         match host {
-            HostRule::Exact(name) => self.exact.get(&**name),
-            HostRule::Wildcard(suffix) => self.wildcard.get(&**suffix),
+            HostRule::Exact(name) => self.exact.get(name),
+            HostRule::Wildcard(suffix) => self.wildcard.get(suffix),
         }
     }
 
