@@ -67,7 +67,7 @@ pub(crate) async fn run(
                 .await
                 .expect("the build does not panic");
             (store, publisher) = (returned_store, returned_publisher);
-            store.built(&build.served_added, &build.served_removed);
+            store.built(build.served_added, &build.served_removed);
             if let Some(served) = served {
                 outputs.served.send_replace(served.into());
             }

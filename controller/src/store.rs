@@ -129,11 +129,11 @@ impl Store {
 
     /// The last table was built from the current objects: it serves `added` and no longer
     /// serves `removed`.
-    pub(crate) fn built(&mut self, added: &[NamespacedName], removed: &[NamespacedName]) {
+    pub(crate) fn built(&mut self, added: Vec<NamespacedName>, removed: &[NamespacedName]) {
         for ingress in removed {
             self.served.remove(ingress);
         }
-        self.served.extend(added.iter().cloned());
+        self.served.extend(added);
     }
 
     /// Asks for a rebuild of what these Services' routes (when moving their endpoints in place
@@ -403,7 +403,7 @@ pub(crate) mod tests {
         let ingresses = store.objects.ingresses.values().cloned().collect();
         store.update(listed::<Ingress>(ingresses));
         assert!(store.take_pending().is_some(), "the first build is always pending");
-        store.built(&served.iter().map(|n| NamespacedName::new("default", *n)).collect::<Vec<_>>(), &[]);
+        store.built(served.iter().map(|n| NamespacedName::new("default", *n)).collect(), &[]);
         store
     }
 
@@ -441,7 +441,7 @@ pub(crate) mod tests {
         assert_eq!(store.take_pending(), None);
         store.update(apply(ingress("other", "ostium", "web", "")));
         assert!(store.take_pending().is_some_and(|p| p.rebuild));
-        store.built(&[NamespacedName::new("default", "other")], &[]);
+        store.built(vec![NamespacedName::new("default", "other")], &[]);
         // Leaving our class must drop its routes.
         store.update(apply(ingress("other", "nginx", "web", "")));
         assert!(store.take_pending().is_some_and(|p| p.rebuild));
@@ -592,7 +592,7 @@ pub(crate) mod tests {
         store.update(apply(config_map("other", "false")));
         store.update(listed::<Ingress>(Vec::new()));
         assert!(store.take_pending().is_some(), "the first build is always pending");
-        store.built(&[], &[]);
+        store.built(Vec::new(), &[]);
         let key = NamespacedName::new("ingress", "ostium");
         assert!(store.objects().config_maps[&key].data.is_some(), "held whole");
 
@@ -618,7 +618,7 @@ pub(crate) mod tests {
         store.update(apply(config_map("ingress", "ostium", "")));
         store.update(listed::<Ingress>(Vec::new()));
         assert!(store.take_pending().is_some(), "the first build is always pending");
-        store.built(&[], &[]);
+        store.built(Vec::new(), &[]);
         let key = NamespacedName::new("headers", "to-backends");
         assert!(store.objects().config_maps[&key].data.is_none(), "not named yet");
         store.update(apply(config_map("headers", "to-backends", "X-Team: b")));

@@ -110,6 +110,7 @@ impl Incremental {
         let previous = self.table.take();
         let run = run(objects, options, Scope::All, previous.as_deref());
         let before: BTreeSet<NamespacedName> = self.entries.keys().cloned().collect();
+        let translated = run.ingresses.len();
         self.entries.clear();
         self.by_key.clear();
         self.by_dependency.clear();
@@ -126,7 +127,13 @@ impl Incremental {
                 None => self.global_diagnostics.push(diagnostic),
             }
         }
-        let after: BTreeSet<NamespacedName> = run.ingresses.into_iter().collect();
+        // The first time (or after losing all), every Ingress is new: moved, not compared.
+        let (served_added, served_removed) = if before.is_empty() {
+            (run.ingresses, Vec::new())
+        } else {
+            let after: BTreeSet<NamespacedName> = run.ingresses.into_iter().collect();
+            (after.difference(&before).cloned().collect(), before.difference(&after).cloned().collect())
+        };
         let table = match previous {
             Some(previous) if *previous == run.table => previous,
             _ => Arc::new(run.table),
@@ -134,11 +141,11 @@ impl Incremental {
         self.table = Some(table.clone());
         Built {
             table,
-            translated: after.len(),
+            translated,
             full: true,
             endpoints_moved: run.endpoints_moved,
-            served_added: after.difference(&before).cloned().collect(),
-            served_removed: before.difference(&after).cloned().collect(),
+            served_added,
+            served_removed,
         }
     }
 
