@@ -159,7 +159,8 @@ pub(crate) fn run(objects: &Objects, options: &Options, scope: Scope<'_>, previo
     let global = translator.diagnostics.len();
     // Where each Ingress's diagnostics start.
     let mut owners: Vec<(usize, &NamespacedName)> = Vec::new();
-    let (ingresses, whole, all) = match scope {
+    // A part has the default route only when asked, and never the global parts.
+    let (ingresses, with_default_route, with_global_parts) = match scope {
         Scope::All => {
             let mut ours = Vec::new();
             for (id, ingress) in &objects.ingresses {
@@ -186,11 +187,11 @@ pub(crate) fn run(objects: &Objects, options: &Options, scope: Scope<'_>, previo
     translator.frontend_tls();
     translator.www_redirects();
     let global_again = translator.diagnostics.len();
-    if whole {
+    if with_default_route {
         translator.default_backend_flag();
     }
     translator.table.set_global(Arc::new(translator.global.settings.clone()));
-    if all {
+    if with_global_parts {
         stream::add_streams(objects, options, &mut translator.table, &mut translator.diagnostics);
     }
 
