@@ -21,7 +21,7 @@ fn the_text_log_says_ready_with_counts_and_has_no_colour_codes_off_a_terminal() 
     assert!(!log.contains('\u{1b}'), "{log:?}");
     let ready: Vec<&str> = log.lines().filter(|l| l.contains(" ready ")).collect();
     assert_eq!(ready.len(), 1, "{log}");
-    for field in ["INFO", "ingresses=3", "routes=", "backends=2", "hosts=2", "build="] {
+    for field in ["INFO", "ingresses=3", "routes=", "service_ports=2", "hosts=2", "build="] {
         assert!(ready[0].contains(field), "no {field} in {}", ready[0]);
     }
 }
