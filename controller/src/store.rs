@@ -133,7 +133,12 @@ impl Store {
         for ingress in removed {
             self.served.remove(ingress);
         }
-        self.served.extend(added);
+        if self.served.is_empty() {
+            // Built in bulk: the first build adds every Ingress.
+            self.served = added.into_iter().collect();
+        } else {
+            self.served.extend(added);
+        }
     }
 
     /// Asks for a rebuild of what these Services' routes (when moving their endpoints in place
