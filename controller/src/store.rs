@@ -439,6 +439,19 @@ pub(crate) mod tests {
         assert!(store.take_pending().is_some_and(|p| p.rebuild), "annotations count");
     }
 
+    /// Not served while no IngressClass `ostium` exists, but translation warns about it: its
+    /// changes count, so the warning comes and goes with it.
+    #[test]
+    fn an_ingress_naming_our_class_that_does_not_exist_counts() {
+        let mut store = store(vec![], &[]);
+        store.update(apply(ingress("a", "ostium", "web", "")));
+        let pending = store.take_pending().expect("a change to judge");
+        let me = Reference::new(ObjectKind::Ingress, &NamespacedName::new("default", "a"));
+        assert!(pending.rebuild && pending.changed.contains(&me));
+        store.update(Change::<Ingress>::Delete(me.key.clone()).into());
+        assert!(store.take_pending().is_some_and(|p| p.changed.contains(&me)), "and so does its deletion");
+    }
+
     #[test]
     fn ingresses_of_other_classes_ask_for_nothing_until_they_become_ours() {
         let mut store = store(vec![apply(class())], &[]);

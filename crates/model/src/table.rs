@@ -123,6 +123,8 @@ impl PartialEq for Table {
             && self.global == other.global
             && self.streams == other.streams
             && sets(self) == sets(other)
+            && self.routes == other.routes
+            && self.client_auth_hosts == other.client_auth_hosts
     }
 }
 

@@ -387,30 +387,37 @@ fn host_keys(ingress: &Ingress, options: &Options) -> Vec<HostKey> {
         ingress.metadata.annotations.as_ref().and_then(|a| a.get(&key))
     };
     let www_redirect = annotation("from-to-www-redirect").is_some();
+    let canary = annotation("canary").is_some();
     let host = |name: &str| name.parse::<HostRule>().ok().map(HostKey::Host);
     for rule in rules {
-        match rule.host.as_deref().filter(|h| !h.is_empty()) {
-            None => keys.push(HostKey::AnyHost),
-            Some(name) => {
-                keys.extend(host(name));
-                if www_redirect {
-                    let other = match name.strip_prefix("www.") {
-                        Some(bare) => bare.to_owned(),
-                        None => format!("www.{name}"),
-                    };
-                    keys.extend(host(&other));
-                }
+        let Some(name) = rule.host.as_deref().filter(|h| !h.is_empty()) else {
+            keys.push(HostKey::AnyHost);
+            // A canary's `/` without a host joins the default route when that host has none.
+            if canary {
+                keys.push(HostKey::DefaultRoute);
             }
+            continue;
+        };
+        let Ok(parsed) = name.parse::<HostRule>() else { continue };
+        // The other name, as the translator derives it: from the parsed (lower-case) name.
+        if www_redirect && let HostRule::Exact(name) = &parsed {
+            let other = match name.strip_prefix("www.") {
+                Some(bare) => bare.to_owned(),
+                None => format!("www.{name}"),
+            };
+            keys.extend(host(&other));
         }
+        keys.push(HostKey::Host(parsed));
     }
     for tls in spec.tls.iter().flatten() {
         keys.extend(tls.hosts.iter().flatten().filter_map(|name| host(name)));
     }
     if let Some(aliases) = annotation("server-alias") {
-        keys.extend(aliases.split([',', ' ']).filter(|a| !a.is_empty()).filter_map(host));
+        // Split as the annotation's parser does.
+        keys.extend(aliases.split(',').map(str::trim).filter(|a| !a.is_empty()).filter_map(host));
     }
     // A canary's defaultBackend joins the rules without a host and the default route.
-    if spec.default_backend.is_some() && annotation("canary").is_some() {
+    if spec.default_backend.is_some() && canary {
         keys.extend([HostKey::AnyHost, HostKey::DefaultRoute]);
     }
     if keys.is_empty() {
@@ -495,6 +502,27 @@ mod tests {
             incremental.update(&objects, &options(), &reference(ObjectKind::Secret, "default", "unused"));
         assert_eq!(built.translated, 0);
         assert!(Arc::ptr_eq(&first, &built.table));
+    }
+
+    /// A canary's `/` without a host joins the default route of a catch-all Ingress: the two
+    /// must fall in one group, whichever changes.
+    #[test]
+    fn a_host_less_canary_and_the_catch_all_it_joins_are_translated_together() {
+        let base = "apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: {name: ostium}\nspec: {controller: ostium.dev/ingress-controller}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: app}\nspec: {ports: [{port: 80}]}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: app-canary}\nspec: {ports: [{port: 80}]}\n---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: catch-all}\nspec: {ingressClassName: ostium, defaultBackend: {service: {name: app, port: {number: 80}}}}\n";
+        let canary = "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: canary\n  annotations: {nginx.ingress.kubernetes.io/canary: \"true\", nginx.ingress.kubernetes.io/canary-weight: \"50\"}\nspec:\n  ingressClassName: ostium\n  rules: [{http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: app-canary, port: {number: 80}}}}]}}]\n";
+        let without = Objects::from_yaml(base).unwrap();
+        let with = Objects::from_yaml(&format!("{base}---\n{canary}")).unwrap();
+        let changed = reference(ObjectKind::Ingress, "default", "canary");
+        // One set of options: each call makes another fallback certificate.
+        let options = options();
+        let mut incremental = Incremental::new();
+        incremental.rebuild(&without, &options);
+        let added = incremental.update(&with, &options, &changed);
+        let full = crate::translate(&with, &options);
+        assert!(full.table.default_route_ref().unwrap().policy.canary.is_some(), "the canary joins");
+        assert_eq!(*added.table, full.table);
+        let removed = incremental.update(&without, &options, &changed);
+        assert_eq!(*removed.table, crate::translate(&without, &options).table);
     }
 
     #[test]

@@ -25,9 +25,14 @@ impl Kind for Ingress {
             || old.metadata.creation_timestamp != new.metadata.creation_timestamp
     }
 
+    /// Ours, or naming our `--ingress-class` as its `ingressClassName`: such an Ingress is not
+    /// served while no IngressClass of that name exists, and translation reports it.
     fn relevance(&self, key: &NamespacedName, objects: &Objects, options: &Options) -> Relevance {
-        let ours = options.watch_namespace.as_ref().is_none_or(|ns| *ns == key.namespace)
-            && class::Classes::new(objects, options).is_ours(key, self, &mut Vec::new());
+        let watched = options.watch_namespace.as_ref().is_none_or(|ns| *ns == key.namespace);
+        let names_our_class = self.spec.as_ref().and_then(|s| s.ingress_class_name.as_deref())
+            == Some(options.ingress_class.as_str());
+        let ours = watched
+            && (names_our_class || class::Classes::new(objects, options).is_ours(key, self, &mut Vec::new()));
         Relevance::TableWhenServed { ours }
     }
 
