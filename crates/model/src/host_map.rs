@@ -1,20 +1,26 @@
 //! Maps keyed by host name that a new table copies by the shard.
 
 use std::fmt;
-use std::hash::BuildHasher;
+use std::hash::{BuildHasher, Hash};
 use std::sync::{Arc, LazyLock};
 
 use crate::HashMap;
 
 /// Enough that a shard of a large fleet is small (1 600 hosts of 100 000), few enough that
 /// copying the shard pointers is nothing.
-const SHARDS: usize = 64;
+pub(crate) const SHARDS: usize = 64;
 
 /// Picks the shard of a name. Fixed per process, so two maps of a process shard alike (and
 /// compare shard by shard); the shards themselves are hash maps with random seeds.
 static SHARD_HASHER: LazyLock<foldhash::fast::RandomState> = LazyLock::new(Default::default);
 
 type Shard<V> = HashMap<Arc<str>, V>;
+
+/// The shard of a key, out of [`SHARDS`].
+pub(crate) fn shard_index(key: &(impl Hash + ?Sized)) -> usize {
+    // The top bits: the shards' own maps index by the low ones of a different hash.
+    (SHARD_HASHER.hash_one(key) >> (64 - SHARDS.trailing_zeros())) as usize
+}
 
 /// A map from host names to `V`, in shards that tables share: a clone copies the shard pointers,
 /// and a change copies only the shard it touches, so a table made from another by a change of a
@@ -26,8 +32,7 @@ pub(crate) struct HostMap<V> {
 
 impl<V> HostMap<V> {
     fn shard(name: &str) -> usize {
-        // The top bits: the shards' own maps index by the low ones of a different hash.
-        (SHARD_HASHER.hash_one(name) >> (64 - SHARDS.trailing_zeros())) as usize
+        shard_index(name)
     }
 
     pub(crate) fn get(&self, name: &str) -> Option<&V> {

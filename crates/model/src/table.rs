@@ -35,7 +35,7 @@ pub struct Table {
     default_backend: Option<BackendRef>,
     /// The endpoint set of each Service port some backend uses, and how many users it has
     /// (virtual hosts, the default route and backend, streams): a set without users leaves.
-    endpoint_sets: Arc<EndpointSets>,
+    endpoint_sets: EndpointSets,
     tls: TlsTable,
     /// `ssl-passthrough` hosts (exact names): their TLS connections go, undecrypted, to this
     /// backend.
@@ -51,8 +51,14 @@ pub struct Table {
     streams: BTreeMap<(Transport, u16), StreamService>,
 }
 
-/// Endpoint sets by Service port, each with how many users it has.
-type EndpointSets = BTreeMap<Arc<EndpointKey>, (Arc<EndpointSet>, u32)>;
+/// Endpoint sets by Service port, each with how many users it has, in shards by Service (as
+/// [`HostMap`]'s): a table made from another copies only the shards whose counts moved.
+#[derive(Clone, Debug)]
+struct EndpointSets {
+    shards: Box<[Arc<SetShard>]>,
+}
+
+type SetShard = BTreeMap<Arc<EndpointKey>, (Arc<EndpointSet>, u32)>;
 
 /// A [`Table`] being filled by translation; [`TableBuilder::build`] turns it into the immutable
 /// table that is served.
@@ -61,7 +67,7 @@ pub struct TableBuilder {
     table: Table,
     /// Endpoint sets to reuse: those of the table being replaced (see
     /// [`TableBuilder::share_endpoint_sets`]).
-    shared_sets: Option<Arc<EndpointSets>>,
+    shared_sets: Option<EndpointSets>,
     /// How many reused sets got other endpoints.
     endpoints_moved: usize,
 }
@@ -166,7 +172,7 @@ impl Table {
             any_host: None,
             default_route: None,
             default_backend: None,
-            endpoint_sets: Arc::default(),
+            endpoint_sets: EndpointSets::default(),
             tls,
             passthrough: HashMap::default(),
             client_auth_hosts: 0,
@@ -269,14 +275,14 @@ impl Table {
     }
 
     pub fn endpoint_sets(&self) -> impl Iterator<Item = &Arc<EndpointSet>> {
-        self.endpoint_sets.values().map(|(set, _)| set)
+        self.endpoint_sets.iter().map(|(_, (set, _))| set)
     }
 
     /// The endpoint sets of one Service, one per port the table uses.
     pub fn endpoint_sets_of(&self, service: &NamespacedName) -> impl Iterator<Item = &Arc<EndpointSet>> {
         let key = |port, protocol| EndpointKey { service: service.clone(), port, protocol };
         let range = key(0, Transport::Tcp)..=key(u16::MAX, Transport::Udp);
-        self.endpoint_sets.range::<EndpointKey, _>(range).map(|(_, (set, _))| set)
+        self.endpoint_sets.shard(service).range::<EndpointKey, _>(range).map(|(_, (set, _))| set)
     }
 
     /// How many virtual hosts there are (the host-less one included).
@@ -366,7 +372,7 @@ impl Table {
         }
         users.retain(|_, delta| *delta != 0);
         if !users.is_empty() {
-            let sets = Arc::make_mut(&mut table.endpoint_sets);
+            let sets = &mut table.endpoint_sets;
             for (key, delta) in users {
                 if let Some((_, count)) = sets.get_mut(&key) {
                     *count = u32::try_from(i64::from(*count) + delta).unwrap_or(0);
@@ -451,11 +457,12 @@ impl TableBuilder {
         extra.extend(table.default_backend.iter().filter_map(|b| b.endpoint_set()).map(|s| s.key().clone()));
         extra.extend(table.streams.values().map(|stream| stream.endpoints.key().clone()));
         count_users(&mut users, extra, 1);
-        let sets = Arc::make_mut(&mut table.endpoint_sets);
-        sets.retain(|key, (_, count)| {
-            *count = users.get(&**key).map_or(0, |n| u32::try_from(*n).unwrap_or(u32::MAX));
-            *count > 0
-        });
+        for shard in table.endpoint_sets.shards.iter_mut() {
+            Arc::make_mut(shard).retain(|key, (_, count)| {
+                *count = users.get(&**key).map_or(0, |n| u32::try_from(*n).unwrap_or(u32::MAX));
+                *count > 0
+            });
+        }
         table.routes = routes;
         table.client_auth_hosts = client_auth_hosts;
         self.table
@@ -490,8 +497,7 @@ impl TableBuilder {
     /// The endpoint set to use for `set`'s Service port: the one registered already, else the
     /// previous table's (given `set`'s endpoints), else `set`.
     fn register(&mut self, set: &Arc<EndpointSet>) -> Arc<EndpointSet> {
-        let sets = Arc::make_mut(&mut self.table.endpoint_sets);
-        if let Some((existing, _)) = sets.get(set.key()) {
+        if let Some((existing, _)) = self.table.endpoint_sets.get(set.key()) {
             return existing.clone();
         }
         let shared = self.shared_sets.as_ref().and_then(|shared| shared.get(set.key()));
@@ -502,7 +508,7 @@ impl TableBuilder {
             }
             None => set.clone(),
         };
-        sets.insert(Arc::new(set.key().clone()), (chosen.clone(), 0));
+        self.table.endpoint_sets.insert(Arc::new(set.key().clone()), (chosen.clone(), 0));
         chosen
     }
 
@@ -596,6 +602,50 @@ impl TableBuilder {
         self.table.default_route = Some(route);
         Ok(())
     }
+}
+
+// === impl EndpointSets ===
+
+impl EndpointSets {
+    fn shard(&self, service: &NamespacedName) -> &SetShard {
+        &self.shards[shard_of(service)]
+    }
+
+    fn get(&self, key: &EndpointKey) -> Option<&(Arc<EndpointSet>, u32)> {
+        self.shard(&key.service).get(key)
+    }
+
+    /// An entry, to change: its shard is copied first if another table shares it.
+    fn get_mut(&mut self, key: &EndpointKey) -> Option<&mut (Arc<EndpointSet>, u32)> {
+        let shard = &mut self.shards[shard_of(&key.service)];
+        if !shard.contains_key(key) {
+            return None;
+        }
+        Arc::make_mut(shard).get_mut(key)
+    }
+
+    fn insert(&mut self, key: Arc<EndpointKey>, value: (Arc<EndpointSet>, u32)) {
+        Arc::make_mut(&mut self.shards[shard_of(&key.service)]).insert(key, value);
+    }
+
+    fn remove(&mut self, key: &EndpointKey) {
+        Arc::make_mut(&mut self.shards[shard_of(&key.service)]).remove(key);
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&Arc<EndpointKey>, &(Arc<EndpointSet>, u32))> {
+        self.shards.iter().flat_map(|shard| shard.iter())
+    }
+}
+
+impl Default for EndpointSets {
+    fn default() -> Self {
+        Self { shards: (0..crate::host_map::SHARDS).map(|_| Arc::default()).collect() }
+    }
+}
+
+/// The shard of a Service's endpoint sets.
+fn shard_of(service: &NamespacedName) -> usize {
+    crate::host_map::shard_index(service)
 }
 
 /// Adds `delta` users to each of `keys`.
