@@ -5,9 +5,11 @@
 //! expectations; review the diff like code.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use ostium_translate::{Objects, Options, parse_manifests, translate};
+use ostium_translate::{Objects, parse_manifests, translate};
+use support::options;
+
+mod support;
 
 #[test]
 fn golden_fixtures() {
@@ -67,30 +69,6 @@ fn run_case(case: &Path, bless: bool) -> Result<(), String> {
         return Err(format!("{name}: rendering differs\n--- expected\n{expected}--- actual\n{actual}"));
     }
     Ok(())
-}
-
-/// Options as the controller would build them from these flags (defaults otherwise).
-fn options(flags: &str) -> Options {
-    let fallback = ostium_test_support::fallback_certificate();
-    let mut options = Options::new(fallback, Arc::new(rustls::crypto::ring::default_provider()));
-    for line in flags.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
-        let (flag, value) = line.split_once(' ').unwrap_or((line, ""));
-        match flag {
-            "--watch-ingress-without-class" => options.watch_ingress_without_class = true,
-            "--watch-namespace" => options.watch_namespace = Some(value.into()),
-            "--ingress-class" => options.ingress_class = value.into(),
-            "--controller-name" => options.controller_name = value.into(),
-            "--default-backend-service" => options.default_backend_service = Some(value.parse().unwrap()),
-            "--default-ssl-certificate" => options.default_ssl_certificate = Some(value.parse().unwrap()),
-            "--annotations-prefix" => options.annotations_prefix = value.into(),
-            "--enable-ssl-passthrough" => options.enable_ssl_passthrough = true,
-            "--configmap" => options.configmap = Some(value.parse().unwrap()),
-            "--tcp-services-configmap" => options.tcp_services_configmap = Some(value.parse().unwrap()),
-            "--udp-services-configmap" => options.udp_services_configmap = Some(value.parse().unwrap()),
-            other => panic!("unknown flag in fixture: {other}"),
-        }
-    }
-    options
 }
 
 /// Fisher-Yates with a small deterministic generator (xorshift64).

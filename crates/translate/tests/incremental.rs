@@ -5,13 +5,15 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use ostium_model::NamespacedName;
 use ostium_translate::{
     Incremental, Kind, KindVisitor, ObjectKind, Objects, Options, Reference, for_each_kind, parse_manifests,
     translate,
 };
+use support::options;
+
+mod support;
 
 #[test]
 fn adding_or_removing_any_object_of_any_fixture_translates_as_everything_would() {
@@ -114,28 +116,4 @@ fn differences(a: &Objects, b: &Objects) -> BTreeSet<Reference> {
     let mut diff = Diff(a, b, BTreeSet::new());
     for_each_kind(&mut diff);
     diff.2
-}
-
-/// Options as the controller would build them from a fixture's flags.
-fn options(flags: &str) -> Options {
-    let fallback = ostium_test_support::fallback_certificate();
-    let mut options = Options::new(fallback, Arc::new(rustls::crypto::ring::default_provider()));
-    for line in flags.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
-        let (flag, value) = line.split_once(' ').unwrap_or((line, ""));
-        match flag {
-            "--watch-ingress-without-class" => options.watch_ingress_without_class = true,
-            "--watch-namespace" => options.watch_namespace = Some(value.into()),
-            "--ingress-class" => options.ingress_class = value.into(),
-            "--controller-name" => options.controller_name = value.into(),
-            "--default-backend-service" => options.default_backend_service = Some(value.parse().unwrap()),
-            "--default-ssl-certificate" => options.default_ssl_certificate = Some(value.parse().unwrap()),
-            "--annotations-prefix" => options.annotations_prefix = value.into(),
-            "--enable-ssl-passthrough" => options.enable_ssl_passthrough = true,
-            "--configmap" => options.configmap = Some(value.parse().unwrap()),
-            "--tcp-services-configmap" => options.tcp_services_configmap = Some(value.parse().unwrap()),
-            "--udp-services-configmap" => options.udp_services_configmap = Some(value.parse().unwrap()),
-            other => panic!("unknown flag in fixture: {other}"),
-        }
-    }
-    options
 }
