@@ -91,4 +91,3 @@ pub use upstream_hash::{DEFAULT_SUBSET_SIZE, HashRing, POINTS_PER_NODE, StableHa
 /// Hash maps of the table: a fast hasher, randomly seeded per process (keys come from the
 /// configuration, lookups from requests).
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
-type HashSet<T> = std::collections::HashSet<T, foldhash::fast::RandomState>;

@@ -305,21 +305,6 @@ impl Table {
         exact.into_iter().chain(wildcard).chain(self.any_host.as_deref()).collect()
     }
 
-    /// Every distinct backend the routes, the default route and the passthrough hosts use.
-    pub fn backends(&self) -> Vec<&Backend> {
-        let mut all: Vec<&BackendRef> = Vec::new();
-        let hosts = self.exact_hosts.values().chain(self.wildcard_hosts.values()).chain(&self.any_host);
-        for vhost in hosts {
-            vhost.for_each_backend(&mut |backend| all.push(backend));
-        }
-        if let Some(route) = &self.default_route {
-            route.for_each_backend(&mut |backend| all.push(backend));
-        }
-        all.extend(self.default_backend.iter().chain(self.passthrough.values()));
-        let mut seen = crate::HashSet::default();
-        all.into_iter().filter(|b| seen.insert(Arc::as_ptr(b))).map(|b| &**b).collect()
-    }
-
     /// A new table: this one with what `replaced` names taken from `part` (a table translated
     /// from the objects that decide those hosts alone, built with this table's endpoint sets
     /// shared, see [`TableBuilder::share_endpoint_sets`]). Everything else is shared with this

@@ -79,11 +79,6 @@ impl Incremental {
         Self::default()
     }
 
-    /// The last table made, if any.
-    pub fn table(&self) -> Option<&Arc<Table>> {
-        self.table.as_ref()
-    }
-
     /// Every current diagnostic: the global ones, then each Ingress's.
     pub fn diagnostics(&self) -> Vec<Diagnostic> {
         let mut ingresses: Vec<_> = self.diagnostics.iter().collect();
