@@ -13,9 +13,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ostium_model::{
-    Blocked, ClientAddressing, ExternalAuth, ForwardedHeaders, GlobalSettings, HttpsRedirect, PathRule,
-    Policy, ProxyProtocol, RateLimit, RateLimitZone, RequestRate, SourceAccess, Template, TemplatePart,
-    UpstreamHash, Variable,
+    Blocked, ClientAddressing, ForwardedHeaders, GlobalSettings, HttpsRedirect, PathRule, Policy,
+    ProxyProtocol, RateLimit, RateLimitZone, RequestRate, SourceAccess, Template, TemplatePart, UpstreamHash,
+    Variable,
 };
 use ostium_proxy::ProxyConfig;
 use ostium_test_support::log::LogBuffer;
@@ -456,17 +456,7 @@ async fn auth_service_for_one_client() -> SocketAddr {
 async fn the_auth_service_is_told_the_real_client() {
     let auth = auth_service_for_one_client().await;
     let url = Template::new(vec![TemplatePart::Text(format!("http://{auth}/check").into())]);
-    let external = ExternalAuth {
-        url,
-        method: None,
-        signin: None,
-        response_headers: Box::default(),
-        proxy_set_headers: Box::default(),
-        request_redirect: None,
-        always_set_cookie: false,
-        cache: None,
-    };
-    let policy = Policy { external_auth: Some(Arc::new(external)), ..Policy::default() };
+    let policy = Policy { external_auth: Some(Arc::new(support::external_auth(url))), ..Policy::default() };
     let (proxy, _backend) =
         proxy_with(settings(|s| s.forwarded = use_forwarded_headers(false)), policy).await;
     assert_eq!(get_with(TRUSTED, proxy.http, &["X-Forwarded-For: 203.0.113.7"]).await.status, 200);

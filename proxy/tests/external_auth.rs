@@ -116,19 +116,6 @@ async fn decide(
     Ok(response)
 }
 
-fn external(url: Template) -> ExternalAuth {
-    ExternalAuth {
-        url,
-        method: None,
-        signin: None,
-        response_headers: Box::default(),
-        proxy_set_headers: Box::default(),
-        request_redirect: None,
-        always_set_cookie: false,
-        cache: None,
-    }
-}
-
 fn with_auth(auth: ExternalAuth) -> Policy {
     Policy { external_auth: Some(Arc::new(auth)), ..Policy::default() }
 }
@@ -141,7 +128,7 @@ async fn request(addr: SocketAddr, method: &str, host: &str, path: &str, extra: 
 #[tokio::test]
 async fn a_2xx_answer_lets_the_request_through_with_the_auth_response_headers() {
     let (backend, auth) = (EchoBackend::start("app").await, AuthService::start().await);
-    let mut settings = external(auth.url("/check"));
+    let mut settings = support::external_auth(auth.url("/check"));
     settings.response_headers =
         vec![HeaderName::from_static("x-auth-request-user"), HeaderName::from_static("x-auth-request-email")]
             .into();
@@ -170,8 +157,13 @@ async fn a_401_keeps_the_auth_challenge_and_other_statuses_or_no_answer_are_500(
     let unreachable = closed_port().await;
     let down = Template::new(vec![TemplatePart::Text(format!("http://{unreachable}/check").into())]);
     let table = TableBuilder::new()
-        .site(Some("up.example.com"), "app", backend.addr, with_auth(external(auth.url("/check"))))
-        .site(Some("down.example.com"), "app2", backend.addr, with_auth(external(down)))
+        .site(
+            Some("up.example.com"),
+            "app",
+            backend.addr,
+            with_auth(support::external_auth(auth.url("/check"))),
+        )
+        .site(Some("down.example.com"), "app2", backend.addr, with_auth(support::external_auth(down)))
         .build();
     let proxy = Harness::start(table).await;
 
@@ -190,7 +182,7 @@ async fn a_401_keeps_the_auth_challenge_and_other_statuses_or_no_answer_are_500(
 async fn the_subrequest_carries_the_original_request_but_never_its_body() {
     let (backend, auth) = (EchoBackend::start("app").await, AuthService::start().await);
     let table = TableBuilder::new()
-        .site(None, "app", backend.addr, with_auth(external(auth.url("/check?v=1"))))
+        .site(None, "app", backend.addr, with_auth(support::external_auth(auth.url("/check?v=1"))))
         .build();
     let proxy = Harness::start(table).await;
 
@@ -228,7 +220,7 @@ async fn the_subrequest_carries_the_original_request_but_never_its_body() {
 #[tokio::test]
 async fn auth_method_and_request_redirect_change_the_subrequest() {
     let (backend, auth) = (EchoBackend::start("app").await, AuthService::start().await);
-    let mut settings = external(auth.url("/check"));
+    let mut settings = support::external_auth(auth.url("/check"));
     settings.method = Some(Method::POST);
     settings.request_redirect = Some(HeaderValue::from_static("https://app.example.com/landing"));
     let table = TableBuilder::new().site(None, "app", backend.addr, with_auth(settings)).build();
@@ -253,7 +245,7 @@ async fn auth_method_and_request_redirect_change_the_subrequest() {
 async fn auth_proxy_set_headers_reach_the_auth_service() {
     let (backend, auth) = (EchoBackend::start("app").await, AuthService::start().await);
     let text = |text: &str| Template::new(vec![TemplatePart::Text(text.into())]);
-    let mut settings = external(auth.url("/check"));
+    let mut settings = support::external_auth(auth.url("/check"));
     settings.proxy_set_headers = vec![
         (HeaderName::from_static("x-tenant"), text("acme \"corp\"")),
         (HeaderName::from_static("x-sent-from"), text("edge")),
@@ -289,7 +281,7 @@ async fn auth_proxy_set_headers_reach_the_auth_service() {
 #[tokio::test]
 async fn a_401_redirects_to_the_signin_url_with_rd() {
     let (backend, auth) = (EchoBackend::start("app").await, AuthService::start().await);
-    let mut settings = external(auth.url("/check"));
+    let mut settings = support::external_auth(auth.url("/check"));
     // What translation makes of `http://$host/auth/start` (buildAuthSignURL).
     settings.signin = Some(Template::new(vec![
         TemplatePart::Text("http://".into()),
@@ -316,7 +308,7 @@ async fn a_401_redirects_to_the_signin_url_with_rd() {
 #[tokio::test]
 async fn answers_are_cached_by_key_for_their_duration() {
     let (backend, auth) = (EchoBackend::start("app").await, AuthService::start().await);
-    let mut settings = external(auth.url("/check"));
+    let mut settings = support::external_auth(auth.url("/check"));
     let key = Template::new(vec![TemplatePart::Variable(Variable::Header(HeaderName::from_static(
         "authorization",
     )))]);
@@ -346,10 +338,15 @@ async fn answers_are_cached_by_key_for_their_duration() {
 #[tokio::test]
 async fn the_auth_cookie_goes_to_the_client_on_success_or_always() {
     let (backend, auth) = (EchoBackend::start("app").await, AuthService::start().await);
-    let mut always = external(auth.url("/check"));
+    let mut always = support::external_auth(auth.url("/check"));
     always.always_set_cookie = true;
     let table = TableBuilder::new()
-        .site(Some("default.example.com"), "app", backend.addr, with_auth(external(auth.url("/check"))))
+        .site(
+            Some("default.example.com"),
+            "app",
+            backend.addr,
+            with_auth(support::external_auth(auth.url("/check"))),
+        )
         .site(Some("always.example.com"), "app2", backend.addr, with_auth(always))
         .build();
     let proxy = Harness::start(table).await;
@@ -377,9 +374,12 @@ async fn satisfy_any_lets_an_allowed_address_skip_the_auth_service() {
     let any = |list: &str| Policy {
         source_access: Some(ranges(list)),
         satisfy: Satisfy::Any,
-        ..with_auth(external(auth.url("/check")))
+        ..with_auth(support::external_auth(auth.url("/check")))
     };
-    let all = Policy { source_access: Some(ranges("10.0.0.0/8")), ..with_auth(external(auth.url("/check"))) };
+    let all = Policy {
+        source_access: Some(ranges("10.0.0.0/8")),
+        ..with_auth(support::external_auth(auth.url("/check")))
+    };
     let table = TableBuilder::new()
         .site(Some("inside.example.com"), "a", backend.addr, any("127.0.0.0/8"))
         .site(Some("outside.example.com"), "b", backend.addr, any("10.0.0.0/8"))
@@ -411,7 +411,8 @@ async fn satisfy_any_lets_an_allowed_address_skip_the_auth_service() {
 async fn an_auth_service_slower_than_the_read_timeout_is_a_500() {
     let (backend, slow) = (EchoBackend::start("app").await, EchoBackend::start("slow-auth").await);
     let url = Template::new(vec![TemplatePart::Text(format!("http://{}/delay/5000", slow.addr).into())]);
-    let table = TableBuilder::new().site(None, "app", backend.addr, with_auth(external(url))).build();
+    let table =
+        TableBuilder::new().site(None, "app", backend.addr, with_auth(support::external_auth(url))).build();
     let config =
         ProxyConfig { access_log: false, read_timeout: Duration::from_millis(200), ..ProxyConfig::default() };
     let proxy = Harness::start_with(table, config).await;
@@ -431,7 +432,8 @@ async fn variables_in_the_auth_url_are_filled_from_the_request() {
         TemplatePart::Text("/oauth2/auth?method=".into()),
         TemplatePart::Variable(Variable::RequestMethod),
     ]);
-    let table = TableBuilder::new().site(None, "app", backend.addr, with_auth(external(url))).build();
+    let table =
+        TableBuilder::new().site(None, "app", backend.addr, with_auth(support::external_auth(url))).build();
     let proxy = Harness::start(table).await;
 
     let host = auth.addr.to_string();

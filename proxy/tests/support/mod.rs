@@ -350,3 +350,17 @@ pub async fn handshake(
     let (_, connection) = tls.get_ref();
     (connection.peer_certificates().unwrap()[0].clone(), connection.alpn_protocol().map(<[u8]>::to_vec))
 }
+
+/// External auth at `url` with every other setting at its default.
+pub fn external_auth(url: ostium_model::Template) -> ostium_model::ExternalAuth {
+    ostium_model::ExternalAuth {
+        url,
+        method: None,
+        signin: None,
+        response_headers: Box::default(),
+        proxy_set_headers: Box::default(),
+        request_redirect: None,
+        always_set_cookie: false,
+        cache: None,
+    }
+}
