@@ -312,14 +312,16 @@ impl Table {
     pub fn splice(&self, mut part: Table, replaced: &Replaced) -> Table {
         let mut table = self.clone();
         let mut users: HashMap<EndpointKey, i64> = HashMap::default();
-        for host in &replaced.hosts {
-            if let Some(old) = table.remove_virtual_host(host) {
+        let hosts = replaced.hosts.iter().map(Some).chain(replaced.any_host.then_some(None));
+        for host in hosts {
+            if let Some(old) = table.take_virtual_host(host) {
                 count_users(&mut users, old.endpoint_keys(), -1);
             }
             if let Some(new) = part.take_virtual_host(host) {
                 count_users(&mut users, new.endpoint_keys(), 1);
                 table.insert_virtual_host(host, new);
             }
+            let Some(host) = host else { continue };
             if let HostRule::Exact(name) = host {
                 table.passthrough.remove(&**name);
                 if let Some(backend) = part.passthrough.remove(&**name) {
@@ -328,77 +330,54 @@ impl Table {
             }
             table.tls.replace_host(host, &part.tls);
         }
-        if replaced.any_host {
-            if let Some(old) = table.any_host.take() {
-                count_users(&mut users, old.endpoint_keys(), -1);
-                table.routes -= old.route_count();
-                table.client_auth_hosts -= usize::from(old.client_auth.is_some());
-            }
-            if let Some(new) = part.any_host.take() {
-                count_users(&mut users, new.endpoint_keys(), 1);
-                table.routes += new.route_count();
-                table.client_auth_hosts += usize::from(new.client_auth.is_some());
-                table.any_host = Some(new);
-            }
-        }
         if replaced.default_route {
-            let keys = |route: &Route| {
-                let mut keys = Vec::new();
-                route.for_each_backend(&mut |b| keys.extend(b.endpoint_set().map(|s| s.key().clone())));
-                keys
-            };
             if let Some(old) = table.default_route.take() {
-                count_users(&mut users, keys(&old), -1);
+                count_users(&mut users, old.endpoint_keys(), -1);
             }
             if let Some(new) = part.default_route.take() {
-                count_users(&mut users, keys(&new), 1);
+                count_users(&mut users, new.endpoint_keys(), 1);
                 table.default_route = Some(new);
             }
         }
-        users.retain(|_, delta| *delta != 0);
-        if !users.is_empty() {
+        for (key, delta) in users.into_iter().filter(|(_, delta)| *delta != 0) {
             let sets = &mut table.endpoint_sets;
-            for (key, delta) in users {
-                if let Some((_, count)) = sets.get_mut(&key) {
-                    *count = u32::try_from(i64::from(*count) + delta).unwrap_or(0);
-                    if *count == 0 {
-                        sets.remove(&key);
-                    }
-                } else if let Some((set, _)) = part.endpoint_sets.get(&key)
-                    && let Ok(count @ 1..) = u32::try_from(delta)
-                {
-                    sets.insert(Arc::new(key), (set.clone(), count));
+            if let Some((_, count)) = sets.get_mut(&key) {
+                let left = i64::from(*count) + delta;
+                debug_assert!(left >= 0, "{key:?} has fewer users than were taken away");
+                *count = u32::try_from(left).unwrap_or(0);
+                if *count == 0 {
+                    sets.remove(&key);
                 }
+            } else if let Some((set, _)) = part.endpoint_sets.get(&key)
+                && let Ok(count @ 1..) = u32::try_from(delta)
+            {
+                sets.insert(Arc::new(key), (set.clone(), count));
             }
         }
         table
     }
 
-    fn remove_virtual_host(&mut self, host: &HostRule) -> Option<Arc<VirtualHost>> {
+    /// Takes the virtual host of a host rule (`None`: the rules without a host) out, and its
+    /// routes out of the counts.
+    fn take_virtual_host(&mut self, host: Option<&HostRule>) -> Option<Arc<VirtualHost>> {
         let removed = match host {
-            HostRule::Exact(name) => self.exact_hosts.remove(name),
-            HostRule::Wildcard(suffix) => self.wildcard_hosts.remove(suffix),
+            Some(HostRule::Exact(name)) => self.exact_hosts.remove(name),
+            Some(HostRule::Wildcard(suffix)) => self.wildcard_hosts.remove(suffix),
+            None => self.any_host.take(),
         }?;
         self.routes -= removed.route_count();
         self.client_auth_hosts -= usize::from(removed.client_auth.is_some());
         Some(removed)
     }
 
-    fn take_virtual_host(&mut self, host: &HostRule) -> Option<Arc<VirtualHost>> {
-        match host {
-            HostRule::Exact(name) => self.exact_hosts.remove(name),
-            HostRule::Wildcard(suffix) => self.wildcard_hosts.remove(suffix),
-        }
-    }
-
-    fn insert_virtual_host(&mut self, host: &HostRule, vhost: Arc<VirtualHost>) {
+    fn insert_virtual_host(&mut self, host: Option<&HostRule>, vhost: Arc<VirtualHost>) {
         self.routes += vhost.route_count();
         self.client_auth_hosts += usize::from(vhost.client_auth.is_some());
-        let (map, name) = match host {
-            HostRule::Exact(name) => (&mut self.exact_hosts, name),
-            HostRule::Wildcard(suffix) => (&mut self.wildcard_hosts, suffix),
+        match host {
+            Some(HostRule::Exact(name)) => self.exact_hosts.insert(name.as_ref().into(), vhost),
+            Some(HostRule::Wildcard(suffix)) => self.wildcard_hosts.insert(suffix.as_ref().into(), vhost),
+            None => self.any_host.replace(vhost),
         };
-        map.insert(name.as_ref().into(), vhost);
     }
 }
 
@@ -433,12 +412,7 @@ impl TableBuilder {
             client_auth_hosts += usize::from(vhost.client_auth.is_some());
             count_users(&mut users, vhost.endpoint_keys(), 1);
         }
-        let mut extra = Vec::new();
-        if let Some(route) = &table.default_route {
-            route.for_each_backend(&mut |backend| {
-                extra.extend(backend.endpoint_set().map(|s| s.key().clone()))
-            });
-        }
+        let mut extra = table.default_route.as_ref().map(Route::endpoint_keys).unwrap_or_default();
         extra.extend(table.default_backend.iter().filter_map(|b| b.endpoint_set()).map(|s| s.key().clone()));
         extra.extend(table.streams.values().map(|stream| stream.endpoints.key().clone()));
         count_users(&mut users, extra, 1);
@@ -647,18 +621,20 @@ fn count_users(
 // === impl Route ===
 
 impl Route {
-    /// Calls `f` with each backend the route may send requests to: its own, its canary's and
-    /// its `default-backend`.
-    pub fn for_each_backend<'a>(&'a self, f: &mut impl FnMut(&'a BackendRef)) {
-        if let RouteAction::Forward(backend) = &self.action {
-            f(backend);
-        }
-        if let Some(backend) = &self.policy.default_backend {
-            f(backend);
-        }
-        if let Some(canary) = &self.policy.canary {
-            f(&canary.backend);
-        }
+    /// The Service ports whose endpoints the route uses: its backend's, its canary's and its
+    /// `default-backend`'s.
+    fn endpoint_keys(&self) -> Vec<EndpointKey> {
+        let own = match &self.action {
+            RouteAction::Forward(backend) => Some(backend),
+            RouteAction::Redirect(_) => None,
+        };
+        let canary = self.policy.canary.as_ref().map(|canary| &canary.backend);
+        own.into_iter()
+            .chain(&self.policy.default_backend)
+            .chain(canary)
+            .filter_map(|backend| backend.endpoint_set())
+            .map(|set| set.key().clone())
+            .collect()
     }
 }
 
@@ -711,23 +687,12 @@ impl VirtualHost {
         self.routes.len() + usize::from(self.fallback.is_some())
     }
 
-    /// Calls `f` with each backend the host's routes may send requests to.
-    pub fn for_each_backend<'a>(&'a self, f: &mut impl FnMut(&'a BackendRef)) {
-        for route in self.routes.iter().chain(&self.fallback) {
-            route.for_each_backend(f);
-        }
-    }
-
     /// The Service ports whose endpoints the host's routes use, each once.
     fn endpoint_keys(&self) -> Vec<EndpointKey> {
-        let mut keys = Vec::new();
-        self.for_each_backend(&mut |backend| {
-            if let Some(set) = backend.endpoint_set()
-                && !keys.contains(set.key())
-            {
-                keys.push(set.key().clone());
-            }
-        });
+        let mut keys: Vec<EndpointKey> =
+            self.routes.iter().chain(&self.fallback).flat_map(Route::endpoint_keys).collect();
+        keys.sort_unstable();
+        keys.dedup();
         keys
     }
 
