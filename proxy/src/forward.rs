@@ -29,6 +29,7 @@ use crate::error_page::{Details, ErrorPageRequest};
 use crate::mirror::MirrorCopy;
 use crate::outcome::Outcome;
 use crate::policy::{Admission, AuthEffects, Original};
+use crate::pool::PooledBody;
 use crate::request::RequestHead;
 use crate::rewrite::{Outgoing, upstream_request};
 use crate::route::{Defaults, Routed};
@@ -39,7 +40,7 @@ use crate::upstream_body::OutgoingBody;
 use crate::{ConnectionInfo, Proxy, ProxyError, headers, policy, response};
 
 /// What the access log says about a request besides the request itself.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Trace {
     pub(crate) ingress: Option<Arc<NamespacedName>>,
     pub(crate) service: Option<Arc<NamespacedName>>,
@@ -76,6 +77,32 @@ pub(crate) struct Trace {
 }
 
 impl Trace {
+    /// The trace of a request that has just started (not `Default`: that would build default
+    /// global settings, parsing their lists, for every request).
+    fn new(global: Arc<GlobalSettings>) -> Self {
+        Self {
+            ingress: None,
+            service: None,
+            upstream: None,
+            upstream_duration: None,
+            request_id: None,
+            bytes_in: None,
+            response_headers: None,
+            unlogged: false,
+            auth_effects: None,
+            span: None,
+            compression: None,
+            global,
+            custom_headers: None,
+            default_backend: false,
+            upstream_started: None,
+            upstream_status: None,
+            wants_upstream_names: false,
+            upstream_names: None,
+            client: None,
+        }
+    }
+
     /// The request's client: the one its forwarded headers name, else the connection's.
     pub(crate) fn client<'a>(&'a self, connection: &'a ConnectionInfo) -> &'a Client {
         self.client.as_deref().unwrap_or(&connection.client)
@@ -93,7 +120,7 @@ impl Proxy {
         let version = request.version();
         let head_only = request.method() == Method::HEAD;
         let global = self.inner.tables.load().global().clone();
-        let mut trace = Trace { global, ..Trace::default() };
+        let mut trace = Trace::new(global);
         let logged = self.access_log_start(&request, &mut trace);
         trace.bytes_in = logged.is_some().then(Arc::default);
         let (mut response, error) = match self.forward(request, connection, &mut trace).await {
