@@ -35,6 +35,7 @@ use crate::compress::Encoder;
 use crate::connection::RequestGuard;
 use crate::error::find_cause;
 use crate::policy::Throttle;
+use crate::pool::PooledBody;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -278,7 +279,7 @@ fn millis(duration: Duration) -> f64 {
 /// not; with the access log entry to write once it is done.
 #[derive(Debug)]
 pub struct ProxyBody {
-    inner: Either<Incoming, Full<Bytes>>,
+    inner: Either<PooledBody, Full<Bytes>>,
     /// `proxy_read_timeout` between two reads of an endpoint's body.
     read_timer: Option<IdleTimer>,
     /// `use-gzip`, `enable-brotli`.
@@ -299,7 +300,7 @@ pub struct ProxyBody {
 pub(crate) struct UpstreamBodyTimeout;
 
 impl ProxyBody {
-    pub(crate) fn upstream(body: Incoming, read_timeout: Duration) -> Self {
+    pub(crate) fn upstream(body: PooledBody, read_timeout: Duration) -> Self {
         let read_timer = Some(IdleTimer::new(read_timeout));
         Self {
             inner: Either::Left(body),
@@ -409,7 +410,7 @@ impl Body for ProxyBody {
 /// The next frame of the body as the endpoint (or the proxy) sends it, under
 /// `proxy_read_timeout`.
 fn poll_source(
-    inner: &mut Either<Incoming, Full<Bytes>>,
+    inner: &mut Either<PooledBody, Full<Bytes>>,
     read_timer: &mut Option<IdleTimer>,
     cx: &mut Context<'_>,
 ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {

@@ -406,7 +406,7 @@ impl Proxy {
     /// A `101` starts the tunnel, which keeps the request's place under `limit-connections`.
     fn respond(
         &self,
-        mut response: Response<Incoming>,
+        mut response: Response<PooledBody>,
         client_upgrade: Option<hyper::upgrade::OnUpgrade>,
         hsts: Option<&HeaderValue>,
         read_timeout: Duration,

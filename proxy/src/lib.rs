@@ -70,6 +70,7 @@ mod mirror;
 mod outcome;
 mod passthrough;
 mod policy;
+mod pool;
 mod proxy_protocol;
 mod request;
 mod response;

@@ -21,6 +21,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::Proxy;
 use crate::body::BodyClock;
+use crate::pool::Destination;
 use crate::upstream_body::{OutgoingBody, UpstreamBody};
 
 /// The copies in flight in the process, bounded.
@@ -77,7 +78,7 @@ impl Proxy {
             return;
         };
         let MirrorCopy { mirror, method, mut headers, request_uri } = copy;
-        let Some(uri) = mirror_uri(&mirror, &request_uri) else {
+        let Some(uri) = mirror.path_and_query(&request_uri).map(Uri::from) else {
             tracing::debug!("the mirror target and the request URI make no valid URI; no copy sent");
             return;
         };
@@ -94,13 +95,14 @@ impl Proxy {
         (*request.method_mut(), *request.uri_mut(), *request.headers_mut()) = (method, uri, headers);
         let protocol =
             if mirror.scheme == http::uri::Scheme::HTTPS { Protocol::Https } else { Protocol::Http };
-        let proxy = self.clone();
+        let (proxy, authority) = (self.clone(), mirror.authority.clone());
         // The copy is given as long as a request's endpoint would be to answer.
         let limit = self.inner.config.connect_timeout + self.inner.config.read_timeout;
         tokio::spawn(async move {
             let _slot = slot;
             let exchange = async {
-                let response = proxy.inner.upstream.request(protocol, None, None, request).await?;
+                let target = Destination::Name(&authority);
+                let response = proxy.inner.upstream.request(protocol, None, None, target, request).await?;
                 let mut body = response.into_body();
                 while body.frame().await.transpose()?.is_some() {} // read and thrown away
                 Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
@@ -112,12 +114,4 @@ impl Proxy {
             }
         });
     }
-}
-
-fn mirror_uri(mirror: &Mirror, request_uri: &PathAndQuery) -> Option<Uri> {
-    let mut parts = http::uri::Parts::default();
-    parts.scheme = Some(mirror.scheme.clone());
-    parts.authority = Some(mirror.authority.clone());
-    parts.path_and_query = Some(mirror.path_and_query(request_uri)?);
-    Uri::from_parts(parts).ok()
 }

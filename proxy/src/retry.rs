@@ -19,8 +19,7 @@ use std::time::Instant;
 
 use http::request::Parts;
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{Method, Request, Response, Uri};
-use hyper::body::Incoming;
+use http::{Method, Request, Response, Uri, Version};
 use hyper::upgrade::OnUpgrade;
 use ostium_model::{
     BackendTls, Endpoint, Endpoints, LoadBalance, NextUpstream, Protocol, RetryCondition, Target,
@@ -31,6 +30,7 @@ use crate::body::{BodyClock, client_body_fault};
 use crate::buffer::ReplayError;
 use crate::error::find_cause;
 use crate::forward::{Clocks, Trace};
+use crate::pool::{Destination, PooledBody};
 use crate::rewrite::Outgoing;
 use crate::upstream::{self, scheme};
 use crate::upstream_body::UpstreamBody;
@@ -80,7 +80,7 @@ impl Proxy {
         (next_upstream, balance): (&NextUpstream, LoadBalance),
         mut stickiness: Option<&mut Stickiness>,
         trace: &mut Trace,
-    ) -> Result<(Response<Incoming>, Option<OnUpgrade>), ProxyError> {
+    ) -> Result<(Response<PooledBody>, Option<OnUpgrade>), ProxyError> {
         let Outgoing { mut parts, path_and_query, mut body, client_upgrade } = outgoing;
         let peers = match target {
             Target::Unavailable => return Err(ProxyError::BackendUnavailable),
@@ -100,12 +100,16 @@ impl Proxy {
                 true => copy_head(&parts),
                 false => std::mem::replace(&mut parts, Request::new(()).into_parts().0),
             };
-            head.uri = upstream_uri(scheme.clone(), authority, path_and_query.clone())?;
+            head.uri = upstream_uri(head.version, scheme.clone(), &authority, path_and_query.clone())?;
+            let destination = match &endpoint {
+                Some(endpoint) => Destination::Endpoint(endpoint),
+                None => Destination::Name(&authority),
+            };
             let (upstream_body, clock) = this_try;
             let request = Request::from_parts(head, upstream_body);
             let no_body = BodyClock::new(false);
             let clock = clock.as_deref().unwrap_or(&no_body);
-            let result = self.send((protocol, tls), endpoint.as_ref(), request, clock, clocks, trace).await;
+            let result = self.send((protocol, tls), destination, request, clock, clocks, trace).await;
             let (condition, sent) = match &result {
                 Ok(response) => (Some(RetryCondition::Status(response.status().as_u16())), true),
                 Err(failed) => (failed.condition, failed.sent),
@@ -132,17 +136,21 @@ impl Proxy {
     async fn send(
         &self,
         (protocol, tls): (Protocol, Option<&Arc<BackendTls>>),
-        endpoint: Option<&Arc<Endpoint>>,
+        destination: Destination<'_>,
         request: Request<UpstreamBody>,
         clock: &BodyClock,
         clocks: Clocks,
         trace: &mut Trace,
-    ) -> Result<Response<Incoming>, Failed> {
+    ) -> Result<Response<PooledBody>, Failed> {
         let started = Instant::now();
-        let _in_flight = endpoint.map(|e| InFlight::start(e));
+        let endpoint = match destination {
+            Destination::Endpoint(endpoint) => Some(endpoint),
+            Destination::Name(_) => None,
+        };
+        let _in_flight = endpoint.map(InFlight::start);
         trace.upstream = endpoint.map(|e| e.addr);
         trace.upstream_started = Some(started);
-        let upstream = self.inner.upstream.request(protocol, tls, clocks.connect, request);
+        let upstream = self.inner.upstream.request(protocol, tls, clocks.connect, destination, request);
         let result = tokio::select! {
             result = upstream => Some(result),
             () = clock.upstream_stalled(clocks.send, clocks.read) => None,
@@ -305,13 +313,19 @@ fn copy_head(parts: &Parts) -> Parts {
 }
 
 fn upstream_uri(
+    version: Version,
     scheme: Scheme,
-    authority: Authority,
+    authority: &Authority,
     path_and_query: PathAndQuery,
 ) -> Result<Uri, ProxyError> {
+    // HTTP/1.1 sends the path alone; HTTP/2 the scheme and authority too (`:scheme`,
+    // `:authority`).
+    if version != Version::HTTP_2 {
+        return Ok(Uri::from(path_and_query));
+    }
     let mut parts = http::uri::Parts::default();
     parts.scheme = Some(scheme);
-    parts.authority = Some(authority);
+    parts.authority = Some(authority.clone());
     parts.path_and_query = Some(path_and_query);
     Uri::from_parts(parts).map_err(|_| ProxyError::BadRequest("URI"))
 }

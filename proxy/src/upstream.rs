@@ -1,138 +1,77 @@
-//! The upstream side: pooled clients for the process (shared across table versions, pooled per
-//! endpoint address), endpoint choice, and passive health.
+//! The upstream side: connections to endpoints (kept with each endpoint, see `pool`), endpoint
+//! choice, and passive health.
 
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::sync::{Arc, OnceLock, PoisonError, RwLock};
-use std::task::{Context, Poll};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::uri::Scheme;
-use http::{Request, Uri, Version};
-use hyper_rustls::{FixedServerNameResolver, HttpsConnector, HttpsConnectorBuilder};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::{Client, ResponseFuture};
-use hyper_util::rt::{TokioExecutor, TokioTimer};
-use ostium_model::{BackendTls, Endpoint, Endpoints, MAX_CONNECT_TIMEOUT, Protocol};
+use http::{Request, Response, Version};
+use ostium_model::{BackendTls, Endpoint, Endpoints, Protocol};
 
 use crate::ProxyConfig;
+use crate::pool::{Destination, Dialer, NamePools, PooledBody, Pools, SendError};
 use crate::upstream_body::UpstreamBody;
 
-/// The clients of the process: one set for the proxy's connect timeout, and one set for each
-/// other connect timeout a route asks for, made when first needed. A connector has a single
-/// connect timeout, so each set pools its own connections; route timeouts are whole seconds up
-/// to [`MAX_CONNECT_TIMEOUT`], which bounds the number of sets. Routes with TLS settings of their
-/// own (`proxy-ssl-*`) get TLS clients of their own, made when first needed.
+/// What every request to an endpoint shares: the TLS settings of the proxy's own, the pools of
+/// names, and the clocks of passive health.
 #[derive(Debug)]
 pub(crate) struct Upstream {
-    default: Clients,
     default_connect_timeout: Duration,
-    /// Index `n` holds the clients for a connect timeout of `n + 1` seconds.
-    by_connect_timeout: Box<[OnceLock<Clients>]>,
-    /// The clients for each route TLS settings and connect timeout in use. Found by the
-    /// settings' `Arc`, else by their value: a new table with the same settings keeps the
-    /// pooled connections. Entries no table holds any more go when another is added.
-    by_backend_tls: RwLock<Vec<Arc<TlsClients>>>,
-    provider: Arc<rustls::crypto::CryptoProvider>,
+    /// TLS with the proxy's defaults, offering HTTP/1.1, and HTTP/2 (ALPN).
+    https: Arc<rustls::ClientConfig>,
+    h2s: Arc<rustls::ClientConfig>,
+    names: NamePools,
     started: Instant,
     eject_for_ms: u64,
 }
 
-/// One client per backend protocol, each pooling connections per endpoint address.
-#[derive(Debug)]
-struct Clients {
-    http1: Client<Timed<HttpConnector>, UpstreamBody>,
-    h2c: Client<Timed<HttpConnector>, UpstreamBody>,
-    https: Client<Timed<HttpsConnector<HttpConnector>>, UpstreamBody>,
-    h2s: Client<Timed<HttpsConnector<HttpConnector>>, UpstreamBody>,
-}
-
-/// The TLS clients for one route TLS settings and connect timeout.
-#[derive(Clone, Debug)]
-struct TlsClients {
-    settings: Arc<BackendTls>,
-    connect_timeout: Duration,
-    https: Client<Timed<HttpsConnector<HttpConnector>>, UpstreamBody>,
-    h2s: Client<Timed<HttpsConnector<HttpConnector>>, UpstreamBody>,
-}
-
-/// A connector whose connections, TLS handshake included (as nginx's `proxy_connect_timeout`),
-/// fail with `TimedOut` when not made in time.
-#[derive(Clone, Debug)]
-struct Timed<C> {
-    inner: C,
-    timeout: Duration,
-}
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
 impl Upstream {
     pub(crate) fn new(config: &ProxyConfig, provider: Arc<rustls::crypto::CryptoProvider>) -> Self {
-        let seconds = MAX_CONNECT_TIMEOUT.as_secs() as usize;
+        let base = upstream_tls_config(provider);
         Self {
-            default: Clients::new(config.connect_timeout, &provider),
             default_connect_timeout: config.connect_timeout,
-            by_connect_timeout: (0..seconds).map(|_| OnceLock::new()).collect(),
-            by_backend_tls: RwLock::default(),
-            provider,
+            https: with_alpn(&base, Protocol::Https),
+            h2s: with_alpn(&base, Protocol::Grpcs),
+            names: NamePools::default(),
             started: Instant::now(),
             eject_for_ms: config.eject_for.as_millis() as u64,
         }
     }
 
-    /// Sends a request with the client for a backend protocol, a route's TLS settings (used
-    /// with HTTPS and GRPCS) and a route's connect timeout (`None`: the proxy's). The URI's
-    /// scheme must be [`scheme`]'s for that protocol.
-    pub(crate) fn request(
+    /// Sends a request to `destination` with a backend protocol, a route's TLS settings (used
+    /// with HTTPS and GRPCS) and a route's connect timeout (`None`: the proxy's).
+    pub(crate) async fn request(
         &self,
         protocol: Protocol,
         tls: Option<&Arc<BackendTls>>,
         connect_timeout: Option<Duration>,
+        destination: Destination<'_>,
         request: Request<UpstreamBody>,
-    ) -> ResponseFuture {
-        if let Some(tls) = tls.filter(|_| matches!(protocol, Protocol::Https | Protocol::Grpcs)) {
-            let clients = self.tls_clients(tls, connect_timeout);
-            return match protocol {
-                Protocol::Grpcs => clients.h2s.request(request),
-                _ => clients.https.request(request),
-            };
-        }
-        let clients = match connect_timeout {
-            Some(timeout) if timeout != self.default_connect_timeout => {
-                // Whole seconds from 1 to the maximum (translation gives nothing else).
-                let seconds = timeout.as_secs().clamp(1, self.by_connect_timeout.len() as u64);
-                self.by_connect_timeout[seconds as usize - 1]
-                    .get_or_init(|| Clients::new(Duration::from_secs(seconds), &self.provider))
+    ) -> Result<Response<PooledBody>, SendError> {
+        let settings = tls.filter(|_| matches!(protocol, Protocol::Https | Protocol::Grpcs));
+        let name_pools;
+        let pools = match destination {
+            Destination::Endpoint(endpoint) => endpoint_pools(endpoint),
+            Destination::Name(name) => {
+                name_pools = self.names.get(name);
+                &name_pools
             }
-            _ => &self.default,
         };
-        clients.request(protocol, request)
+        let (home, pool) = pools.pool(protocol, settings, || self.dialer(protocol, settings));
+        let timeout = connect_timeout.unwrap_or(self.default_connect_timeout);
+        pool.send(&home, destination, request, timeout).await
     }
 
-    /// The TLS clients for a route's settings and connect timeout, made when first needed.
-    fn tls_clients(&self, settings: &Arc<BackendTls>, connect_timeout: Option<Duration>) -> Arc<TlsClients> {
-        let timeout = connect_timeout.unwrap_or(self.default_connect_timeout);
-        let same = |c: &&Arc<TlsClients>| c.connect_timeout == timeout && Arc::ptr_eq(&c.settings, settings);
-        let known =
-            self.by_backend_tls.read().unwrap_or_else(PoisonError::into_inner).iter().find(same).cloned();
-        if let Some(clients) = known {
-            return clients;
-        }
-        let mut all = self.by_backend_tls.write().unwrap_or_else(PoisonError::into_inner);
-        if let Some(clients) = all.iter().find(same) {
-            return clients.clone();
-        }
-        // Settings equal to an earlier table's keep its clients, and their pooled connections.
-        let equal = all.iter().find(|c| c.connect_timeout == timeout && c.settings == *settings);
-        let clients = Arc::new(match equal {
-            Some(earlier) => TlsClients { settings: settings.clone(), ..TlsClients::clone(earlier) },
-            None => TlsClients::new(settings.clone(), timeout),
-        });
-        // Settings that only this list holds belong to no table any more.
-        all.retain(|c| Arc::strong_count(&c.settings) > 1);
-        all.push(clients.clone());
-        clients
+    /// How connections for `protocol` with a route's TLS settings are made.
+    fn dialer(&self, protocol: Protocol, settings: Option<&Arc<BackendTls>>) -> Dialer {
+        let tls = match (protocol, settings) {
+            (Protocol::Http | Protocol::Grpc, _) => None,
+            (_, Some(settings)) => Some(with_alpn(&settings.config, protocol)),
+            (Protocol::Https, None) => Some(self.https.clone()),
+            (Protocol::Grpcs, None) => Some(self.h2s.clone()),
+        };
+        Dialer { protocol, tls, settings: settings.cloned() }
     }
 
     /// Milliseconds since start, the clock passive health runs on.
@@ -150,101 +89,21 @@ impl Upstream {
     }
 }
 
-impl Clients {
-    fn new(connect_timeout: Duration, provider: &Arc<rustls::crypto::CryptoProvider>) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.enforce_http(false); // the TLS connectors hand it https URIs
-        // hyper-rustls offers ALPN `http/1.1` or `h2` from the version enabled.
-        let tls = || {
-            HttpsConnectorBuilder::new().with_tls_config(upstream_tls_config(provider.clone())).https_only()
-        };
-        let https = tls().enable_http1().wrap_connector(connector.clone());
-        let h2s = tls().enable_http2().wrap_connector(connector.clone());
-        Self {
-            http1: client_builder(false).build(Timed::new(connector.clone(), connect_timeout)),
-            h2c: client_builder(true).build(Timed::new(connector, connect_timeout)),
-            https: client_builder(false).build(Timed::new(https, connect_timeout)),
-            h2s: client_builder(true).build(Timed::new(h2s, connect_timeout)),
-        }
-    }
-
-    fn request(&self, protocol: Protocol, request: Request<UpstreamBody>) -> ResponseFuture {
-        match protocol {
-            Protocol::Http => self.http1.request(request),
-            Protocol::Grpc => self.h2c.request(request),
-            Protocol::Https => self.https.request(request),
-            Protocol::Grpcs => self.h2s.request(request),
-        }
-    }
+/// The pools kept with an endpoint.
+pub(crate) fn endpoint_pools(endpoint: &Endpoint) -> &Arc<Pools> {
+    endpoint
+        .connections(|| Arc::new(Pools::default()))
+        .expect("only the proxy keeps connections with endpoints")
 }
 
-impl TlsClients {
-    fn new(settings: Arc<BackendTls>, connect_timeout: Duration) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.enforce_http(false); // the TLS connectors hand it https URIs
-        // The name checked and sent is the settings', not the endpoint's address.
-        let tls = || {
-            HttpsConnectorBuilder::new()
-                .with_tls_config(rustls::ClientConfig::clone(&settings.config))
-                .https_only()
-                .with_server_name_resolver(FixedServerNameResolver::new(
-                    settings.settings.server_name.clone(),
-                ))
-        };
-        let https = tls().enable_http1().wrap_connector(connector.clone());
-        let h2s = tls().enable_http2().wrap_connector(connector);
-        Self {
-            https: client_builder(false).build(Timed::new(https, connect_timeout)),
-            h2s: client_builder(true).build(Timed::new(h2s, connect_timeout)),
-            settings,
-            connect_timeout,
-        }
-    }
-}
-
-impl<C> Timed<C> {
-    fn new(inner: C, timeout: Duration) -> Self {
-        Self { inner, timeout }
-    }
-}
-
-impl<C> tower_service::Service<Uri> for Timed<C>
-where
-    C: tower_service::Service<Uri>,
-    C::Future: Send + 'static,
-    C::Error: Into<BoxError>,
-{
-    type Response = C::Response;
-    type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<C::Response, BoxError>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
-    }
-
-    fn call(&mut self, uri: Uri) -> Self::Future {
-        let (connecting, timeout) = (self.inner.call(uri), self.timeout);
-        Box::pin(async move {
-            match tokio::time::timeout(timeout, connecting).await {
-                Ok(connected) => connected.map_err(Into::into),
-                Err(_) => Err(std::io::Error::from(std::io::ErrorKind::TimedOut).into()),
-            }
-        })
-    }
-}
-
-/// A client builder with the pool settings of every upstream client.
-fn client_builder(http2_only: bool) -> hyper_util::client::legacy::Builder {
-    let mut builder = Client::builder(TokioExecutor::new());
-    builder
-        .pool_idle_timeout(Duration::from_secs(60))
-        .pool_max_idle_per_host(320)
-        .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new())
-        .http2_only(http2_only);
-    builder
+/// TLS settings offering the HTTP version of `protocol` (ALPN `http/1.1` or `h2`).
+fn with_alpn(config: &rustls::ClientConfig, protocol: Protocol) -> Arc<rustls::ClientConfig> {
+    let mut config = config.clone();
+    config.alpn_protocols = match protocol {
+        Protocol::Grpc | Protocol::Grpcs => vec![b"h2".to_vec()],
+        Protocol::Http | Protocol::Https => vec![b"http/1.1".to_vec()],
+    };
+    Arc::new(config)
 }
 
 /// The URI scheme and HTTP version a backend protocol is spoken with.
@@ -336,45 +195,9 @@ pub(crate) fn pick_ewma(
 
 #[cfg(test)]
 mod tests {
-    use ostium_model::{BackendTlsSettings, EndpointKey, EndpointSet, NamespacedName};
-    use rustls::pki_types::ServerName;
+    use ostium_model::{EndpointKey, EndpointSet, NamespacedName};
 
     use super::*;
-
-    #[tokio::test]
-    async fn tls_clients_follow_equal_settings_and_go_with_the_last_table_holding_them() {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let upstream = Upstream::new(&ProxyConfig::default(), provider.clone());
-        let tls = |name: &str| {
-            let settings = BackendTlsSettings {
-                source: "default/backend-tls".into(),
-                verify: None,
-                server_name: ServerName::try_from(name.to_owned()).unwrap(),
-                send_server_name: false,
-                versions: vec![rustls::ProtocolVersion::TLSv1_2],
-                cipher_suites: None,
-                client_certificate: None,
-            };
-            Arc::new(BackendTls::new(settings, None, &provider).unwrap())
-        };
-        let listed = || -> Vec<String> {
-            let all = upstream.by_backend_tls.read().unwrap();
-            all.iter().map(|c| c.settings.settings.server_name.to_str().into_owned()).collect()
-        };
-        let (first, again) = (tls("a.internal"), tls("a.internal"));
-        let clients = upstream.tls_clients(&first, None);
-        assert!(Arc::ptr_eq(&clients, &upstream.tls_clients(&first, None)));
-        // Equal settings of a newer table: an entry of their own, sharing the clients.
-        let newer = upstream.tls_clients(&again, None);
-        assert!(Arc::ptr_eq(&newer.settings, &again) && !Arc::ptr_eq(&clients, &newer));
-        assert_eq!(listed(), ["a.internal", "a.internal"]);
-        drop((first, clients));
-        let other = tls("b.internal");
-        upstream.tls_clients(&other, None);
-        assert_eq!(listed(), ["a.internal", "b.internal"], "the first table's entry is gone");
-        upstream.tls_clients(&other, Some(Duration::from_secs(1)));
-        assert_eq!(listed(), ["a.internal", "b.internal", "b.internal"], "one per connect timeout");
-    }
 
     fn set(n: u8) -> EndpointSet {
         let key = EndpointKey {

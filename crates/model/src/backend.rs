@@ -5,6 +5,7 @@
 //! so the controller can move endpoints without rebuilding the table, and balancer state of the
 //! endpoints that stay carries over.
 
+use std::any::Any;
 use std::fmt;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
@@ -115,6 +116,10 @@ pub struct Endpoint {
     /// was last updated (microseconds on the caller's clock; 0: never).
     latency_us: AtomicU64,
     latency_touched_us: AtomicU64,
+    /// The proxy's connections to this endpoint, kept with it: a request finds them through the
+    /// endpoint the balancer picked, without a lookup, and they close when the endpoint goes.
+    /// Their type is the proxy's (the model knows no network stack).
+    connections: OnceLock<Box<dyn Any + Send + Sync>>,
 }
 
 /// Connection failures in a row that eject an endpoint.
@@ -311,7 +316,14 @@ impl Endpoint {
             ejected_until_ms: AtomicU64::new(0),
             latency_us: AtomicU64::new(0),
             latency_touched_us: AtomicU64::new(0),
+            connections: OnceLock::new(),
         }
+    }
+
+    /// The connections kept with this endpoint, made by `make` on first use. `None` if they
+    /// were made as another type.
+    pub fn connections<T: Any + Send + Sync>(&self, make: impl FnOnce() -> T) -> Option<&T> {
+        self.connections.get_or_init(|| Box::new(make())).downcast_ref()
     }
 
     /// A new endpoint starts with the average latency of the endpoints that have one, as

@@ -42,6 +42,7 @@ use tokio::task::JoinSet;
 pub struct EchoBackend {
     pub addr: SocketAddr,
     requests: Arc<AtomicUsize>,
+    connections: Arc<AtomicUsize>,
     panicked: Arc<AtomicBool>,
     accept: tokio::task::JoinHandle<()>,
 }
@@ -73,15 +74,22 @@ impl EchoBackend {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let requests = Arc::new(AtomicUsize::new(0));
+        let connections = Arc::new(AtomicUsize::new(0));
         let panicked = Arc::new(AtomicBool::new(false));
         let name: Arc<str> = name.into();
-        let accept = tokio::spawn(accept(listener, tls, name, requests.clone(), panicked.clone()));
-        Ok(Self { addr, requests, panicked, accept })
+        let counters = (requests.clone(), connections.clone());
+        let accept = tokio::spawn(accept(listener, tls, name, counters, panicked.clone()));
+        Ok(Self { addr, requests, connections, panicked, accept })
     }
 
     /// Requests answered so far.
     pub fn requests(&self) -> usize {
         self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::Relaxed)
     }
 }
 
@@ -98,7 +106,7 @@ async fn accept(
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
     name: Arc<str>,
-    requests: Arc<AtomicUsize>,
+    (requests, accepted_count): (Arc<AtomicUsize>, Arc<AtomicUsize>),
     panicked: Arc<AtomicBool>,
 ) {
     let mut connections = JoinSet::new();
@@ -106,6 +114,7 @@ async fn accept(
         tokio::select! {
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
+                accepted_count.fetch_add(1, Ordering::Relaxed);
                 let (name, requests, tls) = (name.clone(), requests.clone(), tls.clone());
                 connections.spawn(async move {
                     let service = service_fn(move |request| {

@@ -25,6 +25,7 @@ use ostium_model::{
 
 use crate::client::Client;
 use crate::outcome::Outcome;
+use crate::pool::Destination;
 use crate::request::RequestHead;
 use crate::upstream_body::UpstreamBody;
 use crate::{ConnectionInfo, Proxy, headers};
@@ -174,15 +175,18 @@ async fn ask(
         tracing::debug!("the auth URL is not a valid http or https URL for this request");
         return None;
     };
+    let authority = uri.authority()?.clone();
     let mut request = Request::new(UpstreamBody::Empty);
-    *request.uri_mut() = uri;
+    // HTTP/1.1 sends the path alone.
+    *request.uri_mut() = uri.path_and_query().cloned().map_or_else(|| Uri::from_static("/"), Uri::from);
     *request.version_mut() = Version::HTTP_11;
     *request.method_mut() = auth.method.clone().unwrap_or(Method::GET);
     *request.headers_mut() = subrequest_headers(auth, original, host, request_id);
     // The connector gives up after the connect timeout; the answer's head and body each get
     // the read timeout.
     let read_timeout = proxy.config().read_timeout;
-    let response = proxy.upstream().request(protocol, None, None, request);
+    let target = Destination::Name(&authority);
+    let response = proxy.upstream().request(protocol, None, None, target, request);
     let response = match tokio::time::timeout(read_timeout, response).await {
         Ok(Ok(response)) => response,
         Ok(Err(error)) => {
