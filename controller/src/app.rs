@@ -14,7 +14,7 @@ use crate::args::{Command, Config};
 use crate::metrics::Metrics;
 use crate::publish::Publisher;
 use crate::store::{Store, Update};
-use crate::{admin, events, leader, rebuild, source, status};
+use crate::{admin, events, leader, rebuild, source, status, workers};
 
 /// Runs ostium until SIGTERM or Ctrl-C.
 pub async fn run(config: Config) -> anyhow::Result<()> {
@@ -42,7 +42,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
     };
     tokio::spawn(rebuild::run(store, publisher, updates_rx, outputs));
-    let (http, https) = serve(&config, reader, metrics, published, stopped).await?;
+    let proxy = serve(&config, reader, metrics, published, stopped).await?;
 
     shutdown_signal().await;
     tracing::info!("shutting down: no new connections, draining requests in flight");
@@ -51,29 +51,27 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         // A leader hands its Lease over before draining ends.
         let _ = leader.await;
     }
-    let _ = tokio::join!(http, https);
+    let _ = proxy.await;
     tracing::info!("stopped");
     Ok(())
 }
 
 /// Binds the listeners and serves: the admin server until the process exits (probes answer
-/// while requests drain), the proxy until `stopped` turns true.
+/// while requests drain), the proxy's workers until `stopped` turns true (the task returned
+/// ends when they have drained).
 async fn serve(
     config: &Config,
     reader: TableReader,
     metrics: Metrics,
     published: watch::Receiver<()>,
     stopped: watch::Receiver<bool>,
-) -> anyhow::Result<(JoinHandle<()>, JoinHandle<()>)> {
+) -> anyhow::Result<JoinHandle<()>> {
     let bind = |addr: SocketAddr, flag: &'static str| async move {
         tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {flag} {addr}"))
     };
     let admin = bind(config.admin_addr, "--admin-addr").await?;
     let http = bind(config.http_addr, "--http-addr").await?;
     let https = bind(config.https_addr, "--https-addr").await?;
-    let until_stopped = |mut stopped: watch::Receiver<bool>| async move {
-        let _ = stopped.wait_for(|stop| *stop).await;
-    };
     let proxy_metrics = metrics.proxy();
     let admin_limits = config.connections.clone();
     tokio::spawn(admin::serve(admin, admin_limits, reader.clone(), metrics, std::future::pending()));
@@ -91,14 +89,13 @@ async fn serve(
         config.http_addr.ip(),
         StreamLimits::default(),
         published,
-        until_stopped(stopped.clone()),
+        workers::until(stopped.clone()),
     );
     tokio::spawn(streams);
-    let http = tokio::spawn(ostium_proxy::serve_http(proxy.clone(), http, until_stopped(stopped.clone())));
     let tls = ostium_proxy::server_config(reader, provider);
-    let https = tokio::spawn(ostium_proxy::serve_https(proxy, https, tls, until_stopped(stopped)));
+    let workers = workers::start(proxy, (http, https), tls, stopped)?;
     tracing::info!(http = %config.http_addr, https = %config.https_addr, admin = %config.admin_addr, "listening");
-    Ok((http, https))
+    Ok(workers)
 }
 
 /// Cluster mode: the watchers, and the duties of the leader.

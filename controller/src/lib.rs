@@ -13,6 +13,7 @@ mod rebuild;
 mod source;
 mod status;
 mod store;
+mod workers;
 
 pub use app::{init_logging, install_panic_hook, run, run_tool};
 pub use args::{Args, Command, Config, ConfigError, LogFormat};

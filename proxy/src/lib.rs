@@ -163,6 +163,15 @@ struct Inner {
     config: ProxyConfig,
     metrics: ProxyMetrics,
     tracer: telemetry::Tracer,
+    caps: ListenerCaps,
+}
+
+/// `--max-connections` of the HTTP and of the HTTPS listener, each shared by every worker
+/// accepting on it.
+#[derive(Debug)]
+struct ListenerCaps {
+    http: listener::ConnectionCap,
+    https: listener::ConnectionCap,
 }
 
 /// What the proxy knows of the connection a request arrived on.
@@ -215,7 +224,13 @@ impl Proxy {
         let body_files = buffer::BodyFiles::new(config.body_temp_dir.clone());
         let mirrors = mirror::Mirrors::new(config.mirrors_in_flight);
         let tracer = telemetry::Tracer::new(metrics.clone());
-        Self { inner: Arc::new(Inner { tables, upstream, body_files, mirrors, config, metrics, tracer }) }
+        let max = config.connections.max_connections;
+        let caps = ListenerCaps {
+            http: listener::ConnectionCap::new(max),
+            https: listener::ConnectionCap::new(max),
+        };
+        let inner = Inner { tables, upstream, body_files, mirrors, config, metrics, tracer, caps };
+        Self { inner: Arc::new(inner) }
     }
 
     pub(crate) fn upstream(&self) -> &upstream::Upstream {

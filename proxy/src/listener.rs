@@ -44,10 +44,10 @@ const ADMIN_MAX_CONNECTIONS: usize = 256;
 /// then lets in-flight requests finish within the drain timeout.
 pub async fn serve_http(proxy: Proxy, listener: TcpListener, shutdown: impl Future<Output = ()>) {
     let builder = Arc::new(connection_builder(&proxy.config().connections));
-    let limits = proxy.config().connections.clone();
     let drain = proxy.config().drain_timeout;
     let metrics = proxy.metrics().clone();
-    accept_loop(listener, &limits, drain, Some(&metrics), shutdown, move |mut stream, remote, context| {
+    let cap = proxy.inner.caps.http.clone();
+    accept_loop(listener, &cap, drain, Some(&metrics), shutdown, move |mut stream, remote, context| {
         let (proxy, builder) = (proxy.clone(), builder.clone());
         async move {
             let limits = proxy.connection_limits();
@@ -85,7 +85,8 @@ pub async fn serve_https(
     let builders = (Arc::new(connection_builder(&limits)), Arc::new(http2_builder(&limits)));
     let drain = proxy.config().drain_timeout;
     let metrics = proxy.metrics().clone();
-    accept_loop(listener, &limits, drain, Some(&metrics), shutdown, move |mut stream, remote, context| {
+    let cap = proxy.inner.caps.https.clone();
+    accept_loop(listener, &cap, drain, Some(&metrics), shutdown, move |mut stream, remote, context| {
         let (proxy, configs, builders) = (proxy.clone(), configs.clone(), builders.clone());
         async move {
             // The ClientHello and the handshake count against the time allowed for the first
@@ -255,7 +256,8 @@ pub async fn serve_admin<H>(
     builder = builder.http1_only();
     let builder = Arc::new(builder);
     let per_connection = limits.clone();
-    accept_loop(listener, &limits, Duration::ZERO, None, shutdown, move |stream, remote, context| {
+    let cap = ConnectionCap::new(ADMIN_MAX_CONNECTIONS);
+    accept_loop(listener, &cap, Duration::ZERO, None, shutdown, move |stream, remote, context| {
         let (builder, handler, limits) = (builder.clone(), handler.clone(), per_connection.clone());
         async move {
             let (stream, flags) = FramingGuard::new(stream);
@@ -284,9 +286,23 @@ pub(crate) struct Accepted {
     _permit: OwnedSemaphorePermit,
 }
 
+/// The open connections a listener address allows, shared by the workers that accept on it.
+#[derive(Clone, Debug)]
+pub(crate) struct ConnectionCap {
+    permits: Arc<Semaphore>,
+    max: usize,
+}
+
+impl ConnectionCap {
+    pub(crate) fn new(max: usize) -> Self {
+        let max = max.clamp(1, Semaphore::MAX_PERMITS);
+        Self { permits: Arc::new(Semaphore::new(max)), max }
+    }
+}
+
 async fn accept_loop<F, Fut>(
     listener: TcpListener,
-    limits: &ConnectionLimits,
+    cap: &ConnectionCap,
     drain_timeout: Duration,
     metrics: Option<&crate::ProxyMetrics>,
     shutdown: impl Future<Output = ()>,
@@ -295,8 +311,7 @@ async fn accept_loop<F, Fut>(
     F: Fn(TcpStream, SocketAddr, Accepted) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let max = limits.max_connections.clamp(1, Semaphore::MAX_PERMITS);
-    let permits = Arc::new(Semaphore::new(max));
+    let (permits, max) = (&cap.permits, cap.max);
     let (drain, draining) = watch::channel(false);
     let mut accept_errors = Backoff::default();
     let mut refusals = RateLimitedLog::default();
