@@ -46,13 +46,13 @@ pub(crate) enum Destination<'a> {
 }
 
 /// How a pool's connections are made: the protocol, and for TLS the client settings (with the
-/// protocol's ALPN) and the name the certificate is checked against.
+/// protocol's ALPN) and the name the certificate is checked against (`None`: the endpoint's
+/// address, which sends no SNI, or the destination's name).
 #[derive(Clone, Debug)]
 pub(crate) struct Dialer {
     pub(crate) protocol: Protocol,
     pub(crate) tls: Option<Arc<rustls::ClientConfig>>,
-    /// The route's TLS settings these were made from (`None`: the proxy's defaults).
-    pub(crate) settings: Option<Arc<BackendTls>>,
+    pub(crate) server_name: Option<ServerName<'static>>,
 }
 
 /// The pools of one destination: one for each protocol and TLS settings in use, plain HTTP/1.1
@@ -60,16 +60,29 @@ pub(crate) struct Dialer {
 #[derive(Debug, Default)]
 pub(crate) struct Pools {
     http: Pool,
-    others: Mutex<Vec<Arc<Pool>>>,
+    others: Mutex<Vec<OtherPool>>,
+}
+
+/// A pool for a protocol other than plain HTTP/1.1, with the route's TLS settings it was made
+/// for (`None`: the proxy's defaults). Held here only, the settings show that no table uses
+/// them any more.
+#[derive(Debug)]
+struct OtherPool {
+    protocol: Protocol,
+    settings: Option<Arc<BackendTls>>,
+    pool: Arc<Pool>,
 }
 
 /// The connections of one destination spoken to one way.
 #[derive(Debug, Default)]
 pub(crate) struct Pool {
-    /// Idle HTTP/1.1 connections, the most recently used last.
+    /// Idle HTTP/1.1 connections, ready for a request, the most recently used last.
     idle: Mutex<Vec<Idle>>,
     /// The shared HTTP/2 connection.
     shared: Mutex<Option<Shared>>,
+    /// Held while an HTTP/2 connection is made, so that requests finding none wait for one
+    /// rather than each making its own.
+    connecting: tokio::sync::Mutex<()>,
     /// For pools other than plain HTTP/1.1: how they connect.
     dialer: Option<Dialer>,
 }
@@ -80,7 +93,7 @@ struct Idle {
     clock: Arc<IdleClock>,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct Shared {
     sender: http2::SendRequest<UpstreamBody>,
     clock: Arc<IdleClock>,
@@ -151,16 +164,16 @@ impl NamePools {
             return pools.clone();
         }
         if all.len() >= NAMES_KEPT {
-            all.retain(|_, pools| Arc::strong_count(pools) > 1 || pools.has_idle());
+            all.retain(|_, pools| Arc::strong_count(pools) > 1 || pools.has_live_connections());
         }
         all.entry(name.clone()).or_default().clone()
     }
 }
 
 impl Pools {
-    fn has_idle(&self) -> bool {
+    fn has_live_connections(&self) -> bool {
         let others = self.others.lock().unwrap_or_else(PoisonError::into_inner);
-        self.http.has_idle() || others.iter().any(|pool| pool.has_idle())
+        self.http.has_live_connections() || others.iter().any(|other| other.pool.has_live_connections())
     }
 
     /// The pool for `protocol` with a route's TLS settings (`None`: the proxy's), made with
@@ -175,21 +188,27 @@ impl Pools {
             return (PoolRef::Plain(Arc::downgrade(self)), PoolHandle::Borrowed(&self.http));
         }
         let mut others = self.others.lock().unwrap_or_else(PoisonError::into_inner);
-        let same = |pool: &&Arc<Pool>| {
-            let theirs = pool.dialer.as_ref().expect("other pools have a dialer");
-            theirs.protocol == protocol
-                && match (&theirs.settings, settings) {
+        let same = |other: &&mut OtherPool| {
+            other.protocol == protocol
+                && match (&other.settings, settings) {
                     (None, None) => true,
-                    // Equal settings of a newer table keep the connections.
                     (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a == b,
                     _ => false,
                 }
         };
-        let pool = match others.iter().find(same) {
-            Some(pool) => pool.clone(),
+        let pool = match others.iter_mut().find(same) {
+            Some(other) => {
+                // Equal settings of a newer table keep the connections; the older table's go.
+                if let (Some(ours), Some(theirs)) = (&mut other.settings, settings) {
+                    *ours = theirs.clone();
+                }
+                other.pool.clone()
+            }
             None => {
+                // Settings that only this list holds belong to no table any more.
+                others.retain(|other| other.settings.as_ref().is_none_or(|s| Arc::strong_count(s) > 1));
                 let pool = Arc::new(Pool { dialer: Some(dialer()), ..Pool::default() });
-                others.push(pool.clone());
+                others.push(OtherPool { protocol, settings: settings.cloned(), pool: pool.clone() });
                 pool
             }
         };
@@ -215,9 +234,14 @@ impl std::ops::Deref for PoolHandle<'_> {
 }
 
 impl Pool {
-    fn has_idle(&self) -> bool {
-        !self.idle.lock().unwrap_or_else(PoisonError::into_inner).is_empty()
-            || self.shared.lock().unwrap_or_else(PoisonError::into_inner).is_some()
+    fn has_live_connections(&self) -> bool {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        idle.retain(|connection| !connection.sender.is_closed());
+        let mut shared = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
+        if shared.as_ref().is_some_and(|shared| shared.sender.is_closed()) {
+            *shared = None;
+        }
+        !idle.is_empty() || shared.is_some()
     }
 
     fn protocol(&self) -> Protocol {
@@ -225,7 +249,7 @@ impl Pool {
     }
 
     /// Sends `request` on a connection of this pool (made within `connect_timeout` when none is
-    /// idle). An HTTP/1.1 response comes with the [`Checkin`] that returns its connection.
+    /// idle). An HTTP/1.1 response body returns its connection to the pool when read to its end.
     pub(crate) async fn send(
         &self,
         home: &PoolRef,
@@ -238,8 +262,7 @@ impl Pool {
                 self.send_http1(home, destination, request, connect_timeout).await?
             }
             Protocol::Grpc | Protocol::Grpcs => {
-                let mut sender = self.shared(destination, connect_timeout).await?;
-                (sender.send_request(request).await.map_err(SendError::Exchange)?, None)
+                (self.send_http2(destination, request, connect_timeout).await?, None)
             }
         };
         Ok(response.map(|body| PooledBody { body, checkin, ended: false }))
@@ -255,12 +278,10 @@ impl Pool {
         loop {
             let (mut connection, reused) = match self.take_idle() {
                 Some(idle) => (idle, true),
-                None => (self.connect_http1(destination, connect_timeout).await?, false),
+                // Boxed: connecting (TCP, TLS, the handshake) is rare, and its future would
+                // otherwise add to every request's.
+                None => (Box::pin(self.connect_http1(destination, connect_timeout)).await?, false),
             };
-            // A connection checked in as its last response ended may still be finishing it.
-            if !connection.sender.is_ready() && connection.sender.ready().await.is_err() {
-                continue;
-            }
             match connection.sender.try_send_request(request).await {
                 Ok(response) => {
                     let checkin = Checkin { pool: home.clone(), connection };
@@ -276,10 +297,46 @@ impl Pool {
         }
     }
 
+    async fn send_http2(
+        &self,
+        destination: Destination<'_>,
+        mut request: Request<UpstreamBody>,
+        connect_timeout: Duration,
+    ) -> Result<Response<Incoming>, SendError> {
+        loop {
+            let (mut shared, reused) = match self.live_shared() {
+                Some(shared) => (shared, true),
+                None => (Box::pin(self.connect_http2(destination, connect_timeout)).await?, false),
+            };
+            match shared.sender.try_send_request(request).await {
+                Ok(response) => return Ok(response),
+                // The connection went away (GOAWAY, closed, idle too long) before the request
+                // went out: a new one takes it.
+                Err(mut error) if reused && error.message().is_some() => {
+                    request = error.take_message().expect("checked above");
+                    let mut current = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
+                    if current.as_ref().is_some_and(|c| Arc::ptr_eq(&c.clock, &shared.clock)) {
+                        *current = None;
+                    }
+                }
+                Err(error) => return Err(SendError::Exchange(error.into_error())),
+            }
+        }
+    }
+
+    /// The shared HTTP/2 connection, if it is open; its idle clock restarts.
+    fn live_shared(&self) -> Option<Shared> {
+        let shared = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
+        let shared = shared.as_ref().filter(|s| !s.sender.is_closed())?;
+        shared.clock.idle(); // the clock runs from the last request sent
+        Some(shared.clone())
+    }
+
     fn take_idle(&self) -> Option<Idle> {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         while let Some(connection) = idle.pop() {
-            if !connection.sender.is_closed() {
+            // Ready when checked in: not ready now, it is closing.
+            if connection.sender.is_ready() {
                 connection.clock.busy();
                 return Some(connection);
             }
@@ -288,7 +345,7 @@ impl Pool {
     }
 
     fn put_idle(&self, connection: Idle) {
-        if connection.sender.is_closed() {
+        if !connection.sender.is_ready() {
             return;
         }
         connection.clock.idle();
@@ -315,22 +372,17 @@ impl Pool {
         within(timeout, connect).await
     }
 
-    /// The shared HTTP/2 connection, made when there is none (or it closed, or sat unused).
-    async fn shared(
+    /// A new shared HTTP/2 connection, or the one another request made meanwhile.
+    async fn connect_http2(
         &self,
         destination: Destination<'_>,
         timeout: Duration,
-    ) -> Result<http2::SendRequest<UpstreamBody>, SendError> {
-        {
-            let shared = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some(shared) = shared.as_ref().filter(|s| !s.sender.is_closed()) {
-                shared.clock.idle(); // the clock runs from the last request sent
-                return Ok(shared.sender.clone());
-            }
-        }
-        // Requests that find no connection at once each make one; the last one made is kept,
-        // the others close when their requests are done.
+    ) -> Result<Shared, SendError> {
         let connect = async {
+            let _connecting = self.connecting.lock().await;
+            if let Some(made) = self.live_shared() {
+                return Ok(made);
+            }
             let io = self.dial(destination).await?;
             let mut builder = http2::Builder::new(TokioExecutor::new());
             builder.timer(TokioTimer::new());
@@ -338,12 +390,11 @@ impl Pool {
                 builder.handshake::<_, UpstreamBody>(io).await.map_err(connect_error)?;
             let clock = Arc::new(IdleClock(AtomicU64::new(EPOCH.elapsed().as_millis() as u64)));
             tokio::spawn(close_when_idle(connection, clock.clone()));
-            Ok(Shared { sender, clock })
+            let made = Shared { sender, clock };
+            *self.shared.lock().unwrap_or_else(PoisonError::into_inner) = Some(made.clone());
+            Ok(made)
         };
-        let made = within(timeout, connect).await?;
-        let sender = made.sender.clone();
-        *self.shared.lock().unwrap_or_else(PoisonError::into_inner) = Some(made);
-        Ok(sender)
+        within(timeout, connect).await
     }
 
     /// A new connection to `destination`, TLS included.
@@ -361,10 +412,10 @@ impl Pool {
         let Some(config) = tls else {
             return Ok(TokioIo::new(Stream::Plain(tcp)));
         };
-        let settings = self.dialer.as_ref().and_then(|d| d.settings.as_ref());
-        let name = match (settings, destination) {
-            // The name checked and sent is the settings', not the endpoint's address.
-            (Some(settings), _) => settings.settings.server_name.clone(),
+        let server_name = self.dialer.as_ref().and_then(|d| d.server_name.as_ref());
+        let name = match (server_name, destination) {
+            // The name checked and sent is the route's settings', not the endpoint's address.
+            (Some(name), _) => name.clone(),
             // Endpoints are dialled by address: no SNI.
             (None, Destination::Endpoint(endpoint)) => ServerName::from(endpoint.addr.ip()),
             (None, Destination::Name(name)) => ServerName::try_from(host(name).to_owned())
@@ -376,17 +427,34 @@ impl Pool {
 }
 
 impl Checkin {
-    /// Returns the connection to its pool, if the pool is still there.
-    pub(crate) fn check_in(self) {
-        match &self.pool {
-            PoolRef::Plain(pools) => {
+    /// Returns the connection to its pool, if the pool is still there, once it is ready for
+    /// another request (at once, unless it is still sending the request of an early answer).
+    fn check_in(self) {
+        let Self { pool, connection } = self;
+        if connection.sender.is_ready() {
+            pool.put_idle(connection);
+        } else if !connection.sender.is_closed() {
+            let Idle { mut sender, clock } = connection;
+            tokio::spawn(async move {
+                if sender.ready().await.is_ok() {
+                    pool.put_idle(Idle { sender, clock });
+                }
+            });
+        }
+    }
+}
+
+impl PoolRef {
+    fn put_idle(&self, connection: Idle) {
+        match self {
+            Self::Plain(pools) => {
                 if let Some(pools) = pools.upgrade() {
-                    pools.http.put_idle(self.connection);
+                    pools.http.put_idle(connection);
                 }
             }
-            PoolRef::Other(pool) => {
+            Self::Other(pool) => {
                 if let Some(pool) = pool.upgrade() {
-                    pool.put_idle(self.connection);
+                    pool.put_idle(connection);
                 }
             }
         }

@@ -17,9 +17,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use http::header::HOST;
 use http::request::Parts;
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{Method, Request, Response, Uri, Version};
+use http::{HeaderValue, Method, Request, Response, Uri, Version};
 use hyper::upgrade::OnUpgrade;
 use ostium_model::{
     BackendTls, Endpoint, Endpoints, LoadBalance, NextUpstream, Protocol, RetryCondition, Target,
@@ -101,6 +102,13 @@ impl Proxy {
                 false => std::mem::replace(&mut parts, Request::new(()).into_parts().0),
             };
             head.uri = upstream_uri(head.version, scheme.clone(), &authority, path_and_query.clone())?;
+            if head.version != Version::HTTP_2 && !head.headers.contains_key(HOST) {
+                // HTTP/1.1 requires a Host; an HTTP/1.0 client may have sent none.
+                head.headers.insert(
+                    HOST,
+                    HeaderValue::from_str(authority.as_str()).map_err(|_| ProxyError::BadRequest("URI"))?,
+                );
+            }
             let destination = match &endpoint {
                 Some(endpoint) => Destination::Endpoint(endpoint),
                 None => Destination::Name(&authority),

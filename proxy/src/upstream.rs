@@ -71,7 +71,8 @@ impl Upstream {
             (Protocol::Https, None) => Some(self.https.clone()),
             (Protocol::Grpcs, None) => Some(self.h2s.clone()),
         };
-        Dialer { protocol, tls, settings: settings.cloned() }
+        let server_name = settings.map(|settings| settings.settings.server_name.clone());
+        Dialer { protocol, tls, server_name }
     }
 
     /// Milliseconds since start, the clock passive health runs on.

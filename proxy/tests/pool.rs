@@ -159,3 +159,44 @@ async fn a_connection_the_endpoint_closed_while_idle_is_not_used() {
     }
     assert_eq!(accepted.load(Ordering::Relaxed), 5, "a new connection for each request");
 }
+
+#[tokio::test]
+async fn a_connection_that_closes_at_once_is_not_dialled_again_and_again() {
+    // An endpoint that accepts and hangs up: each try makes one connection, and fails.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counted = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::Relaxed);
+            drop(stream);
+        }
+    });
+    let table = TableBuilder::new().site(None, "svc", addr, Policy::default()).build();
+    let proxy = Harness::start(table).await;
+    for i in 0..10 {
+        assert_eq!(get(proxy.http, "h", &format!("/{i}")).await.status, 502);
+    }
+    // ingress-nginx's default is 3 tries a request.
+    let made = accepted.load(Ordering::Relaxed);
+    assert!((10..=30).contains(&made), "10 requests made {made} connections");
+}
+
+#[tokio::test]
+async fn a_closed_http2_connection_is_replaced() {
+    let backend = EchoBackend::start("grpc").await;
+    let addr = backend.addr;
+    let table =
+        TableBuilder::new().route_protocol("/", "svc", endpoints("svc", &[addr]), Protocol::Grpc).build();
+    let proxy = Harness::start(table).await;
+    assert_eq!(get(proxy.http, "h", "/").await.status, 200);
+    // The endpoint restarts on the same address: the pooled connection is gone with it.
+    drop(backend);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let backend = EchoBackend::start_on("grpc", addr).await.unwrap();
+    let answer = get(proxy.http, "h", "/again").await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(echoed(&answer.body, "version"), Some("HTTP/2.0"));
+    assert_eq!(backend.connections(), 1);
+}
