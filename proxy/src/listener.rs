@@ -371,12 +371,12 @@ fn own_builder<B>(
 
 fn connection_builder(limits: &ConnectionLimits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    // hyper's own header timer runs from the moment a connection goes idle; the connection clock
-    // times heads and idle time separately, so hyper's is only a backstop behind it.
+    // The connection clock times request heads and idle time (`connection.rs`); hyper's own
+    // header timer would arm a second timer for every request, so it is off.
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.keepalive_timeout + limits.client_header_timeout)
+        .header_read_timeout(None)
         // hyper's least buffer is 8 KiB.
         .max_buf_size(limits.max_header_bytes.max(8 * 1024));
     builder
