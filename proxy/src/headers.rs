@@ -87,15 +87,8 @@ pub(crate) fn rewrite_request(
     upgrade: Option<HeaderValue>,
     settings: &HeaderSettings,
 ) {
-    remove_hop_by_hop(headers);
-    remove_ignored(headers, settings);
     let original_forwarded_for = headers.get(X_FORWARDED_FOR).cloned();
-    for name in CLIENT_MAY_NOT_SET {
-        headers.remove(name);
-    }
-    // Any other X-Forwarded-* a client sends (X-Forwarded-Prefix, -Server, -Ssl …) is not ours to
-    // pass on either.
-    remove_matching(headers, |name| name.starts_with("x-forwarded-"));
+    strip(headers, |name| is_client_claim(name) || is_ignored(name, settings));
     let request_id = match headers.get(X_REQUEST_ID) {
         Some(id) if is_valid_request_id(id) => None,
         _ => Some(settings.generate_request_id.then(generate_request_id)),
@@ -138,12 +131,7 @@ pub(crate) fn for_auth_service(
     request_id: Option<HeaderValue>,
     settings: &HeaderSettings,
 ) {
-    remove_hop_by_hop(headers);
-    remove_ignored(headers, settings);
-    for name in CLIENT_MAY_NOT_SET {
-        headers.remove(name);
-    }
-    remove_matching(headers, |name| name.starts_with("x-forwarded-"));
+    strip(headers, |name| is_client_claim(name) || is_ignored(name, settings));
     match request_id {
         Some(id) => headers.insert(X_REQUEST_ID, id),
         None => headers.remove(X_REQUEST_ID),
@@ -237,14 +225,14 @@ fn set_or_remove(headers: &mut HeaderMap, name: &HeaderName, value: &HeaderValue
 /// Removes hop-by-hop headers from a response (a `101` keeps its `Upgrade` and `Connection`),
 /// and the endpoint's `Server` and `Date`.
 pub(crate) fn rewrite_response(headers: &mut HeaderMap, is_upgrade: bool) {
-    headers.remove(header::SERVER);
-    headers.remove(header::DATE);
     if is_upgrade {
+        headers.remove(header::SERVER);
+        headers.remove(header::DATE);
         headers.remove("keep-alive");
         headers.remove(header::TRANSFER_ENCODING);
         return;
     }
-    remove_hop_by_hop(headers);
+    strip(headers, |name| name == header::SERVER || name == header::DATE);
 }
 
 /// The `Upgrade` value to pass on when the request asks for one (`Connection: upgrade` and
@@ -281,23 +269,34 @@ pub(crate) fn join_cookies(headers: &mut HeaderMap) {
     }
 }
 
-fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    if headers.contains_key(header::CONNECTION) {
-        let listed: Vec<HeaderName> =
-            connection_tokens(headers).filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok()).collect();
-        for name in listed {
-            headers.remove(name);
-        }
-    }
-    for name in HOP_BY_HOP {
+/// Removes the hop-by-hop headers (those of [`HOP_BY_HOP`] and those `Connection` lists) and
+/// those `doomed` names, in one pass over the names present: no lookup for each name that might
+/// be there, and an allocation only when one is removed.
+fn strip(headers: &mut HeaderMap, doomed: impl Fn(&HeaderName) -> bool) {
+    let has_connection = headers.contains_key(header::CONNECTION);
+    let listed = |name: &HeaderName| {
+        has_connection && connection_tokens(headers).any(|token| token.eq_ignore_ascii_case(name.as_str()))
+    };
+    let names: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| HOP_BY_HOP.contains(name) || doomed(name) || listed(name))
+        .cloned()
+        .collect();
+    for name in names {
         headers.remove(name);
     }
 }
 
-/// Removes the client headers nginx ignores, and underscore spellings of the headers the proxy
-/// sets whatever the settings allow.
-fn remove_ignored(headers: &mut HeaderMap, settings: &HeaderSettings) {
-    remove_matching(headers, |name| settings.ignores_request_header(name) || spells_a_proxy_header(name));
+/// A header the client may not send the backend: one the proxy sets, or any other
+/// X-Forwarded-* (X-Forwarded-Prefix, -Server, -Ssl …).
+fn is_client_claim(name: &HeaderName) -> bool {
+    CLIENT_MAY_NOT_SET.contains(name) || name.as_str().starts_with("x-forwarded-")
+}
+
+/// A client header nginx ignores, or an underscore spelling of a header the proxy sets
+/// (whatever the settings allow).
+fn is_ignored(name: &HeaderName, settings: &HeaderSettings) -> bool {
+    settings.ignores_request_header(name.as_str()) || spells_a_proxy_header(name.as_str())
 }
 
 /// Whether a name with `_` reads, with `-` for `_`, as a header the proxy sets or removes.
@@ -310,16 +309,6 @@ fn spells_a_proxy_header(name: &str) -> bool {
         || dashed == X_REQUEST_ID.as_str()
         || dashed == X_ORIGINAL_URI.as_str()
         || CLIENT_MAY_NOT_SET.iter().any(|proxy| proxy.as_str() == dashed)
-}
-
-/// Removes every header whose name matches, allocating only when one does.
-fn remove_matching(headers: &mut HeaderMap, matches: impl Fn(&str) -> bool) {
-    if headers.keys().any(|name| matches(name.as_str())) {
-        let names: Vec<HeaderName> = headers.keys().filter(|name| matches(name.as_str())).cloned().collect();
-        for name in names {
-            headers.remove(name);
-        }
-    }
 }
 
 fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
