@@ -228,15 +228,19 @@ impl Proxy {
         let head = RequestHead::check(&request, connection)?;
         policy::block::check(&trace.global.headers, request.headers())?;
         let routed = self.route(&head, request.headers(), connection, trace)?;
-        let Some(defaults) = routed.defaults.as_deref() else {
-            return self.pass(request, &head, &routed, connection, None, trace).await;
+        // One call of `pass` (its future is most of this one's size): with the details a
+        // default backend gets, and what an error page request needs, when the route has them.
+        let details = routed.defaults.as_deref().map(|defaults| {
+            Details::new(defaults, trace.ingress.clone(), trace.service.clone(), request.headers())
+        });
+        let pages = routed.policy.error_pages.as_ref().filter(|_| details.is_some());
+        let page = pages.map(|_| ErrorPageRequest::capture(request.method(), request.headers()));
+        let result = self.pass(request, &head, &routed, connection, details.as_ref(), trace).await;
+        let (Some(defaults), Some(details), Some(pages), Some(page)) =
+            (routed.defaults.as_deref(), &details, pages, page)
+        else {
+            return result;
         };
-        let details = Details::new(defaults, trace.ingress.clone(), trace.service.clone(), request.headers());
-        let Some(pages) = &routed.policy.error_pages else {
-            return self.pass(request, &head, &routed, connection, Some(&details), trace).await;
-        };
-        let page = ErrorPageRequest::capture(request.method(), request.headers());
-        let result = self.pass(request, &head, &routed, connection, Some(&details), trace).await;
         let code = match &result {
             Ok(response) if pages.intercept_upstream => response.status().as_u16(),
             // A request whose framing cannot be trusted keeps its answer, which closes the
@@ -248,22 +252,17 @@ impl Proxy {
             return result;
         }
         drop(result);
-        Ok(self
-            .error_page(
-                page.for_code(
-                    code,
-                    &details,
-                    trace.request_id.clone(),
-                    &head,
-                    (connection, trace.client(connection)),
-                    &trace.global.headers,
-                )?,
-                defaults,
-                &routed,
-                connection,
-                trace,
-            )
-            .await?)
+        let request = page.for_code(
+            code,
+            details,
+            trace.request_id.clone(),
+            &head,
+            (connection, trace.client(connection)),
+            &trace.global.headers,
+        )?;
+        // Boxed: a rare path, whose upstream exchange would otherwise add to every request's
+        // future.
+        Ok(Box::pin(self.error_page(request, defaults, &routed, connection, trace)).await?)
     }
 
     /// The default backend's answer for an error page request (`custom-http-errors`), passed

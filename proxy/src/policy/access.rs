@@ -37,7 +37,8 @@ pub(super) async fn check(
         }
         basic_auth::check(policy.auth.as_ref(), headers).await?;
         let Some(auth) = &policy.external_auth else { return ControlFlow::Continue(()) };
-        return match external_auth::check(auth, original, proxy, effects).await {
+        // Boxed, as below: the subrequest's future would otherwise add to every request's.
+        return match Box::pin(external_auth::check(auth, original, proxy, effects)).await {
             Verdict::Allowed => ControlFlow::Continue(()),
             Verdict::Unauthorized(outcome) => ControlFlow::Break(outcome),
             Verdict::Forbidden => ControlFlow::Break(Outcome::Refuse(ProxyError::Forbidden)),
@@ -62,7 +63,7 @@ pub(super) async fn check(
         let unauthorized = |refusal: &Option<Outcome>| {
             matches!(refusal, Some(Outcome::Challenge(_) | Outcome::Unauthorized(_) | Outcome::Redirect(_)))
         };
-        match external_auth::check(auth, original, proxy, effects).await {
+        match Box::pin(external_auth::check(auth, original, proxy, effects)).await {
             Verdict::Allowed => return ControlFlow::Continue(()),
             Verdict::Unauthorized(outcome) if !unauthorized(&refusal) => refusal = Some(outcome),
             Verdict::Unauthorized(_) => {}
