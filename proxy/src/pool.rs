@@ -33,7 +33,7 @@ use tokio_rustls::TlsConnector;
 use crate::upstream_body::UpstreamBody;
 
 /// How long an unused connection is kept.
-pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Idle HTTP/1.1 connections kept per endpoint and protocol; more are closed.
 const MAX_IDLE: usize = 320;
 
@@ -118,7 +118,7 @@ pub(crate) struct PooledBody {
 /// An HTTP/1.1 connection serving a response, to go back to its pool once the response body
 /// has been read to the end. Dropped earlier, the connection closes with it.
 #[derive(Debug)]
-pub(crate) struct Checkin {
+struct Checkin {
     pool: PoolRef,
     connection: Idle,
 }
@@ -557,7 +557,7 @@ fn connect_error(error: hyper::Error) -> SendError {
 
 /// A connection to an endpoint, plain or TLS.
 #[derive(Debug)]
-pub(crate) enum Stream {
+enum Stream {
     Plain(TcpStream),
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }
