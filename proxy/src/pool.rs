@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, Mutex, PoisonError, Weak};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -27,6 +27,7 @@ use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use ostium_model::{BackendTls, Endpoint, Protocol};
 use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
@@ -59,7 +60,7 @@ pub(crate) struct Dialer {
 /// first.
 #[derive(Debug, Default)]
 pub(crate) struct Pools {
-    http: Pool,
+    http: Arc<Pool>,
     others: Mutex<Vec<OtherPool>>,
 }
 
@@ -119,16 +120,9 @@ pub(crate) struct PooledBody {
 /// has been read to the end. Dropped earlier, the connection closes with it.
 #[derive(Debug)]
 struct Checkin {
-    pool: PoolRef,
+    /// Held until then: a pool whose endpoint went meanwhile closes the connection as it goes.
+    pool: Arc<Pool>,
     connection: Idle,
-}
-
-/// The pool a connection returns to: the endpoint's (held through the endpoint, which may go
-/// meanwhile) or a name's.
-#[derive(Clone, Debug)]
-pub(crate) enum PoolRef {
-    Plain(Weak<Pools>),
-    Other(Weak<Pool>),
 }
 
 /// Why a request could not be sent, or got no answer.
@@ -179,13 +173,13 @@ impl Pools {
     /// The pool for `protocol` with a route's TLS settings (`None`: the proxy's), made with
     /// `dialer` when first needed. Plain HTTP/1.1 needs no lookup.
     pub(crate) fn pool(
-        self: &Arc<Self>,
+        &self,
         protocol: Protocol,
         settings: Option<&Arc<BackendTls>>,
         dialer: impl FnOnce() -> Dialer,
-    ) -> (PoolRef, PoolHandle<'_>) {
+    ) -> Arc<Pool> {
         if protocol == Protocol::Http {
-            return (PoolRef::Plain(Arc::downgrade(self)), PoolHandle::Borrowed(&self.http));
+            return self.http.clone();
         }
         let mut others = self.others.lock().unwrap_or_else(PoisonError::into_inner);
         let same = |other: &&mut OtherPool| {
@@ -196,40 +190,18 @@ impl Pools {
                     _ => false,
                 }
         };
-        let pool = match others.iter_mut().find(same) {
-            Some(other) => {
-                // Equal settings of a newer table keep the connections; the older table's go.
-                if let (Some(ours), Some(theirs)) = (&mut other.settings, settings) {
-                    *ours = theirs.clone();
-                }
-                other.pool.clone()
+        if let Some(other) = others.iter_mut().find(same) {
+            // Equal settings of a newer table keep the connections; the older table's go.
+            if let (Some(ours), Some(theirs)) = (&mut other.settings, settings) {
+                *ours = theirs.clone();
             }
-            None => {
-                // Settings that only this list holds belong to no table any more.
-                others.retain(|other| other.settings.as_ref().is_none_or(|s| Arc::strong_count(s) > 1));
-                let pool = Arc::new(Pool { dialer: Some(dialer()), ..Pool::default() });
-                others.push(OtherPool { protocol, settings: settings.cloned(), pool: pool.clone() });
-                pool
-            }
-        };
-        (PoolRef::Other(Arc::downgrade(&pool)), PoolHandle::Owned(pool))
-    }
-}
-
-/// A pool as a request uses it.
-#[derive(Debug)]
-pub(crate) enum PoolHandle<'a> {
-    Borrowed(&'a Pool),
-    Owned(Arc<Pool>),
-}
-
-impl std::ops::Deref for PoolHandle<'_> {
-    type Target = Pool;
-    fn deref(&self) -> &Pool {
-        match self {
-            Self::Borrowed(pool) => pool,
-            Self::Owned(pool) => pool,
+            return other.pool.clone();
         }
+        // Settings that only this list holds belong to no table any more.
+        others.retain(|other| other.settings.as_ref().is_none_or(|s| Arc::strong_count(s) > 1));
+        let pool = Arc::new(Pool { dialer: Some(dialer()), ..Pool::default() });
+        others.push(OtherPool { protocol, settings: settings.cloned(), pool: pool.clone() });
+        pool
     }
 }
 
@@ -251,15 +223,14 @@ impl Pool {
     /// Sends `request` on a connection of this pool (made within `connect_timeout` when none is
     /// idle). An HTTP/1.1 response body returns its connection to the pool when read to its end.
     pub(crate) async fn send(
-        &self,
-        home: &PoolRef,
+        self: &Arc<Self>,
         destination: Destination<'_>,
         request: Request<UpstreamBody>,
         connect_timeout: Duration,
     ) -> Result<Response<PooledBody>, SendError> {
         let (response, checkin) = match self.protocol() {
             Protocol::Http | Protocol::Https => {
-                self.send_http1(home, destination, request, connect_timeout).await?
+                self.send_http1(destination, request, connect_timeout).await?
             }
             Protocol::Grpc | Protocol::Grpcs => {
                 (self.send_http2(destination, request, connect_timeout).await?, None)
@@ -269,8 +240,7 @@ impl Pool {
     }
 
     async fn send_http1(
-        &self,
-        home: &PoolRef,
+        self: &Arc<Self>,
         destination: Destination<'_>,
         mut request: Request<UpstreamBody>,
         connect_timeout: Duration,
@@ -284,7 +254,7 @@ impl Pool {
             };
             match connection.sender.try_send_request(request).await {
                 Ok(response) => {
-                    let checkin = Checkin { pool: home.clone(), connection };
+                    let checkin = Checkin { pool: self.clone(), connection };
                     return Ok((response, Some(checkin)));
                 }
                 // The connection closed before the request went out (the endpoint closes idle
@@ -398,7 +368,7 @@ impl Pool {
     }
 
     /// A new connection to `destination`, TLS included.
-    async fn dial(&self, destination: Destination<'_>) -> Result<TokioIo<Stream>, SendError> {
+    async fn dial(&self, destination: Destination<'_>) -> Result<TokioIo<Box<dyn Io>>, SendError> {
         let tls = self.dialer.as_ref().and_then(|d| d.tls.clone());
         let tcp = match destination {
             Destination::Endpoint(endpoint) => TcpStream::connect(endpoint.addr).await,
@@ -410,7 +380,7 @@ impl Pool {
         .map_err(SendError::Connect)?;
         let _ = tcp.set_nodelay(true);
         let Some(config) = tls else {
-            return Ok(TokioIo::new(Stream::Plain(tcp)));
+            return Ok(TokioIo::new(Box::new(tcp)));
         };
         let server_name = self.dialer.as_ref().and_then(|d| d.server_name.as_ref());
         let name = match (server_name, destination) {
@@ -422,7 +392,7 @@ impl Pool {
                 .map_err(|e| SendError::Connect(std::io::Error::new(std::io::ErrorKind::InvalidInput, e)))?,
         };
         let tls = TlsConnector::from(config).connect(name, tcp).await.map_err(SendError::Connect)?;
-        Ok(TokioIo::new(Stream::Tls(Box::new(tls))))
+        Ok(TokioIo::new(Box::new(tls)))
     }
 }
 
@@ -440,23 +410,6 @@ impl Checkin {
                     pool.put_idle(Idle { sender, clock });
                 }
             });
-        }
-    }
-}
-
-impl PoolRef {
-    fn put_idle(&self, connection: Idle) {
-        match self {
-            Self::Plain(pools) => {
-                if let Some(pools) = pools.upgrade() {
-                    pools.http.put_idle(connection);
-                }
-            }
-            Self::Other(pool) => {
-                if let Some(pool) = pool.upgrade() {
-                    pool.put_idle(connection);
-                }
-            }
         }
     }
 }
@@ -555,73 +508,7 @@ fn connect_error(error: hyper::Error) -> SendError {
     SendError::Connect(std::io::Error::other(error))
 }
 
-/// A connection to an endpoint, plain or TLS.
-#[derive(Debug)]
-enum Stream {
-    Plain(TcpStream),
-    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
-}
+/// A connection to an endpoint, plain or TLS (boxed once per connection, not per request).
+trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
 
-impl tokio::io::AsyncRead for Stream {
-    fn poll_read(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Self::Plain(s) => std::pin::Pin::new(s).poll_read(cx, buf),
-            Self::Tls(s) => std::pin::Pin::new(s).poll_read(cx, buf),
-        }
-    }
-}
-
-impl tokio::io::AsyncWrite for Stream {
-    fn poll_write(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            Self::Plain(s) => std::pin::Pin::new(s).poll_write(cx, buf),
-            Self::Tls(s) => std::pin::Pin::new(s).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            Self::Plain(s) => std::pin::Pin::new(s).poll_write_vectored(cx, bufs),
-            Self::Tls(s) => std::pin::Pin::new(s).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            Self::Plain(s) => s.is_write_vectored(),
-            Self::Tls(s) => s.is_write_vectored(),
-        }
-    }
-
-    fn poll_flush(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Self::Plain(s) => std::pin::Pin::new(s).poll_flush(cx),
-            Self::Tls(s) => std::pin::Pin::new(s).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Self::Plain(s) => std::pin::Pin::new(s).poll_shutdown(cx),
-            Self::Tls(s) => std::pin::Pin::new(s).poll_shutdown(cx),
-        }
-    }
-}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}

@@ -58,9 +58,9 @@ impl Upstream {
                 &name_pools
             }
         };
-        let (home, pool) = pools.pool(protocol, settings, || self.dialer(protocol, settings));
+        let pool = pools.pool(protocol, settings, || self.dialer(protocol, settings));
         let timeout = connect_timeout.unwrap_or(self.default_connect_timeout);
-        pool.send(&home, destination, request, timeout).await
+        pool.send(destination, request, timeout).await
     }
 
     /// How connections for `protocol` with a route's TLS settings are made.
@@ -91,10 +91,8 @@ impl Upstream {
 }
 
 /// The pools kept with an endpoint.
-pub(crate) fn endpoint_pools(endpoint: &Endpoint) -> &Arc<Pools> {
-    endpoint
-        .connections(|| Arc::new(Pools::default()))
-        .expect("only the proxy keeps connections with endpoints")
+fn endpoint_pools(endpoint: &Endpoint) -> &Pools {
+    endpoint.connections(Pools::default).expect("only the proxy keeps connections with endpoints")
 }
 
 /// TLS settings offering the HTTP version of `protocol` (ALPN `http/1.1` or `h2`).
