@@ -4,6 +4,7 @@
 
 mod support;
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -15,7 +16,7 @@ use ostium_model::{PathRule, Policy, Protocol};
 use ostium_test_support::{EchoBackend, echoed};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 
 /// `requests` requests one after another, each on a new client connection.
 async fn get_many(proxy: SocketAddr, host: &str, requests: usize) {
@@ -122,33 +123,40 @@ async fn a_new_table_with_the_same_endpoints_keeps_their_connections() {
     assert_eq!(backend.connections(), 2);
 }
 
-/// A backend that answers one request per connection, keeps the connection open a moment
-/// (no `Connection: close`), then closes it; it counts its connections.
-async fn closing_backend() -> (SocketAddr, Arc<AtomicUsize>) {
+/// A raw backend that runs `serve` on each connection it accepts, and counts them.
+async fn counting_backend<F, Fut>(serve: F) -> (SocketAddr, Arc<AtomicUsize>)
+where
+    F: Fn(TcpStream) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let accepted = Arc::new(AtomicUsize::new(0));
     let counted = accepted.clone();
     tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
+        while let Ok((stream, _)) = listener.accept().await {
             counted.fetch_add(1, Ordering::Relaxed);
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut byte = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") && stream.read_exact(&mut byte).await.is_ok() {
-                    head.push(byte[0]);
-                }
-                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").await;
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            });
+            tokio::spawn(serve(stream));
         }
     });
     (addr, accepted)
 }
 
+/// Answers one request, keeps the connection open a moment (no `Connection: close`), then
+/// closes it.
+async fn answer_once_then_close(mut stream: TcpStream) {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && stream.read_exact(&mut byte).await.is_ok() {
+        head.push(byte[0]);
+    }
+    let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
 #[tokio::test]
 async fn a_connection_the_endpoint_closed_while_idle_is_not_used() {
-    let (addr, accepted) = closing_backend().await;
+    let (addr, accepted) = counting_backend(answer_once_then_close).await;
     let table = TableBuilder::new().site(None, "svc", addr, Policy::default()).build();
     let proxy = Harness::start(table).await;
     for i in 0..5 {
@@ -163,16 +171,7 @@ async fn a_connection_the_endpoint_closed_while_idle_is_not_used() {
 #[tokio::test]
 async fn a_connection_that_closes_at_once_is_not_dialled_again_and_again() {
     // An endpoint that accepts and hangs up: each try makes one connection, and fails.
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let counted = accepted.clone();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            counted.fetch_add(1, Ordering::Relaxed);
-            drop(stream);
-        }
-    });
+    let (addr, accepted) = counting_backend(|stream| async move { drop(stream) }).await;
     let table = TableBuilder::new().site(None, "svc", addr, Policy::default()).build();
     let proxy = Harness::start(table).await;
     for i in 0..10 {
