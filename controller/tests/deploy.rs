@@ -7,6 +7,7 @@
 use clap::Parser;
 use ostium_e2e::workspace_root;
 use ostium_translate::{Kind, KindVisitor, for_each_kind};
+use serde::Deserialize;
 use serde_json::Value;
 
 fn documents() -> Vec<(String, Value)> {
@@ -16,9 +17,8 @@ fn documents() -> Vec<(String, Value)> {
     files.sort();
     for file in files.into_iter().filter(|f| f.extension().is_some_and(|e| e == "yaml")) {
         let text = std::fs::read_to_string(&file).unwrap();
-        let parsed: Vec<Value> =
-            serde_saphyr::from_multiple(&text).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
-        for document in parsed {
+        for document in serde_norway::Deserializer::from_str(&text) {
+            let document = Value::deserialize(document).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
             documents.push((file.display().to_string(), document));
         }
     }
@@ -282,13 +282,13 @@ mod helm {
     }
 
     fn values() -> Value {
-        serde_saphyr::from_str(&std::fs::read_to_string(chart().join("values.yaml")).unwrap()).unwrap()
+        serde_norway::from_str(&std::fs::read_to_string(chart().join("values.yaml")).unwrap()).unwrap()
     }
 
     #[test]
     fn chart_metadata_and_values_parse() {
         let chart: Value =
-            serde_saphyr::from_str(&std::fs::read_to_string(chart().join("Chart.yaml")).unwrap()).unwrap();
+            serde_norway::from_str(&std::fs::read_to_string(chart().join("Chart.yaml")).unwrap()).unwrap();
         assert_eq!(chart["apiVersion"], "v2");
         assert_eq!(chart["name"], "ostium");
         assert_eq!(values()["controller"]["name"], "ostium.dev/ingress-controller");

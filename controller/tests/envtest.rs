@@ -27,6 +27,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{Api, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams, ValidationDirective};
 use kube::discovery::{Discovery, Scope};
 use ostium_e2e::{Ostium, Response, free_addr, get, request};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_ostium");
@@ -355,9 +356,8 @@ async fn apply(client: &kube::Client, discovery: &Discovery, objects: &[Value], 
 
 fn manifests(path: &Path) -> Vec<Value> {
     let text = std::fs::read_to_string(path).unwrap();
-    serde_saphyr::from_multiple::<Value>(&text)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .into_iter()
+    serde_norway::Deserializer::from_str(&text)
+        .map(|d| Value::deserialize(d).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
         .filter(|d| !d.is_null())
         .collect()
 }

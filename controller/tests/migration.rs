@@ -53,7 +53,7 @@ fn taking_over_class_nginx_serves_what_ingress_nginx_serves() {
 /// a value of the chart.
 #[test]
 fn the_helm_values_of_the_migration_guide_exist() {
-    let values: Value = serde_saphyr::from_str(
+    let values: Value = serde_norway::from_str(
         &std::fs::read_to_string(workspace_root().join("deploy/helm/ostium/values.yaml")).unwrap(),
     )
     .unwrap();

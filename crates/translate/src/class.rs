@@ -158,7 +158,7 @@ mod tests {
             yaml += &format!("  annotations: {{kubernetes.io/ingress.class: {a}}}\n");
         }
         yaml += "spec: {}\n";
-        let mut ingress: Ingress = serde_saphyr::from_str(&yaml).unwrap();
+        let mut ingress: Ingress = serde_norway::from_str(&yaml).unwrap();
         if let Some(c) = class_name {
             ingress.spec.get_or_insert_default().ingress_class_name = Some(c.to_owned());
         }

@@ -18,6 +18,7 @@ mod diagnostic;
 mod global_config;
 mod incremental;
 mod kind;
+mod manifests;
 mod objects;
 mod render;
 mod stream;
@@ -45,7 +46,8 @@ pub use configmap_keys::{SettingSupport, setting_support};
 pub use diagnostic::{Diagnostic, ObjectKind, ObjectRef, Reason, Severity};
 pub use incremental::{Built, Incremental};
 pub use kind::{Kind, KindScope, KindVisitor, Malformed, Reference, Relevance, for_each_kind, visit_kind};
-pub use objects::{DocumentError, ManifestError, Object, ObjectMap, Objects, parse_manifests};
+pub use manifests::{DocumentError, ManifestError, parse_manifests};
+pub use objects::{Object, ObjectMap, Objects};
 
 /// What translation cannot decide from the objects alone.
 #[derive(Clone, Debug)]

@@ -1,5 +1,4 @@
-//! The snapshot of Kubernetes objects that translation reads, with the indexes it keeps, and its
-//! loading from YAML manifests (standalone `--manifests` mode and test fixtures).
+//! The snapshot of Kubernetes objects that translation reads, with the indexes it keeps.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -13,10 +12,12 @@ use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::{Metadata, Resource};
 use ostium_model::{EndpointKey, NamespacedName, Transport};
+use serde::de::value::MapDeserializer;
 use serde_json::Value;
 
 use crate::class::ClassList;
 use crate::kind::{self, Kind, KindVisitor, for_each_kind, visit_kind};
+use crate::manifests::{self, DocumentError, ManifestError, parse_manifests};
 use crate::{ObjectKind, ObjectRef, backend};
 
 /// Every object translation may look at, keyed by identity (see [`Kind::key`]), with indexes kept
@@ -44,150 +45,6 @@ pub struct ObjectMap<K>(BTreeMap<NamespacedName, Arc<K>>);
 
 /// One object of a kind ostium reads, whatever the kind: a manifest document.
 pub struct Object(Box<dyn AnyObject>);
-
-/// A manifest that cannot be loaded: a YAML syntax error, or a document of a kind ostium reads
-/// that does not have that kind's shape. The message says where and what kind of problem, never
-/// the text of the document: that may be Secret data.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("document {document}: {error}")]
-pub struct ManifestError {
-    /// 1-based position of the document in the file (0 when the YAML itself does not parse).
-    pub document: usize,
-    pub error: DocumentError,
-}
-
-/// What is wrong with a manifest document. Nothing here quotes a value of the document.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum DocumentError {
-    /// Position and a fixed description only.
-    #[error("{0}")]
-    Yaml(String),
-    #[error("not a Kubernetes object: `apiVersion` and `kind` are required")]
-    NotAnObject,
-    #[error("v1 List without `items`")]
-    ListWithoutItems,
-    #[error("{kind} `{name}`: unsupported apiVersion `{api_version}`")]
-    UnsupportedApiVersion { kind: String, name: String, api_version: String },
-    /// `reason` is the structural part of the deserializer's message.
-    #[error("{api_version} {kind} `{name}`: {reason}")]
-    Malformed { api_version: String, kind: String, name: String, reason: String },
-    #[error("{kind}: `metadata.name` is required")]
-    MissingName { kind: String },
-    #[error("not one object of a kind ostium reads")]
-    NotOneObject,
-}
-
-/// Parses a YAML stream (one or more `---`-separated documents, `kind: List` included) into the
-/// objects ostium reads. Documents of other kinds (Deployments, Pods …) are skipped, so a
-/// whole application's manifests can be pointed at. Any error fails the whole stream: a
-/// half-read file must not replace a good one.
-pub fn parse_manifests(text: &str) -> Result<Vec<Object>, ManifestError> {
-    // The default budget stops at 1 024 documents and 250 000 nodes, which a fleet's worth of
-    // Ingresses in one file passes. Alias expansion keeps its default limits (the YAML bomb guard).
-    let options = serde_saphyr::options! {
-        budget: serde_saphyr::budget! {
-            max_documents: 1_000_000,
-            max_nodes: 50_000_000,
-            max_events: 100_000_000,
-        },
-        with_snippet: false,
-    };
-    let documents: Vec<Value> = serde_saphyr::from_multiple_with_options(text, options)
-        .map_err(|e| ManifestError { document: 0, error: DocumentError::Yaml(yaml_error(&e)) })?;
-    let mut objects = Vec::new();
-    for (i, document) in documents.into_iter().enumerate() {
-        let document_number = i + 1;
-        parse_document(document, &mut objects)
-            .map_err(|error| ManifestError { document: document_number, error })?;
-    }
-    Ok(objects)
-}
-
-fn parse_document(document: Value, out: &mut Vec<Object>) -> Result<(), DocumentError> {
-    if document.is_null() {
-        return Ok(());
-    }
-    let field = |name: &str| document.get(name).and_then(Value::as_str).map(str::to_owned);
-    let (Some(api_version), Some(kind)) = (field("apiVersion"), field("kind")) else {
-        return Err(DocumentError::NotAnObject);
-    };
-    if (api_version.as_str(), kind.as_str()) == ("v1", "List") {
-        let Some(Value::Array(items)) = document.get("items") else {
-            return Err(DocumentError::ListWithoutItems);
-        };
-        for item in items.clone() {
-            parse_document(item, out)?;
-        }
-        return Ok(());
-    }
-    let name = document.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_owned();
-    let mut read =
-        ReadDocument { api_version: &api_version, kind: &kind, document: Some(document), read: None };
-    for_each_kind(&mut read);
-    let object = match read.read {
-        None => return Ok(()), // not a kind ostium reads
-        Some(Err(Unreadable::ApiVersion)) => {
-            return Err(DocumentError::UnsupportedApiVersion { kind, name, api_version });
-        }
-        Some(Err(Unreadable::Malformed(reason))) => {
-            return Err(DocumentError::Malformed { api_version, kind, name, reason: reason.to_string() });
-        }
-        Some(Ok(object)) => object,
-    };
-    if name.is_empty() {
-        return Err(DocumentError::MissingName { kind });
-    }
-    out.push(object);
-    Ok(())
-}
-
-/// Reads a document with the type of its kind, when ostium reads that kind.
-struct ReadDocument<'a> {
-    api_version: &'a str,
-    kind: &'a str,
-    document: Option<Value>,
-    read: Option<Result<Object, Unreadable>>,
-}
-
-enum Unreadable {
-    ApiVersion,
-    Malformed(String),
-}
-
-impl KindVisitor for ReadDocument<'_> {
-    fn visit<K: Kind>(&mut self) {
-        if self.kind != <K as Resource>::KIND {
-            return;
-        }
-        let Some(document) = self.document.take() else { return };
-        self.read = Some(if self.api_version != K::API_VERSION {
-            Err(Unreadable::ApiVersion)
-        } else {
-            K::from_value(document).map(Object::new).map_err(|m| Unreadable::Malformed(m.reason))
-        });
-    }
-}
-
-/// A YAML syntax error by position and kind only: the parser's message and snippet may quote
-/// the document.
-fn yaml_error(error: &serde_saphyr::Error) -> String {
-    use serde_saphyr::Error;
-    let what = match error.without_snippet() {
-        Error::Eof { .. } => "unexpected end of input",
-        Error::InvalidUtf8Input => "not UTF-8",
-        Error::DuplicateMappingKey { .. } => "a key appears twice in one mapping",
-        Error::UnknownAnchor { .. } => "an alias names an unknown anchor",
-        Error::Budget { .. }
-        | Error::AliasReplayLimitExceeded { .. }
-        | Error::AliasExpansionLimitExceeded { .. }
-        | Error::AliasReplayStackDepthExceeded { .. } => "too large or too deeply nested",
-        _ => "syntax error",
-    };
-    match error.location() {
-        Some(at) => format!("invalid YAML at line {}, column {}: {what}", at.line(), at.column()),
-        None => format!("invalid YAML: {what}"),
-    }
-}
 
 // === impl Objects ===
 
@@ -451,7 +308,18 @@ impl Object {
     /// [`parse_manifests`] checks a document.
     pub fn from_value(value: Value) -> Result<Self, DocumentError> {
         let mut out = Vec::new();
-        parse_document(value, &mut out)?;
+        let read = match value {
+            // Metadata first, so that a malformed object is still named (a JSON object's keys
+            // come in alphabetical order).
+            Value::Object(fields) => {
+                let mut fields: Vec<(String, Value)> = fields.into_iter().collect();
+                fields.sort_by_key(|(key, _)| !["apiVersion", "kind", "metadata"].contains(&key.as_str()));
+                let document = MapDeserializer::<_, serde_json::Error>::new(fields.into_iter());
+                manifests::read_document(document, 1, &mut out)
+            }
+            other => manifests::read_document(other, 1, &mut out),
+        };
+        read.map_err(|e| e.error)?;
         match (out.pop(), out.is_empty()) {
             (Some(object), true) => Ok(object),
             _ => Err(DocumentError::NotOneObject),
@@ -586,7 +454,6 @@ items:
             "apiVersion: v1\nkind: Secret\nmetadata: {name: tls}\nstringData: {tls.key: \"-----BEGIN EC PRIVATE KEY----- SECRETMARKER\"\n",
             "apiVersion: v1\nkind: Secret\nmetadata: {name: tls}\nstringData:\n  tls.key: -----BEGIN EC PRIVATE KEY----- SECRETMARKER\n   bad: [indent\n",
             "apiVersion: v1\nkind: Secret\nstringData:\n  tls.key: \"SECRETMARKER\\q\"\n",
-            "stringData: {a: 1, a: SECRETMARKER}\n",
         ] {
             let err = Objects::from_yaml(yaml).unwrap_err();
             assert_redacted(&err);

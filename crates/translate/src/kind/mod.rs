@@ -95,27 +95,35 @@ pub trait Kind:
     /// that does not have this kind's shape is [`Malformed`], still with its metadata, so that it
     /// can be named and skipped on its own.
     fn from_value(mut value: Value) -> Result<Self, Malformed> {
-        let mut metadata = value.as_object_mut().and_then(|fields| fields.remove("metadata"));
-        if let Some(Value::Object(fields)) = &mut metadata {
-            fields.remove("managedFields");
-            // `kubectl apply`'s copy of the whole object: often the largest part of it.
-            if let Some(Value::Object(annotations)) = fields.get_mut("annotations") {
-                annotations.remove(LAST_APPLIED_ANNOTATION);
-            }
-        }
+        let metadata = value.as_object_mut().and_then(|fields| fields.remove("metadata"));
         let metadata = match metadata.map(ObjectMeta::deserialize).transpose() {
-            Ok(metadata) => metadata.unwrap_or_default(),
-            Err(e) => return Err(Malformed { metadata: Box::default(), reason: shape_error(&e) }),
+            Ok(metadata) => strip_metadata(metadata.unwrap_or_default()),
+            Err(e) => {
+                return Err(Malformed { metadata: Box::default(), reason: shape_error(&e.to_string()) });
+            }
         };
         match Self::deserialize(value) {
-            Ok(mut object) => {
-                *object.metadata_mut() = metadata;
-                normalize(&mut object);
-                Ok(object)
-            }
-            Err(e) => Err(Malformed { metadata: Box::new(metadata), reason: shape_error(&e) }),
+            Ok(object) => Ok(complete(object, metadata)),
+            Err(e) => Err(Malformed { metadata: Box::new(metadata), reason: shape_error(&e.to_string()) }),
         }
     }
+}
+
+/// Metadata without what nothing here reads and what can be large: `managedFields` and
+/// `kubectl apply`'s copy of the whole object.
+pub(crate) fn strip_metadata(mut metadata: ObjectMeta) -> ObjectMeta {
+    metadata.managed_fields = None;
+    if let Some(annotations) = &mut metadata.annotations {
+        annotations.remove(LAST_APPLIED_ANNOTATION);
+    }
+    metadata
+}
+
+/// An object read without its metadata, with it, normalized.
+pub(crate) fn complete<K: Kind>(mut object: K, metadata: ObjectMeta) -> K {
+    *object.metadata_mut() = metadata;
+    normalize(&mut object);
+    object
 }
 
 /// Whether a Kubernetes scope puts objects in namespaces.
@@ -247,6 +255,18 @@ impl fmt::Debug for Malformed {
     }
 }
 
+/// The errors serde's deserializers give for a document of the wrong shape, as their messages
+/// start.
+pub(crate) const SHAPE_ERRORS: [&str; 7] = [
+    "invalid type",
+    "invalid value",
+    "missing field `",
+    "duplicate field `",
+    "unknown variant",
+    "unknown field",
+    "invalid length",
+];
+
 /// The kinds of value serde names in "invalid type" and "invalid value" errors, before quoting
 /// the value itself.
 const VALUE_KINDS: [&str; 16] = [
@@ -273,8 +293,7 @@ const VALUE_KINDS: [&str; 16] = [
 /// the kind of value found, what was expected, and the names of missing or repeated fields (which
 /// come from the type, not the document). Any other message (a custom one from a field's own
 /// parser, such as a base64 error) may hold input and becomes "invalid value".
-fn shape_error(error: &serde_json::Error) -> String {
-    let message = error.to_string();
+pub(crate) fn shape_error(message: &str) -> String {
     // What follows the last ", expected " comes from the type; anything before it may be input.
     let expected = message.rfind(", expected ").map(|i| &message[i + 2..]);
     for kind in ["invalid type", "invalid value"] {
@@ -287,8 +306,11 @@ fn shape_error(error: &serde_json::Error) -> String {
             (None, None) => kind.to_owned(),
         };
     }
-    if message.starts_with("missing field `") || message.starts_with("duplicate field `") {
-        return message;
+    for kind in ["missing field `", "duplicate field `"] {
+        // "missing field `name`", and nothing after the name.
+        if let Some(field) = message.strip_prefix(kind).and_then(|rest| rest.split('`').next()) {
+            return format!("{kind}{field}`");
+        }
     }
     for kind in ["unknown variant", "unknown field", "invalid length"] {
         if message.starts_with(kind) {

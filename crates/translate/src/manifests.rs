@@ -1,0 +1,450 @@
+//! Manifests: YAML streams (standalone `--manifests` mode and test fixtures) read into the
+//! objects ostium reads.
+//!
+//! Each document goes straight into the type of its kind, without a generic tree in between:
+//! the top-level keys are read until `apiVersion` and `kind` are known (they usually come
+//! first), and the rest of the document is handed to that kind's deserializer.
+
+use k8s_openapi::Resource;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde::Deserialize;
+use serde::de::value::{MapAccessDeserializer, StringDeserializer};
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::Value;
+
+use crate::kind::{self, Kind, KindVisitor, for_each_kind};
+use crate::objects::Object;
+
+/// A manifest that cannot be loaded: a YAML syntax error, or a document of a kind ostium reads
+/// that does not have that kind's shape. The message says where and what kind of problem, never
+/// the text of the document: that may be Secret data.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("document {document}: {error}")]
+pub struct ManifestError {
+    /// 1-based position of the document in the file (0 when the YAML itself does not parse).
+    pub document: usize,
+    pub error: DocumentError,
+}
+
+/// What is wrong with a manifest document. Nothing here quotes a value of the document.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DocumentError {
+    /// Position and a fixed description only.
+    #[error("{0}")]
+    Yaml(String),
+    #[error("not a Kubernetes object: `apiVersion` and `kind` are required")]
+    NotAnObject,
+    #[error("v1 List without `items`")]
+    ListWithoutItems,
+    #[error("{kind} `{name}`: unsupported apiVersion `{api_version}`")]
+    UnsupportedApiVersion { kind: String, name: String, api_version: String },
+    /// `reason` is the structural part of the deserializer's message.
+    #[error("{api_version} {kind} `{name}`: {reason}")]
+    Malformed { api_version: String, kind: String, name: String, reason: String },
+    #[error("{kind}: `metadata.name` is required")]
+    MissingName { kind: String },
+    #[error("a key appears twice in one mapping")]
+    DuplicateKey,
+    #[error("not one object of a kind ostium reads")]
+    NotOneObject,
+}
+
+/// Parses a YAML stream (one or more `---`-separated documents, `kind: List` included) into the
+/// objects ostium reads. Documents of other kinds (Deployments, Pods …) are skipped, so a
+/// whole application's manifests can be pointed at. Any error fails the whole stream: a
+/// half-read file must not replace a good one.
+///
+/// The parser's limits guard against YAML bombs: nesting deeper than 128 and alias expansion
+/// far beyond the size of the document are errors.
+pub fn parse_manifests(text: &str) -> Result<Vec<Object>, ManifestError> {
+    let mut objects = Vec::new();
+    for (i, document) in serde_norway::Deserializer::from_str(text).enumerate() {
+        if let Err(failure) = read_document(document, i + 1, &mut objects) {
+            // A syntax error can strike in the middle of an object, where it looks like any other
+            // error of that object's deserializer: the stream is read again for it alone.
+            return Err(syntax_error(text).unwrap_or(failure));
+        }
+    }
+    Ok(objects)
+}
+
+/// Reads one document, from YAML or from its JSON form, adding its objects to `out`.
+pub(crate) fn read_document<'de, D: Deserializer<'de>>(
+    document: D,
+    number: usize,
+    out: &mut Vec<Object>,
+) -> Result<(), ManifestError> {
+    let mut reading = Reading::default();
+    let seed = DocumentSeed { out, reading: &mut reading };
+    match seed.deserialize(document) {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(error)) => Err(ManifestError { document: number, error }),
+        Err(e) => Err(ManifestError { document: number, error: shape_failure(&e.to_string(), reading) }),
+    }
+}
+
+/// The object being read when a document failed, to name it in the error.
+#[derive(Default)]
+struct Reading {
+    api_version: String,
+    kind: String,
+    name: String,
+}
+
+/// Reads a document: nothing, one object, or a `v1 List` of them.
+struct DocumentSeed<'a> {
+    out: &'a mut Vec<Object>,
+    reading: &'a mut Reading,
+}
+
+impl<'de> DeserializeSeed<'de> for DocumentSeed<'_> {
+    type Value = Result<(), DocumentError>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for DocumentSeed<'_> {
+    type Value = Result<(), DocumentError>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a Kubernetes object")
+    }
+
+    /// An empty document.
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(Ok(()))
+    }
+
+    fn visit_none<E>(self) -> Result<Self::Value, E> {
+        Ok(Ok(()))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        // The keys before `apiVersion` and `kind` are known, kept to be read once they are.
+        let mut early: Vec<(String, Value)> = Vec::new();
+        let has = |early: &[(String, Value)], key: &str| early.iter().any(|(k, _)| k == key);
+        while !(has(&early, "apiVersion") && has(&early, "kind")) {
+            let Some(key) = map.next_key::<String>()? else { break };
+            if has(&early, &key) {
+                map.next_value::<IgnoredAny>()?;
+                drain(map)?;
+                return Ok(Err(DocumentError::DuplicateKey));
+            }
+            early.push((key, map.next_value()?));
+        }
+        let field = |key: &str| early.iter().find(|(k, _)| k == key).and_then(|(_, v)| v.as_str());
+        let (Some(api_version), Some(kind)) = (field("apiVersion"), field("kind")) else {
+            drain(map)?;
+            return Ok(Err(DocumentError::NotAnObject));
+        };
+        let (api_version, kind) = (api_version.to_owned(), kind.to_owned());
+        if (api_version.as_str(), kind.as_str()) == ("v1", "List") {
+            return read_list(early, map, self.out, self.reading);
+        }
+        let mut read = ReadKind {
+            api_version: &api_version,
+            kind: &kind,
+            input: Some((early, map)),
+            out: self.out,
+            reading: self.reading,
+            other_version: false,
+            result: None,
+        };
+        for_each_kind(&mut read);
+        let Some((early, map)) = read.input else {
+            return read.result.expect("the kind that took the input sets a result");
+        };
+        // A kind ostium does not read (skipped), or one it reads in another version.
+        let other_version = read.other_version;
+        let name = drain_for_name(early, map)?;
+        Ok(if other_version {
+            Err(DocumentError::UnsupportedApiVersion { kind, name, api_version })
+        } else {
+            Ok(())
+        })
+    }
+}
+
+/// Reads the rest of the map of the kind it names, when ostium reads that kind in that
+/// `apiVersion`.
+struct ReadKind<'a, 'de, A: MapAccess<'de>> {
+    api_version: &'a str,
+    kind: &'a str,
+    input: Option<(Vec<(String, Value)>, A)>,
+    out: &'a mut Vec<Object>,
+    reading: &'a mut Reading,
+    other_version: bool,
+    result: Option<Result<Result<(), DocumentError>, A::Error>>,
+}
+
+impl<'de, A: MapAccess<'de>> KindVisitor for ReadKind<'_, 'de, A> {
+    fn visit<K: Kind>(&mut self) {
+        if self.kind != <K as Resource>::KIND {
+            return;
+        }
+        if self.api_version != K::API_VERSION {
+            self.other_version = true;
+            return;
+        }
+        let Some((early, map)) = self.input.take() else { return };
+        self.reading.api_version = K::API_VERSION.to_owned();
+        self.reading.kind = self.kind.to_owned();
+        self.result = Some(read_object::<K, A>(early, map, self.out, self.reading));
+    }
+}
+
+/// Reads an object of kind `K`: its metadata on the side (so that it names the object even when
+/// the rest is malformed), the rest by `K`'s deserializer.
+fn read_object<'de, K: Kind, A: MapAccess<'de>>(
+    early: Vec<(String, Value)>,
+    map: A,
+    out: &mut Vec<Object>,
+    reading: &mut Reading,
+) -> Result<Result<(), DocumentError>, A::Error> {
+    let keys = early.iter().map(|(key, _)| key.clone()).collect();
+    let mut rest =
+        Rest { early: early.into_iter(), map, keys, value: None, metadata: None, reading, duplicate: false };
+    let object = K::deserialize(MapAccessDeserializer::new(&mut rest))?;
+    if rest.duplicate {
+        return Ok(Err(DocumentError::DuplicateKey));
+    }
+    let object = kind::complete(object, rest.metadata.unwrap_or_default());
+    if object.metadata().name.as_deref().unwrap_or("").is_empty() {
+        return Ok(Err(DocumentError::MissingName { kind: rest.reading.kind.clone() }));
+    }
+    out.push(Object::new(object));
+    Ok(Ok(()))
+}
+
+/// The entries of a document after `apiVersion` and `kind` were found: those read before, then
+/// those still to come; `metadata` is taken out on the way.
+struct Rest<'a, A> {
+    early: std::vec::IntoIter<(String, Value)>,
+    map: A,
+    /// The keys seen, to refuse one given twice.
+    keys: Vec<String>,
+    /// The value of an early key handed out, to hand out next.
+    value: Option<Value>,
+    metadata: Option<ObjectMeta>,
+    reading: &'a mut Reading,
+    duplicate: bool,
+}
+
+impl<'de, A: MapAccess<'de>> Rest<'_, A> {
+    fn take_metadata(&mut self, metadata: Result<ObjectMeta, A::Error>) -> Result<(), A::Error> {
+        let metadata = kind::strip_metadata(metadata?);
+        self.reading.name = metadata.name.clone().unwrap_or_default();
+        self.metadata = Some(metadata);
+        Ok(())
+    }
+}
+
+impl<'de, A: MapAccess<'de>> MapAccess<'de> for &mut Rest<'_, A> {
+    type Error = A::Error;
+
+    fn next_key_seed<S: DeserializeSeed<'de>>(&mut self, seed: S) -> Result<Option<S::Value>, A::Error> {
+        loop {
+            let key = match self.early.next() {
+                Some((key, value)) if key == "metadata" => {
+                    self.take_metadata(ObjectMeta::deserialize(value).map_err(de::Error::custom))?;
+                    continue;
+                }
+                Some((key, value)) => {
+                    self.value = Some(value);
+                    key
+                }
+                None => match self.map.next_key::<String>()? {
+                    None => return Ok(None),
+                    Some(key) if self.keys.contains(&key) => {
+                        // The object is refused; its reading goes on to the end of the map.
+                        self.duplicate = true;
+                        self.map.next_value::<IgnoredAny>()?;
+                        continue;
+                    }
+                    Some(key) if key == "metadata" => {
+                        self.keys.push(key);
+                        let metadata = self.map.next_value();
+                        self.take_metadata(metadata)?;
+                        continue;
+                    }
+                    Some(key) => {
+                        self.keys.push(key.clone());
+                        key
+                    }
+                },
+            };
+            return seed.deserialize(StringDeserializer::new(key)).map(Some);
+        }
+    }
+
+    fn next_value_seed<S: DeserializeSeed<'de>>(&mut self, seed: S) -> Result<S::Value, A::Error> {
+        match self.value.take() {
+            Some(value) => seed.deserialize(value).map_err(de::Error::custom),
+            None => self.map.next_value_seed(seed),
+        }
+    }
+}
+
+/// A `v1 List`: each of its `items` is read as a document.
+fn read_list<'de, A: MapAccess<'de>>(
+    early: Vec<(String, Value)>,
+    mut map: A,
+    out: &mut Vec<Object>,
+    reading: &mut Reading,
+) -> Result<Result<(), DocumentError>, A::Error> {
+    *reading = Reading { api_version: "v1".to_owned(), kind: "List".to_owned(), name: String::new() };
+    let mut read = None;
+    for (key, value) in early {
+        if key == "items" {
+            read = Some(
+                Items { out: &mut *out, reading: &mut *reading }
+                    .deserialize(value)
+                    .map_err(de::Error::custom)?,
+            );
+        }
+    }
+    while let Some(key) = map.next_key::<String>()? {
+        if key != "items" {
+            map.next_value::<IgnoredAny>()?;
+        } else if read.is_some() {
+            map.next_value::<IgnoredAny>()?;
+            read = Some(Err(DocumentError::DuplicateKey));
+        } else {
+            read = Some(map.next_value_seed(Items { out: &mut *out, reading: &mut *reading })?);
+        }
+    }
+    Ok(read.unwrap_or(Err(DocumentError::ListWithoutItems)))
+}
+
+/// The `items` of a `v1 List`.
+struct Items<'a> {
+    out: &'a mut Vec<Object>,
+    reading: &'a mut Reading,
+}
+
+impl<'de> DeserializeSeed<'de> for Items<'_> {
+    type Value = Result<(), DocumentError>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Items<'_> {
+    type Value = Result<(), DocumentError>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a list of objects")
+    }
+
+    fn visit_seq<S: SeqAccess<'de>>(self, mut items: S) -> Result<Self::Value, S::Error> {
+        while let Some(item) =
+            items.next_element_seed(DocumentSeed { out: &mut *self.out, reading: &mut *self.reading })?
+        {
+            if let Err(error) = item {
+                while items.next_element::<IgnoredAny>()?.is_some() {}
+                return Ok(Err(error));
+            }
+        }
+        Ok(Ok(()))
+    }
+}
+
+/// Reads the rest of a map that is not kept.
+fn drain<'de, A: MapAccess<'de>>(mut map: A) -> Result<(), A::Error> {
+    while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+    Ok(())
+}
+
+/// Reads the rest of a map that is not kept, for the name of the object it is.
+fn drain_for_name<'de, A: MapAccess<'de>>(
+    early: Vec<(String, Value)>,
+    mut map: A,
+) -> Result<String, A::Error> {
+    let name_of = |metadata: &Value| metadata.get("name").and_then(Value::as_str).map(str::to_owned);
+    let mut name = early.iter().find(|(k, _)| k == "metadata").and_then(|(_, m)| name_of(m));
+    while let Some(key) = map.next_key::<String>()? {
+        if key == "metadata" {
+            name = name_of(&map.next_value::<Value>()?);
+        } else {
+            map.next_value::<IgnoredAny>()?;
+        }
+    }
+    Ok(name.unwrap_or_default())
+}
+
+/// The error of a document that has the wrong shape, from the deserializer's message: it names
+/// the object and keeps only the structure of the message (see [`kind::shape_error`]).
+fn shape_failure(message: &str, reading: Reading) -> DocumentError {
+    if reading.kind.is_empty() {
+        return DocumentError::NotAnObject;
+    }
+    // "path: invalid type: …, expected … at line L column C": the part from the error's name to
+    // the position is kept. The value quoted in it may hold " at line ": the position is the last.
+    let message = &message[..message.rfind(" at line ").unwrap_or(message.len())];
+    let start = kind::SHAPE_ERRORS.iter().filter_map(|e| message.find(e)).min();
+    let reason =
+        start.map_or_else(|| "invalid value".to_owned(), |start| kind::shape_error(&message[start..]));
+    let Reading { api_version, kind, name } = reading;
+    DocumentError::Malformed { api_version, kind, name, reason }
+}
+
+/// The first YAML syntax error of a stream, told by position and a fixed description: the
+/// parser's messages quote nothing, but keep to what is known.
+fn syntax_error(text: &str) -> Option<ManifestError> {
+    let error = serde_norway::Deserializer::from_str(text).find_map(|d| IgnoredAny::deserialize(d).err())?;
+    let message = error.to_string();
+    let what =
+        if message.contains("recursion limit exceeded") || message.contains("repetition limit exceeded") {
+            "too large or too deeply nested"
+        } else if message.contains("unknown anchor") {
+            "an alias names an unknown anchor"
+        } else if message.contains("end of stream") || message.contains("EOF") {
+            "unexpected end of input"
+        } else {
+            "syntax error"
+        };
+    let error = match error.location() {
+        Some(at) => format!("invalid YAML at line {}, column {}: {what}", at.line(), at.column()),
+        None => format!("invalid YAML: {what}"),
+    };
+    Some(ManifestError { document: 0, error: DocumentError::Yaml(error) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_in_any_order_are_read() {
+        // `kubectl get -o yaml` writes keys in alphabetical order: `metadata` after `data`.
+        let yaml = "data: {auth: dXNlcjpoYXNo}\nkind: Secret\nmetadata: {name: s, namespace: x}\napiVersion: v1\ntype: Opaque\n";
+        let objects = parse_manifests(yaml).unwrap();
+        assert_eq!(format!("{objects:?}"), "[Secret x/s]");
+    }
+
+    #[test]
+    fn a_key_given_twice_refuses_the_document() {
+        for yaml in [
+            "apiVersion: v1\nkind: Service\nkind: Service\nmetadata: {name: a}\n",
+            "apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec: {}\nmetadata: {name: b}\n",
+            "apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec: {ports: [{port: 80}]}\nspec: {}\n",
+            "apiVersion: v1\nkind: List\nitems: []\nitems: [{apiVersion: v1, kind: Service, metadata: {name: a}}]\n",
+        ] {
+            let err = parse_manifests(yaml).unwrap_err();
+            assert_eq!(err, ManifestError { document: 1, error: DocumentError::DuplicateKey }, "{yaml}");
+        }
+    }
+
+    #[test]
+    fn a_malformed_object_is_named_when_its_metadata_came_first() {
+        let yaml = "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec: {ports: 80}\n";
+        let err = parse_manifests(yaml).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "document 1: v1 Service `web`: invalid type: integer, expected a sequence"
+        );
+    }
+}
