@@ -12,12 +12,12 @@
 //! must be fetched: the store lists those in [`Store::take_fetches`] and counts as not synced
 //! until they arrive.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::ObjectReference;
-use ostium_model::NamespacedName;
+use ostium_model::{HashMap, NamespacedName};
 use ostium_translate::{
     Kind, KindVisitor, ObjectKind, ObjectRef, Objects, Options, Reference, Relevance, for_each_kind,
 };
@@ -86,8 +86,8 @@ impl Store {
             objects: Objects::default(),
             unlisted: kinds.iter().copied().collect(),
             strip_payloads,
-            references: HashMap::new(),
-            referenced: HashMap::new(),
+            references: HashMap::default(),
+            referenced: HashMap::default(),
             stripped: BTreeSet::new(),
             to_fetch: BTreeSet::new(),
             fetching: BTreeSet::new(),

@@ -88,6 +88,6 @@ pub use telemetry::{RouteTracing, Sampler, TraceExport};
 pub use tls::{Certificate, ServerTls, TlsTable, TlsVersions, describe_tls_error};
 pub use upstream_hash::{DEFAULT_SUBSET_SIZE, HashRing, POINTS_PER_NODE, StableHasher, UpstreamHash};
 
-/// Hash maps of the table: a fast hasher, randomly seeded per process (keys come from the
-/// configuration, lookups from requests).
-type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+/// Hash maps of the table and of translation: a fast hasher, randomly seeded per process (keys
+/// come from the configuration, lookups from requests).
+pub type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;

@@ -5,7 +5,6 @@
 //! ports matched by the Service port's name; all slices merged), or from the core/v1 Endpoints
 //! object when the Service has no slice. `ExternalName` Services resolve to their DNS name.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
@@ -13,8 +12,8 @@ use k8s_openapi::api::core::v1::{Endpoints, Service, ServicePort};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::IngressBackend;
 use ostium_model::{
-    Backend, BackendRef, EndpointKey, EndpointSet, NamespacedName, PortRef, Protocol, TableBuilder, Target,
-    Transport,
+    Backend, BackendRef, EndpointKey, EndpointSet, HashMap, NamespacedName, PortRef, Protocol, TableBuilder,
+    Target, Transport,
 };
 
 use crate::{Diagnostic, ObjectKind, ObjectRef, Objects, Reason};
@@ -71,7 +70,7 @@ pub(crate) struct Backends<'a> {
 
 impl<'a> Backends<'a> {
     pub(crate) fn new(objects: &'a Objects) -> Self {
-        Self { objects, resolved: HashMap::new() }
+        Self { objects, resolved: HashMap::default() }
     }
 
     /// The backend for an Ingress backend reference in `object`'s namespace. Problems give a

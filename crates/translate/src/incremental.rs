@@ -10,11 +10,11 @@
 //! previous table, which shares every other host. A change to what every route reads (the
 //! `--configmap` settings, the objects the flags name) translates everything.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use k8s_openapi::api::networking::v1::Ingress;
-use ostium_model::{HostRule, NamespacedName, Replaced, Table};
+use ostium_model::{HashMap, HostRule, NamespacedName, Replaced, Table};
 
 use crate::kind::Kind;
 use crate::{Diagnostic, ObjectKind, Objects, Options, Reference, Scope, class, run};

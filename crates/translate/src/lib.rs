@@ -24,7 +24,7 @@ mod render;
 mod stream;
 mod tls;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use annotations::{CanaryRules, FrontendTls};
@@ -33,9 +33,9 @@ use canary::{CanaryIngress, WrittenPath};
 
 use k8s_openapi::api::networking::v1::{HTTPIngressPath, Ingress};
 use ostium_model::{
-    BackendRef, Certificate, ClientAuth, Denial, HostRedirect, HostRule, NamespacedName, PathRegex, PathRule,
-    Policy, PortRef, Protocol, RateLimitZones, Rewrite, Route, RouteAction, ServerTls, Table, TableBuilder,
-    TlsTable,
+    BackendRef, Certificate, ClientAuth, Denial, HashMap, HostRedirect, HostRule, NamespacedName, PathRegex,
+    PathRule, Policy, PortRef, Protocol, RateLimitZones, Rewrite, Route, RouteAction, ServerTls, Table,
+    TableBuilder, TlsTable,
 };
 use rustls::crypto::CryptoProvider;
 
@@ -286,7 +286,7 @@ impl<'a> Translator<'a> {
             main_paths: BTreeMap::new(),
             canaries: Vec::new(),
             sticky_cookies: BTreeMap::new(),
-            plain_policies: HashMap::new(),
+            plain_policies: HashMap::default(),
             options,
             global,
             classes: class::Classes::new(objects, options),

@@ -7,11 +7,10 @@
 //! served with the default certificate and stays a TLS host, keeping its HTTPS redirect and HSTS
 //! rather than silently falling back to plain HTTP, as with ingress-nginx.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::networking::v1::IngressTLS;
-use ostium_model::{Certificate, HostRule, NamespacedName, TableBuilder};
+use ostium_model::{Certificate, HashMap, HostRule, NamespacedName, TableBuilder};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, DnsName, PrivateKeyDer, ServerName};
 use rustls::sign::CertifiedKey;
@@ -55,7 +54,7 @@ impl SecretError {
 
 impl<'a> Certificates<'a> {
     pub(crate) fn new(objects: &'a Objects, options: &'a Options) -> Self {
-        Self { objects, options, parsed: HashMap::new() }
+        Self { objects, options, parsed: HashMap::default() }
     }
 
     /// `--default-ssl-certificate` when set and valid, else the fallback (self-signed) one.
