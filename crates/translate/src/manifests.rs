@@ -54,9 +54,14 @@ pub enum DocumentError {
 /// whole application's manifests can be pointed at. Any error fails the whole stream: a
 /// half-read file must not replace a good one.
 ///
-/// The parser's limits guard against YAML bombs: nesting deeper than 128 and alias expansion
-/// far beyond the size of the document are errors.
+/// Nesting deeper than 128 is an error. A stream with anchors (`&`) or merge keys (`<<`) is read
+/// by a slower parser that bounds what their expansion costs (YAML bombs), and then read like
+/// the API server's JSON: libyaml's bound is on the number of alias jumps, not on the work they
+/// replay, and it leaves merge keys to the reader.
 pub fn parse_manifests(text: &str) -> Result<Vec<Object>, ManifestError> {
+    if text.contains('&') || text.contains("<<") {
+        return parse_expanding(text);
+    }
     let mut objects = Vec::new();
     for (i, document) in serde_norway::Deserializer::from_str(text).enumerate() {
         if let Err(failure) = read_document(document, i + 1, &mut objects) {
@@ -64,6 +69,28 @@ pub fn parse_manifests(text: &str) -> Result<Vec<Object>, ManifestError> {
             // error of that object's deserializer: the stream is read again for it alone.
             return Err(syntax_error(text).unwrap_or(failure));
         }
+    }
+    Ok(objects)
+}
+
+/// Reads a stream with anchors or merge keys: expanded into JSON values within a budget, then
+/// read one by one.
+fn parse_expanding(text: &str) -> Result<Vec<Object>, ManifestError> {
+    // The default budget stops at 1 024 documents and 250 000 nodes, which a fleet's worth of
+    // Ingresses in one file passes. Alias expansion keeps its default limits.
+    let options = serde_saphyr::options! {
+        budget: serde_saphyr::budget! {
+            max_documents: 1_000_000,
+            max_nodes: 50_000_000,
+            max_events: 100_000_000,
+        },
+        with_snippet: false,
+    };
+    let documents: Vec<Value> = serde_saphyr::from_multiple_with_options(text, options)
+        .map_err(|e| ManifestError { document: 0, error: DocumentError::Yaml(expansion_error(&e)) })?;
+    let mut objects = Vec::new();
+    for (i, document) in documents.into_iter().enumerate() {
+        read_document(document, i + 1, &mut objects)?;
     }
     Ok(objects)
 }
@@ -82,6 +109,8 @@ pub(crate) fn read_document<'de, D: Deserializer<'de>>(
         Err(e) => Err(ManifestError { document: number, error: shape_failure(&e.to_string(), reading) }),
     }
 }
+
+const TOO_LARGE: &str = "too large or too deeply nested";
 
 /// The object being read when a document failed, to name it in the error.
 #[derive(Default)]
@@ -122,10 +151,12 @@ impl<'de> Visitor<'de> for DocumentSeed<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        // The keys before `apiVersion` and `kind` are known, kept to be read once they are.
+        *self.reading = Reading::default();
+        // The entries until `apiVersion`, `kind` and `metadata` are known, kept to be read once
+        // they are (with the metadata first, to name the object whatever else is wrong).
         let mut early: Vec<(String, Value)> = Vec::new();
         let has = |early: &[(String, Value)], key: &str| early.iter().any(|(k, _)| k == key);
-        while !(has(&early, "apiVersion") && has(&early, "kind")) {
+        while !["apiVersion", "kind", "metadata"].iter().all(|key| has(&early, key)) {
             let Some(key) = map.next_key::<String>()? else { break };
             if has(&early, &key) {
                 map.next_value::<IgnoredAny>()?;
@@ -198,11 +229,15 @@ impl<'de, A: MapAccess<'de>> KindVisitor for ReadKind<'_, 'de, A> {
 /// Reads an object of kind `K`: its metadata on the side (so that it names the object even when
 /// the rest is malformed), the rest by `K`'s deserializer.
 fn read_object<'de, K: Kind, A: MapAccess<'de>>(
-    early: Vec<(String, Value)>,
+    mut early: Vec<(String, Value)>,
     map: A,
     out: &mut Vec<Object>,
     reading: &mut Reading,
 ) -> Result<Result<(), DocumentError>, A::Error> {
+    if let Some(at) = early.iter().position(|(key, _)| key == "metadata") {
+        let metadata = early.remove(at);
+        early.insert(0, metadata);
+    }
     let keys = early.iter().map(|(key, _)| key.clone()).collect();
     let mut rest =
         Rest { early: early.into_iter(), map, keys, value: None, metadata: None, reading, duplicate: false };
@@ -378,15 +413,13 @@ fn drain_for_name<'de, A: MapAccess<'de>>(
 /// The error of a document that has the wrong shape, from the deserializer's message: it names
 /// the object and keeps only the structure of the message (see [`kind::shape_error`]).
 fn shape_failure(message: &str, reading: Reading) -> DocumentError {
+    if message.contains("recursion limit exceeded") || message.contains("repetition limit exceeded") {
+        return DocumentError::Yaml(format!("invalid YAML: {TOO_LARGE}"));
+    }
     if reading.kind.is_empty() {
         return DocumentError::NotAnObject;
     }
-    // "path: invalid type: …, expected … at line L column C": the part from the error's name to
-    // the position is kept. The value quoted in it may hold " at line ": the position is the last.
-    let message = &message[..message.rfind(" at line ").unwrap_or(message.len())];
-    let start = kind::SHAPE_ERRORS.iter().filter_map(|e| message.find(e)).min();
-    let reason =
-        start.map_or_else(|| "invalid value".to_owned(), |start| kind::shape_error(&message[start..]));
+    let reason = kind::shape_error(message);
     let Reading { api_version, kind, name } = reading;
     DocumentError::Malformed { api_version, kind, name, reason }
 }
@@ -413,9 +446,35 @@ fn syntax_error(text: &str) -> Option<ManifestError> {
     Some(ManifestError { document: 0, error: DocumentError::Yaml(error) })
 }
 
+/// A syntax error of the expanding parser, by position and kind only: its message and snippet
+/// may quote the document.
+fn expansion_error(error: &serde_saphyr::Error) -> String {
+    use serde_saphyr::Error;
+    let mut error = error;
+    while let Error::AliasError { error: inner, .. } | Error::WithSnippet { error: inner, .. } = error {
+        error = inner;
+    }
+    let what = match error {
+        Error::Eof { .. } => "unexpected end of input",
+        Error::InvalidUtf8Input => "not UTF-8",
+        Error::DuplicateMappingKey { .. } => "a key appears twice in one mapping",
+        Error::UnknownAnchor { .. } => "an alias names an unknown anchor",
+        Error::Budget { .. }
+        | Error::AliasReplayLimitExceeded { .. }
+        | Error::AliasExpansionLimitExceeded { .. }
+        | Error::AliasReplayStackDepthExceeded { .. } => TOO_LARGE,
+        _ => "syntax error",
+    };
+    match error.location() {
+        Some(at) => format!("invalid YAML at line {}, column {}: {what}", at.line(), at.column()),
+        None => format!("invalid YAML: {what}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Objects;
 
     #[test]
     fn keys_in_any_order_are_read() {
@@ -446,5 +505,67 @@ mod tests {
             err.to_string(),
             "document 1: v1 Service `web`: invalid type: integer, expected a sequence"
         );
+    }
+
+    /// Asserts that neither the Display nor the Debug form of an error quotes the marker.
+    fn assert_redacted(err: &ManifestError) {
+        for shown in [err.to_string(), format!("{err:?}")] {
+            assert!(!shown.contains("SECRETMARKER"), "{shown}");
+        }
+    }
+
+    #[test]
+    fn values_that_look_like_messages_are_not_quoted() {
+        for yaml in [
+            // Before `kind`: read as JSON first, and the error has no position.
+            "data: \"x, expected SECRETMARKER at line 9\"\napiVersion: v1\nkind: Secret\nmetadata: {name: s}\n",
+            "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\ndata: \"x, expected SECRETMARKER at line 9 column 1\"\n",
+            "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\ndata: {\"missing field `SECRETMARKER`\": \"!!!\"}\n",
+            "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\ndata: {\"a\": \"invalid type: integer `5`, expected SECRETMARKER\"}\n",
+            "apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {ports: [{port: \"invalid value: string \\\"a\\\", expected SECRETMARKER\"}]}\n",
+        ] {
+            let err = parse_manifests(yaml).unwrap_err();
+            assert_redacted(&err);
+            assert!(matches!(err.error, DocumentError::Malformed { ref name, .. } if name == "s"), "{err}");
+        }
+        let value = serde_json::json!({
+            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"},
+            "data": "a, expected SECRETMARKER at line 1",
+        });
+        let err = Object::from_value(value).unwrap_err();
+        assert_eq!(err.to_string(), "v1 Secret `s`: invalid type: string, expected a map");
+    }
+
+    #[test]
+    fn objects_of_a_list_are_named_by_their_own_metadata() {
+        let yaml = "apiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: Secret, metadata: {name: first}}\n- {apiVersion: v1, kind: Secret, data: [x], metadata: {name: second}}\n";
+        let err = parse_manifests(yaml).unwrap_err();
+        assert_eq!(err.to_string(), "document 1: v1 Secret `second`: invalid type: sequence, expected a map");
+    }
+
+    #[test]
+    fn anchors_and_merge_keys_are_expanded_within_a_budget() {
+        let yaml = "apiVersion: v1\nkind: Service\nmetadata: &m {name: web, namespace: x}\nspec:\n  <<: {type: ClusterIP}\n  ports: [{port: 80}]\n";
+        let objects = Objects::from_yaml(yaml).unwrap();
+        let service = &objects.services[&ostium_model::NamespacedName::new("x", "web")];
+        assert_eq!(service.spec.as_ref().unwrap().type_.as_deref(), Some("ClusterIP"));
+        // Each alias replays the whole anchor: 3 000 × 3 000 values from 15 KB.
+        let items = vec!["1"; 3000].join(",");
+        let aliases = vec!["*a"; 3000].join(",");
+        let bomb =
+            format!("x: &a [{items}]\ny: [{aliases}]\napiVersion: v1\nkind: Secret\nmetadata: {{name: s}}\n");
+        let err = parse_manifests(&bomb).unwrap_err();
+        assert!(err.to_string().contains(TOO_LARGE), "{err}");
+    }
+
+    #[test]
+    fn nesting_too_deep_is_a_yaml_error() {
+        let yaml = format!(
+            "x: {}{}\napiVersion: v1\nkind: Secret\nmetadata: {{name: s}}\n",
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        let err = parse_manifests(&yaml).unwrap_err();
+        assert!(err.to_string().contains(TOO_LARGE), "{err}");
     }
 }

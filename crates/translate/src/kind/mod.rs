@@ -255,69 +255,115 @@ impl fmt::Debug for Malformed {
     }
 }
 
-/// The errors serde's deserializers give for a document of the wrong shape, as their messages
-/// start.
-pub(crate) const SHAPE_ERRORS: [&str; 7] = [
-    "invalid type",
-    "invalid value",
-    "missing field `",
-    "duplicate field `",
-    "unknown variant",
-    "unknown field",
-    "invalid length",
+/// The kinds of value serde names in "invalid type" and "invalid value" errors, with how it
+/// quotes the value found: a string in Rust's debug form, a number, boolean or character
+/// between backticks, other kinds not at all.
+const VALUE_KINDS: [(&str, Quoted); 16] = [
+    ("string", Quoted::Debug),
+    ("integer", Quoted::Backticks),
+    ("floating point", Quoted::Backticks),
+    ("boolean", Quoted::Backticks),
+    ("character", Quoted::Backticks),
+    ("byte array", Quoted::Not),
+    ("unit value", Quoted::Not),
+    ("Option value", Quoted::Not),
+    ("newtype struct", Quoted::Not),
+    ("sequence", Quoted::Not),
+    ("map", Quoted::Not),
+    ("enum", Quoted::Not),
+    ("unit variant", Quoted::Not),
+    ("newtype variant", Quoted::Not),
+    ("tuple variant", Quoted::Not),
+    ("struct variant", Quoted::Not),
 ];
 
-/// The kinds of value serde names in "invalid type" and "invalid value" errors, before quoting
-/// the value itself.
-const VALUE_KINDS: [&str; 16] = [
-    "string",
-    "integer",
-    "floating point",
-    "boolean",
-    "character",
-    "byte array",
-    "unit value",
-    "Option value",
-    "newtype struct",
-    "sequence",
-    "map",
-    "enum",
-    "unit variant",
-    "newtype variant",
-    "tuple variant",
-    "struct variant",
-];
+#[derive(Clone, Copy)]
+enum Quoted {
+    Debug,
+    Backticks,
+    Not,
+}
 
 /// A document that does not have its kind's shape, described without the offending value: serde
-/// quotes it (`invalid type: string "…", expected a map`), and it may be Secret data. Kept:
-/// the kind of value found, what was expected, and the names of missing or repeated fields (which
-/// come from the type, not the document). Any other message (a custom one from a field's own
-/// parser, such as a base64 error) may hold input and becomes "invalid value".
+/// quotes it (`invalid type: string "…", expected a map`), and it may be Secret data. Kept: the
+/// kind of value found, what was expected, and the names of missing or repeated fields, all of
+/// which come from the type, not the document.
+///
+/// The message may start with the path of the field (map keys of the document) and end with a
+/// position, and the quoted value may itself look like a message; so the message is read at
+/// each place a serde error could start, and only one read to its end by serde's own grammar
+/// counts. Anything else (a custom message from a field's own parser, such as a base64 error,
+/// may hold input) becomes "invalid value".
 pub(crate) fn shape_error(message: &str) -> String {
-    // What follows the last ", expected " comes from the type; anything before it may be input.
-    let expected = message.rfind(", expected ").map(|i| &message[i + 2..]);
-    for kind in ["invalid type", "invalid value"] {
-        let Some(rest) = message.strip_prefix(kind).and_then(|r| r.strip_prefix(": ")) else { continue };
-        let found = VALUE_KINDS.iter().find(|found| rest.starts_with(*found));
-        return match (found, expected) {
-            (Some(found), Some(expected)) => format!("{kind}: {found}, {expected}"),
-            (None, Some(expected)) => format!("{kind}, {expected}"),
-            (Some(found), None) => format!("{kind}: {found}"),
-            (None, None) => kind.to_owned(),
-        };
+    let message = without_position(message);
+    let starts = (0..message.len()).filter(|&i| message.is_char_boundary(i));
+    starts.filter_map(|i| serde_error(&message[i..])).next().unwrap_or_else(|| "invalid value".to_owned())
+}
+
+/// A serde error message, whole, reduced to what comes from the type.
+fn serde_error(message: &str) -> Option<String> {
+    for kind in ["invalid type: ", "invalid value: "] {
+        let Some(rest) = message.strip_prefix(kind) else { continue };
+        let (found, quoted) = VALUE_KINDS.iter().find(|(found, _)| rest.starts_with(found))?;
+        let rest = skip_quoted(&rest[found.len()..], *quoted)?;
+        let expected = rest.strip_prefix(", expected ")?;
+        // What a type expects never holds a double quote; a value's debug form always does.
+        if expected.is_empty() || expected.contains('"') {
+            return None;
+        }
+        return Some(format!("{}: {found}, expected {expected}", &kind[..kind.len() - 2]));
     }
     for kind in ["missing field `", "duplicate field `"] {
-        // "missing field `name`", and nothing after the name.
-        if let Some(field) = message.strip_prefix(kind).and_then(|rest| rest.split('`').next()) {
-            return format!("{kind}{field}`");
+        let Some(field) = message.strip_prefix(kind).and_then(|rest| rest.strip_suffix('`')) else {
+            continue;
+        };
+        if !field.is_empty() && field.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return Some(format!("{kind}{field}`"));
         }
     }
-    for kind in ["unknown variant", "unknown field", "invalid length"] {
-        if message.starts_with(kind) {
-            return expected.map_or_else(|| kind.to_owned(), |expected| format!("{kind}, {expected}"));
+    // These quote the input's name for the variant or field: only their kind is kept.
+    ["unknown variant `", "unknown field `", "invalid length "]
+        .into_iter()
+        .find(|kind| message.starts_with(kind))
+        .map(|kind| kind.trim_end_matches([' ', '`']).to_owned())
+}
+
+/// The rest of `text` after the quoted value it starts with.
+fn skip_quoted(text: &str, quoted: Quoted) -> Option<&str> {
+    match quoted {
+        Quoted::Not => Some(text),
+        Quoted::Backticks => {
+            let inner = text.strip_prefix(" `")?;
+            let end = inner.find('`')?;
+            Some(&inner[end + 1..])
+        }
+        Quoted::Debug => {
+            let inner = text.strip_prefix(" \"")?;
+            let mut escaped = false;
+            for (i, c) in inner.char_indices() {
+                match c {
+                    _ if escaped => escaped = false,
+                    '\\' => escaped = true,
+                    '"' => return Some(&inner[i + 1..]),
+                    _ => {}
+                }
+            }
+            None
         }
     }
-    "invalid value".to_owned()
+}
+
+/// The message without the position serde_norway ends it with, " at line L column C".
+fn without_position(message: &str) -> &str {
+    let Some(at) = message.rfind(" at line ") else { return message };
+    let mut words = message[at + " at line ".len()..].split(' ');
+    let number =
+        |word: Option<&str>| word.is_some_and(|w| !w.is_empty() && w.bytes().all(|b| b.is_ascii_digit()));
+    let exact = number(words.next())
+        && words.next() == Some("column")
+        && number(words.next())
+        && words.next().is_none();
+    if exact { &message[..at] } else { message }
 }
 
 #[cfg(test)]
