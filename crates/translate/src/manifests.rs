@@ -153,20 +153,33 @@ impl<'de> Visitor<'de> for DocumentSeed<'_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         *self.reading = Reading::default();
         // The entries until `apiVersion`, `kind` and `metadata` are known, kept to be read once
-        // they are (with the metadata first, to name the object whatever else is wrong).
+        // they are (with the metadata first, to name the object whatever else is wrong). The
+        // metadata of a kind ostium reads, when it comes after them as usual, is read at once.
         let mut early: Vec<(String, Value)> = Vec::new();
+        let mut metadata: Option<ObjectMeta> = None;
         let has = |early: &[(String, Value)], key: &str| early.iter().any(|(k, _)| k == key);
-        while !["apiVersion", "kind", "metadata"].iter().all(|key| has(&early, key)) {
+        while !(has(&early, "apiVersion")
+            && has(&early, "kind")
+            && (metadata.is_some() || has(&early, "metadata")))
+        {
             let Some(key) = map.next_key::<String>()? else { break };
-            if has(&early, &key) {
+            if has(&early, &key) || (key == "metadata" && metadata.is_some()) {
                 map.next_value::<IgnoredAny>()?;
                 drain(map)?;
                 return Ok(Err(DocumentError::DuplicateKey));
             }
+            if key == "metadata" && header(&early).is_some_and(|(api_version, kind)| reads(api_version, kind))
+            {
+                let (api_version, kind) = header(&early).unwrap_or_default();
+                (self.reading.api_version, self.reading.kind) = (api_version.to_owned(), kind.to_owned());
+                let read = map.next_value_seed(MetadataSeed)?;
+                self.reading.name = read.name.clone().unwrap_or_default();
+                metadata = Some(read);
+                continue;
+            }
             early.push((key, map.next_value()?));
         }
-        let field = |key: &str| early.iter().find(|(k, _)| k == key).and_then(|(_, v)| v.as_str());
-        let (Some(api_version), Some(kind)) = (field("apiVersion"), field("kind")) else {
+        let Some((api_version, kind)) = header(&early) else {
             drain(map)?;
             return Ok(Err(DocumentError::NotAnObject));
         };
@@ -177,14 +190,14 @@ impl<'de> Visitor<'de> for DocumentSeed<'_> {
         let mut read = ReadKind {
             api_version: &api_version,
             kind: &kind,
-            input: Some((early, map)),
+            input: Some(Body { early, metadata, map }),
             out: self.out,
             reading: self.reading,
             other_version: false,
             result: None,
         };
         for_each_kind(&mut read);
-        let Some((early, map)) = read.input else {
+        let Some(Body { early, map, .. }) = read.input else {
             return read.result.expect("the kind that took the input sets a result");
         };
         // A kind ostium does not read (skipped), or one it reads in another version.
@@ -198,12 +211,20 @@ impl<'de> Visitor<'de> for DocumentSeed<'_> {
     }
 }
 
+/// A document's map once its kind is known: the entries read before, its metadata when it was
+/// read on the way, and the rest.
+struct Body<A> {
+    early: Vec<(String, Value)>,
+    metadata: Option<ObjectMeta>,
+    map: A,
+}
+
 /// Reads the rest of the map of the kind it names, when ostium reads that kind in that
 /// `apiVersion`.
 struct ReadKind<'a, 'de, A: MapAccess<'de>> {
     api_version: &'a str,
     kind: &'a str,
-    input: Option<(Vec<(String, Value)>, A)>,
+    input: Option<Body<A>>,
     out: &'a mut Vec<Object>,
     reading: &'a mut Reading,
     other_version: bool,
@@ -219,10 +240,10 @@ impl<'de, A: MapAccess<'de>> KindVisitor for ReadKind<'_, 'de, A> {
             self.other_version = true;
             return;
         }
-        let Some((early, map)) = self.input.take() else { return };
+        let Some(Body { early, metadata, map }) = self.input.take() else { return };
         self.reading.api_version = K::API_VERSION.to_owned();
         self.reading.kind = self.kind.to_owned();
-        self.result = Some(read_object::<K, A>(early, map, self.out, self.reading));
+        self.result = Some(read_object::<K, A>(early, metadata, map, self.out, self.reading));
     }
 }
 
@@ -230,6 +251,7 @@ impl<'de, A: MapAccess<'de>> KindVisitor for ReadKind<'_, 'de, A> {
 /// the rest is malformed), the rest by `K`'s deserializer.
 fn read_object<'de, K: Kind, A: MapAccess<'de>>(
     mut early: Vec<(String, Value)>,
+    metadata: Option<ObjectMeta>,
     map: A,
     out: &mut Vec<Object>,
     reading: &mut Reading,
@@ -238,9 +260,12 @@ fn read_object<'de, K: Kind, A: MapAccess<'de>>(
         let metadata = early.remove(at);
         early.insert(0, metadata);
     }
-    let keys = early.iter().map(|(key, _)| key.clone()).collect();
+    let mut keys: Vec<String> = early.iter().map(|(key, _)| key.clone()).collect();
+    if metadata.is_some() {
+        keys.push("metadata".to_owned());
+    }
     let mut rest =
-        Rest { early: early.into_iter(), map, keys, value: None, metadata: None, reading, duplicate: false };
+        Rest { early: early.into_iter(), map, keys, value: None, metadata, reading, duplicate: false };
     let object = K::deserialize(MapAccessDeserializer::new(&mut rest))?;
     if rest.duplicate {
         return Ok(Err(DocumentError::DuplicateKey));
@@ -269,7 +294,7 @@ struct Rest<'a, A> {
 
 impl<'de, A: MapAccess<'de>> Rest<'_, A> {
     fn take_metadata(&mut self, metadata: Result<ObjectMeta, A::Error>) -> Result<(), A::Error> {
-        let metadata = kind::strip_metadata(metadata?);
+        let metadata = metadata?;
         self.reading.name = metadata.name.clone().unwrap_or_default();
         self.metadata = Some(metadata);
         Ok(())
@@ -283,7 +308,7 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for &mut Rest<'_, A> {
         loop {
             let key = match self.early.next() {
                 Some((key, value)) if key == "metadata" => {
-                    self.take_metadata(ObjectMeta::deserialize(value).map_err(de::Error::custom))?;
+                    self.take_metadata(MetadataSeed.deserialize(value).map_err(de::Error::custom))?;
                     continue;
                 }
                 Some((key, value)) => {
@@ -300,7 +325,7 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for &mut Rest<'_, A> {
                     }
                     Some(key) if key == "metadata" => {
                         self.keys.push(key);
-                        let metadata = self.map.next_value();
+                        let metadata = self.map.next_value_seed(MetadataSeed);
                         self.take_metadata(metadata)?;
                         continue;
                     }
@@ -319,6 +344,71 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for &mut Rest<'_, A> {
             Some(value) => seed.deserialize(value).map_err(de::Error::custom),
             None => self.map.next_value_seed(seed),
         }
+    }
+}
+
+/// The `apiVersion` and `kind` of a document, once both are read.
+fn header(early: &[(String, Value)]) -> Option<(&str, &str)> {
+    let field = |key: &str| early.iter().find(|(k, _)| k == key).and_then(|(_, v)| v.as_str());
+    Some((field("apiVersion")?, field("kind")?))
+}
+
+/// Whether ostium reads objects of this kind and version.
+fn reads(api_version: &str, kind: &str) -> bool {
+    struct Reads<'a>(&'a str, &'a str, bool);
+    impl KindVisitor for Reads<'_> {
+        fn visit<K: Kind>(&mut self) {
+            self.2 |= (self.0, self.1) == (K::API_VERSION, <K as Resource>::KIND);
+        }
+    }
+    let mut reads = Reads(api_version, kind, false);
+    for_each_kind(&mut reads);
+    reads.2
+}
+
+/// Reads an object's metadata, skipping `managedFields` unread: often the largest part of an
+/// object written by `kubectl get -o yaml`, and nothing here needs it.
+struct MetadataSeed;
+
+impl<'de> DeserializeSeed<'de> for MetadataSeed {
+    type Value = ObjectMeta;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<ObjectMeta, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for MetadataSeed {
+    type Value = ObjectMeta;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("object metadata")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<ObjectMeta, A::Error> {
+        let metadata = ObjectMeta::deserialize(MapAccessDeserializer::new(WithoutManagedFields(map)))?;
+        Ok(kind::strip_metadata(metadata))
+    }
+}
+
+/// A metadata map without its `managedFields` entry.
+struct WithoutManagedFields<A>(A);
+
+impl<'de, A: MapAccess<'de>> MapAccess<'de> for WithoutManagedFields<A> {
+    type Error = A::Error;
+
+    fn next_key_seed<S: DeserializeSeed<'de>>(&mut self, seed: S) -> Result<Option<S::Value>, A::Error> {
+        while let Some(key) = self.0.next_key::<String>()? {
+            if key != "managedFields" {
+                return seed.deserialize(StringDeserializer::new(key)).map(Some);
+            }
+            self.0.next_value::<IgnoredAny>()?;
+        }
+        Ok(None)
+    }
+
+    fn next_value_seed<S: DeserializeSeed<'de>>(&mut self, seed: S) -> Result<S::Value, A::Error> {
+        self.0.next_value_seed(seed)
     }
 }
 
@@ -567,5 +657,18 @@ mod tests {
         );
         let err = parse_manifests(&yaml).unwrap_err();
         assert!(err.to_string().contains(TOO_LARGE), "{err}");
+    }
+
+    #[test]
+    fn managed_fields_are_skipped_unread() {
+        let metadata = "metadata: {name: c, managedFields: [{time: notatime, fieldsV1: {f:data: {}}}]}\n";
+        for yaml in [
+            format!("apiVersion: v1\nkind: ConfigMap\n{metadata}data: {{a: b}}\n"),
+            format!("{metadata}apiVersion: v1\nkind: ConfigMap\ndata: {{a: b}}\n"),
+        ] {
+            let objects = Objects::from_yaml(&yaml).unwrap();
+            let config_map = &objects.config_maps[&ostium_model::NamespacedName::new("default", "c")];
+            assert!(config_map.metadata.managed_fields.is_none());
+        }
     }
 }
