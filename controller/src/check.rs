@@ -348,7 +348,7 @@ fn ingress_report(
     let claim = ostium_translate::class_claim(objects, options, ingress);
     let select_with = match &options.watch_namespace {
         _ if served => None,
-        Some(watched) if *watched != id.namespace => {
+        Some(watched) if **watched != *id.namespace => {
             Some(format!("--watch-namespace {} (or none)", id.namespace))
         }
         _ => Some(claim.selected_by),
@@ -376,12 +376,12 @@ fn ingress_report(
     let problems = diagnostics
         .iter()
         .filter(|d| d.object.kind == ObjectKind::Ingress && !ANNOTATION_REASONS.contains(&d.reason))
-        .filter(|d| d.object.namespace.as_deref() == Some(&id.namespace) && d.object.name == id.name)
+        .filter(|d| d.object.namespace.as_deref() == Some(&*id.namespace) && *d.object.name == *id.name)
         .map(|d| problem(d))
         .collect();
     IngressReport {
-        namespace: id.namespace.clone(),
-        name: id.name.clone(),
+        namespace: id.namespace.to_string(),
+        name: id.name.to_string(),
         served,
         class: claim.class,
         select_with,
@@ -436,8 +436,8 @@ fn configmap_report(id: &NamespacedName, config_map: Option<&ConfigMap>) -> Conf
         ),
     };
     ConfigMapReport {
-        namespace: id.namespace.clone(),
-        name: id.name.clone(),
+        namespace: id.namespace.to_string(),
+        name: id.name.to_string(),
         found: config_map.is_some(),
         keys,
         applied,

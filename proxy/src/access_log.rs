@@ -380,13 +380,13 @@ impl Line {
                 }
             }
             LogVariable::Namespace => {
-                value.bytes(entry.ingress.as_ref().map_or("", |i| i.namespace.as_str()).as_bytes())
+                value.bytes(entry.ingress.as_ref().map_or("", |i| &*i.namespace).as_bytes())
             }
             LogVariable::IngressName => {
-                value.bytes(entry.ingress.as_ref().map_or("", |i| i.name.as_str()).as_bytes())
+                value.bytes(entry.ingress.as_ref().map_or("", |i| &*i.name).as_bytes())
             }
             LogVariable::ServiceName => {
-                value.bytes(self.names.as_ref().map_or("", |n| n.service.name.as_str()).as_bytes())
+                value.bytes(self.names.as_ref().map_or("", |n| &*n.service.name).as_bytes())
             }
             LogVariable::ServicePort => {
                 if let Some(names) = &self.names {

@@ -67,7 +67,7 @@ pub use global::{ACME_CHALLENGE, GlobalSettings, HttpsSettings};
 pub use headers::{BlockPattern, HeaderBlock, HeaderSettings, SetValue};
 pub use host::{HostMatch, HostRule, InvalidHost, NormalizedHost, normalize_host};
 pub use mirror::{Mirror, MirrorPath};
-pub use name::{InvalidName, NamespacedName};
+pub use name::{InvalidName, NamePart, NamespacedName};
 pub use path::{InvalidPath, PathMatch, PathMatchKind, PathRegex, PathRule, forwarded_path, normalize_path};
 pub use policy::{
     BasicAuth, Credentials, DEFAULT_CLIENT_BODY_BUFFER_SIZE, DEFAULT_MAX_BODY_SIZE, Denial, ErrorPages,

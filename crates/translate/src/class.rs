@@ -57,7 +57,7 @@ impl ClassList {
             if let Some(controller) = controller.as_ref().filter(|_| is_default) {
                 list.default_controllers.insert(controller.clone());
             }
-            list.controllers.insert(key.name.clone(), controller);
+            list.controllers.insert(key.name.to_string(), controller);
         }
         list
     }

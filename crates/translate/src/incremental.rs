@@ -173,7 +173,7 @@ impl Incremental {
                 continue;
             };
             let mut found = Vec::new();
-            let ours = options.watch_namespace.as_ref().is_none_or(|ns| *ns == id.namespace)
+            let ours = options.watch_namespace.as_ref().is_none_or(|ns| **ns == *id.namespace)
                 && class::Classes::new(objects, options).is_ours(id, ingress, &mut found);
             if !found.is_empty() {
                 self.diagnostics.insert(id.clone(), found);
@@ -271,7 +271,7 @@ impl Incremental {
                 ObjectKind::Ingress => {
                     dirty.insert(reference.key.clone());
                 }
-                ObjectKind::IngressClass => classes.push(reference.key.name.as_str()),
+                ObjectKind::IngressClass => classes.push(&*reference.key.name),
                 _ => dirty.extend(
                     self.by_dependency
                         .get(reference)
@@ -442,7 +442,7 @@ mod tests {
     }
 
     fn names(ids: &BTreeSet<NamespacedName>) -> Vec<&str> {
-        ids.iter().map(|id| id.name.as_str()).collect()
+        ids.iter().map(|id| &*id.name).collect()
     }
 
     /// The fleet translated once, and what an update after `changed` re-translated.

@@ -166,7 +166,7 @@ pub(crate) fn run(objects: &Objects, options: &Options, scope: Scope<'_>, previo
         Scope::All => {
             let mut ours = Vec::new();
             for (id, ingress) in &objects.ingresses {
-                if options.watch_namespace.as_ref().is_some_and(|ns| *ns != id.namespace) {
+                if options.watch_namespace.as_ref().is_some_and(|ns| **ns != *id.namespace) {
                     continue;
                 }
                 owners.push((translator.diagnostics.len(), id));

@@ -310,7 +310,7 @@ fn check_translation(
     let auth_url = format!("{PREFIX}/auth-url");
     for route in all_routes(&translation.table) {
         let Some(id) = &route.ingress else { continue };
-        let annotations = &ingresses[&id.name];
+        let annotations = &ingresses[&*id.name];
         let served = !matches!(route.action, ostium_model::RouteAction::Redirect(_));
         if annotations.contains_key(&auth_url) && served {
             let policy = &route.policy;

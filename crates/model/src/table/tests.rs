@@ -78,7 +78,7 @@ impl Builder {
 fn served_by(table: &Table, host: Option<&str>, path: &str) -> Option<String> {
     let m = table.route(host, path)?;
     let RouteAction::Forward(backend) = &m.route.action else { return Some("redirect".into()) };
-    Some(backend.service.name.clone())
+    Some(backend.service.name.to_string())
 }
 
 fn prefix_table(paths: &[&str]) -> Table {

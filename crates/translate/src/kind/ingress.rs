@@ -28,7 +28,7 @@ impl Kind for Ingress {
     /// Ours, or naming our `--ingress-class` as its `ingressClassName`: such an Ingress is not
     /// served while no IngressClass of that name exists, and translation reports it.
     fn relevance(&self, key: &NamespacedName, objects: &Objects, options: &Options) -> Relevance {
-        let watched = options.watch_namespace.as_ref().is_none_or(|ns| *ns == key.namespace);
+        let watched = options.watch_namespace.as_ref().is_none_or(|ns| **ns == *key.namespace);
         let names_our_class = self.spec.as_ref().and_then(|s| s.ingress_class_name.as_deref())
             == Some(options.ingress_class.as_str());
         let ours = watched
