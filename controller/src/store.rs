@@ -257,7 +257,8 @@ impl Store {
     }
 
     /// Records what an object names now (nothing, once it is gone).
-    fn set_references(&mut self, from: &Reference, refs: Vec<Reference>) {
+    fn set_references(&mut self, from: &Reference, mut refs: Vec<Reference>) {
+        refs.shrink_to_fit(); // held for the object's lifetime
         // New references first, so that an object named before and after is never let go of.
         self.count(&refs, 1);
         let old = match refs.is_empty() {

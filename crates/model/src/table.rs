@@ -730,6 +730,11 @@ impl VirtualHost {
             .iter()
             .position(|&i| rule_len(&self.routes[i].rule) < len)
             .unwrap_or(self.by_length.len());
+        // Most hosts have one route: the first takes room for one (a push would take four).
+        if self.routes.is_empty() {
+            self.routes.reserve_exact(1);
+            self.by_length.reserve_exact(1);
+        }
         self.by_length.insert(at, self.routes.len());
         self.routes.push(route);
         Ok(())

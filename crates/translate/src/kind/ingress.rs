@@ -19,6 +19,23 @@ impl Kind for Ingress {
 
     /// Annotations count: editing them does not bump the generation. The age counts too: it
     /// decides which of two conflicting Ingresses wins.
+    /// Its status is the controller's own to write, read from the API server when it does.
+    fn compact(&mut self) {
+        self.status = None;
+        let Some(spec) = &mut self.spec else { return };
+        for rule in spec.rules.iter_mut().flatten() {
+            if let Some(http) = &mut rule.http {
+                http.paths.shrink_to_fit();
+            }
+        }
+        if let Some(rules) = &mut spec.rules {
+            rules.shrink_to_fit();
+        }
+        if let Some(tls) = &mut spec.tls {
+            tls.shrink_to_fit();
+        }
+    }
+
     fn differs(old: &Self, new: &Self) -> bool {
         old.spec != new.spec
             || old.metadata.annotations != new.metadata.annotations

@@ -73,6 +73,10 @@ pub trait Kind:
     /// Completes the object as the API server stores it (a Secret's `stringData` goes into `data`).
     fn normalize(&mut self) {}
 
+    /// Drops what nothing here reads and gives back the room a deserializer left in lists (it
+    /// grows each to four entries): objects are held for as long as they exist.
+    fn compact(&mut self) {}
+
     /// Brings the snapshot's indexes of this kind up to date, once `key` went from `old` to `new`.
     fn reindex(_objects: &mut Objects, _key: &NamespacedName, _old: Option<&Self>, _new: Option<&Self>) {}
 
@@ -212,6 +216,7 @@ pub(crate) fn normalize<K: Kind>(object: &mut K) {
         object.metadata_mut().namespace.get_or_insert_with(|| DEFAULT_NAMESPACE.to_owned());
     }
     Kind::normalize(object);
+    object.compact();
 }
 
 // === impl Options ===
