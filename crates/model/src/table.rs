@@ -88,16 +88,17 @@ pub struct VirtualHost {
     host: Option<HostRule>,
     routes: Vec<Route>,
     /// `Exact` rules by path.
-    exact: HashMap<Box<str>, usize>,
+    exact: PathIndex,
     /// `Prefix` rules by path without trailing slash (`""` for `/`).
-    prefix: HashMap<Box<str>, usize>,
+    prefix: PathIndex,
     /// The longest `Prefix` rule: no longer candidate can match.
     max_prefix_len: usize,
     /// Every rule, longest path or pattern first (insertion order among equals). Used instead
     /// of the maps once the host has a `Regex` rule (see [`VirtualHost::route`]).
     by_length: Vec<usize>,
     has_regex: bool,
-    fallback: Option<Route>,
+    /// Boxed: most hosts have none, and a host is held for as long as it exists.
+    fallback: Option<Box<Route>>,
     /// `auth-tls-*`: what the host asks of client certificates.
     client_auth: Option<Arc<ClientAuth>>,
 }
@@ -222,7 +223,7 @@ impl Table {
         if let Some((route, path)) = vhost.route(path) {
             return Some(RouteMatch { route, host, path: Some(path) });
         }
-        match &vhost.fallback {
+        match vhost.fallback.as_deref() {
             Some(route) => Some(RouteMatch { route, host, path: None }),
             None => self.default_route(),
         }
@@ -638,6 +639,49 @@ impl Route {
     }
 }
 
+/// Paths to route indexes: a list while a host has few paths, a hash map beyond. Most hosts have
+/// one or two, and a hash map holding one costs a hundred bytes more than a list of one.
+#[derive(Clone, Debug, Default, PartialEq)]
+enum PathIndex {
+    #[default]
+    Empty,
+    Few(Vec<(Box<str>, usize)>),
+    Many(HashMap<Box<str>, usize>),
+}
+
+impl PathIndex {
+    /// Beyond this many paths, a hash map.
+    const FEW: usize = 8;
+
+    fn get(&self, path: &str) -> Option<usize> {
+        match self {
+            Self::Empty => None,
+            Self::Few(paths) => paths.iter().find(|(p, _)| **p == *path).map(|&(_, i)| i),
+            Self::Many(paths) => paths.get(path).copied(),
+        }
+    }
+
+    /// Adds a path not yet in the index.
+    fn insert(&mut self, path: Box<str>, i: usize) {
+        match self {
+            Self::Empty => *self = Self::Few(vec![(path, i)]),
+            Self::Few(paths) if paths.len() < Self::FEW => paths.push((path, i)),
+            Self::Few(paths) => {
+                let mut map: HashMap<Box<str>, usize> = paths.drain(..).collect();
+                map.insert(path, i);
+                *self = Self::Many(map);
+            }
+            Self::Many(paths) => {
+                paths.insert(path, i);
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        matches!(self, Self::Empty)
+    }
+}
+
 // === impl VirtualHost ===
 
 impl VirtualHost {
@@ -645,8 +689,8 @@ impl VirtualHost {
         Self {
             host,
             routes: Vec::new(),
-            exact: HashMap::default(),
-            prefix: HashMap::default(),
+            exact: PathIndex::default(),
+            prefix: PathIndex::default(),
             max_prefix_len: 0,
             by_length: Vec::new(),
             has_regex: false,
@@ -665,7 +709,7 @@ impl VirtualHost {
     }
 
     pub fn fallback(&self) -> Option<&Route> {
-        self.fallback.as_ref()
+        self.fallback.as_deref()
     }
 
     /// The routes, to change their policies (their rules stay as they are).
@@ -675,7 +719,7 @@ impl VirtualHost {
 
     /// The fallback, to change its policy.
     pub fn fallback_mut(&mut self) -> Option<&mut Route> {
-        self.fallback.as_mut()
+        self.fallback.as_deref_mut()
     }
 
     pub fn client_auth(&self) -> Option<&Arc<ClientAuth>> {
@@ -690,7 +734,7 @@ impl VirtualHost {
     /// The Service ports whose endpoints the host's routes use, each once.
     fn endpoint_keys(&self) -> Vec<EndpointKey> {
         let mut keys: Vec<EndpointKey> =
-            self.routes.iter().chain(&self.fallback).flat_map(Route::endpoint_keys).collect();
+            self.routes.iter().chain(self.fallback.as_deref()).flat_map(Route::endpoint_keys).collect();
         keys.sort_unstable();
         keys.dedup();
         keys
@@ -712,7 +756,7 @@ impl VirtualHost {
             }
             PathRule::Exact(p) | PathRule::Prefix(p) => {
                 let map = if matches!(route.rule, PathRule::Exact(_)) { &self.exact } else { &self.prefix };
-                if let Some(&i) = map.get(p) {
+                if let Some(i) = map.get(p) {
                     return Err(RouteConflict { existing: self.routes[i].ingress.clone(), rule: route.rule });
                 }
                 let i = self.routes.len();
@@ -745,7 +789,7 @@ impl VirtualHost {
         if let Some(existing) = &self.fallback {
             return Err(RouteConflict { existing: existing.ingress.clone(), rule: route.rule });
         }
-        self.fallback = Some(route);
+        self.fallback = Some(Box::new(route));
         Ok(())
     }
 
@@ -768,7 +812,7 @@ impl VirtualHost {
             });
         }
         if !self.exact.is_empty()
-            && let Some(&i) = self.exact.get(path)
+            && let Some(i) = self.exact.get(path)
         {
             return Some((&self.routes[i], PathMatch { len: path.len(), kind: PathMatchKind::Exact }));
         }
@@ -788,7 +832,7 @@ impl VirtualHost {
             candidate = &candidate[..cut];
         }
         loop {
-            if let Some(&i) = self.prefix.get(candidate) {
+            if let Some(i) = self.prefix.get(candidate) {
                 return Some((
                     &self.routes[i],
                     PathMatch { len: candidate.len(), kind: PathMatchKind::Prefix },

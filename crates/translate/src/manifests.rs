@@ -2,8 +2,13 @@
 //! objects ostium reads.
 //!
 //! Each document goes straight into the type of its kind, without a generic tree in between:
-//! the top-level keys are read until `apiVersion` and `kind` are known (they usually come
-//! first), and the rest of the document is handed to that kind's deserializer.
+//! the top-level keys are read until `apiVersion`, `kind` and `metadata` are known (they
+//! usually come first; any before them are kept as JSON values), and the rest of the document
+//! is handed to that kind's deserializer.
+//!
+//! Keys given twice are refused at the top level of a document; below it the last one wins, as
+//! in the API server's JSON decoding (the expanding parser, for streams with anchors, refuses
+//! them anywhere).
 
 use k8s_openapi::Resource;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;

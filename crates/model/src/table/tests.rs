@@ -534,3 +534,26 @@ fn client_auth_follows_the_virtual_host() {
     assert_eq!(lookup(None), None);
     assert_eq!(empty_table().build().client_auth(normalize_host("a.example.com").as_ref()), None);
 }
+
+#[test]
+fn hosts_with_many_paths_route_as_hosts_with_few() {
+    // Past a few paths a host's index becomes a hash map: every path routes the same either way.
+    for count in [1, 2, 8, 9, 30] {
+        let mut builder = Builder::new();
+        for i in 0..count {
+            builder = builder.prefix(None, &format!("/p{i}"), &format!("prefix-{i}"));
+            builder = builder.exact(None, &format!("/e{i}"), &format!("exact-{i}"));
+        }
+        let table = builder.prefix(None, "/p0/deeper", "deeper").build();
+        for i in 0..count {
+            assert_eq!(
+                served_by(&table, None, &format!("/p{i}/x")).as_deref(),
+                Some(&*format!("prefix-{i}"))
+            );
+            assert_eq!(served_by(&table, None, &format!("/e{i}")).as_deref(), Some(&*format!("exact-{i}")));
+            assert_eq!(served_by(&table, None, &format!("/e{i}/x")), None, "{count} paths");
+        }
+        assert_eq!(served_by(&table, None, "/p0/deeper/x").as_deref(), Some("deeper"));
+        assert_eq!(served_by(&table, None, "/other"), None);
+    }
+}
