@@ -6,9 +6,14 @@
 //! usually come first; any before them are kept as JSON values), and the rest of the document
 //! is handed to that kind's deserializer.
 //!
-//! Keys given twice are refused at the top level of a document; below it the last one wins, as
-//! in the API server's JSON decoding (the expanding parser, for streams with anchors, refuses
-//! them anywhere).
+//! Keys given twice are refused at the top level of an object of a kind ostium reads; below it
+//! the last one wins, as in the API server's JSON decoding (the expanding parser, for streams
+//! with anchors, refuses them anywhere).
+//!
+//! A scalar where a string is expected (`ssl-redirect: false` unquoted) is read as that string,
+//! as libyaml gives it, where the key stands after `apiVersion`, `kind` and `metadata`; keys
+//! before them are held as JSON values, which keep the scalar's type and refuse it (as the API
+//! server does in every case).
 
 use k8s_openapi::Resource;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -168,7 +173,7 @@ impl<'de> Visitor<'de> for DocumentSeed<'_> {
             && (metadata.is_some() || has(&early, "metadata")))
         {
             let Some(key) = map.next_key::<String>()? else { break };
-            if has(&early, &key) || (key == "metadata" && metadata.is_some()) {
+            if has(&early, &key) {
                 map.next_value::<IgnoredAny>()?;
                 drain(map)?;
                 return Ok(Err(DocumentError::DuplicateKey));
@@ -297,15 +302,6 @@ struct Rest<'a, A> {
     duplicate: bool,
 }
 
-impl<'de, A: MapAccess<'de>> Rest<'_, A> {
-    fn take_metadata(&mut self, metadata: Result<ObjectMeta, A::Error>) -> Result<(), A::Error> {
-        let metadata = metadata?;
-        self.reading.name = metadata.name.clone().unwrap_or_default();
-        self.metadata = Some(metadata);
-        Ok(())
-    }
-}
-
 impl<'de, A: MapAccess<'de>> MapAccess<'de> for &mut Rest<'_, A> {
     type Error = A::Error;
 
@@ -313,7 +309,9 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for &mut Rest<'_, A> {
         loop {
             let key = match self.early.next() {
                 Some((key, value)) if key == "metadata" => {
-                    self.take_metadata(MetadataSeed.deserialize(value).map_err(de::Error::custom))?;
+                    let metadata = MetadataSeed.deserialize(value).map_err(de::Error::custom)?;
+                    self.reading.name = metadata.name.clone().unwrap_or_default();
+                    self.metadata = Some(metadata);
                     continue;
                 }
                 Some((key, value)) => {
@@ -326,12 +324,6 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for &mut Rest<'_, A> {
                         // The object is refused; its reading goes on to the end of the map.
                         self.duplicate = true;
                         self.map.next_value::<IgnoredAny>()?;
-                        continue;
-                    }
-                    Some(key) if key == "metadata" => {
-                        self.keys.push(key);
-                        let metadata = self.map.next_value_seed(MetadataSeed);
-                        self.take_metadata(metadata)?;
                         continue;
                     }
                     Some(key) => {
@@ -675,5 +667,16 @@ mod tests {
             let config_map = &objects.config_maps[&ostium_model::NamespacedName::new("default", "c")];
             assert!(config_map.metadata.managed_fields.is_none());
         }
+    }
+
+    #[test]
+    fn an_unquoted_scalar_in_a_string_field_is_read_as_written() {
+        let yaml = "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: i\n  annotations: {nginx.ingress.kubernetes.io/ssl-redirect: false}\n";
+        let objects = Objects::from_yaml(yaml).unwrap();
+        let ingress = &objects.ingresses[&ostium_model::NamespacedName::new("default", "i")];
+        assert_eq!(
+            ingress.metadata.annotations.as_ref().unwrap()["nginx.ingress.kubernetes.io/ssl-redirect"],
+            "false"
+        );
     }
 }

@@ -17,8 +17,6 @@ impl Kind for Ingress {
         &mut objects.ingresses
     }
 
-    /// Annotations count: editing them does not bump the generation. The age counts too: it
-    /// decides which of two conflicting Ingresses wins.
     /// Its status is the controller's own to write, read from the API server when it does.
     fn compact(&mut self) {
         self.status = None;
@@ -36,6 +34,8 @@ impl Kind for Ingress {
         }
     }
 
+    /// Annotations count: editing them does not bump the generation. The age counts too: it
+    /// decides which of two conflicting Ingresses wins.
     fn differs(old: &Self, new: &Self) -> bool {
         old.spec != new.spec
             || old.metadata.annotations != new.metadata.annotations
