@@ -178,9 +178,9 @@ impl<'de> Visitor<'de> for DocumentSeed<'_> {
                 drain(map)?;
                 return Ok(Err(DocumentError::DuplicateKey));
             }
-            if key == "metadata" && header(&early).is_some_and(|(api_version, kind)| reads(api_version, kind))
+            if key == "metadata"
+                && let Some((api_version, kind)) = header(&early).filter(|(v, k)| reads(v, k))
             {
-                let (api_version, kind) = header(&early).unwrap_or_default();
                 (self.reading.api_version, self.reading.kind) = (api_version.to_owned(), kind.to_owned());
                 let read = map.next_value_seed(MetadataSeed)?;
                 self.reading.name = read.name.clone().unwrap_or_default();
@@ -257,8 +257,8 @@ impl<'de, A: MapAccess<'de>> KindVisitor for ReadKind<'_, 'de, A> {
     }
 }
 
-/// Reads an object of kind `K`: its metadata on the side (so that it names the object even when
-/// the rest is malformed), the rest by `K`'s deserializer.
+/// Reads an object of kind `K`: its metadata first (so that it names the object even when the
+/// rest is malformed), the rest by `K`'s deserializer.
 fn read_object<'de, K: Kind, A: MapAccess<'de>>(
     mut early: Vec<(String, Value)>,
     metadata: Option<ObjectMeta>,
@@ -266,54 +266,46 @@ fn read_object<'de, K: Kind, A: MapAccess<'de>>(
     out: &mut Vec<Object>,
     reading: &mut Reading,
 ) -> Result<Result<(), DocumentError>, A::Error> {
-    if let Some(at) = early.iter().position(|(key, _)| key == "metadata") {
-        let metadata = early.remove(at);
-        early.insert(0, metadata);
-    }
-    let mut keys: Vec<String> = early.iter().map(|(key, _)| key.clone()).collect();
-    if metadata.is_some() {
-        keys.push("metadata".to_owned());
-    }
-    let mut rest =
-        Rest { early: early.into_iter(), map, keys, value: None, metadata, reading, duplicate: false };
+    let metadata = match (metadata, early.iter().position(|(key, _)| key == "metadata")) {
+        (Some(metadata), _) => metadata,
+        (None, Some(at)) => MetadataSeed.deserialize(early.remove(at).1).map_err(de::Error::custom)?,
+        (None, None) => ObjectMeta::default(),
+    };
+    reading.name = metadata.name.clone().unwrap_or_default();
+    // `metadata` is among the keys seen whether it was given or not: the entries before
+    // `apiVersion`, `kind` and `metadata` are known are all read by now.
+    let keys = early.iter().map(|(key, _)| key.clone()).chain(["metadata".to_owned()]).collect();
+    let mut rest = Rest { early: early.into_iter(), map, keys, value: None, duplicate: false };
     let object = K::deserialize(MapAccessDeserializer::new(&mut rest))?;
     if rest.duplicate {
         return Ok(Err(DocumentError::DuplicateKey));
     }
-    let object = kind::complete(object, rest.metadata.unwrap_or_default());
+    let object = kind::complete(object, metadata);
     if object.metadata().name.as_deref().unwrap_or("").is_empty() {
-        return Ok(Err(DocumentError::MissingName { kind: rest.reading.kind.clone() }));
+        return Ok(Err(DocumentError::MissingName { kind: reading.kind.clone() }));
     }
     out.push(Object::new(object));
     Ok(Ok(()))
 }
 
-/// The entries of a document after `apiVersion` and `kind` were found: those read before, then
-/// those still to come; `metadata` is taken out on the way.
-struct Rest<'a, A> {
+/// The entries of a document but its metadata: those read before its kind was known, then those
+/// still to come.
+struct Rest<A> {
     early: std::vec::IntoIter<(String, Value)>,
     map: A,
     /// The keys seen, to refuse one given twice.
     keys: Vec<String>,
     /// The value of an early key handed out, to hand out next.
     value: Option<Value>,
-    metadata: Option<ObjectMeta>,
-    reading: &'a mut Reading,
     duplicate: bool,
 }
 
-impl<'de, A: MapAccess<'de>> MapAccess<'de> for &mut Rest<'_, A> {
+impl<'de, A: MapAccess<'de>> MapAccess<'de> for &mut Rest<A> {
     type Error = A::Error;
 
     fn next_key_seed<S: DeserializeSeed<'de>>(&mut self, seed: S) -> Result<Option<S::Value>, A::Error> {
         loop {
             let key = match self.early.next() {
-                Some((key, value)) if key == "metadata" => {
-                    let metadata = MetadataSeed.deserialize(value).map_err(de::Error::custom)?;
-                    self.reading.name = metadata.name.clone().unwrap_or_default();
-                    self.metadata = Some(metadata);
-                    continue;
-                }
                 Some((key, value)) => {
                     self.value = Some(value);
                     key
