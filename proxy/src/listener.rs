@@ -251,11 +251,10 @@ pub async fn serve_admin<H>(
 ) where
     H: Fn(&Request<Incoming>) -> Response<Full<Bytes>> + Clone + Send + Sync + 'static,
 {
-    let limits = ConnectionLimits { max_connections: ADMIN_MAX_CONNECTIONS, ..limits };
     let mut builder = connection_builder(&limits);
     builder = builder.http1_only();
     let builder = Arc::new(builder);
-    let per_connection = limits.clone();
+    let per_connection = limits;
     let cap = ConnectionCap::new(ADMIN_MAX_CONNECTIONS);
     accept_loop(listener, &cap, Duration::ZERO, None, shutdown, move |stream, remote, context| {
         let (builder, handler, limits) = (builder.clone(), handler.clone(), per_connection.clone());
