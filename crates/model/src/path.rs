@@ -5,6 +5,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::sync::Arc;
 
 /// A configured path. Exact and Prefix paths are stored normalised (see [`normalize_path`]), so
 /// that a rule and a request are compared in the same form.
@@ -23,7 +24,11 @@ pub enum PathRule {
 /// A compiled path regex, compared and ordered by its pattern. Linear-time (the `regex` crate)
 /// and size-capped, so no pattern can make matching expensive.
 #[derive(Clone, Debug)]
-pub struct PathRegex {
+pub struct PathRegex(Arc<Compiled>);
+
+/// Behind one pointer: a route's rule is held by every host it serves, and regexes are rare.
+#[derive(Debug)]
+struct Compiled {
     pattern: Box<str>,
     regex: regex::Regex,
 }
@@ -230,9 +235,9 @@ impl PathRule {
     pub fn matches(&self, path: &str) -> Option<PathMatch> {
         match self {
             Self::Regex(r) => r
-                .regex
+                .regex()
                 .is_match(path)
-                .then_some(PathMatch { len: r.pattern.len(), kind: PathMatchKind::Regex }),
+                .then_some(PathMatch { len: r.pattern().len(), kind: PathMatchKind::Regex }),
             Self::Exact(p) => {
                 (**p == *path).then_some(PathMatch { len: p.len(), kind: PathMatchKind::Exact })
             }
@@ -269,7 +274,7 @@ impl fmt::Display for PathRule {
             Self::Exact(p) => write!(f, "Exact {p}"),
             Self::Prefix(p) if p.is_empty() => f.write_str("Prefix /"),
             Self::Prefix(p) => write!(f, "Prefix {p}"),
-            Self::Regex(r) => write!(f, "Regex {}", r.pattern),
+            Self::Regex(r) => write!(f, "Regex {}", r.pattern()),
         }
     }
 }
@@ -292,28 +297,28 @@ impl PathRegex {
             .map_err(|e| {
                 InvalidPath::InvalidRegex(e.to_string().lines().last().unwrap_or("").trim().to_owned())
             })?;
-        Ok(Self { pattern: pattern.into(), regex })
+        Ok(Self(Arc::new(Compiled { pattern: pattern.into(), regex })))
     }
 
     /// A regex matching `path` literally at the start (for rewrites of non-regex paths).
     pub fn literal(path: &str) -> Self {
         let regex = regex::Regex::new(&format!("^{}", regex::escape(path)))
             .expect("an escaped literal is a valid regex");
-        Self { pattern: path.into(), regex }
+        Self(Arc::new(Compiled { pattern: path.into(), regex }))
     }
 
     pub fn pattern(&self) -> &str {
-        &self.pattern
+        &self.0.pattern
     }
 
     pub fn regex(&self) -> &regex::Regex {
-        &self.regex
+        &self.0.regex
     }
 }
 
 impl PartialEq for PathRegex {
     fn eq(&self, other: &Self) -> bool {
-        self.pattern == other.pattern
+        self.pattern() == other.pattern()
     }
 }
 
@@ -327,13 +332,13 @@ impl PartialOrd for PathRegex {
 
 impl Ord for PathRegex {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.pattern.cmp(&other.pattern)
+        self.pattern().cmp(other.pattern())
     }
 }
 
 impl std::hash::Hash for PathRegex {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.pattern.hash(state);
+        self.pattern().hash(state);
     }
 }
 

@@ -16,7 +16,11 @@ use crate::{HttpsRedirect, HttpsSettings, Policy, Route, RouteAction};
 /// `from-to-www-redirect`'s other name: every request is redirected (308) to the host, its path
 /// and query kept. The `Location` prefix of each scheme is built once, with the table.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct HostRedirect {
+pub struct HostRedirect(Box<Targets>);
+
+/// Behind one pointer, so that the route action that holds them stays small.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Targets {
     host: Box<str>,
     http: Box<str>,
     https: Box<str>,
@@ -56,15 +60,15 @@ pub enum Location {
 impl HostRedirect {
     /// A redirect to `host` (a valid host name).
     pub fn new(host: &str) -> Self {
-        Self {
+        Self(Box::new(Targets {
             host: host.into(),
             http: format!("http://{host}").into(),
             https: format!("https://{host}").into(),
-        }
+        }))
     }
 
     pub fn host(&self) -> &str {
-        &self.host
+        &self.0.host
     }
 }
 
@@ -87,7 +91,7 @@ pub fn redirection(
     let scheme = if request.is_tls { "https" } else { "http" };
     let shaping = &policy.shaping;
     if let RouteAction::Redirect(to) = action {
-        let prefix = if request.is_tls { &to.https } else { &to.http };
+        let prefix = if request.is_tls { &to.0.https } else { &to.0.http };
         return Some(Redirection { status: 308, location: Location::Built(format!("{prefix}{target}")) });
     }
     if let Some(root) = &policy.app_root

@@ -93,10 +93,9 @@ pub struct VirtualHost {
     prefix: PathIndex,
     /// The longest `Prefix` rule: no longer candidate can match.
     max_prefix_len: usize,
-    /// Every rule, longest path or pattern first (insertion order among equals). Used instead
-    /// of the maps once the host has a `Regex` rule (see [`VirtualHost::route`]).
-    by_length: Vec<usize>,
-    has_regex: bool,
+    /// Once the host has a `Regex` rule: every rule, longest path or pattern first (insertion
+    /// order among equals), used instead of the maps (see [`VirtualHost::route`]).
+    regex_order: Option<Vec<usize>>,
     /// Boxed: most hosts have none, and a host is held for as long as it exists.
     fallback: Option<Box<Route>>,
     /// `auth-tls-*`: what the host asks of client certificates.
@@ -646,7 +645,8 @@ enum PathIndex {
     #[default]
     Empty,
     Few(Vec<(Box<str>, usize)>),
-    Many(HashMap<Box<str>, usize>),
+    /// Boxed: the list's size is the index's size.
+    Many(Box<HashMap<Box<str>, usize>>),
 }
 
 impl PathIndex {
@@ -669,7 +669,7 @@ impl PathIndex {
             Self::Few(paths) => {
                 let mut map: HashMap<Box<str>, usize> = paths.drain(..).collect();
                 map.insert(path, i);
-                *self = Self::Many(map);
+                *self = Self::Many(Box::new(map));
             }
             Self::Many(paths) => {
                 paths.insert(path, i);
@@ -692,8 +692,7 @@ impl VirtualHost {
             exact: PathIndex::default(),
             prefix: PathIndex::default(),
             max_prefix_len: 0,
-            by_length: Vec::new(),
-            has_regex: false,
+            regex_order: None,
             fallback: None,
             client_auth: None,
         }
@@ -752,7 +751,6 @@ impl VirtualHost {
                 if let Some(existing) = self.routes.iter().find(|r| r.rule == route.rule) {
                     return Err(RouteConflict { existing: existing.ingress.clone(), rule: route.rule });
                 }
-                self.has_regex = true;
             }
             PathRule::Exact(p) | PathRule::Prefix(p) => {
                 let map = if matches!(route.rule, PathRule::Exact(_)) { &self.exact } else { &self.prefix };
@@ -768,19 +766,21 @@ impl VirtualHost {
                 }
             }
         }
-        let len = rule_len(&route.rule);
-        let at = self
-            .by_length
-            .iter()
-            .position(|&i| rule_len(&self.routes[i].rule) < len)
-            .unwrap_or(self.by_length.len());
+        let is_regex = matches!(route.rule, PathRule::Regex(_));
         // Most hosts have one route: the first takes room for one (a push would take four).
         if self.routes.is_empty() {
             self.routes.reserve_exact(1);
-            self.by_length.reserve_exact(1);
         }
-        self.by_length.insert(at, self.routes.len());
         self.routes.push(route);
+        match &mut self.regex_order {
+            Some(order) => insert_by_length(order, &self.routes, self.routes.len() - 1),
+            None if is_regex => {
+                let mut order = Vec::with_capacity(self.routes.len());
+                (0..self.routes.len()).for_each(|i| insert_by_length(&mut order, &self.routes, i));
+                self.regex_order = Some(order);
+            }
+            None => {}
+        }
         Ok(())
     }
 
@@ -805,8 +805,8 @@ impl VirtualHost {
     /// [`PathRule::matches_on_regex_host`]) and the rules are tried longest first, the first
     /// match winning. So a longer `/admin` is tried before another Ingress's `/.*`.
     pub fn route(&self, path: &str) -> Option<(&Route, PathMatch)> {
-        if self.has_regex {
-            return self.by_length.iter().find_map(|&i| {
+        if let Some(order) = &self.regex_order {
+            return order.iter().find_map(|&i| {
                 let route = &self.routes[i];
                 route.rule.matches_on_regex_host(path).map(|m| (route, m))
             });
@@ -848,6 +848,13 @@ fn rule_len(rule: &PathRule) -> usize {
         PathRule::Exact(p) | PathRule::Prefix(p) => p.len(),
         PathRule::Regex(r) => r.pattern().len(),
     }
+}
+
+/// Puts route `i` into `order` after every rule at least as long as its own.
+fn insert_by_length(order: &mut Vec<usize>, routes: &[Route], i: usize) {
+    let len = rule_len(&routes[i].rule);
+    let at = order.iter().position(|&o| rule_len(&routes[o].rule) < len).unwrap_or(order.len());
+    order.insert(at, i);
 }
 
 #[cfg(test)]
