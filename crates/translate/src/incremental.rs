@@ -31,7 +31,6 @@ enum HostKey {
 /// (most of them name one Ingress, so a `Vec` of one is the common case).
 #[derive(Debug)]
 struct Entry {
-    id: Arc<NamespacedName>,
     keys: Box<[Arc<HostKey>]>,
     dependencies: Box<[Arc<Reference>]>,
 }
@@ -41,7 +40,7 @@ struct Entry {
 pub struct Incremental {
     table: Option<Arc<Table>>,
     /// The Ingresses of ours.
-    entries: HashMap<NamespacedName, Entry>,
+    entries: HashMap<Arc<NamespacedName>, Entry>,
     by_key: HashMap<Arc<HostKey>, Vec<Arc<NamespacedName>>>,
     by_dependency: HashMap<Arc<Reference>, Vec<Arc<NamespacedName>>>,
     /// Diagnostics of the global settings and the flags, from the last full translation.
@@ -94,7 +93,7 @@ impl Incremental {
 
     /// The Ingresses served, sorted.
     pub fn served(&self) -> Vec<NamespacedName> {
-        let mut served: Vec<_> = self.entries.keys().cloned().collect();
+        let mut served: Vec<_> = self.entries.keys().map(|id| NamespacedName::clone(id)).collect();
         served.sort();
         served
     }
@@ -104,7 +103,8 @@ impl Incremental {
     pub fn rebuild(&mut self, objects: &Objects, options: &Options) -> Built {
         let previous = self.table.take();
         let run = run(objects, options, Scope::All, previous.as_deref());
-        let before: BTreeSet<NamespacedName> = self.entries.keys().cloned().collect();
+        let before: BTreeSet<NamespacedName> =
+            self.entries.keys().map(|id| NamespacedName::clone(id)).collect();
         let translated = run.ingresses.len();
         self.entries.clear();
         self.by_key.clear();
@@ -113,8 +113,8 @@ impl Incremental {
         self.diagnostics.clear();
         self.serve_classless = class::Classes::new(objects, options).serves_classless();
         for id in &run.ingresses {
-            let ingress = &objects.ingresses[id];
-            self.remember(id, ingress, options);
+            let ingress = &objects.ingresses[&**id];
+            self.remember(id.clone(), ingress, options);
         }
         for (owner, diagnostic) in run.diagnostics {
             match owner {
@@ -124,9 +124,10 @@ impl Incremental {
         }
         // The first time (or after losing all), every Ingress is new: moved, not compared.
         let (served_added, served_removed) = if before.is_empty() {
-            (run.ingresses, Vec::new())
+            (run.ingresses.iter().map(|id| NamespacedName::clone(id)).collect(), Vec::new())
         } else {
-            let after: BTreeSet<NamespacedName> = run.ingresses.into_iter().collect();
+            let after: BTreeSet<NamespacedName> =
+                run.ingresses.iter().map(|id| NamespacedName::clone(id)).collect();
             (after.difference(&before).cloned().collect(), before.difference(&after).cloned().collect())
         };
         let table = match previous {
@@ -179,7 +180,7 @@ impl Incremental {
                 self.diagnostics.insert(id.clone(), found);
             }
             if ours {
-                keys.extend(self.remember(id, ingress, options).iter().cloned());
+                keys.extend(self.remember(Arc::new(id.clone()), ingress, options).iter().cloned());
                 if !was_ours {
                     served_added.push(id.clone());
                 }
@@ -217,8 +218,11 @@ impl Incremental {
             self.last_dirty = dirty;
             self.last_group = group.clone();
         }
-        let mut ingresses: Vec<(&NamespacedName, &Arc<Ingress>)> =
-            group.iter().map(|id| (id, &objects.ingresses[id])).collect();
+        // Named as the entries name them, so that routes and indexes share one name.
+        let mut ingresses: Vec<(&Arc<NamespacedName>, &Arc<Ingress>)> = group
+            .iter()
+            .map(|id| (self.entries.get_key_value(id).expect("grouped").0, &objects.ingresses[id]))
+            .collect();
         ingresses.sort_by(|(a_id, a), (b_id, b)| crate::by_age(a_id, a, b_id, b));
         let default_route = keys.contains(&HostKey::DefaultRoute);
         let any_host = keys.contains(&HostKey::AnyHost);
@@ -297,25 +301,23 @@ impl Incremental {
     }
 
     /// Records an Ingress of ours; returns its keys.
-    fn remember(&mut self, id: &NamespacedName, ingress: &Ingress, options: &Options) -> &[Arc<HostKey>] {
-        let shared = Arc::new(id.clone());
-        let keys = host_keys(ingress, options).into_iter().map(|key| intern(&mut self.by_key, key, &shared));
+    fn remember(&mut self, id: Arc<NamespacedName>, ingress: &Ingress, options: &Options) -> &[Arc<HostKey>] {
+        let keys = host_keys(ingress, options).into_iter().map(|key| intern(&mut self.by_key, key, &id));
         let keys: Box<[Arc<HostKey>]> = keys.collect();
-        let dependencies = ingress.references(id, options).into_iter();
-        let dependencies = dependencies.map(|reference| intern(&mut self.by_dependency, reference, &shared));
+        let dependencies = ingress.references(&id, options).into_iter();
+        let dependencies = dependencies.map(|reference| intern(&mut self.by_dependency, reference, &id));
         let dependencies = dependencies.collect();
-        let entry = Entry { id: shared, keys, dependencies };
-        &self.entries.entry(id.clone()).insert_entry(entry).into_mut().keys
+        &self.entries.entry(id).insert_entry(Entry { keys, dependencies }).into_mut().keys
     }
 
     /// Forgets an Ingress; returns what was remembered of it.
     fn forget(&mut self, id: &NamespacedName) -> Option<Entry> {
-        let entry = self.entries.remove(id)?;
+        let (id, entry) = self.entries.remove_entry(id)?;
         for key in &entry.keys {
-            release(&mut self.by_key, key, &entry.id);
+            release(&mut self.by_key, key, &id);
         }
         for dependency in &entry.dependencies {
-            release(&mut self.by_dependency, dependency, &entry.id);
+            release(&mut self.by_dependency, dependency, &id);
         }
         Some(entry)
     }

@@ -128,7 +128,8 @@ pub struct Translation {
 pub fn translate(objects: &Objects, options: &Options) -> Translation {
     let run = run(objects, options, Scope::All, None);
     let diagnostics = run.diagnostics.into_iter().map(|(_, d)| d).collect();
-    Translation { table: run.table, diagnostics, ingresses: run.ingresses }
+    let ingresses = run.ingresses.iter().map(|id| NamespacedName::clone(id)).collect();
+    Translation { table: run.table, diagnostics, ingresses }
 }
 
 /// Which Ingresses a run translates.
@@ -137,7 +138,8 @@ pub(crate) enum Scope<'a> {
     All,
     /// These Ingresses (ours; every Ingress of some hosts, oldest first), and the default route
     /// when `default_route`: a table with those hosts only, for [`Table::splice`].
-    Part { ingresses: Vec<(&'a NamespacedName, &'a Arc<Ingress>)>, default_route: bool },
+    /// Each Ingress comes with the name its routes are to hold.
+    Part { ingresses: Vec<(&'a Arc<NamespacedName>, &'a Arc<Ingress>)>, default_route: bool },
 }
 
 /// What one run of the translator made.
@@ -146,8 +148,8 @@ pub(crate) struct Run {
     /// In the order found, each with the Ingress being translated when it was found (`None`:
     /// the global settings, the flags and the streams).
     pub(crate) diagnostics: Vec<(Option<NamespacedName>, Diagnostic)>,
-    /// The Ingresses translated, sorted.
-    pub(crate) ingresses: Vec<NamespacedName>,
+    /// The Ingresses translated, sorted, each as its routes hold its name.
+    pub(crate) ingresses: Vec<Arc<NamespacedName>>,
     /// How many endpoint sets of `previous` got other endpoints.
     pub(crate) endpoints_moved: usize,
 }
@@ -171,16 +173,19 @@ pub(crate) fn run(objects: &Objects, options: &Options, scope: Scope<'_>, previo
                 }
                 owners.push((translator.diagnostics.len(), id));
                 if translator.classes.is_ours(id, ingress, &mut translator.diagnostics) {
-                    ours.push((id, ingress));
+                    ours.push((Arc::new(id.clone()), ingress));
                 }
             }
             ours.sort_by(|(a_id, a), (b_id, b)| by_age(a_id, a, b_id, b));
             (ours, true, true)
         }
-        Scope::Part { ingresses, default_route } => (ingresses, default_route, false),
+        Scope::Part { ingresses, default_route } => {
+            let ingresses = ingresses.into_iter().map(|(id, ingress)| (id.clone(), ingress)).collect();
+            (ingresses, default_route, false)
+        }
     };
     for (id, ingress) in &ingresses {
-        owners.push((translator.diagnostics.len(), *id));
+        owners.push((translator.diagnostics.len(), &**id));
         translator.ingress(id, ingress);
     }
     let passes = translator.diagnostics.len();
@@ -215,7 +220,7 @@ pub(crate) fn run(objects: &Objects, options: &Options, scope: Scope<'_>, previo
         };
         diagnostics.push((attributed, diagnostic));
     }
-    let mut translated: Vec<NamespacedName> = ingresses.into_iter().map(|(id, _)| id.clone()).collect();
+    let mut translated: Vec<Arc<NamespacedName>> = ingresses.into_iter().map(|(id, _)| id).collect();
     translated.sort();
     Run { table: translator.table.build(), diagnostics, ingresses: translated, endpoints_moved }
 }
@@ -297,9 +302,8 @@ impl<'a> Translator<'a> {
         }
     }
 
-    fn ingress(&mut self, id: &NamespacedName, ingress: &Ingress) {
+    fn ingress(&mut self, id: &Arc<NamespacedName>, ingress: &Ingress) {
         let object = ObjectRef::new(ObjectKind::Ingress, Some(&id.namespace), &id.name);
-        let id = &Arc::new(id.clone());
         let Some(spec) = &ingress.spec else {
             self.error(&object, Reason::NoRules, "no spec: nothing to serve");
             return;
