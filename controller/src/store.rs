@@ -152,6 +152,9 @@ impl Store {
         match update {
             Update::Change(change) => change.apply_to(self),
             Update::Snapshot(objects) => {
+                // Sized once: Ingresses are most of what names other objects, and a map grown
+                // one doubling at a time leaves each smaller table behind as freed memory.
+                self.references.reserve(objects.ingresses.len());
                 struct ReplaceAll<'a> {
                     store: &'a mut Store,
                     objects: &'a Objects,
@@ -261,6 +264,12 @@ impl Store {
         refs.shrink_to_fit(); // held for the object's lifetime
         // New references first, so that an object named before and after is never let go of.
         self.count(&refs, 1);
+        // Held as the counts hold them: many objects name the same few, and share their names.
+        for reference in &mut refs {
+            if let Some((counted, _)) = self.referenced.get_key_value(reference) {
+                *reference = counted.clone();
+            }
+        }
         let old = match refs.is_empty() {
             true => self.references.remove(from),
             false => self.references.insert(from.clone(), refs),

@@ -112,6 +112,10 @@ impl Incremental {
         self.global_diagnostics.clear();
         self.diagnostics.clear();
         self.serve_classless = class::Classes::new(objects, options).serves_classless();
+        // Sized once: a map grown one doubling at a time leaves each smaller table behind as
+        // freed memory the allocator keeps.
+        self.entries.reserve(run.ingresses.len());
+        self.by_key.reserve(run.ingresses.len());
         for id in &run.ingresses {
             let ingress = &objects.ingresses[&**id];
             self.remember(id.clone(), ingress, options);
