@@ -5,6 +5,7 @@
 use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
+use std::sync::Arc;
 
 /// The longest DNS name a host rule or a request host may have.
 const MAX_HOST_LEN: usize = 253;
@@ -14,9 +15,9 @@ const MAX_HOST_LEN: usize = 253;
 /// represented by the absence of a `HostRule`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum HostRule {
-    Exact(Box<str>),
+    Exact(Arc<str>),
     /// The suffix after `*.`: `Wildcard("example.com")` matches `a.example.com` only.
-    Wildcard(Box<str>),
+    Wildcard(Arc<str>),
 }
 
 /// How a request host matched. Ordered by precedence: an exact name beats a wildcard, which beats
@@ -126,7 +127,7 @@ impl FromStr for HostRule {
         if !is_dns_subdomain(name) {
             return Err(InvalidHost::NotDnsName(s.to_owned()));
         }
-        let name: Box<str> = name.into();
+        let name: Arc<str> = name.into();
         Ok(if wildcard { Self::Wildcard(name) } else { Self::Exact(name) })
     }
 }

@@ -525,7 +525,8 @@ impl TableBuilder {
             }
         };
         if !map.contains_key(key) {
-            map.insert(key.as_ref().into(), Arc::new(VirtualHost::new(host.cloned())));
+            // The map and the virtual host share the name.
+            map.insert(key.clone(), Arc::new(VirtualHost::new(host.cloned())));
         }
         // Present: inserted just above if it was not.
         Arc::make_mut(map.get_mut(key).expect("virtual host present"))
