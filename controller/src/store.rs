@@ -67,7 +67,7 @@ pub(crate) struct Store {
     /// local).
     strip_payloads: bool,
     /// What each object names, and how many objects (or flags) name each object.
-    references: HashMap<Reference, Vec<Reference>>,
+    references: HashMap<Reference, Box<[Reference]>>,
     referenced: HashMap<Reference, u32>,
     /// Objects held without their payload.
     stripped: BTreeSet<Reference>,
@@ -260,12 +260,12 @@ impl Store {
     }
 
     /// Records what an object names now (nothing, once it is gone).
-    fn set_references(&mut self, from: &Reference, mut refs: Vec<Reference>) {
-        refs.shrink_to_fit(); // held for the object's lifetime
+    fn set_references(&mut self, from: &Reference, refs: Vec<Reference>) {
+        let mut refs = refs.into_boxed_slice(); // held for the object's lifetime
         // New references first, so that an object named before and after is never let go of.
         self.count(&refs, 1);
         // Held as the counts hold them: many objects name the same few, and share their names.
-        for reference in &mut refs {
+        for reference in refs.iter_mut() {
             if let Some((counted, _)) = self.referenced.get_key_value(reference) {
                 *reference = counted.clone();
             }
