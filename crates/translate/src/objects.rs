@@ -65,6 +65,7 @@ impl Objects {
 
     /// Puts an object, already normalized, under its key; returns the one it replaces.
     pub fn put<K: Kind>(&mut self, key: NamespacedName, object: Arc<K>) -> Option<Arc<K>> {
+        let key = K::map(self).with_shared_namespace(key);
         let old = K::map_mut(self).0.insert(key.clone(), object.clone());
         K::reindex(self, &key, old.as_deref(), Some(&*object));
         old
@@ -234,6 +235,22 @@ impl fmt::Debug for Objects {
 }
 
 // === impl ObjectMap ===
+
+impl<K> ObjectMap<K> {
+    /// `key` with its namespace as the map already holds it, when it is a new copy: the objects
+    /// of a namespace then share one (the key's neighbours are of its namespace, if any are).
+    fn with_shared_namespace(&self, key: NamespacedName) -> NamespacedName {
+        if Arc::strong_count(&key.namespace) > 1 {
+            return key;
+        }
+        let before = self.0.range(..&key).next_back();
+        let neighbour = before.or_else(|| self.0.range(&key..).next()).map(|(k, _)| k);
+        match neighbour {
+            Some(n) if n.namespace == key.namespace => NamespacedName::new(n.namespace.clone(), key.name),
+            _ => key,
+        }
+    }
+}
 
 impl<K> Deref for ObjectMap<K> {
     type Target = BTreeMap<NamespacedName, Arc<K>>;
