@@ -374,6 +374,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_objects_of_a_namespace_share_its_name() {
+        let yaml = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: b, namespace: shop}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: a, namespace: shop}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: c, namespace: other}
+"#;
+        let objects = Objects::from_yaml(yaml).unwrap();
+        let keys: Vec<_> = objects.services.keys().collect();
+        let [c, a, b] = keys[..] else { panic!("three keys: {keys:?}") };
+        assert!(Arc::ptr_eq(&a.namespace, &b.namespace), "{a} and {b}");
+        assert_eq!(&*c.namespace, "other");
+    }
+
+    #[test]
     fn multi_document_stream_with_list_and_foreign_kinds() {
         let yaml = r#"
 apiVersion: v1
