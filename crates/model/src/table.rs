@@ -319,7 +319,8 @@ impl Table {
             }
             if let Some(new) = part.take_virtual_host(host) {
                 count_users(&mut users, new.endpoint_keys(), 1);
-                table.insert_virtual_host(host, new);
+                debug_assert_eq!(host, new.host.as_ref(), "a part's virtual host is under its own name");
+                table.insert_virtual_host(new);
             }
             let Some(host) = host else { continue };
             if let HostRule::Exact(name) = host {
@@ -370,12 +371,13 @@ impl Table {
         Some(removed)
     }
 
-    fn insert_virtual_host(&mut self, host: Option<&HostRule>, vhost: Arc<VirtualHost>) {
+    /// Puts a virtual host under its own name (which the map shares).
+    fn insert_virtual_host(&mut self, vhost: Arc<VirtualHost>) {
         self.routes += vhost.route_count();
         self.client_auth_hosts += usize::from(vhost.client_auth.is_some());
-        match host {
-            Some(HostRule::Exact(name)) => self.exact_hosts.insert(name.as_ref().into(), vhost),
-            Some(HostRule::Wildcard(suffix)) => self.wildcard_hosts.insert(suffix.as_ref().into(), vhost),
+        match vhost.host.clone() {
+            Some(HostRule::Exact(name)) => self.exact_hosts.insert(name, vhost),
+            Some(HostRule::Wildcard(suffix)) => self.wildcard_hosts.insert(suffix, vhost),
             None => self.any_host.replace(vhost),
         };
     }

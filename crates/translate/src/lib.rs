@@ -253,7 +253,7 @@ struct Translator<'a> {
     aliases: BTreeMap<HostRule, (Vec<HostRule>, ObjectRef)>,
     /// `ssl-passthrough` hosts and the first Ingress asking for it, resolved once every
     /// Ingress is in, since the backend of `/` may come from another Ingress.
-    passthrough: BTreeMap<Box<str>, ObjectRef>,
+    passthrough: BTreeMap<Arc<str>, ObjectRef>,
     /// `ssl-ciphers`, `ssl-prefer-server-ciphers` per host: each from the oldest Ingress that
     /// sets it.
     server_tls: BTreeMap<HostRule, ServerTls>,
@@ -487,7 +487,7 @@ impl<'a> Translator<'a> {
         } else if asked.passthrough {
             for host in hosts {
                 if let Some(HostRule::Exact(name)) = host {
-                    self.passthrough.entry(name.as_ref().into()).or_insert_with(|| object.clone());
+                    self.passthrough.entry(name.clone()).or_insert_with(|| object.clone());
                 } else {
                     let message = format!(
                         "annotation {prefix}/ssl-passthrough: {} is not an exact host name, so no SNI selects it; its TLS connections are terminated",
@@ -534,7 +534,7 @@ impl<'a> Translator<'a> {
             };
             // ingress-nginx passes a host's connections to the backend of its `/` location: a
             // `/` path of some Ingress of the host, else the host's default backend.
-            let vhost = self.table.virtual_host(&HostRule::Exact(name.as_ref().into()));
+            let vhost = self.table.virtual_host(&HostRule::Exact(name.clone()));
             let root = vhost.and_then(|vhost| {
                 let root = PathRule::Prefix("".into());
                 vhost.routes().iter().find(|route| route.rule == root).or(vhost.fallback())
