@@ -185,6 +185,7 @@ impl Store {
 
     /// Takes a new version of an object, without its payload while nothing names it.
     fn put<K: Kind>(&mut self, key: NamespacedName, object: Arc<K>) {
+        let key = K::map(&self.objects).with_shared_namespace(key);
         let me = Reference::new(K::OBJECT_KIND, &key);
         let unnamed = self.strip_payloads && !self.referenced.contains_key(&me);
         match if unnamed { object.without_payload() } else { None } {
@@ -433,6 +434,16 @@ pub(crate) mod tests {
         store.update(listed(vec![service("web")]));
         assert!(store.is_synced());
         assert!(store.take_pending().is_some_and(|p| p.rebuild));
+    }
+
+    #[test]
+    fn objects_applied_one_by_one_share_their_namespace() {
+        let mut store = Store::new(options(), &[ObjectKind::Service], false);
+        store.update(apply(service("web")));
+        store.update(apply(service("api")));
+        let keys: Vec<_> = store.objects.services.keys().collect();
+        let [api, web] = keys[..] else { panic!("two keys: {keys:?}") };
+        assert!(Arc::ptr_eq(&api.namespace, &web.namespace));
     }
 
     #[test]

@@ -237,17 +237,20 @@ impl fmt::Debug for Objects {
 // === impl ObjectMap ===
 
 impl<K> ObjectMap<K> {
-    /// `key` with its namespace as the map already holds it, when it is a new copy: the objects
-    /// of a namespace then share one (the key's neighbours are of its namespace, if any are).
-    fn with_shared_namespace(&self, key: NamespacedName) -> NamespacedName {
+    /// `key` with its namespace as the map already holds it, so that the objects of a namespace
+    /// share one copy of its name. A key whose namespace is shared already is taken as it is:
+    /// it was made once and handed on (a snapshot's keys).
+    pub fn with_shared_namespace(&self, key: NamespacedName) -> NamespacedName {
         if Arc::strong_count(&key.namespace) > 1 {
             return key;
         }
-        let before = self.0.range(..&key).next_back();
-        let neighbour = before.or_else(|| self.0.range(&key..).next()).map(|(k, _)| k);
-        match neighbour {
-            Some(n) if n.namespace == key.namespace => NamespacedName::new(n.namespace.clone(), key.name),
-            _ => key,
+        // In key order, a namespace's objects are together: the key's neighbours hold its
+        // namespace if any object does.
+        let before = self.0.range(..&key).next_back().map(|(k, _)| k);
+        let after = self.0.range(&key..).next().map(|(k, _)| k);
+        match [before, after].into_iter().flatten().find(|k| k.namespace == key.namespace) {
+            Some(held) => NamespacedName::new(held.namespace.clone(), key.name),
+            None => key,
         }
     }
 }
@@ -388,11 +391,20 @@ apiVersion: v1
 kind: Service
 metadata: {name: c, namespace: other}
 "#;
-        let objects = Objects::from_yaml(yaml).unwrap();
+        let mut objects = Objects::from_yaml(yaml).unwrap();
         let keys: Vec<_> = objects.services.keys().collect();
         let [c, a, b] = keys[..] else { panic!("three keys: {keys:?}") };
         assert!(Arc::ptr_eq(&a.namespace, &b.namespace), "{a} and {b}");
         assert_eq!(&*c.namespace, "other");
+        let shop = a.namespace.clone();
+        let service = objects.services[a].clone();
+
+        // A key made apart (as the cluster source makes them), between two namespaces.
+        let key = objects.services.with_shared_namespace(NamespacedName::new("shop", "0"));
+        assert!(Arc::ptr_eq(&key.namespace, &shop));
+        objects.put(NamespacedName::new("shop", "0"), service);
+        let keys: Vec<_> = objects.services.keys().collect();
+        assert!(keys.iter().filter(|k| &*k.namespace == "shop").all(|k| Arc::ptr_eq(&k.namespace, &shop)));
     }
 
     #[test]
