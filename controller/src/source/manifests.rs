@@ -151,8 +151,7 @@ impl Manifests {
     fn refresh(&mut self) -> anyhow::Result<()> {
         let files = self.files()?;
         let mut cache = HashMap::with_capacity(files.len());
-        for file in files {
-            let metadata = fs::metadata(&file).with_context(|| file.display().to_string())?;
+        for (file, metadata) in files {
             let stamp = FileStamp {
                 dev: metadata.dev(),
                 ino: metadata.ino(),
@@ -177,23 +176,32 @@ impl Manifests {
         Ok(())
     }
 
-    /// The manifest files: the path itself, or the YAML and JSON files of the directory (not
-    /// hidden, not in subdirectories), sorted by name.
-    fn files(&self) -> anyhow::Result<Vec<PathBuf>> {
-        if !fs::metadata(&self.path).with_context(|| self.path.display().to_string())?.is_dir() {
-            return Ok(vec![self.path.clone()]);
+    /// The manifest files, each with its metadata (one `stat` per file, on every read): the
+    /// path itself, or the YAML and JSON files of the directory (not hidden, not in
+    /// subdirectories), sorted by name.
+    fn files(&self) -> anyhow::Result<Vec<(PathBuf, fs::Metadata)>> {
+        let metadata = fs::metadata(&self.path).with_context(|| self.path.display().to_string())?;
+        if !metadata.is_dir() {
+            return Ok(vec![(self.path.clone(), metadata)]);
         }
         let mut files = Vec::new();
         for entry in fs::read_dir(&self.path).with_context(|| self.path.display().to_string())? {
             let path = entry?.path();
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
             let is_manifest = [".yaml", ".yml", ".json"].iter().any(|ext| name.ends_with(ext));
-            // Follows symlinks, as Kubernetes volume mounts use them.
-            if is_manifest && !name.starts_with('.') && path.is_file() {
-                files.push(path);
+            if !is_manifest || name.starts_with('.') {
+                continue;
+            }
+            // Follows symlinks, as Kubernetes volume mounts use them. A file gone since the
+            // listing is skipped: the event of its removal brings another read.
+            match fs::metadata(&path) {
+                Ok(metadata) if metadata.is_file() => files.push((path, metadata)),
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e).with_context(|| path.display().to_string()),
             }
         }
-        files.sort();
+        files.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(files)
     }
 }
