@@ -6,6 +6,9 @@
 //! once until it changes. Each file's objects are cached by its identity and modification time,
 //! so a change to one file re-parses only that file, and only its objects are sent on as
 //! changes: moving one EndpointSlice costs the same with ten or ten thousand Ingresses loaded.
+//! When the events name only manifest files of the directory, those files alone are looked at
+//! (not every file's `stat`); any other event (a mounted volume's symlink swap, lost events, a
+//! single-file source) and any read after a failed one look at them all.
 
 use std::collections::HashMap;
 use std::fs;
@@ -35,10 +38,14 @@ pub(crate) fn spawn(
     let watched = if metadata.is_dir() { path.clone() } else { parent(&path) };
 
     let (tx, rx) = mpsc::channel();
+    let named_only = metadata.is_dir().then(|| path.clone());
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.as_ref().map_or(true, |e| is_change(&e.kind)) {
-            let _ = tx.send(());
-        }
+        let read = match &event {
+            Ok(e) if !is_change(&e.kind) => return,
+            Ok(e) => Read::of(e, named_only.as_deref()),
+            Err(_) => Read::All,
+        };
+        let _ = tx.send(read);
     })
     .context("cannot watch the manifests")?;
     watcher
@@ -49,8 +56,14 @@ pub(crate) fn spawn(
         let _watcher = watcher; // dropping it would stop the events
         let mut manifests = Manifests::new(path);
         let mut last_error = None;
+        let mut read = Read::All;
         loop {
-            match manifests.read_changes() {
+            // After a failed read, everything is read again until one succeeds.
+            let result = match (&read, &last_error) {
+                (Read::Files(files), None) => manifests.read_files(files),
+                _ => manifests.read_changes(),
+            };
+            match result {
                 Ok(changes) => {
                     last_error = None;
                     for change in changes {
@@ -70,10 +83,11 @@ pub(crate) fn spawn(
                 }
             }
             // Wait for a change, then take every change already queued with it.
-            if rx.recv().is_err() {
-                return;
+            let Ok(next) = rx.recv() else { return };
+            read = next;
+            while let Ok(more) = rx.try_recv() {
+                read.add(more);
             }
-            while rx.try_recv().is_ok() {}
         }
     })?;
     Ok(())
@@ -98,6 +112,42 @@ struct FileStamp {
     mtime_nsec: i64,
 }
 
+/// What a file system event asks to read again.
+#[derive(Debug, PartialEq)]
+enum Read {
+    /// These manifest files of the directory, and nothing else changed.
+    Files(Vec<PathBuf>),
+    /// Every file: the event may concern any (a symlink or a directory that files resolve
+    /// through, a lost event, a single-file source).
+    All,
+}
+
+impl Read {
+    /// What `event` asks to read, when the source is the directory `dir` (`None`: a file).
+    fn of(event: &notify::Event, dir: Option<&Path>) -> Self {
+        let Some(dir) = dir else { return Self::All };
+        let manifest_of_dir = |p: &PathBuf| p.parent() == Some(dir) && is_manifest_name(p);
+        match event.need_rescan() || event.paths.is_empty() || !event.paths.iter().all(manifest_of_dir) {
+            true => Self::All,
+            false => Self::Files(event.paths.clone()),
+        }
+    }
+
+    fn add(&mut self, other: Read) {
+        match (&mut *self, other) {
+            (Self::Files(files), Self::Files(more)) => files.extend(more),
+            _ => *self = Self::All,
+        }
+    }
+}
+
+/// A name the directory's listing takes as a manifest: YAML or JSON, not hidden.
+fn is_manifest_name(path: &Path) -> bool {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    let is_manifest = [".yaml", ".yml", ".json"].iter().any(|ext| name.ends_with(ext));
+    is_manifest && !name.starts_with('.')
+}
+
 impl Manifests {
     pub(crate) fn new(path: PathBuf) -> Self {
         Self { path, cache: HashMap::new(), snapshot_sent: false }
@@ -113,11 +163,52 @@ impl Manifests {
         if !std::mem::replace(&mut self.snapshot_sent, true) {
             return Ok(vec![Update::Snapshot(self.merged())]);
         }
-        let empty = Arc::new(Objects::default());
-        let mut updates = Vec::new();
-        let mut files: Vec<&PathBuf> = self.cache.keys().chain(previous.keys()).collect();
+        let mut files: Vec<PathBuf> = self.cache.keys().chain(previous.keys()).cloned().collect();
         files.sort();
         files.dedup();
+        Ok(self.changes(&files, &previous))
+    }
+
+    /// The same for a change that concerns only these files of the directory (they may have
+    /// been written, replaced or removed): the other files are not looked at.
+    fn read_files(&mut self, files: &[PathBuf]) -> anyhow::Result<Vec<Update>> {
+        if !self.snapshot_sent {
+            return self.read_changes();
+        }
+        let mut files = files.to_vec();
+        files.sort();
+        files.dedup();
+        let mut read = Vec::with_capacity(files.len());
+        for file in &files {
+            let entry = match fs::metadata(file) {
+                Ok(metadata) if metadata.is_file() => Some(self.parsed(file, &metadata)?),
+                Ok(_) => None,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(e) => return Err(e).with_context(|| file.display().to_string()),
+            };
+            read.push(entry);
+        }
+        let mut previous = HashMap::with_capacity(files.len());
+        for (file, entry) in files.iter().zip(read) {
+            let old = match entry {
+                Some(entry) => self.cache.insert(file.clone(), entry),
+                None => self.cache.remove(file),
+            };
+            if let Some(old) = old {
+                previous.insert(file.clone(), old);
+            }
+        }
+        Ok(self.changes(&files, &previous))
+    }
+
+    /// The changes to send for `files`, whose entries were `previous` and are now the cache's.
+    fn changes(
+        &self,
+        files: &[PathBuf],
+        previous: &HashMap<PathBuf, (FileStamp, Arc<Objects>)>,
+    ) -> Vec<Update> {
+        let empty = Arc::new(Objects::default());
+        let mut updates = Vec::new();
         for file in files {
             let old = previous.get(file).map_or(&empty, |(_, parsed)| parsed);
             let new = self.cache.get(file).map_or(&empty, |(_, parsed)| parsed);
@@ -126,7 +217,7 @@ impl Manifests {
             }
             for_each_kind(&mut FileChanges { old, new, files: &self.cache, updates: &mut updates });
         }
-        Ok(updates)
+        updates
     }
 
     /// Reads every manifest file into one snapshot. Any file failing fails the whole read.
@@ -152,28 +243,33 @@ impl Manifests {
         let files = self.files()?;
         let mut cache = HashMap::with_capacity(files.len());
         for (file, metadata) in files {
-            let stamp = FileStamp {
-                dev: metadata.dev(),
-                ino: metadata.ino(),
-                len: metadata.len(),
-                mtime: metadata.mtime(),
-                mtime_nsec: metadata.mtime_nsec(),
-            };
-            let parsed = match self.cache.get(&file) {
-                Some((cached, parsed)) if *cached == stamp => parsed.clone(),
-                _ => {
-                    let text = fs::read_to_string(&file).with_context(|| file.display().to_string())?;
-                    let mut parsed = Objects::default();
-                    for object in parse_manifests(&text).with_context(|| file.display().to_string())? {
-                        parsed.insert(object);
-                    }
-                    Arc::new(parsed)
-                }
-            };
-            cache.insert(file, (stamp, parsed));
+            let entry = self.parsed(&file, &metadata)?;
+            cache.insert(file, entry);
         }
         self.cache = cache;
         Ok(())
+    }
+
+    /// A file's objects: the cached ones while its stamp is the same, else parsed again.
+    fn parsed(&self, file: &Path, metadata: &fs::Metadata) -> anyhow::Result<(FileStamp, Arc<Objects>)> {
+        let stamp = FileStamp {
+            dev: metadata.dev(),
+            ino: metadata.ino(),
+            len: metadata.len(),
+            mtime: metadata.mtime(),
+            mtime_nsec: metadata.mtime_nsec(),
+        };
+        if let Some((cached, parsed)) = self.cache.get(file)
+            && *cached == stamp
+        {
+            return Ok((stamp, parsed.clone()));
+        }
+        let text = fs::read_to_string(file).with_context(|| file.display().to_string())?;
+        let mut parsed = Objects::default();
+        for object in parse_manifests(&text).with_context(|| file.display().to_string())? {
+            parsed.insert(object);
+        }
+        Ok((stamp, Arc::new(parsed)))
     }
 
     /// The manifest files, each with its metadata (one `stat` per file, on every read): the
@@ -187,9 +283,7 @@ impl Manifests {
         let mut files = Vec::new();
         for entry in fs::read_dir(&self.path).with_context(|| self.path.display().to_string())? {
             let path = entry?.path();
-            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            let is_manifest = [".yaml", ".yml", ".json"].iter().any(|ext| name.ends_with(ext));
-            if !is_manifest || name.starts_with('.') {
+            if !is_manifest_name(&path) {
                 continue;
             }
             // Follows symlinks, as Kubernetes volume mounts use them. A file gone since the
@@ -324,6 +418,65 @@ mod tests {
         fs::remove_file(dir.path().join("a.yaml")).unwrap();
         let changes = manifests.read_changes().unwrap();
         assert_eq!(format!("{changes:?}"), "[delete service default/a]");
+    }
+
+    #[test]
+    fn a_change_to_named_files_reads_those_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a.yaml"), dir.path().join("b.yaml"));
+        fs::write(&a, SERVICE).unwrap();
+        fs::write(&b, SERVICE.replace("name: a", "name: b")).unwrap();
+        let mut manifests = Manifests::new(dir.path().to_owned());
+        manifests.read_changes().unwrap();
+
+        fs::write(&a, SERVICE.replace("name: a", "name: c")).unwrap();
+        fs::write(&b, SERVICE.replace("name: a", "name: d")).unwrap();
+        let changes = manifests.read_files(std::slice::from_ref(&b)).unwrap();
+        assert_eq!(format!("{changes:?}"), "[delete service default/b, apply service default/d]");
+        // a.yaml was not named: it is read with the next full read.
+        let changes = manifests.read_changes().unwrap();
+        assert_eq!(format!("{changes:?}"), "[delete service default/a, apply service default/c]");
+
+        fs::write(&b, "kind: [").unwrap();
+        assert!(manifests.read_files(std::slice::from_ref(&b)).is_err());
+        fs::remove_file(&b).unwrap();
+        let changes = manifests.read_files(&[b.clone(), b]).unwrap();
+        assert_eq!(format!("{changes:?}"), "[delete service default/d]", "the failed read changed nothing");
+        assert!(manifests.read_changes().unwrap().is_empty(), "the cache is as a full read leaves it");
+    }
+
+    #[test]
+    fn only_events_on_manifest_files_of_the_directory_name_files() {
+        let dir = Path::new("/m");
+        let event = |paths: &[&str]| {
+            let mut event = notify::Event::new(EventKind::Any);
+            event.paths = paths.iter().map(PathBuf::from).collect();
+            event
+        };
+        let files = |paths: &[&str]| Read::Files(paths.iter().map(PathBuf::from).collect());
+        assert_eq!(
+            Read::of(&event(&["/m/a.yaml", "/m/b.json"]), Some(dir)),
+            files(&["/m/a.yaml", "/m/b.json"])
+        );
+        for all in [
+            &["/m/..data"][..],
+            &["/m/.a.yaml.swp"],
+            &["/m/a.yaml", "/m/tmp"],
+            &["/m"],
+            &["/m/sub/a.yaml"],
+            &[],
+        ] {
+            assert_eq!(Read::of(&event(all), Some(dir)), Read::All, "{all:?}");
+        }
+        assert_eq!(Read::of(&event(&["/m/a.yaml"]), None), Read::All, "a single-file source");
+        let rescan = event(&["/m/a.yaml"]).set_flag(notify::event::Flag::Rescan);
+        assert_eq!(Read::of(&rescan, Some(dir)), Read::All, "events were lost");
+
+        let mut read = files(&["/m/a.yaml"]);
+        read.add(files(&["/m/b.yaml"]));
+        assert_eq!(read, files(&["/m/a.yaml", "/m/b.yaml"]));
+        read.add(Read::All);
+        assert_eq!(read, Read::All);
     }
 
     #[test]
