@@ -7,8 +7,10 @@
 //! so a change to one file re-parses only that file, and only its objects are sent on as
 //! changes: moving one EndpointSlice costs the same with ten or ten thousand Ingresses loaded.
 //! When the events name only manifest files of the directory, those files alone are looked at
-//! (not every file's `stat`); any other event (a mounted volume's symlink swap, lost events, a
-//! single-file source) and any read after a failed one look at them all.
+//! (with their other names: symlinks and hard links in the directory), not every file's
+//! `stat`; any other event (a mounted volume's symlink swap, lost events, a single-file source)
+//! and any read after a failed one look at them all. A symlink to a file outside the directory
+//! is read again only then: no event names it.
 
 use std::collections::HashMap;
 use std::fs;
@@ -38,14 +40,12 @@ pub(crate) fn spawn(
     let watched = if metadata.is_dir() { path.clone() } else { parent(&path) };
 
     let (tx, rx) = mpsc::channel();
-    let named_only = metadata.is_dir().then(|| path.clone());
+    // Events name absolute paths.
+    let named_only = metadata.is_dir().then(|| std::path::absolute(&path).ok()).flatten();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        let read = match &event {
-            Ok(e) if !is_change(&e.kind) => return,
-            Ok(e) => Read::of(e, named_only.as_deref()),
-            Err(_) => Read::All,
-        };
-        let _ = tx.send(read);
+        if let Some(read) = Read::after(&event, named_only.as_deref()) {
+            let _ = tx.send(read);
+        }
     })
     .context("cannot watch the manifests")?;
     watcher
@@ -115,7 +115,7 @@ struct FileStamp {
 /// What a file system event asks to read again.
 #[derive(Debug, PartialEq)]
 enum Read {
-    /// These manifest files of the directory, and nothing else changed.
+    /// These manifest files of the directory changed (and their other names), nothing else.
     Files(Vec<PathBuf>),
     /// Every file: the event may concern any (a symlink or a directory that files resolve
     /// through, a lost event, a single-file source).
@@ -123,14 +123,22 @@ enum Read {
 }
 
 impl Read {
-    /// What `event` asks to read, when the source is the directory `dir` (`None`: a file).
-    fn of(event: &notify::Event, dir: Option<&Path>) -> Self {
-        let Some(dir) = dir else { return Self::All };
+    /// What an event asks to read, if anything, when the source is the directory `dir`
+    /// (`None`: a file).
+    fn after(event: &notify::Result<notify::Event>, dir: Option<&Path>) -> Option<Self> {
+        let event = match event {
+            // Events were lost: any file may have changed.
+            Ok(event) if event.need_rescan() => return Some(Self::All),
+            Ok(event) if !is_change(&event.kind) => return None,
+            Ok(event) => event,
+            Err(_) => return Some(Self::All),
+        };
+        let Some(dir) = dir else { return Some(Self::All) };
         let manifest_of_dir = |p: &PathBuf| p.parent() == Some(dir) && is_manifest_name(p);
-        match event.need_rescan() || event.paths.is_empty() || !event.paths.iter().all(manifest_of_dir) {
+        Some(match event.paths.is_empty() || !event.paths.iter().all(manifest_of_dir) {
             true => Self::All,
             false => Self::Files(event.paths.clone()),
-        }
+        })
     }
 
     fn add(&mut self, other: Read) {
@@ -176,6 +184,15 @@ impl Manifests {
             return self.read_changes();
         }
         let mut files = files.to_vec();
+        // Other names of the same files (symlinks, hard links) changed with them.
+        let inode = |m: fs::Metadata| (m.dev(), m.ino());
+        let mut inodes: Vec<(u64, u64)> =
+            files.iter().filter_map(|f| fs::metadata(f).ok()).map(inode).collect();
+        inodes
+            .extend(files.iter().filter_map(|f| self.cache.get(f)).map(|(stamp, _)| (stamp.dev, stamp.ino)));
+        let aliases = self.cache.iter().filter(|(_, (stamp, _))| inodes.contains(&(stamp.dev, stamp.ino)));
+        let aliases: Vec<PathBuf> = aliases.map(|(file, _)| file.clone()).collect();
+        files.extend(aliases);
         files.sort();
         files.dedup();
         let mut read = Vec::with_capacity(files.len());
@@ -429,20 +446,41 @@ mod tests {
         let mut manifests = Manifests::new(dir.path().to_owned());
         manifests.read_changes().unwrap();
 
-        fs::write(&a, SERVICE.replace("name: a", "name: c")).unwrap();
-        fs::write(&b, SERVICE.replace("name: a", "name: d")).unwrap();
+        // New lengths: a stamp tells them apart whatever the clock's granularity.
+        fs::write(&a, SERVICE.replace("name: a", "name: cc")).unwrap();
+        fs::write(&b, SERVICE.replace("name: a", "name: dd")).unwrap();
         let changes = manifests.read_files(std::slice::from_ref(&b)).unwrap();
-        assert_eq!(format!("{changes:?}"), "[delete service default/b, apply service default/d]");
+        assert_eq!(format!("{changes:?}"), "[delete service default/b, apply service default/dd]");
         // a.yaml was not named: it is read with the next full read.
         let changes = manifests.read_changes().unwrap();
-        assert_eq!(format!("{changes:?}"), "[delete service default/a, apply service default/c]");
+        assert_eq!(format!("{changes:?}"), "[delete service default/a, apply service default/cc]");
 
         fs::write(&b, "kind: [").unwrap();
         assert!(manifests.read_files(std::slice::from_ref(&b)).is_err());
         fs::remove_file(&b).unwrap();
         let changes = manifests.read_files(&[b.clone(), b]).unwrap();
-        assert_eq!(format!("{changes:?}"), "[delete service default/d]", "the failed read changed nothing");
+        assert_eq!(format!("{changes:?}"), "[delete service default/dd]", "the failed read changed nothing");
         assert!(manifests.read_changes().unwrap().is_empty(), "the cache is as a full read leaves it");
+    }
+
+    #[test]
+    fn a_named_file_is_read_with_its_other_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let (target, link) = (dir.path().join("release.yaml"), dir.path().join("current.yaml"));
+        fs::write(&target, SERVICE).unwrap();
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let mut manifests = Manifests::new(dir.path().to_owned());
+        manifests.read_changes().unwrap();
+
+        fs::write(dir.path().join("tmp"), SERVICE.replace("name: a", "name: b")).unwrap();
+        fs::rename(dir.path().join("tmp"), &target).unwrap();
+        // As a full read sends them: each name's objects.
+        let changes = manifests.read_files(std::slice::from_ref(&target)).unwrap();
+        assert_eq!(
+            format!("{changes:?}"),
+            "[delete service default/a, apply service default/b, delete service default/a, apply service default/b]"
+        );
+        assert!(manifests.read_changes().unwrap().is_empty(), "the link was read too");
     }
 
     #[test]
@@ -453,11 +491,9 @@ mod tests {
             event.paths = paths.iter().map(PathBuf::from).collect();
             event
         };
-        let files = |paths: &[&str]| Read::Files(paths.iter().map(PathBuf::from).collect());
-        assert_eq!(
-            Read::of(&event(&["/m/a.yaml", "/m/b.json"]), Some(dir)),
-            files(&["/m/a.yaml", "/m/b.json"])
-        );
+        let files = |paths: &[&str]| Some(Read::Files(paths.iter().map(PathBuf::from).collect()));
+        let read = |event: notify::Event, dir| Read::after(&Ok(event), dir);
+        assert_eq!(read(event(&["/m/a.yaml", "/m/b.json"]), Some(dir)), files(&["/m/a.yaml", "/m/b.json"]));
         for all in [
             &["/m/..data"][..],
             &["/m/.a.yaml.swp"],
@@ -466,17 +502,20 @@ mod tests {
             &["/m/sub/a.yaml"],
             &[],
         ] {
-            assert_eq!(Read::of(&event(all), Some(dir)), Read::All, "{all:?}");
+            assert_eq!(read(event(all), Some(dir)), Some(Read::All), "{all:?}");
         }
-        assert_eq!(Read::of(&event(&["/m/a.yaml"]), None), Read::All, "a single-file source");
-        let rescan = event(&["/m/a.yaml"]).set_flag(notify::event::Flag::Rescan);
-        assert_eq!(Read::of(&rescan, Some(dir)), Read::All, "events were lost");
+        assert_eq!(read(event(&["/m/a.yaml"]), None), Some(Read::All), "a single-file source");
+        // What inotify reports when its queue overflowed.
+        let lost = notify::Event::new(EventKind::Other).set_flag(notify::event::Flag::Rescan);
+        assert_eq!(read(lost, Some(dir)), Some(Read::All), "events were lost");
+        assert_eq!(read(notify::Event::new(EventKind::Other), Some(dir)), None);
 
-        let mut read = files(&["/m/a.yaml"]);
-        read.add(files(&["/m/b.yaml"]));
-        assert_eq!(read, files(&["/m/a.yaml", "/m/b.yaml"]));
-        read.add(Read::All);
-        assert_eq!(read, Read::All);
+        let mut queued = files(&["/m/a.yaml"]).unwrap();
+        queued.add(files(&["/m/b.yaml"]).unwrap());
+        assert_eq!(Some(queued), files(&["/m/a.yaml", "/m/b.yaml"]));
+        let mut queued = files(&["/m/a.yaml"]).unwrap();
+        queued.add(Read::All);
+        assert_eq!(queued, Read::All);
     }
 
     #[test]
