@@ -37,11 +37,12 @@ pub(crate) fn spawn(
     metrics: Metrics,
 ) -> anyhow::Result<()> {
     let metadata = fs::metadata(&path).with_context(|| format!("--manifests {}", path.display()))?;
+    // Events name absolute paths, and reads must name files as they do.
+    let path = std::path::absolute(&path).with_context(|| format!("--manifests {}", path.display()))?;
     let watched = if metadata.is_dir() { path.clone() } else { parent(&path) };
 
     let (tx, rx) = mpsc::channel();
-    // Events name absolute paths.
-    let named_only = metadata.is_dir().then(|| std::path::absolute(&path).ok()).flatten();
+    let named_only = metadata.is_dir().then(|| path.clone());
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if let Some(read) = Read::after(&event, named_only.as_deref()) {
             let _ = tx.send(read);
