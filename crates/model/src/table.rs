@@ -648,7 +648,7 @@ enum PathIndex {
     #[default]
     Empty,
     Few(Vec<(Box<str>, usize)>),
-    /// Boxed: the list's size is the index's size.
+    /// Boxed, so that an index is no larger than its list form.
     Many(Box<HashMap<Box<str>, usize>>),
 }
 
