@@ -203,7 +203,7 @@ pub fn init_logging(json: bool, filter: Option<&str>) {
     let builder =
         tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     if json {
-        builder.json().flatten_event(true).init();
+        builder.json().event_format(crate::log_format::JsonLines::new()).init();
     } else {
         builder.init();
     }

@@ -7,6 +7,7 @@ mod args;
 mod check;
 mod events;
 mod leader;
+mod log_format;
 mod metrics;
 mod publish;
 mod rebuild;

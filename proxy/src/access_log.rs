@@ -11,6 +11,7 @@
 use std::cell::RefCell;
 use std::fmt;
 use std::io::Write;
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -19,6 +20,7 @@ use base64::Engine as _;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri, Version, header};
 use ostium_model::{
     AccessLogSettings, Backend, LogEscape, LogFormat, LogPart, LogVariable, NamespacedName, PortRef,
+    civil_from_days,
 };
 
 use crate::body::AccessEntry;
@@ -345,7 +347,7 @@ impl Line {
             LogVariable::RequestTime => value.raw(|out| seconds(out, entry.started.elapsed())),
             LogVariable::RequestId => value.optional(entry.request_id.as_ref().map(HeaderValue::as_bytes)),
             LogVariable::UpstreamAddr => match entry.upstream {
-                Some(addr) => value.display(addr),
+                Some(addr) => value.bytes(AddressText::new(addr).as_str().as_bytes()),
                 None => value.missing(),
             },
             LogVariable::UpstreamStatus => match self.upstream_status {
@@ -476,8 +478,8 @@ impl Value<'_> {
         write(self.out)
     }
 
-    fn number(&mut self, number: impl fmt::Display) {
-        let _ = write!(self.out, "{number}");
+    fn number(&mut self, number: impl itoa::Integer) {
+        self.out.extend_from_slice(itoa::Buffer::new().format(number).as_bytes());
     }
 
     fn display(&mut self, value: impl fmt::Display) {
@@ -562,7 +564,14 @@ fn protocol(version: Version) -> &'static str {
 
 /// Seconds to the millisecond, as nginx writes times (`0.004`).
 fn seconds(out: &mut Vec<u8>, duration: Duration) {
-    let _ = write!(out, "{}.{:03}", duration.as_secs(), duration.subsec_millis());
+    out.extend_from_slice(itoa::Buffer::new().format(duration.as_secs()).as_bytes());
+    let millis = duration.subsec_millis();
+    out.extend_from_slice(&[
+        b'.',
+        b'0' + (millis / 100) as u8,
+        b'0' + (millis / 10 % 10) as u8,
+        b'0' + (millis % 10) as u8,
+    ]);
 }
 
 enum TimeStyle {
@@ -592,18 +601,52 @@ fn write_time(out: &mut Vec<u8>, now: SystemTime, style: TimeStyle) {
     };
 }
 
-/// The date of a day counted from 1970-01-01 (Howard Hinnant's `civil_from_days`).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    (year, month, day)
+/// A socket address as `Display` writes it, on the stack, and IPv4 ones without the formatting
+/// machinery: an access log line has two.
+pub(crate) struct AddressText {
+    bytes: [u8; 64],
+    len: usize,
+}
+
+impl AddressText {
+    pub(crate) fn new(address: SocketAddr) -> Self {
+        let mut text = Self { bytes: [0; 64], len: 0 };
+        match address {
+            SocketAddr::V4(address) => {
+                let mut digits = itoa::Buffer::new();
+                for (i, octet) in address.ip().octets().into_iter().enumerate() {
+                    if i > 0 {
+                        text.push(".");
+                    }
+                    text.push(digits.format(octet));
+                }
+                text.push(":");
+                text.push(digits.format(address.port()));
+            }
+            // At most 58 bytes: `[` 39 `%` 10 `]:` 5.
+            SocketAddr::V6(_) => {
+                let _ = std::fmt::Write::write_fmt(&mut text, format_args!("{address}"));
+            }
+        }
+        text
+    }
+
+    fn push(&mut self, part: &str) -> bool {
+        let Some(room) = self.bytes.get_mut(self.len..self.len + part.len()) else { return false };
+        room.copy_from_slice(part.as_bytes());
+        self.len += part.len();
+        true
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..self.len]).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Write for AddressText {
+    fn write_str(&mut self, part: &str) -> std::fmt::Result {
+        self.push(part).then_some(()).ok_or(std::fmt::Error)
+    }
 }
 
 #[cfg(test)]
@@ -614,6 +657,33 @@ mod tests {
         let mut out = Vec::new();
         Value { out: &mut out, escape }.bytes(input);
         String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn times_are_seconds_to_the_millisecond() {
+        for (duration, text) in [(0, "0.000"), (4, "0.004"), (61_500, "61.500"), (1_234_567, "1234.567")] {
+            let mut out = Vec::new();
+            seconds(&mut out, Duration::from_millis(duration));
+            assert_eq!(String::from_utf8(out).unwrap(), text);
+        }
+    }
+
+    #[test]
+    fn address_text_is_what_display_writes() {
+        let addresses = [
+            "0.0.0.0:0",
+            "127.0.0.1:8080",
+            "255.255.255.255:65535",
+            "10.20.30.4:443",
+            "[::1]:80",
+            "[::ffff:192.0.2.1]:1",
+            "[2001:db8::8:800:200c:417a]:65535",
+            "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff%4294967295]:65535",
+        ];
+        for address in addresses {
+            let address: SocketAddr = address.parse().unwrap();
+            assert_eq!(AddressText::new(address).as_str(), address.to_string());
+        }
     }
 
     #[test]

@@ -241,6 +241,21 @@ impl LogFormat {
     }
 }
 
+/// The date (year, month, day) of a day counted from 1970-01-01, for log lines' times (Howard
+/// Hinnant's `civil_from_days`).
+pub fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    (year, month, day)
+}
+
 /// Undoes nginx's escapes in a quoted configuration string (`\"`, `\'`, `\\`, `\t`, `\r`, `\n`);
 /// an unescaped `'` would end the string nginx.tmpl quotes the format in.
 fn unquote(template: &str) -> Result<String, InvalidLogFormat> {

@@ -40,7 +40,9 @@ mod tls;
 mod upstream_hash;
 
 pub use access::{AddressVerdict, CidrSet, InvalidNetwork, Satisfy, SourceAccess};
-pub use access_log::{AccessLogSettings, InvalidLogFormat, LogEscape, LogFormat, LogPart, LogVariable};
+pub use access_log::{
+    AccessLogSettings, InvalidLogFormat, LogEscape, LogFormat, LogPart, LogVariable, civil_from_days,
+};
 pub use affinity::{
     Affinity, AffinityMode, DEFAULT_SESSION_COOKIE, SameSite, SessionCookie, same_site_none_compatible,
 };
