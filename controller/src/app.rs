@@ -195,19 +195,35 @@ const DEFAULT_LOG_FILTER: &str = "info,h2=error";
 
 /// One subscriber for the process: JSON or text, filtered by `RUST_LOG` (default: `info`, without
 /// h2's client-triggered warnings). Panics are logged through it as one escaped line.
-pub fn init_logging(json: bool, filter: Option<&str>) {
+///
+/// Lines are written to stderr by a thread of their own, in batches (the access log writes one
+/// for each request): the returned guard writes what is left when it is dropped, so it is held
+/// until the process ends. A stderr that stops taking lines holds up the loggers once 128 000
+/// are queued; no line is dropped.
+pub fn init_logging(json: bool, filter: Option<&str>) -> LogGuard {
     let filter = tracing_subscriber::EnvFilter::try_new(filter.unwrap_or(DEFAULT_LOG_FILTER))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Colours only for a terminal: a log file or collector would get escape codes.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder =
-        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("log")
+        .finish(std::io::BufWriter::new(std::io::stderr()));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_ansi(ansi);
     if json {
         builder.json().event_format(crate::log_format::JsonLines::new()).init();
     } else {
         builder.init();
     }
     install_panic_hook();
+    LogGuard { _writer: guard }
+}
+
+/// Keeps the log's writer thread; dropping it writes out the lines still queued.
+#[derive(Debug)]
+#[must_use = "the log's last lines are written when it is dropped"]
+pub struct LogGuard {
+    _writer: tracing_appender::non_blocking::WorkerGuard,
 }
 
 /// Logs panics through the subscriber instead of the default hook's raw stderr text.

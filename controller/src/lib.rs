@@ -16,5 +16,5 @@ mod status;
 mod store;
 mod workers;
 
-pub use app::{init_logging, install_panic_hook, run, run_tool};
+pub use app::{LogGuard, init_logging, install_panic_hook, run, run_tool};
 pub use args::{Args, Command, Config, ConfigError, LogFormat};

@@ -37,7 +37,7 @@ fn main() -> ExitCode {
         // The log goes to stderr: JSON unless a person reads it there.
         None => !std::io::stderr().is_terminal(),
     };
-    ostium::init_logging(json, std::env::var("RUST_LOG").ok().as_deref());
+    let _log = ostium::init_logging(json, std::env::var("RUST_LOG").ok().as_deref());
 
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
