@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use ostium_model::{NamespacedName, Table, TableReader, TableStore, TlsTable};
-use ostium_proxy::{Proxy, ProxyConfig, StreamLimits};
+use ostium_proxy::{AccessLogOutput, Proxy, ProxyConfig, StreamLimits};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -58,7 +58,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
 /// Binds the listeners and serves: the admin server until the process exits (probes answer
 /// while requests drain), the proxy's workers until `stopped` turns true (the task returned
-/// ends when they have drained).
+/// ends when they have drained and their last access log lines are written).
 async fn serve(
     config: &Config,
     reader: TableReader,
@@ -77,8 +77,14 @@ async fn serve(
     tokio::spawn(admin::serve(admin, admin_limits, reader.clone(), metrics, std::future::pending()));
 
     let provider = config.translate.crypto_provider.clone();
+    // `log-format-upstream` lines go to stdout from a thread of their own, as the log does.
+    let (lines, lines_written) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("access-log")
+        .finish(std::io::BufWriter::new(std::io::stdout()));
     let proxy_config = ProxyConfig {
         access_log: config.access_log,
+        access_log_output: AccessLogOutput::writer(lines),
         connections: config.connections.clone(),
         ..ProxyConfig::default()
     };
@@ -95,7 +101,11 @@ async fn serve(
     let tls = ostium_proxy::server_config(reader, provider);
     let workers = workers::start(proxy, (http, https), tls, stopped)?;
     tracing::info!(http = %config.http_addr, https = %config.https_addr, admin = %config.admin_addr, "listening");
-    Ok(workers)
+    Ok(tokio::spawn(async move {
+        let _ = workers.await;
+        // Writes out the lines of the last requests (waiting up to a second).
+        let _ = tokio::task::spawn_blocking(move || drop(lines_written)).await;
+    }))
 }
 
 /// Cluster mode: the watchers, and the duties of the leader.
