@@ -80,6 +80,7 @@ async fn serve(
     // `log-format-upstream` lines go to stdout from a thread of their own, as the log does.
     let (lines, lines_written) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
+        .buffered_lines_limit(QUEUED_LINES)
         .thread_name("access-log")
         .finish(std::io::BufWriter::new(std::io::stdout()));
     let proxy_config = ProxyConfig {
@@ -207,9 +208,10 @@ const DEFAULT_LOG_FILTER: &str = "info,h2=error";
 /// h2's client-triggered warnings). Panics are logged through it as one escaped line.
 ///
 /// Lines are written to stderr by a thread of their own, in batches (the access log writes one
-/// for each request): the returned guard writes what is left when it is dropped, so it is held
-/// until the process ends. A stderr that stops taking lines holds up the loggers once 128 000
-/// are queued; no line is dropped.
+/// for each request): the returned guard writes what is left when it is dropped (waiting up to
+/// a second), so it is held until the process ends. A stderr that stops taking lines holds up
+/// the loggers once [`QUEUED_LINES`] are queued, as a blocked write did before; lines still
+/// queued when the process aborts are lost.
 pub fn init_logging(json: bool, filter: Option<&str>) -> LogGuard {
     let filter = tracing_subscriber::EnvFilter::try_new(filter.unwrap_or(DEFAULT_LOG_FILTER))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -217,6 +219,7 @@ pub fn init_logging(json: bool, filter: Option<&str>) -> LogGuard {
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
+        .buffered_lines_limit(QUEUED_LINES)
         .thread_name("log")
         .finish(std::io::BufWriter::new(std::io::stderr()));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_ansi(ansi);
@@ -228,6 +231,10 @@ pub fn init_logging(json: bool, filter: Option<&str>) -> LogGuard {
     install_panic_hook();
     LogGuard { _writer: guard }
 }
+
+/// Log lines queued for their writer thread at most (a few MB of access log lines), before
+/// loggers wait for it.
+const QUEUED_LINES: usize = 8_192;
 
 /// Keeps the log's writer thread; dropping it writes out the lines still queued.
 #[derive(Debug)]

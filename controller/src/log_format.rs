@@ -39,9 +39,8 @@ impl FormatTime for Clock {
             return SystemTime.format_time(w);
         };
         let seconds = since_epoch.as_secs();
-        SECOND.with(|second| {
-            let Ok(mut second) = second.try_borrow_mut() else { return SystemTime.format_time(w) };
-            let (cached, text) = &mut *second;
+        let write = |second: &RefCell<(u64, String)>| {
+            let (cached, text) = &mut *second.borrow_mut();
             if *cached != seconds {
                 text.clear();
                 write_second(text, seconds)?;
@@ -49,13 +48,13 @@ impl FormatTime for Clock {
             }
             w.write_str(text)?;
             let micros = since_epoch.subsec_micros();
-            let mut digits = [b'0'; 6];
-            for (i, digit) in digits.iter_mut().enumerate() {
-                *digit += (micros / 10u32.pow(5 - i as u32) % 10) as u8;
+            for place in (0..6).rev() {
+                w.write_char(char::from(b'0' + (micros / 10u32.pow(place) % 10) as u8))?;
             }
-            w.write_str(std::str::from_utf8(&digits).map_err(|_| fmt::Error)?)?;
             w.write_char('Z')
-        })
+        };
+        // While the thread's locals are being destroyed, the library's clock.
+        SECOND.try_with(write).unwrap_or_else(|_| SystemTime.format_time(w))
     }
 }
 
@@ -72,7 +71,7 @@ fn write_second(out: &mut impl fmt::Write, seconds: u64) -> fmt::Result {
 
 /// Formats events as `{"timestamp":…,"level":…,<the event's fields>,"target":…}`.
 #[derive(Debug)]
-pub(crate) struct JsonLines<T = SystemTime> {
+pub(crate) struct JsonLines<T> {
     timer: T,
     /// For events in a span, and for one logged while another is being formatted.
     library: Format<Json, T>,
@@ -110,24 +109,30 @@ where
         if event.parent().is_some() || ctx.lookup_current().is_some() {
             return self.library.format_event(ctx, writer, event);
         }
-        SCRATCH.with(|scratch| {
-            // A field's `Debug` that logs finds the buffers taken.
-            let Ok(mut scratch) = scratch.try_borrow_mut() else {
-                return self.library.format_event(ctx, writer, event);
-            };
+        let write = |scratch: &RefCell<(Vec<u8>, String)>| {
+            // Taken when a field's `Debug` logs: that event is the library's to write.
+            let Ok(mut scratch) = scratch.try_borrow_mut() else { return None };
             let (line, text) = &mut *scratch;
             line.clear();
             text.clear();
-            self.timer.format_time(&mut Writer::new(text))?;
-            serialize(line, text, event).map_err(|_| fmt::Error)?;
-            line.push(b'\n');
-            let written = std::str::from_utf8(line).map_err(|_| fmt::Error).and_then(|l| writer.write_str(l));
+            // A field that fails to format loses its event, as a line cut short would be worse
+            // (the library's formatter panics there).
+            let written = self.timer.format_time(&mut Writer::new(text)).and_then(|()| {
+                serialize(line, text, event).map_err(|_| fmt::Error)?;
+                line.push(b'\n');
+                writer.write_str(std::str::from_utf8(line).map_err(|_| fmt::Error)?)
+            });
             // One very long line does not keep its memory for good.
-            if line.capacity() > 64 * 1024 {
-                *line = Vec::new();
+            if line.capacity() > 64 * 1024 || text.capacity() > 64 * 1024 {
+                *scratch = (Vec::new(), String::new());
             }
-            written
-        })
+            Some(written)
+        };
+        match SCRATCH.try_with(write) {
+            Ok(Some(written)) => written,
+            // Taken, or being destroyed with the thread.
+            _ => self.library.format_event(ctx, writer, event),
+        }
     }
 }
 

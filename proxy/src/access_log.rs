@@ -643,6 +643,12 @@ impl AddressText {
     }
 }
 
+impl fmt::Display for AddressText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl std::fmt::Write for AddressText {
     fn write_str(&mut self, part: &str) -> std::fmt::Result {
         self.push(part).then_some(()).ok_or(std::fmt::Error)

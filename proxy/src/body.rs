@@ -251,18 +251,17 @@ impl AccessEntry {
         }
         let host =
             self.uri.authority().map(|a| a.as_str()).or(self.host.as_ref().and_then(|h| h.to_str().ok()));
-        let upstream = self.upstream.map(AddressText::new);
         tracing::info!(
             target: "ostium::access",
-            client = AddressText::new(self.client).as_str(),
-            method = self.method.as_str(),
+            client = %AddressText::new(self.client),
+            method = %self.method.as_str(),
             host,
             path = self.uri.path(),
             status = self.status,
             bytes_in = self.bytes_in.as_ref().map_or(0, |b| b.load(Ordering::Relaxed)),
             bytes_out,
             duration_ms = millis(self.started.elapsed()),
-            upstream = upstream.as_ref().map(AddressText::as_str),
+            upstream = self.upstream.map(|address| tracing::field::display(AddressText::new(address))),
             upstream_ms = self.upstream_duration.map(millis),
             ingress = self.ingress.as_deref().map(tracing::field::display),
             request_id = self.request_id.as_ref().and_then(|v| v.to_str().ok()),
