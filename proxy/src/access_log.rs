@@ -625,7 +625,7 @@ impl AddressText {
             }
             // At most 58 bytes: `[` 39 `%` 10 `]:` 5.
             SocketAddr::V6(_) => {
-                let _ = std::fmt::Write::write_fmt(&mut text, format_args!("{address}"));
+                let _ = fmt::Write::write_fmt(&mut text, format_args!("{address}"));
             }
         }
         text
@@ -649,9 +649,9 @@ impl fmt::Display for AddressText {
     }
 }
 
-impl std::fmt::Write for AddressText {
-    fn write_str(&mut self, part: &str) -> std::fmt::Result {
-        self.push(part).then_some(()).ok_or(std::fmt::Error)
+impl fmt::Write for AddressText {
+    fn write_str(&mut self, part: &str) -> fmt::Result {
+        self.push(part).then_some(()).ok_or(fmt::Error)
     }
 }
 
