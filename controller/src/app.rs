@@ -78,14 +78,16 @@ async fn serve(
 
     let provider = config.translate.crypto_provider.clone();
     // `log-format-upstream` lines go to stdout from a thread of their own, as the log does.
-    let (lines, lines_written) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .buffered_lines_limit(QUEUED_LINES)
-        .thread_name("access-log")
-        .finish(std::io::BufWriter::new(std::io::stdout()));
+    let (access_log_output, lines_written) = match config.access_log {
+        true => {
+            let (lines, written) = line_writer(std::io::stdout(), "access-log");
+            (AccessLogOutput::writer(lines), Some(written))
+        }
+        false => (AccessLogOutput::default(), None),
+    };
     let proxy_config = ProxyConfig {
         access_log: config.access_log,
-        access_log_output: AccessLogOutput::writer(lines),
+        access_log_output,
         connections: config.connections.clone(),
         ..ProxyConfig::default()
     };
@@ -105,7 +107,9 @@ async fn serve(
     Ok(tokio::spawn(async move {
         let _ = workers.await;
         // Writes out the lines of the last requests (waiting up to a second).
-        let _ = tokio::task::spawn_blocking(move || drop(lines_written)).await;
+        if let Some(written) = lines_written {
+            let _ = tokio::task::spawn_blocking(move || drop(written)).await;
+        }
     }))
 }
 
@@ -217,11 +221,7 @@ pub fn init_logging(json: bool, filter: Option<&str>) -> LogGuard {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Colours only for a terminal: a log file or collector would get escape codes.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .buffered_lines_limit(QUEUED_LINES)
-        .thread_name("log")
-        .finish(std::io::BufWriter::new(std::io::stderr()));
+    let (writer, guard) = line_writer(std::io::stderr(), "log");
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_ansi(ansi);
     if json {
         builder.json().event_format(crate::log_format::JsonLines::new()).init();
@@ -232,9 +232,22 @@ pub fn init_logging(json: bool, filter: Option<&str>) -> LogGuard {
     LogGuard { _writer: guard }
 }
 
-/// Log lines queued for their writer thread at most (a few MB of access log lines), before
-/// loggers wait for it.
-const QUEUED_LINES: usize = 8_192;
+/// Log lines queued for their writer thread at most, before loggers wait for it: several
+/// times what a pipe holds, and the queue's slots are allocated up front.
+const QUEUED_LINES: usize = 1_024;
+
+/// A thread that writes the lines given to the returned writer to `output`, buffered, flushing
+/// whenever it has no more; dropping the guard writes out what is queued.
+fn line_writer(
+    output: impl std::io::Write + Send + 'static,
+    thread: &str,
+) -> (tracing_appender::non_blocking::NonBlocking, tracing_appender::non_blocking::WorkerGuard) {
+    tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .buffered_lines_limit(QUEUED_LINES)
+        .thread_name(thread)
+        .finish(std::io::BufWriter::new(output))
+}
 
 /// Keeps the log's writer thread; dropping it writes out the lines still queued.
 #[derive(Debug)]
