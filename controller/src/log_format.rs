@@ -360,6 +360,19 @@ mod tests {
     }
 
     #[test]
+    fn an_event_logged_while_another_is_formatted_is_written_by_the_library() {
+        // As when a field's `Debug` logs: the thread's buffers are taken.
+        let (library, ours) = both(|| {
+            SCRATCH.with(|scratch| {
+                let _taken = scratch.borrow_mut();
+                tracing::info!(status = 200u16, "nested");
+            })
+        });
+        assert!(library.contains(r#""message":"nested""#), "{library}");
+        assert_eq!(ours, library);
+    }
+
+    #[test]
     fn a_field_that_fails_to_format_loses_its_event_and_no_other() {
         // The library's formatter panics here (serde_json unwraps the `Display`).
         let ours = Captured::default();
