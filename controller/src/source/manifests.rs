@@ -198,11 +198,9 @@ impl Manifests {
         files.dedup();
         let mut read = Vec::with_capacity(files.len());
         for file in &files {
-            let entry = match fs::metadata(file) {
-                Ok(metadata) if metadata.is_file() => Some(self.parsed(file, &metadata)?),
-                Ok(_) => None,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-                Err(e) => return Err(e).with_context(|| file.display().to_string()),
+            let entry = match file_metadata(file)? {
+                Some(metadata) => Some(self.parsed(file, &metadata)?),
+                None => None,
             };
             read.push(entry);
         }
@@ -304,13 +302,10 @@ impl Manifests {
             if !is_manifest_name(&path) {
                 continue;
             }
-            // Follows symlinks, as Kubernetes volume mounts use them. A file gone since the
-            // listing is skipped: the event of its removal brings another read.
-            match fs::metadata(&path) {
-                Ok(metadata) if metadata.is_file() => files.push((path, metadata)),
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e).with_context(|| path.display().to_string()),
+            // A file gone since the listing is skipped: the event of its removal brings
+            // another read.
+            if let Some(metadata) = file_metadata(&path)? {
+                files.push((path, metadata));
             }
         }
         files.sort_by(|a, b| a.0.cmp(&b.0));
@@ -338,6 +333,16 @@ impl KindVisitor for FileChanges<'_> {
         for object in K::map(self.new).values() {
             self.updates.push(Change::Apply(object.clone()).into());
         }
+    }
+}
+
+/// A path's metadata when it is a file (following symlinks, as Kubernetes volume mounts use
+/// them); `None` when it is gone or is not a file.
+fn file_metadata(path: &Path) -> anyhow::Result<Option<fs::Metadata>> {
+    match fs::metadata(path) {
+        Ok(metadata) => Ok(metadata.is_file().then_some(metadata)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| path.display().to_string()),
     }
 }
 
