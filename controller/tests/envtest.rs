@@ -26,7 +26,7 @@ use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{Api, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams, ValidationDirective};
 use kube::discovery::{Discovery, Scope};
-use ostium_e2e::{Ostium, Response, free_addr, get, request};
+use ostium_e2e::{Ostium, Response, free_addrs, get, request};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -189,7 +189,7 @@ impl ControlPlane {
         let dir = tempfile::tempdir().unwrap();
         let path = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
         let log = |name: &str| std::fs::File::create(dir.path().join(name)).unwrap();
-        let (etcd_client, etcd_peer, secure) = (free_addr(), free_addr(), free_addr());
+        let [etcd_client, etcd_peer, secure] = free_addrs();
         let etcd = Command::new(assets.join("etcd"))
             .args(["--data-dir", &path("etcd")])
             .args(["--listen-client-urls", &format!("http://{etcd_client}")])

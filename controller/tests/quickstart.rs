@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use ostium_e2e::{Ostium, free_addr, workspace_root};
+use ostium_e2e::{Ostium, free_addrs, workspace_root};
 use ostium_test_support::EchoBackend;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ostium");
@@ -160,7 +160,8 @@ fn the_quickstart_refuses_an_address_in_use() {
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let admin = taken.local_addr().unwrap();
     let missing = tempfile::tempdir().unwrap();
-    let (output, finished) = run_quickstart(missing.path(), [free_addr(), free_addr(), admin], &[]);
+    let [http, https] = free_addrs();
+    let (output, finished) = run_quickstart(missing.path(), [http, https, admin], &[]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(finished, "still waiting after 20 s: {stderr}");
     assert!(!output.status.success());
@@ -179,8 +180,7 @@ fn the_quickstart_reports_an_ostium_that_exited() {
     std::fs::write(&echo, "#!/bin/sh\nexec sleep 30\n").unwrap();
     std::fs::set_permissions(&echo, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
 
-    let (output, finished) =
-        run_quickstart(bin_dir.path(), [free_addr(), free_addr(), free_addr()], &["--no-such-flag"]);
+    let (output, finished) = run_quickstart(bin_dir.path(), free_addrs(), &["--no-such-flag"]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(finished, "still waiting after 20 s: {stderr}");
     assert!(!output.status.success());

@@ -31,7 +31,7 @@ impl Ostium {
     /// Starts `binary <args>` with extra environment variables, on free ports of 127.0.0.1.
     /// Does not wait.
     pub fn spawn_with(binary: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
-        let (http, https, admin) = (free_addr(), free_addr(), free_addr());
+        let [http, https, admin] = free_addrs();
         let log =
             std::env::temp_dir().join(format!("ostium-e2e-{}-{}.log", std::process::id(), admin.port()));
         let log_file = std::fs::File::create(&log).expect("create the log file");
@@ -155,7 +155,16 @@ pub fn eventually(timeout: Duration, what: &str, mut check: impl FnMut() -> bool
 
 /// An address on 127.0.0.1 that was free a moment ago.
 pub fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("bind 127.0.0.1:0")
+    let [addr] = free_addrs();
+    addr
+}
+
+/// `N` distinct free addresses of 127.0.0.1: each port stays bound until all are picked, as the
+/// kernel may hand a port just released out again.
+pub fn free_addrs<const N: usize>() -> [SocketAddr; N] {
+    let listeners: [TcpListener; N] =
+        std::array::from_fn(|_| TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"));
+    listeners.map(|listener| listener.local_addr().expect("a bound listener's address"))
 }
 
 /// The workspace root, for paths such as `examples/quickstart`: the nearest directory with a
