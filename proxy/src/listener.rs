@@ -17,7 +17,7 @@ use http::{Request, Response};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use rustls::ServerConfig;
 use tokio::net::{TcpListener, TcpStream};
@@ -368,8 +368,8 @@ fn own_builder<B>(
     }
 }
 
-fn connection_builder(limits: &ConnectionLimits) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+fn connection_builder(limits: &ConnectionLimits) -> auto::Builder<BoxingExecutor> {
+    let mut builder = auto::Builder::new(BoxingExecutor);
     // The connection clock times request heads and idle time (`connection.rs`); hyper's own
     // header timer would arm a second timer for every request, so it is off.
     builder
@@ -388,13 +388,29 @@ fn connection_builder(limits: &ConnectionLimits) -> auto::Builder<TokioExecutor>
     builder
 }
 
+/// Spawns each HTTP/2 stream's task with its future boxed. tokio keeps a future under 16 KiB
+/// inside its task and copies it whole on the way in and out; a stream's carries the request's
+/// future, several KiB, so boxing it once is cheaper than those copies.
+#[derive(Clone, Copy, Debug)]
+struct BoxingExecutor;
+
+impl<F> hyper::rt::Executor<F> for BoxingExecutor
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, future: F) {
+        tokio::spawn(Box::pin(future));
+    }
+}
+
 /// An HTTP/2 peer that does not answer a PING within the timeout is gone: the connection is
 /// closed without waiting for the idle timeout.
 const H2_PING_INTERVAL: Duration = Duration::from_secs(30);
 const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
 
-fn http2_builder(limits: &ConnectionLimits) -> hyper::server::conn::http2::Builder<TokioExecutor> {
-    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+fn http2_builder(limits: &ConnectionLimits) -> hyper::server::conn::http2::Builder<BoxingExecutor> {
+    let mut builder = hyper::server::conn::http2::Builder::new(BoxingExecutor);
     builder
         .timer(TokioTimer::new())
         .max_concurrent_streams(limits.http2_max_concurrent_streams)
