@@ -1,13 +1,13 @@
 //! Listeners: accept connections up to a cap, serve HTTP/1.1 and HTTP/2 on them under the
 //! connection clocks of `connection`, drain on shutdown.
 //!
-//! On the plain port the protocol is detected (HTTP/1.1, or HTTP/2 with prior knowledge); on
-//! TLS, ALPN decides alone: `h2` speaks only HTTP/2, anything else only HTTP/1.1.
+//! On the plain port the protocol is told by the first bytes (HTTP/1.1, or HTTP/2 with prior
+//! knowledge); on TLS, ALPN decides alone: `h2` speaks only HTTP/2, anything else only HTTP/1.1.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::pin;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -16,10 +16,11 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::Full;
 use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use rustls::ServerConfig;
+use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
@@ -43,12 +44,13 @@ const ADMIN_MAX_CONNECTIONS: usize = 256;
 /// Serves plain HTTP (HTTP/1.1, and HTTP/2 with prior knowledge) until `shutdown` completes,
 /// then lets in-flight requests finish within the drain timeout.
 pub async fn serve_http(proxy: Proxy, listener: TcpListener, shutdown: impl Future<Output = ()>) {
-    let builder = Arc::new(connection_builder(&proxy.config().connections));
+    let limits = &proxy.config().connections;
+    let builders = (Arc::new(http1_builder(limits)), Arc::new(http2_builder(limits)));
     let drain = proxy.config().drain_timeout;
     let metrics = proxy.metrics().clone();
     let cap = proxy.inner.caps.http.clone();
     accept_loop(listener, &cap, drain, Some(&metrics), shutdown, move |mut stream, remote, context| {
-        let (proxy, builder) = (proxy.clone(), builder.clone());
+        let (proxy, builders) = (proxy.clone(), builders.clone());
         async move {
             let limits = proxy.connection_limits();
             let Some((client, read)) =
@@ -56,14 +58,27 @@ pub async fn serve_http(proxy: Proxy, listener: TcpListener, shutdown: impl Futu
             else {
                 return;
             };
+            let Some((read, is_http2)) = first_bytes(&mut stream, read, remote, &context, &limits).await
+            else {
+                return;
+            };
             let (stream, flags) = FramingGuard::new(Replayed::new(read, stream));
             let client_address = client.address;
             let service =
                 proxy_service(&proxy, &context, (remote, client), None, Some(flags.clone()), &limits);
-            let builder = own_builder(&builder, &proxy, &limits, connection_builder);
-            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service.service);
-            serve_proxied(proxy, connection, service.activity, Some(flags), client_address, context, &limits)
-                .await;
+            let io = TokioIo::new(stream);
+            let flags = Some(flags);
+            if is_http2 {
+                let builder = own_builder(&builders.1, &proxy, &limits, http2_builder);
+                let connection = builder.serve_connection(io, service.service);
+                serve_proxied(proxy, connection, service.activity, flags, client_address, context, &limits)
+                    .await;
+            } else {
+                let builder = own_builder(&builders.0, &proxy, &limits, http1_builder);
+                let connection = builder.serve_connection(io, service.service).with_upgrades();
+                serve_proxied(proxy, connection, service.activity, flags, client_address, context, &limits)
+                    .await;
+            }
         }
     })
     .await;
@@ -80,9 +95,8 @@ pub async fn serve_https(
 ) {
     let configs = Arc::new(HostConfigs::new(tls));
     let limits = proxy.config().connections.clone();
-    // HTTP/1.1 connections are served by the detecting builder behind a guard that refuses an
-    // HTTP/2 preface (it would otherwise detect HTTP/2); `h2` ones by HTTP/2 alone.
-    let builders = (Arc::new(connection_builder(&limits)), Arc::new(http2_builder(&limits)));
+    // HTTP/1.1 connections are served behind a guard that refuses an HTTP/2 preface.
+    let builders = (Arc::new(http1_builder(&limits)), Arc::new(http2_builder(&limits)));
     let drain = proxy.config().drain_timeout;
     let metrics = proxy.metrics().clone();
     let cap = proxy.inner.caps.https.clone();
@@ -141,9 +155,9 @@ pub async fn serve_https(
                     Some(flags.clone()),
                     &limits,
                 );
-                let builder = own_builder(&builders.0, &proxy, &limits, connection_builder);
+                let builder = own_builder(&builders.0, &proxy, &limits, http1_builder);
                 let connection =
-                    builder.serve_connection_with_upgrades(TokioIo::new(stream), service.service);
+                    builder.serve_connection(TokioIo::new(stream), service.service).with_upgrades();
                 serve_proxied(
                     proxy,
                     connection,
@@ -194,6 +208,51 @@ async fn connection_client(
         Err(_) => {
             tracing::debug!(%remote, "no PROXY header in time; connection closed");
             None
+        }
+    }
+}
+
+/// The first bytes of a plain connection, enough to tell an HTTP/2 preface (prior knowledge)
+/// from HTTP/1.1, read within the time allowed for the first request head: with them (and
+/// `read`, the bytes already read after a PROXY header), whether the connection speaks HTTP/2.
+/// `None` when the client closed, failed, or sent nothing in time, or the listener drains.
+/// One read of up to 4 KiB usually takes the whole request head, which hyper is then handed
+/// without another system call.
+async fn first_bytes(
+    stream: &mut TcpStream,
+    mut read: Vec<u8>,
+    remote: SocketAddr,
+    context: &Accepted,
+    limits: &ConnectionLimits,
+) -> Option<(Vec<u8>, bool)> {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let deadline = context.accepted + limits.client_header_timeout;
+    let mut draining = context.draining.clone();
+    loop {
+        let length = read.len().min(PREFACE.len());
+        if read[..length] != PREFACE[..length] {
+            return Some((read, false));
+        }
+        if length == PREFACE.len() {
+            return Some((read, true));
+        }
+        read.reserve(4096);
+        let more = tokio::select! {
+            more = tokio::time::timeout_at(deadline, stream.read_buf(&mut read)) => more,
+            _ = draining.wait_for(|&draining| draining) => return None,
+        };
+        match more {
+            Ok(Ok(0)) if read.is_empty() => return None,
+            Ok(Ok(0)) => return Some((read, false)),
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => {
+                tracing::debug!(%remote, %error, "connection closed");
+                return None;
+            }
+            Err(_) => {
+                tracing::debug!(%remote, "connection timed out");
+                return None;
+            }
         }
     }
 }
@@ -251,9 +310,7 @@ pub async fn serve_admin<H>(
 ) where
     H: Fn(&Request<Incoming>) -> Response<Full<Bytes>> + Clone + Send + Sync + 'static,
 {
-    let mut builder = connection_builder(&limits);
-    builder = builder.http1_only();
-    let builder = Arc::new(builder);
+    let builder = Arc::new(http1_builder(&limits));
     let per_connection = limits;
     let cap = ConnectionCap::new(ADMIN_MAX_CONNECTIONS);
     accept_loop(listener, &cap, Duration::ZERO, None, shutdown, move |stream, remote, context| {
@@ -368,23 +425,15 @@ fn own_builder<B>(
     }
 }
 
-fn connection_builder(limits: &ConnectionLimits) -> auto::Builder<BoxingExecutor> {
-    let mut builder = auto::Builder::new(BoxingExecutor);
+fn http1_builder(limits: &ConnectionLimits) -> http1::Builder {
+    let mut builder = http1::Builder::new();
     // The connection clock times request heads and idle time (`connection.rs`); hyper's own
     // header timer would arm a second timer for every request, so it is off.
     builder
-        .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(None)
         // hyper's least buffer is 8 KiB.
         .max_buf_size(limits.max_header_bytes.max(8 * 1024));
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(limits.http2_max_concurrent_streams)
-        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
-        .keep_alive_interval(Some(H2_PING_INTERVAL))
-        .keep_alive_timeout(H2_PING_TIMEOUT);
     builder
 }
 
@@ -409,8 +458,8 @@ where
 const H2_PING_INTERVAL: Duration = Duration::from_secs(30);
 const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
 
-fn http2_builder(limits: &ConnectionLimits) -> hyper::server::conn::http2::Builder<BoxingExecutor> {
-    let mut builder = hyper::server::conn::http2::Builder::new(BoxingExecutor);
+fn http2_builder(limits: &ConnectionLimits) -> http2::Builder<BoxingExecutor> {
+    let mut builder = http2::Builder::new(BoxingExecutor);
     builder
         .timer(TokioTimer::new())
         .max_concurrent_streams(limits.http2_max_concurrent_streams)
@@ -483,32 +532,24 @@ async fn serve_proxied<C>(
     context: Accepted,
     limits: &ConnectionLimits,
 ) where
-    C: hyper_util::server::graceful::GracefulConnection,
-    C::Error: std::fmt::Display + Into<Box<dyn std::error::Error + Send + Sync>>,
+    C: ServedConnection,
 {
     let _open = proxy.metrics().connection();
     if let Err(error) = drive(connection, &activity, limits, framing.as_ref(), remote, context).await {
-        let error: Box<dyn std::error::Error + Send + Sync> = error.into();
-        if let Some(error) = error.downcast_ref::<hyper::Error>() {
-            proxy.refused_by_protocol(error, remote);
-        }
+        proxy.refused_by_protocol(&error, remote);
     }
 }
 
 /// Runs a connection until it ends, shutting it down gracefully when its clock runs out or the
 /// listener drains, and dropping it if it has not closed `CLOSE_GRACE` after that.
-async fn drive<C, E>(
+async fn drive<C: ServedConnection>(
     connection: C,
     activity: &Activity,
     limits: &ConnectionLimits,
     framing: Option<&FramingFlags>,
     remote: SocketAddr,
     mut context: Accepted,
-) -> Result<(), E>
-where
-    C: hyper_util::server::graceful::GracefulConnection<Error = E>,
-    E: std::fmt::Display,
-{
+) -> hyper::Result<()> {
     let mut connection = pin!(connection);
     let expired = activity.expired(limits, framing);
     let mut expired = pin!(expired);
@@ -546,6 +587,52 @@ where
             Ok(())
         }
         Some(Ok(())) => Ok(()),
+    }
+}
+
+/// A connection `drive` runs: one of hyper's server connections, which can be told to finish
+/// the requests in flight and close.
+trait ServedConnection: Future<Output = hyper::Result<()>> {
+    fn graceful_shutdown(self: Pin<&mut Self>);
+}
+
+impl<I, S, B> ServedConnection for http1::Connection<I, S>
+where
+    S: hyper::service::HttpService<Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    B: hyper::body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        http1::Connection::graceful_shutdown(self);
+    }
+}
+
+impl<I, S, B> ServedConnection for http1::UpgradeableConnection<I, S>
+where
+    S: hyper::service::HttpService<Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    B: hyper::body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        http1::UpgradeableConnection::graceful_shutdown(self);
+    }
+}
+
+impl<I, S, B, E> ServedConnection for http2::Connection<I, S, E>
+where
+    S: hyper::service::HttpService<Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    B: hyper::body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, B>,
+{
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        http2::Connection::graceful_shutdown(self);
     }
 }
 

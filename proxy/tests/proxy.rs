@@ -354,6 +354,48 @@ async fn slow_clients_are_cut_off_by_the_header_timeout() {
     assert_eq!(backend.requests(), 0);
 }
 
+#[tokio::test]
+async fn silent_clients_and_unfinished_http2_prefaces_are_cut_off_by_the_header_timeout() {
+    let backend = EchoBackend::start("a").await;
+    let table = TableBuilder::new().route(None, "/", "a", endpoints("a", &[backend.addr])).build();
+    let config = ProxyConfig {
+        access_log: false,
+        connections: ostium_proxy::ConnectionLimits {
+            client_header_timeout: Duration::from_millis(300),
+            ..Default::default()
+        },
+        ..ProxyConfig::default()
+    };
+    let proxy = Harness::start_with(table, config).await;
+    for first in [&b""[..], b"PRI * HTTP/2.0\r\n"] {
+        let mut stream = TcpStream::connect(proxy.http).await.unwrap();
+        stream.write_all(first).await.unwrap();
+        let mut buf = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut buf)).await;
+        assert!(read.is_ok(), "the connection was not closed after {first:?}");
+    }
+    assert_eq!(backend.requests(), 0);
+}
+
+#[tokio::test]
+async fn a_request_head_sent_a_byte_at_a_time_is_served() {
+    let backend = EchoBackend::start("a").await;
+    let proxy =
+        Harness::start(TableBuilder::new().route(None, "/", "a", endpoints("a", &[backend.addr])).build())
+            .await;
+    let mut stream = TcpStream::connect(proxy.http).await.unwrap();
+    // "P" could still be the HTTP/2 preface; "PU" no longer.
+    for byte in b"PUT /slow HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\nConnection: close\r\n\r\n" {
+        stream.write_all(&[*byte]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut answer)).await.unwrap().unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(echoed(&answer, "method"), Some("PUT"));
+    assert_eq!(echoed(&answer, "target"), Some("/slow"));
+}
+
 // --- Upgrades ---
 
 #[tokio::test]
@@ -412,7 +454,9 @@ async fn shutdown_drains_in_flight_requests_and_stops_accepting() {
     let http = proxy.http;
     let slow = tokio::spawn(get(http, "h", "/delay/500"));
     tokio::time::sleep(Duration::from_millis(100)).await;
-    proxy.shutdown().await;
+    // A connection that has sent nothing yet does not hold the drain (30 s here) up.
+    let _silent = TcpStream::connect(http).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), proxy.shutdown()).await.expect("drained in time");
     assert_eq!(slow.await.unwrap().status, 200, "the request in flight finished");
     assert!(TcpStream::connect(http).await.is_err(), "no longer accepting");
 }
