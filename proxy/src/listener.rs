@@ -30,6 +30,7 @@ use crate::client::Client;
 use crate::client_cert::{self, ClientCert};
 use crate::connection::{Activity, ConnectionLimits};
 use crate::framing::{FramingFlags, FramingGuard};
+use crate::metrics::ConnectionGuard;
 use ostium_model::{ClientAuth, NormalizedHost};
 
 use crate::passthrough::{self, Replayed, read_client_hello};
@@ -126,9 +127,8 @@ pub async fn serve_https(
                 (passthrough, (configs.get(settings), versions), client_auth)
             };
             if let Some(target) = passthrough {
-                let _open = proxy.metrics().connection();
                 passthrough::splice(&proxy, &target, hello.bytes, stream, remote).await;
-                drop(context); // the connection's permit, held until it closes
+                drop(context); // the connection's permit and open count, held until it closes
                 return;
             }
             let stream = Replayed::new(hello.bytes, stream);
@@ -340,6 +340,8 @@ pub(crate) struct Accepted {
     draining: watch::Receiver<bool>,
     /// Held while the connection is open: one of the listener's `max_connections`.
     _permit: OwnedSemaphorePermit,
+    /// Counts the connection as open from its accept to its close (the proxy's listeners).
+    _open: Option<ConnectionGuard>,
 }
 
 /// The open connections a listener address allows, shared by the workers that accept on it.
@@ -401,7 +403,12 @@ async fn accept_loop<F, Fut>(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let accepted = Accepted { accepted: Instant::now(), draining: draining.clone(), _permit: permit };
+        let accepted = Accepted {
+            accepted: Instant::now(),
+            draining: draining.clone(),
+            _permit: permit,
+            _open: metrics.map(|metrics| metrics.connection()),
+        };
         tokio::spawn(on_connection(stream, remote, accepted));
     }
     drop(listener);
@@ -534,7 +541,6 @@ async fn serve_proxied<C>(
 ) where
     C: ServedConnection,
 {
-    let _open = proxy.metrics().connection();
     if let Err(error) = drive(connection, &activity, limits, framing.as_ref(), remote, context).await {
         proxy.refused_by_protocol(&error, remote);
     }

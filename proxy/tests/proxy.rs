@@ -355,45 +355,106 @@ async fn slow_clients_are_cut_off_by_the_header_timeout() {
 }
 
 #[tokio::test]
-async fn silent_clients_and_unfinished_http2_prefaces_are_cut_off_by_the_header_timeout() {
-    let backend = EchoBackend::start("a").await;
-    let table = TableBuilder::new().route(None, "/", "a", endpoints("a", &[backend.addr])).build();
-    let config = ProxyConfig {
-        access_log: false,
-        connections: ostium_proxy::ConnectionLimits {
-            client_header_timeout: Duration::from_millis(300),
-            ..Default::default()
-        },
-        ..ProxyConfig::default()
-    };
-    let proxy = Harness::start_with(table, config).await;
-    for first in [&b""[..], b"PRI * HTTP/2.0\r\n"] {
-        let mut stream = TcpStream::connect(proxy.http).await.unwrap();
-        stream.write_all(first).await.unwrap();
-        let mut buf = Vec::new();
-        let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut buf)).await;
-        assert!(read.is_ok(), "the connection was not closed after {first:?}");
-    }
-    assert_eq!(backend.requests(), 0);
-}
-
-#[tokio::test]
-async fn a_request_head_sent_a_byte_at_a_time_is_served() {
+async fn request_heads_and_http2_prefaces_sent_in_pieces_are_served() {
     let backend = EchoBackend::start("a").await;
     let proxy =
         Harness::start(TableBuilder::new().route(None, "/", "a", endpoints("a", &[backend.addr])).build())
             .await;
+    let pause = Duration::from_millis(20);
+
+    // HTTP/1.1 a byte at a time: "P" could still be the HTTP/2 preface, "PU" no longer.
     let mut stream = TcpStream::connect(proxy.http).await.unwrap();
-    // "P" could still be the HTTP/2 preface; "PU" no longer.
+    stream.set_nodelay(true).unwrap();
     for byte in b"PUT /slow HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\nConnection: close\r\n\r\n" {
         stream.write_all(&[*byte]).await.unwrap();
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    let mut answer = String::new();
-    tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut answer)).await.unwrap().unwrap();
+    let answer = read_all(&mut stream).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert_eq!(echoed(&answer, "method"), Some("PUT"));
     assert_eq!(echoed(&answer, "target"), Some("/slow"));
+
+    // Like the preface up to its version: answered as HTTP/1.1.
+    let mut stream = TcpStream::connect(proxy.http).await.unwrap();
+    stream.set_nodelay(true).unwrap();
+    stream.write_all(b"PRI * HTTP/").await.unwrap();
+    tokio::time::sleep(pause).await;
+    stream.write_all(b"1.1\r\nHost: h\r\nConnection: close\r\n\r\n").await.unwrap();
+    let answer = read_all(&mut stream).await;
+    assert!(answer.starts_with("HTTP/1.1 "), "{answer}");
+
+    // The HTTP/2 preface's first line alone, then the rest from an HTTP/2 client.
+    let mut stream = TcpStream::connect(proxy.http).await.unwrap();
+    stream.set_nodelay(true).unwrap();
+    let first_line = b"PRI * HTTP/2.0\r\n";
+    stream.write_all(first_line).await.unwrap();
+    tokio::time::sleep(pause).await;
+    let io = SentAlready { inner: stream, sent: first_line };
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(io),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    let request = http::Request::get("http://h/h2").body(Empty::<Bytes>::new()).unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let body = String::from_utf8(response.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+    assert_eq!(echoed(&body, "target"), Some("/h2"));
+}
+
+async fn read_all(stream: &mut TcpStream) -> String {
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut answer)).await.unwrap().unwrap();
+    answer
+}
+
+/// A stream that drops the first bytes written to it, checking they are `sent`: the test sent
+/// them itself, ahead of the client.
+struct SentAlready {
+    inner: TcpStream,
+    sent: &'static [u8],
+}
+
+impl tokio::io::AsyncRead for SentAlready {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for SentAlready {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        if !self.sent.is_empty() {
+            let n = self.sent.len().min(buf.len());
+            assert_eq!(&buf[..n], &self.sent[..n], "the client writes what the test sent");
+            self.sent = &self.sent[n..];
+            return std::task::Poll::Ready(Ok(n));
+        }
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 // --- Upgrades ---
@@ -454,8 +515,10 @@ async fn shutdown_drains_in_flight_requests_and_stops_accepting() {
     let http = proxy.http;
     let slow = tokio::spawn(get(http, "h", "/delay/500"));
     tokio::time::sleep(Duration::from_millis(100)).await;
-    // A connection that has sent nothing yet does not hold the drain (30 s here) up.
-    let _silent = TcpStream::connect(http).await.unwrap();
+    // A connection still telling HTTP/1.1 from HTTP/2 does not hold the drain (30 s here) up.
+    let mut undecided = TcpStream::connect(http).await.unwrap();
+    undecided.write_all(b"P").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
     tokio::time::timeout(Duration::from_secs(5), proxy.shutdown()).await.expect("drained in time");
     assert_eq!(slow.await.unwrap().status, 200, "the request in flight finished");
     assert!(TcpStream::connect(http).await.is_err(), "no longer accepting");
