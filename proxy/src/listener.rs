@@ -326,7 +326,8 @@ pub async fn serve_admin<H>(
                     async move { Ok::<_, Infallible>(response) }
                 })
             };
-            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            // It answers no upgrade; `with_upgrades` makes it the proxy's kind of connection.
+            let connection = builder.serve_connection(TokioIo::new(stream), service).with_upgrades();
             let _ = drive(connection, &activity, &limits, Some(&flags), remote, context).await;
         }
     })
@@ -600,19 +601,6 @@ async fn drive<C: ServedConnection>(
 /// the requests in flight and close.
 trait ServedConnection: Future<Output = hyper::Result<()>> {
     fn graceful_shutdown(self: Pin<&mut Self>);
-}
-
-impl<I, S, B> ServedConnection for http1::Connection<I, S>
-where
-    S: hyper::service::HttpService<Incoming, ResBody = B>,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    I: hyper::rt::Read + hyper::rt::Write + Unpin,
-    B: hyper::body::Body + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    fn graceful_shutdown(self: Pin<&mut Self>) {
-        http1::Connection::graceful_shutdown(self);
-    }
 }
 
 impl<I, S, B> ServedConnection for http1::UpgradeableConnection<I, S>
